@@ -1,0 +1,3 @@
+"""Gristmill control service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""Administration of an environment straight on its database (the `gristmill users` and
+`gristmill token` commands): works whether or not the service is running."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gristmill_platform.auth.repository import TokenRepository, UserRepository
+from gristmill_platform.auth.service import AuthService, CreatedSdkToken
+from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.db.models.auth import SdkToken, User
+from gristmill_platform.settings import Settings, resolve_settings
+
+
+class AdminConsole:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = resolve_settings(settings)
+        self._engine: AsyncEngine | None = None
+
+    async def __aenter__(self) -> AdminConsole:
+        assert self.settings.database_url
+        self._engine = create_engine(self.settings.database_url)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _auth(self) -> AsyncIterator[AuthService]:
+        assert self._engine is not None and self.settings.secret_key
+        async with create_session_factory(self._engine)() as session, session.begin():
+            yield AuthService(UserRepository(session), TokenRepository(session),
+                              signing_key=self.settings.secret_key,
+                              access_token_ttl_s=self.settings.access_token_ttl_s)
+
+    async def create_user(self, name: str, email: str, *, is_admin: bool = False) -> User:
+        async with self._auth() as auth:
+            return await auth.create_user(name=name, email=email, is_admin=is_admin)
+
+    async def list_users(self) -> Sequence[User]:
+        async with self._auth() as auth:
+            return await auth.list_users()
+
+    async def delete_user(self, id_or_email: str) -> User:
+        async with self._auth() as auth:
+            return await auth.delete_user(id_or_email)
+
+    async def create_token(self, user: str, *, name: str = "",
+                           expires_in: timedelta | None = None) -> CreatedSdkToken:
+        async with self._auth() as auth:
+            owner = await auth.find_user(user)
+            return await auth.create_sdk_token(owner.id, name=name, expires_in=expires_in)
+
+    async def list_tokens(self, user: str | None = None) -> list[tuple[SdkToken, User]]:
+        async with self._auth() as auth:
+            owner_id = (await auth.find_user(user)).id if user else None
+            users = {u.id: u for u in await auth.list_users()}
+            return [(t, users[t.user_id]) for t in await auth.list_sdk_tokens(owner_id)]
+
+    async def revoke_token(self, token_id: str) -> SdkToken:
+        async with self._auth() as auth:
+            return await auth.revoke_sdk_token(token_id)

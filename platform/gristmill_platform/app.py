@@ -1,0 +1,94 @@
+"""The control service application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import gristmill_platform
+from gristmill_platform import errors, health
+from gristmill_platform.auth import routes as auth_routes
+from gristmill_platform.datastore import presigned_routes, s3errors
+from gristmill_platform.datastore import routes as datastore_routes
+from gristmill_platform.datastore.backend import DataStoreBackend
+from gristmill_platform.datastore.blobs import BlobStore
+from gristmill_platform.datastore.local import LocalDataStore
+from gristmill_platform.datastore.repository import DataStoreRepository
+from gristmill_platform.datastore.signing import UrlSigner
+from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.env_vars import routes as env_var_routes
+from gristmill_platform.middleware import RequestIdMiddleware
+from gristmill_platform.settings import Settings, resolve_settings
+from gristmill_platform.state import AppState
+from gristmill_platform.users import routes as user_routes
+
+
+def build_state(settings: Settings) -> AppState:
+    settings = resolve_settings(settings)
+    assert settings.database_url and settings.secret_key and settings.datastore_root
+    engine = create_engine(settings.database_url)
+    signer = UrlSigner(key=settings.secret_key.encode())
+    if settings.datastore_backend != "local":
+        raise ValueError(
+            f"Data store backend {settings.datastore_backend!r} is not available yet; "
+            "use GRISTMILL_DATASTORE_BACKEND=local"
+        )
+    blobs = BlobStore(settings.datastore_root)
+    blobs.ensure()
+
+    def datastore(session: AsyncSession) -> DataStoreBackend:
+        return LocalDataStore(
+            blobs=blobs,
+            repository=DataStoreRepository(session),
+            signer=signer,
+            public_url=settings.environment_url,
+            ttl_s=settings.signed_url_ttl_s,
+            max_object_bytes=settings.datastore_max_object_bytes,
+            max_path_length=settings.datastore_max_path_length,
+        )
+
+    return AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        signer=signer,
+        datastore=datastore,
+    )
+
+
+def api_router() -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(auth_routes.router)
+    api.include_router(user_routes.router)
+    api.include_router(env_var_routes.router)
+    api.include_router(datastore_routes.router)
+    return api
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    state = build_state(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.engine.dispose()
+
+    app = FastAPI(
+        title="Gristmill",
+        version=gristmill_platform.__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.gristmill = state
+    app.add_middleware(RequestIdMiddleware)
+    errors.install_error_handlers(app)
+    s3errors.install(app)
+    app.include_router(health.router)
+    app.include_router(api_router())
+    if state.settings.datastore_backend == "local":
+        app.include_router(presigned_routes.router)
+    return app

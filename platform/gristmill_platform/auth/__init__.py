@@ -1,0 +1,1 @@
+"""Authentication: SDK (refresh) tokens, short-lived access tokens, principals."""

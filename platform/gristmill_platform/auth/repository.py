@@ -1,0 +1,68 @@
+"""Queries for users and SDK tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gristmill_platform.db.models.auth import SdkToken, User
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: str) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        result = await self.session.execute(select(User).where(User.email == email))
+        return result.scalar_one_or_none()
+
+    async def list(self) -> Sequence[User]:
+        result = await self.session.execute(select(User).order_by(User.created_at, User.email))
+        return result.scalars().all()
+
+    async def count(self) -> int:
+        result = await self.session.execute(select(func.count()).select_from(User))
+        return int(result.scalar_one())
+
+    async def add(self, user: User) -> User:
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+    async def delete(self, user: User) -> None:
+        await self.session.delete(user)
+        await self.session.flush()
+
+
+class TokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, token_id: str) -> SdkToken | None:
+        return await self.session.get(SdkToken, token_id)
+
+    async def add(self, token: SdkToken) -> SdkToken:
+        self.session.add(token)
+        await self.session.flush()
+        return token
+
+    async def list(
+        self, *, user_id: str | None = None, include_execution_tokens: bool = False
+    ) -> Sequence[SdkToken]:
+        query = select(SdkToken).order_by(SdkToken.created_at)
+        if user_id is not None:
+            query = query.where(SdkToken.user_id == user_id)
+        if not include_execution_tokens:
+            query = query.where(SdkToken.scope == "user")
+        result = await self.session.execute(query)
+        return result.scalars().all()
+
+    async def touch(self, token: SdkToken, when: datetime) -> None:
+        token.last_used_at = when
+        await self.session.flush()

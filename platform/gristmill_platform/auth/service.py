@@ -1,0 +1,207 @@
+"""Token exchange, authentication, and management of users and SDK tokens."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gristmill_platform.auth.principal import EXECUTION_SCOPE, USER_SCOPE, Principal
+from gristmill_platform.auth.repository import TokenRepository, UserRepository
+from gristmill_platform.auth.tokens import (
+    InvalidToken,
+    decode_access_token,
+    encode_access_token,
+    hash_secret,
+    new_sdk_token,
+    secret_matches,
+    split_sdk_token,
+)
+from gristmill_platform.db.models.auth import SdkToken, User
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.errors import BadRequest, Conflict, NotFound, Unauthorized
+
+# Compared against when a token id is unknown, so a miss costs the same as a wrong secret.
+_DUMMY_HASH = hash_secret("gristmill-no-such-token")
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    access_token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class CreatedSdkToken:
+    token: SdkToken
+    plaintext: str
+
+
+def _normalise_email(email: str) -> str:
+    cleaned = email.strip().lower()
+    local, _, domain = cleaned.partition("@")
+    if not local or not domain or " " in cleaned or len(cleaned) > 320:
+        raise BadRequest(f"Invalid email address: {email!r}")
+    return cleaned
+
+
+class AuthService:
+    def __init__(self, users: UserRepository, tokens: TokenRepository, *, signing_key: str,
+                 access_token_ttl_s: int) -> None:
+        self.users = users
+        self.tokens = tokens
+        self.signing_key = signing_key
+        self.access_token_ttl_s = access_token_ttl_s
+
+    # -- token exchange and authentication -------------------------------------------------
+
+    async def _check_sdk_token(self, plaintext: str) -> SdkToken:
+        try:
+            token_id, secret = split_sdk_token(plaintext)
+        except InvalidToken as exc:
+            raise Unauthorized("Invalid refresh token") from exc
+        token = await self.tokens.get(token_id)
+        if not secret_matches(secret, token.secret_hash if token else _DUMMY_HASH) or not token:
+            raise Unauthorized("Invalid refresh token")
+        now = utcnow()
+        if token.revoked_at is not None:
+            raise Unauthorized("This SDK token was revoked: ask for a new one", name="TokenRevoked")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise Unauthorized("This SDK token has expired: ask for a new one", name="TokenExpired")
+        return token
+
+    async def exchange(self, refresh_token: str) -> IssuedAccessToken:
+        token = await self._check_sdk_token(refresh_token)
+        await self.tokens.touch(token, utcnow())
+        ttl = self.access_token_ttl_s
+        if token.expires_at is not None:
+            # never let an access token outlive the SDK token it came from
+            remaining = int((token.expires_at - utcnow()).total_seconds())
+            ttl = max(1, min(ttl, remaining))
+        access, expires = encode_access_token(
+            key=self.signing_key,
+            user_id=token.user_id,
+            token_id=token.id,
+            scope=token.scope,
+            execution_id=token.execution_id,
+            ttl_s=ttl,
+        )
+        return IssuedAccessToken(access_token=access, expires_at=expires)
+
+    async def authenticate(self, access_token: str) -> Principal:
+        try:
+            claims = decode_access_token(access_token, key=self.signing_key)
+        except InvalidToken as exc:
+            raise Unauthorized(str(exc)) from exc
+        token = await self.tokens.get(claims.token_id)
+        if token is None or token.revoked_at is not None:
+            raise Unauthorized(
+                "The SDK token behind this access token was revoked", name="TokenRevoked"
+            )
+        user = await self.users.get(claims.user_id)
+        if user is None:
+            raise Unauthorized("The user of this token no longer exists")
+        return Principal(
+            user_id=user.id,
+            token_id=token.id,
+            scope=claims.scope,
+            execution_id=claims.execution_id,
+            is_admin=user.is_admin,
+        )
+
+    # -- SDK tokens ---------------------------------------------------------------------------
+
+    async def create_sdk_token(
+        self,
+        user_id: str,
+        *,
+        name: str = "",
+        expires_in: timedelta | None = None,
+        scope: str = USER_SCOPE,
+        execution_id: str | None = None,
+    ) -> CreatedSdkToken:
+        if scope not in (USER_SCOPE, EXECUTION_SCOPE):
+            raise BadRequest(f"Unknown token scope {scope!r}")
+        if scope == EXECUTION_SCOPE and not execution_id:
+            raise BadRequest("An execution token needs an execution id")
+        if await self.users.get(user_id) is None:
+            raise NotFound(f"User {user_id} not found")
+        fresh = new_sdk_token()
+        token = SdkToken(
+            id=fresh.token_id,
+            user_id=user_id,
+            name=name,
+            secret_hash=fresh.secret_hash,
+            scope=scope,
+            execution_id=execution_id,
+            created_at=utcnow(),
+            expires_at=utcnow() + expires_in if expires_in else None,
+        )
+        await self.tokens.add(token)
+        return CreatedSdkToken(token=token, plaintext=fresh.plaintext)
+
+    async def revoke_sdk_token(self, token_id: str) -> SdkToken:
+        token = await self.tokens.get(token_id)
+        if token is None:
+            raise NotFound(f"SDK token {token_id} not found")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            await self.tokens.session.flush()
+        return token
+
+    async def revoke_execution_tokens(self, execution_id: str) -> None:
+        for token in await self.tokens.list(include_execution_tokens=True):
+            if token.execution_id == execution_id and token.revoked_at is None:
+                token.revoked_at = utcnow()
+        await self.tokens.session.flush()
+
+    async def list_sdk_tokens(self, user_id: str | None = None) -> Sequence[SdkToken]:
+        return await self.tokens.list(user_id=user_id)
+
+    # -- users --------------------------------------------------------------------------------
+
+    async def create_user(self, *, name: str, email: str, is_admin: bool = False) -> User:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise BadRequest("A user needs a name of 1 to 200 characters")
+        email = _normalise_email(email)
+        if await self.users.get_by_email(email) is not None:
+            raise Conflict(f"A user with email {email} already exists")
+        now = utcnow()
+        user = User(
+            id=str(uuid.uuid4()), name=name, email=email, is_admin=is_admin,
+            created_at=now, updated_at=now,
+        )
+        return await self.users.add(user)
+
+    async def get_user(self, user_id: str) -> User:
+        user = await self.users.get(user_id)
+        if user is None:
+            raise NotFound(f"User {user_id} not found")
+        return user
+
+    async def find_user(self, id_or_email: str) -> User:
+        user = await self.users.get(id_or_email)
+        if user is None and "@" in id_or_email:
+            user = await self.users.get_by_email(id_or_email.strip().lower())
+        if user is None:
+            raise NotFound(f"User {id_or_email} not found")
+        return user
+
+    async def list_users(self) -> Sequence[User]:
+        return await self.users.list()
+
+    async def delete_user(self, id_or_email: str) -> User:
+        user = await self.find_user(id_or_email)
+        if user.is_admin and sum(1 for u in await self.users.list() if u.is_admin) == 1:
+            raise Conflict("Refusing to delete the last admin user")
+        await self.users.delete(user)
+        return user
+
+    async def bootstrap_admin(self) -> CreatedSdkToken | None:
+        """On a fresh environment, create the admin user and its first SDK token."""
+        if await self.users.count() > 0:
+            return None
+        admin = await self.create_user(name="Admin", email="admin@localhost", is_admin=True)
+        return await self.create_sdk_token(admin.id, name="created by gristmill up")

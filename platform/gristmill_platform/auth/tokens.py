@@ -1,0 +1,119 @@
+"""Pure token functions: SDK token generation and hashing, access-token (JWT) encoding.
+
+An SDK token looks like ``gm_<id>_<secret>``. The id finds the row; only a SHA-256 of the
+secret is stored, and it is compared in constant time. The secret has 256 bits of entropy,
+so a fast hash is enough (a slow KDF protects low-entropy passwords, not random keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+TOKEN_PREFIX = "gm"
+ACCESS_TOKEN_ALGORITHM = "HS256"
+ACCESS_TOKEN_AUDIENCE = "gristmill"
+
+
+@dataclass(frozen=True)
+class NewSdkToken:
+    token_id: str
+    secret_hash: str
+    plaintext: str
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    token_id: str
+    scope: str
+    execution_id: str | None
+    expires_at: int
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged or expired; the message is safe to show."""
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_sdk_token() -> NewSdkToken:
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return NewSdkToken(
+        token_id=token_id,
+        secret_hash=hash_secret(secret),
+        plaintext=f"{TOKEN_PREFIX}_{token_id}_{secret}",
+    )
+
+
+def split_sdk_token(token: str) -> tuple[str, str]:
+    """Return (token id, secret) or raise InvalidToken."""
+    parts = token.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
+        raise InvalidToken("Invalid SDK token: not a Gristmill SDK token")
+    return parts[1], parts[2]
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def encode_access_token(
+    *,
+    key: str,
+    user_id: str,
+    token_id: str,
+    scope: str,
+    execution_id: str | None,
+    ttl_s: int,
+    now: float | None = None,
+) -> tuple[str, int]:
+    issued = int(now if now is not None else time.time())
+    expires = issued + ttl_s
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "tid": token_id,
+        "scope": scope,
+        "iat": issued,
+        "exp": expires,
+        "aud": ACCESS_TOKEN_AUDIENCE,
+        "jti": uuid.uuid4().hex,
+    }
+    if execution_id is not None:
+        claims["execution_id"] = execution_id
+    return jwt.encode(claims, key, algorithm=ACCESS_TOKEN_ALGORITHM), expires
+
+
+def decode_access_token(token: str, *, key: str, now: float | None = None) -> AccessClaims:
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ACCESS_TOKEN_ALGORITHM],
+            audience=ACCESS_TOKEN_AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "tid"]},
+            leeway=0,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("Access token expired: refresh it with your SDK token") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("Invalid access token") from exc
+    if now is not None and claims["exp"] <= now:
+        raise InvalidToken("Access token expired: refresh it with your SDK token")
+    return AccessClaims(
+        user_id=str(claims["sub"]),
+        token_id=str(claims["tid"]),
+        scope=str(claims.get("scope", "user")),
+        execution_id=claims.get("execution_id"),
+        expires_at=int(claims["exp"]),
+    )

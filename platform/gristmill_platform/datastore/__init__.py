@@ -1,0 +1,1 @@
+"""The environment's data store: signed-URL uploads and downloads, listing, multipart."""

@@ -1,0 +1,41 @@
+"""Validation of data store object paths (pure)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from gristmill_platform.errors import BadRequest
+
+
+class InvalidPath(BadRequest):
+    name = "InvalidPath"
+
+
+def validate_object_path(path: str, *, max_length: int = 1024) -> str:
+    """Return the path if it is a safe object key, else raise InvalidPath (400).
+
+    Keys are '/'-separated like S3's, but since the local backend keeps an index rather
+    than mirroring keys onto the filesystem, the rules exist for users (and for S3
+    compatibility), not to fence a directory: no '..' or '.' segments, no leading '/',
+    no empty segments, no control characters or backslashes, bounded length.
+    """
+    if not isinstance(path, str) or path == "":
+        raise InvalidPath("The object path is empty")
+    if len(path.encode()) > max_length:
+        raise InvalidPath(
+            f"The object path is too long ({len(path.encode())} bytes, at most {max_length})"
+        )
+    if path.startswith("/"):
+        raise InvalidPath(f"Invalid object path {path!r}: it must be relative (no leading '/')")
+    if "\\" in path:
+        raise InvalidPath(f"Invalid object path {path!r}: use '/' as separator, not '\\'")
+    if any(unicodedata.category(ch) == "Cc" for ch in path):
+        raise InvalidPath(f"Invalid object path {path!r}: control characters are not allowed")
+    segments = path.split("/")
+    if any(segment == "" for segment in segments):
+        raise InvalidPath(
+            f"Invalid object path {path!r}: empty segment ('//' or a trailing '/')"
+        )
+    if any(segment in (".", "..") for segment in segments):
+        raise InvalidPath(f"Invalid object path {path!r}: '.' and '..' segments are not allowed")
+    return path

@@ -1,0 +1,12 @@
+"""ORM tables, one module per domain."""
+
+from __future__ import annotations
+
+
+def load_all_models() -> None:
+    """Import every model module so Base.metadata knows all tables (for Alembic)."""
+    from gristmill_platform.db.models import (  # noqa: F401
+        auth,
+        datastore,
+        env_vars,
+    )

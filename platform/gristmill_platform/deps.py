@@ -1,0 +1,89 @@
+"""FastAPI dependencies: the per-request transaction, the caller, the services."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gristmill_platform.auth.principal import Principal
+from gristmill_platform.auth.repository import TokenRepository, UserRepository
+from gristmill_platform.auth.service import AuthService
+from gristmill_platform.db.hooks import run_effects
+from gristmill_platform.errors import Unauthorized
+from gristmill_platform.state import AppState
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.gristmill
+    return state
+
+
+AppStateDep = Annotated[AppState, Depends(app_state)]
+
+
+@asynccontextmanager
+async def transaction(state: AppState) -> AsyncIterator[AsyncSession]:
+    """A unit of work: committed when the block ends, rolled back when it raises; the
+    session's commit/rollback effects (see db.hooks) run afterwards."""
+    async with state.session_factory() as session:
+        try:
+            async with session.begin():
+                yield session
+        except BaseException:
+            run_effects(session, committed=False)
+            raise
+        run_effects(session, committed=True)
+
+
+async def db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request. Services flush; only this commits."""
+    async with transaction(state) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(db_session)]
+
+
+def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
+    signing_key = state.settings.secret_key
+    assert signing_key is not None
+    return AuthService(
+        UserRepository(session),
+        TokenRepository(session),
+        signing_key=signing_key,
+        access_token_ttl_s=state.settings.access_token_ttl_s,
+    )
+
+
+AuthServiceDep = Annotated[AuthService, Depends(auth_service)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized(
+            "Missing Authorization header: send 'Authorization: Bearer <access token>' "
+            "(get one from POST /api/v1/auth/refresh with your SDK token)"
+        )
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("Malformed Authorization header: expected 'Bearer <access token>'")
+    return value.strip()
+
+
+async def current_principal(request: Request, auth: AuthServiceDep) -> Principal:
+    principal = await auth.authenticate(bearer_token(request))
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex

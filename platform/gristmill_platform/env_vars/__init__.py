@@ -1,0 +1,1 @@
+"""Environment variables exposed to every execution."""

@@ -1,0 +1,1 @@
+"""Executors: one interface, two backends (local processes, Kubernetes pods)."""

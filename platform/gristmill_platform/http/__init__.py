@@ -1,0 +1,1 @@
+"""HTTP helpers shared by the domain routes."""

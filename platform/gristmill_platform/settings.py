@@ -1,0 +1,78 @@
+"""Settings for one environment, read from arguments or ``GRISTMILL_*`` variables.
+
+Nothing here touches the filesystem or the network at import; ``Settings.resolve`` fills in
+the values derived from the data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".gristmill"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRISTMILL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    # The URL users and workers reach this environment at; derived from host/port if unset.
+    public_url: str | None = None
+    database_url: str | None = None
+    # Token signing key; when unset, one is generated once and kept in data_dir/secret.key.
+    secret_key: str | None = None
+
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+    sdk_token_default_ttl_days: int | None = None
+
+    datastore_backend: Literal["local", "s3"] = "local"
+    datastore_root: Path | None = None
+    signed_url_ttl_s: int = Field(default=3600, ge=1)
+    datastore_list_page_size: int = Field(default=1000, ge=1, le=10000)
+    datastore_max_object_bytes: int = Field(default=5 * 1024**4, ge=1)
+    datastore_max_path_length: int = Field(default=1024, ge=16)
+
+    log_level: str = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    def resolve(self) -> Settings:
+        """Return a copy with every derived default filled in."""
+        data_dir = self.data_dir.expanduser().resolve()
+        host_for_url = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return self.model_copy(
+            update={
+                "data_dir": data_dir,
+                "public_url": self.public_url or f"http://{host_for_url}:{self.port}",
+                "database_url": self.database_url
+                or f"sqlite+aiosqlite:///{data_dir / 'gristmill.sqlite3'}",
+                "datastore_root": (self.datastore_root or data_dir / "datastore").expanduser(),
+            }
+        )
+
+    @property
+    def environment_url(self) -> str:
+        assert self.public_url is not None, "call Settings.resolve() first"
+        return self.public_url
+
+
+def resolve_settings(settings: Settings) -> Settings:
+    """Derived values plus the signing key (generated once into the data dir if unset)."""
+    from gristmill_platform.secrets_store import load_or_create_secret_key
+
+    resolved = settings.resolve()
+    if not resolved.secret_key:
+        resolved = resolved.model_copy(
+            update={"secret_key": load_or_create_secret_key(resolved.data_dir)}
+        )
+    return resolved
