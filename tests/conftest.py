@@ -167,7 +167,8 @@ def gristmill_env(database: DatabaseUnderTest, tmp_path_factory: pytest.TempPath
                   ) -> Iterator[GristmillEnv]:
     """A running environment, shared by the tests of a session (use unique names)."""
     data_dir = tmp_path_factory.mktemp(f"env-{database.kind}")
-    server, env, _ = start_environment(data_dir, database.url)
+    # a small page size makes every client exercise continuation tokens
+    server, env, _ = start_environment(data_dir, database.url, datastore_list_page_size=5)
     env.database = database
     try:
         yield env

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService, CreatedSdkToken
+from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.auth import SdkToken, User
 from gristmill_platform.settings import Settings, resolve_settings
@@ -24,6 +26,8 @@ class AdminConsole:
 
     async def __aenter__(self) -> AdminConsole:
         assert self.settings.database_url
+        # administering a fresh data dir (before the first `gristmill up`) must work too
+        await asyncio.to_thread(migrate.upgrade, self.settings.database_url)
         self._engine = create_engine(self.settings.database_url)
         return self
 

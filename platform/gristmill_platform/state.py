@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
-from collections.abc import Callable
 
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.datastore.signing import UrlSigner

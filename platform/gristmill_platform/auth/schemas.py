@@ -9,5 +9,5 @@ class RefreshRequest(BaseModel):
 
 class AccessTokenRead(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 (a scheme name, not a secret)
     expires_at: int

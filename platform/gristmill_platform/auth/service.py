@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from gristmill_platform.auth.principal import EXECUTION_SCOPE, USER_SCOPE, Principal
 from gristmill_platform.auth.repository import TokenRepository, UserRepository

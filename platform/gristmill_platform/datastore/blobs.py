@@ -6,6 +6,7 @@ upload leaves only an unreferenced blob (removed at once on failure)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -38,10 +39,8 @@ class BlobStore:
         return target
 
     def remove(self, name: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path_of(name).unlink()
-        except FileNotFoundError:
-            pass
 
 
 class BlobWriter:

@@ -50,9 +50,13 @@ def encode_continuation(path: str) -> str:
 
 def decode_continuation(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        path = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("Invalid continuation token") from exc
+        raise BadRequest("Invalid continuation token: pass back the one the last page gave"
+                         ) from exc
+    if not path:
+        raise BadRequest("Invalid continuation token: pass back the one the last page gave")
+    return path
 
 
 def _info(row: DataStoreObject) -> ObjectInfo:

@@ -25,7 +25,9 @@ ServiceDep = Annotated[EnvVarService, Depends(env_var_service)]
 
 
 @router.put("", response_model=EnvVarsUpserted)
-async def upsert(body: EnvVarsUpsert, principal: PrincipalDep, service: ServiceDep) -> EnvVarsUpserted:
+async def upsert(
+    body: EnvVarsUpsert, principal: PrincipalDep, service: ServiceDep
+) -> EnvVarsUpserted:
     principal.require_user_scope("Changing environment variables")
     results = await service.upsert_many(body.environment_variables)
     return EnvVarsUpserted(

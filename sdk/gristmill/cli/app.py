@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import typer
+
+import gristmill
+from gristmill.cli import platform_cmds
+
+app = typer.Typer(
+    name="gristmill",
+    help="Gristmill: turn Python functions into pipelines, run and deploy them.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold tokens
+)
+app.command("up")(platform_cmds.up)
+app.command("serve")(platform_cmds.serve_cmd)
+app.add_typer(platform_cmds.db_app, name="db")
+app.add_typer(platform_cmds.users_app, name="users")
+app.add_typer(platform_cmds.token_app, name="token")
+
+
+@app.command()
+def version() -> None:
+    """Print the SDK version."""
+    typer.echo(gristmill.__version__)

@@ -1,0 +1,248 @@
+"""Commands that run or administer an environment on this machine. They need the
+control service (``pip install 'gristmill[platform]'``), imported only when used so the
+SDK alone stays light."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from gristmill.cli.durations import parse_duration
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the environment keeps its data [default: ~/.gristmill]",
+                 envvar="GRISTMILL_DATA_DIR", show_envvar=True),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLite or PostgreSQL URL [default: SQLite in data dir]",
+                 envvar="GRISTMILL_DATABASE_URL", show_envvar=False),
+]
+
+
+def _settings(**values: Any) -> Any:
+    try:
+        from gristmill_platform.settings import Settings
+    except ImportError:
+        err_console.print(
+            "[red]The Gristmill control service is not installed.[/red] "
+            "Install it with: pip install 'gristmill[platform]'"
+        )
+        raise typer.Exit(2) from None
+    return Settings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from gristmill_platform.errors import AppError
+
+    try:
+        return asyncio.run(coro)
+    except AppError as exc:
+        err_console.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _print_credentials(environment_url: str, token: str, title: str) -> None:
+    from gristmill_platform.bootstrap import export_lines
+
+    console.print(Panel(
+        f"Environment URL: [bold]{environment_url}[/bold]\n"
+        "Copy the lines below into your shell to use the SDK.\n"
+        "The token is shown only once: keep it secret.",
+        title=title, expand=False,
+    ))
+    # plain output, never wrapped, so the lines copy and paste as they are
+    typer.echo("\n".join(export_lines(environment_url, token)))
+
+
+def up(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
+    database_url: DatabaseUrl = None,
+    public_url: Annotated[str | None, typer.Option(help="URL users reach it at")] = None,
+) -> None:
+    """Start an embedded environment on this machine (SQLite, local data store, local
+    workers). The first start creates the admin user and prints its SDK token."""
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.server import serve
+    from gristmill_platform.settings import resolve_settings
+
+    settings = resolve_settings(_settings(data_dir=data_dir, host=host, port=port,
+                                          database_url=database_url, public_url=public_url))
+    with console.status("Preparing the environment (migrations, admin user)..."):
+        boot = prepare_environment(settings)
+    if boot.sdk_token:
+        _print_credentials(boot.environment_url, boot.sdk_token,
+                           "Gristmill environment created")
+        console.print(f"These lines are also saved (mode 600) in {boot.credentials_file}")
+    else:
+        console.print(
+            f"Gristmill environment at [bold]{boot.environment_url}[/bold] "
+            f"(data in {settings.data_dir}).\n"
+            "Need an SDK token? [bold]gristmill token create[/bold]"
+        )
+    console.print("Press Ctrl+C to stop.")
+    serve(settings)
+
+
+def serve_cmd(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the control service (for containers: migrates, prints no credentials)."""
+    from gristmill_platform.db import migrate
+    from gristmill_platform.server import serve
+    from gristmill_platform.settings import resolve_settings
+
+    settings = resolve_settings(_settings(data_dir=data_dir, host=host, port=port,
+                                          database_url=database_url))
+    assert settings.database_url
+    migrate.upgrade(settings.database_url)
+    serve(settings)
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Apply the schema migrations."""
+    from gristmill_platform.db import migrate
+    from gristmill_platform.settings import resolve_settings
+
+    settings = resolve_settings(_settings(data_dir=data_dir, database_url=database_url))
+    assert settings.database_url
+    migrate.upgrade(settings.database_url)
+    console.print("Database schema is up to date.")
+
+
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+
+
+@users_app.command("create")
+def users_create(
+    name: str, email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Give admin rights")] = False,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+) -> None:
+    """Create a user (then give them a token with `gristmill token create --user EMAIL`)."""
+    from gristmill_platform.admin import AdminConsole
+
+    async def go() -> Any:
+        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+            return await c.create_user(name, email, is_admin=admin)
+
+    user = _run(go())
+    console.print(f"Created user {user.email} (id {user.id}).")
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List users."""
+    from gristmill_platform.admin import AdminConsole
+
+    async def go() -> Any:
+        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+            return await c.list_users()
+
+    table = Table("id", "name", "email", "admin", "created")
+    for user in _run(go()):
+        table.add_row(user.id, user.name, user.email, "yes" if user.is_admin else "",
+                      user.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@users_app.command("delete")
+def users_delete(user: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Delete a user (by id or email) and their tokens."""
+    from gristmill_platform.admin import AdminConsole
+
+    async def go() -> Any:
+        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+            return await c.delete_user(user)
+
+    deleted = _run(go())
+    console.print(f"Deleted user {deleted.email}.")
+
+
+token_app = typer.Typer(help="Manage SDK tokens.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="Owner, by email or id")] = "admin@localhost",
+    name: Annotated[str, typer.Option(help="A label to recognise it")] = "",
+    expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d, 12h")] = None,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+) -> None:
+    """Create an SDK token; it is printed once and stored only as a hash."""
+    from gristmill_platform.admin import AdminConsole
+
+    try:
+        lifetime: timedelta | None = parse_duration(expires_in) if expires_in else None
+    except ValueError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def go() -> Any:
+        async with AdminConsole(settings) as c:
+            return c.settings.environment_url, await c.create_token(
+                user, name=name, expires_in=lifetime)
+
+    environment_url, created = _run(go())
+    _print_credentials(environment_url, created.plaintext, f"SDK token {created.token.id}")
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's (email or id)")] = None,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+) -> None:
+    """List SDK tokens (never their secrets)."""
+    from gristmill_platform.admin import AdminConsole
+
+    async def go() -> Any:
+        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+            return await c.list_tokens(user)
+
+    table = Table("id", "user", "name", "created", "expires", "last used", "status")
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    for token, owner in _run(go()):
+        table.add_row(token.id, owner.email, token.name, when(token.created_at),
+                      when(token.expires_at), when(token.last_used_at),
+                      "revoked" if token.revoked_at else "active")
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, data_dir: DataDir = None,
+                 database_url: DatabaseUrl = None) -> None:
+    """Revoke an SDK token: it stops working at once, with its access tokens."""
+    from gristmill_platform.admin import AdminConsole
+
+    async def go() -> Any:
+        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+            return await c.revoke_token(token_id)
+
+    _run(go())
+    console.print(f"Revoked SDK token {token_id}.")
