@@ -1,0 +1,3 @@
+from gristmill.cli import main
+
+main()

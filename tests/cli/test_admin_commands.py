@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from gristmill.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return str(tmp_path / "env")
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_users_and_tokens_lifecycle(data_dir) -> None:
+    created = run("users", "create", "Ada Lovelace", "Ada@Example.com", "--data-dir", data_dir)
+    assert created.exit_code == 0 and "ada@example.com" in created.stdout
+    listed = run("users", "list", "--data-dir", data_dir)
+    assert "ada@example.com" in listed.stdout
+
+    token = run("token", "create", "--user", "ada@example.com", "--name", "laptop",
+                "--expires-in", "30d", "--data-dir", data_dir)
+    assert token.exit_code == 0
+    exported = re.search(r"export GRISTMILL_SDK_TOKEN=(\S+)", token.stdout)
+    assert exported and exported.group(1).startswith("gm_")
+    assert "export CRAFT_AI_CONTROL_URL=" in token.stdout
+    token_id = exported.group(1).split("_")[1]
+
+    tokens = run("token", "list", "--data-dir", data_dir)
+    assert token_id[:8] in tokens.stdout and "active" in tokens.stdout
+    assert exported.group(1).split("_", 2)[2] not in tokens.stdout  # never the secret
+
+    assert run("token", "revoke", token_id, "--data-dir", data_dir).exit_code == 0
+    assert "revoked" in run("token", "list", "--data-dir", data_dir).stdout
+
+    assert run("users", "delete", "ada@example.com", "--data-dir", data_dir).exit_code == 0
+    assert "ada@example.com" not in run("users", "list", "--data-dir", data_dir).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("token", "create", "--expires-in", "3x"), "Invalid duration"),
+        (("token", "create", "--user", "nobody@example.com"), "not found"),
+        (("token", "revoke", "0000"), "not found"),
+        (("users", "create", "X", "not-an-email"), "Invalid email"),
+        (("users", "delete", "nobody@example.com"), "not found"),
+    ],
+)
+def test_bad_input_is_a_clear_error(data_dir, args, message) -> None:
+    result = run(*args, "--data-dir", data_dir)
+    assert result.exit_code != 0
+    assert message in result.stderr
+
+
+def test_duplicate_user_is_refused(data_dir) -> None:
+    run("users", "create", "A", "a@example.com", "--data-dir", data_dir)
+    result = run("users", "create", "A again", "a@example.com", "--data-dir", data_dir)
+    assert result.exit_code == 1 and "already exists" in result.stderr
