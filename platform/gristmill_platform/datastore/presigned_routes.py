@@ -5,6 +5,8 @@ or large transfer holds no connection."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 
@@ -23,7 +25,7 @@ from gristmill_platform.state import AppState
 
 router = APIRouter(prefix=PRESIGNED_PREFIX, include_in_schema=False)
 
-READ_CHUNK = 1024 * 1024
+READ_CHUNK = 2 * 1024 * 1024
 
 
 def _store(state: AppState, session: object) -> LocalDataStore:
@@ -141,10 +143,18 @@ async def download(request: Request, state: AppStateDep) -> StreamingResponse:
     fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
 
     async def body() -> AsyncIterator[bytes]:
+        # read the next chunk while the current one is being sent
         try:
-            while chunk := await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK):
+            upcoming = asyncio.ensure_future(anyio.to_thread.run_sync(os.read, fd, READ_CHUNK))
+            while chunk := await upcoming:
+                upcoming = asyncio.ensure_future(
+                    anyio.to_thread.run_sync(os.read, fd, READ_CHUNK))
                 yield chunk
         finally:
+            if not upcoming.done():
+                upcoming.cancel()
+                with contextlib.suppress(BaseException):
+                    await upcoming
             os.close(fd)
 
     last = params["path"].rsplit("/", 1)[-1]

@@ -1,0 +1,60 @@
+"""Start a throwaway embedded environment (`gristmill up` in a subprocess) for benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BenchEnv:
+    url: str
+    token: str
+    process: subprocess.Popen[str]
+    data_dir: Path
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_env(data_dir: Path) -> BenchEnv:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("gristmill up exited early")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    credentials = (data_dir / "credentials.env").read_text()
+    match = re.search(r"GRISTMILL_SDK_TOKEN=(\S+)", credentials)
+    assert match
+    return BenchEnv(url=url, token=match.group(1), process=process, data_dir=data_dir)
