@@ -46,7 +46,10 @@ async def db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(db_session)]
+# scope="function": the transaction commits when the handler returns, before the response
+# is sent. With the default request scope FastAPI would send the 200 first and commit
+# afterwards, so a client's next call could miss what it was just told was saved.
+SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:

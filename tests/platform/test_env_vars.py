@@ -28,7 +28,8 @@ def test_upsert_list_update_delete(api, unique) -> None:
         ({"CRAFT_AI_SDK_TOKEN": "x"}, 400, "reserved"),
         ({"gristmill_x": "x"}, 400, "reserved"),
         ({"BIG": "x" * (64 * 1024 + 1)}, 400, "too long"),
-        ({"NUM": 3}, 422, "environment_variables"),
+        ({"OBJ": {"a": 1}}, 422, "environment_variables"),
+        ({"NULL": None}, 422, "environment_variables"),
     ],
 )
 def test_rejections_write_nothing(api, unique, variables, status, fragment) -> None:
@@ -48,3 +49,19 @@ def test_malformed_body_gets_422_with_a_readable_message(api) -> None:
 def test_empty_upsert_is_refused(api) -> None:
     assert_error(api.put("/environment-variables", json={"environment_variables": {}}), 400,
                  "No environment variable")
+
+
+def test_numbers_and_booleans_are_stored_as_text(api, unique) -> None:
+    api.put("/environment-variables", json={"environment_variables": {
+        f"N_{unique}": 6, f"F_{unique}": 0.5, f"B_{unique}": True}}).raise_for_status()
+    listed = {v["name"]: v["value"] for v in api.get("/environment-variables").json()}
+    assert (listed[f"N_{unique}"], listed[f"F_{unique}"], listed[f"B_{unique}"]) == (
+        "6", "0.5", "true")
+
+
+def test_a_write_is_visible_to_the_very_next_request(api, unique) -> None:
+    """The transaction commits before the response goes out."""
+    for i in range(30):
+        name = f"RACE_{unique}_{i}"
+        api.put("/environment-variables", json={"environment_variables": {name: "v"}})
+        assert name in {v["name"] for v in api.get("/environment-variables").json()}

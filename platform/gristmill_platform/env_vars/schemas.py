@@ -1,12 +1,26 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator
+
+
+def _as_text(value: object) -> object:
+    # The documented example passes a number; environment values are text in the end.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string, a number or a boolean")
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_as_text)]
 
 
 class EnvVarsUpsert(BaseModel):
-    model_config = ConfigDict(strict=True)
-
-    environment_variables: dict[str, str]
+    environment_variables: dict[str, EnvValue]
 
 
 class EnvVarRead(BaseModel):

@@ -1,0 +1,1 @@
+"""Client methods, one module per API area, mixed into ``gristmill.Gristmill``."""
