@@ -20,6 +20,8 @@ class Resources:
     cpu: float | None = None
     memory_bytes: int | None = None
     gpu: int = 0
+    # Scratch space for file inputs/outputs; bounds the worker's I/O volume when set.
+    disk_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class LaunchSpec:
     deployment_name: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout_s: int | None = None
+    # The execution reads or writes files: the worker gets a writable I/O directory whose
+    # path it finds in GRISTMILL_IO_DIR.
+    file_io: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class WorkerSpec:
     image: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     generation: int = 1  # bumped by update_deployment to roll the workers
+    file_io: bool = False  # as LaunchSpec.file_io, shared by the executions the worker runs
 
 
 class WorkerState(str, enum.Enum):
@@ -66,6 +72,25 @@ class WorkerState(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
+class FailureCode(str, enum.Enum):
+    """Why a worker did not succeed (or is stuck), in a form code can branch on.
+
+    ``PollResult.reason`` is the sentence for users; this is for the control service
+    (status reasons, retry decisions) and for tests, which should not match on prose.
+    """
+
+    IMAGE_PULL = "image_pull"  # the worker image cannot be pulled
+    CONFIG = "config"  # the container cannot be created (missing secret, bad spec)
+    UNSCHEDULABLE = "unschedulable"  # no node can take the worker (e.g. no GPU node)
+    OOM_KILLED = "oom_killed"  # the worker went over its memory limit
+    EVICTED = "evicted"  # the node or the cluster took the worker away
+    EXIT_CODE = "exit_code"  # the runner exited with a non-zero code
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # the execution ran past its timeout
+    CANCELLED = "cancelled"  # stopped on request
+    WORKER_LOST = "worker_lost"  # the worker (or its node) vanished
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class PollResult:
     """What the backend knows about a submitted execution's worker."""
@@ -73,6 +98,8 @@ class PollResult:
     state: WorkerState
     reason: str | None = None  # a sentence a user understands, for failures
     exit_code: int | None = None
+    # Set for failures, and for pending workers that are stuck for a known reason.
+    code: FailureCode | None = None
 
 
 # A handle is structured, JSON-serialisable data stored on the execution row.

@@ -1,0 +1,84 @@
+"""What the Kubernetes backend needs to know about its cluster, as plain data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+GIB = 1024**3
+
+# The label every node of the GPU pool carries and the taint that keeps other pods off it;
+# infra/ sets both on the GPU node group, and the NVIDIA device plugin uses the same key.
+GPU_POOL_SELECTOR: Mapping[str, str] = MappingProxyType({"gristmill.io/pool": "gpu"})
+GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
+    MappingProxyType({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+)
+
+DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """One environment's Kubernetes settings (namespace, registry, images, scheduling).
+
+    Only the executor reads the connection fields (``kubeconfig``, ``context``,
+    ``in_cluster``); the manifest builders read the rest.
+    """
+
+    namespace: str = "gristmill-workers"
+    # Where step images are pushed: ``<registry>/gristmill-steps:<digest>``.
+    registry: str = "registry.invalid/gristmill"
+    # Where the runtime base images live; defaults to ``<registry>/gristmill-runtime``.
+    runtime_repository: str | None = None
+    # Base step images on the immutable ``<tag>-sdk<version>`` runtime tags when set.
+    runtime_sdk_version: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    # Workers never talk to the Kubernetes API: their account gets no token mounted.
+    service_account: str | None = "gristmill-worker"
+    labels: Mapping[str, str] = field(default_factory=dict)  # added to every object
+
+    default_cpu: float = 0.5
+    default_memory_bytes: int = 1 * GIB
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: dict(GPU_POOL_SELECTOR))
+    gpu_tolerations: tuple[Mapping[str, str], ...] = GPU_TOLERATIONS
+    cpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+
+    io_dir: str = "/gristmill/io"
+    run_as_user: int = 10001  # the runtime images' `gristmill` user
+    termination_grace_s: int = 30
+    # A GPU pool scaled to zero needs minutes to add a node; only after this long is an
+    # unschedulable worker reported as failed.
+    unschedulable_timeout_s: int = 900
+
+    worker_health_path: str = "/healthz"
+    worker_progress_deadline_s: int = 600
+
+    kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
+    builder_service_account: str | None = "gristmill-builder"
+    # Secret of type kubernetes.io/dockerconfigjson mounted for pushes; None when the
+    # builder's service account already has registry access (IRSA on EKS with ECR).
+    registry_auth_secret: str | None = None
+    build_timeout_s: int = 1800
+    build_ttl_s: int = 86400  # finished build Jobs stay a day, so their logs can be read
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    # None: use the service account when running inside a cluster, a kubeconfig otherwise.
+    in_cluster: bool | None = None
+    serviceaccount_dir: str = DEFAULT_SERVICEACCOUNT_DIR
+    api_timeout_s: float = 30.0
+
+    @property
+    def runtime_images(self) -> str:
+        return self.runtime_repository or f"{self.registry.rstrip('/')}/gristmill-runtime"
+
+    @property
+    def step_repository(self) -> str:
+        return f"{self.registry.rstrip('/')}/gristmill-steps"
+
+    @property
+    def cache_repository(self) -> str:
+        return f"{self.registry.rstrip('/')}/gristmill-cache"

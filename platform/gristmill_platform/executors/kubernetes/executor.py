@@ -1,0 +1,442 @@
+"""The Kubernetes executor: the only module here that talks to a cluster (through kr8s).
+
+Everything it sends comes from ``manifests``; everything it concludes about a pod comes
+from ``status``. What is left is the order of calls and what to do with API errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import APIObject, Deployment, Job, Pod, Service
+
+from gristmill_platform.executors.base import Executor, LogLine
+from gristmill_platform.executors.kubernetes import apply, manifests, status
+from gristmill_platform.executors.kubernetes.config import KubernetesConfig
+from gristmill_platform.executors.kubernetes.images import ImageBuild, step_image_ref
+from gristmill_platform.executors.spec import (
+    FailureCode,
+    Handle,
+    LaunchSpec,
+    PollResult,
+    WorkerSpec,
+    WorkerState,
+)
+
+BACKEND = "kubernetes"
+
+LogSink = Callable[[Handle, Sequence[LogLine]], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+class KubernetesExecutorError(RuntimeError):
+    """The cluster refused or contradicted what the executor asked for."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+def credentials_source(
+    cfg: KubernetesConfig,
+    environ: Mapping[str, str] = os.environ,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> tuple[Literal["kubeconfig", "in-cluster"], str | None]:
+    """Which credentials to use: an explicit kubeconfig, the pod's service account, or the
+    default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``), in that order."""
+    if cfg.kubeconfig:
+        return "kubeconfig", cfg.kubeconfig
+    in_cluster = cfg.in_cluster
+    if in_cluster is None:
+        in_cluster = "KUBERNETES_SERVICE_HOST" in environ and exists(
+            str(Path(cfg.serviceaccount_dir) / "token")
+        )
+    if in_cluster:
+        return "in-cluster", cfg.serviceaccount_dir
+    return "kubeconfig", None
+
+
+async def connect(cfg: KubernetesConfig) -> kr8s.asyncio.Api:
+    source, path = credentials_source(cfg)
+    if source == "in-cluster":
+        # A pod has no kubeconfig: kr8s then reads the mounted service-account token.
+        api = await kr8s.asyncio.api(serviceaccount=path, namespace=cfg.namespace)
+    else:
+        api = await kr8s.asyncio.api(kubeconfig=path, context=cfg.context, namespace=cfg.namespace)
+    # kr8s waits forever by default; a stuck API server must not stall the control service.
+    api.timeout = cfg.api_timeout_s
+    return api
+
+
+# --- log lines ------------------------------------------------------------------------------
+
+
+def parse_log_line(line: str, previous: datetime | None = None) -> LogLine:
+    """One line of ``GET .../log?timestamps=true``: an RFC 3339 time, a space, the text.
+
+    Kubernetes merges stdout and stderr into one stream, so every line is "stdout".
+    """
+    stamp, _, message = line.partition(" ")
+    parsed = _parse_rfc3339(stamp)
+    if parsed is None:  # not a timestamped line: keep it whole, at the previous time
+        return LogLine(previous or datetime.fromtimestamp(0, timezone.utc), "stdout", line)
+    return LogLine(parsed, "stdout", message)
+
+
+def _parse_rfc3339(stamp: str) -> datetime | None:
+    if not stamp.endswith("Z") or "T" not in stamp:
+        return None
+    body = stamp[:-1]
+    if "." in body:  # nanoseconds: Python keeps microseconds
+        whole, fraction = body.split(".", 1)
+        body = f"{whole}.{(fraction + '000000')[:6]}"
+    try:
+        return datetime.fromisoformat(body).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_logs(text_lines: Sequence[str]) -> list[LogLine]:
+    lines: list[LogLine] = []
+    previous: datetime | None = None
+    for raw in text_lines:
+        if raw == "":
+            continue
+        line = parse_log_line(raw, previous)
+        previous = line.timestamp
+        lines.append(line)
+    return lines
+
+
+# --- the executor ---------------------------------------------------------------------------
+
+
+class KubernetesExecutor:
+    """Runs elastic executions as pods and low-latency deployments as Deployments.
+
+    ``log_sink`` receives an execution's logs in ``cleanup`` before its pod is deleted,
+    so the platform keeps them once the cluster no longer has them.
+    """
+
+    def __init__(
+        self,
+        cfg: KubernetesConfig,
+        *,
+        api: kr8s.asyncio.Api | None = None,
+        log_sink: LogSink | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.cfg = cfg
+        self._api = api
+        self._log_sink = log_sink
+        self._clock = clock
+
+    async def api(self) -> kr8s.asyncio.Api:
+        if self._api is None:
+            self._api = await connect(self.cfg)
+        return self._api
+
+    # -- elastic executions ------------------------------------------------------------------
+
+    async def submit(self, spec: LaunchSpec) -> Handle:
+        """Create the execution's pod; if it already exists, return its handle instead."""
+        manifest = manifests.execution_pod(spec, self.cfg)
+        pod = await self._create_or_get(Pod, manifest)
+        annotations = _raw(pod).get("metadata", {}).get("annotations") or {}
+        owner = annotations.get(manifests.ANNOTATION_EXECUTION)
+        if owner != spec.execution_id:
+            raise KubernetesExecutorError(
+                f"pod {pod.name} already exists for execution {owner!r}, not {spec.execution_id!r}"
+            )
+        return {
+            "backend": BACKEND,
+            "kind": "Pod",
+            "namespace": self.cfg.namespace,
+            "name": pod.name,
+            "uid": _raw(pod).get("metadata", {}).get("uid"),
+            "execution_id": spec.execution_id,
+        }
+
+    async def poll(self, handle: Handle) -> PollResult:
+        pod = await self._get(Pod, handle)
+        if pod is None:
+            return status.missing_pod_outcome()
+        return status.pod_outcome(
+            _raw(pod), now=self._clock(), unschedulable_timeout_s=self.cfg.unschedulable_timeout_s
+        )
+
+    async def logs(self, handle: Handle) -> Sequence[LogLine]:
+        """Every line the runner wrote so far, with the times the node recorded."""
+        return await self._read_logs(handle["namespace"], handle["name"])
+
+    async def cancel(self, handle: Handle) -> None:
+        """Stop the execution.
+
+        A worker already on a node gets its deadline lowered to one second: the kubelet
+        stops it as for a timeout, and the pod stays, with its logs, until ``cleanup``.
+        A worker not yet placed has no logs and no process: its pod is simply deleted.
+        """
+        pod = await self._get(Pod, handle)
+        if pod is None:
+            return
+        outcome = status.pod_outcome(_raw(pod))
+        if outcome.state in (WorkerState.SUCCEEDED, WorkerState.FAILED):
+            return
+        if not (_raw(pod).get("spec") or {}).get("nodeName"):
+            await self._delete(pod)
+            return
+        await pod.patch(
+            {
+                "metadata": {"annotations": {manifests.ANNOTATION_CANCELLED: "true"}},
+                "spec": {"activeDeadlineSeconds": 1},
+            }
+        )
+
+    async def cleanup(self, handle: Handle) -> None:
+        """Hand the logs to the log sink, then delete the pod.
+
+        If the sink fails the pod is kept, so the logs can still be read on a retry.
+        """
+        pod = await self._get(Pod, handle)
+        if pod is None:
+            return
+        if self._log_sink is not None:
+            lines = await self._read_logs(handle["namespace"], handle["name"])
+            await self._log_sink(handle, lines)
+        await self._delete(pod)
+
+    # -- low-latency deployments -------------------------------------------------------------
+
+    async def apply_worker(self, spec: WorkerSpec) -> Handle:
+        """Create or update a low-latency deployment's Deployment and Service.
+
+        Applying the same spec again changes nothing; a new ``generation`` (or any other
+        change) patches the Deployment and Kubernetes rolls its pods.
+        """
+        deployment = await self._apply(Deployment, manifests.worker_deployment(spec, self.cfg))
+        service = await self._apply(Service, manifests.worker_service(spec, self.cfg))
+        return {
+            "backend": BACKEND,
+            "kind": "Deployment",
+            "namespace": self.cfg.namespace,
+            "name": deployment.name,
+            "service": service.name,
+            "deployment_name": spec.deployment_name,
+            "generation": spec.generation,
+            "port": spec.port,
+        }
+
+    async def delete_worker(self, deployment_name: str) -> None:
+        """Delete the Deployment (its ReplicaSets and pods follow) and the Service."""
+        name = manifests.worker_name(deployment_name)
+        api = await self.api()
+        for kind in (Deployment, Service):
+            obj = kind({"metadata": {"name": name, "namespace": self.cfg.namespace}}, api=api)
+            await self._delete(obj, propagation_policy="Background")
+
+    async def worker_pods(self, deployment_name: str) -> list[dict[str, str]]:
+        """``[{"pod_id", "status"}]`` for a low-latency deployment, ordered by pod name."""
+        pods = await self._worker_pod_objects(deployment_name)
+        return [{"pod_id": pod.name, "status": status.worker_pod_status(_raw(pod))} for pod in pods]
+
+    async def worker_problems(self, deployment_name: str) -> dict[str, str]:
+        """Why each worker pod that is not coming up is stuck, by pod name."""
+        pods = await self._worker_pod_objects(deployment_name)
+        problems = {pod.name: status.worker_pod_problem(_raw(pod)) for pod in pods}
+        return {name: problem for name, problem in problems.items() if problem}
+
+    async def worker_logs(self, deployment_name: str) -> dict[str, list[LogLine]]:
+        """The logs of each current worker pod, by pod name (for deployment logs)."""
+        pods = await self._worker_pod_objects(deployment_name)
+        return {pod.name: await self._read_logs(self.cfg.namespace, pod.name) for pod in pods}
+
+    # -- step image builds -------------------------------------------------------------------
+
+    async def submit_build(self, build: ImageBuild) -> Handle:
+        """Start the Kaniko Job for a step image, or join the one already building it."""
+        job = await self._create_or_get(Job, manifests.image_build_job(build, self.cfg))
+        return {
+            "backend": BACKEND,
+            "kind": "Job",
+            "namespace": self.cfg.namespace,
+            "name": job.name,
+            "image": step_image_ref(self.cfg, build.digest),
+        }
+
+    async def poll_build(self, handle: Handle) -> PollResult:
+        job = await self._get(Job, handle)
+        if job is None:
+            return status.missing_pod_outcome()
+        job_status = _raw(job).get("status") or {}
+        if job_status.get("succeeded"):
+            return PollResult(WorkerState.SUCCEEDED, exit_code=0)
+        pod = await self._build_pod(handle)
+        failed = next(
+            (
+                condition
+                for condition in job_status.get("conditions") or []
+                if condition.get("type") == "Failed" and condition.get("status") == "True"
+            ),
+            None,
+        )
+        if failed is not None and failed.get("reason") == "DeadlineExceeded":
+            return PollResult(
+                WorkerState.FAILED,
+                reason=f"The image build took longer than {self.cfg.build_timeout_s} s.",
+                code=FailureCode.DEADLINE_EXCEEDED,
+            )
+        if failed is not None or job_status.get("failed"):
+            outcome = status.pod_outcome(_raw(pod)) if pod is not None else None
+            if outcome is not None and outcome.state == WorkerState.FAILED:
+                return PollResult(
+                    WorkerState.FAILED,
+                    reason=f"The image build failed. {outcome.reason}",
+                    exit_code=outcome.exit_code,
+                    code=outcome.code,
+                )
+            return PollResult(
+                WorkerState.FAILED,
+                reason="The image build failed; its logs say why.",
+                code=FailureCode.UNKNOWN,
+            )
+        if pod is None:
+            return PollResult(WorkerState.PENDING)
+        return status.pod_outcome(
+            _raw(pod), now=self._clock(), unschedulable_timeout_s=self.cfg.unschedulable_timeout_s
+        )
+
+    async def build_logs(self, handle: Handle) -> Sequence[LogLine]:
+        pod = await self._build_pod(handle)
+        if pod is None:
+            return []
+        return await self._read_logs(handle["namespace"], pod.name)
+
+    # -- kr8s plumbing -----------------------------------------------------------------------
+
+    async def _create_or_get(self, kind: type[APIObject], manifest: dict[str, Any]) -> APIObject:
+        """Create the object; on 409 Conflict, return the one that is already there."""
+        api = await self.api()
+        obj = kind(manifest, api=api)
+        try:
+            await obj.create()
+            return obj
+        except kr8s.ServerError as error:
+            if _status_code(error) != 409:
+                raise
+        existing = await self._get(
+            kind,
+            {"namespace": manifest["metadata"]["namespace"], "name": manifest["metadata"]["name"]},
+        )
+        if existing is None:  # deleted between our create and our read
+            raise KubernetesExecutorError(
+                f"{kind.kind} {manifest['metadata']['name']} conflicted but is gone; retry"
+            )
+        return existing
+
+    async def _apply(self, kind: type[APIObject], manifest: dict[str, Any]) -> APIObject:
+        sent = apply.with_applied_annotation(manifest)
+        obj = await self._create_or_get(kind, sent)
+        if (
+            _raw(obj).get("metadata", {}).get("annotations", {}).get(apply.ANNOTATION_APPLIED)
+            == (sent["metadata"]["annotations"][apply.ANNOTATION_APPLIED])
+        ):
+            return obj  # just created, or already exactly this
+        patch = apply.update_patch(_raw(obj), manifest)
+        if patch is None:
+            raise KubernetesExecutorError(
+                f"{kind.kind} {obj.name} exists but was not created by Gristmill; "
+                "delete it or choose another deployment name"
+            )
+        if patch:
+            await obj.patch(patch)
+        return obj
+
+    async def _get(self, kind: type[APIObject], ref: Mapping[str, Any]) -> APIObject | None:
+        api = await self.api()
+        obj = kind({"metadata": {"name": ref["name"], "namespace": ref["namespace"]}}, api=api)
+        try:
+            await obj.refresh()
+        except kr8s.NotFoundError:
+            return None
+        return obj
+
+    async def _delete(self, obj: APIObject, propagation_policy: str | None = None) -> None:
+        with contextlib.suppress(kr8s.NotFoundError):  # already gone: what we wanted
+            await obj.delete(propagation_policy=propagation_policy)
+
+    async def _read_logs(self, namespace: str, pod_name: str) -> list[LogLine]:
+        api = await self.api()
+        try:
+            async with api.call_api(
+                "GET",
+                version="v1",
+                namespace=namespace,
+                url=f"pods/{pod_name}/log",
+                params={"timestamps": "true"},
+            ) as response:
+                return parse_logs(response.text.splitlines())
+        except kr8s.ServerError as error:
+            # 404: the pod is gone. 400: its container has not started, so no logs yet.
+            if _status_code(error) in (400, 404):
+                return []
+            raise
+
+    async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
+        api = await self.api()
+        selector = manifests.worker_selector(deployment_name)
+        pods = [
+            pod
+            async for pod in api.async_get(
+                Pod, namespace=self.cfg.namespace, label_selector=selector
+            )
+            if isinstance(pod, APIObject)
+        ]
+        # The selector is asked of the server and checked again here: a list must never
+        # show another deployment's pods, whatever the server does with the selector.
+        matching = [pod for pod in pods if _has_labels(_raw(pod), selector)]
+        return sorted(matching, key=lambda pod: pod.name)
+
+    async def _build_pod(self, handle: Handle) -> APIObject | None:
+        api = await self.api()
+        pods = [
+            pod
+            async for pod in api.async_get(
+                Pod, namespace=handle["namespace"], label_selector={"job-name": handle["name"]}
+            )
+            if isinstance(pod, APIObject) and _has_labels(_raw(pod), {"job-name": handle["name"]})
+        ]
+        return max(
+            pods,
+            key=lambda pod: _raw(pod).get("metadata", {}).get("creationTimestamp", ""),
+            default=None,
+        )
+
+
+def _raw(obj: APIObject) -> dict[str, Any]:
+    raw: dict[str, Any] = obj.to_dict()
+    return raw
+
+
+def _status_code(error: kr8s.ServerError) -> int | None:
+    return error.response.status_code if error.response is not None else None
+
+
+def _has_labels(raw: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
+    labels = (raw.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(executor: KubernetesExecutor) -> Executor:
+        return executor  # mypy checks KubernetesExecutor against the Executor protocol

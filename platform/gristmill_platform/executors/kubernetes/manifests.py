@@ -1,0 +1,511 @@
+"""Pure builders: backend-neutral specs in, Kubernetes manifests (plain dicts) out.
+
+Nothing here talks to a cluster, reads the clock or the environment, so the same spec
+always gives the same manifest (golden-file tested in tests/platform/executors).
+
+An elastic execution is a bare Pod with ``restartPolicy: Never``, not a Job with
+``backoffLimit: 0``:
+
+* the pod's name is derived from the execution id, so a repeated submit meets 409 Conflict
+  on that very object; a Job names its pod itself, and finding it again means a label
+  query;
+* a Job may still start a second pod for one completion (the Job documentation warns so),
+  while an execution must run at most once: retries are the control service's decision;
+* the outcome lives in one object (phase, container state, ``DeadlineExceeded``) instead of
+  being split between a Job and a pod that do not update together;
+* ``activeDeadlineSeconds`` on the pod carries the execution timeout, and lowering it is
+  how a running execution is cancelled without losing its logs (see executor.cancel).
+
+What a Job would add (node-failure rescheduling, TTL garbage collection) is either unwanted
+(an execution must not silently restart) or done by the executor's cleanup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from gristmill.languages import parse_language, runtime_image
+from gristmill_platform.executors.kubernetes.config import KubernetesConfig
+from gristmill_platform.executors.kubernetes.images import (
+    ImageBuild,
+    base_image,
+    step_image_ref,
+)
+from gristmill_platform.executors.kubernetes.naming import label_value, resource_name
+from gristmill_platform.executors.spec import LaunchSpec, Resources, WorkerSpec
+
+Manifest = dict[str, Any]
+
+LABEL_ROLE = "gristmill.io/role"
+LABEL_MODE = "gristmill.io/mode"
+LABEL_EXECUTION = "gristmill.io/execution-id"
+LABEL_STEP = "gristmill.io/step"
+LABEL_PIPELINE = "gristmill.io/pipeline"
+LABEL_DEPLOYMENT = "gristmill.io/deployment"
+LABEL_IMAGE = "gristmill.io/image-digest"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+# Label values are cut to 63 characters; annotations keep the exact names.
+ANNOTATION_EXECUTION = "gristmill.io/execution-id"
+ANNOTATION_STEP = "gristmill.io/step"
+ANNOTATION_PIPELINE = "gristmill.io/pipeline"
+ANNOTATION_DEPLOYMENT = "gristmill.io/deployment"
+ANNOTATION_GENERATION = "gristmill.io/generation"
+ANNOTATION_CANCELLED = "gristmill.io/cancelled"
+# The cluster autoscaler would otherwise drain a node under a running execution.
+ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+ROLE_WORKER = "worker"
+ROLE_BUILDER = "builder"
+MODE_ELASTIC = "elastic"
+MODE_LOW_LATENCY = "low-latency"
+
+CONTAINER = "runner"
+BUILD_CONTAINER = "kaniko"
+IO_VOLUME = "io"
+PORT_NAME = "http"
+
+EXECUTION_PREFIX = "gm-exec-"
+WORKER_PREFIX = "gm-ll-"
+BUILD_PREFIX = "gm-build-"
+
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# --- names ----------------------------------------------------------------------------------
+
+
+def execution_pod_name(execution_id: str) -> str:
+    return resource_name(EXECUTION_PREFIX, execution_id)
+
+
+def worker_name(deployment_name: str) -> str:
+    """The Deployment's and the Service's name for a low-latency deployment."""
+    return resource_name(WORKER_PREFIX, deployment_name)
+
+
+def build_job_name(digest: str) -> str:
+    return resource_name(BUILD_PREFIX, digest[:32])
+
+
+def worker_selector(deployment_name: str) -> dict[str, str]:
+    """Labels that pick a low-latency deployment's pods, and nothing else.
+
+    Elastic pods of the same deployment also carry its label: the mode tells them apart.
+    A Deployment's selector is immutable, so it only holds values that never change.
+    """
+    return {
+        LABEL_ROLE: ROLE_WORKER,
+        LABEL_MODE: MODE_LOW_LATENCY,
+        LABEL_DEPLOYMENT: label_value(deployment_name),
+    }
+
+
+# --- shared pieces --------------------------------------------------------------------------
+
+
+def _labels(
+    cfg: KubernetesConfig, extra: Mapping[str, str], ours: Mapping[str, str]
+) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for key, value in [*cfg.labels.items(), *extra.items()]:
+        if not _LABEL_KEY.fullmatch(key) or len(key.rpartition("/")[0]) > 253:
+            raise ValueError(f"invalid Kubernetes label key {key!r}")
+        labels[key] = label_value(value)
+    # Ours last: a caller's label must never change how the executor finds its objects.
+    labels.update({key: label_value(value) for key, value in ours.items()})
+    labels[LABEL_MANAGED_BY] = "gristmill"
+    return dict(sorted(labels.items()))
+
+
+def gpu_count(resources: Resources, language: str) -> int:
+    """GPUs to reserve: the request, or one for a CUDA language that asked for none."""
+    if resources.gpu < 0:
+        raise ValueError(f"gpu must be >= 0, got {resources.gpu}")
+    if resources.gpu:
+        return resources.gpu
+    return 1 if parse_language(language).needs_gpu else 0
+
+
+def cpu_quantity(cpu: float) -> str:
+    if cpu <= 0:
+        raise ValueError(f"cpu must be > 0, got {cpu}")
+    millis = round(cpu * 1000)
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def bytes_quantity(size: int) -> str:
+    if size <= 0:
+        raise ValueError(f"a size must be > 0 bytes, got {size}")
+    for suffix, unit in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def _resources(resources: Resources, gpus: int, cfg: KubernetesConfig) -> dict[str, Any]:
+    memory_bytes = resources.memory_bytes
+    memory = bytes_quantity(cfg.default_memory_bytes if memory_bytes is None else memory_bytes)
+    cpu = cpu_quantity(resources.cpu if resources.cpu is not None else cfg.default_cpu)
+    # Memory limit = request: the scheduler reserves exactly what the step may use, and
+    # going over is a clear OOM kill rather than an eviction of someone else's worker.
+    # No CPU limit: throttling slows the step down without protecting anyone; the request
+    # already guarantees its share.
+    requests: dict[str, str] = {"cpu": cpu, "memory": memory}
+    limits: dict[str, str] = {"memory": memory}
+    if resources.disk_bytes is not None:
+        requests["ephemeral-storage"] = limits["ephemeral-storage"] = bytes_quantity(
+            resources.disk_bytes
+        )
+    if gpus:
+        limits[cfg.gpu_resource] = str(gpus)
+    return {"limits": limits, "requests": requests}
+
+
+def _scheduling(gpus: int, cfg: KubernetesConfig) -> dict[str, Any]:
+    if gpus:
+        return {
+            "nodeSelector": dict(cfg.gpu_node_selector),
+            "tolerations": [dict(toleration) for toleration in cfg.gpu_tolerations],
+        }
+    return {"nodeSelector": dict(cfg.cpu_node_selector)} if cfg.cpu_node_selector else {}
+
+
+def _env(values: Mapping[str, str], extra: Mapping[str, str]) -> list[dict[str, Any]]:
+    merged = {**values, **extra}
+    for name in merged:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"invalid environment variable name {name!r}")
+    env: list[dict[str, Any]] = [{"name": k, "value": merged[k]} for k in sorted(merged)]
+    # Where the worker runs, for the execution row and per-worker metrics.
+    for name, path in (
+        ("GRISTMILL_POD_NAME", "metadata.name"),
+        ("GRISTMILL_NODE_NAME", "spec.nodeName"),
+    ):
+        env.append({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+    return env
+
+
+def _image(image: str | None, language: str, cfg: KubernetesConfig) -> str:
+    # No step image (yet): the runtime image alone can still run the runner.
+    return image or runtime_image(language, cfg.runtime_images, cfg.runtime_sdk_version)
+
+
+def _io(
+    file_io: bool, resources: Resources, cfg: KubernetesConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """(volumes, volumeMounts, env) for the scratch directory of file inputs/outputs."""
+    if not file_io:
+        return [], [], {}
+    empty_dir: dict[str, Any] = {}
+    if resources.disk_bytes is not None:
+        empty_dir["sizeLimit"] = bytes_quantity(resources.disk_bytes)
+    return (
+        [{"name": IO_VOLUME, "emptyDir": empty_dir}],
+        [{"name": IO_VOLUME, "mountPath": cfg.io_dir}],
+        {"GRISTMILL_IO_DIR": cfg.io_dir},
+    )
+
+
+def _container_security(cfg: KubernetesConfig) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsGroup": cfg.run_as_user,
+        "runAsNonRoot": True,
+        "runAsUser": cfg.run_as_user,
+    }
+
+
+def _pod_common(cfg: KubernetesConfig, service_account: str | None) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        # Service links put one variable per Service of the namespace into the worker.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": cfg.termination_grace_s,
+    }
+    if service_account:
+        common["serviceAccountName"] = service_account
+    if cfg.image_pull_secrets:
+        common["imagePullSecrets"] = [{"name": name} for name in cfg.image_pull_secrets]
+    return common
+
+
+def _identity_annotations(
+    execution_id: str | None, step: str, pipeline: str, deployment: str | None
+) -> dict[str, str]:
+    annotations = {ANNOTATION_STEP: step, ANNOTATION_PIPELINE: pipeline}
+    if execution_id is not None:
+        annotations[ANNOTATION_EXECUTION] = execution_id
+    if deployment is not None:
+        annotations[ANNOTATION_DEPLOYMENT] = deployment
+    return annotations
+
+
+# --- elastic executions ---------------------------------------------------------------------
+
+
+def execution_pod(spec: LaunchSpec, cfg: KubernetesConfig) -> Manifest:
+    """The pod that runs one elastic execution, then stops."""
+    if not spec.argv:
+        raise ValueError("LaunchSpec.argv is empty: nothing to run")
+    if spec.timeout_s is not None and spec.timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {spec.timeout_s}")
+    gpus = gpu_count(spec.resources, spec.language)
+    ours = {
+        LABEL_ROLE: ROLE_WORKER,
+        LABEL_MODE: MODE_ELASTIC,
+        LABEL_EXECUTION: spec.execution_id,
+        LABEL_STEP: spec.step_name,
+        LABEL_PIPELINE: spec.pipeline_name,
+    }
+    if spec.deployment_name is not None:
+        ours[LABEL_DEPLOYMENT] = spec.deployment_name
+    volumes, mounts, io_env = _io(spec.file_io, spec.resources, cfg)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": _image(spec.image, spec.language, cfg),
+        "imagePullPolicy": cfg.image_pull_policy,
+        # The full command line, not args: steps built from their own Dockerfile may
+        # have another entrypoint, and the runner must start all the same.
+        "command": list(spec.argv),
+        "env": _env(spec.env, io_env),
+        "resources": _resources(spec.resources, gpus, cfg),
+        "securityContext": _container_security(cfg),
+        # A failed runner's last log lines become the termination message, which the
+        # status mapping shows to the user.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod_spec: dict[str, Any] = {
+        **_pod_common(cfg, cfg.service_account),
+        "containers": [container],
+        "restartPolicy": "Never",
+        "securityContext": {
+            "fsGroup": cfg.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **_scheduling(gpus, cfg),
+    }
+    if spec.timeout_s is not None:
+        pod_spec["activeDeadlineSeconds"] = spec.timeout_s
+    if volumes:
+        pod_spec["volumes"] = volumes
+    annotations = _identity_annotations(
+        spec.execution_id, spec.step_name, spec.pipeline_name, spec.deployment_name
+    )
+    annotations[ANNOTATION_SAFE_TO_EVICT] = "false"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": execution_pod_name(spec.execution_id),
+            "namespace": cfg.namespace,
+            "labels": _labels(cfg, spec.labels, ours),
+            "annotations": dict(sorted(annotations.items())),
+        },
+        "spec": dict(sorted(pod_spec.items())),
+    }
+
+
+# --- low-latency deployments ----------------------------------------------------------------
+
+
+def _worker_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
+    ours = {
+        **worker_selector(spec.deployment_name),
+        LABEL_STEP: spec.step_name,
+        LABEL_PIPELINE: spec.pipeline_name,
+    }
+    return _labels(cfg, spec.labels, ours)
+
+
+def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
+    """The Deployment of warm workers running the runner's server mode."""
+    if not spec.argv:
+        raise ValueError("WorkerSpec.argv is empty: nothing to run")
+    if spec.replicas < 0 or spec.max_parallel_executions < 1:
+        raise ValueError("replicas must be >= 0 and max_parallel_executions >= 1")
+    if not 0 < spec.port < 65536:
+        raise ValueError(f"port must be in 1..65535, got {spec.port}")
+    gpus = gpu_count(spec.resources, spec.language)
+    labels = _worker_labels(spec, cfg)
+    volumes, mounts, io_env = _io(spec.file_io, spec.resources, cfg)
+    extra_env = {
+        **io_env,
+        "GRISTMILL_WORKER_PORT": str(spec.port),
+        "GRISTMILL_MAX_PARALLEL_EXECUTIONS": str(spec.max_parallel_executions),
+    }
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": _image(spec.image, spec.language, cfg),
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": list(spec.argv),
+        "env": _env(spec.env, extra_env),
+        "ports": [{"containerPort": spec.port, "name": PORT_NAME, "protocol": "TCP"}],
+        # Ready once the step module is imported and the server listens. No liveness
+        # probe: a worker busy with long synchronous executions must not be restarted.
+        "readinessProbe": {
+            "failureThreshold": 3,
+            "httpGet": {"path": cfg.worker_health_path, "port": PORT_NAME},
+            "periodSeconds": 5,
+        },
+        "resources": _resources(spec.resources, gpus, cfg),
+        "securityContext": _container_security(cfg),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod_spec: dict[str, Any] = {
+        **_pod_common(cfg, cfg.service_account),
+        "containers": [container],
+        "securityContext": {
+            "fsGroup": cfg.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **_scheduling(gpus, cfg),
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    # A surge pod needs a second GPU that a small GPU pool rarely has, which would stall the
+    # rollout: GPU workers are replaced one at a time instead (a short gap, no deadlock).
+    rolling = {"maxSurge": 0, "maxUnavailable": 1} if gpus else {"maxSurge": 1, "maxUnavailable": 0}
+    identity = _identity_annotations(None, spec.step_name, spec.pipeline_name, spec.deployment_name)
+    template_annotations = {**identity, ANNOTATION_GENERATION: str(spec.generation)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": worker_name(spec.deployment_name),
+            "namespace": cfg.namespace,
+            "labels": labels,
+            "annotations": dict(
+                sorted({**identity, ANNOTATION_GENERATION: str(spec.generation)}.items())
+            ),
+        },
+        "spec": {
+            "progressDeadlineSeconds": cfg.worker_progress_deadline_s,
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": worker_selector(spec.deployment_name)},
+            "strategy": {"rollingUpdate": rolling, "type": "RollingUpdate"},
+            "template": {
+                "metadata": {
+                    "annotations": dict(sorted(template_annotations.items())),
+                    "labels": labels,
+                },
+                "spec": dict(sorted(pod_spec.items())),
+            },
+        },
+    }
+
+
+def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
+    """The ClusterIP Service the control service dispatches executions through."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": worker_name(spec.deployment_name),
+            "namespace": cfg.namespace,
+            "labels": _worker_labels(spec, cfg),
+            "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
+        },
+        "spec": {
+            "ports": [
+                {"name": PORT_NAME, "port": spec.port, "protocol": "TCP", "targetPort": PORT_NAME}
+            ],
+            "selector": worker_selector(spec.deployment_name),
+            "type": "ClusterIP",
+        },
+    }
+
+
+# --- step image builds ----------------------------------------------------------------------
+
+
+def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
+    """A Kaniko Job that builds one step image inside the cluster and pushes it.
+
+    Named after the image's content digest: identical steps share one build and one image.
+    """
+    labels = _labels(
+        cfg,
+        {},
+        {
+            LABEL_ROLE: ROLE_BUILDER,
+            LABEL_STEP: build.step_name,
+            LABEL_IMAGE: build.digest[:32],
+        },
+    )
+    args = [
+        f"--context={build.context_url}",
+        f"--dockerfile={build.dockerfile}",
+        f"--destination={step_image_ref(cfg, build.digest)}",
+        f"--build-arg=BASE_IMAGE={base_image(build.language, cfg)}",
+        "--cache=true",
+        f"--cache-repo={cfg.cache_repository}",
+        "--snapshot-mode=redo",
+        "--push-retry=3",
+    ]
+    container: dict[str, Any] = {
+        "name": BUILD_CONTAINER,
+        "image": cfg.kaniko_image,
+        "args": args,
+        "resources": {
+            "limits": {"memory": bytes_quantity(build.memory_bytes)},
+            "requests": {
+                "cpu": cpu_quantity(build.cpu),
+                "memory": bytes_quantity(build.memory_bytes),
+            },
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        # Kaniko unpacks the base image's filesystem as root inside its own container;
+        # it runs unprivileged (no privileged flag, no host mounts), but not as uid 10001.
+        "automountServiceAccountToken": True,  # for IRSA: S3 context and registry push
+        "containers": [container],
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+    }
+    if cfg.builder_service_account:
+        pod_spec["serviceAccountName"] = cfg.builder_service_account
+    if cfg.registry_auth_secret:
+        container["volumeMounts"] = [{"mountPath": "/kaniko/.docker", "name": "registry-auth"}]
+        pod_spec["volumes"] = [
+            {
+                "name": "registry-auth",
+                "secret": {
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                    "secretName": cfg.registry_auth_secret,
+                },
+            }
+        ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": build_job_name(build.digest),
+            "namespace": cfg.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_STEP: build.step_name},
+        },
+        "spec": {
+            "activeDeadlineSeconds": cfg.build_timeout_s,
+            # A failed build is a user error (bad requirement, missing package) or a
+            # registry outage: either way a retry is the user's or the service's call.
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": dict(sorted(pod_spec.items())),
+            },
+            "ttlSecondsAfterFinished": cfg.build_ttl_s,
+        },
+    }
