@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,9 +21,17 @@ from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.env_vars import routes as env_var_routes
+from gristmill_platform.executions import routes as execution_routes
+from gristmill_platform.executions import runtime_routes
+from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.middleware import RequestIdMiddleware
+from gristmill_platform.pipelines import routes as pipeline_routes
+from gristmill_platform.runtime_site import ensure_runtime_site
 from gristmill_platform.settings import Settings, resolve_settings
 from gristmill_platform.state import AppState
+from gristmill_platform.steps import routes as step_routes
+from gristmill_platform.steps.builds import StepBuilds
+from gristmill_platform.steps.environments import EnvironmentBuilder
 from gristmill_platform.users import routes as user_routes
 
 
@@ -65,6 +74,10 @@ def api_router() -> APIRouter:
     api.include_router(user_routes.router)
     api.include_router(env_var_routes.router)
     api.include_router(datastore_routes.router)
+    api.include_router(step_routes.router)
+    api.include_router(pipeline_routes.router)
+    api.include_router(execution_routes.router)
+    api.include_router(runtime_routes.router)
     return api
 
 
@@ -73,8 +86,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await state.engine.dispose()
+        runtime_site = await asyncio.to_thread(
+            ensure_runtime_site, state.settings.data_dir / "runtime")
+        builds = StepBuilds(state, EnvironmentBuilder(state.settings.data_dir / "venvs",
+                                                      runtime_site))
+        executions = ExecutionRuntime(state)
+        state.components.update(builds=builds, executions=executions)
+        await builds.resume()
+        executions.start()
+        try:
+            yield
+        finally:
+            await executions.shutdown()
+            await builds.shutdown()
+            await state.engine.dispose()
 
     app = FastAPI(
         title="Gristmill",

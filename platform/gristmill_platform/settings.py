@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     datastore_max_object_bytes: int = Field(default=5 * 1024**4, ge=1)
     datastore_max_path_length: int = Field(default=1024, ge=16)
 
+    # Project defaults for steps (the documentation's "project settings"): used when a
+    # step's container_config leaves a key out.
+    step_default_language: str | None = None
+    step_default_requirements_path: str | None = None
+    step_default_repository_url: str | None = None
+    step_default_repository_branch: str | None = None
+    step_default_repository_deploy_key: str | None = None
+    step_default_included_folders: list[str] = Field(default_factory=lambda: ["/"])
+    step_default_system_dependencies: list[str] = Field(default_factory=list)
+    # How long POST /steps waits for the build before answering 206 "still building".
+    step_build_wait_s: float = Field(default=25.0, ge=0)
+
+    executor: Literal["local", "kubernetes"] = "local"
+    # Long-polls hold a request this long before answering "not yet" (307 / redirect).
+    long_poll_s: float = Field(default=20.0, gt=0)
+
     log_level: str = "info"
 
     @field_validator("public_url")

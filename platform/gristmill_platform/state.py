@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from gristmill_platform.executions.runtime import ExecutionRuntime
+    from gristmill_platform.steps.builds import StepBuilds
 
 
 @dataclass
@@ -20,3 +25,15 @@ class AppState:
     signer: UrlSigner
     # Built per request: the local backend keeps its index in the request's transaction.
     datastore: Callable[[AsyncSession], DataStoreBackend]
+    # background machinery, attached by create_app once the state exists
+    components: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def builds(self) -> StepBuilds:
+        builds: StepBuilds = self.components["builds"]
+        return builds
+
+    @property
+    def executions(self) -> ExecutionRuntime:
+        runtime: ExecutionRuntime = self.components["executions"]
+        return runtime

@@ -312,3 +312,11 @@ def test_tampered_part_url_is_403(api, unique) -> None:
         "chunk_size": 100, "part_number": 1}).json()["signed_url"]
     response = httpx.put(_with_query(signed, part_number="2"), content=b"x")
     assert response.status_code == 403
+
+
+def test_internal_prefix_is_reserved(api) -> None:
+    for path in (".gristmill/steps/x/code.tgz", ".gristmill"):
+        assert_error(api.get("/data-store/upload", params={"path_to_object": path}), 400,
+                     "reserved")
+        assert_error(api.post("/data-store/information", json={"path_to_object": path}), 400,
+                     "reserved")

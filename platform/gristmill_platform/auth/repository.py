@@ -63,6 +63,11 @@ class TokenRepository:
         result = await self.session.execute(query)
         return result.scalars().all()
 
+    async def for_execution(self, execution_id: str) -> Sequence[SdkToken]:
+        result = await self.session.execute(
+            select(SdkToken).where(SdkToken.execution_id == execution_id))
+        return result.scalars().all()
+
     async def touch(self, token: SdkToken, when: datetime) -> None:
         token.last_used_at = when
         await self.session.flush()

@@ -151,8 +151,8 @@ class AuthService:
         return token
 
     async def revoke_execution_tokens(self, execution_id: str) -> None:
-        for token in await self.tokens.list(include_execution_tokens=True):
-            if token.execution_id == execution_id and token.revoked_at is None:
+        for token in await self.tokens.for_execution(execution_id):
+            if token.revoked_at is None:
                 token.revoked_at = utcnow()
         await self.tokens.session.flush()
 

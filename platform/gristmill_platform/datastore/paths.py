@@ -6,6 +6,14 @@ import unicodedata
 
 from gristmill_platform.errors import BadRequest
 
+# Step archives and execution files live in the data store too, under this prefix; users
+# neither see nor touch it.
+INTERNAL_PREFIX = ".gristmill"
+
+
+def is_internal(path: str) -> bool:
+    return path == INTERNAL_PREFIX or path.startswith(INTERNAL_PREFIX + "/")
+
 
 class InvalidPath(BadRequest):
     name = "InvalidPath"

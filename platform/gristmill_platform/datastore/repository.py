@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.datastore.paths import INTERNAL_PREFIX
 from gristmill_platform.db.models.datastore import DataStoreObject, MultipartPart, MultipartUpload
 
 
@@ -18,7 +19,12 @@ class DataStoreRepository:
         return await self.session.get(DataStoreObject, path)
 
     async def page_after(self, after: str | None, limit: int) -> Sequence[DataStoreObject]:
-        query = select(DataStoreObject).order_by(DataStoreObject.path).limit(limit)
+        query = (
+            select(DataStoreObject)
+            .where(~DataStoreObject.path.startswith(INTERNAL_PREFIX + "/", autoescape=True))
+            .order_by(DataStoreObject.path)
+            .limit(limit)
+        )
         if after is not None:
             query = query.where(DataStoreObject.path > after)
         result = await self.session.execute(query)

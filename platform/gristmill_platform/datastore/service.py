@@ -14,7 +14,12 @@ from gristmill_platform.datastore.backend import (
     PresignedPart,
     PresignedPost,
 )
-from gristmill_platform.datastore.paths import validate_object_path
+from gristmill_platform.datastore.paths import (
+    INTERNAL_PREFIX,
+    InvalidPath,
+    is_internal,
+    validate_object_path,
+)
 from gristmill_platform.errors import NotFound
 
 
@@ -29,7 +34,11 @@ class DataStoreService:
         self.page_size = page_size
 
     def _path(self, path: str) -> str:
-        return validate_object_path(path, max_length=self.max_path_length)
+        validate_object_path(path, max_length=self.max_path_length)
+        if is_internal(path):
+            raise InvalidPath(f"Invalid object path {path!r}: '{INTERNAL_PREFIX}' is reserved "
+                              "for the platform's own files")
+        return path
 
     async def _existing(self, path: str) -> ObjectInfo:
         info = await self.backend.head(self._path(path))

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
-from gristmill_platform.errors import BadRequest
+from gristmill_platform.errors import BadRequest, PayloadTooLarge
 
 MAX_SMALL_BODY = 1024 * 1024
 
@@ -39,3 +39,28 @@ async def required_string(request: Request, field: str) -> str:
     if not isinstance(value, str) or value == "":
         raise BadRequest(f"Missing field {field!r} (a non-empty string)")
     return value
+
+
+MAX_FORM_BODY = 12 * 1024 * 1024
+
+
+async def structured_form(request: Request, file_field: str | None = None
+                          ) -> tuple[dict[str, Any], Any]:
+    """A creation payload sent as JSON, url-encoded or multipart with bracket keys, and
+    the uploaded file of ``file_field`` (a Starlette UploadFile) if any."""
+    from gristmill_platform.http.forms import unflatten
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_FORM_BODY:
+        raise PayloadTooLarge(
+            f"The request is {int(declared) / 1024 / 1024:.1f} MB; at most "
+            f"{MAX_FORM_BODY // 1024 // 1024} MB are accepted (the step code limit is 5 MB)")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form(max_files=4, max_fields=5000)
+        pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        upload = form.get(file_field) if file_field else None
+        if upload is not None and isinstance(upload, str):
+            raise BadRequest(f"{file_field} must be a file")
+        return unflatten(pairs), upload
+    return await json_or_form(request), None

@@ -9,4 +9,6 @@ def load_all_models() -> None:
         auth,
         datastore,
         env_vars,
+        executions,
+        steps,
     )

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gristmill_platform.db.base import Base
+from gristmill_platform.db.types import UTCDateTime, utcnow
+
+
+class Execution(Base):
+    """One run of a pipeline: what went in (with its source), what came out (with its
+    destination), where it ran, how it ended."""
+
+    __tablename__ = "executions"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    pipeline_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="SET NULL"), nullable=True, index=True)
+    pipeline_name: Mapped[str] = mapped_column(String(100), index=True)
+    step_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    step_name: Mapped[str] = mapped_column(String(100))
+    deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    deployment_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    execution_rule: Mapped[str] = mapped_column(String(32), default="run")
+    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    resource_usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ExecutionLog(Base):
+    __tablename__ = "execution_logs"
+    __table_args__ = (Index("ix_execution_logs_execution_seq", "execution_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    stream: Mapped[str] = mapped_column(String(16))  # stdout | stderr | system
+    message: Mapped[str] = mapped_column(Text)
+
+
+class MetricValue(Base):
+    """A single-value metric: one value per (execution, name); recording again overwrites."""
+
+    __tablename__ = "metric_values"
+    __table_args__ = (Index("uq_metric_values_execution_name", "execution_id", "name",
+                            unique=True),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    value: Mapped[float] = mapped_column(Float)
+    pipeline_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    deployment_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ListMetricValue(Base):
+    """One value of a list metric; values of a (execution, name) keep their order."""
+
+    __tablename__ = "list_metric_values"
+    __table_args__ = (Index("ix_list_metric_values_execution_name_pos", "execution_id", "name",
+                            "position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    pipeline_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    deployment_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Executions: runs of pipelines, their inputs, outputs, logs and outcome."""

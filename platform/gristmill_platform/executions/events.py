@@ -1,0 +1,44 @@
+"""Wake long-polls when an execution ends.
+
+Within one control service process an event wakes them at once; between processes
+(several replicas on one database) they also re-read the status every second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+
+class ExecutionEvents:
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, int] = {}
+
+    def notify(self, execution_id: str) -> None:
+        event = self._events.get(execution_id)
+        if event is not None:
+            event.set()
+
+    async def wait(self, execution_id: str, timeout: float,
+                   is_done: Callable[[], Awaitable[bool]], poll_s: float = 1.0) -> bool:
+        """True once is_done() holds, False if timeout elapses first."""
+        event = self._events.setdefault(execution_id, asyncio.Event())
+        self._waiters[execution_id] = self._waiters.get(execution_id, 0) + 1
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if await is_done():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(poll_s, remaining))
+                event.clear()
+        finally:
+            self._waiters[execution_id] -= 1
+            if self._waiters[execution_id] == 0:
+                self._waiters.pop(execution_id, None)
+                self._events.pop(execution_id, None)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gristmill_platform.db.models.executions import Execution, ExecutionLog
+
+
+class ExecutionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, execution_id: str, *, for_update: bool = False) -> Execution | None:
+        if for_update:
+            result = await self.session.execute(
+                select(Execution).where(Execution.id == execution_id).with_for_update())
+            return result.scalar_one_or_none()
+        return await self.session.get(Execution, execution_id)
+
+    async def exists(self, execution_id: str) -> bool:
+        result = await self.session.execute(
+            select(func.count()).select_from(Execution).where(Execution.id == execution_id))
+        return bool(result.scalar_one())
+
+    async def add(self, execution: Execution) -> None:
+        self.session.add(execution)
+        await self.session.flush()
+
+    async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
+        result = await self.session.execute(
+            select(Execution).where(Execution.pipeline_name == pipeline_name)
+            .order_by(Execution.created_at))
+        return result.scalars().all()
+
+    async def active(self) -> Sequence[Execution]:
+        result = await self.session.execute(
+            select(Execution).where(Execution.status.in_(("pending", "running"))))
+        return result.scalars().all()
+
+    async def delete(self, execution: Execution) -> None:
+        await self.session.execute(
+            delete(ExecutionLog).where(ExecutionLog.execution_id == execution.id))
+        await self.session.delete(execution)
+        await self.session.flush()
+
+    # -- logs --
+
+    async def next_log_seq(self, execution_id: str) -> int:
+        result = await self.session.execute(
+            select(func.max(ExecutionLog.seq)).where(ExecutionLog.execution_id == execution_id))
+        current = result.scalar_one()
+        return int(current) + 1 if current is not None else 0
+
+    async def add_logs(self, rows: Sequence[ExecutionLog]) -> None:
+        self.session.add_all(rows)
+        await self.session.flush()
+
+    async def logs(self, execution_id: str, *, start: datetime | None, end: datetime | None,
+                   limit: int | None) -> Sequence[ExecutionLog]:
+        query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
+        if start is not None:
+            query = query.where(ExecutionLog.timestamp >= start)
+        if end is not None:
+            query = query.where(ExecutionLog.timestamp <= end)
+        query = query.order_by(ExecutionLog.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        result = await self.session.execute(query)
+        return result.scalars().all()

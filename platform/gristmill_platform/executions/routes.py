@@ -1,0 +1,203 @@
+"""Run and execution routes (contract §3.6-3.12)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gristmill_platform.datastore.local import LocalDataStore
+from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
+from gristmill_platform.errors import AppError, BadRequest
+from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.executions.schemas import execution_read, execution_summary, log_read
+from gristmill_platform.executions.service import (
+    ExecutionService,
+    RunRequest,
+    parse_mapping_field,
+)
+from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.pipelines.routes import services as pipeline_services
+from gristmill_platform.state import AppState
+
+router = APIRouter(tags=["executions"])
+
+
+def service_dep(state: AppStateDep, session: SessionDep) -> ExecutionService:
+    return execution_service(state, session)
+
+
+ServiceDep = Annotated[ExecutionService, Depends(service_dep)]
+
+
+class ExecutionFailed(AppError):
+    status_code = 500
+    name = "ExecutionFailed"
+
+
+async def _run_request(request: Request) -> RunRequest:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    files: dict[str, tuple[str, Any]] = {}
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=100, max_fields=100)
+        fields: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields[key] = value
+            else:
+                files[key] = (os.path.basename(value.filename or key), value.file)
+    else:
+        fields = await json_or_form(request)
+    raw_inputs = fields.get("json_inputs", fields.get("inputs", {}))
+    if isinstance(raw_inputs, str):
+        try:
+            raw_inputs = json.loads(raw_inputs) if raw_inputs.strip() else {}
+        except ValueError as exc:
+            raise BadRequest(f"json_inputs is not valid JSON: {exc}") from exc
+    if not isinstance(raw_inputs, dict):
+        raise BadRequest("json_inputs must be a JSON object of input values")
+    return RunRequest(
+        inputs=raw_inputs, files=files,
+        inputs_mapping=parse_mapping_field(fields.get("inputs_mapping"), "inputs_mapping"),
+        outputs_mapping=parse_mapping_field(fields.get("outputs_mapping"), "outputs_mapping"),
+    )
+
+
+@router.post("/pipelines/{pipeline_name}/run", status_code=201)
+async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
+                       principal: PrincipalDep) -> dict[str, str]:
+    principal.require_user_scope("Running a pipeline")
+    run = await _run_request(request)
+    async with transaction(state) as session:
+        pipeline, step = await pipeline_services(state, session).get(pipeline_name)
+        launch = await execution_service(state, session).create(pipeline, step, run, principal)
+    state.executions.launch(launch)
+    return {"execution_id": launch.execution_id}
+
+
+@router.get("/pipelines/{pipeline_name}/executions")
+async def list_pipeline_executions(pipeline_name: str, state: AppStateDep, session: SessionDep,
+                                   principal: PrincipalDep) -> list[dict[str, Any]]:
+    await pipeline_services(state, session).get(pipeline_name)
+    executions = await ExecutionRepository(session).for_pipeline(pipeline_name)
+    return [execution_summary(e) for e in executions]
+
+
+@router.get("/executions/{execution_id}")
+async def get_execution(execution_id: str, principal: PrincipalDep, service: ServiceDep,
+                        include_io_values: bool = True) -> dict[str, Any]:
+    return execution_read(await service.get(execution_id), include_io_values=include_io_values)
+
+
+def _outputs_body(execution: Any) -> dict[str, Any]:
+    return {"outputs": [
+        {"pipeline_output_name": o["pipeline_output_name"], "data_type": o["data_type"],
+         "mapping_type": o["mapping_type"],
+         **({"value": o.get("value")} if o["data_type"] != "file" else {})}
+        for o in execution.outputs]}
+
+
+@router.get("/executions/{execution_id}/outputs", response_model=None)
+async def execution_outputs(execution_id: str, request: Request, state: AppStateDep,
+                            principal: PrincipalDep, wait_for_results: bool = False,
+                            wait_for_completion: bool = False) -> Any:
+    async def current() -> Any:
+        async with transaction(state) as session:
+            return await execution_service(state, session).get(execution_id)
+
+    execution = await current()
+    if (wait_for_results or wait_for_completion) and execution.status in t.ACTIVE:
+        async def done() -> bool:
+            nonlocal execution
+            execution = await current()
+            return execution.status not in t.ACTIVE
+
+        if not await state.executions.events.wait(execution_id, state.settings.long_poll_s,
+                                                  done):
+            # not finished: the client sends the same request again (contract §6.3)
+            return JSONResponse(
+                {"execution_id": execution_id, "status": t.DISPLAY[execution.status]},
+                status_code=307, headers={"Location": str(request.url)})
+    if execution.status == t.FAILED:
+        raise ExecutionFailed(f"Execution {execution_id} failed: {execution.status_reason}",
+                              additional_data={"execution_id": execution_id,
+                                               "status": "Failed"})
+    if execution.status == t.CANCELLED:
+        raise ExecutionFailed(f"Execution {execution_id} was cancelled",
+                              additional_data={"execution_id": execution_id,
+                                               "status": "Cancelled"})
+    return _outputs_body(execution)
+
+
+async def _value_response(state: AppState, service: ExecutionService, execution_id: str,
+                          kind: str, name: str) -> Response:
+    execution = await service.get(execution_id)
+    item = service.io_item(execution, kind, name)
+    if item["data_type"] != "file" or item["mapping_type"] == "is_null":
+        return JSONResponse(item.get("value"))
+    if item.get("file"):
+        path, filename = item["file"]["object"], item["file"]["filename"]
+    elif item["mapping_type"] == "datastore":
+        path = item["mapping_value"].get("resolved_path") or item["mapping_value"].get(
+            "datastore_path")
+        filename = str(path).rsplit("/", 1)[-1]
+    else:
+        return JSONResponse(None)  # not produced (the execution failed or is running)
+    return await stream_object(service, path, filename)
+
+
+async def stream_object(service: ExecutionService, path: str, filename: str) -> Response:
+    backend = service.datastore
+    if not isinstance(backend, LocalDataStore):
+        url = await backend.presign_download(path)
+        return Response(status_code=307, headers={"Location": url})
+    info, blob = await backend.blob_path(path)
+    fd = await anyio.to_thread.run_sync(os.open, blob, os.O_RDONLY)
+
+    async def body() -> Any:
+        try:
+            while chunk := await anyio.to_thread.run_sync(os.read, fd, 1024 * 1024):
+                yield chunk
+        finally:
+            os.close(fd)
+
+    safe = "".join(c for c in filename if 32 <= ord(c) < 127 and c not in '"\\') or "file"
+    return StreamingResponse(body(), media_type="application/octet-stream", headers={
+        "Content-Length": str(info.size),
+        "Content-Disposition": f'attachment; filename="{safe}"'})
+
+
+@router.get("/executions/{execution_id}/inputs/{input_name}")
+async def execution_input(execution_id: str, input_name: str, state: AppStateDep,
+                          principal: PrincipalDep, service: ServiceDep) -> Response:
+    return await _value_response(state, service, execution_id, "inputs", input_name)
+
+
+@router.get("/executions/{execution_id}/outputs/{output_name}")
+async def execution_output(execution_id: str, output_name: str, state: AppStateDep,
+                           principal: PrincipalDep, service: ServiceDep) -> Response:
+    return await _value_response(state, service, execution_id, "outputs", output_name)
+
+
+@router.post("/executions/{execution_id}/logs")
+async def execution_logs(execution_id: str, request: Request, principal: PrincipalDep,
+                         service: ServiceDep) -> list[list[dict[str, Any]]]:
+    lines = await service.logs(execution_id, await json_or_form(request))
+    return [[log_read(line) for line in lines]]
+
+
+@router.delete("/executions/{execution_id}")
+async def delete_execution(execution_id: str, state: AppStateDep, principal: PrincipalDep,
+                           service: ServiceDep) -> dict[str, str]:
+    principal.require_user_scope("Deleting an execution")
+    execution = await service.get(execution_id)
+    if execution.status in t.ACTIVE and execution.handle:
+        await state.executions.executor.cancel(execution.handle)
+    await service.delete(execution)
+    return {"execution_id": execution_id}

@@ -1,0 +1,93 @@
+"""Routes the runner calls with its execution token (docs/internals/runtime-protocol.md)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from gristmill_platform.deps import AppStateDep, PrincipalDep, transaction
+from gristmill_platform.errors import BadRequest
+from gristmill_platform.executions.routes import stream_object
+from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.steps.repository import StepRepository
+
+router = APIRouter(prefix="/runtime/executions/{execution_id}", tags=["runtime"],
+                   include_in_schema=False)
+MAX_OUTPUT_FILE = 5 * 1024**3
+
+
+@router.post("/start")
+async def start(execution_id: str, state: AppStateDep, principal: PrincipalDep
+                ) -> dict[str, Any]:
+    async with transaction(state) as session:
+        service = execution_service(state, session)
+        service.require_runner(principal, execution_id)
+        execution = await service.get(execution_id)
+        step = await StepRepository(session).get(execution.step_id or "")
+        return await service.start(execution_id, step)
+
+
+@router.get("/inputs/{name}")
+async def input_file(execution_id: str, name: str, state: AppStateDep, principal: PrincipalDep
+                     ) -> Response:
+    async with transaction(state) as session:
+        service = execution_service(state, session)
+        service.require_runner(principal, execution_id)
+        item = service.io_item(await service.get(execution_id), "inputs", name)
+        if not item.get("file"):
+            raise BadRequest(f"Input {name!r} is not a file of this execution")
+        return await stream_object(service, item["file"]["object"], item["file"]["filename"])
+
+
+@router.post("/logs")
+async def logs(execution_id: str, request: Request, state: AppStateDep, principal: PrincipalDep
+               ) -> dict[str, int]:
+    body = await json_or_form(request)
+    lines = body.get("lines") or []
+    if not isinstance(lines, list):
+        raise BadRequest("lines must be a list")
+    async with transaction(state) as session:
+        service = execution_service(state, session)
+        service.require_runner(principal, execution_id)
+        return {"accepted": await service.append_logs(execution_id, lines)}
+
+
+@router.put("/outputs/{name}", status_code=204)
+async def output_file(execution_id: str, name: str, request: Request, state: AppStateDep,
+                      principal: PrincipalDep) -> Response:
+    filename = os.path.basename(request.headers.get("x-gristmill-filename") or name) or name
+    with tempfile.TemporaryDirectory(prefix="gristmill-output-") as scratch:
+        target = Path(scratch) / "file"
+        size = 0
+        with target.open("wb") as handle:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_OUTPUT_FILE:
+                    raise BadRequest("A file output may hold at most 5 GiB")
+                handle.write(chunk)
+        async with transaction(state) as session:
+            service = execution_service(state, session)
+            service.require_runner(principal, execution_id)
+            await service.store_output_file(execution_id, name, filename, target)
+    return Response(status_code=204)
+
+
+@router.post("/finish")
+async def finish(execution_id: str, request: Request, state: AppStateDep,
+                 principal: PrincipalDep) -> dict[str, Any]:
+    report = await json_or_form(request)
+    if report.get("status") not in ("succeeded", "failed"):
+        raise BadRequest("status must be 'succeeded' or 'failed'")
+    async with transaction(state) as session:
+        service = execution_service(state, session)
+        service.require_runner(principal, execution_id)
+        execution = await service.finish(execution_id, report)
+        await service.auth.revoke_execution_tokens(execution_id)
+        status, reason = execution.status, execution.status_reason
+    await state.executions.finished(execution_id)
+    return {"status": status, "reason": reason}

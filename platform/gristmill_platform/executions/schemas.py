@@ -1,0 +1,54 @@
+"""How executions look on the wire (contract §3.6-3.12)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.executions.transitions import DISPLAY
+from gristmill_platform.steps.schemas import iso
+
+
+def execution_summary(execution: Execution) -> dict[str, Any]:
+    return {
+        "execution_id": execution.id,
+        "status": DISPLAY.get(execution.status, execution.status),
+        "status_reason": execution.status_reason,
+        "created_at": iso(execution.created_at),
+        "created_by": execution.created_by,
+        "start_date": iso(execution.started_at),
+        "end_date": iso(execution.ended_at),
+        "pipeline_name": execution.pipeline_name,
+        "deployment_name": execution.deployment_name,
+        "execution_rule": execution.execution_rule,
+    }
+
+
+def _public_item(item: dict[str, Any], include_value: bool) -> dict[str, Any]:
+    public = {k: v for k, v in item.items() if k not in ("file", "value")}
+    public["mapping_value"] = item.get("mapping_value") or {}
+    if include_value and item.get("data_type") != "file":
+        public["value"] = item.get("value")
+    if item.get("file"):
+        public["file"] = {k: v for k, v in item["file"].items() if k != "object"}
+    return public
+
+
+def execution_read(execution: Execution, *, include_io_values: bool = True) -> dict[str, Any]:
+    return {
+        **execution_summary(execution),
+        "steps": [{
+            "name": execution.step_name,
+            "status": DISPLAY.get(execution.status, execution.status),
+            "start_date": iso(execution.started_at),
+            "end_date": iso(execution.ended_at),
+        }],
+        "worker": execution.worker,
+        "resource_usage": execution.resource_usage,
+        "inputs": [_public_item(i, include_io_values) for i in execution.inputs],
+        "outputs": [_public_item(o, include_io_values) for o in execution.outputs],
+    }
+
+
+def log_read(line: ExecutionLog) -> dict[str, Any]:
+    return {"timestamp": iso(line.timestamp), "message": line.message, "stream": line.stream}

@@ -1,0 +1,336 @@
+"""Execution use cases inside one transaction: start a run, the runner's start/finish,
+logs, values, deletion. Launching workers and waking waiters happen after commit
+(see runtime.py)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from gristmill_platform.auth.principal import Principal
+from gristmill_platform.auth.service import AuthService
+from gristmill_platform.datastore.backend import DataStoreBackend
+from gristmill_platform.db.hooks import on_commit
+from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.io import (
+    OutputPlan,
+    check_outputs,
+    expand_datastore_path,
+    plan_outputs,
+    resolve_inputs,
+)
+from gristmill_platform.executions.repository import ExecutionRepository
+
+MAX_LOG_LINES_PER_CALL = 10_000
+MAX_LOG_LINE = 16_384
+
+
+class ExecutionNotFound(NotFound):
+    name = "ExecutionNotFound"
+
+
+def execution_object_path(execution_id: str, kind: str, name: str) -> str:
+    return f".gristmill/executions/{execution_id}/{kind}/{name}"
+
+
+def new_execution_id(pipeline_name: str) -> str:
+    # '_' would break the file-output Content-Disposition separator (contract §4.7)
+    return f"{pipeline_name.replace('_', '-')}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    inputs: Mapping[str, Any]
+    files: Mapping[str, tuple[str, IO[bytes]]]  # input name -> (filename, stream)
+    inputs_mapping: Sequence[Mapping[str, Any]]
+    outputs_mapping: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Launch:
+    execution_id: str
+    step_id: str
+    sdk_token: str
+
+
+class ExecutionService:
+    def __init__(self, repository: ExecutionRepository, datastore: DataStoreBackend,
+                 auth: AuthService) -> None:
+        self.repository = repository
+        self.datastore = datastore
+        self.auth = auth
+
+    @property
+    def session(self) -> Any:
+        return self.repository.session
+
+    async def get(self, execution_id: str) -> Execution:
+        execution = await self.repository.get(execution_id)
+        if execution is None:
+            raise ExecutionNotFound(f"Execution {execution_id!r} not found")
+        return execution
+
+    # -- creating a run -----------------------------------------------------------------------
+
+    async def create(self, pipeline: Pipeline, step: Step, request: RunRequest,
+                     principal: Principal, *, deployment: Any = None) -> Launch:
+        if step.status != "ready":
+            raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
+                             f"{step.status})", name="PipelineNotReady")
+        environment = {v.name: v.value for v in await EnvVarRepository(self.session).list()}
+        resolved = resolve_inputs(step.inputs, request.inputs, set(request.files),
+                                  request.inputs_mapping, environment)
+        plans = plan_outputs(step.outputs, request.outputs_mapping)
+        execution_id = new_execution_id(pipeline.name)
+        while await self.repository.exists(execution_id):
+            execution_id = new_execution_id(pipeline.name)
+        records = []
+        for item in resolved:
+            record = item.record()
+            if item.file_source is not None:
+                record["file"] = await self._store_input_file(execution_id, item.name,
+                                                              item.file_source, request)
+            records.append(record)
+        execution = Execution(
+            id=execution_id, pipeline_id=pipeline.id, pipeline_name=pipeline.name,
+            step_id=step.id, step_name=step.name, execution_rule="run", status=t.PENDING,
+            inputs=records, outputs=[p.record() for p in plans], created_by=principal.user_id,
+            created_at=utcnow(),
+        )
+        await self.repository.add(execution)
+        token = await self.auth.create_sdk_token(
+            principal.user_id, name=f"execution {execution_id}", scope="execution",
+            execution_id=execution_id)
+        return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext)
+
+    async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
+                                request: RunRequest) -> dict[str, Any]:
+        kind, ref = source
+        target = execution_object_path(execution_id, "inputs", name)
+        if kind == "datastore":
+            info = await self.datastore.head(ref)
+            if info is None:
+                raise BadRequest(f"Input {name!r} is mapped to data store object {ref!r}, "
+                                 "which does not exist", name="NoSuchKey")
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / "object"
+                await self.datastore.download_to(ref, local)
+                stored = await self.datastore.upload_from(local, target)
+            return {"object": target, "filename": ref.rsplit("/", 1)[-1], "size": stored.size}
+        filename, stream = request.files[ref]
+        with tempfile.NamedTemporaryFile(prefix="gristmill-input-") as copy:
+            while chunk := stream.read(1024 * 1024):
+                copy.write(chunk)
+            copy.flush()
+            stored = await self.datastore.upload_from(Path(copy.name), target)
+        return {"object": target, "filename": filename or name, "size": stored.size}
+
+    # -- the runner's side -------------------------------------------------------------------
+
+    def require_runner(self, principal: Principal, execution_id: str) -> None:
+        if principal.execution_id != execution_id:
+            raise Forbidden("Only the worker of this execution may report on it")
+
+    async def start(self, execution_id: str, step: Step | None) -> dict[str, Any]:
+        execution = await self._locked(execution_id)
+        if execution.status != t.PENDING:
+            raise Conflict(f"Execution {execution_id} is already {execution.status}",
+                           name="AlreadyStarted")
+        execution.status = t.transition(execution.status, t.RUNNING)
+        execution.started_at = execution.heartbeat_at = utcnow()
+        if step is None:
+            raise Conflict(f"The step of execution {execution_id} was deleted")
+        values = {i["pipeline_input_name"]: i.get("value") for i in execution.inputs
+                  if i["data_type"] != "file"}
+        for item in execution.inputs:
+            if item["data_type"] == "file" and not item.get("file"):
+                values[item["pipeline_input_name"]] = None
+        return {
+            "execution_id": execution.id,
+            "step_name": step.name,
+            "function_path": step.function_path,
+            "function_name": step.function_name,
+            "inputs": values,
+            "file_inputs": [{"name": i["pipeline_input_name"], "filename": i["file"]["filename"]}
+                            for i in execution.inputs if i.get("file")],
+            "outputs": [{"name": o["pipeline_output_name"], "data_type": o["data_type"]}
+                        for o in execution.outputs],
+        }
+
+    async def _locked(self, execution_id: str) -> Execution:
+        execution = await self.repository.get(execution_id, for_update=True)
+        if execution is None:
+            raise ExecutionNotFound(f"Execution {execution_id!r} not found")
+        return execution
+
+    async def append_logs(self, execution_id: str, lines: Sequence[Mapping[str, Any]],
+                          *, heartbeat: bool = True) -> int:
+        if len(lines) > MAX_LOG_LINES_PER_CALL:
+            raise BadRequest(f"At most {MAX_LOG_LINES_PER_CALL} log lines per call")
+        execution = await self.get(execution_id)
+        if heartbeat and execution.status in t.ACTIVE:
+            execution.heartbeat_at = utcnow()
+        if not lines:
+            return 0
+        seq = await self.repository.next_log_seq(execution_id)
+        rows = []
+        for offset, line in enumerate(lines):
+            rows.append(ExecutionLog(
+                execution_id=execution_id, seq=seq + offset,
+                timestamp=_parse_time(line.get("timestamp")),
+                stream=str(line.get("stream") or "stdout")[:16],
+                message=str(line.get("message", ""))[:MAX_LOG_LINE],
+            ))
+        await self.repository.add_logs(rows)
+        return len(rows)
+
+    async def store_output_file(self, execution_id: str, name: str, filename: str,
+                                source: Path) -> None:
+        execution = await self.get(execution_id)
+        if execution.status != t.RUNNING:
+            raise Conflict(f"Execution {execution_id} is {execution.status}, not running")
+        outputs = [dict(o) for o in execution.outputs]
+        item = next((o for o in outputs if o["pipeline_output_name"] == name), None)
+        if item is None or item["data_type"] != "file":
+            raise BadRequest(f"{name!r} is not a file output of this execution")
+        target = execution_object_path(execution_id, "outputs", name)
+        stored = await self.datastore.upload_from(source, target)
+        item["file"] = {"object": target, "filename": filename, "size": stored.size}
+        execution.outputs = outputs
+
+    async def finish(self, execution_id: str, report: Mapping[str, Any]) -> Execution:
+        execution = await self._locked(execution_id)
+        if execution.status not in t.ACTIVE:
+            raise Conflict(f"Execution {execution_id} already ended ({execution.status})",
+                           name="AlreadyFinished")
+        await self.append_logs(execution_id, report.get("logs") or [], heartbeat=False)
+        if report.get("status") == "succeeded":
+            plans = [OutputPlan(o["pipeline_output_name"], o["data_type"], o["mapping_type"],
+                                o.get("mapping_value") or {}) for o in execution.outputs]
+            received = {o["pipeline_output_name"] for o in execution.outputs if o.get("file")}
+            values, failure = check_outputs(plans, report.get("outputs"), received)
+            if failure is None:
+                try:
+                    await self._deliver_outputs(execution, values)
+                except AppError as exc:
+                    failure = f"Could not write the outputs: {exc.message}"
+            if failure is None:
+                self._end(execution, t.SUCCEEDED, None)
+                return execution
+            reason = failure
+        else:
+            error = report.get("error") or {}
+            kind = error.get("type") or "Error"
+            reason = f"{kind}: {error.get('message') or 'the step function failed'}"
+        await self.append_logs(execution_id, [{"timestamp": utcnow().isoformat(),
+                                               "stream": "system", "message": reason}],
+                               heartbeat=False)
+        self._end(execution, t.FAILED, reason)
+        return execution
+
+    async def _deliver_outputs(self, execution: Execution, values: Mapping[str, Any]) -> None:
+        outputs = [dict(o) for o in execution.outputs]
+        now = datetime.now(UTC)
+        for item in outputs:
+            name = item["pipeline_output_name"]
+            if item["data_type"] != "file":
+                item["value"] = values.get(name)
+            if item["mapping_type"] == "datastore" and item.get("file"):
+                path = expand_datastore_path(item["mapping_value"]["datastore_path"],
+                                             execution.id, now)
+                with tempfile.TemporaryDirectory() as scratch:
+                    local = Path(scratch) / "output"
+                    await self.datastore.download_to(item["file"]["object"], local)
+                    await self.datastore.upload_from(local, path)
+                item["mapping_value"] = {**item["mapping_value"], "resolved_path": path}
+        execution.outputs = outputs
+
+    def _end(self, execution: Execution, status: str, reason: str | None) -> None:
+        execution.status = t.transition(execution.status, status)
+        execution.status_reason = reason
+        execution.ended_at = utcnow()
+
+    async def fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> bool:
+        """Fail an execution whose worker is gone; False if it had already ended."""
+        execution = await self._locked(execution_id)
+        if execution.status not in t.ACTIVE:
+            return False
+        lines = [{"timestamp": utcnow().isoformat(), "stream": "worker", "message": line}
+                 for line in tail]
+        lines.append({"timestamp": utcnow().isoformat(), "stream": "system",
+                      "message": f"Execution failed: {reason}"})
+        await self.append_logs(execution_id, lines, heartbeat=False)
+        self._end(execution, t.FAILED, reason)
+        return True
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def logs(self, execution_id: str, body: Mapping[str, Any]) -> Sequence[ExecutionLog]:
+        await self.get(execution_id)
+        start = _from_ms(body.get("from"), "from")
+        end = _from_ms(body.get("to"), "to")
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 1):
+            raise BadRequest("limit must be a positive integer")
+        return await self.repository.logs(execution_id, start=start, end=end, limit=limit)
+
+    def io_item(self, execution: Execution, kind: str, name: str) -> dict[str, Any]:
+        items = execution.inputs if kind == "inputs" else execution.outputs
+        key = "pipeline_input_name" if kind == "inputs" else "pipeline_output_name"
+        item = next((i for i in items if i[key] == name), None)
+        if item is None:
+            raise NotFound(f"Execution {execution.id} has no {kind[:-1]} named {name!r}")
+        return item
+
+    async def delete(self, execution: Execution) -> None:
+        for item in [*execution.inputs, *execution.outputs]:
+            if item.get("file"):
+                await self.datastore.delete(item["file"]["object"])
+        await self.auth.revoke_execution_tokens(execution.id)
+        await self.repository.delete(execution)
+
+    def after_commit(self, effect: Any) -> None:
+        on_commit(self.session, effect)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return utcnow()
+
+
+def _from_ms(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{field} must be a Unix time in milliseconds")
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def parse_mapping_field(raw: Any, what: str) -> list[Mapping[str, Any]]:
+    if raw in (None, ""):
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        raise BadRequest(f"{what} must be a list of objects")
+    return raw

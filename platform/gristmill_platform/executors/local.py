@@ -1,0 +1,152 @@
+"""Local backend: each elastic execution is a child process of the control service,
+running the runner in the step's virtual environment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.spec import Handle, LaunchSpec, PollResult, WorkerState
+
+TAIL_LINES = 200
+KILL_GRACE_S = 5.0
+
+ExitCallback = Callable[[str, PollResult, Sequence[LogLine]], Awaitable[None]]
+
+_SIGNAL_REASONS = {
+    signal.SIGKILL: "the worker was killed (SIGKILL): out of memory, or killed by hand",
+    signal.SIGSEGV: "the Python interpreter crashed (segmentation fault)",
+    signal.SIGABRT: "the Python interpreter aborted (SIGABRT)",
+    signal.SIGTERM: "the worker was stopped (SIGTERM)",
+    signal.SIGBUS: "the Python interpreter crashed (bus error)",
+}
+
+
+def exit_outcome(returncode: int) -> PollResult:
+    """What a runner's exit code means (see docs/internals/runtime-protocol.md)."""
+    if returncode == 0:
+        return PollResult(WorkerState.SUCCEEDED, exit_code=0)
+    if returncode == 3:
+        return PollResult(WorkerState.FAILED, "the worker could not reach the control service",
+                          exit_code=3)
+    if returncode < 0:
+        number = -returncode
+        try:
+            reason = _SIGNAL_REASONS.get(signal.Signals(number),
+                                         f"the worker was killed by signal {number}")
+        except ValueError:
+            reason = f"the worker was killed by signal {number}"
+        return PollResult(WorkerState.FAILED, reason, exit_code=returncode)
+    return PollResult(WorkerState.FAILED, f"the worker exited with code {returncode}",
+                      exit_code=returncode)
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process, work_dir: Path) -> None:
+        self.process = process
+        self.work_dir = work_dir
+        self.tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
+        self.outcome: PollResult | None = None
+
+
+class LocalExecutor:
+    def __init__(self, work_root: Path, on_exit: ExitCallback) -> None:
+        self.work_root = work_root
+        self.on_exit = on_exit
+        self._workers: dict[str, _Worker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def io_dir(self, execution_id: str) -> Path:
+        return self.work_root / execution_id / "io"
+
+    async def submit(self, spec: LaunchSpec) -> Handle:
+        worker = self._workers.get(spec.execution_id)
+        if worker is None:
+            work_dir = self.work_root / spec.execution_id
+            (work_dir / "io").mkdir(parents=True, exist_ok=True)
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                env=dict(spec.env),
+                cwd=spec.env.get("GRISTMILL_STEP_DIR") or str(work_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # so cancel can stop the whole process group
+            )
+            worker = _Worker(process, work_dir)
+            self._workers[spec.execution_id] = worker
+            task = asyncio.get_running_loop().create_task(self._watch(spec.execution_id, worker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        pid = worker.process.pid
+        return {"backend": "local", "pid": pid, "started_at": _create_time(pid),
+                "execution_id": spec.execution_id}
+
+    async def _watch(self, execution_id: str, worker: _Worker) -> None:
+        assert worker.process.stdout is not None
+        async for raw in worker.process.stdout:
+            worker.tail.append(LogLine(datetime.now(UTC), "stdout",
+                                       raw.decode(errors="replace").rstrip("\n")))
+        returncode = await worker.process.wait()
+        worker.outcome = exit_outcome(returncode)
+        await self.on_exit(execution_id, worker.outcome, list(worker.tail))
+
+    async def poll(self, handle: Handle) -> PollResult:
+        worker = self._workers.get(str(handle.get("execution_id")))
+        if worker is not None:
+            return worker.outcome or PollResult(WorkerState.RUNNING)
+        # not ours (the control service restarted): is that process still alive?
+        pid = handle.get("pid")
+        if isinstance(pid, int) and _create_time(pid) == handle.get("started_at"):
+            return PollResult(WorkerState.RUNNING)
+        return PollResult(WorkerState.FAILED,
+                          "the worker is gone (the control service restarted while it ran)")
+
+    async def logs(self, handle: Handle) -> Sequence[LogLine]:
+        worker = self._workers.get(str(handle.get("execution_id")))
+        return list(worker.tail) if worker else []
+
+    async def cancel(self, handle: Handle) -> None:
+        worker = self._workers.get(str(handle.get("execution_id")))
+        pid = worker.process.pid if worker else handle.get("pid")
+        if not isinstance(pid, int) or (worker and worker.process.returncode is not None):
+            return
+        if worker is None and _create_time(pid) != handle.get("started_at"):
+            return  # that pid is someone else's now
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        if worker is not None:
+            try:
+                await asyncio.wait_for(worker.process.wait(), KILL_GRACE_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    async def cleanup(self, handle: Handle) -> None:
+        execution_id = str(handle.get("execution_id"))
+        self._workers.pop(execution_id, None)
+        await asyncio.to_thread(shutil.rmtree, self.work_root / execution_id, True)
+
+    async def shutdown(self) -> None:
+        for execution_id, worker in list(self._workers.items()):
+            if worker.process.returncode is None:
+                await self.cancel({"execution_id": execution_id})
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

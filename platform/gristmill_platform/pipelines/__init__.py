@@ -1,0 +1,1 @@
+"""Pipelines: the unit users run and deploy (one step each for now)."""

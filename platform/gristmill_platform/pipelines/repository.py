@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.steps import Pipeline, Step
+
+
+class PipelineRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_name(self, name: str) -> Pipeline | None:
+        result = await self.session.execute(select(Pipeline).where(Pipeline.name == name))
+        return result.scalar_one_or_none()
+
+    async def with_step(self, name: str) -> tuple[Pipeline, Step] | None:
+        result = await self.session.execute(
+            select(Pipeline, Step).join(Step, Step.id == Pipeline.step_id)
+            .where(Pipeline.name == name))
+        row = result.first()
+        return (row[0], row[1]) if row else None
+
+    async def list_with_steps(self) -> Sequence[tuple[Pipeline, Step]]:
+        result = await self.session.execute(
+            select(Pipeline, Step).join(Step, Step.id == Pipeline.step_id)
+            .order_by(Pipeline.created_at))
+        return [(p, s) for p, s in result.all()]
+
+    async def latest_execution(self, pipeline_id: str) -> Execution | None:
+        result = await self.session.execute(
+            select(Execution).where(Execution.pipeline_id == pipeline_id)
+            .order_by(Execution.created_at.desc()).limit(1))
+        return result.scalar_one_or_none()
+
+    async def add(self, pipeline: Pipeline) -> None:
+        self.session.add(pipeline)
+        await self.session.flush()
+
+    async def delete(self, pipeline: Pipeline) -> None:
+        await self.session.delete(pipeline)
+        await self.session.flush()

@@ -1,0 +1,102 @@
+"""Pipeline routes (contract §3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
+from gristmill_platform.errors import NotFound
+from gristmill_platform.executions.schemas import execution_summary
+from gristmill_platform.http.bodies import structured_form
+from gristmill_platform.pipelines.repository import PipelineRepository
+from gristmill_platform.pipelines.schemas import pipeline_list_item, pipeline_read
+from gristmill_platform.pipelines.service import PipelineService
+from gristmill_platform.state import AppState
+from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.steps.routes import creation_failed
+from gristmill_platform.steps.schemas import is_legacy_client
+from gristmill_platform.steps.service import StepService
+
+router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+
+
+def services(state: AppState, session: Any) -> PipelineService:
+    steps = StepService(StepRepository(session), state.datastore(session), state.settings)
+    return PipelineService(PipelineRepository(session), steps)
+
+
+def pipeline_service(state: AppStateDep, session: SessionDep) -> PipelineService:
+    return services(state, session)
+
+
+ServiceDep = Annotated[PipelineService, Depends(pipeline_service)]
+ClientHeader = Annotated[str | None, Header(alias="craft-ai-client")]
+
+
+@router.post("")
+async def create_pipeline(request: Request, state: AppStateDep, principal: PrincipalDep
+                          ) -> JSONResponse:
+    fields, upload = await structured_form(request, "step_file")
+    name = fields.get("pipeline_name")
+    if "step_names" in fields or "step_name" in fields:
+        async with transaction(state) as session:
+            pipeline, step = await services(state, session).create_from_step(
+                name, fields.get("step_names", fields.get("step_name")), principal)
+            body = pipeline_read(pipeline, step)
+        return JSONResponse(body, status_code=201)
+    # a pipeline from a function: its hidden step is built like any other step
+    async with transaction(state) as session:
+        service = services(state, session)
+        step_name = await service.prepare_function_pipeline(name)
+        created = await service.steps.create(fields, upload.file if upload else None,
+                                             principal, name=step_name, hidden=True)
+        await service.attach_hidden_step(str(name), created.step, principal)
+    state.builds.schedule(created.step.id, created.deploy_key)
+    await state.builds.wait(created.step.id, state.settings.step_build_wait_s)
+    async with transaction(state) as session:
+        pipeline, step = await services(state, session).get(str(name))
+        body = pipeline_read(pipeline, step)
+    if step.status == "creation_failed":
+        raise creation_failed("pipeline", pipeline.name, step.status_reason, step.build_log)
+    return JSONResponse(body, status_code=201 if step.status == "ready" else 206)
+
+
+@router.get("")
+async def list_pipelines(principal: PrincipalDep, service: ServiceDep) -> list[dict[str, Any]]:
+    return [pipeline_list_item(p, s) for p, s in await service.all()]
+
+
+@router.get("/{pipeline_name}")
+async def get_pipeline(pipeline_name: str, principal: PrincipalDep, service: ServiceDep,
+                       client: ClientHeader = None) -> dict[str, Any]:
+    pipeline, step = await service.get(pipeline_name)
+    if step.status == "creation_failed" and is_legacy_client(client):
+        raise NotFound(f"Creation of pipeline {pipeline_name!r} failed: {step.status_reason}",
+                       name="PipelineCreationFailed")
+    return pipeline_read(pipeline, step)
+
+
+@router.get("/{pipeline_name}/executions/latest", response_model=None)
+async def latest_execution(pipeline_name: str, principal: PrincipalDep, service: ServiceDep
+                           ) -> dict[str, Any] | Response:
+    execution = await service.latest_execution(pipeline_name)
+    if execution is None:
+        return Response(status_code=204)  # "none yet", never 404 (contract §3.2)
+    return execution_summary(execution)
+
+
+@router.delete("/{pipeline_name}")
+async def delete_pipeline(pipeline_name: str, principal: PrincipalDep, service: ServiceDep,
+                          force_deployments_deletion: bool = False) -> dict[str, Any]:
+    pipeline, deployments = await service.delete(pipeline_name, principal,
+                                                 force=force_deployments_deletion)
+    return {"pipeline": {"name": pipeline.name}, "deployments": deployments}
+
+
+@router.get("/{pipeline_name}/download")
+async def download_pipeline(pipeline_name: str, principal: PrincipalDep, service: ServiceDep
+                            ) -> dict[str, str]:
+    return {"signed_url": await service.download_url(pipeline_name)}

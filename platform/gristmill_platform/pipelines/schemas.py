@@ -1,0 +1,43 @@
+"""How pipelines look on the wire (contract §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.steps.schemas import creation_info, iso, public_container_config
+
+
+def pipeline_inputs(step: Step) -> list[dict[str, Any]]:
+    return [{"input_name": i["name"], "step_name": step.name, "data_type": i["data_type"],
+             "description": i.get("description"), "default_value": i.get("default_value"),
+             "is_required": i.get("is_required", True)} for i in step.inputs]
+
+
+def pipeline_outputs(step: Step) -> list[dict[str, Any]]:
+    return [{"output_name": o["name"], "step_name": step.name, "data_type": o["data_type"],
+             "description": o.get("description")} for o in step.outputs]
+
+
+def pipeline_read(pipeline: Pipeline, step: Step) -> dict[str, Any]:
+    info = creation_info(step)
+    return {
+        "pipeline_name": pipeline.name,
+        "created_at": iso(pipeline.created_at),
+        "created_by": pipeline.created_by,
+        "steps": [] if pipeline.owns_step else [step.name],
+        "inputs": pipeline_inputs(step),
+        "outputs": pipeline_outputs(step),
+        "open_inputs": [i["name"] for i in step.inputs],
+        "open_outputs": [o["name"] for o in step.outputs],
+        "function_path": step.function_path,
+        "function_name": step.function_name,
+        "description": step.description,
+        "container_config": public_container_config(step),
+        "creation_info": {**info, "created_at": iso(pipeline.created_at)},
+    }
+
+
+def pipeline_list_item(pipeline: Pipeline, step: Step) -> dict[str, Any]:
+    return {"pipeline_name": pipeline.name, "created_at": iso(pipeline.created_at),
+            "status": step.status}

@@ -1,0 +1,106 @@
+"""Pipeline use cases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from gristmill_platform.auth.principal import Principal
+from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.errors import BadRequest, Conflict, NotFound
+from gristmill_platform.pipelines.repository import PipelineRepository
+from gristmill_platform.steps.names import validate_resource_name
+from gristmill_platform.steps.service import StepService, hidden_step_name
+
+
+class PipelineNotFound(NotFound):
+    name = "PipelineNotFound"
+
+
+class PipelineService:
+    def __init__(self, repository: PipelineRepository, steps: StepService) -> None:
+        self.repository = repository
+        self.steps = steps
+
+    @property
+    def session(self) -> Any:
+        return self.repository.session
+
+    async def _free_name(self, name: str) -> None:
+        found = await self.repository.with_step(name)
+        if found is None:
+            return
+        pipeline, step = found
+        if pipeline.owns_step and step.status == "creation_failed":
+            # a failed creation is replaced by the new attempt
+            await self.repository.delete(pipeline)
+            await self.steps._remove(step)
+            return
+        raise Conflict(f"A pipeline named {name!r} already exists", name="AlreadyExists")
+
+    async def create_from_step(self, name: object, step_names: object,
+                               principal: Principal) -> tuple[Pipeline, Step]:
+        principal.require_user_scope("Creating a pipeline")
+        name = validate_resource_name(name, "pipeline")
+        if isinstance(step_names, str):
+            step_names = [step_names]
+        if not isinstance(step_names, list) or len(step_names) != 1 or not isinstance(
+                step_names[0], str):
+            raise BadRequest("step_names must name exactly one step (multi-step pipelines "
+                             "are not supported yet)")
+        step = await self.steps.get(step_names[0])
+        if step.status != "ready":
+            raise BadRequest(f"Step {step.name!r} is not ready (status {step.status}): wait "
+                             "for its creation to finish", name="StepNotReady")
+        await self._free_name(name)
+        pipeline = Pipeline(id=str(uuid.uuid4()), name=name, step_id=step.id, owns_step=False,
+                            created_by=principal.user_id, created_at=utcnow(),
+                            updated_at=utcnow())
+        await self.repository.add(pipeline)
+        return pipeline, step
+
+    async def attach_hidden_step(self, name: str, step: Step, principal: Principal
+                                 ) -> Pipeline:
+        pipeline = Pipeline(id=str(uuid.uuid4()), name=name, step_id=step.id, owns_step=True,
+                            created_by=principal.user_id, created_at=utcnow(),
+                            updated_at=utcnow())
+        await self.repository.add(pipeline)
+        return pipeline
+
+    async def prepare_function_pipeline(self, name: object) -> str:
+        name = validate_resource_name(name, "pipeline")
+        await self._free_name(name)
+        return hidden_step_name(name)
+
+    async def get(self, name: str) -> tuple[Pipeline, Step]:
+        found = await self.repository.with_step(name)
+        if found is None:
+            raise PipelineNotFound(f"Pipeline {name!r} not found")
+        return found
+
+    async def all(self) -> Sequence[tuple[Pipeline, Step]]:
+        return await self.repository.list_with_steps()
+
+    async def latest_execution(self, name: str) -> Execution | None:
+        pipeline, _ = await self.get(name)
+        return await self.repository.latest_execution(pipeline.id)
+
+    async def delete(self, name: str, principal: Principal, *, force: bool
+                     ) -> tuple[Pipeline, list[dict[str, Any]]]:
+        principal.require_user_scope("Deleting a pipeline")
+        pipeline, step = await self.get(name)
+        deployments: list[dict[str, Any]] = []  # deployments arrive with the next feature
+        del force
+        await self.repository.delete(pipeline)
+        if pipeline.owns_step:
+            await self.steps._remove(step)
+        return pipeline, deployments
+
+    async def download_url(self, name: str) -> str:
+        from gristmill_platform.steps.builds import archive_object_path
+
+        _, step = await self.get(name)
+        return await self.steps.datastore.presign_download(archive_object_path(step.id))

@@ -1,0 +1,1 @@
+"""Steps: a Python function with typed inputs/outputs, its code and its environment."""

@@ -1,0 +1,234 @@
+"""Building steps in the background: code on disk, then its Python environment.
+
+A build runs outside any request: it opens its own short transactions, so a slow pip
+install never holds a database connection or a client's request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.errors import AppError
+from gristmill_platform.steps.code import extract_archive, select_included
+from gristmill_platform.steps.environments import (
+    EnvironmentBuilder,
+    EnvironmentBuildError,
+    environment_key,
+    interpreter_for,
+)
+from gristmill_platform.steps.git import clone, redact
+from gristmill_platform.steps.repository import StepRepository
+
+if TYPE_CHECKING:
+    from gristmill_platform.state import AppState
+
+log = logging.getLogger("gristmill.steps")
+MAX_LOG_LINES = 5000
+SYSTEM_DEPENDENCIES_NOTE = (
+    "system_dependencies are recorded but not installed: the local backend runs steps in "
+    "virtual environments on this machine and cannot install system packages. Install "
+    "them on the machine yourself, or use the Kubernetes backend, which builds them into "
+    "the step's image."
+)
+
+
+def archive_object_path(step_id: str) -> str:
+    return f".gristmill/steps/{step_id}/code.tgz"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    step_id: str
+    origin: str
+    function_path: str
+    language: str
+    requirements_path: str | None
+    repository_url: str | None
+    repository_branch: str | None
+    included_folders: list[str]
+    system_dependencies: list[str]
+
+
+class StepBuilds:
+    def __init__(self, state: AppState, environments: EnvironmentBuilder) -> None:
+        self.state = state
+        self.environments = environments
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def code_dir(self, step_id: str) -> Path:
+        return self.state.settings.data_dir / "steps" / step_id / "code"
+
+    def environment_dir(self, key: str) -> Path:
+        return self.environments.path_of(key)
+
+    def schedule(self, step_id: str, deploy_key: str | None = None) -> None:
+        if step_id in self._tasks and not self._tasks[step_id].done():
+            return
+        task = asyncio.get_running_loop().create_task(self._build(step_id, deploy_key))
+        self._tasks[step_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(step_id, None))
+
+    async def wait(self, step_id: str, timeout: float) -> None:
+        task = self._tasks.get(step_id)
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    async def resume(self) -> None:
+        """Builds interrupted by a restart start again."""
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            pending = [s.id for s in await StepRepository(session).pending()]
+        for step_id in pending:
+            self.schedule(step_id, self.state.settings.step_default_repository_deploy_key)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _plan(self, step_id: str) -> tuple[BuildPlan, dict[str, str]] | None:
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            step = await StepRepository(session).get(step_id)
+            if step is None:
+                return None
+            config = step.container_config
+            plan = BuildPlan(
+                step_id=step.id, origin=step.origin, function_path=step.function_path,
+                language=config["language"], requirements_path=config.get("requirements_path"),
+                repository_url=config.get("repository_url"),
+                repository_branch=config.get("repository_branch"),
+                included_folders=list(config.get("included_folders") or ["/"]),
+                system_dependencies=list(config.get("system_dependencies") or []),
+            )
+            variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+            return plan, variables
+
+    async def _build(self, step_id: str, deploy_key: str | None) -> None:
+
+        lines: list[str] = []
+        warnings: list[str] = []
+
+        def note(line: str) -> None:
+            if len(lines) < MAX_LOG_LINES:
+                lines.append(line)
+
+        status, reason, commit_id, key = "creation_failed", None, None, None
+        interrupted = False
+        try:
+            planned = await self._plan(step_id)
+            if planned is None:
+                return
+            plan, variables = planned
+            commit_id = await self._prepare_code(plan, deploy_key, note)
+            code = self.code_dir(step_id)
+            if not (code / plan.function_path).is_file():
+                raise EnvironmentBuildError(
+                    f"function_path {plan.function_path!r} is not a file in the step's code")
+            requirements_file = None
+            if plan.requirements_path:
+                requirements_file = code / plan.requirements_path
+                if not requirements_file.is_file():
+                    raise EnvironmentBuildError(
+                        f"requirements_path {plan.requirements_path!r} is not a file in the "
+                        "step's code")
+            if plan.system_dependencies:
+                warnings.append(SYSTEM_DEPENDENCIES_NOTE)
+                note(SYSTEM_DEPENDENCIES_NOTE)
+            interpreter = interpreter_for(plan.language)
+            if interpreter.note:
+                warnings.append(interpreter.note)
+                note(interpreter.note)
+            requirements_text = requirements_file.read_text() if requirements_file else None
+            key = environment_key(interpreter, requirements_text)
+            # pip expands ${VAR} in requirements files from its environment (contract §8)
+            pip_env = {**variables,
+                       **{k: v for k, v in os.environ.items()
+                          if k in ("PATH", "HOME", "LANG", "TMPDIR", "PIP_INDEX_URL",
+                                   "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")}}
+            await self.environments.ensure(key, interpreter, requirements_file, pip_env, note)
+            status = "ready"
+            note("Step ready")
+        except asyncio.CancelledError:
+            interrupted = True  # stays pending: resume() builds it again on the next start
+            raise
+        except (AppError, EnvironmentBuildError) as exc:
+            reason = exc.message if isinstance(exc, AppError) else exc.reason
+            note(f"Build failed: {reason}")
+        except Exception as exc:  # report, never leave a step pending forever
+            log.exception("step build %s crashed", step_id)
+            reason = f"Internal error while building the step: {type(exc).__name__}: {exc}"
+            note(reason)
+        finally:
+            if not interrupted:
+                await self._record(step_id, status, reason, commit_id, key, lines, warnings)
+
+    async def _record(self, step_id: str, status: str, reason: str | None,
+                      commit_id: str | None, key: str | None, lines: list[str],
+                      warnings: list[str]) -> None:
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            step = await StepRepository(session).get(step_id)
+            if step is None:
+                return
+            step.status = status
+            step.status_reason = redact(reason) if reason else None
+            step.build_log = redact("\n".join(lines))
+            step.commit_id = commit_id or step.commit_id
+            step.environment_key = key
+            step.container_config = {**step.container_config, "warnings": warnings}
+            step.updated_at = utcnow()
+
+    async def _prepare_code(self, plan: BuildPlan, deploy_key: str | None,
+                            note: Callable[[str], None]) -> str | None:
+        from gristmill_platform.deps import transaction
+
+        code = self.code_dir(plan.step_id)
+        shutil.rmtree(code, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="gristmill-step-") as scratch:
+            archive = Path(scratch) / "code.tgz"
+            if plan.origin == "local":
+                async with transaction(self.state) as session:
+                    await self.state.datastore(session).download_to(
+                        archive_object_path(plan.step_id), archive)
+                size = await asyncio.to_thread(extract_archive, archive, code)
+                note(f"Code extracted ({size / 1024:.1f} KB)")
+                return None
+            assert plan.repository_url
+            note(f"Cloning {redact(plan.repository_url)}"
+                 + (f" (branch {plan.repository_branch})" if plan.repository_branch else ""))
+            checkout = await clone(plan.repository_url, plan.repository_branch, deploy_key,
+                                   Path(scratch) / "checkout")
+            note(f"Checked out commit {checkout.commit_id}")
+            extras = [p for p in (plan.requirements_path, plan.function_path) if p]
+            size = await asyncio.to_thread(select_included, checkout.path, code,
+                                           plan.included_folders, extras)
+            note(f"Code selected ({size / 1024:.1f} KB)")
+            await asyncio.to_thread(_make_archive, code, archive)
+            async with transaction(self.state) as session:
+                await self.state.datastore(session).upload_from(
+                    archive, archive_object_path(plan.step_id))
+            return checkout.commit_id
+
+
+def _make_archive(folder: Path, target: Path) -> None:
+    with tarfile.open(target, "w:gz") as tar:
+        tar.add(folder, arcname="")

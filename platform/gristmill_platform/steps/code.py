@@ -1,0 +1,115 @@
+"""A step's code on disk: a client archive safely extracted, or a Git checkout narrowed to
+the included folders; both held to the documented 5 MB limit."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+from pathlib import Path
+
+from gristmill_platform.errors import BadRequest, PayloadTooLarge
+
+MAX_CODE_BYTES = 5 * 1024 * 1024
+
+
+class CodeError(BadRequest):
+    name = "InvalidStepCode"
+
+
+def _too_large(size: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The step's code is {size / 1024 / 1024:.2f} MB; the limit is 5 MB after "
+        "included_folders selection. Narrow included_folders, or put large files in the "
+        "data store and read them from the step.",
+        name="StepCodeTooLarge",
+    )
+
+
+def _member_name(member: tarfile.TarInfo) -> str | None:
+    """The member's normalised relative name; None for the root entry."""
+    raw = member.name.replace("\\", "/")
+    if raw in ("", ".", "./"):
+        return None
+    if raw.startswith("/") or raw.startswith("../") or "/../" in f"/{raw}/":
+        raise CodeError(f"The archive has an unsafe path {member.name!r}")
+    name = posixpath.normpath(raw)
+    if name.startswith(".."):
+        raise CodeError(f"The archive has an unsafe path {member.name!r}")
+    return name
+
+
+def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_BYTES) -> int:
+    """Extract a gzip tar of step code; return the total size of its files.
+
+    Handles what the client produces (an empty-named root entry, the same file twice) and
+    refuses what it should never contain: paths escaping the folder, links pointing out,
+    devices."""
+    destination.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = _member_name(member)
+                if name is None:
+                    continue
+                if member.isfile():
+                    sizes[name] = member.size
+                    if sum(sizes.values()) > limit:
+                        raise _too_large(sum(sizes.values()))
+                elif member.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name),
+                                                               member.linkname))
+                    if member.linkname.startswith("/") or target.startswith(".."):
+                        raise CodeError(
+                            f"The archive's link {member.name!r} points outside the folder")
+                elif not member.isdir():
+                    raise CodeError(f"The archive entry {member.name!r} is not a file, "
+                                    "folder or link")
+            for member in members:
+                name = _member_name(member)
+                if name is None:
+                    continue
+                member.name = name
+                tar.extract(member, destination, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, PayloadTooLarge | CodeError):
+            raise
+        raise CodeError(f"The step archive could not be read: {exc}") from exc
+    return sum(sizes.values())
+
+
+def folder_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for file in files:
+            path = Path(dirpath) / file
+            if not path.is_symlink():
+                total += path.stat().st_size
+    return total
+
+
+def select_included(source: Path, destination: Path, included: list[str],
+                    extra_files: list[str], *, limit: int = MAX_CODE_BYTES) -> int:
+    """Copy the included folders/files (plus e.g. requirements and the function file) of
+    a checkout into the step's code folder, as the client does for local folders."""
+    destination.mkdir(parents=True, exist_ok=True)
+    wanted = included or ["/"]
+    for entry in [*wanted, *extra_files]:
+        relative = entry.strip("/")
+        origin = (source / relative) if relative else source
+        if not origin.exists():
+            raise CodeError(f"{entry!r} does not exist in the repository")
+        if origin.is_dir():
+            shutil.copytree(origin, destination / relative if relative else destination,
+                            symlinks=True, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".git"))
+        else:
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, destination / relative, follow_symlinks=False)
+    size = folder_size(destination)
+    if size > limit:
+        raise _too_large(size)
+    return size
