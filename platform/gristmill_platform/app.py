@@ -24,6 +24,7 @@ from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.runtime_site import ensure_runtime_site
@@ -78,6 +79,7 @@ def api_router() -> APIRouter:
     api.include_router(pipeline_routes.router)
     api.include_router(execution_routes.router)
     api.include_router(runtime_routes.router)
+    api.include_router(metric_routes.router)
     return api
 
 

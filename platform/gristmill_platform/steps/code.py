@@ -20,7 +20,8 @@ class CodeError(BadRequest):
 
 def _too_large(size: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The step's code is {size / 1024 / 1024:.2f} MB; the limit is 5 MB after "
+        f"The step's code is {size:,} bytes ({size / 1024 / 1024:.2f} MB); the limit is "
+        f"5 MB ({MAX_CODE_BYTES:,} bytes) after "
         "included_folders selection. Narrow included_folders, or put large files in the "
         "data store and read them from the step.",
         name="StepCodeTooLarge",
@@ -38,6 +39,23 @@ def _member_name(member: tarfile.TarInfo) -> str | None:
     if name.startswith(".."):
         raise CodeError(f"The archive has an unsafe path {member.name!r}")
     return name
+
+
+def check_archive_size(archive: Path, *, limit: int = MAX_CODE_BYTES) -> int:
+    """Total size of the archive's files (each name counted once), read from the headers."""
+    sizes: dict[str, int] = {}
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                name = _member_name(member)
+                if name is not None and member.isfile():
+                    sizes[name] = member.size
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise CodeError(f"The step archive could not be read: {exc}") from exc
+    total = sum(sizes.values())
+    if total > limit:
+        raise _too_large(total)
+    return total
 
 
 def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_BYTES) -> int:

@@ -20,6 +20,7 @@ from gristmill_platform.db.types import utcnow
 from gristmill_platform.errors import BadRequest, Conflict, NotFound
 from gristmill_platform.settings import Settings
 from gristmill_platform.steps.builds import archive_object_path
+from gristmill_platform.steps.code import check_archive_size
 from gristmill_platform.steps.names import validate_resource_name
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.steps.spec import (
@@ -158,6 +159,8 @@ class StepService:
                                      "code limit is 5 MB", name="StepCodeTooLarge")
                 copy.write(chunk)
             copy.flush()
+            # refuse oversized code now, with a 413, rather than in the background build
+            check_archive_size(Path(copy.name))
             await self.datastore.upload_from(Path(copy.name), archive_object_path(step_id))
 
     async def get(self, name: str) -> Step:

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from gristmill_platform.db.models.executions import ListMetricValue, MetricValue
+
+
+@dataclass(frozen=True)
+class MetricFilters:
+    name: str | None = None
+    pipeline_name: str | None = None
+    deployment_name: str | None = None
+    execution_id: str | None = None
+
+
+def _filtered(model: Any, filters: MetricFilters) -> Select[Any]:
+    query = select(model)
+    for field in ("name", "pipeline_name", "deployment_name", "execution_id"):
+        value = getattr(filters, field)
+        if value is not None:
+            query = query.where(getattr(model, field) == value)
+    return query
+
+
+class MetricRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def single(self, execution_id: str, name: str) -> MetricValue | None:
+        result = await self.session.execute(select(MetricValue).where(
+            MetricValue.execution_id == execution_id, MetricValue.name == name))
+        return result.scalar_one_or_none()
+
+    async def add(self, row: MetricValue | ListMetricValue) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def add_many(self, rows: Sequence[ListMetricValue]) -> None:
+        self.session.add_all(rows)
+        await self.session.flush()
+
+    async def list_count(self, execution_id: str) -> int:
+        result = await self.session.execute(select(func.count()).select_from(ListMetricValue)
+                                            .where(ListMetricValue.execution_id == execution_id))
+        return int(result.scalar_one())
+
+    async def next_position(self, execution_id: str, name: str) -> int:
+        result = await self.session.execute(select(func.max(ListMetricValue.position)).where(
+            ListMetricValue.execution_id == execution_id, ListMetricValue.name == name))
+        current = result.scalar_one()
+        return int(current) + 1 if current is not None else 0
+
+    async def page(self, model: Any, filters: MetricFilters, *, page: int, per_page: int
+                   ) -> tuple[Sequence[Any], int]:
+        query = _filtered(model, filters)
+        total = await self.session.execute(select(func.count()).select_from(query.subquery()))
+        order = [model.created_at, model.id]
+        rows = await self.session.execute(
+            query.order_by(*order).offset((page - 1) * per_page).limit(per_page))
+        return rows.scalars().all(), int(total.scalar_one())

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from gristmill_platform.db.models.executions import ListMetricValue, MetricValue
+from gristmill_platform.deps import PrincipalDep, SessionDep
+from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
+from gristmill_platform.metrics.service import MetricService
+from gristmill_platform.steps.schemas import iso
+
+router = APIRouter(prefix="/metrics", tags=["metrics"])
+
+
+def metric_service(session: SessionDep) -> MetricService:
+    return MetricService(MetricRepository(session))
+
+
+ServiceDep = Annotated[MetricService, Depends(metric_service)]
+
+
+def filters(
+    name: Annotated[str | None, Query(alias="filters[name]")] = None,
+    pipeline_name: Annotated[str | None, Query(alias="filters[pipeline_name]")] = None,
+    deployment_name: Annotated[str | None, Query(alias="filters[deployment_name]")] = None,
+    execution_id: Annotated[str | None, Query(alias="filters[execution_id]")] = None,
+) -> MetricFilters:
+    return MetricFilters(name, pipeline_name, deployment_name, execution_id)
+
+
+FiltersDep = Annotated[MetricFilters, Depends(filters)]
+
+
+def _item(row: MetricValue | ListMetricValue) -> dict[str, Any]:
+    return {"name": row.name, "value": row.value, "created_at": iso(row.created_at),
+            "execution_id": row.execution_id, "deployment_name": row.deployment_name,
+            "pipeline_name": row.pipeline_name}
+
+
+@router.put("/single-value/{name}")
+async def record_metric(name: str, request: Request, principal: PrincipalDep,
+                        service: ServiceDep) -> dict[str, Any]:
+    body = await json_or_form(request)
+    row = await service.record(principal, name, body.get("value"), body.get("execution_id"))
+    return _item(row)
+
+
+@router.post("/list-values/{name}")
+async def record_list_metric(name: str, request: Request, principal: PrincipalDep,
+                             service: ServiceDep) -> dict[str, Any]:
+    body = await json_or_form(request)
+    added = await service.append(principal, name, body.get("values"), body.get("execution_id"))
+    return {"name": name, "added": added}
+
+
+@router.get("/single-value")
+async def get_metrics(principal: PrincipalDep, service: ServiceDep, selected: FiltersDep,
+                      items_per_page: int = 5000, page: int = 1) -> dict[str, Any]:
+    rows, total = await service.page(MetricValue, selected, page, items_per_page)
+    return {"metrics": [_item(r) for r in rows], "total_count": total}
+
+
+@router.get("/list-values")
+async def get_list_metrics(principal: PrincipalDep, service: ServiceDep, selected: FiltersDep,
+                           items_per_page: int = 5000, page: int = 1) -> dict[str, Any]:
+    rows, total = await service.page(ListMetricValue, selected, page, items_per_page)
+    return {"metrics": [_item(r) for r in rows], "total_count": total}
