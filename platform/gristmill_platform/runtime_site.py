@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import gristmill
+from gristmill.runtime.craft_context_module import install_craft_context_module
 
 PACKAGES = ("gristmill", "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi",
             "typing_extensions", "exceptiongroup", "rich", "markdown_it", "mdurl", "pygments")
@@ -40,6 +41,8 @@ def ensure_runtime_site(root: Path) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(location, scratch / location.name)
+    # craft-ai-sdk looks for this module to find the current execution (contract §5.1)
+    install_craft_context_module(scratch)
     (scratch / ".complete").write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)

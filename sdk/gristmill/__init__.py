@@ -1,50 +1,81 @@
 """Gristmill SDK: ``from gristmill import Gristmill``.
 
 Code written for craft-ai-sdk runs after ``from gristmill import CraftAiSdk``.
+
+Names are imported on first use: the step runner (``python -m gristmill.runtime``) imports
+this package too, and must not pay for httpx and rich on every execution's start.
 """
 
-from gristmill.client import CraftAiSdk, Gristmill
-from gristmill.errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    DataStoreError,
-    ExecutionFailedError,
-    GristmillError,
-    InternalServerError,
-    InvalidResponseError,
-    NotFoundError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    RateLimitError,
-    ServiceUnavailableError,
-    UnprocessableEntityError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "ConflictError",
-    "CraftAiSdk",
-    "DataStoreError",
-    "ExecutionFailedError",
-    "Gristmill",
-    "GristmillError",
-    "InternalServerError",
-    "InvalidResponseError",
-    "NotFoundError",
-    "PayloadTooLargeError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "ServiceUnavailableError",
-    "UnprocessableEntityError",
-    "__version__",
-]
+_EXPORTS = {
+    "Gristmill": "gristmill.client",
+    "CraftAiSdk": "gristmill.client",
+    "APIConnectionError": "gristmill.errors",
+    "APIError": "gristmill.errors",
+    "APITimeoutError": "gristmill.errors",
+    "AuthenticationError": "gristmill.errors",
+    "BadRequestError": "gristmill.errors",
+    "ConflictError": "gristmill.errors",
+    "DataStoreError": "gristmill.errors",
+    "ExecutionFailedError": "gristmill.errors",
+    "GristmillError": "gristmill.errors",
+    "InternalServerError": "gristmill.errors",
+    "InvalidResponseError": "gristmill.errors",
+    "NotFoundError": "gristmill.errors",
+    "PayloadTooLargeError": "gristmill.errors",
+    "PermissionDeniedError": "gristmill.errors",
+    "RateLimitError": "gristmill.errors",
+    "ServiceUnavailableError": "gristmill.errors",
+    "UnprocessableEntityError": "gristmill.errors",
+    "Input": "gristmill.io",
+    "Output": "gristmill.io",
+    "InputSource": "gristmill.io",
+    "OutputDestination": "gristmill.io",
+    "INPUT_OUTPUT_TYPES": "gristmill.io",
+    "CREATION_PARAMETER_VALUE": "gristmill.io",
+    "STEP_PARAMETER": "gristmill.io",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gristmill' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from gristmill.client import CraftAiSdk, Gristmill
+    from gristmill.errors import (
+        APIConnectionError,
+        APIError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        ConflictError,
+        DataStoreError,
+        ExecutionFailedError,
+        GristmillError,
+        InternalServerError,
+        InvalidResponseError,
+        NotFoundError,
+        PayloadTooLargeError,
+        PermissionDeniedError,
+        RateLimitError,
+        ServiceUnavailableError,
+        UnprocessableEntityError,
+    )
