@@ -5,6 +5,8 @@ pure-Python packages it imports. Step environments reference it with a .pth line
 
 from __future__ import annotations
 
+import compileall
+import hashlib
 import importlib.util
 import shutil
 from pathlib import Path
@@ -25,11 +27,23 @@ def _location(name: str) -> Path | None:
     return Path(spec.origin) if spec.origin else None
 
 
+def _fingerprint() -> str:
+    """Version plus a digest of the SDK's files, so a changed checkout (same version, new
+    code) gets a fresh copy instead of a stale one."""
+    digest = hashlib.sha256()
+    package = Path(gristmill.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{gristmill.__version__}-{digest.hexdigest()[:12]}"
+
+
 def ensure_runtime_site(root: Path) -> Path:
-    target = root / f"site-{gristmill.__version__}"
+    fingerprint = _fingerprint()
+    target = root / f"site-{fingerprint}"
     if (target / ".complete").exists():
         return target
-    scratch = root / f".site-{gristmill.__version__}.building"
+    scratch = root / f".site-{fingerprint}.building"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     for name in PACKAGES:
@@ -43,6 +57,8 @@ def ensure_runtime_site(root: Path) -> Path:
             shutil.copy2(location, scratch / location.name)
     # craft-ai-sdk looks for this module to find the current execution (contract §5.1)
     install_craft_context_module(scratch)
+    # compiled now, so the first execution does not pay for it
+    compileall.compile_dir(scratch, quiet=1, workers=1)
     (scratch / ".complete").write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
