@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-
 from _env import start_env  # type: ignore[import-not-found]
 
 from gristmill import Gristmill

@@ -29,7 +29,6 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-
 from _env import start_env  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "elastic_run.json"

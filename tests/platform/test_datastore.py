@@ -16,6 +16,27 @@ from gristmill_platform.datastore.signing import UrlSigner
 from tests.platform.test_auth import assert_error
 
 
+@pytest.fixture(scope="module")
+def gristmill_env(database, tmp_path_factory):
+    """Its own environment: these tests count blob files, which runs elsewhere would move."""
+    from tests.conftest import start_environment
+
+    server, env, _ = start_environment(tmp_path_factory.mktemp(f"ds-{database.kind}"),
+                                       _fresh_url(database, tmp_path_factory),
+                                       datastore_list_page_size=5)
+    env.database = database
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+def _fresh_url(database, tmp_path_factory) -> str:
+    if database.kind == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('ds-db') / 'db.sqlite3'}"
+    return database.url
+
+
 def upload(api: httpx.Client, path: str, data: bytes) -> httpx.Response:
     presigned = api.get("/data-store/upload", params={"path_to_object": path})
     assert presigned.status_code == 200, presigned.text
