@@ -8,6 +8,24 @@ PYTHON="${PYTHON:-python3}"
 VENV="${GRISTMILL_VENV:-.venv}"
 EXTRAS="${GRISTMILL_EXTRAS:-platform,infra,dev}"
 
+# System tools some tests drive for real (sshd for Git over SSH, Prometheus and its node
+# exporter for resource metrics). Installed only as root with apt; otherwise those tests
+# skip with a message. GRISTMILL_SYSTEM_PACKAGES=0 turns this off.
+SYSTEM_PACKAGES=(openssh-server prometheus prometheus-node-exporter)
+if [ "${GRISTMILL_SYSTEM_PACKAGES:-1}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  missing=()
+  for package in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing system packages for tests: ${missing[*]}"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           --no-install-recommends "${missing[@]}" >/dev/null; }; then
+      echo "    (could not install them: the tests that need them will skip)" >&2
+    fi
+  fi
+fi
+
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   echo "Gristmill needs Python 3.10 or newer; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
   exit 1
