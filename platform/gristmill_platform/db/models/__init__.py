@@ -8,6 +8,7 @@ def load_all_models() -> None:
     from gristmill_platform.db.models import (  # noqa: F401
         auth,
         datastore,
+        deployments,
         env_vars,
         executions,
         steps,
