@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ async def logs(execution_id: str, request: Request, state: AppStateDep, principa
 @router.put("/outputs/{name}", status_code=204)
 async def output_file(execution_id: str, name: str, request: Request, state: AppStateDep,
                       principal: PrincipalDep) -> Response:
-    filename = os.path.basename(request.headers.get("x-gristmill-filename") or name) or name
+    # the runner percent-encodes the name: header values cannot carry most non-ASCII
+    raw = urllib.parse.unquote(request.headers.get("x-gristmill-filename") or "")
+    filename = os.path.basename(raw) or name
     with tempfile.TemporaryDirectory(prefix="gristmill-output-") as scratch:
         target = Path(scratch) / "file"
         size = 0

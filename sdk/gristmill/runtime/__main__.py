@@ -1,0 +1,3 @@
+from gristmill.runtime.cli import main
+
+raise SystemExit(main())
