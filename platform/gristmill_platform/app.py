@@ -20,6 +20,9 @@ from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.deployments import gateway
+from gristmill_platform.deployments import routes as deployment_routes
+from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
@@ -80,6 +83,7 @@ def api_router() -> APIRouter:
     api.include_router(execution_routes.router)
     api.include_router(runtime_routes.router)
     api.include_router(metric_routes.router)
+    api.include_router(deployment_routes.router)
     return api
 
 
@@ -93,12 +97,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         builds = StepBuilds(state, EnvironmentBuilder(state.settings.data_dir / "venvs",
                                                       runtime_site))
         executions = ExecutionRuntime(state)
-        state.components.update(builds=builds, executions=executions)
+        scheduler = PeriodicScheduler(state)
+        state.components.update(builds=builds, executions=executions, scheduler=scheduler)
         await builds.resume()
         executions.start()
+        await executions.workers.resume()
+        scheduler.start()
         try:
             yield
         finally:
+            await scheduler.shutdown()
+            await executions.workers.shutdown()
             await executions.shutdown()
             await builds.shutdown()
             await state.engine.dispose()
@@ -116,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     s3errors.install(app)
     app.include_router(health.router)
     app.include_router(api_router())
+    app.include_router(gateway.router)
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,22 @@ class Settings(BaseSettings):
     datastore_list_page_size: int = Field(default=1000, ge=1, le=10000)
     datastore_max_object_bytes: int = Field(default=5 * 1024**4, ge=1)
     datastore_max_path_length: int = Field(default=1024, ge=16)
+    # S3 backend (datastore_backend="s3"). Unset credentials and region fall back to
+    # boto3's chain (environment, IRSA web identity in EKS, instance profile).
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    # For S3-compatible stores (MinIO, Ceph) and tests: where the control service itself
+    # reaches the store.
+    s3_endpoint_url: str | None = None
+    # Where users and steps reach it, when that differs (MinIO seen as minio:9000 inside
+    # the cluster and s3.example.com outside): handed-out URLs are signed for this host.
+    s3_public_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Every object key lives under this prefix, so environments can share a bucket.
+    s3_prefix: str = ""
+    # "auto": path-style with a custom endpoint (MinIO needs it), virtual-hosted on AWS.
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
     # Project defaults for steps (the documentation's "project settings"): used when a
     # step's container_config leaves a key out.
@@ -52,6 +68,8 @@ class Settings(BaseSettings):
     step_build_wait_s: float = Field(default=25.0, ge=0)
 
     executor: Literal["local", "kubernetes"] = "local"
+    # how often each control service looks for periodic deployments that are due
+    scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Long-polls hold a request this long before answering "not yet" (307 / redirect).
     long_poll_s: float = Field(default=20.0, gt=0)
 

@@ -293,3 +293,67 @@ def check_outputs(plans: Sequence[OutputPlan], returned: Any, files_received: se
         return {}, (f"The non-file outputs total {total} bytes; the limit is 0.06 MB "
                     f"({MAX_IO_BYTES} bytes): return large results as a file output")
     return values, None
+
+
+def resolve_deployment_inputs(
+    declared: Sequence[Mapping[str, Any]],
+    mappings: Sequence[Mapping[str, Any]],
+    body: Mapping[str, Any],
+    files: set[str],
+    environment: Mapping[str, str],
+) -> list[ResolvedInput]:
+    """Inputs of an execution triggered through a deployment: endpoint inputs from the
+    request (by their endpoint names), the rest from the deployment's mappings."""
+    types = {d["name"]: d["data_type"] for d in declared}
+    by_endpoint = {m["endpoint_input_name"]: m for m in mappings if "endpoint_input_name" in m}
+    unknown = sorted((set(body) | files) - set(by_endpoint))
+    if unknown:
+        raise InvalidInputs(f"Unknown input(s): {', '.join(unknown)} (this endpoint takes: "
+                            f"{', '.join(by_endpoint) or 'no input'})")
+    resolved: list[ResolvedInput] = []
+    missing: list[str] = []
+    for mapping in mappings:
+        name = mapping["pipeline_input_name"]
+        data_type = types[name]
+        if "endpoint_input_name" not in mapping:
+            resolved.append(_resolve_mapped(name, data_type, mapping, environment,
+                                            f"Input {name!r}"))
+            continue
+        public = mapping["endpoint_input_name"]
+        where = f"Input {public!r}"
+        record = {k: mapping[k] for k in ("endpoint_input_name", "is_required", "default_value")
+                  if k in mapping}
+        if data_type == "file":
+            if public in body:
+                raise InvalidInputs(f"{where} is a file: send it as a multipart file part")
+            if public in files:
+                resolved.append(ResolvedInput(name, data_type, "endpoint", record,
+                                              file_source=("upload", public)))
+            elif mapping.get("is_required", True):
+                missing.append(public)
+            else:
+                resolved.append(ResolvedInput(name, data_type, "endpoint", record, None))
+            continue
+        if public in files:
+            raise InvalidInputs(f"{where} is of type {data_type}: send it as a value")
+        if body.get(public) is not None:
+            resolved.append(ResolvedInput(name, data_type, "endpoint", record,
+                                          check_value(body[public], data_type, where)))
+        elif mapping.get("default_value") is not None:
+            resolved.append(ResolvedInput(name, data_type, "endpoint", record,
+                                          mapping["default_value"]))
+        elif mapping.get("is_required", True):
+            missing.append(public)
+        else:
+            resolved.append(ResolvedInput(name, data_type, "endpoint", record, None))
+    if missing:
+        raise InvalidInputs(f"Missing required input(s): {', '.join(missing)}",
+                            additional_data={"missing": missing})
+    total = size_of([r.value for r in resolved if r.data_type != "file"])
+    if total > MAX_IO_BYTES:
+        raise InvalidInputs(
+            f"The non-file inputs total {total} bytes; the limit is 0.06 MB ({MAX_IO_BYTES} "
+            "bytes). Pass large data as a file input or through the data store.",
+            name="InputsTooLarge")
+    order = {d["name"]: i for i, d in enumerate(declared)}
+    return sorted(resolved, key=lambda r: order[r.name])

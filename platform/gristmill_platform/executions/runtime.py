@@ -15,6 +15,7 @@ from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.repository import ExecutionRepository
@@ -22,6 +23,7 @@ from gristmill_platform.executions.service import ExecutionService, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.local import LocalExecutor
 from gristmill_platform.executors.spec import LaunchSpec, PollResult, WorkerState
+from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 
@@ -44,6 +46,29 @@ def execution_service(state: AppState, session: AsyncSession) -> ExecutionServic
     return ExecutionService(ExecutionRepository(session), state.datastore(session), auth)
 
 
+class _NoWarmWorkers:
+    """Until a pool is attached: low-latency deployments cannot start."""
+
+    async def ensure(self, deployment_name: str, *, wait_s: float,
+                     restart: bool = False) -> None:
+        raise BadRequest("Low-latency deployments are not available in this environment")
+
+    async def stop(self, deployment_name: str) -> None:
+        return None
+
+    def pods(self, deployment_name: str) -> list[dict[str, Any]]:
+        return []
+
+    async def dispatch(self, launch: Launch) -> None:
+        raise BadRequest("Low-latency deployments are not available in this environment")
+
+    async def resume(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
 class ExecutionRuntime:
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -51,6 +76,8 @@ class ExecutionRuntime:
         self.executor = LocalExecutor(state.settings.data_dir / "workers", self._worker_exited)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
+        # set by create_app: the warm workers of low-latency deployments
+        self.workers: WorkerPool = _NoWarmWorkers()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -61,6 +88,9 @@ class ExecutionRuntime:
 
     def launch(self, launch: Launch) -> None:
         """Start the worker; call once the execution is committed."""
+        if launch.low_latency:
+            self._spawn(self.workers.dispatch(launch))
+            return
         self._spawn(self._launch(launch))
 
     async def _launch(self, launch: Launch) -> None:

@@ -17,6 +17,7 @@ from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.db.hooks import on_commit
+from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
@@ -25,6 +26,7 @@ from gristmill_platform.errors import AppError, BadRequest, Conflict, Forbidden,
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.io import (
     OutputPlan,
+    ResolvedInput,
     check_outputs,
     expand_datastore_path,
     plan_outputs,
@@ -62,6 +64,8 @@ class Launch:
     execution_id: str
     step_id: str
     sdk_token: str
+    deployment_id: str | None = None
+    low_latency: bool = False
 
 
 class ExecutionService:
@@ -83,15 +87,27 @@ class ExecutionService:
 
     # -- creating a run -----------------------------------------------------------------------
 
+    async def environment(self) -> dict[str, str]:
+        return {v.name: v.value for v in await EnvVarRepository(self.session).list()}
+
     async def create(self, pipeline: Pipeline, step: Step, request: RunRequest,
-                     principal: Principal, *, deployment: Any = None) -> Launch:
+                     principal: Principal) -> Launch:
+        """A run: inputs from the call, mappings from the call."""
+        resolved = resolve_inputs(step.inputs, request.inputs, set(request.files),
+                                  request.inputs_mapping, await self.environment())
+        plans = plan_outputs(step.outputs, request.outputs_mapping)
+        return await self.record(pipeline, step, resolved, plans, request.files,
+                                 created_by=principal.user_id)
+
+    async def record(self, pipeline: Pipeline, step: Step, resolved: Sequence[ResolvedInput],
+                     plans: Sequence[OutputPlan],
+                     files: Mapping[str, tuple[str, IO[bytes]]], *, created_by: str | None,
+                     deployment: Deployment | None = None) -> Launch:
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
-        environment = {v.name: v.value for v in await EnvVarRepository(self.session).list()}
-        resolved = resolve_inputs(step.inputs, request.inputs, set(request.files),
-                                  request.inputs_mapping, environment)
-        plans = plan_outputs(step.outputs, request.outputs_mapping)
+        if created_by is None:
+            raise BadRequest("An execution needs an owner")
         execution_id = new_execution_id(pipeline.name)
         while await self.repository.exists(execution_id):
             execution_id = new_execution_id(pipeline.name)
@@ -100,22 +116,27 @@ class ExecutionService:
             record = item.record()
             if item.file_source is not None:
                 record["file"] = await self._store_input_file(execution_id, item.name,
-                                                              item.file_source, request)
+                                                              item.file_source, files)
             records.append(record)
         execution = Execution(
             id=execution_id, pipeline_id=pipeline.id, pipeline_name=pipeline.name,
-            step_id=step.id, step_name=step.name, execution_rule="run", status=t.PENDING,
-            inputs=records, outputs=[p.record() for p in plans], created_by=principal.user_id,
-            created_at=utcnow(),
+            step_id=step.id, step_name=step.name,
+            deployment_id=deployment.id if deployment else None,
+            deployment_name=deployment.name if deployment else None,
+            execution_rule=deployment.execution_rule if deployment else "run",
+            status=t.PENDING, inputs=records, outputs=[p.record() for p in plans],
+            created_by=created_by, created_at=utcnow(),
         )
         await self.repository.add(execution)
         token = await self.auth.create_sdk_token(
-            principal.user_id, name=f"execution {execution_id}", scope="execution",
+            created_by, name=f"execution {execution_id}", scope="execution",
             execution_id=execution_id)
-        return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext)
+        return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
+                      deployment_id=deployment.id if deployment else None,
+                      low_latency=bool(deployment and deployment.mode == "low_latency"))
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
-                                request: RunRequest) -> dict[str, Any]:
+                                files: Mapping[str, tuple[str, IO[bytes]]]) -> dict[str, Any]:
         kind, ref = source
         target = execution_object_path(execution_id, "inputs", name)
         if kind == "datastore":
@@ -128,7 +149,7 @@ class ExecutionService:
                 await self.datastore.download_to(ref, local)
                 stored = await self.datastore.upload_from(local, target)
             return {"object": target, "filename": ref.rsplit("/", 1)[-1], "size": stored.size}
-        filename, stream = request.files[ref]
+        filename, stream = files[ref]
         with tempfile.NamedTemporaryFile(prefix="gristmill-input-") as copy:
             while chunk := stream.read(1024 * 1024):
                 copy.write(chunk)

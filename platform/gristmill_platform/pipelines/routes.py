@@ -89,10 +89,19 @@ async def latest_execution(pipeline_name: str, principal: PrincipalDep, service:
 
 
 @router.delete("/{pipeline_name}")
-async def delete_pipeline(pipeline_name: str, principal: PrincipalDep, service: ServiceDep,
+async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: PrincipalDep,
                           force_deployments_deletion: bool = False) -> dict[str, Any]:
-    pipeline, deployments = await service.delete(pipeline_name, principal,
-                                                 force=force_deployments_deletion)
+    from gristmill_platform.deployments.routes import deployment_services
+
+    async with transaction(state) as session:
+        pipelines = services(state, session)
+        found, _ = await pipelines.get(pipeline_name)
+        principal.require_user_scope("Deleting a pipeline")
+        deployments = await deployment_services(state, session).delete_for_pipeline(
+            found, principal, force=force_deployments_deletion)
+        pipeline, _ = await pipelines.delete(pipeline_name, principal)
+    for deployment in deployments:
+        await state.executions.workers.stop(deployment["name"])
     return {"pipeline": {"name": pipeline.name}, "deployments": deployments}
 
 

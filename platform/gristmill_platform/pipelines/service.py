@@ -88,16 +88,14 @@ class PipelineService:
         pipeline, _ = await self.get(name)
         return await self.repository.latest_execution(pipeline.id)
 
-    async def delete(self, name: str, principal: Principal, *, force: bool
-                     ) -> tuple[Pipeline, list[dict[str, Any]]]:
+    async def delete(self, name: str, principal: Principal) -> tuple[Pipeline, Step]:
+        """Delete a pipeline whose deployments are already gone."""
         principal.require_user_scope("Deleting a pipeline")
         pipeline, step = await self.get(name)
-        deployments: list[dict[str, Any]] = []  # deployments arrive with the next feature
-        del force
         await self.repository.delete(pipeline)
         if pipeline.owns_step:
             await self.steps._remove(step)
-        return pipeline, deployments
+        return pipeline, step
 
     async def download_url(self, name: str) -> str:
         from gristmill_platform.steps.builds import archive_object_path

@@ -93,11 +93,25 @@ async def get_step_build_logs(step_name: str, principal: PrincipalDep, service: 
 
 
 @router.delete("/{step_name}")
-async def delete_step(step_name: str, principal: PrincipalDep, service: ServiceDep,
+async def delete_step(step_name: str, state: AppStateDep, principal: PrincipalDep,
                       force_dependents_deletion: bool = False) -> dict[str, Any]:
-    step, pipelines = await service.delete(step_name, principal,
-                                           force=force_dependents_deletion)
-    return {"step_name": step.name, "deleted_pipelines": [p.name for p in pipelines]}
+    from gristmill_platform.deployments.routes import deployment_services
+
+    stopped: list[str] = []
+    async with transaction(state) as session:
+        service = StepService(StepRepository(session), state.datastore(session), state.settings)
+        if force_dependents_deletion:
+            step = await service.get(step_name)
+            deployments = deployment_services(state, session)
+            for pipeline in await service.repository.pipelines_using(step.id):
+                removed = await deployments.delete_for_pipeline(pipeline, principal, force=True)
+                stopped += [d["name"] for d in removed]
+        step, pipelines = await service.delete(step_name, principal,
+                                               force=force_dependents_deletion)
+        body = {"step_name": step.name, "deleted_pipelines": [p.name for p in pipelines]}
+    for name in stopped:
+        await state.executions.workers.stop(name)
+    return body
 
 
 @router.get("/{step_name}/download")

@@ -37,8 +37,10 @@ class Deployment(Base):
     ram_request: Mapped[str | None] = mapped_column(String(32), nullable=True)
     gpu_request: Mapped[int | None] = mapped_column(Integer, nullable=True)
     timeout_s: Mapped[int] = mapped_column(Integer, default=180)
-    # endpoint token: only its SHA-256 is kept; the prefix identifies it in logs
+    # endpoint token: checked against its SHA-256 in constant time; also kept encrypted
+    # with the environment's key, because get_deployment must show it (contract §4.2)
     token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
     updated_by: Mapped[str | None] = mapped_column(String(36), nullable=True)

@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('gpu_request', sa.Integer(), nullable=True),
     sa.Column('timeout_s', sa.Integer(), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=True),
+    sa.Column('token_encrypted', sa.Text(), nullable=True),
     sa.Column('generation', sa.Integer(), nullable=False),
     sa.Column('created_by', sa.String(length=36), nullable=True),
     sa.Column('updated_by', sa.String(length=36), nullable=True),

@@ -1,0 +1,1 @@
+"""Deployments: pipelines served as endpoints or run on a schedule, elastic or low-latency."""

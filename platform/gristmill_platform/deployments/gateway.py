@@ -1,0 +1,149 @@
+"""The public endpoint gateway, outside /api/v1 (contract §4.6, 4.7, 4.9): callers hold an
+endpoint token, not an SDK token."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from gristmill_platform.deployments.routes import deployment_services
+from gristmill_platform.deps import AppStateDep, transaction
+from gristmill_platform.errors import BadRequest, NotFound
+from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.routes import ExecutionFailed, stream_object
+from gristmill_platform.executions.runtime import execution_service
+
+router = APIRouter(prefix="/endpoints", tags=["endpoints"])
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "endpointtoken" and value.strip():
+        return value.strip()
+    return request.query_params.get("token")
+
+
+async def _inputs(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    files: dict[str, tuple[str, Any]] = {}
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=10, max_fields=200)
+        body: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                # plain clients send text fields; newer SDKs send JSON per field
+                try:
+                    body[key] = json.loads(value)
+                except ValueError:
+                    body[key] = value
+            else:
+                files[key] = (os.path.basename(value.filename or key), value.file)
+        return body, files
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest("The request body is too large")
+    if not raw.strip():
+        return {}, {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise BadRequest("The request body must be a JSON object of inputs")
+    return parsed, {}
+
+
+def _is_sdk(request: Request) -> bool:
+    return bool(request.headers.get("craft-ai-client") or request.headers.get("gristmill-client"))
+
+
+@router.post("/{name}")
+async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
+    token = _token(request)
+    async with transaction(state) as session:
+        deployment = await deployment_services(state, session).authorize_endpoint(name, token)
+    body, files = await _inputs(request)
+    async with transaction(state) as session:
+        launch = await deployment_services(state, session).trigger(deployment, body, files)
+    state.executions.launch(launch)
+    execution_id = launch.execution_id
+    headers = {"Craft-Ai-Execution-Id": execution_id}
+    if not _is_sdk(request):
+        # a plain HTTP caller (curl, fetch) gets the outputs in the answer when they come
+        # in time; otherwise the 303 below sends it to the results URL
+        finished = await _wait(state, deployment.id, execution_id, request)
+        if finished is not None:
+            response = await _result(state, name, finished)
+            response.headers.update(headers)
+            return response
+    location = f"{request.scope.get('root_path', '')}/endpoints/{name}/executions/{execution_id}"
+    return JSONResponse({"execution_id": execution_id}, status_code=303,
+                        headers={**headers, "Location": location})
+
+
+async def _current(state: Any, deployment_id: str, execution_id: str, name: str) -> Any:
+    async with transaction(state) as session:
+        execution = await execution_service(state, session).get(execution_id)
+        if execution.deployment_id != deployment_id:
+            raise NotFound(f"Execution {execution_id!r} not found for endpoint {name!r}")
+        return execution
+
+
+async def _wait(state: Any, deployment_id: str, execution_id: str, request: Request) -> Any:
+    """The ended execution, or None if it is still running after the long-poll time."""
+    name = request.path_params["name"]
+    execution = await _current(state, deployment_id, execution_id, name)
+    if execution.status not in t.ACTIVE:
+        return execution
+
+    async def done() -> bool:
+        nonlocal execution
+        execution = await _current(state, deployment_id, execution_id, name)
+        return execution.status not in t.ACTIVE
+
+    ended = await state.executions.events.wait(execution_id, state.settings.long_poll_s, done)
+    return execution if ended else None
+
+
+async def _result(state: Any, name: str, execution: Any) -> Response:
+    execution_id = execution.id
+    if execution.status != t.SUCCEEDED:
+        raise ExecutionFailed(
+            f"The execution failed: {execution.status_reason or execution.status}",
+            additional_data={"execution_id": execution_id,
+                             "status": t.DISPLAY[execution.status]})
+    endpoint_outputs = [o for o in execution.outputs if o["mapping_type"] == "endpoint"]
+    file_output = next((o for o in endpoint_outputs if o["data_type"] == "file"), None)
+    if file_output is not None and file_output.get("file"):
+        public = file_output["mapping_value"]["endpoint_output_name"]
+        async with transaction(state) as session:
+            response = await stream_object(execution_service(state, session),
+                                           file_output["file"]["object"], public)
+        # exactly this shape: the client takes what follows "_<id>_" as the output name
+        response.headers["Content-Disposition"] = (
+            f"attachment; filename={name}_{execution_id}_{public}")
+        return response
+    return JSONResponse({"execution_id": execution_id, "outputs": {
+        o["mapping_value"]["endpoint_output_name"]: o.get("value")
+        for o in endpoint_outputs if o["data_type"] != "file"}})
+
+
+# POST too: `curl -L -X POST` keeps POST when it follows the trigger's 303
+@router.api_route("/{name}/executions/{execution_id}", methods=["GET", "POST"])
+async def result(name: str, execution_id: str, request: Request, state: AppStateDep
+                 ) -> Response:
+    async with transaction(state) as session:
+        deployment = await deployment_services(state, session).authorize_endpoint(
+            name, _token(request))
+    execution = await _wait(state, deployment.id, execution_id, request)
+    if execution is None:
+        # the same URL, token included: requests follows up to 30 redirects
+        return JSONResponse({"execution_id": execution_id, "status": "Running"},
+                            status_code=307, headers={"Location": str(request.url)})
+    return await _result(state, name, execution)

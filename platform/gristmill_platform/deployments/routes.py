@@ -1,0 +1,160 @@
+"""Deployment management routes (contract §4.1-4.5, 4.8)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.deployments.schemas import (
+    deployment_list_item,
+    deployment_log_read,
+    deployment_read,
+)
+from gristmill_platform.deployments.service import DeploymentService
+from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
+from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.executions.schemas import execution_summary
+from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.pipelines.routes import services as pipeline_services
+from gristmill_platform.state import AppState
+
+router = APIRouter(tags=["deployments"])
+
+
+def deployment_services(state: AppState, session: Any) -> DeploymentService:
+    assert state.settings.secret_key
+    return DeploymentService(
+        DeploymentRepository(session), pipeline_services(state, session),
+        execution_service(state, session), secret_key=state.settings.secret_key,
+        gpu_available=state.settings.executor == "kubernetes")
+
+
+def service_dep(state: AppStateDep, session: SessionDep) -> DeploymentService:
+    return deployment_services(state, session)
+
+
+ServiceDep = Annotated[DeploymentService, Depends(service_dep)]
+
+
+def render(state: AppState, service: DeploymentService, deployment: Deployment,
+           step: Any) -> dict[str, Any]:
+    pods = state.executions.workers.pods(deployment.name) \
+        if deployment.mode == "low_latency" else None
+    return deployment_read(deployment, step.inputs, step.outputs,
+                           token=service.token_of(deployment), pods=pods)
+
+
+async def _create(rule: str, request: Request, state: AppState, principal: Any
+                  ) -> JSONResponse:
+    body = await json_or_form(request)
+    async with transaction(state) as session:
+        deployment, token = await deployment_services(state, session).create(
+            rule, body, principal)
+        name, low_latency = deployment.name, deployment.mode == "low_latency"
+    if low_latency:
+        await state.executions.workers.ensure(name, wait_s=state.settings.step_build_wait_s)
+    async with transaction(state) as session:
+        service = deployment_services(state, session)
+        deployment, _, step = await service.with_step(name)
+        body = render(state, service, deployment, step)
+    if token:
+        body["endpoint_token"] = token
+    if deployment.status == "creation_failed":
+        return JSONResponse(body, status_code=400 if not low_latency else 201)
+    return JSONResponse(body, status_code=206 if deployment.status == "creation_pending"
+                        else 201)
+
+
+@router.post("/endpoints")
+async def create_endpoint(request: Request, state: AppStateDep, principal: PrincipalDep
+                          ) -> JSONResponse:
+    return await _create("endpoint", request, state, principal)
+
+
+@router.post("/periodic-deployment")
+async def create_periodic(request: Request, state: AppStateDep, principal: PrincipalDep
+                          ) -> JSONResponse:
+    return await _create("periodic", request, state, principal)
+
+
+@router.get("/deployments")
+async def list_deployments(principal: PrincipalDep, service: ServiceDep
+                           ) -> list[dict[str, Any]]:
+    return [deployment_list_item(d) for d in await service.all()]
+
+
+@router.get("/deployments/{name}")
+async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
+                         service: ServiceDep) -> dict[str, Any]:
+    deployment, _, step = await service.with_step(name)
+    return render(state, service, deployment, step)
+
+
+@router.get("/deployments/{name}/executions/latest", response_model=None)
+async def latest_execution(name: str, principal: PrincipalDep, service: ServiceDep
+                           ) -> dict[str, Any] | Response:
+    deployment = await service.get(name)
+    execution = await service.repository.latest_execution(deployment.id)
+    if execution is None:
+        return Response(status_code=204)  # never 404 (contract §4.2)
+    return execution_summary(execution)
+
+
+@router.get("/deployments/{name}/executions")
+async def deployment_executions(name: str, principal: PrincipalDep, service: ServiceDep,
+                                session: SessionDep) -> list[dict[str, Any]]:
+    deployment = await service.get(name)
+    rows = await service.repository.executions(deployment.id)
+    del session
+    return [execution_summary(e) for e in sorted(rows, key=lambda e: e.created_at)]
+
+
+@router.patch("/deployments/{name}")
+async def update_deployment(name: str, request: Request, state: AppStateDep,
+                            principal: PrincipalDep) -> dict[str, Any]:
+    body = await json_or_form(request)
+    async with transaction(state) as session:
+        deployment = await deployment_services(state, session).update(name, body, principal)
+        roll = deployment.mode == "low_latency" and deployment.status == "creation_pending"
+    if roll:
+        await state.executions.workers.ensure(name, wait_s=state.settings.step_build_wait_s,
+                                              restart=True)
+    async with transaction(state) as session:
+        service = deployment_services(state, session)
+        deployment, _, step = await service.with_step(name)
+        return render(state, service, deployment, step)
+
+
+@router.delete("/deployments/{name}")
+async def delete_deployment(name: str, state: AppStateDep, principal: PrincipalDep
+                            ) -> dict[str, Any]:
+    async with transaction(state) as session:
+        deployment, running = await deployment_services(state, session).delete(name, principal)
+        result = {"name": deployment.name, "execution_rule": deployment.execution_rule}
+        mode = deployment.mode
+    for handle in running:
+        await state.executions.executor.cancel(handle)
+    if mode == "low_latency":
+        await state.executions.workers.stop(name)
+    return result
+
+
+@router.post("/deployments/{name}/logs")
+async def deployment_logs(name: str, request: Request, principal: PrincipalDep,
+                          service: ServiceDep) -> list[dict[str, Any]]:
+    lines = await service.logs(name, await json_or_form(request))
+    return [deployment_log_read(line) for line in lines]
+
+
+@router.post("/endpoints/{name}/generate-new-token")
+async def generate_new_token(name: str, principal: PrincipalDep, service: ServiceDep
+                             ) -> dict[str, str]:
+    return {"endpoint_token": await service.rotate_token(name, principal)}
+
+
+__all__ = ["ExecutionRepository", "deployment_services", "router"]
