@@ -21,20 +21,23 @@ def gristmill_env(database, tmp_path_factory):
     """Its own environment: these tests count blob files, which runs elsewhere would move."""
     from tests.conftest import start_environment
 
-    server, env, _ = start_environment(tmp_path_factory.mktemp(f"ds-{database.kind}"),
-                                       _fresh_url(database, tmp_path_factory),
+    from tests.conftest import _create_postgres_database, _drop_postgres_database
+
+    if database.kind == "sqlite":
+        url, drop = f"sqlite:///{tmp_path_factory.mktemp('ds-db') / 'db.sqlite3'}", None
+    else:
+        admin = database.url.rsplit("/", 1)[0] + "/test"
+        name, url = _create_postgres_database(admin)
+        drop = (admin, name)
+    server, env, _ = start_environment(tmp_path_factory.mktemp(f"ds-{database.kind}"), url,
                                        datastore_list_page_size=5)
     env.database = database
     try:
         yield env
     finally:
         server.stop()
-
-
-def _fresh_url(database, tmp_path_factory) -> str:
-    if database.kind == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('ds-db') / 'db.sqlite3'}"
-    return database.url
+        if drop:
+            _drop_postgres_database(*drop)
 
 
 def upload(api: httpx.Client, path: str, data: bytes) -> httpx.Response:
