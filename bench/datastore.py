@@ -1,29 +1,36 @@
-"""Data store throughput: 1 GiB through the SDK against `gristmill up`, beside `cp`.
+"""Data store throughput: 1 GiB through the SDK against `gristmill up`, beside `cp`, on
+the local backend and on the S3 backend (a moto server in its own process).
 
-Prints MB/s for cp, SDK upload and SDK download, their ratios to cp, and the control
-service's peak RSS growth during each transfer; writes the figures to
-bench/results/datastore.json.
+Prints MB/s for cp, SDK upload and SDK download on each backend, their ratios to cp, and
+the control service's peak RSS growth during each transfer; writes the figures to
+bench/results/datastore.json (the S3 ones under "s3").
 
-    .venv/bin/python bench/datastore.py [--size-mib 1024] [--repeat 3]
+    .venv/bin/python bench/datastore.py [--size-mib 1024] [--repeat 3] [--s3-size-mib N]
+
+moto keeps objects in its own process and is far slower than a real S3 endpoint: the S3
+figures measure the backend's overhead path end to end, not what AWS would deliver.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psutil
-from _env import start_env  # type: ignore[import-not-found]
+from _env import BenchEnv, free_port, start_env  # type: ignore[import-not-found]
 
 from gristmill import Gristmill
 
@@ -75,69 +82,162 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server in its own process, so it does not share the GIL with the SDK."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from moto.server import main; main()",
+         "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def s3_env(data_dir: Path, endpoint: str) -> Iterator[BenchEnv]:
+    """`gristmill up` on the S3 backend: settings through GRISTMILL_* variables, fake
+    credentials (moto accepts any), a bucket created first."""
+    import boto3
+
+    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys
+                 ).create_bucket(Bucket="gristmill-bench")
+    variables = {
+        "GRISTMILL_DATASTORE_BACKEND": "s3", "GRISTMILL_S3_BUCKET": "gristmill-bench",
+        "GRISTMILL_S3_REGION": "us-east-1", "GRISTMILL_S3_ENDPOINT_URL": endpoint,
+        "GRISTMILL_S3_ACCESS_KEY_ID": "bench", "GRISTMILL_S3_SECRET_ACCESS_KEY": "bench",
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)  # start_env hands os.environ to `gristmill up`
+    try:
+        env = start_env(data_dir)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def transfers(env: BenchEnv, source: Path, size: int, repeat: int, work: Path
+              ) -> dict[str, list[float]]:
+    """SDK upload and download of ``source``, ``repeat`` times, with the control
+    service's RSS growth during each."""
+    sdk = Gristmill(environment_url=env.url, sdk_token=env.token, progress=False)
+    figures: dict[str, list[float]] = {"upload": [], "download": [], "upload_rss": [],
+                                       "download_rss": []}
+    for i in range(repeat):
+        with RssSampler(env.process.pid) as rss:
+            figures["upload"].append(timed(lambda: sdk.upload_data_store_object(
+                str(source), "bench/1gib.bin")))
+        figures["upload_rss"].append(rss.peak - rss.baseline)
+        target = work / f"down-{i}.bin"
+        with RssSampler(env.process.pid) as rss:
+            figures["download"].append(timed(lambda t=target: sdk.download_data_store_object(
+                "bench/1gib.bin", str(t))))
+        figures["download_rss"].append(rss.peak - rss.baseline)
+        if target.stat().st_size != size:
+            raise SystemExit("downloaded size differs: the benchmark is invalid")
+        target.unlink()
+    sdk.delete_data_store_object("bench/1gib.bin")
+    return figures
+
+
+def summary(figures: dict[str, list[float]], size: int, cp_mib_s: float) -> dict[str, object]:
+    up = size / MIB / statistics.median(figures["upload"])
+    down = size / MIB / statistics.median(figures["download"])
+    return {
+        "upload_mib_s": round(up, 1),
+        "download_mib_s": round(down, 1),
+        "upload_vs_cp": round(up / cp_mib_s, 3),
+        "download_vs_cp": round(down / cp_mib_s, 3),
+        "server_rss_growth_upload_mib": round(max(figures["upload_rss"]) / MIB, 1),
+        "server_rss_growth_download_mib": round(max(figures["download_rss"]) / MIB, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--s3-size-mib", type=int, default=None,
+                        help="object size for the S3 backend (default: --size-mib)")
     args = parser.parse_args()
     size = args.size_mib * MIB
+    s3_size = (args.s3_size_mib or args.size_mib) * MIB
 
     work = Path(tempfile.mkdtemp(prefix="gristmill-bench-", dir=os.environ.get("BENCH_DIR")))
-    env = start_env(work / "env")
     try:
         source = work / "source.bin"
         make_file(source, size)
-        sdk = Gristmill(environment_url=env.url, sdk_token=env.token, progress=False)
-        cp_s, up_s, down_s, up_rss, down_rss = [], [], [], [], []
+        cp_s = []
         for i in range(args.repeat):
             copy = work / f"copy-{i}.bin"
             cp_s.append(timed(lambda c=copy: subprocess.run(["cp", str(source), str(c)],
                                                             check=True)))
             copy.unlink()
-            with RssSampler(env.process.pid) as rss:
-                up_s.append(timed(lambda: sdk.upload_data_store_object(str(source),
-                                                                       "bench/1gib.bin")))
-            up_rss.append(rss.peak - rss.baseline)
-            target = work / f"down-{i}.bin"
-            with RssSampler(env.process.pid) as rss:
-                down_s.append(timed(lambda t=target: sdk.download_data_store_object(
-                    "bench/1gib.bin", str(t))))
-            down_rss.append(rss.peak - rss.baseline)
-            if target.stat().st_size != size:
-                raise SystemExit("downloaded size differs: the benchmark is invalid")
-            target.unlink()
-        sdk.delete_data_store_object("bench/1gib.bin")
+        env = start_env(work / "env")
+        try:
+            local = transfers(env, source, size, args.repeat, work)
+        finally:
+            env.stop()
+        s3_source = source
+        if s3_size != size:
+            s3_source = work / "s3-source.bin"
+            make_file(s3_source, s3_size)
+        with moto_server() as endpoint, s3_env(work / "s3-env", endpoint) as env:
+            s3 = transfers(env, s3_source, s3_size, args.repeat, work)
     finally:
-        env.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    def mbps(seconds: list[float]) -> float:
-        return size / MIB / statistics.median(seconds)
-
+    cp_mib_s = size / MIB / statistics.median(cp_s)
     results = {
         "size_mib": args.size_mib,
         "repeat": args.repeat,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "system": platform.platform()},
-        "cp_mib_s": round(mbps(cp_s), 1),
-        "upload_mib_s": round(mbps(up_s), 1),
-        "download_mib_s": round(mbps(down_s), 1),
-        "upload_vs_cp": round(mbps(up_s) / mbps(cp_s), 3),
-        "download_vs_cp": round(mbps(down_s) / mbps(cp_s), 3),
-        "server_rss_growth_upload_mib": round(max(up_rss) / MIB, 1),
-        "server_rss_growth_download_mib": round(max(down_rss) / MIB, 1),
-        "raw_seconds": {"cp": cp_s, "upload": up_s, "download": down_s},
+        "cp_mib_s": round(cp_mib_s, 1),
+        **summary(local, size, cp_mib_s),
+        "raw_seconds": {"cp": cp_s, "upload": local["upload"], "download": local["download"]},
+        "s3": {
+            "size_mib": s3_size // MIB,
+            "store": "moto server (own process) on 127.0.0.1",
+            **summary(s3, s3_size, cp_mib_s),
+            "raw_seconds": {"upload": s3["upload"], "download": s3["download"]},
+        },
         "targets": {"vs_cp_at_least": 0.5, "rss_growth_below_mib": 100},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'transfer':<12}{'MiB/s':>10}{'vs cp':>10}{'server RSS +MiB':>18}")
-    print(f"{'cp':<12}{results['cp_mib_s']:>10}{1.0:>10}{'-':>18}")
-    print(f"{'upload':<12}{results['upload_mib_s']:>10}{results['upload_vs_cp']:>10}"
-          f"{results['server_rss_growth_upload_mib']:>18}")
-    print(f"{'download':<12}{results['download_mib_s']:>10}{results['download_vs_cp']:>10}"
-          f"{results['server_rss_growth_download_mib']:>18}")
-    print(f"(median of {args.repeat}, {args.size_mib} MiB; written to {RESULTS})")
+    s3_results = results["s3"]
+    assert isinstance(s3_results, dict)
+    print(f"{'transfer':<14}{'MiB/s':>10}{'vs cp':>10}{'server RSS +MiB':>18}")
+    print(f"{'cp':<14}{results['cp_mib_s']:>10}{1.0:>10}{'-':>18}")
+    for label, figures in (("", results), ("s3 ", s3_results)):
+        for way in ("upload", "download"):
+            print(f"{label + way:<14}{figures[f'{way}_mib_s']:>10}{figures[f'{way}_vs_cp']:>10}"
+                  f"{figures[f'server_rss_growth_{way}_mib']:>18}")
+    s3_note = "" if s3_size == size else f"; S3: {s3_size // MIB} MiB"
+    print(f"(median of {args.repeat}, {args.size_mib} MiB{s3_note}; written to {RESULTS})")
 
 
 if __name__ == "__main__":

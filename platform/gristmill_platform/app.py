@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -44,11 +44,40 @@ def build_state(settings: Settings) -> AppState:
     assert settings.database_url and settings.secret_key and settings.datastore_root
     engine = create_engine(settings.database_url)
     signer = UrlSigner(key=settings.secret_key.encode())
-    if settings.datastore_backend != "local":
-        raise ValueError(
-            f"Data store backend {settings.datastore_backend!r} is not available yet; "
-            "use GRISTMILL_DATASTORE_BACKEND=local"
-        )
+    datastore = (_s3_datastore(settings) if settings.datastore_backend == "s3"
+                 else _local_datastore(settings, signer))
+    return AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        signer=signer,
+        datastore=datastore,
+    )
+
+
+def _s3_datastore(settings: Settings) -> Callable[[AsyncSession], DataStoreBackend]:
+    # imported here: an embedded environment never loads boto3
+    from gristmill_platform.datastore.s3 import S3DataStore
+    from gristmill_platform.datastore.s3setup import S3Options, make_clients
+
+    options = S3Options.from_settings(settings)
+    client, presign_client = make_clients(options)
+    # one instance for the app's lifetime: S3 is its own index, no per-request session
+    store = S3DataStore(
+        client=client,
+        presign_client=presign_client,
+        bucket=options.bucket,
+        prefix=options.prefix,
+        ttl_s=settings.signed_url_ttl_s,
+        max_object_bytes=settings.datastore_max_object_bytes,
+        max_path_length=settings.datastore_max_path_length,
+    )
+    return lambda session: store
+
+
+def _local_datastore(settings: Settings, signer: UrlSigner
+                     ) -> Callable[[AsyncSession], DataStoreBackend]:
+    assert settings.datastore_root
     blobs = BlobStore(settings.datastore_root)
     blobs.ensure()
 
@@ -63,13 +92,7 @@ def build_state(settings: Settings) -> AppState:
             max_path_length=settings.datastore_max_path_length,
         )
 
-    return AppState(
-        settings=settings,
-        engine=engine,
-        session_factory=create_session_factory(engine),
-        signer=signer,
-        datastore=datastore,
-    )
+    return datastore
 
 
 def api_router() -> APIRouter:

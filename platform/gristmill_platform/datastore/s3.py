@@ -52,12 +52,6 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _attachment(path: str) -> str:
-    last = path.rsplit("/", 1)[-1]
-    filename = "".join(c for c in last if 32 <= ord(c) < 127 and c not in '"\\') or "object"
-    return f'attachment; filename="{filename}"'
-
-
 class S3DataStore:
     def __init__(
         self,
@@ -107,8 +101,10 @@ class S3DataStore:
     async def presign_download(self, path: str) -> str:
         url: str = await call(
             self.presign_client.generate_presigned_url, ClientMethod="get_object",
-            Params={"Bucket": self.bucket, "Key": self.key(path),
-                    "ResponseContentDisposition": _attachment(path)},
+            # No response-content-disposition override: the key's last segment already
+            # names the file, and with an override moto answers a missing key with a
+            # non-S3 error body the clients cannot read (contract §0.5).
+            Params={"Bucket": self.bucket, "Key": self.key(path)},
             ExpiresIn=self.ttl_s,
         )
         return url

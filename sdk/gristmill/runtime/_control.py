@@ -364,6 +364,13 @@ class ControlClient:
         except urllib.error.HTTPError as error:
             with error:
                 content = error.read()
+            location = error.headers.get("Location")
+            if (error.code in (302, 303, 307) and location and sink is not None
+                    and request.get_method() == "GET"):
+                # A data store on S3 hands a file input out as a presigned URL, fetched
+                # without Authorization (the signature is the credential; S3 refuses both).
+                return self._send(urllib.request.Request(  # noqa: S310
+                    location, headers={"User-Agent": USER_AGENT}), sink)
             if error.code in _RETRY_STATUSES:
                 raise _Transient(
                     f"{error.code} {_error_detail(content)}",
