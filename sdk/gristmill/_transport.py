@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gristmill._execution_context import current_execution_id
 from gristmill.config import Settings
 from gristmill.errors import (
     APIConnectionError,
@@ -44,6 +45,9 @@ CLIENT_HEADER = "gristmill-client"
 TOKEN_REFRESH_MARGIN_S = 30.0
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
+# Long-polls are held by the platform (20 s on Gristmill, up to 60 s per the contract)
+# before a 307; the read timeout must outlast that.
+LONG_POLL_HOLD_S = 120.0
 # A longer Retry-After means "come back much later": surface it rather than block a
 # notebook cell for minutes.
 MAX_RETRY_AFTER_S = 60.0
@@ -51,6 +55,10 @@ MAX_RETRY_AFTER_S = 60.0
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 Body = bytes | Callable[[], Iterator[bytes]] | None
+# httpx's multipart ``files``: name -> (filename, bytes or binary file); or a callable
+# building them, called again for each try.
+FileParts = Mapping[str, tuple[str, Any]]
+Files = FileParts | Callable[[], FileParts]
 
 
 def client_version() -> str:
@@ -279,12 +287,14 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        files: Files | None = None,
         content: Body = None,
         headers: Mapping[str, str] | None = None,
         auth: bool,
         api: bool,
         idempotent: bool | None = None,
         stream: bool = False,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send with retries; return the final response, whatever its status."""
         if idempotent is None:
@@ -303,8 +313,11 @@ class Transport:
                 params=params,
                 json=json,
                 data=data,
+                # A callable gives fresh file objects for each try (a retry re-reads them).
+                files=files() if callable(files) else files,
                 content=content() if callable(content) else content,
                 headers=request_headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
             try:
                 response = self._http.send(request, stream=stream)
@@ -351,7 +364,7 @@ class Transport:
 
     def _decode_api(self, response: httpx.Response, method: str, url: str) -> Any:
         if response.status_code >= 400:
-            raise api_error_from_body(
+            error = api_error_from_body(
                 response.status_code,
                 response.content,
                 method=method,
@@ -360,6 +373,13 @@ class Transport:
                     response.headers.get("retry-after"), now=self._clock()
                 ),
             )
+            if response.status_code == 403 and current_execution_id() is not None:
+                # Same advice as craft-ai-sdk: a step's token is narrower than a user's.
+                error.hint = (
+                    "this code runs inside an execution, whose token may not allow this "
+                    "call even though it works from your computer."
+                )
+            raise error
         return decode_response(response)
 
     def request(
@@ -370,20 +390,62 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        files: Files | None = None,
         idempotent: bool | None = None,
     ) -> Any:
         """An authenticated API call; returns the decoded body or raises ``APIError``."""
+        return self.request_with_status(
+            method, url, params=params, json=json, data=data, files=files, idempotent=idempotent
+        )[1]
+
+    def request_with_status(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        files: Files | None = None,
+        idempotent: bool | None = None,
+    ) -> tuple[int, Any]:
+        """Like ``request``, with the success status too (206 means "still building")."""
         response = self._send(
             method,
             url,
             params=params,
             json=json,
             data=data,
+            files=files,
             auth=True,
             api=True,
             idempotent=idempotent,
         )
-        return self._decode_api(response, method, url)
+        return response.status_code, self._decode_api(response, method, url)
+
+    def long_poll(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        hold_s: float = LONG_POLL_HOLD_S,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Any:
+        """GET ``url`` until it answers something other than 307 (contract §6.3): the
+        platform holds each request a while, then answers 307 "not finished yet".
+
+        The read timeout covers the hold, however short the client's ``timeout`` is.
+        """
+        timeout = httpx.Timeout(self._settings.timeout, read=max(self._settings.timeout, hold_s))
+        while True:
+            response = self._send(
+                "GET", url, params=params, auth=True, api=True, idempotent=True, timeout=timeout
+            )
+            if response.status_code != 307:
+                return self._decode_api(response, "GET", url)
+            response.close()
+            if on_wait is not None:
+                on_wait()
 
     def presigned(
         self,
@@ -417,8 +479,11 @@ class Transport:
         finally:
             response.close()
 
-    def iter_body(self, response: httpx.Response, chunk_size: int) -> Iterator[bytes]:
-        """Stream a response body, turning transport failures into ``APIConnectionError``."""
+    def iter_body(self, response: httpx.Response, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Stream a response body, turning transport failures into ``APIConnectionError``.
+
+        ``chunk_size=None`` yields the pieces as they come off the socket: re-chunking
+        them would copy every byte once more."""
         try:
             yield from response.iter_bytes(chunk_size)
         except httpx.TransportError as exc:

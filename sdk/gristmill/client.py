@@ -1,8 +1,8 @@
 """The ``Gristmill`` client: configuration plus the resource mixins.
 
 Method names and signatures follow craft-ai-sdk 0.50.1, so its documented examples run
-after changing the import. New areas (steps, pipelines, deployments...) are added as
-mixins in ``gristmill.resources``.
+after changing the import. Each area (data store, steps, pipelines, executions,
+metrics...) is a mixin in ``gristmill.resources``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,22 @@ from gristmill._transport import Transport
 from gristmill.config import Settings, resolve_settings
 from gristmill.resources.datastore import DataStoreMixin
 from gristmill.resources.env_vars import EnvironmentVariablesMixin
+from gristmill.resources.executions import ExecutionsMixin
+from gristmill.resources.metrics import MetricsMixin
+from gristmill.resources.pipelines import PipelinesMixin
+from gristmill.resources.steps import StepsMixin
 from gristmill.resources.users import UsersMixin
 
 
-class Gristmill(UsersMixin, EnvironmentVariablesMixin, DataStoreMixin):
+class Gristmill(
+    UsersMixin,
+    EnvironmentVariablesMixin,
+    DataStoreMixin,
+    StepsMixin,
+    PipelinesMixin,
+    ExecutionsMixin,
+    MetricsMixin,
+):
     """Client for one Gristmill environment.
 
     Args:
@@ -38,10 +50,13 @@ class Gristmill(UsersMixin, EnvironmentVariablesMixin, DataStoreMixin):
             (``GRISTMILL_MAX_RETRIES``, default 2).
         multipart_threshold: Uploads of at least this many bytes are sent in parts
             (``GRISTMILL_MULTIPART_THRESHOLD_B``, default 100 MB).
-        multipart_part_size: Size of each part (``GRISTMILL_MULTIPART_PART_SIZE_B``,
-            default 9,961,472 bytes).
+        multipart_part_size: Size of each part (``GRISTMILL_MULTIPART_PART_SIZE_B``, then
+            ``CRAFT_AI__MULTIPART_PART_SIZE__B``, default 64 MiB).
         http_client: An ``httpx.Client`` to use (proxies, custom CA...). The SDK does not
             close a client it did not create.
+        warn_on_metric_outside_of_step: Warn when ``record_metric_value`` and
+            ``record_list_metric_values`` are called outside an execution (where they
+            send nothing). Default True.
 
     Raises:
         ValueError: the environment URL or the SDK token is missing or malformed.
@@ -59,7 +74,9 @@ class Gristmill(UsersMixin, EnvironmentVariablesMixin, DataStoreMixin):
         multipart_threshold: int | None = None,
         multipart_part_size: int | None = None,
         http_client: httpx.Client | None = None,
+        warn_on_metric_outside_of_step: bool = True,
     ) -> None:
+        self.warn_on_metric_outside_of_step = warn_on_metric_outside_of_step
         self._settings = resolve_settings(
             environment_url,
             sdk_token,
@@ -128,6 +145,11 @@ class CraftAiSdk(Gristmill):
         warn_on_metric_outside_of_step: bool = True,
         **options: Any,
     ) -> None:
-        super().__init__(environment_url, sdk_token, control_url, **options)
+        super().__init__(
+            environment_url,
+            sdk_token,
+            control_url,
+            warn_on_metric_outside_of_step=warn_on_metric_outside_of_step,
+            **options,
+        )
         self.verbose_log = verbose_log
-        self.warn_on_metric_outside_of_step = warn_on_metric_outside_of_step

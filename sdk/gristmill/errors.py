@@ -13,6 +13,8 @@ from typing import Any
 
 _NO_REQUEST_ID = "NO_REQUEST_ID"
 _MAX_DETAIL_CHARS = 500
+# Lines of a failed build's log shown in the exception (the platform keeps all of it).
+_BUILD_LOG_LINES = 30
 
 
 def _short(text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
@@ -123,6 +125,41 @@ class ExecutionFailedError(APIError):
 
     Not an ``InternalServerError``: the platform worked, the user's step did not.
     """
+
+
+class CreationFailedError(GristmillError):
+    """A step or pipeline could not be built (bad requirements, missing function...).
+
+    ``reason`` is the platform's short explanation and ``build_log`` the end of the build
+    output, both shown when the error is printed.
+    """
+
+    def __init__(
+        self, kind: str, name: str, reason: str | None, build_log: list[str] | None = None
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        self.build_log = build_log or []
+        super().__init__(f"The creation of {kind} {name!r} failed: {reason or 'unknown reason'}")
+
+    def __str__(self) -> str:
+        text = str(self.args[0])
+        if self.build_log:
+            text += "\nEnd of the build log:\n" + "\n".join(
+                f"  {line}" for line in self.build_log[-_BUILD_LOG_LINES:]
+            )
+        return text
+
+
+class CreationTimeoutError(GristmillError, TimeoutError):
+    """A step or pipeline was still being built when ``timeout_s`` ran out. The build
+    goes on: check it later with ``get_step``/``get_pipeline``."""
+
+
+class StepCodeError(GristmillError, ValueError):
+    """The code folder of a step cannot be sent: a path is missing or outside the folder,
+    or the included files exceed the platform's 5 MB limit."""
 
 
 class APIConnectionError(GristmillError):

@@ -7,6 +7,7 @@ Turn them off with ``Gristmill(progress=False)`` or ``GRISTMILL_PROGRESS=0``.
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 
 from rich.console import Console
@@ -19,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.status import Status
 
 
 def progress_enabled(setting: bool | None, console: Console | None = None) -> bool:
@@ -45,6 +47,8 @@ class TransferProgress:
         self._total = total
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        # Parts of a multipart upload report from several threads.
+        self._lock = threading.Lock()
         self.completed = 0
 
     def __enter__(self) -> TransferProgress:
@@ -73,17 +77,53 @@ class TransferProgress:
             self._progress = None
 
     def advance(self, n: int) -> None:
-        self.completed += n
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=n)
+        with self._lock:
+            self.completed += n
+            if self._progress is not None and self._task is not None:
+                self._progress.update(self._task, advance=n)
 
     def restart(self) -> None:
         """Back to zero, when a transfer is retried from the start."""
-        self.completed = 0
-        if self._progress is not None and self._task is not None:
-            self._progress.reset(self._task, total=self._total)
+        with self._lock:
+            self.completed = 0
+            if self._progress is not None and self._task is not None:
+                self._progress.reset(self._task, total=self._total)
 
     def set_total(self, total: int | None) -> None:
         self._total = total
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total)
+
+
+class Spinner:
+    """A spinner with a status line for waits of unknown length (builds, runs); a no-op
+    when disabled. Shown under the same rule as the progress bars."""
+
+    def __init__(
+        self, text: str, *, enabled: bool | None = None, console: Console | None = None
+    ) -> None:
+        self._console = console or Console(stderr=True)
+        self.enabled = progress_enabled(enabled, self._console)
+        self.text = text
+        self._status: Status | None = None
+
+    def __enter__(self) -> Spinner:
+        if self.enabled:
+            self._status = self._console.status(self.text)
+            self._status.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def update(self, text: str) -> None:
+        self.text = text
+        if self._status is not None:
+            self._status.update(text)

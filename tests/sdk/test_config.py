@@ -94,7 +94,7 @@ def test_defaults() -> None:
     s = resolve_settings(URL, "t", environ={})
     assert s.progress is None
     assert s.multipart_threshold == DEFAULT_MULTIPART_THRESHOLD_B == 100_000_000
-    assert s.multipart_part_size == DEFAULT_MULTIPART_PART_SIZE_B == 9_961_472
+    assert s.multipart_part_size == DEFAULT_MULTIPART_PART_SIZE_B == 64 * 1024 * 1024
     assert s.max_retries == 2
     assert s.timeout == 60.0
 

@@ -266,7 +266,9 @@ class ExecutionService:
         for item in outputs:
             name = item["pipeline_output_name"]
             if item["data_type"] != "file":
-                item["value"] = values.get(name)
+                # an output mapped to null is dropped, whatever the function returned
+                item["value"] = (None if item["mapping_type"] == "is_null"
+                                 else values.get(name))
             if item["mapping_type"] == "datastore" and item.get("file"):
                 path = expand_datastore_path(item["mapping_value"]["datastore_path"],
                                              execution.id, now)

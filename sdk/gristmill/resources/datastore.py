@@ -14,18 +14,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from gristmill._files import (
-    READ_CHUNK_B,
     PathOrBuffer,
     PostPolicyForm,
     Source,
     atomic_buffer_write,
     atomic_write,
     open_source,
-    read_exactly,
 )
 from gristmill.errors import InvalidResponseError
-from gristmill.progress import TransferProgress
 from gristmill.resources._base import ClientBase, expect_dict, expect_list, expect_str
+from gristmill.resources._multipart import MultipartUploader
 
 
 class DataStoreMixin(ClientBase):
@@ -158,40 +156,16 @@ class DataStoreMixin(ClientBase):
         base = self._api_url("/data-store/upload/multipart")
         # Opaque to the client (an S3 upload id, a GCS session URI...): echoed back as is.
         configuration = self._transport.request("POST", base, json={"path_to_object": object_path})
-        part_size = self._settings.multipart_part_size
-        parts: list[dict[str, Any]] = []
         with self._progress(f"Uploading {source.label}", source.size) as bar:
-            number = 0
-            while True:
-                chunk = read_exactly(source.file, part_size)
-                if not chunk:
-                    break
-                number += 1
-                request: dict[str, Any] = {
-                    "path_to_object": object_path,
-                    "multipart_upload_configuration": configuration,
-                    "chunk_size": part_size,
-                    "part_number": number,
-                }
-                if len(chunk) < part_size:
-                    # Only a short final part carries the total size (contract §9.3).
-                    request["size"] = (number - 1) * part_size + len(chunk)
-                what = "POST /data-store/upload/multipart/part"
-                presigned = expect_dict(
-                    self._transport.request("POST", f"{base}/part", json=request, idempotent=True),
-                    what,
-                )
-                signed_url = expect_str(presigned, "signed_url", what)
-                headers = presigned.get("headers") or {}
-                if not isinstance(headers, dict):
-                    raise InvalidResponseError(f"{what} returned 'headers' that is not an object.")
-                response = self._put_part(bar, signed_url, chunk, headers)
-                part: dict[str, Any] = {"number": number}
-                etag = response.headers.get("etag")
-                if etag:
-                    # Kept verbatim, quotes included: S3 compares it as sent.
-                    part["metadata"] = etag
-                parts.append(part)
+            parts = MultipartUploader(
+                self._transport,
+                base,
+                object_path,
+                configuration,
+                source,
+                self._settings.multipart_part_size,
+                bar,
+            ).upload_parts()
         self._transport.request(
             "POST",
             f"{base}/end",
@@ -199,34 +173,6 @@ class DataStoreMixin(ClientBase):
                 "path_to_object": object_path,
                 "multipart_upload_configuration": configuration,
                 "parts": parts,
-            },
-        )
-
-    def _put_part(
-        self, bar: TransferProgress, signed_url: str, chunk: bytes, headers: dict[str, Any]
-    ) -> Any:
-        sent = 0
-
-        def body() -> Iterator[bytes]:
-            nonlocal sent
-            # A retried part starts over: take back what the failed try reported.
-            bar.advance(-sent)
-            sent = 0
-            view = memoryview(chunk)
-            for start in range(0, len(chunk), READ_CHUNK_B):
-                piece = bytes(view[start : start + READ_CHUNK_B])
-                yield piece
-                sent += len(piece)
-                bar.advance(len(piece))
-
-        # Unlike craft-ai-sdk, a refused part fails the upload here rather than at "end".
-        return self._transport.presigned(
-            "PUT",
-            signed_url,
-            content=body,
-            headers={
-                **{str(k): str(v) for k, v in headers.items()},
-                "Content-Length": str(len(chunk)),
             },
         )
 
@@ -292,6 +238,6 @@ class DataStoreMixin(ClientBase):
             length = response.headers.get("content-length")
             total = int(length) if length and length.isdigit() else None
             with self._progress(f"Downloading {label}", total) as bar:
-                for chunk in self._transport.iter_body(response, READ_CHUNK_B):
+                for chunk in self._transport.iter_body(response):
                     out.write(chunk)
                     bar.advance(len(chunk))

@@ -1,0 +1,138 @@
+"""Pipelines: what runs and gets deployed (contract §3.1-§3.5).
+
+A pipeline wraps an existing step (``create_pipeline(name, step_name=...)``), or is
+created straight from a function, with a hidden step built the same way as
+``create_step``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from gristmill.errors import NotFoundError
+from gristmill.io import Input, Output
+from gristmill.resources._base import expect_dict, expect_list, path_segment
+from gristmill.resources._creation import CreationMixin
+
+# Internal keys craft-ai-sdk strips from pipelines before returning them.
+_INTERNAL_KEYS = ("is_archived", "pipeline_id")
+
+
+def _public(pipeline: dict[str, Any]) -> dict[str, Any]:
+    for key in _INTERNAL_KEYS:
+        pipeline.pop(key, None)
+    return pipeline
+
+
+class PipelinesMixin(CreationMixin):
+    def create_pipeline(
+        self,
+        pipeline_name: str,
+        step_name: str | None = None,
+        function_path: str | None = None,
+        function_name: str | None = None,
+        description: str | None = None,
+        container_config: dict[str, Any] | None = None,
+        inputs: Sequence[Input] | None = None,
+        outputs: Sequence[Output] | None = None,
+        timeout_s: float = 180,
+    ) -> dict[str, Any]:
+        """Create a pipeline, from an existing step or straight from a function.
+
+        ``create_pipeline("p", step_name="s")`` wraps the step ``s``. Otherwise the
+        arguments are those of ``create_step`` and the pipeline's code is built (waiting
+        up to ``timeout_s``).
+
+        Returns:
+            The pipeline: ``pipeline_name``, ``created_at``, ``inputs`` and ``outputs``
+            (each with ``input_name``/``output_name``, ``data_type``...), and for a
+            pipeline built from code ``container_config`` and ``creation_info``.
+
+        Raises:
+            StepCodeError, CreationFailedError, CreationTimeoutError: as for
+            ``create_step``.
+        """
+        if step_name is not None:
+            code_arguments = (function_path, function_name, container_config, inputs, outputs)
+            if any(argument is not None for argument in code_arguments):
+                raise ValueError(
+                    "Pass either step_name (a pipeline around an existing step) or the "
+                    "function arguments (function_path, container_config...), not both."
+                )
+            created = self._transport.request(
+                "POST",
+                self._api_url("/pipelines"),
+                json={"pipeline_name": pipeline_name, "step_names": [step_name]},
+            )
+            return _public(expect_dict(created, "POST /pipelines"))
+
+        _, pipeline = self._create_from_code(
+            kind="pipeline",
+            collection="pipelines",
+            name_field="pipeline_name",
+            name=pipeline_name,
+            function_path=function_path,
+            function_name=function_name,
+            description=description,
+            container_config=container_config,
+            inputs=inputs,
+            outputs=outputs,
+            timeout_s=timeout_s,
+            fetch=self.get_pipeline,
+        )
+        return _public(pipeline)
+
+    def get_pipeline(self, pipeline_name: str) -> dict[str, Any] | None:
+        """The pipeline named ``pipeline_name`` with its ``last_execution_id``, or
+        ``None`` if there is none."""
+        base = f"/pipelines/{path_segment(pipeline_name)}"
+        try:
+            pipeline = expect_dict(
+                self._transport.request("GET", self._api_url(base)), "GET /pipelines/{name}"
+            )
+        except NotFoundError:
+            return None
+        latest = self._transport.request("GET", self._api_url(f"{base}/executions/latest"))
+        # No execution yet: 204, null or {} (never a 404, contract §3.2).
+        pipeline["last_execution_id"] = (
+            latest.get("execution_id") if isinstance(latest, dict) else None
+        )
+        return _public(pipeline)
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        """Every pipeline: dicts with ``pipeline_name``, ``created_at`` and ``status``."""
+        return expect_list(
+            self._transport.request("GET", self._api_url("/pipelines")), "GET /pipelines"
+        )
+
+    def delete_pipeline(
+        self, pipeline_name: str, force_deployments_deletion: bool = False
+    ) -> dict[str, Any]:
+        """Delete a pipeline and its executions.
+
+        Args:
+            force_deployments_deletion: Also delete its deployments (otherwise a deployed
+                pipeline is not deleted).
+
+        Returns:
+            ``{"pipeline": {"name": ...}, "deployments": [{"name", "execution_rule"}]}``.
+        """
+        return expect_dict(
+            self._transport.request(
+                "DELETE",
+                self._api_url(f"/pipelines/{path_segment(pipeline_name)}"),
+                params={"force_deployments_deletion": str(bool(force_deployments_deletion))},
+            ),
+            "DELETE /pipelines/{name}",
+        )
+
+    def download_pipeline_local_folder(
+        self, pipeline_name: str, folder: str | os.PathLike[str]
+    ) -> None:
+        """Save the code a pipeline was created with as ``{folder}/{pipeline_name}.tgz``.
+
+        Only for pipelines created from a ``local_folder``.
+        """
+        self._download_code_archive("pipelines", pipeline_name, folder)
