@@ -335,3 +335,11 @@ def test_long_poll_answers_307_until_done(tmp_path, step_archive, database) -> N
     finally:
         server.stop()
         time.sleep(0.1)
+
+
+def test_an_output_mapped_to_null_is_dropped(api, echo_pipeline) -> None:
+    execution_id, result = run_and_wait(
+        api, echo_pipeline, {"text": "n", **BASE},
+        outputs_mapping=[{"pipeline_output_name": "n", "is_null": True}])
+    assert outputs_of(result)["n"] is None
+    assert api.get(f"/executions/{execution_id}/outputs/n").json() is None
