@@ -245,3 +245,17 @@ def test_deleting_a_used_step_needs_force(api, unique, hello_archive) -> None:
     forced = api.delete(f"/steps/{step}", params={"force_dependents_deletion": "True"}).json()
     assert forced["deleted_pipelines"] == [f"user-{unique}"]
     assert api.get(f"/pipelines/user-{unique}").status_code == 404
+
+
+def test_one_environment_per_distinct_requirements(api, unique, tmp_path) -> None:
+    requirements = f"# shared by two steps {unique}\n"
+    folder = write_folder(tmp_path / "env", {"src/hello.py": HELLO,
+                                             "requirements.txt": requirements})
+    config = {"requirements_path": "requirements.txt"}
+    for name in (f"env-a-{unique}", f"env-b-{unique}"):
+        response = post_step(api, step_form(name, container_config=config), archive_of(folder))
+        assert response.status_code == 201, response.text
+    first = api.get(f"/steps/env-a-{unique}/logs").json()["logs"]
+    second = api.get(f"/steps/env-b-{unique}/logs").json()["logs"]
+    assert "Installing requirements.txt" in first
+    assert "Reusing the Python environment" in second and "Installing" not in second
