@@ -19,9 +19,7 @@ from tests.platform.test_auth import assert_error
 @pytest.fixture(scope="module")
 def gristmill_env(database, tmp_path_factory):
     """Its own environment: these tests count blob files, which runs elsewhere would move."""
-    from tests.conftest import start_environment
-
-    from tests.conftest import _create_postgres_database, _drop_postgres_database
+    from tests.conftest import _create_postgres_database, _drop_postgres_database, start_environment
 
     if database.kind == "sqlite":
         url, drop = f"sqlite:///{tmp_path_factory.mktemp('ds-db') / 'db.sqlite3'}", None
