@@ -47,7 +47,8 @@ def execution_service(state: AppState, session: AsyncSession) -> ExecutionServic
 
 
 class _NoWarmWorkers:
-    """Until a pool is attached: low-latency deployments cannot start."""
+    """Where no pool is wired yet (the kubernetes executor): low-latency deployments cannot
+    start."""
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
                      restart: bool = False) -> None:
@@ -76,8 +77,13 @@ class ExecutionRuntime:
         self.executor = LocalExecutor(state.settings.data_dir / "workers", self._worker_exited)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
-        # set by create_app: the warm workers of low-latency deployments
+        # the warm workers of low-latency deployments
         self.workers: WorkerPool = _NoWarmWorkers()
+        if state.settings.executor == "local":
+            # imported here: the pool imports this module's helpers
+            from gristmill_platform.executors.local_workers import LocalWorkerPool
+
+            self.workers = LocalWorkerPool(state)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -15,6 +15,11 @@ from typing import Any
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _ASYNCIO_DIR = os.path.join(os.path.dirname(os.__file__), "asyncio")
+# The server mode runs `def` functions in a thread pool: its frames sit between the runner's
+# and the step's.
+_CONCURRENT_DIR = os.path.join(os.path.dirname(os.__file__), "concurrent")
+# importlib.import_module's own frame (the frozen bootstrap frames are matched by name)
+_IMPORTLIB_DIR = os.path.dirname(os.path.abspath(importlib.__file__))
 
 
 class StepFailure(Exception):
@@ -34,6 +39,8 @@ def _is_machinery(filename: str) -> bool:
     return (
         filename.startswith(_RUNTIME_DIR)
         or filename.startswith(_ASYNCIO_DIR)
+        or filename.startswith(_CONCURRENT_DIR)
+        or filename.startswith(_IMPORTLIB_DIR)
         or filename.startswith("<frozen importlib")
     )
 

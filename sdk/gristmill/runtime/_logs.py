@@ -11,12 +11,17 @@ Output is caught at two levels:
 
 Everything is still echoed to the original descriptors, which stay the worker's real
 output (the pod log on Kubernetes, the executor's pipe locally).
+
+The server mode (several executions in one process) cannot redirect descriptors per
+execution: it routes ``sys.stdout``/``sys.stderr`` writes by context variable instead
+(``RoutingStream``, ``ExecutionLogs`` below).
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import contextvars
 import faulthandler
 import io
 import os
@@ -188,7 +193,7 @@ class LineAssembler:
 class _BytesView(io.RawIOBase):
     """``sys.stdout.buffer`` for code that writes bytes."""
 
-    def __init__(self, text: CapturedStream) -> None:
+    def __init__(self, text: io.TextIOBase) -> None:
         super().__init__()
         self._text = text
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -568,3 +573,109 @@ class LogShipper:
                 self._failing = False
             if self._buffer.pending() < self._batch or self._stopping.is_set():
                 return
+
+
+# -- the server mode: one process, several executions ----------------------------------------
+
+
+class ExecutionLogs:
+    """The lines one execution prints, in a worker that runs several at once."""
+
+    def __init__(self, redact: Callable[[str], str] = lambda text: text) -> None:
+        # Nothing ships these while the execution runs (the answer carries them), so the
+        # early-batch signal is never wanted.
+        self._buffer = LogBuffer(redact=redact, batch_lines=MAX_PENDING_LINES + 1)
+        self._assemblers = {
+            "stdout": LineAssembler("stdout", self._buffer),
+            "stderr": LineAssembler("stderr", self._buffer),
+        }
+        # Set when the execution has answered: what its leftover tasks and threads print
+        # afterwards goes to the worker's own output instead of a buffer nobody reads.
+        self.closed = False
+
+    def feed(self, stream: str, text: str) -> None:
+        self._assemblers[stream].feed(text)
+
+    def close(self) -> list[LogLine]:
+        """Every line, unfinished ones included; the execution takes no more."""
+        self.closed = True
+        for assembler in self._assemblers.values():
+            assembler.flush()
+        return self._buffer.take(limit=MAX_PENDING_LINES + 1, max_chars=sys.maxsize)
+
+
+# The logs of the execution the current code runs for; None outside any execution.
+# asyncio tasks and run_in_executor(copy_context().run, ...) calls inherit it, threads the
+# step starts itself do not (their lines go to the worker's output).
+current_logs: contextvars.ContextVar[ExecutionLogs | None] = contextvars.ContextVar(
+    "gristmill_execution_logs", default=None
+)
+
+
+class RoutingStream(io.TextIOBase):
+    """Stands in for ``sys.stdout`` or ``sys.stderr`` in a server-mode worker: a write
+    belongs to the execution in whose context it happens; outside any execution it goes to
+    the real stream (which the control service keeps as the deployment's logs)."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, name: str, real: TextIO) -> None:
+        super().__init__()
+        self._name = name
+        self._real: TextIO | None = real
+        self._fd = real.fileno()
+        self._lock = threading.Lock()
+        self._bytes = _BytesView(self)
+
+    @property
+    def name(self) -> str:
+        return f"<{self._name}>"
+
+    @property
+    def buffer(self) -> _BytesView:
+        return self._bytes
+
+    @property
+    def line_buffering(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        # The real descriptor: a subprocess given sys.stdout writes to the worker's output.
+        return self._fd
+
+    def reconfigure(self, **_: Any) -> None:
+        return None
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        logs = current_logs.get()
+        if logs is not None and not logs.closed:
+            logs.feed(self._name, text)
+            return len(text)
+        real = self._real
+        if real is not None:
+            try:
+                with self._lock:
+                    real.write(text)
+                    if "\n" in text or "\r" in text:
+                        real.flush()
+            except (OSError, ValueError):
+                self._real = None
+        return len(text)
+
+    def flush(self) -> None:
+        real = self._real
+        if real is not None:
+            try:
+                with self._lock:
+                    real.flush()
+            except (OSError, ValueError):
+                self._real = None

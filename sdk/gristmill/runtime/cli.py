@@ -25,6 +25,25 @@ Exit codes: 0 succeeded (or already started elsewhere), 1 failed, 3 control serv
 unreachable.
 """
 
+_SERVE_HELP = """\
+Serve a low-latency deployment: import the step's module once, then run executions on
+request (POST /executions), several at a time when allowed. Only the control service
+calls it: it listens on 127.0.0.1 and every request carries the worker secret.
+
+Configuration, from the environment:
+  GRISTMILL_WORKER_PORT              the port to listen on (127.0.0.1)
+  GRISTMILL_WORKER_SECRET            the X-Gristmill-Worker-Secret every request carries
+  GRISTMILL_MAX_PARALLEL_EXECUTIONS  executions run at once (default 1; the rest wait)
+  GRISTMILL_STEP_DIR                 the step's code folder
+  GRISTMILL_FUNCTION_PATH            the file to import, relative to the step folder
+  GRISTMILL_FUNCTION_NAME            the function each execution calls
+  GRISTMILL_ENVIRONMENT_URL          for file inputs and outputs (or CRAFT_AI_ENVIRONMENT_URL)
+  GRISTMILL_IO_DIR                   scratch folder for file inputs and outputs
+
+Exit codes: 0 stopped (SIGTERM), 1 the module could not be imported (traceback on stderr),
+3 bad configuration, 75 the port is taken.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=_RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    commands.add_parser(
+        "serve",
+        help="serve a low-latency deployment (warm worker)",
+        description=_SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
 
 
@@ -48,5 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.runtime.runner import run
 
         return run()
+    if args.command == "serve":
+        from gristmill.runtime.serve import serve
+
+        return serve()
     parser.print_help()
     return 2

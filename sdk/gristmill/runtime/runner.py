@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 from gristmill.runtime import _craft_context, context
@@ -133,7 +133,21 @@ def _install_execution_context(execution_id: str) -> None:
     """Make the execution id visible to the SDKs inside the step (see the protocol doc)."""
     os.environ["GRISTMILL_EXECUTION_ID"] = execution_id
     os.environ["CRAFT_AI_EXECUTION_ID"] = execution_id
+    set_execution_context_vars(execution_id)
+
+
+def set_execution_context_vars(execution_id: str) -> None:
+    """The context variables only: the server mode sets them per execution, in the
+    execution's own context, so that executions running at once each see their own id."""
     context.current_execution_id.set(execution_id)
+    variable = getattr(craft_context_module(), "current_execution_id", None)
+    if variable is not None and hasattr(variable, "set"):
+        variable.set(execution_id)
+
+
+def craft_context_module() -> ModuleType:
+    """``__craft_internal_execution_context``, registered under that name if needed. The
+    server mode calls it before importing the step, whose module-level code may import it."""
     module = sys.modules.get(CRAFT_CONTEXT_MODULE)
     if module is None:
         try:
@@ -142,9 +156,7 @@ def _install_execution_context(execution_id: str) -> None:
             # Not shipped next to the SDK (an image with gristmill pip-installed): the
             # package's copy stands in under the top-level name.
             module = sys.modules[CRAFT_CONTEXT_MODULE] = _craft_context
-    variable = getattr(module, "current_execution_id", None)
-    if variable is not None and hasattr(variable, "set"):
-        variable.set(execution_id)
+    return module
 
 
 def _jsonable(value: Any) -> Any:
@@ -218,11 +230,45 @@ def _output_file(name: str, value: Any) -> Path:
     return path
 
 
+def download_file_inputs(client: ControlClient, job: Job, io_dir: Path) -> dict[str, Any]:
+    """Fetch the file inputs into ``io_dir/inputs/<name>/<filename>``; the step gets
+    ``{"path": ...}`` for each. ``ControlError`` (control service unreachable) propagates."""
+    kwargs: dict[str, Any] = {}
+    for name, filename in job.file_inputs:
+        folder = io_dir / "inputs" / _safe_component(name, "input")
+        target = folder / _safe_component(filename, name)
+        try:
+            client.download_input(name, target)
+        except StatusError as error:
+            raise StepFailure(
+                "InputError", f"File input {name!r} could not be downloaded: {error}."
+            ) from None
+        except LocalWriteError as error:
+            raise StepFailure(
+                "InputError", f"File input {name!r} could not be saved: {error}."
+            ) from None
+        kwargs[name] = {"path": str(target)}
+    return kwargs
+
+
+def upload_file_outputs(client: ControlClient, files: list[tuple[str, Path]]) -> None:
+    """Send the file outputs (``PUT /outputs/<name>``); ``ControlError`` propagates."""
+    for name, path in files:
+        try:
+            client.upload_output(name, path)
+        except StatusError as error:
+            raise StepFailure(
+                "OutputError", f"Output {name!r} could not be uploaded: {error}."
+            ) from None
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated("The worker received SIGTERM (cancelled, evicted or shut down).")
 
 
-def call_step_function(function: Callable[..., Any], kwargs: dict[str, Any], where: str) -> Any:
+def check_arguments(function: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
+    """Fail with a message naming the inputs when they do not fit the signature, rather
+    than with a TypeError raised from somewhere inside the call."""
     import inspect  # not at the top: it is only needed once the step runs
 
     try:
@@ -238,6 +284,12 @@ def call_step_function(function: Callable[..., Any], kwargs: dict[str, Any], whe
                 "TypeError",
                 f"{where} cannot be called with the step's inputs ({given}): {error}.",
             ) from None
+
+
+def call_step_function(function: Callable[..., Any], kwargs: dict[str, Any], where: str) -> Any:
+    import inspect
+
+    check_arguments(function, kwargs, where)
     result = function(**kwargs)
     if inspect.isawaitable(result):
         import asyncio
@@ -311,13 +363,7 @@ class Runner:
             finally:
                 signal.signal(signal.SIGTERM, previous)
             values, files = collect_outputs(result, job, where)
-            for name, path in files:
-                try:
-                    self.client.upload_output(name, path)
-                except StatusError as error:
-                    raise StepFailure(
-                        "OutputError", f"Output {name!r} could not be uploaded: {error}."
-                    ) from None
+            upload_file_outputs(self.client, files)
             return Outcome(outputs=values)
         except ControlError:
             raise
@@ -345,23 +391,7 @@ class Runner:
         prepare_step_folder(self.config.step_dir)
         kwargs = dict(job.inputs)
         if job.file_inputs:
-            io_dir = self._io_dir()
-            for name, filename in job.file_inputs:
-                target = (
-                    io_dir / "inputs" / _safe_component(name, "input")
-                    / _safe_component(filename, name)
-                )
-                try:
-                    self.client.download_input(name, target)
-                except StatusError as error:
-                    raise StepFailure(
-                        "InputError", f"File input {name!r} could not be downloaded: {error}."
-                    ) from None
-                except LocalWriteError as error:
-                    raise StepFailure(
-                        "InputError", f"File input {name!r} could not be saved: {error}."
-                    ) from None
-                kwargs[name] = {"path": str(target)}
+            kwargs.update(download_file_inputs(self.client, job, self._io_dir()))
         return kwargs
 
     def _io_dir(self) -> Path:

@@ -1,0 +1,890 @@
+"""Low-latency deployments on this machine: one warm worker process per deployment.
+
+A worker is the runner's server mode (``python -m gristmill.runtime serve``) in the step's
+virtual environment, listening on 127.0.0.1 on a port of its own, with a secret only this
+control service knows. The pool
+
+* starts it, polls ``/healthz`` until the step module is imported, and records the outcome
+  on the deployment: ``up``, or ``creation_failed`` with the import error as the reason;
+* keeps what the worker prints outside executions (module-level output, crash dumps) as
+  the deployment's logs;
+* runs executions on it (``dispatch``): at most the deployment's parallelism at a time, the
+  others stay ``pending`` in line; start and finish go through ExecutionService as on the
+  elastic path, in one transaction each;
+* notices when it dies: the executions it was running fail with the reason, a new worker
+  starts (``down_retrying``, then ``up``), and one that keeps dying ends ``creation_failed``;
+* rolls it on update_deployment: the new worker starts, takes the new executions, and the
+  old one stops once the executions it runs are over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from gristmill_platform.db.models.deployments import DeploymentLog
+from gristmill_platform.db.models.env_vars import EnvironmentVariable
+from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.steps import Step
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.errors import AppError, Conflict, NotFound
+from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
+from gristmill_platform.executors.local import exit_outcome
+from gristmill_platform.steps.environments import python_of
+from gristmill_platform.steps.repository import StepRepository
+
+if TYPE_CHECKING:
+    from gristmill_platform.state import AppState
+
+log = logging.getLogger("gristmill.workers")
+
+SECRET_HEADER = "X-Gristmill-Worker-Secret"  # noqa: S105 - a header's name
+EXIT_PORT_IN_USE = 75  # gristmill.runtime.serve: the port was taken, start again elsewhere
+# Module imports that load a model can take minutes; past this the start has failed.
+START_TIMEOUT_S = 1800.0
+HEALTH_POLL_FIRST_S = 0.005
+HEALTH_POLL_MAX_S = 0.1
+# Restarts tried in a row (after a crash, or after a restart that failed) with no execution
+# answered in between; the next failure is final: creation_failed.
+MAX_RESTARTS_IN_A_ROW = 3
+KILL_GRACE_S = 5.0
+# Executions still running on a worker replaced by update_deployment get this long.
+DRAIN_TIMEOUT_S = 600.0
+# Under the reconciler's 45 s: executions waiting in line or running on a worker are
+# alive as long as the pool holds them.
+HEARTBEAT_S = 10.0
+LOG_FLUSH_S = 0.5
+MAX_LOG_LINE = 16_384
+TAIL_LINES = 50
+READY_BANNER = "[gristmill] worker ready"  # gristmill.runtime.serve prints it once
+
+
+class WorkerUnreachable(Exception):
+    """The connection to a worker failed or broke before a whole answer came back."""
+
+
+class _WorkerClient:
+    """Keep-alive HTTP/1.1 client for the worker API (two routes, JSON both ways, always a
+    Content-Length): one request per connection at a time, idle connections reused.
+
+    Not httpx: on this path httpx.AsyncClient costs about 0.9 ms per call on the control
+    service's event loop, twice the worker's whole round trip (measured, see
+    docs/deployments.md); this costs a write and two reads."""
+
+    def __init__(self, port: int, secret: str) -> None:
+        self._port = port
+        self._headers = (f"Host: 127.0.0.1:{port}\r\n{SECRET_HEADER}: {secret}\r\n"
+                         "Content-Type: application/json\r\n").encode("latin-1")
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._closed = False
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self._closed:
+            raise WorkerUnreachable("the worker is stopped")
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            except OSError as exc:
+                raise WorkerUnreachable(str(exc)) from exc
+        reusable = False
+        try:
+            writer.write(f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n"
+                         .encode("latin-1") + self._headers + b"\r\n" + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, length, reusable = _parse_response_head(head)
+            content = await reader.readexactly(length)
+        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as exc:
+            reusable = False
+            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            # a connection left mid-answer (error, cancellation) cannot carry another one
+            if reusable and not self._closed:
+                self._idle.append((reader, writer))
+            else:
+                writer.close()
+        return status, content
+
+    def close(self) -> None:
+        self._closed = True
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+def _parse_response_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, content length, whether the connection stays open)."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length, keep_alive = 0, True
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            keep_alive = False
+    return status, length, keep_alive
+
+
+def _backoff(failures: int) -> float:
+    # The first restart at once (a crash caused by one request should cost the next ones
+    # nothing), then 0.5 s, 1 s, 2 s...
+    return 0.0 if failures <= 1 else min(30.0, 0.5 * 2 ** (failures - 2))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What a worker is started from, read in one transaction."""
+
+    deployment_id: str
+    name: str
+    generation: int
+    is_enabled: bool
+    max_parallel: int
+    step: Step  # detached: name, function_path, function_name for ExecutionService.start
+    python: Path
+    code: Path
+    variables: dict[str, str]
+
+
+class _Worker:
+    def __init__(self, record: _Record, pod_id: str, port: int, secret: str,
+                 process: asyncio.subprocess.Process, io_root: Path) -> None:
+        self.deployment_id = record.deployment_id
+        self.name = record.name
+        self.generation = record.generation
+        self.step = record.step
+        self.pod_id = pod_id
+        self.port = port
+        self.process = process
+        self.io_root = io_root
+        # keep-alive connections: as many as executions run at once, plus health checks
+        self.client = _WorkerClient(port, secret)
+        self.slots = asyncio.Semaphore(record.max_parallel)
+        self.status = "starting"  # starting | running | failed | stopped
+        self.retired = False  # replaced or stopped: takes no new executions
+        self.stopping = False  # we are stopping it: its exit is no crash
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.exited = asyncio.Event()
+        self.returncode: int | None = None
+        # its last lines, numbered: a crash is explained by what came after the import
+        self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL_LINES)
+        self.lines = 0
+        self.ready_at = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def exit_reason(self) -> str:
+        if self.returncode is None:
+            return "the worker is still running"
+        reason = exit_outcome(self.returncode).reason or "the worker exited"
+        last = self.last_line(self.ready_at)
+        return f"{reason}; its last output: {last}" if last else reason
+
+    def output_since(self, line: int) -> list[str]:
+        return [text for number, text in self.tail
+                if number >= line and not text.startswith(READY_BANNER)]
+
+    def last_line(self, since: int = 0) -> str | None:
+        return next((text for text in reversed(self.output_since(since)) if text.strip()), None)
+
+
+class _Slot:
+    """One low-latency deployment's workers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.deployment_id: str | None = None
+        self.lock = asyncio.Lock()
+        self.current: _Worker | None = None  # serving executions
+        self.starting: _Worker | None = None  # being brought up (first start, roll, restart)
+        self.draining: set[_Worker] = set()  # replaced, finishing their executions
+        self.last_failed: _Worker | None = None
+        self.bring_up: asyncio.Task[None] | None = None
+        self.failed = False  # creation_failed: executions fail at once
+        self.stopped = False
+        # a worker is on its way although none is starting yet: resumed at start-up, or
+        # restarting after a crash (backoff)
+        self.resuming = False
+        self.restarting = False
+        self.failures = 0
+        self.restarts = 0
+        self.changed = asyncio.Event()
+
+    @property
+    def expecting(self) -> bool:
+        """Will a worker serve soon, so that executions should wait for it?"""
+        return bool(self.starting or self.bring_up or self.resuming or self.restarting)
+
+    def pulse(self) -> None:
+        """Wake the dispatches waiting for a worker to serve them."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class LocalWorkerPool:
+    """The WorkerPool of the local backend (see workers.py for the contract)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._slots: dict[str, _Slot] = {}
+        self._names: dict[str, str] = {}  # deployment id -> name
+        self._held: set[str] = set()  # executions waiting for or running on a worker
+        self._dispatching = 0
+        self._dispatch_done = asyncio.Event()
+        self._log_lines: list[tuple[str, datetime, str, str]] = []
+        self._flush_lock = asyncio.Lock()
+        self._background: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- WorkerPool ---------------------------------------------------------------------------
+
+    async def ensure(self, deployment_name: str, *, wait_s: float,
+                     restart: bool = False) -> None:
+        self._start_background()
+        slot = self._slots.setdefault(deployment_name, _Slot(deployment_name))
+        async with slot.lock:
+            record = await self._load(deployment_name)
+            # stopped: deleted meanwhile (a new deployment of that name gets a new slot)
+            if record is None or slot.stopped or self._closing:
+                return
+            slot.deployment_id = record.deployment_id
+            self._names[record.deployment_id] = deployment_name
+            live = slot.starting or slot.current
+            if (not restart and live is not None and live.generation == record.generation
+                    and live.status in ("starting", "running")):
+                task = slot.bring_up
+            else:
+                slot.failures = 0
+                slot.restarts = 0
+                task = await self._launch(slot, record, after_crash=False)
+        if task is not None and wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), wait_s)
+
+    async def stop(self, deployment_name: str) -> None:
+        slot = self._slots.pop(deployment_name, None)
+        if slot is None:
+            return
+        slot.stopped = True
+        slot.pulse()
+        if slot.deployment_id:
+            self._names.pop(slot.deployment_id, None)
+        if slot.bring_up is not None:
+            slot.bring_up.cancel()
+        workers = [w for w in (slot.starting, slot.current, *slot.draining) if w is not None]
+        await asyncio.gather(*(self._terminate(w) for w in workers))
+
+    def pods(self, deployment_name: str) -> list[dict[str, Any]]:
+        slot = self._slots.get(deployment_name)
+        if slot is None:
+            return []
+        workers = [w for w in (slot.current, slot.starting) if w is not None]
+        if not workers and slot.last_failed is not None:
+            workers = [slot.last_failed]
+        return [{"pod_id": w.pod_id, "status": w.status} for w in workers]
+
+    async def dispatch(self, launch: Launch) -> None:
+        execution_id = launch.execution_id
+        self._held.add(execution_id)
+        self._dispatching += 1
+        self._dispatch_done.clear()
+        try:
+            await self._dispatch(launch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("low-latency dispatch of %s failed", execution_id)
+            await self._fail(execution_id, f"the low-latency worker could not run it: {exc}")
+        finally:
+            self._held.discard(execution_id)
+            self._dispatching -= 1
+            if self._dispatching == 0:
+                self._dispatch_done.set()
+
+    async def resume(self) -> None:
+        from gristmill_platform.deps import transaction
+
+        self._start_background()
+        async with transaction(self.state) as session:
+            deployments = [(d.id, d.name) for d in
+                           await DeploymentRepository(session).low_latency() if d.is_enabled]
+        for deployment_id, name in deployments:
+            # known at once: executions triggered while the worker starts wait for it
+            slot = self._slots.setdefault(name, _Slot(name))
+            slot.deployment_id = deployment_id
+            slot.resuming = True
+            self._names[deployment_id] = name
+            self._spawn_task(self._resume_one(slot))
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        for task in [*self._background, *self._tasks]:
+            task.cancel()
+        for slot in self._slots.values():
+            slot.pulse()
+        workers = [w for slot in self._slots.values()
+                   for w in (slot.starting, slot.current, *slot.draining) if w is not None]
+        await asyncio.gather(*(self._terminate(w) for w in workers), return_exceptions=True)
+        # the executions those workers ran are failed by their dispatches: give them a
+        # moment to record it while the database is still there
+        if self._dispatching:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dispatch_done.wait(), 3.0)
+        await self._flush_logs()
+
+    # -- dispatching --------------------------------------------------------------------------
+
+    async def _dispatch(self, launch: Launch) -> None:
+        slot = self._slots.get(self._names.get(launch.deployment_id or "", ""))
+        while True:
+            worker = await self._serving(slot)
+            if worker is None:
+                await self._fail(launch.execution_id, self._unavailable(slot))
+                return
+            async with worker.slots:
+                if worker.retired or worker.status != "running":
+                    continue  # replaced or crashed while this one waited in line
+                worker.inflight += 1
+                worker.idle.clear()
+                try:
+                    await self._run_on(worker, launch)
+                finally:
+                    worker.inflight -= 1
+                    if worker.inflight == 0:
+                        worker.idle.set()
+                return
+
+    async def _serving(self, slot: _Slot | None) -> _Worker | None:
+        """The worker to run on, waiting while one starts or restarts; None if there will
+        be none."""
+        while slot is not None:
+            worker = slot.current
+            if worker is not None and worker.status == "running" and not worker.retired:
+                return worker
+            if slot.failed or slot.stopped or self._closing or not slot.expecting:
+                return None
+            await slot.changed.wait()
+        return None
+
+    def _unavailable(self, slot: _Slot | None) -> str:
+        if self._closing:
+            return "the control service stopped before the execution could run"
+        if slot is None or slot.stopped:
+            return "the deployment's low-latency worker is not running"
+        failed = slot.last_failed
+        detail = f": {failed.exit_reason()}" if failed is not None else ""
+        return f"the deployment's low-latency worker could not be started{detail}"
+
+    async def _run_on(self, worker: _Worker, launch: Launch) -> None:
+        from gristmill_platform.deps import transaction
+        from gristmill_platform.executions.runtime import execution_service
+
+        execution_id = launch.execution_id
+        first_line = worker.lines  # what the worker prints from here may explain a crash
+        async with transaction(self.state) as session:
+            service = execution_service(self.state, session)
+            try:
+                payload = await service.start(execution_id, worker.step)
+            except (NotFound, Conflict):
+                return  # deleted, cancelled or already started: nothing to run
+            execution = await service.repository.get(execution_id)  # identity map: no query
+            if execution is not None:
+                execution.worker = worker.pod_id
+                # No pid on purpose: cancelling one execution must not kill the worker the
+                # others share. Should this control service die while it runs, the
+                # reconciler finds this handle and fails it as "the worker is gone".
+                execution.handle = {"backend": "local-low-latency", "pod_id": worker.pod_id,
+                                    "execution_id": execution_id}
+            # plain rows, not ORM objects: this runs for every execution
+            rows = await session.execute(select(EnvironmentVariable.name,
+                                                EnvironmentVariable.value))
+            variables = {name: value for name, value in rows}
+        body = json.dumps({**payload, "sdk_token": launch.sdk_token, "env": variables})
+        try:
+            status, content = await worker.client.request("POST", "/executions",
+                                                          body.encode("utf-8"))
+        except WorkerUnreachable as exc:
+            reason = await self._lost(worker, exc)
+            await self._fail(execution_id, reason, worker.output_since(first_line))
+            return
+        report: Any = None
+        if status == 200:
+            with contextlib.suppress(ValueError):
+                report = json.loads(content)
+        if not isinstance(report, dict) or report.get("status") not in ("succeeded", "failed"):
+            await self._fail(execution_id, "the low-latency worker gave no usable result "
+                             f"(HTTP {status}): {content[:500].decode('utf-8', 'replace')}")
+            return
+        slot = self._slots.get(worker.name)
+        if slot is not None:
+            slot.failures = 0  # it answered: whatever killed it before is not a crash loop
+        await self._finish(execution_id, report)
+
+    async def _lost(self, worker: _Worker, exc: Exception) -> str:
+        """Why the connection to the worker broke mid-execution."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+        if self._closing or worker.stopping:
+            return "the low-latency worker was stopped while the execution ran"
+        if worker.returncode is not None:
+            return f"the low-latency worker crashed: {worker.exit_reason()}"
+        return f"lost the connection to the low-latency worker: {type(exc).__name__}: {exc}"
+
+    async def _finish(self, execution_id: str, report: dict[str, Any]) -> None:
+        from gristmill_platform.deps import transaction
+        from gristmill_platform.executions.runtime import execution_service
+
+        lines = report.get("logs")
+        lines = lines if isinstance(lines, list) else []
+        try:
+            async with transaction(self.state) as session:
+                service = execution_service(self.state, session)
+                # finish takes one batch of lines: an execution that printed more has the
+                # earlier ones stored first, in order
+                while len(lines) > MAX_LOG_LINES_PER_CALL:
+                    await service.append_logs(execution_id, lines[:MAX_LOG_LINES_PER_CALL],
+                                              heartbeat=False)
+                    lines = lines[MAX_LOG_LINES_PER_CALL:]
+                # Conflict: already ended (cancelled, or failed by the reconciler)
+                with contextlib.suppress(Conflict):
+                    await service.finish(execution_id, {**report, "logs": lines})
+                await service.auth.revoke_execution_tokens(execution_id)
+        except NotFound:
+            pass  # deleted while it ran
+        except AppError as exc:
+            await self._fail(execution_id, f"the result could not be recorded: {exc.message}")
+            return
+        self.state.executions.events.notify(execution_id)
+
+    async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> None:
+        try:
+            await self.state.executions._fail(execution_id, reason, list(tail)[-TAIL_LINES:])
+        except Exception:
+            log.exception("could not record the failure of %s", execution_id)
+
+    # -- starting and stopping workers ------------------------------------------------------
+
+    async def _load(self, name: str) -> _Record | None:
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            deployment = await DeploymentRepository(session).by_name(name)
+            if deployment is None or deployment.mode != "low_latency":
+                return None
+            step = await StepRepository(session).get(await self._step_id(session,
+                                                                         deployment.pipeline_id))
+            variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+            if step is None or not step.environment_key:
+                python = Path("/nonexistent")
+            else:
+                python = python_of(self.state.builds.environment_dir(step.environment_key))
+            return _Record(
+                deployment_id=deployment.id, name=deployment.name,
+                generation=deployment.generation, is_enabled=deployment.is_enabled,
+                max_parallel=(deployment.max_parallel_executions_per_pod
+                              if deployment.enable_parallel_executions else 1),
+                step=step if step is not None else Step(name="", function_path="",
+                                                        function_name=""),
+                python=python, code=self.state.builds.code_dir(step.id) if step else Path(),
+                variables=variables,
+            )
+
+    @staticmethod
+    async def _step_id(session: Any, pipeline_id: str) -> str:
+        from gristmill_platform.db.models.steps import Pipeline
+
+        pipeline = await session.get(Pipeline, pipeline_id)
+        return str(pipeline.step_id) if pipeline is not None else ""
+
+    async def _launch(self, slot: _Slot, record: _Record, *, after_crash: bool
+                      ) -> asyncio.Task[None]:
+        """Start a worker for record and bring it up in the background (slot lock held)."""
+        if slot.starting is not None:  # superseded by this newer start
+            self._spawn_task(self._terminate(slot.starting))
+            slot.starting = None
+        if slot.bring_up is not None:
+            slot.bring_up.cancel()
+        slot.failed = False  # a new attempt: executions wait for its outcome
+        task = asyncio.get_running_loop().create_task(self._bring_up(slot, record, after_crash))
+        slot.bring_up = task
+        return task
+
+    async def _bring_up(self, slot: _Slot, record: _Record, after_crash: bool) -> None:
+        try:
+            worker, reason = await self._start_worker(slot, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave a deployment creation_pending forever
+            log.exception("starting the worker of %s failed", record.name)
+            worker, reason = None, f"{type(exc).__name__}: {exc}"
+        if asyncio.current_task() is not slot.bring_up or slot.stopped or self._closing:
+            if worker is not None:
+                await self._terminate(worker)
+            return
+        slot.bring_up = None
+        slot.starting = None
+        if reason is None and worker is not None:
+            old = slot.current
+            slot.current = worker
+            worker.status = "running"
+            worker.ready_at = worker.lines
+            slot.failed = False
+            slot.last_failed = None
+            slot.pulse()
+            if old is not None:
+                self._spawn_task(self._drain(slot, old))
+            self._log(worker, "Step module imported successfully; the worker is ready")
+            await self._set_status(record, "up", None)
+            return
+        slot.restarting = after_crash  # set before any wait: executions keep waiting
+        if worker is not None:
+            slot.last_failed = worker
+            await self._terminate(worker, status="failed")
+        reason = reason or "the worker could not be started"
+        if after_crash:
+            await self._restart(slot, reason)
+            return
+        await self._give_up(slot, record, reason)
+
+    async def _start_worker(self, slot: _Slot, record: _Record
+                            ) -> tuple[_Worker | None, str | None]:
+        """A started worker and None, or the worker (or None) and why it did not start."""
+        if not record.python.exists():
+            return None, "the step's environment is missing; create the step again"
+        for _ in range(3):  # another process may take the chosen port before the bind
+            worker = await self._spawn(slot, record)
+            slot.starting = worker
+            slot.pulse()
+            reason = await self._wait_ready(worker)
+            if reason is None:
+                return worker, None
+            if worker.returncode != EXIT_PORT_IN_USE:
+                return worker, reason
+            await self._terminate(worker)
+        return None, "no free port for the worker"
+
+    async def _spawn(self, slot: _Slot, record: _Record) -> _Worker:
+        pod_id = f"local-{record.name}-{record.generation}" + (
+            f"-{slot.restarts}" if slot.restarts else "")
+        port = _free_port()
+        secret = secrets.token_urlsafe(32)
+        io_root = self.state.settings.data_dir / "low-latency" / pod_id / "io"
+        await asyncio.to_thread(io_root.mkdir, parents=True, exist_ok=True)
+        env = self._environment(record, port, secret, io_root)
+        process = await asyncio.create_subprocess_exec(
+            str(record.python), "-m", "gristmill.runtime", "serve",
+            env=env, cwd=str(record.code),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # stop() takes the processes the step started too
+        )
+        worker = _Worker(record, pod_id, port, secret, process, io_root)
+        self._log(worker, f"Pod {pod_id} created (pid {process.pid}); importing "
+                  f"{record.step.function_path}")
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read_output(worker))
+        worker.tasks = [reader, loop.create_task(self._watch(slot, worker, reader))]
+        return worker
+
+    def _environment(self, record: _Record, port: int, secret: str, io_root: Path
+                     ) -> dict[str, str]:
+        """The elastic worker's environment (ExecutionRuntime._spec) without the
+        per-execution entries, which come with each execution, plus the server's own."""
+        from gristmill_platform.executions.runtime import PASSED_ENV
+
+        url = self.state.settings.environment_url
+        return {
+            **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
+            **record.variables,
+            "GRISTMILL_ENVIRONMENT_URL": url,
+            "CRAFT_AI_ENVIRONMENT_URL": url,
+            "CRAFT_AI_CONTROL_URL": url,
+            "GRISTMILL_STEP_DIR": str(record.code),
+            "GRISTMILL_IO_DIR": str(io_root),
+            "SDK_VERBOSE_LOG": "false",
+            "PYTHONUNBUFFERED": "1",
+            "GRISTMILL_WORKER_PORT": str(port),
+            "GRISTMILL_WORKER_SECRET": secret,
+            "GRISTMILL_MAX_PARALLEL_EXECUTIONS": str(record.max_parallel),
+            "GRISTMILL_FUNCTION_PATH": record.step.function_path,
+            "GRISTMILL_FUNCTION_NAME": record.step.function_name,
+            "GRISTMILL_WORKER_ENV_NAMES": json.dumps(sorted(record.variables)),
+            "GRISTMILL_WORKER_PARENT_PID": str(os.getpid()),
+        }
+
+    async def _wait_ready(self, worker: _Worker) -> str | None:
+        """None once /healthz answers 200; otherwise why the worker will not be ready."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        delay = HEALTH_POLL_FIRST_S
+        while True:
+            if worker.exited.is_set():
+                last = worker.last_line()
+                if worker.returncode == 1 and last:
+                    return last  # the import traceback's last line
+                return worker.exit_reason()
+            with contextlib.suppress(WorkerUnreachable, TimeoutError):
+                status, _ = await asyncio.wait_for(worker.client.request("GET", "/healthz"),
+                                                   5.0)
+                if status == 200:
+                    return None
+            if loop.time() > deadline:
+                return f"the step module was still importing after {START_TIMEOUT_S:.0f} s"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.exited.wait(), delay)
+            delay = min(delay * 2, HEALTH_POLL_MAX_S)
+
+    async def _read_output(self, worker: _Worker) -> None:
+        """Lines the worker prints outside executions: the deployment's logs. Read in
+        chunks, not lines: a step may print a line longer than any line limit."""
+        stream = worker.process.stdout
+        assert stream is not None
+        pending = b""
+        while chunk := await stream.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._output_line(worker, raw)
+            while len(pending) > MAX_LOG_LINE:
+                self._output_line(worker, pending[:MAX_LOG_LINE])
+                pending = pending[MAX_LOG_LINE:]
+        if pending:
+            self._output_line(worker, pending)
+
+    def _output_line(self, worker: _Worker, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        worker.tail.append((worker.lines, line))
+        worker.lines += 1
+        self._log(worker, line)
+
+    async def _watch(self, slot: _Slot, worker: _Worker, reader: asyncio.Task[None]) -> None:
+        worker.returncode = await worker.process.wait()
+        # What it printed last (the crash dump, the traceback) before its exit is known;
+        # bounded, because a process the step started may hold the pipe open.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(reader), 0.5)
+        worker.exited.set()
+        if worker.stopping or self._closing or worker.status != "running":
+            return  # stopped on purpose, or still starting (the bring-up reports it)
+        worker.status = "failed"
+        worker.retired = True
+        reason = worker.exit_reason()
+        self._log(worker, f"The worker crashed: {reason}")
+        if slot.current is worker and not slot.stopped:
+            slot.current = None
+            slot.last_failed = worker
+            slot.restarting = True  # before waking the dispatches: they wait for it
+            slot.pulse()
+            try:
+                await self._restart(slot, f"the worker crashed: {reason}")
+            except Exception:
+                log.exception("could not restart the worker of %s", slot.name)
+                slot.restarting = False
+                slot.pulse()
+        await self._terminate(worker, status="failed")
+
+    async def _restart(self, slot: _Slot, reason: str) -> None:
+        """After a crash or a failed restart: down_retrying and a new worker, or
+        creation_failed once it keeps failing."""
+        slot.restarting = True
+        if slot.stopped or self._closing:
+            return
+        slot.failures += 1
+        record = await self._load(slot.name)
+        if record is None:
+            slot.restarting = False
+            slot.pulse()
+            return
+        if slot.failures > MAX_RESTARTS_IN_A_ROW:
+            await self._give_up(slot, record, f"the worker keeps failing: {reason}")
+            return
+        await self._set_status(record, "down_retrying", reason)
+        self._spawn_task(self._relaunch(slot, _backoff(slot.failures)))
+
+    async def _relaunch(self, slot: _Slot, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            async with slot.lock:
+                # a worker came meanwhile (update_deployment rolled one in): nothing to do
+                if (slot.stopped or self._closing or slot.current is not None
+                        or slot.bring_up is not None):
+                    return
+                record = await self._load(slot.name)  # now: it may have been updated
+                if record is None:
+                    return
+                slot.restarts += 1
+                await self._launch(slot, record, after_crash=True)
+        finally:
+            slot.restarting = False
+            slot.pulse()
+
+    async def _give_up(self, slot: _Slot, record: _Record, reason: str) -> None:
+        slot.failed = True
+        slot.restarting = False
+        old, slot.current = slot.current, None
+        slot.pulse()
+        if old is not None:
+            # a roll that failed: what the old worker runs still ends normally
+            self._spawn_task(self._drain(slot, old))
+        await self._set_status(record, "creation_failed", reason)
+
+    async def _drain(self, slot: _Slot, worker: _Worker) -> None:
+        """A replaced worker finishes what it runs, then stops."""
+        worker.retired = True
+        slot.draining.add(worker)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.idle.wait(), DRAIN_TIMEOUT_S)
+            await self._terminate(worker)
+        finally:
+            slot.draining.discard(worker)
+
+    async def _terminate(self, worker: _Worker, *, status: str = "stopped") -> None:
+        worker.retired = True
+        worker.stopping = worker.stopping or status == "stopped"
+        if worker.status != "failed":
+            worker.status = status
+        process = worker.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+        else:
+            # the worker is gone; what it started may not be
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        worker.client.close()
+        await asyncio.to_thread(shutil.rmtree, worker.io_root.parent, True)
+
+    async def _resume_one(self, slot: _Slot) -> None:
+        from gristmill_platform.deps import transaction
+
+        try:
+            async with transaction(self.state) as session:
+                deployment = await DeploymentRepository(session).by_name(slot.name)
+                step_id = (await self._step_id(session, deployment.pipeline_id)
+                           if deployment else "")
+            if step_id:
+                # a step whose build a restart interrupted is being built again
+                await self.state.builds.wait(step_id, START_TIMEOUT_S)
+            await self.ensure(slot.name, wait_s=0)
+        finally:
+            slot.resuming = False
+            slot.pulse()
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def _set_status(self, record: _Record, status: str, reason: str | None) -> None:
+        """On the deployment, unless it was deleted or updated (a newer worker reports)."""
+        from gristmill_platform.deps import transaction
+
+        await self._flush_logs()  # the import-time output is in before the status says up
+        try:
+            async with transaction(self.state) as session:
+                deployment = await DeploymentRepository(session).get(record.deployment_id)
+                if deployment is None or deployment.generation != record.generation:
+                    return
+                deployment.status = status
+                deployment.status_reason = reason
+        except Exception:
+            log.exception("could not record the status of deployment %s", record.name)
+
+    def _log(self, worker: _Worker, message: str) -> None:
+        self._log_lines.append((worker.deployment_id, datetime.now(UTC), worker.pod_id,
+                                message[:MAX_LOG_LINE]))
+
+    async def _flush_logs(self) -> None:
+        from gristmill_platform.deps import transaction
+
+        async with self._flush_lock:
+            lines, self._log_lines = self._log_lines, []
+            if not lines:
+                return
+            by_deployment: dict[str, list[DeploymentLog]] = {}
+            for deployment_id, when, pod_id, message in lines:
+                by_deployment.setdefault(deployment_id, []).append(DeploymentLog(
+                    deployment_id=deployment_id, timestamp=when, pod_id=pod_id,
+                    type="deployment", message=message))
+            try:
+                async with transaction(self.state) as session:
+                    repository = DeploymentRepository(session)
+                    for deployment_id, rows in by_deployment.items():
+                        if await repository.get(deployment_id) is not None:  # not deleted
+                            await repository.add_logs(rows)
+            except Exception:
+                log.exception("could not record deployment logs")
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            await self._flush_logs()
+
+    async def _heartbeat_forever(self) -> None:
+        """Executions the pool holds are alive: without this the reconciler would fail
+        one that waits in line (or runs) for longer than its heartbeat timeout."""
+        from gristmill_platform.deps import transaction
+
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            held = list(self._held)
+            if not held:
+                continue
+            try:
+                async with transaction(self.state) as session:
+                    await session.execute(
+                        update(Execution)
+                        .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
+                        .values(heartbeat_at=utcnow())
+                        .execution_options(synchronize_session=False))
+            except Exception:
+                log.exception("could not record the heartbeat of low-latency executions")
+
+    def _start_background(self) -> None:
+        if self._background or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._flush_forever()),
+                            loop.create_task(self._heartbeat_forever())]
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
