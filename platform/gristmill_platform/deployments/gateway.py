@@ -66,11 +66,12 @@ def _is_sdk(request: Request) -> bool:
 @router.post("/{name}")
 async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     token = _token(request)
+    # one transaction for the token check and the new execution: this is the hot path
     async with transaction(state) as session:
-        deployment = await deployment_services(state, session).authorize_endpoint(name, token)
-    body, files = await _inputs(request)
-    async with transaction(state) as session:
-        launch = await deployment_services(state, session).trigger(deployment, body, files)
+        service = deployment_services(state, session)
+        deployment = await service.authorize_endpoint(name, token)
+        body, files = await _inputs(request)
+        launch = await service.trigger(deployment, body, files)
     state.executions.launch(launch)
     execution_id = launch.execution_id
     headers = {"Craft-Ai-Execution-Id": execution_id}
@@ -98,9 +99,7 @@ async def _current(state: Any, deployment_id: str, execution_id: str, name: str)
 async def _wait(state: Any, deployment_id: str, execution_id: str, request: Request) -> Any:
     """The ended execution, or None if it is still running after the long-poll time."""
     name = request.path_params["name"]
-    execution = await _current(state, deployment_id, execution_id, name)
-    if execution.status not in t.ACTIVE:
-        return execution
+    execution: Any = None
 
     async def done() -> bool:
         nonlocal execution

@@ -213,7 +213,8 @@ class DeploymentService:
         if not deployment.is_enabled:
             raise Forbidden(f"Deployment {deployment.name!r} is disabled: enable it with "
                             "update_deployment(is_enabled=True)", name="DeploymentDisabled")
-        if deployment.status != "up":
+        # a low-latency worker being recreated holds new requests until it is back
+        if deployment.status not in ("up", "down_retrying"):
             raise Conflict(f"Deployment {deployment.name!r} is not ready (status "
                            f"{deployment.status})", name="DeploymentNotReady")
         pipeline, step = await self.pipelines.get(deployment.pipeline_name)
