@@ -30,6 +30,8 @@ from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware
 from gristmill_platform.pipelines import routes as pipeline_routes
+from gristmill_platform.resources import routes as resource_routes
+from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.runtime_site import ensure_runtime_site
 from gristmill_platform.settings import Settings, resolve_settings
 from gristmill_platform.state import AppState
@@ -107,6 +109,7 @@ def api_router() -> APIRouter:
     api.include_router(runtime_routes.router)
     api.include_router(metric_routes.router)
     api.include_router(deployment_routes.router)
+    api.include_router(resource_routes.router)
     return api
 
 
@@ -122,6 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executions = ExecutionRuntime(state)
         scheduler = PeriodicScheduler(state)
         state.components.update(builds=builds, executions=executions, scheduler=scheduler)
+        # resource metrics; its usage tracker watches local workers from the first one
+        resources = ResourceMonitor(state)
+        state.components["resources"] = resources
+        await resources.start(executions.executor)
         await builds.resume()
         executions.start()
         await executions.workers.resume()
@@ -132,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scheduler.shutdown()
             await executions.workers.shutdown()
             await executions.shutdown()
+            await resources.shutdown()
             await builds.shutdown()
             await state.engine.dispose()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +72,24 @@ class Settings(BaseSettings):
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Long-polls hold a request this long before answering "not yet" (307 / redirect).
     long_poll_s: float = Field(default=20.0, gt=0)
+
+    # Resource metrics (GET /resource-metrics, docs/resource-metrics.md): "local" samples
+    # this machine and its worker processes into the database; "prometheus" reads a
+    # cluster's Prometheus (node exporter, cAdvisor, DCGM exporter). The infra stack sets
+    # GRISTMILL_METRICS_BACKEND, accepted as a synonym.
+    resource_metrics_backend: Literal["local", "prometheus"] = Field(
+        default="local",
+        validation_alias=AliasChoices("resource_metrics_backend",
+                                      "GRISTMILL_RESOURCE_METRICS_BACKEND",
+                                      "GRISTMILL_METRICS_BACKEND"))
+    prometheus_url: str | None = None
+    # Prometheus' scrape interval: the finest step answered, and rates span >= 4 of them.
+    prometheus_scrape_interval_s: float = Field(default=30.0, gt=0)
+    prometheus_timeout_s: float = Field(default=15.0, gt=0)
+    # Embedded sampler: how often the host and each worker process are read, how long the
+    # samples are kept.
+    resource_sample_interval_s: float = Field(default=5.0, gt=0)
+    resource_retention_h: float = Field(default=24.0, gt=0)
 
     log_level: str = "info"
 

@@ -11,14 +11,22 @@ from tests.platform.test_auth import assert_error
 from tests.platform.test_runs import BASE, run_and_wait
 
 
+@pytest.fixture(scope="module")
+def metrics_pipeline(gristmill_env, tmp_path_factory) -> str:
+    from tests.platform.stepkit import archive_of, write_folder
+    from tests.platform.test_runs import ECHO_IN, ECHO_OUT, STEP_CODE, make_pipeline
+
+    archive = archive_of(write_folder(tmp_path_factory.mktemp("metrics"),
+                                      {"src/steps.py": STEP_CODE}))
+    with gristmill_env.client() as api:
+        return make_pipeline(api, archive, f"metrics-echo-{gristmill_env.database.kind}",
+                             "echo", ECHO_IN, ECHO_OUT)
+
+
 @pytest.fixture
-def execution(api, gristmill_env, request) -> tuple[str, httpx.Client]:
-    echo = request.getfixturevalue("echo_pipeline")
-    execution_id, _ = run_and_wait(api, echo, {"text": "m", **BASE})
+def execution(api, metrics_pipeline) -> tuple[str, httpx.Client]:
+    execution_id, _ = run_and_wait(api, metrics_pipeline, {"text": "m", **BASE})
     return execution_id, api
-
-
-from tests.platform.test_runs import echo_pipeline, step_archive  # noqa: E402,F401
 
 
 def step_client(env, execution_id: str) -> httpx.Client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -22,6 +24,21 @@ TAIL_LINES = 200
 KILL_GRACE_S = 5.0
 
 ExitCallback = Callable[[str, PollResult, Sequence[LogLine]], Awaitable[None]]
+log = logging.getLogger("gristmill.executors")
+
+
+class WorkerObserver(Protocol):
+    """Optional: told about each worker process's life, for resource accounting
+    (gristmill_platform.resources.usage). Its failures are logged, never propagated."""
+
+    def worker_started(self, execution_id: str, pid: int) -> None:
+        """The process exists (called right after it was spawned)."""
+
+    def worker_exiting(self, execution_id: str) -> None:
+        """Its output closed: it is exiting; the last moment it may still be read."""
+
+    async def worker_exited(self, execution_id: str) -> None:
+        """It exited and was reaped (called before the executor's exit callback)."""
 
 _SIGNAL_REASONS = {
     signal.SIGKILL: "the worker was killed (SIGKILL): out of memory, or killed by hand",
@@ -65,6 +82,7 @@ class LocalExecutor:
         self.on_exit = on_exit
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.observer: WorkerObserver | None = None
 
     def io_dir(self, execution_id: str) -> Path:
         return self.work_root / execution_id / "io"
@@ -85,6 +103,7 @@ class LocalExecutor:
             )
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
+            self._observe("worker_started", spec.execution_id, process.pid)
             task = asyncio.get_running_loop().create_task(self._watch(spec.execution_id, worker))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -97,9 +116,23 @@ class LocalExecutor:
         async for raw in worker.process.stdout:
             worker.tail.append(LogLine(datetime.now(UTC), "stdout",
                                        raw.decode(errors="replace").rstrip("\n")))
+        self._observe("worker_exiting", execution_id)
         returncode = await worker.process.wait()
         worker.outcome = exit_outcome(returncode)
+        if self.observer is not None:
+            try:
+                await self.observer.worker_exited(execution_id)
+            except Exception:
+                log.exception("worker observer failed for %s", execution_id)
         await self.on_exit(execution_id, worker.outcome, list(worker.tail))
+
+    def _observe(self, event: str, *args: object) -> None:
+        if self.observer is None:
+            return
+        try:
+            getattr(self.observer, event)(*args)
+        except Exception:
+            log.exception("worker observer failed on %s", event)
 
     async def poll(self, handle: Handle) -> PollResult:
         worker = self._workers.get(str(handle.get("execution_id")))

@@ -11,5 +11,6 @@ def load_all_models() -> None:
         deployments,
         env_vars,
         executions,
+        resources,
         steps,
     )
