@@ -165,16 +165,20 @@ def resolve_inputs(
             missing.append(name)
         else:
             resolved.append(ResolvedInput(name, data_type, "run", record, None))
+    _check_complete(resolved, missing)
+    return resolved
+
+
+def _check_complete(resolved: Sequence[ResolvedInput], missing: Sequence[str]) -> None:
     if missing:
         raise InvalidInputs(f"Missing required input(s): {', '.join(missing)}",
-                            additional_data={"missing": missing})
+                            additional_data={"missing": list(missing)})
     total = size_of([r.value for r in resolved if r.data_type != "file"])
     if total > MAX_IO_BYTES:
         raise InvalidInputs(
             f"The non-file inputs total {total} bytes; the limit is 0.06 MB ({MAX_IO_BYTES} "
             "bytes). Pass large data as a file input or through the data store.",
             name="InputsTooLarge")
-    return resolved
 
 
 def _resolve_mapped(name: str, data_type: str, mapping: Mapping[str, Any],
@@ -346,14 +350,6 @@ def resolve_deployment_inputs(
             missing.append(public)
         else:
             resolved.append(ResolvedInput(name, data_type, "endpoint", record, None))
-    if missing:
-        raise InvalidInputs(f"Missing required input(s): {', '.join(missing)}",
-                            additional_data={"missing": missing})
-    total = size_of([r.value for r in resolved if r.data_type != "file"])
-    if total > MAX_IO_BYTES:
-        raise InvalidInputs(
-            f"The non-file inputs total {total} bytes; the limit is 0.06 MB ({MAX_IO_BYTES} "
-            "bytes). Pass large data as a file input or through the data store.",
-            name="InputsTooLarge")
+    _check_complete(resolved, missing)
     order = {d["name"]: i for i, d in enumerate(declared)}
     return sorted(resolved, key=lambda r: order[r.name])
