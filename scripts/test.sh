@@ -8,7 +8,7 @@ VENV="${GRISTMILL_VENV:-.venv}"
 
 bash scripts/setup.sh
 echo "==> ruff"
-"$VENV/bin/ruff" check sdk platform infra tests bench
+"$VENV/bin/ruff" check sdk platform infra tests bench examples
 echo "==> mypy"
 "$VENV/bin/mypy"
 run_pytest() {
