@@ -15,6 +15,7 @@ import httpx
 from gristmill._transport import Transport
 from gristmill.config import Settings, resolve_settings
 from gristmill.resources.datastore import DataStoreMixin
+from gristmill.resources.deployments import DeploymentsMixin
 from gristmill.resources.env_vars import EnvironmentVariablesMixin
 from gristmill.resources.executions import ExecutionsMixin
 from gristmill.resources.metrics import MetricsMixin
@@ -31,6 +32,7 @@ class Gristmill(
     PipelinesMixin,
     ExecutionsMixin,
     MetricsMixin,
+    DeploymentsMixin,
 ):
     """Client for one Gristmill environment.
 

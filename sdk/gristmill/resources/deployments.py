@@ -1,0 +1,184 @@
+"""Deployments and endpoints (contract §4), and resource metrics (§10.5)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+import gristmill
+from gristmill.errors import CreationFailedError, CreationTimeoutError, api_error_from_body
+from gristmill.io import InputSource, OutputDestination
+from gristmill.resources._base import ClientBase, expect_dict, expect_list, path_segment
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+# the server holds result requests (20 s by default) before redirecting to itself
+_ENDPOINT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+def _millis(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+class DeploymentsMixin(ClientBase):
+    def create_deployment(
+        self,
+        pipeline_name: str,
+        deployment_name: str,
+        execution_rule: str,
+        mode: str = "elastic",
+        schedule: str | None = None,
+        inputs_mapping: Sequence[InputSource] | None = None,
+        outputs_mapping: Sequence[OutputDestination] | None = None,
+        description: str | None = None,
+        enable_parallel_executions: bool | None = None,
+        max_parallel_executions_per_pod: int | None = None,
+        ram_request: str | None = None,
+        gpu_request: int | None = None,
+        timeout_s: float = 180,
+    ) -> dict[str, Any]:
+        """Deploy a pipeline as an endpoint or on a cron schedule (UTC); waits for a
+        low-latency worker to be up. Returns the deployment (with ``endpoint_token`` for
+        endpoints, ``schedule`` and ``human_readable_schedule`` for periodic ones)."""
+        if execution_rule not in ("endpoint", "periodic"):
+            raise ValueError("execution_rule must be 'endpoint' or 'periodic'")
+        body: dict[str, Any] = {"pipeline_name": pipeline_name, "name": deployment_name,
+                                "mode": mode}
+        optional = {"description": description, "schedule": schedule,
+                    "enable_parallel_executions": enable_parallel_executions,
+                    "max_parallel_executions_per_pod": max_parallel_executions_per_pod,
+                    "ram_request": ram_request, "gpu_request": gpu_request}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if inputs_mapping is not None:
+            body["inputs_mapping"] = [m.to_dict() for m in inputs_mapping]
+        if outputs_mapping is not None:
+            body["outputs_mapping"] = [m.to_dict() for m in outputs_mapping]
+        route = "/endpoints" if execution_rule == "endpoint" else "/periodic-deployment"
+        status, created = self._transport.request_with_status(
+            "POST", self._api_url(route), json=body)
+        deployment = expect_dict(created, f"POST {route}")
+        deadline = time.monotonic() + timeout_s
+        while deployment.get("status") == "creation_pending":
+            if time.monotonic() > deadline:
+                raise CreationTimeoutError(
+                    f"Deployment {deployment_name!r} was not up after {timeout_s:.0f} s")
+            time.sleep(1.0)
+            token = deployment.get("endpoint_token")
+            deployment = self.get_deployment(deployment_name)
+            deployment.setdefault("endpoint_token", token)
+        if deployment.get("status") == "creation_failed":
+            raise CreationFailedError(
+                "deployment", deployment_name,
+                deployment.get("status_reason") or "see get_deployment_logs()")
+        del status
+        return deployment
+
+    def get_deployment(self, deployment_name: str) -> dict[str, Any]:
+        base = f"/deployments/{path_segment(deployment_name)}"
+        deployment = expect_dict(self._transport.request("GET", self._api_url(base)),
+                                 "GET /deployments/{name}")
+        latest = self._transport.request("GET", self._api_url(f"{base}/executions/latest"))
+        deployment["last_execution_id"] = (
+            latest.get("execution_id") if isinstance(latest, dict) else None)
+        return deployment
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        return expect_list(self._transport.request("GET", self._api_url("/deployments")),
+                           "GET /deployments")
+
+    def delete_deployment(self, deployment_name: str) -> dict[str, Any]:
+        """Delete a deployment and its executions."""
+        return expect_dict(self._transport.request(
+            "DELETE", self._api_url(f"/deployments/{path_segment(deployment_name)}")),
+            "DELETE /deployments/{name}")
+
+    def update_deployment(self, deployment_name: str, is_enabled: bool | None = None,
+                          description: str | None = None) -> dict[str, Any]:
+        """Enable/disable a deployment or change its description; a low-latency
+        deployment's worker is reloaded (module code runs again)."""
+        body: dict[str, Any] = {}
+        if is_enabled is not None:
+            body["is_enabled"] = is_enabled
+        if description is not None:
+            body["description"] = description
+        return expect_dict(self._transport.request(
+            "PATCH", self._api_url(f"/deployments/{path_segment(deployment_name)}"),
+            json=body), "PATCH /deployments/{name}")
+
+    def get_deployment_logs(self, deployment_name: str, from_datetime: datetime | None = None,
+                            to_datetime: datetime | None = None, limit: int | None = None,
+                            ) -> list[dict[str, Any]]:
+        body = {k: v for k, v in (("from", _millis(from_datetime)), ("to", _millis(to_datetime)),
+                                  ("limit", limit)) if v is not None}
+        return expect_list(self._transport.request(
+            "POST", self._api_url(f"/deployments/{path_segment(deployment_name)}/logs"),
+            json=body), "POST /deployments/{name}/logs")
+
+    def generate_new_endpoint_token(self, endpoint_name: str) -> dict[str, Any]:
+        """A new token for the endpoint; the previous one stops working at once."""
+        return expect_dict(self._transport.request(
+            "POST", self._api_url(f"/endpoints/{path_segment(endpoint_name)}/generate-new-token")),
+            "POST /endpoints/{name}/generate-new-token")
+
+    # -- calling endpoints (endpoint token, not the SDK token) --
+
+    def _endpoint_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"EndpointToken {token}",
+                "gristmill-client": f"gristmill@{gristmill.__version__}"}
+
+    def trigger_endpoint(self, endpoint_name: str, endpoint_token: str,
+                         inputs: Mapping[str, Any] | None = None,
+                         wait_for_results: bool = True) -> dict[str, Any]:
+        """Call an endpoint. A binary file object among the inputs is sent as a file;
+        unlike craft-ai-sdk, the other inputs go along with it."""
+        url = f"{self._settings.environment_url}/endpoints/{path_segment(endpoint_name)}"
+        given = dict(inputs or {})
+        files = {k: (getattr(v, "name", k).rsplit("/", 1)[-1], v) for k, v in given.items()
+                 if callable(getattr(v, "read", None))}
+        with httpx.Client(timeout=_ENDPOINT_TIMEOUT, follow_redirects=False) as client:
+            if files:
+                fields = {k: json.dumps(v) for k, v in given.items() if k not in files}
+                response = client.post(url, data=fields, files=files,
+                                       headers=self._endpoint_headers(endpoint_token))
+            else:
+                response = client.post(url, json=given,
+                                       headers=self._endpoint_headers(endpoint_token))
+        if response.status_code >= 400:
+            raise api_error_from_body(response.status_code, response.content, method="POST",
+                                      url=url, retry_after=None)
+        execution_id = response.headers.get("craft-ai-execution-id") or \
+            response.json()["execution_id"]
+        if not wait_for_results:
+            return {"execution_id": execution_id}
+        return self.retrieve_endpoint_results(endpoint_name, execution_id, endpoint_token)
+
+    def retrieve_endpoint_results(self, endpoint_name: str, execution_id: str,
+                                  endpoint_token: str) -> dict[str, Any]:
+        url = (f"{self._settings.environment_url}/endpoints/{path_segment(endpoint_name)}"
+               f"/executions/{path_segment(execution_id)}")
+        with httpx.Client(timeout=_ENDPOINT_TIMEOUT, follow_redirects=False) as client:
+            while True:  # the server holds each request, then redirects to itself
+                response = client.get(url, headers=self._endpoint_headers(endpoint_token))
+                if response.status_code not in _REDIRECTS:
+                    break
+        if response.status_code >= 400:
+            raise api_error_from_body(response.status_code, response.content, method="GET",
+                                      url=url, retry_after=None)
+        if "application/octet-stream" in response.headers.get("content-type", ""):
+            disposition = response.headers.get("content-disposition", "")
+            name = disposition.split(f"_{execution_id}_", 1)[-1]
+            return {"execution_id": execution_id, "outputs": {name: response.content}}
+        body = expect_dict(response.json(), "GET /endpoints/{name}/executions/{id}")
+        return {"execution_id": execution_id, "outputs": body.get("outputs", {})}
+
+    # -- resource metrics --
+
+    def get_resource_metrics(self, start_date: datetime, end_date: datetime,
+                             csv: bool = False) -> Any:
+        """Per-worker CPU, RAM, disk, network (and GPU) series, or CSV bytes."""
+        return self._transport.request("GET", self._api_url("/resource-metrics"), params={
+            "start": _millis(start_date), "end": _millis(end_date), "download": str(csv)})
