@@ -213,30 +213,20 @@ class _BytesView(io.RawIOBase):
         return self._text.fileno()
 
 
-class CapturedStream(io.TextIOBase):
-    """Stands in for ``sys.stdout`` or ``sys.stderr`` while the step runs."""
+class _LogTextStream(io.TextIOBase):
+    """What ``sys.stdout``/``sys.stderr`` stand-ins share: a line-buffered UTF-8 text
+    stream that is not a terminal, over a file descriptor (so a subprocess given
+    ``sys.stdout`` writes where this stream's output goes)."""
 
     # Class attributes: io.TextIOBase defines both as read-only descriptors.
     encoding = "utf-8"
     errors = "backslashreplace"
 
-    def __init__(
-        self,
-        name: str,
-        echo: TextIO,
-        assembler: LineAssembler,
-        fd: int,
-        drain: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, name: str, fd: int) -> None:
         super().__init__()
-        self._drain = drain
         self._name = name
-        self._echo: TextIO | None = echo
-        self._assembler = assembler
         self._fd = fd
-        self._echo_lock = threading.Lock()
         self._bytes = _BytesView(self)
-        self.forked = False
 
     @property
     def name(self) -> str:
@@ -258,13 +248,31 @@ class CapturedStream(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        # The redirected descriptor: a subprocess given sys.stdout writes into the capture.
         return self._fd
 
     def reconfigure(self, **_: Any) -> None:
         # Steps call sys.stdout.reconfigure(encoding="utf-8", line_buffering=True); the
-        # capture is already both.
+        # stream is already both.
         return None
+
+
+class CapturedStream(_LogTextStream):
+    """Stands in for ``sys.stdout`` or ``sys.stderr`` while the step runs."""
+
+    def __init__(
+        self,
+        name: str,
+        echo: TextIO,
+        assembler: LineAssembler,
+        fd: int,
+        drain: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(name, fd)
+        self._drain = drain
+        self._echo: TextIO | None = echo
+        self._assembler = assembler
+        self._echo_lock = threading.Lock()
+        self.forked = False
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -612,46 +620,15 @@ current_logs: contextvars.ContextVar[ExecutionLogs | None] = contextvars.Context
 )
 
 
-class RoutingStream(io.TextIOBase):
+class RoutingStream(_LogTextStream):
     """Stands in for ``sys.stdout`` or ``sys.stderr`` in a server-mode worker: a write
     belongs to the execution in whose context it happens; outside any execution it goes to
     the real stream (which the control service keeps as the deployment's logs)."""
 
-    encoding = "utf-8"
-    errors = "backslashreplace"
-
     def __init__(self, name: str, real: TextIO) -> None:
-        super().__init__()
-        self._name = name
+        super().__init__(name, real.fileno())
         self._real: TextIO | None = real
-        self._fd = real.fileno()
         self._lock = threading.Lock()
-        self._bytes = _BytesView(self)
-
-    @property
-    def name(self) -> str:
-        return f"<{self._name}>"
-
-    @property
-    def buffer(self) -> _BytesView:
-        return self._bytes
-
-    @property
-    def line_buffering(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        # The real descriptor: a subprocess given sys.stdout writes to the worker's output.
-        return self._fd
-
-    def reconfigure(self, **_: Any) -> None:
-        return None
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
