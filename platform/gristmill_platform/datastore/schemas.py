@@ -6,10 +6,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_serializer
 
 from gristmill_platform.datastore.backend import ObjectInfo
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from gristmill_platform.http.dates import iso
 
 
 class ObjectRead(BaseModel):

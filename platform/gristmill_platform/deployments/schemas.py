@@ -6,7 +6,7 @@ from typing import Any
 
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
 from gristmill_platform.deployments.schedule import human_readable
-from gristmill_platform.steps.schemas import iso
+from gristmill_platform.http.dates import iso
 
 
 def _with_types(items: list[dict[str, Any]], declared: list[dict[str, Any]], key: str

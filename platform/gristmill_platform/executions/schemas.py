@@ -6,7 +6,7 @@ from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.executions.transitions import DISPLAY
-from gristmill_platform.steps.schemas import iso
+from gristmill_platform.http.dates import iso
 
 
 def execution_summary(execution: Execution) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from gristmill_platform.db.models.executions import ListMetricValue, MetricValue
 from gristmill_platform.deps import PrincipalDep, SessionDep
 from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.http.dates import iso
 from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
 from gristmill_platform.metrics.service import MetricService
-from gristmill_platform.steps.schemas import iso
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gristmill_platform.db.models.steps import Pipeline, Step
-from gristmill_platform.steps.schemas import creation_info, iso, public_container_config
+from gristmill_platform.http.dates import iso
+from gristmill_platform.steps.schemas import creation_info, public_container_config
 
 
 def pipeline_inputs(step: Step) -> list[dict[str, Any]]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from gristmill_platform.db.models.steps import Step
+from gristmill_platform.http.dates import iso
 
 LEGACY_CLIENT_PREFIX = "craft-ai-sdk@0.50"
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
 
 
 def is_legacy_client(client_header: str | None) -> bool:
