@@ -5,12 +5,6 @@ or large transfer holds no connection."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-from collections.abc import AsyncIterator
-
-import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -19,13 +13,13 @@ from gristmill_platform.datastore.formstream import FormError, read_upload_form
 from gristmill_platform.datastore.local import PRESIGNED_PREFIX, LocalDataStore
 from gristmill_platform.datastore.s3errors import S3StyleError
 from gristmill_platform.datastore.signing import SignatureError
+from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import AppError
 from gristmill_platform.state import AppState
 
 router = APIRouter(prefix=PRESIGNED_PREFIX, include_in_schema=False)
 
-READ_CHUNK = 2 * 1024 * 1024
 
 
 def _store(state: AppState, session: object) -> LocalDataStore:
@@ -139,32 +133,4 @@ async def download(request: Request, state: AppStateDep) -> StreamingResponse:
             info, path = await _store(state, session).blob_path(params["path"])
     except AppError as exc:
         raise S3StyleError(404, "NoSuchKey", exc.message, Key=params["path"]) from exc
-    # Open now: a concurrent replacement may unlink the blob, and an open file survives that.
-    fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
-
-    async def body() -> AsyncIterator[bytes]:
-        # read the next chunk while the current one is being sent
-        try:
-            upcoming = asyncio.ensure_future(anyio.to_thread.run_sync(os.read, fd, READ_CHUNK))
-            while chunk := await upcoming:
-                upcoming = asyncio.ensure_future(
-                    anyio.to_thread.run_sync(os.read, fd, READ_CHUNK))
-                yield chunk
-        finally:
-            if not upcoming.done():
-                upcoming.cancel()
-                with contextlib.suppress(BaseException):
-                    await upcoming
-            os.close(fd)
-
-    last = params["path"].rsplit("/", 1)[-1]
-    filename = "".join(c for c in last if 32 <= ord(c) < 127 and c != '"') or "object"
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(info.size),
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Last-Modified": info.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        },
-    )
+    return await blob_response(info, path, params["path"].rsplit("/", 1)[-1] or "object")

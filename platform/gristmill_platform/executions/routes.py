@@ -6,11 +6,11 @@ import json
 import os
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from gristmill_platform.datastore.local import LocalDataStore
+from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import AppError, BadRequest
 from gristmill_platform.executions import transitions as t
@@ -158,19 +158,7 @@ async def stream_object(service: ExecutionService, path: str, filename: str) -> 
         url = await backend.presign_download(path)
         return Response(status_code=307, headers={"Location": url})
     info, blob = await backend.blob_path(path)
-    fd = await anyio.to_thread.run_sync(os.open, blob, os.O_RDONLY)
-
-    async def body() -> Any:
-        try:
-            while chunk := await anyio.to_thread.run_sync(os.read, fd, 1024 * 1024):
-                yield chunk
-        finally:
-            os.close(fd)
-
-    safe = "".join(c for c in filename if 32 <= ord(c) < 127 and c not in '"\\') or "file"
-    return StreamingResponse(body(), media_type="application/octet-stream", headers={
-        "Content-Length": str(info.size),
-        "Content-Disposition": f'attachment; filename="{safe}"'})
+    return await blob_response(info, blob, filename)
 
 
 @router.get("/executions/{execution_id}/inputs/{input_name}")
