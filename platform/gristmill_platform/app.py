@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await scheduler.shutdown()
-            await executions.workers.shutdown()
+            await executions.low_latency.shutdown()
             await executions.shutdown()
             await resources.shutdown()
             await builds.shutdown()

@@ -559,7 +559,7 @@ async def test_the_worker_client_reuses_connections_and_reports_broken_ones() ->
     an answer cut short (the worker died mid-answer), and a port nobody listens on."""
     import asyncio
 
-    from gristmill_platform.executors.local_workers import WorkerUnreachable, _WorkerClient
+    from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 
     connections = 0
     seen_secrets: list[str] = []
@@ -591,7 +591,7 @@ async def test_the_worker_client_reuses_connections_and_reports_broken_ones() ->
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = _WorkerClient(port, "the-secret")
+    client = WorkerClient(port, "the-secret")
     try:
         for i in range(3):
             payload = b'{"n": %d}' % i
@@ -612,4 +612,4 @@ async def test_the_worker_client_reuses_connections_and_reports_broken_ones() ->
     with pytest.raises(WorkerUnreachable):
         await client.request("GET", "/healthz")  # closed client
     with pytest.raises(WorkerUnreachable):
-        await _WorkerClient(port, "s").request("GET", "/healthz")  # nobody listens
+        await WorkerClient(port, "s").request("GET", "/healthz")  # nobody listens

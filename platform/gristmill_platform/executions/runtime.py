@@ -15,7 +15,6 @@ from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
-from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.repository import ExecutionRepository
@@ -46,30 +45,6 @@ def execution_service(state: AppState, session: AsyncSession) -> ExecutionServic
     return ExecutionService(ExecutionRepository(session), state.datastore(session), auth)
 
 
-class _NoWarmWorkers:
-    """Where no pool is wired yet (the kubernetes executor): low-latency deployments cannot
-    start."""
-
-    async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
-        raise BadRequest("Low-latency deployments are not available in this environment")
-
-    async def stop(self, deployment_name: str) -> None:
-        return None
-
-    def pods(self, deployment_name: str) -> list[dict[str, Any]]:
-        return []
-
-    async def dispatch(self, launch: Launch) -> None:
-        raise BadRequest("Low-latency deployments are not available in this environment")
-
-    async def resume(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-
 class ExecutionRuntime:
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -77,13 +52,13 @@ class ExecutionRuntime:
         self.executor = LocalExecutor(state.settings.data_dir / "workers", self._worker_exited)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
-        # the warm workers of low-latency deployments
-        self.workers: WorkerPool = _NoWarmWorkers()
-        if state.settings.executor == "local":
-            # imported here: the pool imports this module's helpers
-            from gristmill_platform.executors.local_workers import LocalWorkerPool
+        # the warm workers of low-latency deployments, and what runs executions on them
+        # (imported here: both import this module's helpers)
+        from gristmill_platform.executions.low_latency import LowLatencyDispatcher
+        from gristmill_platform.executors.pools import worker_pool
 
-            self.workers = LocalWorkerPool(state)
+        self.workers: WorkerPool = worker_pool(state)
+        self.low_latency = LowLatencyDispatcher(state, self.workers)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -95,7 +70,7 @@ class ExecutionRuntime:
     def launch(self, launch: Launch) -> None:
         """Start the worker; call once the execution is committed."""
         if launch.low_latency:
-            self._spawn(self.workers.dispatch(launch))
+            self._spawn(self.low_latency.dispatch(launch))
             return
         self._spawn(self._launch(launch))
 

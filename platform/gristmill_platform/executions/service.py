@@ -65,6 +65,7 @@ class Launch:
     step_id: str
     sdk_token: str
     deployment_id: str | None = None
+    deployment_name: str | None = None
     low_latency: bool = False
 
 
@@ -133,6 +134,7 @@ class ExecutionService:
             execution_id=execution_id)
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
                       deployment_id=deployment.id if deployment else None,
+                      deployment_name=deployment.name if deployment else None,
                       low_latency=bool(deployment and deployment.mode == "low_latency"))
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
@@ -230,7 +232,8 @@ class ExecutionService:
         item["file"] = {"object": target, "filename": filename, "size": stored.size}
         execution.outputs = outputs
 
-    async def finish(self, execution_id: str, report: Mapping[str, Any]) -> Execution:
+    async def finish(self, execution_id: str, report: Mapping[str, Any], *,
+                     ended_at: datetime | None = None) -> Execution:
         execution = await self._locked(execution_id)
         if execution.status not in t.ACTIVE:
             raise Conflict(f"Execution {execution_id} already ended ({execution.status})",
@@ -247,7 +250,7 @@ class ExecutionService:
                 except AppError as exc:
                     failure = f"Could not write the outputs: {exc.message}"
             if failure is None:
-                self._end(execution, t.SUCCEEDED, None)
+                self._end(execution, t.SUCCEEDED, None, ended_at)
                 return execution
             reason = failure
         else:
@@ -257,7 +260,7 @@ class ExecutionService:
         await self.append_logs(execution_id, [{"timestamp": utcnow().isoformat(),
                                                "stream": "system", "message": reason}],
                                heartbeat=False)
-        self._end(execution, t.FAILED, reason)
+        self._end(execution, t.FAILED, reason, ended_at)
         return execution
 
     async def _deliver_outputs(self, execution: Execution, values: Mapping[str, Any]) -> None:
@@ -279,10 +282,11 @@ class ExecutionService:
                 item["mapping_value"] = {**item["mapping_value"], "resolved_path": path}
         execution.outputs = outputs
 
-    def _end(self, execution: Execution, status: str, reason: str | None) -> None:
+    def _end(self, execution: Execution, status: str, reason: str | None,
+             ended_at: datetime | None = None) -> None:
         execution.status = t.transition(execution.status, status)
         execution.status_reason = reason
-        execution.ended_at = utcnow()
+        execution.ended_at = ended_at or utcnow()
 
     async def fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> bool:
         """Fail an execution whose worker is gone; False if it had already ended."""

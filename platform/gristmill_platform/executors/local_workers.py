@@ -8,9 +8,8 @@ control service knows. The pool
   on the deployment: ``up``, or ``creation_failed`` with the import error as the reason;
 * keeps what the worker prints outside executions (module-level output, crash dumps) as
   the deployment's logs;
-* runs executions on it (``dispatch``): at most the deployment's parallelism at a time, the
-  others stay ``pending`` in line; start and finish go through ExecutionService as on the
-  elastic path, in one transaction each;
+* carries executions to it (``run``): at most the deployment's parallelism at a time, the
+  others wait in line; what they record is up to the caller (executions/low_latency.py);
 * notices when it dies: the executions it was running fail with the reason, a new worker
   starts (``down_retrying``, then ``up``), and one that keeps dying ends ``creation_failed``;
 * rolls it on update_deployment: the new worker starts, takes the new executions, and the
@@ -29,25 +28,18 @@ import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-
 from gristmill_platform.db.models.deployments import DeploymentLog
-from gristmill_platform.db.models.env_vars import EnvironmentVariable
-from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
-from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.env_vars.repository import EnvVarRepository
-from gristmill_platform.errors import AppError, Conflict, NotFound
-from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.local import exit_outcome
+from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
+from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 
@@ -56,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gristmill.workers")
 
-SECRET_HEADER = "X-Gristmill-Worker-Secret"  # noqa: S105 - a header's name
 EXIT_PORT_IN_USE = 75  # gristmill.runtime.serve: the port was taken, start again elsewhere
 # Module imports that load a model can take minutes; past this the start has failed.
 START_TIMEOUT_S = 1800.0
@@ -75,76 +66,6 @@ LOG_FLUSH_S = 0.5
 MAX_LOG_LINE = 16_384
 TAIL_LINES = 50
 READY_BANNER = "[gristmill] worker ready"  # gristmill.runtime.serve prints it once
-
-
-class WorkerUnreachable(Exception):
-    """The connection to a worker failed or broke before a whole answer came back."""
-
-
-class _WorkerClient:
-    """Keep-alive HTTP/1.1 client for the worker API (two routes, JSON both ways, always a
-    Content-Length): one request per connection at a time, idle connections reused.
-
-    Not httpx: on this path httpx.AsyncClient costs about 0.9 ms per call on the control
-    service's event loop, twice the worker's whole round trip (measured, see
-    docs/deployments.md); this costs a write and two reads."""
-
-    def __init__(self, port: int, secret: str) -> None:
-        self._port = port
-        self._headers = (f"Host: 127.0.0.1:{port}\r\n{SECRET_HEADER}: {secret}\r\n"
-                         "Content-Type: application/json\r\n").encode("latin-1")
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._closed = False
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self._closed:
-            raise WorkerUnreachable("the worker is stopped")
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-            except OSError as exc:
-                raise WorkerUnreachable(str(exc)) from exc
-        reusable = False
-        try:
-            writer.write(f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n"
-                         .encode("latin-1") + self._headers + b"\r\n" + body)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status, length, reusable = _parse_response_head(head)
-            content = await reader.readexactly(length)
-        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError) as exc:
-            reusable = False
-            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            # a connection left mid-answer (error, cancellation) cannot carry another one
-            if reusable and not self._closed:
-                self._idle.append((reader, writer))
-            else:
-                writer.close()
-        return status, content
-
-    def close(self) -> None:
-        self._closed = True
-        for _, writer in self._idle:
-            writer.close()
-        self._idle.clear()
-
-
-def _parse_response_head(head: bytes) -> tuple[int, int, bool]:
-    """(status, content length, whether the connection stays open)."""
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length, keep_alive = 0, True
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if name == "content-length":
-            length = int(value)
-        elif name == "connection" and value.strip().lower() == "close":
-            keep_alive = False
-    return status, length, keep_alive
 
 
 def _backoff(failures: int) -> float:
@@ -186,7 +107,7 @@ class _Worker:
         self.process = process
         self.io_root = io_root
         # keep-alive connections: as many as executions run at once, plus health checks
-        self.client = _WorkerClient(port, secret)
+        self.client = WorkerClient(port, secret)
         self.slots = asyncio.Semaphore(record.max_parallel)
         self.status = "starting"  # starting | running | failed | stopped
         self.retired = False  # replaced or stopped: takes no new executions
@@ -257,9 +178,6 @@ class LocalWorkerPool:
         self.state = state
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
-        self._held: set[str] = set()  # executions waiting for or running on a worker
-        self._dispatching = 0
-        self._dispatch_done = asyncio.Event()
         self._log_lines: list[tuple[str, datetime, str, str]] = []
         self._flush_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
@@ -313,23 +231,23 @@ class LocalWorkerPool:
             workers = [slot.last_failed]
         return [{"pod_id": w.pod_id, "status": w.status} for w in workers]
 
-    async def dispatch(self, launch: Launch) -> None:
-        execution_id = launch.execution_id
-        self._held.add(execution_id)
-        self._dispatching += 1
-        self._dispatch_done.clear()
-        try:
-            await self._dispatch(launch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("low-latency dispatch of %s failed", execution_id)
-            await self._fail(execution_id, f"the low-latency worker could not run it: {exc}")
-        finally:
-            self._held.discard(execution_id)
-            self._dispatching -= 1
-            if self._dispatching == 0:
-                self._dispatch_done.set()
+    async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
+        slot = self._slots.get(deployment_name)
+        while True:
+            worker = await self._serving(slot)
+            if worker is None:
+                raise ExecutionLost(self._unavailable(slot))
+            async with worker.slots:
+                if worker.retired or worker.status != "running":
+                    continue  # replaced or crashed while this one waited in line
+                worker.inflight += 1
+                worker.idle.clear()
+                try:
+                    return await self._run_on(worker, start)
+                finally:
+                    worker.inflight -= 1
+                    if worker.inflight == 0:
+                        worker.idle.set()
 
     async def resume(self) -> None:
         from gristmill_platform.deps import transaction
@@ -355,34 +273,9 @@ class LocalWorkerPool:
         workers = [w for slot in self._slots.values()
                    for w in (slot.starting, slot.current, *slot.draining) if w is not None]
         await asyncio.gather(*(self._terminate(w) for w in workers), return_exceptions=True)
-        # the executions those workers ran are failed by their dispatches: give them a
-        # moment to record it while the database is still there
-        if self._dispatching:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dispatch_done.wait(), 3.0)
         await self._flush_logs()
 
     # -- dispatching --------------------------------------------------------------------------
-
-    async def _dispatch(self, launch: Launch) -> None:
-        slot = self._slots.get(self._names.get(launch.deployment_id or "", ""))
-        while True:
-            worker = await self._serving(slot)
-            if worker is None:
-                await self._fail(launch.execution_id, self._unavailable(slot))
-                return
-            async with worker.slots:
-                if worker.retired or worker.status != "running":
-                    continue  # replaced or crashed while this one waited in line
-                worker.inflight += 1
-                worker.idle.clear()
-                try:
-                    await self._run_on(worker, launch)
-                finally:
-                    worker.inflight -= 1
-                    if worker.inflight == 0:
-                        worker.idle.set()
-                return
 
     async def _serving(self, slot: _Slot | None) -> _Worker | None:
         """The worker to run on, waiting while one starts or restarts; None if there will
@@ -405,50 +298,28 @@ class LocalWorkerPool:
         detail = f": {failed.exit_reason()}" if failed is not None else ""
         return f"the deployment's low-latency worker could not be started{detail}"
 
-    async def _run_on(self, worker: _Worker, launch: Launch) -> None:
-        from gristmill_platform.deps import transaction
-        from gristmill_platform.executions.runtime import execution_service
-
-        execution_id = launch.execution_id
+    async def _run_on(self, worker: _Worker, start: StartHook) -> WorkerAnswer | None:
         first_line = worker.lines  # what the worker prints from here may explain a crash
-        async with transaction(self.state) as session:
-            service = execution_service(self.state, session)
-            try:
-                payload = await service.start(execution_id, worker.step)
-            except (NotFound, Conflict):
-                return  # deleted, cancelled or already started: nothing to run
-            execution = await service.repository.get(execution_id)  # identity map: no query
-            if execution is not None:
-                execution.worker = worker.pod_id
-                # No pid on purpose: cancelling one execution must not kill the worker the
-                # others share. Should this control service die while it runs, the
-                # reconciler finds this handle and fails it as "the worker is gone".
-                execution.handle = {"backend": "local-low-latency", "pod_id": worker.pod_id,
-                                    "execution_id": execution_id}
-            # plain rows, not ORM objects: this runs for every execution
-            rows = await session.execute(select(EnvironmentVariable.name,
-                                                EnvironmentVariable.value))
-            variables = {name: value for name, value in rows}
-        body = json.dumps({**payload, "sdk_token": launch.sdk_token, "env": variables})
+        body = await start(worker.pod_id)
+        if body is None:
+            return None
         try:
-            status, content = await worker.client.request("POST", "/executions",
-                                                          body.encode("utf-8"))
+            status, content = await worker.client.request(
+                "POST", "/executions", json.dumps(body).encode("utf-8"))
         except WorkerUnreachable as exc:
-            reason = await self._lost(worker, exc)
-            await self._fail(execution_id, reason, worker.output_since(first_line))
-            return
+            raise ExecutionLost(await self._lost(worker, exc),
+                                worker.output_since(first_line)[-TAIL_LINES:]) from exc
         report: Any = None
         if status == 200:
             with contextlib.suppress(ValueError):
                 report = json.loads(content)
         if not isinstance(report, dict) or report.get("status") not in ("succeeded", "failed"):
-            await self._fail(execution_id, "the low-latency worker gave no usable result "
-                             f"(HTTP {status}): {content[:500].decode('utf-8', 'replace')}")
-            return
+            raise ExecutionLost("the low-latency worker gave no usable result "
+                                f"(HTTP {status}): {content[:500].decode('utf-8', 'replace')}")
         slot = self._slots.get(worker.name)
         if slot is not None:
             slot.failures = 0  # it answered: whatever killed it before is not a crash loop
-        await self._finish(execution_id, report)
+        return WorkerAnswer(pod_id=worker.pod_id, report=report)
 
     async def _lost(self, worker: _Worker, exc: Exception) -> str:
         """Why the connection to the worker broke mid-execution."""
@@ -459,38 +330,6 @@ class LocalWorkerPool:
         if worker.returncode is not None:
             return f"the low-latency worker crashed: {worker.exit_reason()}"
         return f"lost the connection to the low-latency worker: {type(exc).__name__}: {exc}"
-
-    async def _finish(self, execution_id: str, report: dict[str, Any]) -> None:
-        from gristmill_platform.deps import transaction
-        from gristmill_platform.executions.runtime import execution_service
-
-        lines = report.get("logs")
-        lines = lines if isinstance(lines, list) else []
-        try:
-            async with transaction(self.state) as session:
-                service = execution_service(self.state, session)
-                # finish takes one batch of lines: an execution that printed more has the
-                # earlier ones stored first, in order
-                while len(lines) > MAX_LOG_LINES_PER_CALL:
-                    await service.append_logs(execution_id, lines[:MAX_LOG_LINES_PER_CALL],
-                                              heartbeat=False)
-                    lines = lines[MAX_LOG_LINES_PER_CALL:]
-                # Conflict: already ended (cancelled, or failed by the reconciler)
-                with contextlib.suppress(Conflict):
-                    await service.finish(execution_id, {**report, "logs": lines})
-                await service.auth.revoke_execution_tokens(execution_id)
-        except NotFound:
-            pass  # deleted while it ran
-        except AppError as exc:
-            await self._fail(execution_id, f"the result could not be recorded: {exc.message}")
-            return
-        self.state.executions.events.notify(execution_id)
-
-    async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> None:
-        try:
-            await self.state.executions._fail(execution_id, reason, list(tail)[-TAIL_LINES:])
-        except Exception:
-            log.exception("could not record the failure of %s", execution_id)
 
     # -- starting and stopping workers ------------------------------------------------------
 
@@ -857,32 +696,11 @@ class LocalWorkerPool:
             await asyncio.sleep(LOG_FLUSH_S)
             await self._flush_logs()
 
-    async def _heartbeat_forever(self) -> None:
-        """Executions the pool holds are alive: without this the reconciler would fail
-        one that waits in line (or runs) for longer than its heartbeat timeout."""
-        from gristmill_platform.deps import transaction
-
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            held = list(self._held)
-            if not held:
-                continue
-            try:
-                async with transaction(self.state) as session:
-                    await session.execute(
-                        update(Execution)
-                        .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
-                        .values(heartbeat_at=utcnow())
-                        .execution_options(synchronize_session=False))
-            except Exception:
-                log.exception("could not record the heartbeat of low-latency executions")
-
     def _start_background(self) -> None:
         if self._background or self._closing:
             return
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self._flush_forever()),
-                            loop.create_task(self._heartbeat_forever())]
+        self._background = [loop.create_task(self._flush_forever())]
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

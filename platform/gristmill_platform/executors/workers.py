@@ -1,14 +1,50 @@
 """Warm workers for low-latency deployments: the interface the control service uses.
 
 A warm worker is the runner's server mode (`python -m gristmill.runtime serve`): it imports
-the step module once and then runs executions on request. Locally it is a child process
-(see local_workers.py); on Kubernetes a Deployment and Service (see kubernetes/)."""
+the step module once and then runs executions on request (`POST /executions`, see
+docs/internals/runtime-protocol.md). Locally it is a child process (local_workers.py); on
+Kubernetes a Deployment and Service (kubernetes/workers.py).
+
+A pool only brings workers up and down and carries executions to them. What an execution
+records (start, end, logs, failure) is decided by its caller (executions/low_latency.py),
+so both backends track executions the same way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from gristmill_platform.executions.service import Launch
+from gristmill_platform.db.types import utcnow
+
+# Called once the execution holds a place on a serving worker, with that worker's pod id:
+# returns the JSON body of the worker's POST /executions, or None when the execution must
+# not run any more (deleted or ended meanwhile).
+StartHook = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class ExecutionLost(Exception):
+    """The execution could not run or its worker did not answer: no worker will serve the
+    deployment, the worker crashed or was stopped mid-execution, or it answered garbage.
+    ``reason`` is for users; ``tail`` is what the worker printed that may explain it."""
+
+    def __init__(self, reason: str, tail: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tail = list(tail)
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """A worker's report on one execution: {"status": "succeeded"|"failed", "outputs",
+    "error", "logs"} (contract in docs/internals/runtime-protocol.md)."""
+
+    pod_id: str
+    report: dict[str, Any] = field(default_factory=dict)
+    # when the answer came: the execution's end, whatever its recording waits for
+    answered_at: datetime = field(default_factory=utcnow)
 
 
 class WorkerPool(Protocol):
@@ -25,10 +61,13 @@ class WorkerPool(Protocol):
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         """[{"pod_id": ..., "status": "starting|running|failed|stopped"}] for get_deployment."""
 
-    async def dispatch(self, launch: Launch) -> None:
-        """Run a committed execution of a low-latency deployment on its worker (queued
-        beyond the deployment's parallelism), then record its end as the elastic path
-        does (ExecutionService.finish / fail)."""
+    async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
+        """Run one execution on the deployment's worker: wait for a serving worker (held
+        while one starts or restarts) and a free place (at most the deployment's
+        parallelism at once, the others wait in line), call start(pod_id) for the request
+        body, send it, and return the worker's answer. None when start returned None.
+        Raises ExecutionLost when no worker will serve the deployment, or the worker
+        crashed, was stopped, became unreachable or answered garbage mid-execution."""
 
     async def resume(self) -> None:
         """At start-up: bring up the workers of every enabled low-latency deployment."""
