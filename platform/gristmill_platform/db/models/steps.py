@@ -28,6 +28,9 @@ class Step(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     build_log: Mapped[str] = mapped_column(Text, default="")
     environment_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Kubernetes backend: the step image (<registry>/gristmill-steps:<digest>) once built;
+    # None locally, where steps run in the virtual environment of environment_key.
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
     timeout_s: Mapped[int] = mapped_column(default=180)
     # a pipeline created from a function owns a step users do not manage themselves
     is_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
