@@ -6,15 +6,65 @@ the values derived from the data directory.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
     return Path.home() / ".gristmill"
+
+
+# A Kubernetes namespace is a DNS-1123 label.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_MEMORY = re.compile(r"(\d+)(KiB|MiB|GiB)?")
+_MEMORY_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _names(value: Any, what: str) -> list[str]:
+    """A list of names from a JSON list or a comma-separated string (friendlier in an
+    environment variable: GRISTMILL_KUBERNETES_IMAGE_PULL_SECRETS=ecr,dockerhub)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{what} is not a valid JSON list: {exc}") from exc
+        else:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of names, or names separated by commas")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _labels(value: Any, what: str) -> dict[str, str]:
+    """A mapping from a JSON object or ``key=value,key=value``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{what} is not a valid JSON object: {exc}") from exc
+        else:
+            pairs = [part.strip() for part in text.split(",") if part.strip()]
+            if not all("=" in pair for pair in pairs):
+                raise ValueError(f"{what} must look like key=value,key=value or be a JSON "
+                                 f"object, got {value!r}")
+            return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{what} must map names to text values")
+    return dict(value)
 
 
 class Settings(BaseSettings):
@@ -68,6 +118,50 @@ class Settings(BaseSettings):
     step_build_wait_s: float = Field(default=25.0, ge=0)
 
     executor: Literal["local", "kubernetes"] = "local"
+    # Where workers reach the control service (runner reports, SDK calls inside steps):
+    # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
+    # needs neither the ingress nor TLS. Defaults to the environment URL.
+    internal_url: str | None = None
+
+    # Kubernetes backend (executor="kubernetes"; docs/kubernetes.md). The infra stack sets
+    # GRISTMILL_KUBERNETES_NAMESPACE and GRISTMILL_REGISTRY; the rest have defaults.
+    kubernetes_namespace: str = "gristmill-workers"
+    # Where step images are pushed (<registry>/gristmill-steps:<digest>); required.
+    registry: str | None = None
+    # Where the runtime base images live; default <registry>/gristmill-runtime.
+    kubernetes_runtime_repository: str | None = None
+    # Pin step images to the immutable <tag>-sdk<version> runtime tags (e.g. the platform's
+    # own version); unset, the moving <tag> is used.
+    kubernetes_runtime_sdk_version: str | None = None
+    kubernetes_image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    kubernetes_image_pull_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Service accounts of worker pods and image build Jobs; "" for the namespace default.
+    kubernetes_worker_service_account: str | None = "gristmill-worker"
+    kubernetes_builder_service_account: str | None = "gristmill-builder"
+    # A kubernetes.io/dockerconfigjson Secret Kaniko pushes with, when the builder's
+    # service account has no registry access of its own (IRSA on EKS does).
+    kubernetes_registry_auth_secret: str | None = None
+    kubernetes_kaniko_image: str | None = None
+    # Added to every object Gristmill creates (cost allocation, policies).
+    kubernetes_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    kubernetes_gpu_node_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"gristmill.io/pool": "gpu"})
+    kubernetes_cpu_node_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict)
+    # What a worker asks for when its deployment does not say (ram_request).
+    kubernetes_default_cpu: float = Field(default=0.5, gt=0)
+    kubernetes_default_memory: int = 1024**3
+    # A GPU pool scaled to zero needs minutes to add a node: only after this long is a
+    # worker that no node can take failed.
+    kubernetes_unschedulable_timeout_s: int = Field(default=900, ge=0)
+    # Credentials: an explicit kubeconfig (and context) wins; otherwise the pod's service
+    # account inside a cluster, the default kubeconfig outside. in_cluster forces either.
+    kubernetes_kubeconfig: str | None = None
+    kubernetes_context: str | None = None
+    kubernetes_in_cluster: bool | None = None
+    kubernetes_api_timeout_s: float = Field(default=30.0, gt=0)
+    # How often this service reads the pods of the executions it launched.
+    kubernetes_watch_interval_s: float = Field(default=2.0, gt=0)
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Long-polls hold a request this long before answering "not yet" (307 / redirect).
@@ -93,19 +187,81 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
-    @field_validator("public_url")
+    @field_validator("public_url", "internal_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @field_validator("kubernetes_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAMESPACE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Kubernetes namespace name (lowercase "
+                             "letters, digits and '-', at most 63 characters)")
+        return value
+
+    @field_validator("registry", "kubernetes_runtime_repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip().rstrip("/")
+        if "://" in value or " " in value:
+            raise ValueError(f"must be an image repository without a scheme, like "
+                             f"123456789012.dkr.ecr.eu-west-3.amazonaws.com/gristmill or "
+                             f"ghcr.io/acme, got {value!r}")
+        return value
+
+    @field_validator("kubernetes_worker_service_account", "kubernetes_builder_service_account",
+                     "kubernetes_registry_auth_secret", "kubernetes_kaniko_image",
+                     "kubernetes_kubeconfig", "kubernetes_context",
+                     "kubernetes_runtime_sdk_version")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("kubernetes_image_pull_secrets", mode="before")
+    @classmethod
+    def _pull_secrets(cls, value: Any) -> list[str]:
+        return _names(value, "kubernetes_image_pull_secrets")
+
+    @field_validator("kubernetes_labels", "kubernetes_gpu_node_selector",
+                     "kubernetes_cpu_node_selector", mode="before")
+    @classmethod
+    def _label_maps(cls, value: Any) -> dict[str, str]:
+        return _labels(value, "this setting")
+
+    @field_validator("kubernetes_default_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int:
+        match = _MEMORY.fullmatch(str(value).strip())
+        size = int(match.group(1)) * _MEMORY_UNITS[match.group(2)] if match else 0
+        if size <= 0:
+            raise ValueError(f"must be a size like 512MiB or 2GiB (KiB, MiB, GiB or bytes), "
+                             f"got {value!r}")
+        return size
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_a_registry(self) -> Settings:
+        if self.executor == "kubernetes" and not self.registry:
+            raise ValueError(
+                "GRISTMILL_EXECUTOR=kubernetes needs GRISTMILL_REGISTRY: the image repository "
+                "step images are pushed to and workers pull from (the stack output "
+                "'registry URL', e.g. 123456789012.dkr.ecr.eu-west-3.amazonaws.com/gristmill)")
+        return self
 
     def resolve(self) -> Settings:
         """Return a copy with every derived default filled in."""
         data_dir = self.data_dir.expanduser().resolve()
         host_for_url = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        public_url = self.public_url or f"http://{host_for_url}:{self.port}"
         return self.model_copy(
             update={
                 "data_dir": data_dir,
-                "public_url": self.public_url or f"http://{host_for_url}:{self.port}",
+                "public_url": public_url,
+                "internal_url": self.internal_url or public_url,
                 "database_url": self.database_url
                 or f"sqlite+aiosqlite:///{data_dir / 'gristmill.sqlite3'}",
                 "datastore_root": (self.datastore_root or data_dir / "datastore").expanduser(),
@@ -116,6 +272,11 @@ class Settings(BaseSettings):
     def environment_url(self) -> str:
         assert self.public_url is not None, "call Settings.resolve() first"
         return self.public_url
+
+    @property
+    def worker_url(self) -> str:
+        """Where workers reach this service: the internal URL, else the environment URL."""
+        return self.internal_url or self.environment_url
 
 
 def resolve_settings(settings: Settings) -> Settings:

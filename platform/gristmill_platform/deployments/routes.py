@@ -138,7 +138,7 @@ async def delete_deployment(name: str, state: AppStateDep, principal: PrincipalD
         result = {"name": deployment.name, "execution_rule": deployment.execution_rule}
         mode = deployment.mode
     for handle in running:
-        await state.executions.executor.cancel(handle)
+        await state.executions.stop_worker(handle)
     if mode == "low_latency":
         await state.executions.workers.stop(name)
     return result

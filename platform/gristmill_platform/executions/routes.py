@@ -186,6 +186,6 @@ async def delete_execution(execution_id: str, state: AppStateDep, principal: Pri
     principal.require_user_scope("Deleting an execution")
     execution = await service.get(execution_id)
     if execution.status in t.ACTIVE and execution.handle:
-        await state.executions.executor.cancel(execution.handle)
+        await state.executions.stop_worker(execution.handle)
     await service.delete(execution)
     return {"execution_id": execution_id}

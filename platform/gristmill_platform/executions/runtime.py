@@ -1,5 +1,10 @@
 """The execution machinery that lives as long as the control service: launching workers
-after a run is committed, noticing workers that die, waking long-polls."""
+after a run is committed, noticing workers that die, waking long-polls.
+
+Elastic executions run on the backend the settings choose: local processes
+(executors/local.py), or pods (executors/kubernetes/), followed by a PodWatcher since a pod
+does not call back when it ends.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,42 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
+from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.types import utcnow
+from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.deployments.rules import ram_bytes
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.repository import ExecutionRepository
-from gristmill_platform.executions.service import ExecutionService, Launch
+from gristmill_platform.executions.service import (
+    MAX_LOG_LINES_PER_CALL,
+    ExecutionService,
+    Launch,
+)
 from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.kubernetes.config import kubernetes_config
+from gristmill_platform.executors.kubernetes.executor import BACKEND as KUBERNETES
+from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
+from gristmill_platform.executors.kubernetes.pod_logs import unshipped
+from gristmill_platform.executors.kubernetes.watcher import PodWatcher
 from gristmill_platform.executors.local import LocalExecutor
-from gristmill_platform.executors.spec import LaunchSpec, PollResult, WorkerState
+from gristmill_platform.executors.spec import (
+    Handle,
+    LaunchSpec,
+    PollResult,
+    Resources,
+    WorkerState,
+)
 from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
@@ -35,6 +61,55 @@ log = logging.getLogger("gristmill.executions")
 HEARTBEAT_TIMEOUT = timedelta(seconds=45)
 RECONCILE_EVERY_S = 5.0
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
+RUNNER = ("-m", "gristmill.runtime", "run")
+# In the runtime images (runtime-images/*/Dockerfile): the step's code is in the working
+# directory /app, and `python` is the image's venv (/opt/venv/bin is first on PATH).
+IMAGE_STEP_DIR = "/app"
+IMAGE_PYTHON = "python"
+# Pod log lines stored in the execution's logs are marked as coming from the worker, as the
+# local backend marks the tail of a worker that died.
+WORKER_STREAM = "worker"
+
+
+class LaunchRefused(Exception):
+    """The execution cannot be started as it stands; the message is for the user."""
+
+
+def runner_env(url: str, sdk_token: str, execution_id: str, step_dir: str,
+               io_dir: str | None, variables: Mapping[str, str]) -> dict[str, str]:
+    """What the runner (and the SDKs inside the step) read, on either backend."""
+    env = {
+        **variables,
+        "GRISTMILL_ENVIRONMENT_URL": url,
+        "CRAFT_AI_ENVIRONMENT_URL": url,
+        "CRAFT_AI_CONTROL_URL": url,
+        "GRISTMILL_SDK_TOKEN": sdk_token,
+        "CRAFT_AI_SDK_TOKEN": sdk_token,
+        "GRISTMILL_EXECUTION_ID": execution_id,
+        "CRAFT_AI_EXECUTION_ID": execution_id,
+        "GRISTMILL_STEP_DIR": step_dir,
+        "SDK_VERBOSE_LOG": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if io_dir is not None:
+        env["GRISTMILL_IO_DIR"] = io_dir
+    return env
+
+
+def step_image(step: Step) -> str | None:
+    """The step's image, set when its image build finished (Kubernetes backend)."""
+    image = getattr(step, "image", None)
+    return image if isinstance(image, str) and image else None
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What launching an execution reads from the database, in one transaction."""
+
+    step: Step | None
+    execution: Execution | None
+    deployment: Deployment | None
+    variables: dict[str, str]
 
 
 def execution_service(state: AppState, session: AsyncSession) -> ExecutionService:
@@ -49,7 +124,16 @@ class ExecutionRuntime:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.events = ExecutionEvents()
+        # The local executor always exists: it runs elastic executions with the local
+        # backend, and the resource monitor watches its processes.
         self.executor = LocalExecutor(state.settings.data_dir / "workers", self._worker_exited)
+        self.kubernetes: KubernetesExecutor | None = None
+        self.watcher: PodWatcher | None = None
+        if state.settings.executor == "kubernetes":
+            self.kubernetes = KubernetesExecutor(kubernetes_config(state.settings),
+                                                 log_sink=self._keep_pod_logs)
+            self.watcher = PodWatcher(self.kubernetes, self._pod_ended,
+                                      state.settings.kubernetes_watch_interval_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
@@ -79,45 +163,94 @@ class ExecutionRuntime:
 
         try:
             async with transaction(self.state) as session:
-                step = await StepRepository(session).get(launch.step_id)
-                variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
-            if step is None or not step.environment_key:
-                raise RuntimeError("the step's environment is missing; create the step again")
-            spec = self._spec(launch, step.environment_key, variables)
-            handle = await self.executor.submit(spec)
+                context = await self._context(session, launch)
+            if self.kubernetes is not None:
+                spec = self._kubernetes_spec(launch, context)
+                handle = await self.kubernetes.submit(spec)
+                worker = str(handle["name"])
+            else:
+                step = context.step
+                if step is None or not step.environment_key:
+                    raise RuntimeError("the step's environment is missing; create the step "
+                                       "again")
+                spec = self._spec(launch, step.environment_key, context.variables)
+                handle = await self.executor.submit(spec)
+                worker = f"local-{handle['pid']}"
             async with transaction(self.state) as session:
                 execution = await ExecutionRepository(session).get(launch.execution_id)
                 if execution is not None:
                     execution.handle = handle
-                    execution.worker = f"local-{handle['pid']}"
+                    execution.worker = worker
+            if self.watcher is not None:
+                # followed even if the execution was deleted meanwhile: its pod must go
+                self.watcher.follow(handle)
+        except LaunchRefused as refused:
+            await self._fail(launch.execution_id, str(refused))
         except Exception as exc:
             log.exception("could not launch %s", launch.execution_id)
             await self._fail(launch.execution_id, f"could not start the worker: {exc}")
 
+    async def _context(self, session: AsyncSession, launch: Launch) -> LaunchContext:
+        step = await StepRepository(session).get(launch.step_id)
+        variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+        if self.kubernetes is None:  # the local backend reads nothing more
+            return LaunchContext(step, None, None, variables)
+        execution = await ExecutionRepository(session).get(launch.execution_id)
+        deployment = (await DeploymentRepository(session).get(launch.deployment_id)
+                      if launch.deployment_id else None)
+        return LaunchContext(step, execution, deployment, variables)
+
     def _spec(self, launch: Launch, environment_key: str, variables: dict[str, str]
               ) -> LaunchSpec:
-        settings = self.state.settings
-        url = settings.environment_url
+        """A local worker: the step's virtual environment, its code folder on disk."""
         code = self.state.builds.code_dir(launch.step_id)
         python = python_of(self.state.builds.environment_dir(environment_key))
         env = {
             **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
-            **variables,
-            "GRISTMILL_ENVIRONMENT_URL": url,
-            "CRAFT_AI_ENVIRONMENT_URL": url,
-            "CRAFT_AI_CONTROL_URL": url,
-            "GRISTMILL_SDK_TOKEN": launch.sdk_token,
-            "CRAFT_AI_SDK_TOKEN": launch.sdk_token,
-            "GRISTMILL_EXECUTION_ID": launch.execution_id,
-            "CRAFT_AI_EXECUTION_ID": launch.execution_id,
-            "GRISTMILL_STEP_DIR": str(code),
-            "GRISTMILL_IO_DIR": str(self.executor.io_dir(launch.execution_id)),
-            "SDK_VERBOSE_LOG": "false",
-            "PYTHONUNBUFFERED": "1",
+            **runner_env(self.state.settings.environment_url, launch.sdk_token,
+                         launch.execution_id, str(code),
+                         str(self.executor.io_dir(launch.execution_id)), variables),
         }
         return LaunchSpec(
             execution_id=launch.execution_id, step_name="", pipeline_name="",
-            language="", argv=(str(python), "-m", "gristmill.runtime", "run"), env=env,
+            language="", argv=(str(python), *RUNNER), env=env,
+        )
+
+    def _kubernetes_spec(self, launch: Launch, context: LaunchContext) -> LaunchSpec:
+        """A pod: the step's image, which holds the code in /app and its requirements.
+
+        Nothing of the control service's own environment is passed (its PATH would hide
+        the image's venv); the worker reaches the service at the internal URL.
+        """
+        assert self.kubernetes is not None
+        step, execution, deployment = context.step, context.execution, context.deployment
+        if step is None or execution is None:
+            raise LaunchRefused("the execution or its step was deleted before it started")
+        image = step_image(step)
+        if image is None:
+            raise LaunchRefused(
+                f"the step {step.name!r} has no container image: it was built before this "
+                "environment ran on Kubernetes, or its image build has not finished. Create "
+                "the step (or pipeline) again.")
+        file_io = (any(item.get("file") for item in execution.inputs)
+                   or any(item["data_type"] == "file" for item in execution.outputs))
+        resources = Resources()
+        if deployment is not None:
+            resources = Resources(
+                memory_bytes=ram_bytes(deployment.ram_request) if deployment.ram_request
+                else None,
+                gpu=deployment.gpu_request or 0)
+        # With file_io the pod gets a volume at cfg.io_dir and GRISTMILL_IO_DIR pointing
+        # at it (manifests); without, the runner makes a temporary folder if ever needed.
+        env = runner_env(self.state.settings.worker_url, launch.sdk_token,
+                         launch.execution_id, IMAGE_STEP_DIR, None, context.variables)
+        return LaunchSpec(
+            execution_id=launch.execution_id, step_name=step.name,
+            pipeline_name=execution.pipeline_name,
+            language=str(step.container_config.get("language") or ""),
+            argv=(IMAGE_PYTHON, *RUNNER), env=env, resources=resources, image=image,
+            deployment_name=launch.deployment_name, timeout_s=execution.timeout_s,
+            file_io=file_io,
         )
 
     # -- endings ------------------------------------------------------------------------------
@@ -135,6 +268,65 @@ class ExecutionRuntime:
         await self._fail(execution_id, reason, [line.message for line in tail][-50:],
                          only_if_silent=outcome.state == WorkerState.SUCCEEDED)
         await self.executor.cleanup({"execution_id": execution_id})
+
+    async def _pod_ended(self, execution_id: str, handle: Handle, outcome: PollResult) -> bool:
+        """A pod ended (or is gone): keep its logs, delete it, and fail the execution with
+        the outcome's reason unless the runner reported a result. True once the pod is
+        deleted; False leaves it followed, to be tried again.
+
+        The logs are kept first so that the last lines the worker printed come before
+        the failure in the execution's logs.
+        """
+        assert self.kubernetes is not None
+        try:
+            await self.kubernetes.cleanup(handle)  # log sink first, then the delete
+            cleaned = True
+        except Exception:
+            # the execution still gets its outcome; the pod (and its logs) wait for a retry
+            log.warning("could not clean the pod of %s up", execution_id, exc_info=True)
+            cleaned = False
+        if outcome.state == WorkerState.SUCCEEDED:
+            reason = "the worker exited without reporting a result"
+        else:
+            reason = outcome.reason or "the worker failed"
+        await self._fail(execution_id, reason,
+                         only_if_silent=outcome.state == WorkerState.SUCCEEDED)
+        return cleaned
+
+    async def _keep_pod_logs(self, handle: Handle, lines: Sequence[LogLine]) -> None:
+        """The Kubernetes executor's log sink: called with the pod's whole log before the
+        pod is deleted. Stores only what the runner did not send itself (pod_logs.py)."""
+        from gristmill_platform.deps import transaction
+
+        execution_id = str(handle["execution_id"])
+        async with transaction(self.state) as session:
+            service = execution_service(self.state, session)
+            if await service.repository.get(execution_id) is None:
+                return  # deleted: nothing to keep them for
+            stored = await service.repository.logs(execution_id, start=None, end=None,
+                                                   limit=None)
+            missing = unshipped(lines, [row.message for row in stored
+                                        if row.stream != "system"])
+            rows = [{"timestamp": line.timestamp.isoformat(), "stream": WORKER_STREAM,
+                     "message": line.message} for line in missing]
+            for first in range(0, len(rows), MAX_LOG_LINES_PER_CALL):
+                await service.append_logs(execution_id,
+                                          rows[first:first + MAX_LOG_LINES_PER_CALL],
+                                          heartbeat=False)
+
+    async def stop_worker(self, handle: Handle) -> None:
+        """Stop the worker of an execution being deleted (or cancelled)."""
+        if handle.get("backend") == KUBERNETES:
+            if self.kubernetes is None or self.watcher is None:
+                log.warning("execution %s ran on Kubernetes, but this service is configured "
+                            "for local workers: its pod %s is left as it is",
+                            handle.get("execution_id"), handle.get("name"))
+                return
+            await self.kubernetes.cancel(handle)
+            # followed here too, whoever launched it: the ended pod must be deleted
+            self.watcher.follow(handle)
+            return
+        await self.executor.cancel(handle)
 
     async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = (),
                     *, only_if_silent: bool = False) -> None:
@@ -157,6 +349,21 @@ class ExecutionRuntime:
 
     def start(self) -> None:
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
+        if self.watcher is not None:
+            self._spawn(self._adopt_pods())
+            self.watcher.start()
+
+    async def _adopt_pods(self) -> None:
+        """At start-up, follow the pods of every active execution launched on Kubernetes:
+        they may have ended while no control service was watching."""
+        from gristmill_platform.deps import transaction
+
+        assert self.watcher is not None
+        async with transaction(self.state) as session:
+            active = await ExecutionRepository(session).active()
+            handles = [e.handle for e in active if e.handle and is_pod(e.handle)]
+        for handle in handles:
+            self.watcher.follow(handle)
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -179,11 +386,31 @@ class ExecutionRuntime:
             if handle is None:
                 await self._fail(execution_id, "no worker was started for this execution")
                 continue
+            if is_pod(handle):
+                await self._reconcile_pod(execution_id, handle)
+                continue
             result = await self.executor.poll(handle)
             if result.state not in (WorkerState.RUNNING, WorkerState.PENDING):
                 await self._fail(execution_id, result.reason or "the worker is gone")
 
+    async def _reconcile_pod(self, execution_id: str, handle: Handle) -> None:
+        """A quiet execution on Kubernetes: a pod still pending (a GPU node being added) or
+        running (a step that prints nothing) is left to its watcher, and followed here if
+        its control service went away; an ended, lost or unknown one is handled now."""
+        if self.kubernetes is None or self.watcher is None:
+            await self._fail(execution_id, "the execution ran on Kubernetes, but this "
+                             "service is now configured for local workers")
+            return
+        result = await self.kubernetes.poll(handle)
+        if result.state in (WorkerState.RUNNING, WorkerState.PENDING):
+            self.watcher.follow(handle)
+            return
+        if not await self._pod_ended(execution_id, handle, result):
+            self.watcher.follow(handle)
+
     async def shutdown(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.shutdown()
         if self._reconciler is not None:
             self._reconciler.cancel()
             with contextlib.suppress(BaseException):
@@ -191,3 +418,8 @@ class ExecutionRuntime:
         await self.executor.shutdown()
         for task in list(self._tasks):
             task.cancel()
+
+
+def is_pod(handle: Mapping[str, Any]) -> bool:
+    """A handle of an elastic execution's pod (KubernetesExecutor.submit)."""
+    return handle.get("backend") == KUBERNETES and handle.get("kind") == "Pod"

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gristmill_platform.settings import Settings
 
 GIB = 1024**3
 
@@ -82,3 +86,36 @@ class KubernetesConfig:
     @property
     def cache_repository(self) -> str:
         return f"{self.registry.rstrip('/')}/gristmill-cache"
+
+
+def kubernetes_config(settings: Settings) -> KubernetesConfig:
+    """The backend's configuration from the control service's settings (pure).
+
+    Settings were validated when read (namespace, registry, sizes); what only the backend
+    can check (label keys) is checked when the first manifest is built.
+    """
+    if not settings.registry:
+        raise ValueError("the Kubernetes backend needs GRISTMILL_REGISTRY")
+    defaults = KubernetesConfig()
+    return KubernetesConfig(
+        namespace=settings.kubernetes_namespace,
+        registry=settings.registry,
+        runtime_repository=settings.kubernetes_runtime_repository,
+        runtime_sdk_version=settings.kubernetes_runtime_sdk_version,
+        image_pull_policy=settings.kubernetes_image_pull_policy,
+        image_pull_secrets=tuple(settings.kubernetes_image_pull_secrets),
+        service_account=settings.kubernetes_worker_service_account,
+        labels=dict(settings.kubernetes_labels),
+        default_cpu=settings.kubernetes_default_cpu,
+        default_memory_bytes=settings.kubernetes_default_memory,
+        gpu_node_selector=dict(settings.kubernetes_gpu_node_selector),
+        cpu_node_selector=dict(settings.kubernetes_cpu_node_selector),
+        unschedulable_timeout_s=settings.kubernetes_unschedulable_timeout_s,
+        kaniko_image=settings.kubernetes_kaniko_image or defaults.kaniko_image,
+        builder_service_account=settings.kubernetes_builder_service_account,
+        registry_auth_secret=settings.kubernetes_registry_auth_secret,
+        kubeconfig=settings.kubernetes_kubeconfig,
+        context=settings.kubernetes_context,
+        in_cluster=settings.kubernetes_in_cluster,
+        api_timeout_s=settings.kubernetes_api_timeout_s,
+    )
