@@ -1,4 +1,7 @@
-"""Building steps in the background: code on disk, then its Python environment.
+"""Building steps in the background: code on disk, then what runs it.
+
+Locally that is a Python environment on this machine (steps/environments.py); on the
+Kubernetes backend, an image built in the cluster (steps/image_builds.py).
 
 A build runs outside any request: it opens its own short transactions, so a slow pip
 install never holds a database connection or a client's request."""
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.errors import AppError
+from gristmill_platform.steps.build_log import BuildLog
 from gristmill_platform.steps.code import extract_archive, select_included
 from gristmill_platform.steps.environments import (
     EnvironmentBuilder,
@@ -28,18 +32,22 @@ from gristmill_platform.steps.environments import (
     interpreter_for,
 )
 from gristmill_platform.steps.git import clone, redact
+from gristmill_platform.steps.image_builds import ImageBuildError, ImageRequest, StepImages
 from gristmill_platform.steps.repository import StepRepository
 
 if TYPE_CHECKING:
     from gristmill_platform.state import AppState
 
 log = logging.getLogger("gristmill.steps")
-MAX_LOG_LINES = 5000
 SYSTEM_DEPENDENCIES_NOTE = (
     "system_dependencies are recorded but not installed: the local backend runs steps in "
     "virtual environments on this machine and cannot install system packages. Install "
     "them on the machine yourself, or use the Kubernetes backend, which builds them into "
     "the step's image."
+)
+OWN_DOCKERFILE_NOTE = (
+    "requirements_path and system_dependencies are not applied to a step with "
+    "dockerfile_path: its Dockerfile installs what the step needs."
 )
 
 
@@ -58,12 +66,20 @@ class BuildPlan:
     repository_branch: str | None
     included_folders: list[str]
     system_dependencies: list[str]
+    dockerfile_path: str | None = None
+    step_name: str = ""
 
 
 class StepBuilds:
-    def __init__(self, state: AppState, environments: EnvironmentBuilder) -> None:
+    def __init__(self, state: AppState, environments: EnvironmentBuilder,
+                 images: StepImages | None = None) -> None:
         self.state = state
         self.environments = environments
+        # Kubernetes backend: steps get images, not local environments. Built here, so a
+        # setting that cannot work (a local data store) stops the service at start-up.
+        if images is None and state.settings.executor == "kubernetes":
+            images = StepImages.from_settings(state)
+        self.images = images
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def code_dir(self, step_id: str) -> Path:
@@ -72,10 +88,12 @@ class StepBuilds:
     def environment_dir(self, key: str) -> Path:
         return self.environments.path_of(key)
 
-    def schedule(self, step_id: str, deploy_key: str | None = None) -> None:
+    def schedule(self, step_id: str, deploy_key: str | None = None, *,
+                 resumed: bool = False) -> None:
         if step_id in self._tasks and not self._tasks[step_id].done():
             return
-        task = asyncio.get_running_loop().create_task(self._build(step_id, deploy_key))
+        task = asyncio.get_running_loop().create_task(
+            self._build(step_id, deploy_key, resumed=resumed))
         self._tasks[step_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(step_id, None))
 
@@ -87,13 +105,15 @@ class StepBuilds:
             await asyncio.wait_for(asyncio.shield(task), timeout)
 
     async def resume(self) -> None:
-        """Builds interrupted by a restart start again."""
+        """Builds interrupted by a restart start again; on Kubernetes, a build Job still
+        running in the cluster is joined, not started anew."""
         from gristmill_platform.deps import transaction
 
         async with transaction(self.state) as session:
             pending = [s.id for s in await StepRepository(session).pending()]
         for step_id in pending:
-            self.schedule(step_id, self.state.settings.step_default_repository_deploy_key)
+            self.schedule(step_id, self.state.settings.step_default_repository_deploy_key,
+                          resumed=True)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks.values()):
@@ -117,20 +137,17 @@ class StepBuilds:
                 repository_branch=config.get("repository_branch"),
                 included_folders=list(config.get("included_folders") or ["/"]),
                 system_dependencies=list(config.get("system_dependencies") or []),
+                dockerfile_path=config.get("dockerfile_path"), step_name=step.name,
             )
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             return plan, variables
 
-    async def _build(self, step_id: str, deploy_key: str | None) -> None:
-
-        lines: list[str] = []
+    async def _build(self, step_id: str, deploy_key: str | None, *,
+                     resumed: bool = False) -> None:
+        build_log = BuildLog()
         warnings: list[str] = []
-
-        def note(line: str) -> None:
-            if len(lines) < MAX_LOG_LINES:
-                lines.append(line)
-
-        status, reason, commit_id, key = "creation_failed", None, None, None
+        note = build_log.note
+        status, reason, commit_id, key, image = "creation_failed", None, None, None, None
         interrupted = False
         try:
             planned = await self._plan(step_id)
@@ -139,37 +156,24 @@ class StepBuilds:
             plan, variables = planned
             commit_id = await self._prepare_code(plan, deploy_key, note)
             code = self.code_dir(step_id)
-            if not (code / plan.function_path).is_file():
-                raise EnvironmentBuildError(
-                    f"function_path {plan.function_path!r} is not a file in the step's code")
-            requirements_file = None
-            if plan.requirements_path:
-                requirements_file = code / plan.requirements_path
-                if not requirements_file.is_file():
-                    raise EnvironmentBuildError(
-                        f"requirements_path {plan.requirements_path!r} is not a file in the "
-                        "step's code")
-            if plan.system_dependencies:
-                warnings.append(SYSTEM_DEPENDENCIES_NOTE)
-                note(SYSTEM_DEPENDENCIES_NOTE)
-            interpreter = interpreter_for(plan.language)
-            if interpreter.note:
-                warnings.append(interpreter.note)
-                note(interpreter.note)
-            requirements_text = requirements_file.read_text() if requirements_file else None
-            key = environment_key(interpreter, requirements_text)
-            # pip expands ${VAR} in requirements files from its environment (contract §8)
-            pip_env = {**variables,
-                       **{k: v for k, v in os.environ.items()
-                          if k in ("PATH", "HOME", "LANG", "TMPDIR", "PIP_INDEX_URL",
-                                   "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")}}
-            await self.environments.ensure(key, interpreter, requirements_file, pip_env, note)
+            requirements_file = self._check_code(plan, code)
+            if self.images is not None:
+                if plan.dockerfile_path and (plan.requirements_path
+                                             or plan.system_dependencies):
+                    warnings.append(OWN_DOCKERFILE_NOTE)
+                    note(OWN_DOCKERFILE_NOTE)
+                image = await self.images.build(
+                    _image_request(plan), code, build_log,
+                    lambda: self._record_progress(step_id, build_log), resumed=resumed)
+            else:
+                key = await self._build_environment(plan, requirements_file, variables,
+                                                    note, warnings)
             status = "ready"
             note("Step ready")
         except asyncio.CancelledError:
             interrupted = True  # stays pending: resume() builds it again on the next start
             raise
-        except (AppError, EnvironmentBuildError) as exc:
+        except (AppError, EnvironmentBuildError, ImageBuildError) as exc:
             reason = exc.message if isinstance(exc, AppError) else exc.reason
             note(f"Build failed: {reason}")
         except Exception as exc:  # report, never leave a step pending forever
@@ -178,11 +182,61 @@ class StepBuilds:
             note(reason)
         finally:
             if not interrupted:
-                await self._record(step_id, status, reason, commit_id, key, lines, warnings)
+                await self._record(step_id, status, reason, commit_id, key, build_log.lines,
+                                   warnings, image)
+
+    @staticmethod
+    def _check_code(plan: BuildPlan, code: Path) -> Path | None:
+        """The files the step names exist in its code; returns the requirements file."""
+        if not (code / plan.function_path).is_file():
+            raise EnvironmentBuildError(
+                f"function_path {plan.function_path!r} is not a file in the step's code")
+        if plan.dockerfile_path and not (code / plan.dockerfile_path).is_file():
+            raise EnvironmentBuildError(
+                f"dockerfile_path {plan.dockerfile_path!r} is not a file in the step's code")
+        if not plan.requirements_path:
+            return None
+        requirements_file = code / plan.requirements_path
+        if not requirements_file.is_file() and not plan.dockerfile_path:
+            raise EnvironmentBuildError(
+                f"requirements_path {plan.requirements_path!r} is not a file in the "
+                "step's code")
+        return requirements_file
+
+    async def _build_environment(self, plan: BuildPlan, requirements_file: Path | None,
+                                 variables: dict[str, str], note: Callable[[str], None],
+                                 warnings: list[str]) -> str:
+        """The local backend: a virtual environment shared by steps with the same
+        interpreter and requirements. Returns its key."""
+        if plan.system_dependencies:
+            warnings.append(SYSTEM_DEPENDENCIES_NOTE)
+            note(SYSTEM_DEPENDENCIES_NOTE)
+        interpreter = interpreter_for(plan.language)
+        if interpreter.note:
+            warnings.append(interpreter.note)
+            note(interpreter.note)
+        requirements_text = requirements_file.read_text() if requirements_file else None
+        key = environment_key(interpreter, requirements_text)
+        # pip expands ${VAR} in requirements files from its environment (contract §8)
+        pip_env = {**variables,
+                   **{k: v for k, v in os.environ.items()
+                      if k in ("PATH", "HOME", "LANG", "TMPDIR", "PIP_INDEX_URL",
+                               "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")}}
+        await self.environments.ensure(key, interpreter, requirements_file, pip_env, note)
+        return key
+
+    async def _record_progress(self, step_id: str, build_log: BuildLog) -> None:
+        """The log so far, readable while the build runs (GET /steps/<name>/logs)."""
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            step = await StepRepository(session).get(step_id)
+            if step is not None and step.status == "creation_pending":
+                step.build_log = redact(build_log.text())
 
     async def _record(self, step_id: str, status: str, reason: str | None,
                       commit_id: str | None, key: str | None, lines: list[str],
-                      warnings: list[str]) -> None:
+                      warnings: list[str], image: str | None = None) -> None:
         from gristmill_platform.deps import transaction
 
         async with transaction(self.state) as session:
@@ -194,6 +248,7 @@ class StepBuilds:
             step.build_log = redact("\n".join(lines))
             step.commit_id = commit_id or step.commit_id
             step.environment_key = key
+            step.image = image
             step.container_config = {**step.container_config, "warnings": warnings}
             step.updated_at = utcnow()
 
@@ -218,7 +273,8 @@ class StepBuilds:
             checkout = await clone(plan.repository_url, plan.repository_branch, deploy_key,
                                    Path(scratch) / "checkout")
             note(f"Checked out commit {checkout.commit_id}")
-            extras = [p for p in (plan.requirements_path, plan.function_path) if p]
+            extras = [p for p in (plan.requirements_path, plan.function_path,
+                                  plan.dockerfile_path) if p]
             size = await asyncio.to_thread(select_included, checkout.path, code,
                                            plan.included_folders, extras)
             note(f"Code selected ({size / 1024:.1f} KB)")
@@ -232,3 +288,12 @@ class StepBuilds:
 def _make_archive(folder: Path, target: Path) -> None:
     with tarfile.open(target, "w:gz") as tar:
         tar.add(folder, arcname="")
+
+
+def _image_request(plan: BuildPlan) -> ImageRequest:
+    return ImageRequest(
+        step_name=plan.step_name, language=plan.language,
+        requirements_path=plan.requirements_path,
+        system_dependencies=tuple(plan.system_dependencies),
+        dockerfile_path=plan.dockerfile_path,
+    )

@@ -262,9 +262,23 @@ class KubernetesExecutor:
 
     # -- step image builds -------------------------------------------------------------------
 
-    async def submit_build(self, build: ImageBuild) -> Handle:
-        """Start the Kaniko Job for a step image, or join the one already building it."""
-        job = await self._create_or_get(Job, manifests.image_build_job(build, self.cfg))
+    async def submit_build(self, build: ImageBuild, *, replace_failed: bool = False) -> Handle:
+        """Start the Kaniko Job for a step image, or join the one already building it.
+
+        A Job of the same image that already failed is joined as well (its failure is the
+        answer), unless ``replace_failed``: then it is deleted and the image built again.
+        A new attempt of the same step wants that (the registry may be back, the missing
+        package published); a control service resuming its watch after a restart does not.
+        """
+        manifest = manifests.image_build_job(build, self.cfg)
+        job = await self._create_or_get(Job, manifest)
+        if replace_failed and _job_failed(_raw(job)):
+            await self._delete(job, propagation_policy="Background")
+            job = await self._create_or_get(Job, manifest)
+            if _job_failed(_raw(job)):
+                raise KubernetesExecutorError(
+                    f"the failed build Job {job.name} is still being deleted; retry"
+                )
         return {
             "backend": BACKEND,
             "kind": "Job",
@@ -420,6 +434,14 @@ class KubernetesExecutor:
             key=lambda pod: _raw(pod).get("metadata", {}).get("creationTimestamp", ""),
             default=None,
         )
+
+
+def _job_failed(raw: Mapping[str, Any]) -> bool:
+    job_status = raw.get("status") or {}
+    return bool(job_status.get("failed")) or any(
+        condition.get("type") == "Failed" and condition.get("status") == "True"
+        for condition in job_status.get("conditions") or []
+    )
 
 
 def _raw(obj: APIObject) -> dict[str, Any]:

@@ -67,6 +67,15 @@ BUILD_CONTAINER = "kaniko"
 IO_VOLUME = "io"
 PORT_NAME = "http"
 
+# The runner's server mode (gristmill.runtime.serve): the address it listens on, how long a
+# stopped worker keeps serving the connections it has, and the secret every request carries.
+WORKER_HOST_VAR = "GRISTMILL_WORKER_HOST"
+WORKER_DRAIN_VAR = "GRISTMILL_WORKER_DRAIN_S"
+WORKER_SECRET_VAR = "GRISTMILL_WORKER_SECRET"  # noqa: S105 - a variable's name
+WORKER_SECRET_HEADER = "X-Gristmill-Worker-Secret"  # noqa: S105 - a header's name
+# Between the end of a stopped worker's drain and the kubelet's SIGKILL.
+DRAIN_MARGIN_S = 10
+
 EXECUTION_PREFIX = "gm-exec-"
 WORKER_PREFIX = "gm-ll-"
 BUILD_PREFIX = "gm-build-"
@@ -338,11 +347,22 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
     gpus = gpu_count(spec.resources, spec.language)
     labels = _worker_labels(spec, cfg)
     volumes, mounts, io_env = _io(spec.file_io, spec.resources, cfg)
+    drain_s = _drain_seconds(spec, cfg)
     extra_env = {
         **io_env,
         "GRISTMILL_WORKER_PORT": str(spec.port),
         "GRISTMILL_MAX_PARALLEL_EXECUTIONS": str(spec.max_parallel_executions),
+        # The control service and the kubelet's probe reach the pod at its IP, not at
+        # 127.0.0.1, where the server listens by default.
+        WORKER_HOST_VAR: "0.0.0.0",  # inside the pod's own network namespace
+        # A rollout stops the old pod while it may run executions: it finishes them first.
+        WORKER_DRAIN_VAR: str(drain_s),
     }
+    probe: dict[str, Any] = {"path": cfg.worker_health_path, "port": PORT_NAME}
+    if spec.env.get(WORKER_SECRET_VAR):
+        # the server answers no request without its secret, the probe's included
+        probe["httpHeaders"] = [{"name": WORKER_SECRET_HEADER,
+                                 "value": spec.env[WORKER_SECRET_VAR]}]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": _image(spec.image, spec.language, cfg),
@@ -354,7 +374,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         # probe: a worker busy with long synchronous executions must not be restarted.
         "readinessProbe": {
             "failureThreshold": 3,
-            "httpGet": {"path": cfg.worker_health_path, "port": PORT_NAME},
+            "httpGet": probe,
             "periodSeconds": 5,
         },
         "resources": _resources(spec.resources, gpus, cfg),
@@ -371,6 +391,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         **_scheduling(gpus, cfg),
+        "terminationGracePeriodSeconds": max(cfg.termination_grace_s, drain_s + DRAIN_MARGIN_S),
     }
     if volumes:
         pod_spec["volumes"] = volumes
@@ -405,6 +426,21 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             },
         },
     }
+
+
+def _drain_seconds(spec: WorkerSpec, cfg: KubernetesConfig) -> int:
+    """How long a stopped worker keeps serving: the spec's (the deployment's execution
+    timeout), or what the default grace period leaves."""
+    raw = spec.env.get(WORKER_DRAIN_VAR)
+    if raw is None:
+        return max(cfg.termination_grace_s - DRAIN_MARGIN_S, 1)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{WORKER_DRAIN_VAR} must be a whole number of seconds, got {raw!r}")
+    return value
 
 
 def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
@@ -467,6 +503,8 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
             },
         },
     }
+    if build.env:
+        container["env"] = [{"name": name, "value": value} for name, value in sorted(build.env)]
     pod_spec: dict[str, Any] = {
         # Kaniko unpacks the base image's filesystem as root inside its own container;
         # it runs unprivileged (no privileged flag, no host mounts), but not as uid 10001.

@@ -1,0 +1,265 @@
+"""Step images, the pieces: build contexts, failure reasons, the build log, the Kaniko
+Job's environment, and replacing a failed build Job (against kmock).
+
+The control service building images end to end is in test_step_images_service.py."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gristmill_platform.executors.kubernetes import manifests
+from gristmill_platform.executors.kubernetes.config import KubernetesConfig
+from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
+from gristmill_platform.executors.kubernetes.images import ImageBuild, step_dockerfile
+from gristmill_platform.executors.spec import FailureCode, PollResult, WorkerState
+from gristmill_platform.settings import Settings
+from gristmill_platform.steps.build_failures import build_failure_reason
+from gristmill_platform.steps.build_log import BuildLog
+from gristmill_platform.steps.image_builds import (
+    KubernetesSetupError,
+    check_settings,
+    kaniko_env,
+)
+from gristmill_platform.steps.image_context import pack_context
+from tests.platform.executors.conftest import NAMESPACE, Emulator
+
+BASE = "registry.example/acme/gristmill-runtime/python:3.12-slim"
+REGISTRY = "registry.example/acme"
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def members(archive: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(archive, "r:gz") as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+def read(archive: Path, name: str) -> str:
+    with tarfile.open(archive, "r:gz") as tar:
+        extracted = tar.extractfile(name)
+        assert extracted is not None
+        return extracted.read().decode()
+
+
+# --- build contexts -------------------------------------------------------------------------
+
+
+def test_generated_context_puts_the_dockerfile_beside_the_code(tmp_path: Path) -> None:
+    # the step's own file named Dockerfile must not be replaced by the generated one
+    code = write(tmp_path / "code", {"src/hello.py": "x = 1\n", "Dockerfile": "FROM mine\n",
+                                     "requirements.txt": "httpx\n"})
+    dockerfile = step_dockerfile(["curl"], "requirements.txt", code_dir="code")
+    pack_context(code, tmp_path / "ctx.tar.gz", dockerfile)
+    names = members(tmp_path / "ctx.tar.gz")
+    assert {"Dockerfile", "code", "code/src/hello.py", "code/Dockerfile",
+            "code/requirements.txt"} <= set(names)
+    assert read(tmp_path / "ctx.tar.gz", "Dockerfile") == dockerfile
+    assert read(tmp_path / "ctx.tar.gz", "code/Dockerfile") == "FROM mine\n"
+    assert 'COPY --chown=10001:10001 ["code/requirements.txt", "/tmp/requirements.txt"]' in (
+        dockerfile)
+    assert dockerfile.rstrip().endswith("COPY --chown=10001:10001 code/ /app")
+
+
+def test_own_dockerfile_context_is_the_code_itself(tmp_path: Path) -> None:
+    code = write(tmp_path / "code", {"src/hello.py": "x = 1\n", "docker/Dockerfile": "FROM a\n"})
+    pack_context(code, tmp_path / "ctx.tar.gz", None)
+    assert set(members(tmp_path / "ctx.tar.gz")) == {"docker", "docker/Dockerfile", "src",
+                                                     "src/hello.py"}
+
+
+def test_context_digest_is_reproducible_and_follows_the_content(tmp_path: Path) -> None:
+    files = {"src/hello.py": "x = 1\n", "src/util.py": "y = 2\n"}
+    first = pack_context(write(tmp_path / "a", files), tmp_path / "a.tgz", "FROM x\n")
+    # another folder, other times and permissions, files written in another order
+    other = write(tmp_path / "b", dict(reversed(files.items())))
+    os.utime(other / "src/hello.py", (1, 1))
+    (other / "src/util.py").chmod(0o600)
+    assert pack_context(other, tmp_path / "b.tgz", "FROM x\n") == first
+    assert (tmp_path / "a.tgz").read_bytes() == (tmp_path / "b.tgz").read_bytes()
+    with gzip.open(tmp_path / "a.tgz") as stream:
+        assert stream.read(1)  # a valid gzip stream
+    changed = write(tmp_path / "c", {**files, "src/util.py": "y = 3\n"})
+    assert pack_context(changed, tmp_path / "c.tgz", "FROM x\n") != first
+    assert pack_context(write(tmp_path / "d", files), tmp_path / "d.tgz", "FROM y\n") != first
+    executable = write(tmp_path / "e", files)
+    (executable / "src/util.py").chmod(0o755)
+    assert pack_context(executable, tmp_path / "e.tgz", "FROM x\n") != first
+    assert members(tmp_path / "e.tgz")["code/src/util.py"].mode == 0o755
+
+
+def test_context_keeps_links_inside_the_code(tmp_path: Path) -> None:
+    code = write(tmp_path / "code", {"src/hello.py": "x = 1\n"})
+    (code / "current.py").symlink_to("src/hello.py")
+    pack_context(code, tmp_path / "ctx.tgz", None)
+    link = members(tmp_path / "ctx.tgz")["current.py"]
+    assert link.issym() and link.linkname == "src/hello.py"
+
+
+# --- the Kaniko Job -------------------------------------------------------------------------
+
+
+def test_kaniko_env_says_where_the_bucket_is() -> None:
+    aws = Settings(datastore_backend="s3", s3_bucket="b", s3_region="eu-west-3")
+    assert kaniko_env(aws) == (("AWS_REGION", "eu-west-3"),)
+    minio = Settings(datastore_backend="s3", s3_bucket="b", s3_endpoint_url="http://minio:9000")
+    assert dict(kaniko_env(minio)) == {"S3_ENDPOINT": "http://minio:9000",
+                                       "S3_FORCE_PATH_STYLE": "true"}
+    virtual = minio.model_copy(update={"s3_addressing_style": "virtual"})
+    assert dict(kaniko_env(virtual))["S3_FORCE_PATH_STYLE"] == "false"
+
+
+def test_build_job_carries_the_context_environment() -> None:
+    build = ImageBuild("s", "python:3.12-slim", "s3://b/ctx.tar.gz", "a" * 64,
+                       env=(("S3_ENDPOINT", "http://minio:9000"), ("AWS_REGION", "x")))
+    container = manifests.image_build_job(build, KubernetesConfig())["spec"]["template"][
+        "spec"]["containers"][0]
+    assert container["env"] == [{"name": "AWS_REGION", "value": "x"},
+                                {"name": "S3_ENDPOINT", "value": "http://minio:9000"}]
+    plain = ImageBuild("s", "python:3.12-slim", "s3://b/ctx.tar.gz", "a" * 64)
+    assert "env" not in manifests.image_build_job(plain, KubernetesConfig())["spec"][
+        "template"]["spec"]["containers"][0]
+    with pytest.raises(ValueError, match="environment variable"):
+        ImageBuild("s", "python:3.12-slim", "s3://b", "a" * 64, env=(("BAD NAME", "x"),))
+
+
+def test_kubernetes_mode_refuses_a_local_data_store() -> None:
+    with pytest.raises(KubernetesSetupError, match="GRISTMILL_DATASTORE_BACKEND=s3"):
+        check_settings(Settings(datastore_backend="local"))
+    check_settings(Settings(datastore_backend="s3", s3_bucket="b"))
+
+
+async def test_a_new_attempt_replaces_a_failed_build_job(
+    executor: KubernetesExecutor, emulator: Emulator
+) -> None:
+    build = ImageBuild("train", "python:3.12-slim", "s3://b/ctx.tar.gz", "c" * 64)
+    first = await executor.submit_build(build)
+    job = ("batch/v1/jobs", NAMESPACE, first["name"])
+    emulator.objects[job].patch({"status": {"failed": 1}})
+    # joining (a restarted control service) keeps the failure: it is the answer
+    joined = await executor.submit_build(build)
+    assert joined == first
+    assert emulator.objects[job].get("status", {}).get("failed") == 1
+    # a new attempt of the step builds again, under the same name
+    again = await executor.submit_build(build, replace_failed=True)
+    assert again["name"] == first["name"]
+    assert not (emulator.objects[job].get("status") or {}).get("failed")
+    assert len(emulator.sent("delete", "jobs")) == 1
+    # a running (or succeeded) Job is joined, never replaced
+    await executor.submit_build(build, replace_failed=True)
+    assert len(emulator.sent("delete", "jobs")) == 1
+
+
+# --- why a build failed ---------------------------------------------------------------------
+
+CACHE_NOISE = [
+    "INFO[0000] Retrieving image manifest registry.example/acme/gristmill-runtime/python:3.12",
+    "INFO[0001] Error while retrieving image from cache: MANIFEST_UNKNOWN: manifest unknown",
+]
+PIP_FAILURE = [
+    *CACHE_NOISE,
+    "INFO[0004] RUN pip install --requirement /tmp/requirements.txt",
+    "ERROR: Could not find a version that satisfies the requirement nosuchpkg==9.9 "
+    "(from versions: none)",
+    "ERROR: No matching distribution found for nosuchpkg==9.9",
+    "error building image: error building stage: failed to execute command: waiting for "
+    "process to exit: exit status 1",
+]
+FAILED = PollResult(WorkerState.FAILED, reason="The image build failed.", exit_code=1,
+                    code=FailureCode.EXIT_CODE)
+
+
+def reason(lines: list[str], outcome: PollResult = FAILED, own: bool = False) -> str:
+    return build_failure_reason(outcome, lines, base=BASE, registry=REGISTRY,
+                                own_dockerfile=own)
+
+
+def test_pip_failure_names_the_requirement_and_shows_the_last_lines() -> None:
+    text = reason(PIP_FAILURE)
+    assert text.startswith("pip could not install 'nosuchpkg==9.9'")
+    assert text.endswith("Last lines of the build log: ERROR: Could not find a version that "
+                         "satisfies the requirement nosuchpkg==9.9 (from versions: none) | "
+                         "ERROR: No matching distribution found for nosuchpkg==9.9")
+
+
+def test_missing_runtime_image_says_how_to_push_it() -> None:
+    lines = [*CACHE_NOISE,
+             "error building image: unable to complete operation after 0 attempts, last "
+             "error: GET https://registry.example/v2/x/manifests/3.12-slim: MANIFEST_UNKNOWN"]
+    text = reason(lines)
+    assert text.startswith(f"The runtime image {BASE} is not in the registry")
+    assert "runtime-images/build.sh --registry registry.example/acme" in text
+    assert reason(lines, own=True).startswith("A base image of the step's Dockerfile")
+
+
+def test_cache_misses_alone_are_not_taken_for_a_missing_image() -> None:
+    text = reason([*CACHE_NOISE, "E: Unable to locate package libfoo9",
+                   "error building image: error building stage: failed to execute command: "
+                   "waiting for process to exit: exit status 100"])
+    assert text.startswith("The system package 'libfoo9' does not exist")
+    candidate = reason(["E: Package 'libbar' has no installation candidate",
+                        "error building image: error building stage: failed to execute "
+                        "command: waiting for process to exit: exit status 100"])
+    assert candidate.startswith("The system package 'libbar' does not exist")
+
+
+@pytest.mark.parametrize(
+    ("lines", "outcome", "start"),
+    [
+        (["error pushing image: failed to push to destination x: UNAUTHORIZED"], FAILED,
+         "The image was built but could not be pushed to registry.example/acme"),
+        (["Error: error resolving dockerfile path: please provide a valid path"], FAILED,
+         "The Dockerfile given by dockerfile_path is not in the step's code"),
+        (["error building image: parsing dockerfile: unknown instruction: RUNN"], FAILED,
+         "The Dockerfile could not be read"),
+        (["error building image: operation error S3: GetObject, StatusCode: 403"], FAILED,
+         "The builder could not read the step's code from the data store"),
+        (["make: *** [all] Error 2", "error building image: error building stage: failed to "
+          "execute command: waiting for process to exit: exit status 2"], FAILED,
+         "A build command failed (exit status 2). Last lines of the build log: make"),
+        (["INFO[0003] Unpacking rootfs"],
+         PollResult(WorkerState.FAILED, reason="x", code=FailureCode.OOM_KILLED),
+         "The image build ran out of memory"),
+        ([], PollResult(WorkerState.FAILED, reason="The image build took longer than 1800 s.",
+                        code=FailureCode.DEADLINE_EXCEEDED),
+         "The image build took longer than 1800 s."),
+        ([], PollResult(WorkerState.FAILED, reason="The worker image kaniko could not be "
+                        "pulled", code=FailureCode.IMAGE_PULL),
+         "The image builder could not start: The worker image kaniko"),
+        (["INFO[0003] something odd", "panic: runtime error"], FAILED,
+         "The image build failed. Last lines of the build log: panic: runtime error"),
+        (["INFO[0003] Unpacking rootfs"], FAILED,
+         "The image build failed. Last lines of the build log: INFO[0003] Unpacking rootfs"),
+    ],
+)
+def test_each_failure_gets_a_reason(lines: list[str], outcome: PollResult, start: str) -> None:
+    assert reason(lines, outcome).startswith(start)
+
+
+# --- the build log --------------------------------------------------------------------------
+
+
+def test_the_followed_log_replaces_its_last_copy_where_it_began() -> None:
+    log = BuildLog(limit=3)
+    log.note("Code extracted")
+    log.attach(["a"])
+    log.note("Waiting: pulling")
+    log.attach(["a", "b"])
+    log.note("Build failed")
+    assert log.lines == ["Code extracted", "a", "b", "Waiting: pulling", "Build failed"]
+    log.attach(["1", "2", "3", "4", "5"])
+    assert log.lines[1:5] == ["... 2 earlier lines omitted ...", "3", "4", "5"]
+    log.note("dropped: over the limit")
+    assert "dropped: over the limit" not in log.text()
+    assert io.StringIO(log.text()).read().count("\n") == len(log.lines) - 1
