@@ -167,6 +167,9 @@ def _real(root: Path) -> Iterator[Backend]:
     if "GRISTMILL_E2E_KUBECONFIG" not in os.environ:
         pytest.skip("set GRISTMILL_E2E_KUBECONFIG to run the behavioural suite on a real "
                     "cluster (see docs/kubernetes.md)")
+    if os.environ.get("GRISTMILL_DATASTORE_BACKEND") != "s3":
+        missing.append("GRISTMILL_DATASTORE_BACKEND=s3 and GRISTMILL_S3_* (a bucket the "
+                       "cluster reaches)")
     if missing:
         pytest.skip("the real-cluster run also needs " + "; ".join(missing))
     import kr8s
