@@ -234,6 +234,36 @@ def test_deleting_a_running_execution_stops_its_worker(
     eventually(lambda: worker_gone(backend, execution_id), "the pod was deleted")
 
 
+def test_deleting_a_deployment_stops_its_running_workers(
+        backend: Backend, api: httpx.Client, archive: bytes, unique: str,
+        tmp_path: Path) -> None:
+    api.put("/environment-variables",
+            json={"environment_variables": {"BACKEND_SUITE_PID_DIR": str(tmp_path)}})
+    name = pipeline(api, archive, f"hang-ep-{unique}", "hang")
+    created = api.post("/endpoints", json={"pipeline_name": name, "name": f"hep-{unique}",
+                                           "mode": "elastic"})
+    assert created.status_code == 201, created.text
+    triggered = httpx.post(f"{backend.env.url}/endpoints/hep-{unique}", json={"text": unique},
+                           headers={"Authorization": f"EndpointToken "
+                                    f"{created.json()['endpoint_token']}",
+                                    "craft-ai-client": "craft-ai-sdk@0.50.1"}, timeout=60)
+    assert triggered.status_code == 303, triggered.text
+    execution_id = triggered.headers["craft-ai-execution-id"]
+    eventually(lambda: api.get(f"/executions/{execution_id}").json()["status"] == "Running",
+               "the execution started")
+    pid_file = tmp_path / f"{unique}.pid"
+    local_process = backend.name in ("local", "kubernetes")
+    if local_process:
+        eventually(pid_file.exists, "the step wrote its pid")
+
+    assert api.delete(f"/deployments/hep-{unique}").status_code == 200
+
+    if local_process:
+        pid = int(pid_file.read_text())
+        eventually(lambda: not _alive(pid), "the worker process stopped")
+    eventually(lambda: worker_gone(backend, execution_id), "the pod was deleted")
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
