@@ -98,8 +98,7 @@ def runner_env(url: str, sdk_token: str, execution_id: str, step_dir: str,
 
 def step_image(step: Step) -> str | None:
     """The step's image, set when its image build finished (Kubernetes backend)."""
-    image = getattr(step, "image", None)
-    return image if isinstance(image, str) and image else None
+    return step.image or None
 
 
 @dataclass(frozen=True)
