@@ -7,8 +7,16 @@ others wait their turn). What an execution prints is attributed to it through a 
 variable (``_logs.RoutingStream``); everything printed outside any execution goes to the
 worker's own output, which the control service keeps as the deployment's logs.
 
-The HTTP API is for the control service's worker pool only: bound to 127.0.0.1, and every
-request carries the worker's secret in ``X-Gristmill-Worker-Secret``.
+The HTTP API is for the control service's worker pool only: bound to 127.0.0.1 (a pod binds
+``GRISTMILL_WORKER_HOST=0.0.0.0`` so that the control service and the kubelet's readiness
+probe reach it), and every request carries the worker's secret in
+``X-Gristmill-Worker-Secret``.
+
+SIGTERM stops the worker at once, unless ``GRISTMILL_WORKER_DRAIN_S`` is above 0 (set in
+Kubernetes pods, whose rolling updates stop old pods while they run executions): the worker
+then stops accepting connections, answers 503 on ``/healthz``, keeps serving the connections
+it has, and exits once the last one is closed, or after that many seconds. A second SIGTERM
+stops it at once.
 
     GET  /healthz     200 once the module is imported; 503 while it imports
     POST /executions  {<the POST /start answer>, "sdk_token": ..., "env": {...}}
@@ -28,6 +36,7 @@ import faulthandler
 import functools
 import hmac
 import inspect
+import ipaddress
 import json
 import os
 import shutil
@@ -81,6 +90,9 @@ from gristmill.runtime.runner import (
 
 PORT_VAR = "GRISTMILL_WORKER_PORT"
 SECRET_VAR = "GRISTMILL_WORKER_SECRET"  # noqa: S105 - a variable's name, not a secret
+HOST_VAR = "GRISTMILL_WORKER_HOST"
+DRAIN_VAR = "GRISTMILL_WORKER_DRAIN_S"
+DEFAULT_HOST = "127.0.0.1"
 MAX_PARALLEL_VAR = "GRISTMILL_MAX_PARALLEL_EXECUTIONS"
 FUNCTION_PATH_VAR = "GRISTMILL_FUNCTION_PATH"
 FUNCTION_NAME_VAR = "GRISTMILL_FUNCTION_NAME"
@@ -131,6 +143,8 @@ class ServeConfig:
     managed_env: frozenset[str] = frozenset()
     retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
     parent_pid: int | None = None
+    host: str = DEFAULT_HOST
+    drain_s: float = 0.0
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -167,6 +181,11 @@ class ServeConfig:
             else:
                 warnings.append(f"{MANAGED_ENV_VAR} ignored: expected a JSON list of names.")
         parent = env.get(PARENT_PID_VAR, "").strip()
+        host = env.get(HOST_VAR, "").strip() or DEFAULT_HOST
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"{HOST_VAR} must be an IPv4 address, got {host!r}.") from None
         return cls(
             port=port if port is not None else 0,
             secret=secret,
@@ -181,6 +200,8 @@ class ServeConfig:
             retry_budget_s=_seconds(env, RETRY_BUDGET_VAR, DEFAULT_RETRY_BUDGET_S, warnings,
                                     zero_ok=True),
             parent_pid=int(parent) if parent.isdigit() else None,
+            host=host,
+            drain_s=_seconds(env, DRAIN_VAR, 0.0, warnings, zero_ok=True),
             warnings=tuple(warnings),
         )
 
@@ -333,10 +354,16 @@ class Worker:
         self.waiting = 0
         self._env_keys: set[str] = set(config.managed_env)
         self._secret = config.secret.encode("utf-8")
+        self.draining = False
+        self.connections = 0
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
 
     # -- connections --
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._no_connections.clear()
         try:
             while True:
                 try:
@@ -366,6 +393,9 @@ class Worker:
             return
         finally:
             writer.close()
+            self.connections -= 1
+            if not self.connections:
+                self._no_connections.set()
 
     async def _route(self, request: _Request, body: bytes) -> tuple[int, Any]:
         if not _secret_matches(request.headers, self._secret):
@@ -373,6 +403,8 @@ class Worker:
         if request.path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 return 405, {"message": "Use GET"}
+            if self.draining:  # not ready: no new executions should come here
+                return 503, {"status": "draining", "running": self.running}
             return 200, {"status": "ready", "running": self.running, "waiting": self.waiting,
                          "max_parallel_executions": self.config.max_parallel}
         if request.path == "/executions":
@@ -421,16 +453,19 @@ class Worker:
             env = body.get("env") or {}
             if not isinstance(env, dict):
                 raise StepFailure("RuntimeProtocolError", "env must be a JSON object.")
-            io_dir = self.config.io_root / _safe_component(execution_id, "execution")
-            io_dir.mkdir(parents=True, exist_ok=True)
-            self._apply_env(env, execution_id, token, io_dir)
+            io_path = self.config.io_root / _safe_component(execution_id, "execution")
+            if job.file_inputs or "file" in job.outputs.values():
+                # only then: a folder made and removed costs more than a warm call
+                io_dir = io_path
+                io_dir.mkdir(parents=True, exist_ok=True)
+            self._apply_env(env, execution_id, token, io_path)
             set_execution_context_vars(execution_id)
             kwargs = dict(job.inputs)
             if job.file_inputs:
-                client = self._client(execution_id, token, io_dir, "InputError")
+                client = self._client(execution_id, token, io_path, "InputError")
                 try:
                     kwargs.update(await asyncio.to_thread(download_file_inputs, client, job,
-                                                          io_dir))
+                                                          io_path))
                 except ControlError as error:
                     raise StepFailure("InputError", "File inputs could not be downloaded: "
                                       f"{error}.") from None
@@ -443,7 +478,8 @@ class Worker:
                 raise failure_from(error) from None
             values, files = collect_outputs(result, job, self.where)
             if files:
-                client = client or self._client(execution_id, token, io_dir, "OutputError")
+                client = client or self._client(execution_id, token, io_path,
+                                                "OutputError")
                 try:
                     await asyncio.to_thread(upload_file_outputs, client, files)
                 except ControlError as error:
@@ -520,16 +556,34 @@ class Worker:
     def run_forever(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         server = loop.run_until_complete(
             asyncio.start_server(self.handle, sock=sock, limit=MAX_HEAD))
+
+        def stop() -> None:
+            if self.draining or self.config.drain_s <= 0:
+                loop.stop()
+                return
+            self.draining = True
+            server.close()  # no new connections; the open ones are still served
+            _say(f"stopping: serving the {self.connections} open connection(s) for up to "
+                 f"{self.config.drain_s:g} s")
+            loop.create_task(self._stop_when_idle(loop))
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, loop.stop)
-        port = sock.getsockname()[1]
-        print(f"{PREFIX} worker ready on 127.0.0.1:{port}: {self.where}, "
+            loop.add_signal_handler(signum, stop)
+        host, port = sock.getsockname()[:2]
+        print(f"{PREFIX} worker ready on {host}:{port}: {self.where}, "
               f"{self.config.max_parallel} execution(s) at a time", flush=True)
         try:
             loop.run_forever()
         finally:
             server.close()
             _say("worker stopping")
+
+    async def _stop_when_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Connections, not executions: the pool may still send on a connection it opened
+        # before it saw this worker stopping, and would lose that execution if we left.
+        with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError on 3.10
+            await asyncio.wait_for(self._no_connections.wait(), self.config.drain_s)
+        loop.stop()
 
 
 def _failed(failure: StepFailure, logs: ExecutionLogs, redact: Callable[[str], str]) -> Outcome:
@@ -559,11 +613,11 @@ async def _remove(folder: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
-def _listen(port: int) -> socket.socket:
+def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
         sock.listen(socket.SOMAXCONN)
     except BaseException:
         sock.close()
@@ -607,9 +661,9 @@ def serve(environ: Mapping[str, str] | None = None) -> int:
         threading.Thread(target=_watch_parent, args=(config.parent_pid,),
                          name="gristmill-parent", daemon=True).start()
     try:
-        sock = _listen(config.port)
+        sock = _listen(config.host, config.port)
     except OSError as error:
-        _say(f"cannot listen on 127.0.0.1:{config.port}: {error.strerror or error}")
+        _say(f"cannot listen on {config.host}:{config.port}: {error.strerror or error}")
         return EXIT_PORT_IN_USE if error.errno == errno.EADDRINUSE else EXIT_CONFIG
     warmup = _Warmup(sock, config.secret.encode("utf-8"))
     warmup.start()
