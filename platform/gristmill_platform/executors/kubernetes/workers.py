@@ -1,0 +1,734 @@
+"""Low-latency deployments on Kubernetes: one Deployment of warm workers per deployment.
+
+The WorkerPool of the Kubernetes backend (contract in executors/workers.py). Each
+low-latency deployment is a Deployment and a Service named ``gm-ll-<name>``
+(``KubernetesExecutor.apply_worker``) whose pods run the runner's server mode. The pool
+
+* applies it (``ensure``) from the deployment's record, then judges the deployment's status
+  from its pods (worker_pods.judge): ``up`` once a pod of the current generation is ready,
+  ``creation_failed`` with the reason (image pull, configuration, crash at import, no node
+  with a free GPU after ``unschedulable_timeout_s``), ``down_retrying`` while a worker that
+  was up comes back. The status keeps following the pods: a worker that recovers is ``up``;
+* carries executions to the pods directly, at their addresses, not through the Service:
+  start(pod_id) must name the pod before the request is sent, each pod takes at most the
+  deployment's parallelism (the others wait in line here), and once a pod of a new
+  generation serves, the old one gets no new executions while it finishes what it runs.
+  A ClusterIP Service balances connections, not requests, and would hide all three; it stays
+  as the deployment's stable name (tools, metrics). Knative's activator routes to pod IPs
+  for the same reasons;
+* keeps a cache of each deployment's pods, refreshed in the background (``pods()`` is
+  synchronous), and copies what the workers print outside executions into the deployment's
+  logs;
+* leaves the cluster alone at shutdown: workers outlive a restart of the control service,
+  which adopts them again (``resume``).
+
+Every control service replica can serve every deployment: what it needs is in the database
+(the record) or derived from it (the worker secret, below), and a replica that never
+ensured a deployment adopts it at its first execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from gristmill.languages import default_language
+from gristmill_platform.db.models.deployments import DeploymentLog
+from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.deployments.rules import ram_bytes
+from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _raw
+from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
+from gristmill_platform.executors.spec import Resources, WorkerSpec
+from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
+from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from gristmill_platform.state import AppState
+
+log = logging.getLogger("gristmill.workers.kubernetes")
+
+WORKER_PORT = 8080  # every pod has its own IP: one fixed port is enough
+WORKER_ARGV = ("python", "-m", "gristmill.runtime", "serve")
+STEP_DIR = "/app"  # where step images hold the step's code (images.step_dockerfile)
+REFRESH_S = 2.0  # how often the pods of each deployment are read
+LOG_COPY_S = 5.0  # how often their output is copied into the deployment logs
+HEALTH_TIMEOUT_S = 3.0
+# After a connection broke mid-execution: how long the pod's status gets to explain it.
+LOST_WAIT_S = 15.0
+# An execution waits this long for a pod to take it (the local pool's START_TIMEOUT_S).
+MAX_WAIT_S = 1800.0
+TAIL_LINES = 50
+MAX_LOG_LINE = 16_384
+_SECRET_CONTEXT = b"gristmill low-latency worker secret v1\x00"
+_POD_STATUS = {"pending": "starting", "starting": "starting", "ready": "running",
+               "failed": "failed", "terminating": "stopped"}
+
+PodAddress = Callable[[WorkerPod], tuple[str, int] | None]
+Clock = Callable[[], datetime]
+
+
+def worker_secret(secret_key: str, deployment_id: str) -> str:
+    """The secret a deployment's workers require on every request.
+
+    Derived, not stored: every replica of the control service, and one restarted, computes
+    the same value from the environment's key, with nothing to read from the cluster. The
+    deployment id (not its name) makes a re-created deployment a new secret. It does not
+    change with the generation: during a rollout the old and the new pods serve at once.
+    """
+    return hmac.new(secret_key.encode("utf-8"), _SECRET_CONTEXT + deployment_id.encode("utf-8"),
+                    hashlib.sha256).hexdigest()
+
+
+def pod_address(pod: WorkerPod) -> tuple[str, int] | None:
+    """Where the control service reaches a pod inside the cluster: its IP and port."""
+    return (pod.ip, pod.port) if pod.ip and pod.port else None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What a worker is built from, read in one transaction."""
+
+    deployment_id: str
+    name: str
+    generation: int
+    status: str
+    status_reason: str | None
+    max_parallel: int
+    timeout_s: int
+    step_name: str
+    pipeline_name: str
+    function_path: str
+    function_name: str
+    language: str
+    image: str | None
+    ram_request: str | None
+    gpu_request: int | None
+    variables: dict[str, str]
+
+
+class _Lane:
+    """A serving pod, as this control service dispatches to it."""
+
+    def __init__(self, pod: WorkerPod, address: tuple[str, int], secret: str) -> None:
+        self.pod = pod.name
+        self.generation = pod.generation or 0
+        self.restarts = pod.restarts  # a higher count later: its container crashed
+        self.client = WorkerClient(address[1], secret, address[0])
+        self.inflight = 0
+        self.retired = False  # no longer picked; closed once its executions are answered
+
+
+class _Tracked:
+    """One low-latency deployment this pool knows of."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.deployment_id = ""
+        self.generation = 0
+        self.max_parallel = 1
+        self.secret = ""
+        self.lock = asyncio.Lock()  # ensure and adoption, one at a time
+        self.refreshing = asyncio.Lock()
+        self.pods: list[WorkerPod] = []
+        self.lanes: dict[str, _Lane] = {}
+        self.was_up = False  # the current generation served once
+        self.recorded: Verdict | None = None  # the last status this pool wrote
+        self.failed: str | None = None  # creation_failed: executions fail at once
+        self.stopped = False
+        self.adopted = False
+        # pods as last seen, for the deployment log's events; None: say nothing of the pods
+        # found at adoption (they were announced by whoever created them)
+        self.seen: dict[str, WorkerPod] | None = None
+        self.unreachable: set[str] = set()
+        self.marks: dict[str, tuple[datetime, int]] = {}  # log lines copied, per pod
+        self.changed = asyncio.Event()
+
+    def pulse(self) -> None:
+        """Wake the executions waiting for a place on a pod."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def pick(self) -> _Lane | None:
+        """The pod to run on: the newest generation serving (older ones only finish what
+        they run), the least busy, if it has a free place."""
+        if not self.lanes:
+            return None
+        newest = max(lane.generation for lane in self.lanes.values())
+        free = [lane for lane in self.lanes.values()
+                if lane.generation == newest and lane.inflight < self.max_parallel]
+        return min(free, key=lambda lane: (lane.inflight, lane.pod), default=None)
+
+    def drop(self, name: str) -> None:
+        """Send nothing more to that pod. What it runs still gets its answer: an execution
+        that has just been given this pod may not have sent its request yet."""
+        lane = self.lanes.pop(name, None)
+        if lane is not None:
+            lane.retired = True
+            if not lane.inflight:
+                lane.client.close()
+
+
+class KubernetesWorkerPool:
+    """The WorkerPool of the Kubernetes backend (see workers.py for the contract).
+
+    ``address`` says where a pod is reached (its IP inside a cluster; tests point it at
+    127.0.0.1), ``clock`` is the time unschedulable pods are judged by."""
+
+    def __init__(self, state: AppState, executor: KubernetesExecutor, *,
+                 address: PodAddress = pod_address, clock: Clock = _utcnow,
+                 refresh_s: float = REFRESH_S, log_copy_s: float = LOG_COPY_S) -> None:
+        self.state = state
+        self.executor = executor
+        self.address = address
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self.log_copy_s = log_copy_s
+        self._tracked: dict[str, _Tracked] = {}
+        self._log_lines: list[tuple[str, datetime, str, str]] = []
+        self._flush_lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- WorkerPool ---------------------------------------------------------------------------
+
+    async def ensure(self, deployment_name: str, *, wait_s: float,
+                     restart: bool = False) -> None:
+        # restart: update_deployment bumped the generation, which is what rolls the pods
+        del restart
+        if self._closing:
+            return
+        self._start_background()
+        tracked = self._tracked.setdefault(deployment_name, _Tracked(deployment_name))
+        async with tracked.lock:
+            record = await self._load(deployment_name)
+            if record is None or tracked.stopped:
+                return
+            if tracked.seen is None and not tracked.adopted:
+                tracked.seen = {}  # created here: its pods are news
+            self._take(tracked, record)
+            try:
+                handle = await self.executor.apply_worker(self._spec(record))
+            except Exception as exc:  # never leave a deployment creation_pending forever
+                log.exception("applying the worker of %s failed", deployment_name)
+                await self._record(tracked, Verdict(
+                    "creation_failed", f"The worker could not be created in the cluster: {exc}"))
+                return
+            self._event(tracked, "", f"Worker Deployment {handle['name']} applied "
+                        f"(generation {record.generation})")
+        await self._wait_for_verdict(tracked, record.generation, wait_s)
+
+    async def stop(self, deployment_name: str) -> None:
+        tracked = self._tracked.pop(deployment_name, None)
+        if tracked is not None:
+            tracked.stopped = True
+            for name in list(tracked.lanes):
+                tracked.drop(name)
+            tracked.pulse()
+        try:
+            await self.executor.delete_worker(deployment_name)
+        except Exception:
+            log.exception("could not delete the worker of %s from the cluster", deployment_name)
+
+    def pods(self, deployment_name: str) -> list[dict[str, Any]]:
+        tracked = self._tracked.get(deployment_name)
+        if tracked is None:
+            return []
+        return [{"pod_id": pod.name,
+                 "status": "failed" if pod.finished else _POD_STATUS[pod.status]}
+                for pod in tracked.pods]
+
+    async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
+        tracked = self._tracked.get(deployment_name) or await self._adopt(deployment_name)
+        lane = await self._place(tracked)
+        lane.inflight += 1
+        try:
+            body = await start(lane.pod)
+            if body is None:
+                return None
+            try:
+                status, content = await lane.client.request(
+                    "POST", "/executions", json.dumps(body).encode("utf-8"))
+            except WorkerUnreachable as exc:
+                # no new executions on it until it proves healthy again
+                tracked.drop(lane.pod)
+                reason, tail = await self._lost(tracked, lane, exc)
+                raise ExecutionLost(reason, tail) from exc
+            report: Any = None
+            if status == 200:
+                with contextlib.suppress(ValueError):
+                    report = json.loads(content)
+            if not isinstance(report, dict) or report.get("status") not in ("succeeded",
+                                                                             "failed"):
+                raise ExecutionLost(
+                    f"the low-latency worker pod {lane.pod} gave no usable result "
+                    f"(HTTP {status}): {content[:500].decode('utf-8', 'replace')}")
+            return WorkerAnswer(pod_id=lane.pod, report=report)
+        finally:
+            lane.inflight -= 1
+            if lane.retired and not lane.inflight:
+                lane.client.close()  # its keep-alive connections let a draining pod exit
+            tracked.pulse()
+
+    async def resume(self) -> None:
+        from gristmill_platform.deps import transaction
+
+        self._start_background()
+        async with transaction(self.state) as session:
+            names = [d.name for d in await DeploymentRepository(session).low_latency()
+                     if d.is_enabled]
+        for name in names:
+            # known at once: executions triggered meanwhile wait for its pods
+            self._tracked.setdefault(name, _Tracked(name))
+            self._spawn(self._resume_one(name))
+
+    async def shutdown(self) -> None:
+        # Not a word to the cluster: the workers keep running for the next control service.
+        self._closing = True
+        for task in [*([self._background] if self._background else []), *self._tasks]:
+            task.cancel()
+        for tracked in self._tracked.values():
+            for name in list(tracked.lanes):
+                tracked.drop(name)
+            tracked.pulse()
+        await self._flush_logs()
+
+    async def refresh(self, deployment_name: str) -> None:
+        """Read the deployment's pods now (the background does it every refresh_s)."""
+        tracked = self._tracked.get(deployment_name)
+        if tracked is not None:
+            await self._refresh(tracked)
+
+    async def copy_logs(self, deployment_name: str) -> None:
+        """Copy the pods' new output into the deployment logs now (the background does it
+        every log_copy_s)."""
+        tracked = self._tracked.get(deployment_name)
+        if tracked is not None and tracked.deployment_id:
+            await self._copy_logs(tracked)
+            await self._flush_logs()
+
+    def cached_pods(self, deployment_name: str) -> list[WorkerPod]:
+        """The deployment's pods as last read."""
+        tracked = self._tracked.get(deployment_name)
+        return list(tracked.pods) if tracked is not None else []
+
+    # -- dispatching --------------------------------------------------------------------------
+
+    async def _place(self, tracked: _Tracked) -> _Lane:
+        """A pod with a free place, waiting while one starts or all are busy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_WAIT_S
+        while True:
+            lane = tracked.pick()
+            if lane is not None:
+                return lane
+            if tracked.failed is not None or tracked.stopped or self._closing:
+                raise ExecutionLost(self._unavailable(tracked))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ExecutionLost(f"no low-latency worker pod could take the execution "
+                                    f"within {MAX_WAIT_S:.0f} s")
+            changed = tracked.changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    def _unavailable(self, tracked: _Tracked) -> str:
+        if self._closing:
+            return "the control service stopped before the execution could run"
+        if tracked.stopped:
+            return "the deployment's low-latency worker is not running"
+        return f"the deployment's low-latency worker could not be started: {tracked.failed}"
+
+    async def _lost(self, tracked: _Tracked, lane: _Lane, exc: Exception
+                    ) -> tuple[str, list[str]]:
+        """Why the connection to a pod broke mid-execution, from what its status says."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOST_WAIT_S
+        while True:
+            if self._closing:
+                return "the control service stopped while the execution ran", []
+            if tracked.stopped:
+                return "the low-latency worker was stopped while the execution ran", []
+            await self._refresh(tracked)
+            pod = next((p for p in tracked.pods if p.name == lane.pod), None)
+            if pod is None or pod.status == "terminating" or pod.finished:
+                why = (pod.problem or pod.last_exit) if pod is not None else None
+                return (f"the low-latency worker pod {lane.pod} was removed while the "
+                        "execution ran (evicted, its node went away, or deleted)"
+                        + (f": {why}" if why else ""),
+                        list(pod.last_output[-TAIL_LINES:]) if pod is not None else [])
+            if pod.restarts > lane.restarts:
+                return (f"the low-latency worker crashed: {pod.last_exit}",
+                        list(pod.last_output[-TAIL_LINES:]))
+            if loop.time() > deadline:
+                return (f"lost the connection to the low-latency worker pod {lane.pod}: "
+                        f"{type(exc).__name__}: {exc}", [])
+            await asyncio.sleep(min(0.2, self.refresh_s))
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> _Record | None:
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            deployment = await DeploymentRepository(session).by_name(name)
+            if deployment is None or deployment.mode != "low_latency":
+                return None
+            step = await _step_of(session, deployment.pipeline_id)
+            if step is None:
+                return None
+            variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+            config = step.container_config or {}
+            return _Record(
+                deployment_id=deployment.id, name=deployment.name,
+                generation=deployment.generation, status=deployment.status,
+                status_reason=deployment.status_reason,
+                max_parallel=(deployment.max_parallel_executions_per_pod
+                              if deployment.enable_parallel_executions else 1),
+                timeout_s=deployment.timeout_s, step_name=step.name,
+                pipeline_name=deployment.pipeline_name, function_path=step.function_path,
+                function_name=step.function_name,
+                language=str(config.get("language") or default_language()),
+                # the step's built image; none yet: the runtime image alone (manifests)
+                image=step.image or None,
+                ram_request=deployment.ram_request, gpu_request=deployment.gpu_request,
+                variables=variables,
+            )
+
+    def _take(self, tracked: _Tracked, record: _Record) -> None:
+        """Follow the deployment's record (a new generation starts a new verdict)."""
+        if record.generation != tracked.generation:
+            tracked.was_up = record.status in ("up", "down_retrying")
+            tracked.recorded = None
+            tracked.failed = (record.status_reason or "the worker could not be started"
+                              if record.status == "creation_failed" else None)
+        tracked.deployment_id = record.deployment_id
+        tracked.generation = record.generation
+        tracked.max_parallel = record.max_parallel
+        assert self.state.settings.secret_key
+        tracked.secret = worker_secret(self.state.settings.secret_key, record.deployment_id)
+
+    def _spec(self, record: _Record) -> WorkerSpec:
+        settings = self.state.settings
+        # where workers reach the control service, when it differs from the public URL
+        url = settings.internal_url or settings.environment_url
+        assert settings.secret_key
+        env = {
+            **record.variables,
+            "GRISTMILL_ENVIRONMENT_URL": url,
+            "CRAFT_AI_ENVIRONMENT_URL": url,
+            "CRAFT_AI_CONTROL_URL": url,
+            "GRISTMILL_STEP_DIR": STEP_DIR,
+            "SDK_VERBOSE_LOG": "false",
+            "PYTHONUNBUFFERED": "1",
+            # Readable by whoever may read Deployments in the workers' namespace, like the
+            # environment variables above; workers have no API token to read it themselves.
+            "GRISTMILL_WORKER_SECRET": worker_secret(settings.secret_key, record.deployment_id),
+            "GRISTMILL_FUNCTION_PATH": record.function_path,
+            "GRISTMILL_FUNCTION_NAME": record.function_name,
+            "GRISTMILL_WORKER_ENV_NAMES": json.dumps(sorted(record.variables)),
+            # a pod replaced by a rollout finishes its executions first (manifests turn it
+            # into the pod's termination grace period)
+            "GRISTMILL_WORKER_DRAIN_S": str(record.timeout_s),
+        }
+        return WorkerSpec(
+            deployment_name=record.name, step_name=record.step_name,
+            pipeline_name=record.pipeline_name, language=record.language, argv=WORKER_ARGV,
+            env=env, port=WORKER_PORT, replicas=1,
+            max_parallel_executions=record.max_parallel,
+            resources=Resources(
+                memory_bytes=ram_bytes(record.ram_request) if record.ram_request else None,
+                gpu=record.gpu_request or 0),
+            image=record.image, generation=record.generation, file_io=True,
+        )
+
+    async def _record(self, tracked: _Tracked, verdict: Verdict) -> None:
+        """Write the deployment's status, unless this very verdict was written already, or
+        the deployment was deleted or updated meanwhile (its new generation reports)."""
+        from gristmill_platform.deps import transaction
+
+        if verdict == tracked.recorded:
+            return
+        tracked.recorded = verdict
+        if verdict.status == "up":
+            tracked.was_up = True
+        tracked.failed = verdict.reason or "the worker could not be started" \
+            if verdict.status == "creation_failed" else None
+        await self._flush_logs()  # the import-time output is in before the status says up
+        try:
+            async with transaction(self.state) as session:
+                deployment = await DeploymentRepository(session).get(tracked.deployment_id)
+                if deployment is None or deployment.generation != tracked.generation:
+                    return
+                deployment.status = verdict.status
+                deployment.status_reason = verdict.reason
+        except Exception:
+            log.exception("could not record the status of deployment %s", tracked.name)
+
+    # -- following the pods -------------------------------------------------------------------
+
+    async def _wait_for_verdict(self, tracked: _Tracked, generation: int, wait_s: float
+                                ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        delay = 0.05
+        while True:
+            await self._refresh(tracked)
+            verdict = tracked.recorded
+            if (tracked.generation != generation or tracked.stopped or self._closing
+                    or (verdict is not None and verdict.status in ("up", "creation_failed"))):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(delay, remaining, self.refresh_s))
+            delay *= 2
+
+    async def _refresh(self, tracked: _Tracked) -> None:
+        async with tracked.refreshing:
+            if tracked.stopped or self._closing:
+                return
+            try:
+                raws = await _pod_manifests(self.executor, tracked.name)
+            except Exception as exc:  # keep the last known pods; the next refresh retries
+                log.warning("could not read the pods of %s: %s", tracked.name, exc)
+                return
+            pods = sorted((read_pod(raw) for raw in raws), key=lambda pod: pod.name)
+            self._announce(tracked, pods)
+            tracked.pods = pods
+            await self._sync_lanes(tracked)
+            verdict = judge(pods, tracked.generation, was_up=tracked.was_up, now=self.clock(),
+                            unschedulable_timeout_s=self.executor.cfg.unschedulable_timeout_s)
+            if verdict is not None:
+                await self._record(tracked, verdict)
+            tracked.pulse()
+
+    async def _sync_lanes(self, tracked: _Tracked) -> None:
+        """A lane per ready pod that answers its health check; none for the others."""
+        serving = {pod.name: pod for pod in tracked.pods
+                   if pod.status == "ready" and not pod.finished}
+        for name, lane in list(tracked.lanes.items()):
+            pod = serving.get(name)
+            if pod is None or pod.restarts != lane.restarts:
+                tracked.drop(name)
+        for pod in serving.values():
+            if pod.name in tracked.lanes:
+                continue
+            address = self.address(pod)
+            if address is None:
+                continue
+            lane = _Lane(pod, address, tracked.secret)
+            problem = await _health_problem(lane)
+            if problem is None:
+                tracked.lanes[pod.name] = lane
+                tracked.unreachable.discard(pod.name)
+                continue
+            lane.client.close()
+            if pod.name not in tracked.unreachable:  # said once per pod
+                tracked.unreachable.add(pod.name)
+                self._event(tracked, pod.name, f"The control service cannot reach pod "
+                            f"{pod.name} at {address[0]}:{address[1]}: {problem}")
+
+    def _announce(self, tracked: _Tracked, pods: Sequence[WorkerPod]) -> None:
+        """Deployment log lines for what happened to the pods since the last look."""
+        before = tracked.seen
+        tracked.seen = {pod.name: pod for pod in pods}
+        if before is None:
+            return
+        for pod in pods:
+            old = before.get(pod.name)
+            if old is None:
+                self._event(tracked, pod.name, f"Pod {pod.name} created (generation "
+                            f"{pod.generation}); it imports the step module once started")
+            if pod.problem and (old is None or old.problem != pod.problem):
+                self._event(tracked, pod.name, pod.problem)
+            if old is not None and pod.restarts > old.restarts:
+                self._event(tracked, pod.name, f"The worker restarted: {pod.last_exit}")
+            if pod.status == "ready" and (old is None or old.status != "ready"):
+                self._event(tracked, pod.name,
+                            "Step module imported successfully; the worker is ready")
+            if pod.status == "terminating" and old is not None and old.status != "terminating":
+                self._event(tracked, pod.name, f"Pod {pod.name} is stopping")
+        for name in sorted(before.keys() - tracked.seen.keys()):
+            self._event(tracked, name, f"Pod {name} stopped")
+
+    # -- adoption -------------------------------------------------------------------------------
+
+    async def _adopt(self, name: str) -> _Tracked:
+        """A deployment another replica (or a previous run of this one) brought up."""
+        if self._closing:
+            raise ExecutionLost("the control service stopped before the execution could run")
+        self._start_background()
+        tracked = self._tracked.setdefault(name, _Tracked(name))
+        async with tracked.lock:
+            if not tracked.adopted and not tracked.deployment_id:
+                record = await self._load(name)
+                if record is None:
+                    self._tracked.pop(name, None)
+                    raise ExecutionLost("the deployment's low-latency worker is not running")
+                tracked.adopted = True
+                self._take(tracked, record)
+        await self._refresh(tracked)
+        return tracked
+
+    async def _resume_one(self, name: str) -> None:
+        try:
+            tracked = await self._adopt(name)
+        except ExecutionLost:
+            return
+        if not tracked.pods:  # deleted from the cluster meanwhile, or never applied
+            await self.ensure(name, wait_s=0)
+
+    # -- deployment logs ----------------------------------------------------------------------
+
+    def _event(self, tracked: _Tracked, pod_id: str, message: str) -> None:
+        if tracked.deployment_id:
+            self._log_lines.append((tracked.deployment_id, self.clock(), pod_id,
+                                    message[:MAX_LOG_LINE]))
+
+    async def _copy_logs(self, tracked: _Tracked) -> None:
+        """What the pods printed since the last copy (the runner's own output: module
+        import, crash dumps; executions' output goes to the executions)."""
+        try:
+            logs = await self.executor.worker_logs(tracked.name)
+        except Exception as exc:
+            log.warning("could not read the logs of %s: %s", tracked.name, exc)
+            return
+        for pod, lines in logs.items():
+            mark = tracked.marks.get(pod) or await self._stored_mark(tracked, pod)
+            new, mark = lines_after(lines, mark)
+            if mark is not None:
+                tracked.marks[pod] = mark
+            self._log_lines.extend((tracked.deployment_id, line.timestamp, pod,
+                                    line.message[:MAX_LOG_LINE]) for line in new)
+
+    async def _stored_mark(self, tracked: _Tracked, pod: str) -> tuple[datetime, int] | None:
+        """Where the copy of a pod's logs stopped, from the rows already stored (another
+        replica, or this one before a restart): lines are never stored twice."""
+        from gristmill_platform.deps import transaction
+
+        async with transaction(self.state) as session:
+            rows = DeploymentLog.deployment_id == tracked.deployment_id, \
+                DeploymentLog.pod_id == pod
+            last = (await session.execute(select(func.max(DeploymentLog.timestamp))
+                                          .where(*rows))).scalar_one_or_none()
+            if last is None:
+                return None
+            count = (await session.execute(select(func.count()).select_from(DeploymentLog)
+                                           .where(*rows, DeploymentLog.timestamp == last))
+                     ).scalar_one()
+        return last, int(count)
+
+    async def _flush_logs(self) -> None:
+        from gristmill_platform.deps import transaction
+
+        async with self._flush_lock:
+            lines, self._log_lines = self._log_lines, []
+            if not lines:
+                return
+            by_deployment: dict[str, list[DeploymentLog]] = {}
+            for deployment_id, when, pod_id, message in lines:
+                by_deployment.setdefault(deployment_id, []).append(DeploymentLog(
+                    deployment_id=deployment_id, timestamp=when, pod_id=pod_id,
+                    type="deployment", message=message))
+            try:
+                async with transaction(self.state) as session:
+                    repository = DeploymentRepository(session)
+                    for deployment_id, rows in by_deployment.items():
+                        if await repository.get(deployment_id) is not None:  # not deleted
+                            await repository.add_logs(rows)
+            except Exception:
+                log.exception("could not record deployment logs")
+
+    # -- background ---------------------------------------------------------------------------
+
+    async def _watch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_copy = loop.time()
+        while True:
+            copy = loop.time() >= next_copy
+            if copy:
+                next_copy = loop.time() + self.log_copy_s
+            for tracked in list(self._tracked.values()):
+                try:
+                    await self._refresh(tracked)
+                    if copy and tracked.deployment_id:
+                        await self._copy_logs(tracked)
+                except Exception:
+                    log.exception("following the pods of %s failed", tracked.name)
+            await self._flush_logs()
+            await asyncio.sleep(self.refresh_s)
+
+    def _start_background(self) -> None:
+        if self._background is None and not self._closing:
+            self._background = asyncio.get_running_loop().create_task(self._watch_forever())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def lines_after(lines: Sequence[LogLine], mark: tuple[datetime, int] | None
+                ) -> tuple[list[LogLine], tuple[datetime, int] | None]:
+    """The lines after ``mark`` (the last timestamp copied and how many lines of that
+    timestamp were), and the new mark. Kubernetes returns a container's log in order."""
+    last, copied_at_last = mark if mark is not None else (None, 0)
+    new: list[LogLine] = []
+    same = 0
+    for line in lines:
+        if last is not None and line.timestamp < last:
+            continue
+        if last is not None and line.timestamp == last:
+            same += 1
+            if same <= copied_at_last:
+                continue
+        new.append(line)
+    if not lines:
+        return new, mark
+    end = lines[-1].timestamp
+    return new, (end, sum(1 for line in lines if line.timestamp == end))
+
+
+async def _health_problem(lane: _Lane) -> str | None:
+    """None when the pod answers its health check with our secret, else what went wrong."""
+    try:
+        status, content = await asyncio.wait_for(lane.client.request("GET", "/healthz"),
+                                                 HEALTH_TIMEOUT_S)
+    except (WorkerUnreachable, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if status != 200:
+        return f"HTTP {status}: {content[:200].decode('utf-8', 'replace')}"
+    return None
+
+
+async def _pod_manifests(executor: KubernetesExecutor, deployment_name: str
+                         ) -> list[dict[str, Any]]:
+    # The executor's worker_pods() summary (name, status) is not enough here: the pool also
+    # needs each pod's generation, address, restarts and last exit, so it reads the same
+    # list whole. KubernetesExecutor has no public method for it yet.
+    return [_raw(pod) for pod in await executor._worker_pod_objects(deployment_name)]
+
+
+async def _step_of(session: AsyncSession, pipeline_id: str) -> Step | None:
+    pipeline = await session.get(Pipeline, pipeline_id)
+    return await session.get(Step, pipeline.step_id) if pipeline is not None else None
