@@ -22,6 +22,7 @@ from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments import routes as deployment_routes
+from gristmill_platform.deployments.directory import EndpointDirectory
 from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
@@ -124,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                       runtime_site))
         executions = ExecutionRuntime(state)
         scheduler = PeriodicScheduler(state)
-        state.components.update(builds=builds, executions=executions, scheduler=scheduler)
+        state.components.update(builds=builds, executions=executions, scheduler=scheduler,
+                                endpoints=EndpointDirectory(state))
         # resource metrics; its usage tracker watches local workers from the first one
         resources = ResourceMonitor(state)
         state.components["resources"] = resources

@@ -18,7 +18,7 @@ from gristmill_platform.errors import Unauthorized
 from gristmill_platform.state import AppState
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.gristmill
     return state
 
@@ -29,7 +29,13 @@ AppStateDep = Annotated[AppState, Depends(app_state)]
 @asynccontextmanager
 async def transaction(state: AppState) -> AsyncIterator[AsyncSession]:
     """A unit of work: committed when the block ends, rolled back when it raises; the
-    session's commit/rollback effects (see db.hooks) run afterwards."""
+    session's commit/rollback effects (see db.hooks) run afterwards.
+
+    Executions tracked in memory (executions/journal.py) are written first: what this
+    process answered about is always in the database its transactions read."""
+    executions = state.components.get("executions")
+    if executions is not None:
+        await executions.low_latency.journal.barrier()
     async with state.session_factory() as session:
         try:
             async with session.begin():
@@ -52,7 +58,7 @@ async def db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
+async def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
     signing_key = state.settings.secret_key
     assert signing_key is not None
     return AuthService(

@@ -13,6 +13,7 @@ from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.settings import Settings
 
 if TYPE_CHECKING:
+    from gristmill_platform.deployments.directory import EndpointDirectory
     from gristmill_platform.executions.runtime import ExecutionRuntime
     from gristmill_platform.steps.builds import StepBuilds
 
@@ -37,3 +38,8 @@ class AppState:
     def executions(self) -> ExecutionRuntime:
         runtime: ExecutionRuntime = self.components["executions"]
         return runtime
+
+    @property
+    def endpoints(self) -> EndpointDirectory:
+        directory: EndpointDirectory = self.components["endpoints"]
+        return directory

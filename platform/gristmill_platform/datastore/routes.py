@@ -25,7 +25,7 @@ from gristmill_platform.http.bodies import required_string
 router = APIRouter(prefix="/data-store", tags=["data store"])
 
 
-def datastore_service(state: AppStateDep, session: SessionDep) -> DataStoreService:
+async def datastore_service(state: AppStateDep, session: SessionDep) -> DataStoreService:
     return DataStoreService(
         state.datastore(session),
         max_path_length=state.settings.datastore_max_path_length,

@@ -3,6 +3,8 @@ endpoint token, not an SDK token."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 from typing import Any
@@ -10,12 +12,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.deployments.routes import deployment_services
+from gristmill_platform.deployments.service import check_endpoint_token, check_triggerable
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.routes import ExecutionFailed, stream_object
 from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 MAX_BODY = 64 * 1024 * 1024
@@ -66,11 +71,15 @@ def _is_sdk(request: Request) -> bool:
 @router.post("/{name}")
 async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     token = _token(request)
-    # one transaction for the token check and the new execution: this is the hot path
+    endpoint = await state.endpoints.lookup(name)
+    deployment = check_endpoint_token(name, endpoint.deployment if endpoint else None, token)
+    body, files = await _inputs(request)
+    if endpoint is not None and endpoint.fast and not files:
+        return await _trigger_fast(state, request, endpoint, body)
+    # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = deployment_services(state, session)
         deployment = await service.authorize_endpoint(name, token)
-        body, files = await _inputs(request)
         launch = await service.trigger(deployment, body, files)
     state.executions.launch(launch)
     execution_id = launch.execution_id
@@ -83,6 +92,34 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
             response = await _result(state, name, finished)
             response.headers.update(headers)
             return response
+    return _see_results(request, name, execution_id, headers)
+
+
+async def _trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
+                        body: dict[str, Any]) -> Response:
+    """A warm worker's execution with no file: tracked in memory (executions/low_latency.py),
+    no query on the way."""
+    deployment, step = endpoint.deployment, endpoint.step
+    check_triggerable(deployment)
+    if step is None or step.status != "ready":
+        raise BadRequest(f"Pipeline {deployment.pipeline_name!r} is not ready",
+                         name="PipelineNotReady")
+    dispatcher = state.executions.low_latency
+    tracked = dispatcher.track(endpoint, body, await dispatcher.environment.current())
+    execution_id = tracked.execution.id
+    headers = {"Craft-Ai-Execution-Id": execution_id}
+    if not _is_sdk(request):
+        with contextlib.suppress(TimeoutError):
+            finished = await asyncio.wait_for(asyncio.shield(tracked.done),
+                                              state.settings.long_poll_s)
+            response = await _result(state, deployment.name, finished)
+            response.headers.update(headers)
+            return response
+    return _see_results(request, deployment.name, execution_id, headers)
+
+
+def _see_results(request: Request, name: str, execution_id: str, headers: dict[str, str]
+                 ) -> Response:
     location = f"{request.scope.get('root_path', '')}/endpoints/{name}/executions/{execution_id}"
     return JSONResponse({"execution_id": execution_id}, status_code=303,
                         headers={**headers, "Location": location})

@@ -34,7 +34,7 @@ def deployment_services(state: AppState, session: Any) -> DeploymentService:
         gpu_available=state.settings.executor == "kubernetes")
 
 
-def service_dep(state: AppStateDep, session: SessionDep) -> DeploymentService:
+async def service_dep(state: AppStateDep, session: SessionDep) -> DeploymentService:
     return deployment_services(state, session)
 
 

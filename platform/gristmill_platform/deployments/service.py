@@ -40,6 +40,30 @@ class DeploymentNotFound(NotFound):
     name = "DeploymentNotFound"
 
 
+def check_endpoint_token(name: str, deployment: Deployment | None, token: str | None
+                         ) -> Deployment:
+    """The endpoint deployment a caller with token may trigger, or the 404/401 to answer."""
+    if deployment is None or deployment.execution_rule != "endpoint":
+        # same answer with or without a token: names are not secret, but don't help
+        raise DeploymentNotFound(f"Endpoint {name!r} not found")
+    if not token:
+        raise Unauthorized("Missing endpoint token: send 'Authorization: EndpointToken "
+                           "<token>'", name="MissingEndpointToken")
+    if not tokens.matches(token, deployment.token_hash):
+        raise Unauthorized("Invalid endpoint token", name="InvalidEndpointToken")
+    return deployment
+
+
+def check_triggerable(deployment: Deployment) -> None:
+    if not deployment.is_enabled:
+        raise Forbidden(f"Deployment {deployment.name!r} is disabled: enable it with "
+                        "update_deployment(is_enabled=True)", name="DeploymentDisabled")
+    # a low-latency worker being recreated holds new requests until it is back
+    if deployment.status not in ("up", "down_retrying"):
+        raise Conflict(f"Deployment {deployment.name!r} is not ready (status "
+                       f"{deployment.status})", name="DeploymentNotReady")
+
+
 class DeploymentService:
     def __init__(self, repository: DeploymentRepository, pipelines: PipelineService,
                  executions: ExecutionService, *, secret_key: str, gpu_available: bool) -> None:
@@ -198,25 +222,11 @@ class DeploymentService:
 
     async def authorize_endpoint(self, name: str, token: str | None) -> Deployment:
         deployment = await self.repository.by_name(name)
-        if deployment is None or deployment.execution_rule != "endpoint":
-            # same answer with or without a token: names are not secret, but don't help
-            raise DeploymentNotFound(f"Endpoint {name!r} not found")
-        if not token:
-            raise Unauthorized("Missing endpoint token: send 'Authorization: EndpointToken "
-                               "<token>'", name="MissingEndpointToken")
-        if not tokens.matches(token, deployment.token_hash):
-            raise Unauthorized("Invalid endpoint token", name="InvalidEndpointToken")
-        return deployment
+        return check_endpoint_token(name, deployment, token)
 
     async def trigger(self, deployment: Deployment, body: Mapping[str, Any],
                       files: Mapping[str, tuple[str, IO[bytes]]]) -> Launch:
-        if not deployment.is_enabled:
-            raise Forbidden(f"Deployment {deployment.name!r} is disabled: enable it with "
-                            "update_deployment(is_enabled=True)", name="DeploymentDisabled")
-        # a low-latency worker being recreated holds new requests until it is back
-        if deployment.status not in ("up", "down_retrying"):
-            raise Conflict(f"Deployment {deployment.name!r} is not ready (status "
-                           f"{deployment.status})", name="DeploymentNotReady")
+        check_triggerable(deployment)
         pipeline, step = await self.pipelines.get(deployment.pipeline_name)
         resolved = resolve_deployment_inputs(step.inputs, deployment.inputs_mapping, body,
                                              set(files), await self.executions.environment())

@@ -17,7 +17,7 @@ from gristmill_platform.env_vars.service import EnvVarService
 router = APIRouter(prefix="/environment-variables", tags=["environment variables"])
 
 
-def env_var_service(session: SessionDep) -> EnvVarService:
+async def env_var_service(session: SessionDep) -> EnvVarService:
     return EnvVarService(EnvVarRepository(session))
 
 

@@ -1,27 +1,53 @@
 """Executions of low-latency deployments: carried to a warm worker by the pool
 (executors/workers.py), recorded here the same way whatever the backend.
 
-``dispatch`` records in the database as the elastic path does: the start in one
-transaction once the worker takes the execution, the end in another."""
+Two ways to record them:
+
+* ``dispatch``: in the database as the elastic path does (created by the trigger's
+  transaction, the start in one transaction once the worker takes it, the end in another).
+  For executions with files, whose inputs and outputs go through the data store.
+* ``track``: the endpoint gateway's fast path for everything else. The execution, its
+  execution token, start, end and logs are kept in memory and written in batches by the
+  journal (executions/journal.py); the deployment, step and environment variables come
+  from in-memory snapshots. No query stands between the caller and the worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from gristmill_platform.auth.principal import EXECUTION_SCOPE
+from gristmill_platform.auth.tokens import new_sdk_token
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.types import utcnow
+from gristmill_platform.deployments.directory import Endpoint
+from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.errors import AppError, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
+from gristmill_platform.executions.io import plan_outputs, resolve_deployment_inputs
+from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.records import ExecutionRecord
+from gristmill_platform.executions.service import (
+    MAX_LOG_LINES_PER_CALL,
+    Launch,
+    failure_lines,
+    judge_report,
+    log_rows,
+    new_execution_id,
+    runner_payload,
+    system_line,
+    with_values,
+)
 from gristmill_platform.executors.workers import ExecutionLost, WorkerPool
 
 if TYPE_CHECKING:
@@ -36,6 +62,14 @@ TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
 
 
+@dataclass
+class Tracked:
+    """An execution on the fast path; ``done`` resolves once it has ended."""
+
+    execution: ExecutionRecord
+    done: asyncio.Future[ExecutionRecord]
+
+
 class LowLatencyDispatcher:
     def __init__(self, state: AppState, pool: WorkerPool) -> None:
         self.state = state
@@ -44,6 +78,9 @@ class LowLatencyDispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.journal = TrackingJournal(state)
+        self.environment = EnvironmentSnapshot(state)
 
     async def dispatch(self, launch: Launch) -> None:
         """Run a committed execution on its deployment's worker and record its end."""
@@ -64,6 +101,89 @@ class LowLatencyDispatcher:
         finally:
             self._release(execution_id)
 
+    def track(self, endpoint: Endpoint, body: Mapping[str, Any],
+              environment: Mapping[str, str]) -> Tracked:
+        """Create an execution of a fast-path endpoint (directory.Endpoint.fast) from the
+        caller's inputs and run it on the deployment's worker in the background. Raises
+        the same 400s as the database path, before anything is recorded."""
+        deployment, pipeline, step = endpoint.deployment, endpoint.pipeline, endpoint.step
+        assert pipeline is not None and step is not None and deployment.created_by
+        resolved = resolve_deployment_inputs(step.inputs, deployment.inputs_mapping, body,
+                                             set(), environment)
+        plans = plan_outputs(step.outputs, deployment.outputs_mapping, allow_endpoint=True)
+        now = utcnow()
+        execution = ExecutionRecord(
+            id=new_execution_id(pipeline.name), pipeline_id=pipeline.id,
+            pipeline_name=pipeline.name, step_id=step.id, step_name=step.name,
+            deployment_id=deployment.id, deployment_name=deployment.name,
+            execution_rule=deployment.execution_rule, status=t.PENDING,
+            inputs=[r.record() for r in resolved], outputs=[p.record() for p in plans],
+            created_by=deployment.created_by, created_at=now, heartbeat_at=now)
+        fresh = new_sdk_token()
+        # the sdk_tokens row, hashed as any other token
+        token = {"id": fresh.token_id, "user_id": deployment.created_by,
+                 "name": f"execution {execution.id}", "secret_hash": fresh.secret_hash,
+                 "scope": EXECUTION_SCOPE, "execution_id": execution.id, "created_at": now,
+                 "expires_at": None, "revoked_at": None, "last_used_at": None}
+        self.journal.created(execution, token)
+        tracked = Tracked(execution, asyncio.get_running_loop().create_future())
+        task = asyncio.get_running_loop().create_task(
+            self._run_tracked(tracked, step, deployment.name, fresh.token_id, fresh.plaintext))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return tracked
+
+    async def _run_tracked(self, tracked: Tracked, step: Step, deployment_name: str,
+                           token_id: str, token: str) -> None:
+        execution = tracked.execution
+        self._hold(execution.id)
+        lines: list[dict[str, Any]] = []
+        reason: str | None = None
+        ended_at: datetime | None = None
+
+        async def start(pod_id: str) -> dict[str, Any] | None:
+            execution.status = t.transition(execution.status, t.RUNNING)
+            execution.started_at = execution.heartbeat_at = utcnow()
+            execution.worker = pod_id
+            execution.handle = {"backend": "local-low-latency", "pod_id": pod_id,
+                                "execution_id": execution.id}
+            self.journal.changed(execution)
+            environment = await self.environment.current()
+            return {**runner_payload(execution, step), "sdk_token": token,
+                    "env": dict(environment)}
+
+        try:
+            answer = await self.pool.run(deployment_name, start)
+            assert answer is not None
+            report = answer.report
+            ended_at = answer.answered_at
+            reported = report.get("logs")
+            lines = list(reported) if isinstance(reported, list) else []
+            values, reason = judge_report(execution, report, set())
+            if reason is None:
+                execution.outputs = with_values(execution.outputs, values)
+            else:
+                lines.append(system_line(reason))
+        except ExecutionLost as lost:
+            reason = lost.reason
+            lines = failure_lines(reason, lost.tail[-TAIL_LINES:])
+        except Exception as exc:  # never leave the caller waiting, nor the execution running
+            log.exception("low-latency execution %s failed", execution.id)
+            reason = f"the low-latency worker could not run it: {exc}"
+            lines = failure_lines(reason)
+        finally:
+            if execution.status in t.ACTIVE:
+                execution.status = t.transition(execution.status,
+                                                t.FAILED if reason else t.SUCCEEDED)
+                execution.status_reason = reason
+                execution.ended_at = ended_at or utcnow()
+            self.journal.ended(execution, log_rows(execution.id, 0, lines), token_id,
+                               utcnow())
+            self._release(execution.id)
+            if not tracked.done.done():
+                tracked.done.set_result(execution)
+            self.state.executions.events.notify(execution.id)
+
     async def shutdown(self) -> None:
         """Stop the workers; the executions they ran are failed by their dispatches, which
         get a moment to record it while the database is still there."""
@@ -72,6 +192,7 @@ class LowLatencyDispatcher:
         await self.pool.shutdown()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE_S)
+        await self.journal.shutdown()
 
     # -- recording ----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from gristmill_platform.state import AppState
 router = APIRouter(tags=["executions"])
 
 
-def service_dep(state: AppStateDep, session: SessionDep) -> ExecutionService:
+async def service_dep(state: AppStateDep, session: SessionDep) -> ExecutionService:
     return execution_service(state, session)
 
 

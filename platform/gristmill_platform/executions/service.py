@@ -32,6 +32,7 @@ from gristmill_platform.executions.io import (
     plan_outputs,
     resolve_inputs,
 )
+from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
 
 MAX_LOG_LINES_PER_CALL = 10_000
@@ -47,8 +48,10 @@ def execution_object_path(execution_id: str, kind: str, name: str) -> str:
 
 
 def new_execution_id(pipeline_name: str) -> str:
-    # '_' would break the file-output Content-Disposition separator (contract §4.7)
-    return f"{pipeline_name.replace('_', '-')}-{secrets.token_hex(4)}"
+    # '_' would break the file-output Content-Disposition separator (contract §4.7).
+    # 64 random bits: the fast path (low_latency.py) writes ids without asking whether
+    # they exist, so collisions must stay out of reach at billions of executions.
+    return f"{pipeline_name.replace('_', '-')}-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -174,22 +177,7 @@ class ExecutionService:
         execution.started_at = execution.heartbeat_at = utcnow()
         if step is None:
             raise Conflict(f"The step of execution {execution_id} was deleted")
-        values = {i["pipeline_input_name"]: i.get("value") for i in execution.inputs
-                  if i["data_type"] != "file"}
-        for item in execution.inputs:
-            if item["data_type"] == "file" and not item.get("file"):
-                values[item["pipeline_input_name"]] = None
-        return {
-            "execution_id": execution.id,
-            "step_name": step.name,
-            "function_path": step.function_path,
-            "function_name": step.function_name,
-            "inputs": values,
-            "file_inputs": [{"name": i["pipeline_input_name"], "filename": i["file"]["filename"]}
-                            for i in execution.inputs if i.get("file")],
-            "outputs": [{"name": o["pipeline_output_name"], "data_type": o["data_type"]}
-                        for o in execution.outputs],
-        }
+        return runner_payload(execution, step)
 
     async def _locked(self, execution_id: str) -> Execution:
         execution = await self.repository.get(execution_id, for_update=True)
@@ -207,14 +195,7 @@ class ExecutionService:
         if not lines:
             return 0
         seq = await self.repository.next_log_seq(execution_id)
-        rows = []
-        for offset, line in enumerate(lines):
-            rows.append(ExecutionLog(
-                execution_id=execution_id, seq=seq + offset,
-                timestamp=_parse_time(line.get("timestamp")),
-                stream=str(line.get("stream") or "stdout")[:16],
-                message=str(line.get("message", ""))[:MAX_LOG_LINE],
-            ))
+        rows = [ExecutionLog(**row) for row in log_rows(execution_id, seq, lines)]
         await self.repository.add_logs(rows)
         return len(rows)
 
@@ -239,39 +220,24 @@ class ExecutionService:
             raise Conflict(f"Execution {execution_id} already ended ({execution.status})",
                            name="AlreadyFinished")
         await self.append_logs(execution_id, report.get("logs") or [], heartbeat=False)
-        if report.get("status") == "succeeded":
-            plans = [OutputPlan(o["pipeline_output_name"], o["data_type"], o["mapping_type"],
-                                o.get("mapping_value") or {}) for o in execution.outputs]
-            received = {o["pipeline_output_name"] for o in execution.outputs if o.get("file")}
-            values, failure = check_outputs(plans, report.get("outputs"), received)
-            if failure is None:
-                try:
-                    await self._deliver_outputs(execution, values)
-                except AppError as exc:
-                    failure = f"Could not write the outputs: {exc.message}"
-            if failure is None:
-                self._end(execution, t.SUCCEEDED, None, ended_at)
-                return execution
-            reason = failure
-        else:
-            error = report.get("error") or {}
-            kind = error.get("type") or "Error"
-            reason = f"{kind}: {error.get('message') or 'the step function failed'}"
-        await self.append_logs(execution_id, [{"timestamp": utcnow().isoformat(),
-                                               "stream": "system", "message": reason}],
-                               heartbeat=False)
+        received = {o["pipeline_output_name"] for o in execution.outputs if o.get("file")}
+        values, reason = judge_report(execution, report, received)
+        if reason is None:
+            try:
+                await self._deliver_outputs(execution, values)
+            except AppError as exc:
+                reason = f"Could not write the outputs: {exc.message}"
+        if reason is None:
+            self._end(execution, t.SUCCEEDED, None, ended_at)
+            return execution
+        await self.append_logs(execution_id, [system_line(reason)], heartbeat=False)
         self._end(execution, t.FAILED, reason, ended_at)
         return execution
 
     async def _deliver_outputs(self, execution: Execution, values: Mapping[str, Any]) -> None:
-        outputs = [dict(o) for o in execution.outputs]
+        outputs = with_values(execution.outputs, values)
         now = datetime.now(UTC)
         for item in outputs:
-            name = item["pipeline_output_name"]
-            if item["data_type"] != "file":
-                # an output mapped to null is dropped, whatever the function returned
-                item["value"] = (None if item["mapping_type"] == "is_null"
-                                 else values.get(name))
             if item["mapping_type"] == "datastore" and item.get("file"):
                 path = expand_datastore_path(item["mapping_value"]["datastore_path"],
                                              execution.id, now)
@@ -293,11 +259,7 @@ class ExecutionService:
         execution = await self._locked(execution_id)
         if execution.status not in t.ACTIVE:
             return False
-        lines = [{"timestamp": utcnow().isoformat(), "stream": "worker", "message": line}
-                 for line in tail]
-        lines.append({"timestamp": utcnow().isoformat(), "stream": "system",
-                      "message": f"Execution failed: {reason}"})
-        await self.append_logs(execution_id, lines, heartbeat=False)
+        await self.append_logs(execution_id, failure_lines(reason, tail), heartbeat=False)
         self._end(execution, t.FAILED, reason)
         return True
 
@@ -330,6 +292,71 @@ class ExecutionService:
 
     def after_commit(self, effect: Any) -> None:
         on_commit(self.session, effect)
+
+
+def runner_payload(execution: Execution | ExecutionRecord, step: Step) -> dict[str, Any]:
+    """What the runner needs to run an execution (contract: docs/internals)."""
+    values = {i["pipeline_input_name"]: i.get("value") for i in execution.inputs
+              if i["data_type"] != "file"}
+    for item in execution.inputs:
+        if item["data_type"] == "file" and not item.get("file"):
+            values[item["pipeline_input_name"]] = None
+    return {
+        "execution_id": execution.id,
+        "step_name": step.name,
+        "function_path": step.function_path,
+        "function_name": step.function_name,
+        "inputs": values,
+        "file_inputs": [{"name": i["pipeline_input_name"], "filename": i["file"]["filename"]}
+                        for i in execution.inputs if i.get("file")],
+        "outputs": [{"name": o["pipeline_output_name"], "data_type": o["data_type"]}
+                    for o in execution.outputs],
+    }
+
+
+def judge_report(execution: Execution | ExecutionRecord, report: Mapping[str, Any],
+                 files_received: set[str]) -> tuple[dict[str, Any], str | None]:
+    """The runner's finish report: (output values, None), or ({}, why it failed)."""
+    if report.get("status") != "succeeded":
+        error = report.get("error") or {}
+        kind = error.get("type") or "Error"
+        return {}, f"{kind}: {error.get('message') or 'the step function failed'}"
+    plans = [OutputPlan(o["pipeline_output_name"], o["data_type"], o["mapping_type"],
+                        o.get("mapping_value") or {}) for o in execution.outputs]
+    return check_outputs(plans, report.get("outputs"), files_received)
+
+
+def with_values(outputs: Sequence[Mapping[str, Any]], values: Mapping[str, Any]
+                ) -> list[dict[str, Any]]:
+    items = [dict(o) for o in outputs]
+    for item in items:
+        if item["data_type"] != "file":
+            # an output mapped to null is dropped, whatever the function returned
+            item["value"] = (None if item["mapping_type"] == "is_null"
+                             else values.get(item["pipeline_output_name"]))
+    return items
+
+
+def system_line(message: str) -> dict[str, Any]:
+    return {"timestamp": utcnow().isoformat(), "stream": "system", "message": message}
+
+
+def failure_lines(reason: str, tail: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The log lines of an execution failed from outside: what its worker printed last,
+    then why."""
+    now = utcnow().isoformat()
+    return [*({"timestamp": now, "stream": "worker", "message": line} for line in tail),
+            system_line(f"Execution failed: {reason}")]
+
+
+def log_rows(execution_id: str, first_seq: int, lines: Sequence[Mapping[str, Any]]
+             ) -> list[dict[str, Any]]:
+    """execution_logs rows for lines as the runner reports them."""
+    return [{"execution_id": execution_id, "seq": first_seq + offset,
+             "timestamp": _parse_time(line.get("timestamp")),
+             "stream": str(line.get("stream") or "stdout")[:16],
+             "message": str(line.get("message", ""))[:MAX_LOG_LINE]}
+            for offset, line in enumerate(lines)]
 
 
 def _parse_time(value: Any) -> datetime:

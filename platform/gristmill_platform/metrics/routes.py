@@ -14,14 +14,14 @@ from gristmill_platform.metrics.service import MetricService
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 
 
-def metric_service(session: SessionDep) -> MetricService:
+async def metric_service(session: SessionDep) -> MetricService:
     return MetricService(MetricRepository(session))
 
 
 ServiceDep = Annotated[MetricService, Depends(metric_service)]
 
 
-def filters(
+async def filters(
     name: Annotated[str | None, Query(alias="filters[name]")] = None,
     pipeline_name: Annotated[str | None, Query(alias="filters[pipeline_name]")] = None,
     deployment_name: Annotated[str | None, Query(alias="filters[deployment_name]")] = None,

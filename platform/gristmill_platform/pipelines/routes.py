@@ -28,7 +28,7 @@ def services(state: AppState, session: Any) -> PipelineService:
     return PipelineService(PipelineRepository(session), steps)
 
 
-def pipeline_service(state: AppStateDep, session: SessionDep) -> PipelineService:
+async def pipeline_service(state: AppStateDep, session: SessionDep) -> PipelineService:
     return services(state, session)
 
 

@@ -16,7 +16,7 @@ from gristmill_platform.resources.shape import to_csv, to_json
 router = APIRouter(prefix="/resource-metrics", tags=["resources"])
 
 
-def resource_service(state: AppStateDep, session: SessionDep) -> ResourceMetricsService:
+async def resource_service(state: AppStateDep, session: SessionDep) -> ResourceMetricsService:
     monitor: ResourceMonitor = state.components["resources"]
     return ResourceMetricsService(monitor.source(session))
 

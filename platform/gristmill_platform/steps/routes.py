@@ -21,7 +21,7 @@ router = APIRouter(prefix="/steps", tags=["steps"])
 ClientHeader = Annotated[str | None, Header(alias="craft-ai-client")]
 
 
-def step_service(state: AppStateDep, session: SessionDep) -> StepService:
+async def step_service(state: AppStateDep, session: SessionDep) -> StepService:
     return StepService(StepRepository(session), state.datastore(session), state.settings)
 
 

@@ -1,0 +1,85 @@
+"""The endpoint gateway's view of deployments: what a trigger needs (the deployment, its
+pipeline and step), kept in memory so that a call to a warm worker costs no query.
+
+An entry is reloaded when this process has changed a deployment, pipeline or step since it
+was loaded (db/changes.py) or when it is older than TTL_S: a change made through another
+control service process sharing the database (a rotated token, a disabled deployment)
+takes effect here within TTL_S."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gristmill_platform.db import changes
+from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.pipelines.repository import PipelineRepository
+
+if TYPE_CHECKING:
+    from gristmill_platform.state import AppState
+
+TTL_S = 1.0
+for _model in (Deployment, Pipeline, Step):
+    changes.watch(_model)
+
+
+def _version() -> tuple[int, int, int]:
+    return (changes.version(Deployment), changes.version(Pipeline), changes.version(Step))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Detached, read-only rows: never modified, never attached to a session."""
+
+    deployment: Deployment
+    pipeline: Pipeline | None
+    step: Step | None
+
+    @property
+    def fast(self) -> bool:
+        """Tracked through the journal (executions/journal.py): a warm worker, and no file
+        to copy in or out, which the data store would need a transaction for."""
+        return (self.deployment.mode == "low_latency" and self.step is not None
+                and not any(io["data_type"] == "file"
+                            for io in (*self.step.inputs, *self.step.outputs)))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    endpoint: Endpoint | None
+    loaded_at: float
+    version: tuple[int, int, int]
+
+
+class EndpointDirectory:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._entries: dict[str, _Entry] = {}
+
+    async def lookup(self, name: str) -> Endpoint | None:
+        """The endpoint deployment called name, or None."""
+        entry = self._entries.get(name)
+        now = time.monotonic()
+        if entry is None or entry.version != _version() or now - entry.loaded_at > TTL_S:
+            entry = await self._load(name, now)
+        return entry.endpoint
+
+    async def _load(self, name: str, now: float) -> _Entry:
+        from gristmill_platform.deps import transaction
+
+        version = _version()  # before reading: a change committed meanwhile reloads again
+        async with transaction(self.state) as session:
+            deployment = await DeploymentRepository(session).by_name(name)
+            endpoint = None
+            if deployment is not None and deployment.execution_rule == "endpoint":
+                found = await PipelineRepository(session).with_step(deployment.pipeline_name)
+                pipeline, step = found if found is not None else (None, None)
+                endpoint = Endpoint(deployment, pipeline, step)
+        entry = _Entry(endpoint, now, version)
+        if len(self._entries) > 10_000:  # names probed at random must not grow it forever
+            self._entries.clear()
+        self._entries[name] = entry
+        return entry

@@ -1,0 +1,34 @@
+"""An execution's row as the fast path keeps it in memory (executions/low_latency.py) until
+the journal writes it: the executions table's columns, without an ORM instance's
+bookkeeping, which costs more than the rest of a warm call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    id: str
+    pipeline_id: str | None
+    pipeline_name: str
+    step_id: str | None
+    step_name: str
+    deployment_id: str | None
+    deployment_name: str | None
+    execution_rule: str
+    status: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    created_by: str | None
+    created_at: datetime
+    status_reason: str | None = None
+    worker: str | None = None
+    handle: dict[str, Any] | None = None
+    resource_usage: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    timeout_s: int | None = None
