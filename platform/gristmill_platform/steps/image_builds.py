@@ -149,7 +149,8 @@ class StepImages:
         settings = state.settings
         check_settings(settings)
         cfg = kubernetes_config(settings)
-        return cls(state, cfg, KubernetesExecutor(cfg), kaniko_env=kaniko_env(settings))
+        return cls(state, cfg, KubernetesExecutor(cfg), kaniko_env=kaniko_env(settings),
+                   poll_interval_s=POLL_INTERVAL_S)
 
     async def build(self, request: ImageRequest, code: Path, build_log: BuildLog,
                     progress: Progress, *, resumed: bool) -> str:

@@ -161,6 +161,33 @@ async def test_a_new_attempt_replaces_a_failed_build_job(
     assert len(emulator.sent("delete", "jobs")) == 1
 
 
+async def test_a_replaced_job_ignores_the_pods_of_the_failed_one(
+    executor: KubernetesExecutor, emulator: Emulator
+) -> None:
+    build = ImageBuild("train", "python:3.12-slim", "s3://b/ctx.tar.gz", "f" * 64)
+    first = await executor.submit_build(build)
+    name = first["name"]
+
+    def owned_pod(pod: str, uid: str, status: dict[str, object]) -> None:
+        emulator.add_pod(pod, {"job-name": name}, status)
+        emulator.pod(pod).patch({"metadata": {"ownerReferences": [
+            {"kind": "Job", "name": name, "uid": uid, "controller": True}]}})
+
+    failed = {"phase": "Failed", "containerStatuses": [
+        {"name": "kaniko", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+    owned_pod(f"{name}-old", first["uid"], failed)
+    emulator.serve_logs(f"{name}-old", "2026-11-23T12:00:01Z old attempt\n")
+    emulator.objects["batch/v1/jobs", NAMESPACE, name].patch({"status": {"failed": 1}})
+    again = await executor.submit_build(build, replace_failed=True)
+    assert again["uid"] != first["uid"]
+    # the old pod lingers until garbage collection: it is not the new Job's
+    assert (await executor.poll_build(again)).state == WorkerState.PENDING
+    assert await executor.build_logs(again) == []
+    owned_pod(f"{name}-new", again["uid"], {"phase": "Running"})
+    emulator.serve_logs(f"{name}-new", "2026-11-23T12:00:09Z new attempt\n")
+    assert [line.message for line in await executor.build_logs(again)] == ["new attempt"]
+
+
 # --- why a build failed ---------------------------------------------------------------------
 
 CACHE_NOISE = [

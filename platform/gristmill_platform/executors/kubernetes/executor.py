@@ -284,6 +284,7 @@ class KubernetesExecutor:
             "kind": "Job",
             "namespace": self.cfg.namespace,
             "name": job.name,
+            "uid": _raw(job).get("metadata", {}).get("uid"),
             "image": step_image_ref(self.cfg, build.digest),
         }
 
@@ -294,7 +295,7 @@ class KubernetesExecutor:
         job_status = _raw(job).get("status") or {}
         if job_status.get("succeeded"):
             return PollResult(WorkerState.SUCCEEDED, exit_code=0)
-        pod = await self._build_pod(handle)
+        pod = await self._build_pod(handle, _raw(job).get("metadata", {}).get("uid"))
         failed = next(
             (
                 condition
@@ -330,7 +331,9 @@ class KubernetesExecutor:
         )
 
     async def build_logs(self, handle: Handle) -> Sequence[LogLine]:
-        pod = await self._build_pod(handle)
+        job = await self._get(Job, handle)
+        uid = _raw(job).get("metadata", {}).get("uid") if job is not None else handle.get("uid")
+        pod = await self._build_pod(handle, uid)
         if pod is None:
             return []
         return await self._read_logs(handle["namespace"], pod.name)
@@ -420,20 +423,33 @@ class KubernetesExecutor:
         matching = [pod for pod in pods if _has_labels(_raw(pod), selector)]
         return sorted(matching, key=lambda pod: pod.name)
 
-    async def _build_pod(self, handle: Handle) -> APIObject | None:
+    async def _build_pod(self, handle: Handle, job_uid: str | None) -> APIObject | None:
+        """The newest pod of the build Job. A Job replaced under the same name (a new
+        attempt after a failure) may still have the old Job's pods around until the
+        garbage collector removes them: a pod owned by another Job uid is not this one's."""
         api = await self.api()
         pods = [
             pod
             async for pod in api.async_get(
                 Pod, namespace=handle["namespace"], label_selector={"job-name": handle["name"]}
             )
-            if isinstance(pod, APIObject) and _has_labels(_raw(pod), {"job-name": handle["name"]})
+            if isinstance(pod, APIObject)
+            and _has_labels(_raw(pod), {"job-name": handle["name"]})
+            and _owned_by(_raw(pod), job_uid)
         ]
         return max(
             pods,
             key=lambda pod: _raw(pod).get("metadata", {}).get("creationTimestamp", ""),
             default=None,
         )
+
+
+def _owned_by(raw: Mapping[str, Any], job_uid: str | None) -> bool:
+    owners = (raw.get("metadata") or {}).get("ownerReferences") or []
+    jobs = [owner for owner in owners if owner.get("kind") == "Job"]
+    if job_uid is None or not jobs:  # nothing to tell them apart by
+        return True
+    return any(owner.get("uid") == job_uid for owner in jobs)
 
 
 def _job_failed(raw: Mapping[str, Any]) -> bool:
