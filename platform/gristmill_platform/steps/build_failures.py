@@ -66,6 +66,9 @@ def build_failure_reason(
         return ("The image build ran out of memory: installing large requirements (several "
                 "big wheels at once) can need more than the builder has; install fewer at "
                 f"once, or bring your own Dockerfile.{_tail_sentence(log)}")
+    if outcome.code == FailureCode.WORKER_LOST:
+        return ("The image build was interrupted: its Job or its pod was deleted (or its "
+                f"node went away) before it finished. Create the step again.{_tail_sentence(log)}")
     if outcome.code in (FailureCode.IMAGE_PULL, FailureCode.CONFIG,
                         FailureCode.UNSCHEDULABLE):
         return f"The image builder could not start: {outcome.reason}"

@@ -264,6 +264,9 @@ def test_cache_misses_alone_are_not_taken_for_a_missing_image() -> None:
         ([], PollResult(WorkerState.FAILED, reason="The worker image kaniko could not be "
                         "pulled", code=FailureCode.IMAGE_PULL),
          "The image builder could not start: The worker image kaniko"),
+        ([], PollResult(WorkerState.FAILED, reason="The worker no longer exists",
+                        code=FailureCode.WORKER_LOST),
+         "The image build was interrupted: its Job or its pod was deleted"),
         (["INFO[0003] something odd", "panic: runtime error"], FAILED,
          "The image build failed. Last lines of the build log: panic: runtime error"),
         (["INFO[0003] Unpacking rootfs"], FAILED,
