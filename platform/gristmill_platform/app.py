@@ -156,9 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     errors.install_error_handlers(app)
     s3errors.install(app)
+    # the endpoint gateway first: every warm call is matched against the routes in order
+    app.include_router(gateway.router)
     app.include_router(health.router)
     app.include_router(api_router())
-    app.include_router(gateway.router)
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
     return app

@@ -1,8 +1,8 @@
 """Low-latency deployments on this machine: one warm worker process per deployment.
 
 A worker is the runner's server mode (``python -m gristmill.runtime serve``) in the step's
-virtual environment, listening on 127.0.0.1 on a port of its own, with a secret only this
-control service knows. The pool
+virtual environment, listening on a Unix socket of its own (a loopback TCP round trip costs
+several times more, on every execution), with a secret only this control service knows. The pool
 
 * starts it, polls ``/healthz`` until the step module is imported, and records the outcome
   on the deployment: ``up``, or ``creation_failed`` with the import error as the reason;
@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
+import tempfile
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gristmill.workers")
 
-EXIT_PORT_IN_USE = 75  # gristmill.runtime.serve: the port was taken, start again elsewhere
 # Module imports that load a model can take minutes; past this the start has failed.
 START_TIMEOUT_S = 1800.0
 HEALTH_POLL_FIRST_S = 0.005
@@ -74,10 +73,14 @@ def _backoff(failures: int) -> float:
     return 0.0 if failures <= 1 else min(30.0, 0.5 * 2 ** (failures - 2))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _socket_path() -> Path:
+    """A fresh path for a worker's Unix socket: short (a socket path holds at most 107
+    bytes, a data directory can be longer), in a folder only this user may enter."""
+    folder = Path(tempfile.gettempdir()) / f"gristmill-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        raise RuntimeError(f"{folder} must belong to this user with mode 700")
+    return folder / f"{secrets.token_hex(8)}.sock"
 
 
 @dataclass(frozen=True)
@@ -96,18 +99,18 @@ class _Record:
 
 
 class _Worker:
-    def __init__(self, record: _Record, pod_id: str, port: int, secret: str,
+    def __init__(self, record: _Record, pod_id: str, socket_path: Path, secret: str,
                  process: asyncio.subprocess.Process, io_root: Path) -> None:
         self.deployment_id = record.deployment_id
         self.name = record.name
         self.generation = record.generation
         self.step = record.step
         self.pod_id = pod_id
-        self.port = port
+        self.socket_path = socket_path
         self.process = process
         self.io_root = io_root
         # keep-alive connections: as many as executions run at once, plus health checks
-        self.client = WorkerClient(port, secret)
+        self.client = WorkerClient(0, secret, host="localhost", unix_path=str(socket_path))
         self.slots = asyncio.Semaphore(record.max_parallel)
         self.status = "starting"  # starting | running | failed | stopped
         self.retired = False  # replaced or stopped: takes no new executions
@@ -420,26 +423,19 @@ class LocalWorkerPool:
         """A started worker and None, or the worker (or None) and why it did not start."""
         if not record.python.exists():
             return None, "the step's environment is missing; create the step again"
-        for _ in range(3):  # another process may take the chosen port before the bind
-            worker = await self._spawn(slot, record)
-            slot.starting = worker
-            slot.pulse()
-            reason = await self._wait_ready(worker)
-            if reason is None:
-                return worker, None
-            if worker.returncode != EXIT_PORT_IN_USE:
-                return worker, reason
-            await self._terminate(worker)
-        return None, "no free port for the worker"
+        worker = await self._spawn(slot, record)
+        slot.starting = worker
+        slot.pulse()
+        return worker, await self._wait_ready(worker)
 
     async def _spawn(self, slot: _Slot, record: _Record) -> _Worker:
         pod_id = f"local-{record.name}-{record.generation}" + (
             f"-{slot.restarts}" if slot.restarts else "")
-        port = _free_port()
         secret = secrets.token_urlsafe(32)
         io_root = self.state.settings.data_dir / "low-latency" / pod_id / "io"
         await asyncio.to_thread(io_root.mkdir, parents=True, exist_ok=True)
-        env = self._environment(record, port, secret, io_root)
+        socket_path = await asyncio.to_thread(_socket_path)
+        env = self._environment(record, socket_path, secret, io_root)
         process = await asyncio.create_subprocess_exec(
             str(record.python), "-m", "gristmill.runtime", "serve",
             env=env, cwd=str(record.code),
@@ -448,7 +444,7 @@ class LocalWorkerPool:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # stop() takes the processes the step started too
         )
-        worker = _Worker(record, pod_id, port, secret, process, io_root)
+        worker = _Worker(record, pod_id, socket_path, secret, process, io_root)
         self._log(worker, f"Pod {pod_id} created (pid {process.pid}); importing "
                   f"{record.step.function_path}")
         loop = asyncio.get_running_loop()
@@ -456,7 +452,7 @@ class LocalWorkerPool:
         worker.tasks = [reader, loop.create_task(self._watch(slot, worker, reader))]
         return worker
 
-    def _environment(self, record: _Record, port: int, secret: str, io_root: Path
+    def _environment(self, record: _Record, socket_path: Path, secret: str, io_root: Path
                      ) -> dict[str, str]:
         """The elastic worker's environment (ExecutionRuntime._spec) without the
         per-execution entries, which come with each execution, plus the server's own."""
@@ -473,7 +469,7 @@ class LocalWorkerPool:
             "GRISTMILL_IO_DIR": str(io_root),
             "SDK_VERBOSE_LOG": "false",
             "PYTHONUNBUFFERED": "1",
-            "GRISTMILL_WORKER_PORT": str(port),
+            "GRISTMILL_WORKER_SOCKET": str(socket_path),
             "GRISTMILL_WORKER_SECRET": secret,
             "GRISTMILL_MAX_PARALLEL_EXECUTIONS": str(record.max_parallel),
             "GRISTMILL_FUNCTION_PATH": record.step.function_path,
@@ -631,6 +627,8 @@ class LocalWorkerPool:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
         worker.client.close()
+        with contextlib.suppress(FileNotFoundError):
+            worker.socket_path.unlink()
         await asyncio.to_thread(shutil.rmtree, worker.io_root.parent, True)
 
     async def _resume_one(self, slot: _Slot) -> None:

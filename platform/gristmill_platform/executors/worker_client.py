@@ -20,8 +20,9 @@ class WorkerClient:
     service's event loop, twice the worker's whole round trip (measured, see
     docs/deployments.md); this costs a write and two reads."""
 
-    def __init__(self, port: int, secret: str, host: str = "127.0.0.1") -> None:
-        self._host, self._port = host, port
+    def __init__(self, port: int, secret: str, host: str = "127.0.0.1",
+                 unix_path: str | None = None) -> None:
+        self._host, self._port, self._unix_path = host, port, unix_path
         self._headers = (f"Host: {host}:{port}\r\n{SECRET_HEADER}: {secret}\r\n"
                          "Content-Type: application/json\r\n").encode("latin-1")
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
@@ -34,7 +35,10 @@ class WorkerClient:
             reader, writer = self._idle.pop()
         else:
             try:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
+                if self._unix_path is not None:
+                    reader, writer = await asyncio.open_unix_connection(self._unix_path)
+                else:
+                    reader, writer = await asyncio.open_connection(self._host, self._port)
             except OSError as exc:
                 raise WorkerUnreachable(str(exc)) from exc
         reusable = False

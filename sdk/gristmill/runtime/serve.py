@@ -91,6 +91,9 @@ from gristmill.runtime.runner import (
 PORT_VAR = "GRISTMILL_WORKER_PORT"
 SECRET_VAR = "GRISTMILL_WORKER_SECRET"  # noqa: S105 - a variable's name, not a secret
 HOST_VAR = "GRISTMILL_WORKER_HOST"
+# A Unix socket path instead of host/port: a launcher on the same machine saves a TCP
+# round trip on every execution (loopback TCP costs several times a Unix socket).
+SOCKET_VAR = "GRISTMILL_WORKER_SOCKET"
 DRAIN_VAR = "GRISTMILL_WORKER_DRAIN_S"
 DEFAULT_HOST = "127.0.0.1"
 MAX_PARALLEL_VAR = "GRISTMILL_MAX_PARALLEL_EXECUTIONS"
@@ -144,13 +147,16 @@ class ServeConfig:
     retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
     parent_pid: int | None = None
     host: str = DEFAULT_HOST
+    socket_path: Path | None = None
     drain_s: float = 0.0
     warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServeConfig:
         warnings: list[str] = []
-        port = _integer(env, PORT_VAR, None, 0, 65535)
+        socket_value = env.get(SOCKET_VAR, "").strip()
+        # a Unix socket replaces the port
+        port = _integer(env, PORT_VAR, 0 if socket_value else None, 0, 65535)
         secret = env.get(SECRET_VAR, "")
         if len(secret) < MIN_SECRET_CHARS:
             raise ConfigError(f"{SECRET_VAR} must hold at least {MIN_SECRET_CHARS} characters.")
@@ -201,6 +207,7 @@ class ServeConfig:
                                     zero_ok=True),
             parent_pid=int(parent) if parent.isdigit() else None,
             host=host,
+            socket_path=Path(socket_value) if socket_value else None,
             drain_s=_seconds(env, DRAIN_VAR, 0.0, warnings, zero_ok=True),
             warnings=tuple(warnings),
         )
@@ -569,8 +576,10 @@ class Worker:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop)
-        host, port = sock.getsockname()[:2]
-        print(f"{PREFIX} worker ready on {host}:{port}: {self.where}, "
+        address = sock.getsockname()
+        where = (f"{address[0]}:{address[1]}" if isinstance(address, tuple)
+                 else str(address))
+        print(f"{PREFIX} worker ready on {where}: {self.where}, "
               f"{self.config.max_parallel} execution(s) at a time", flush=True)
         try:
             loop.run_forever()
@@ -613,7 +622,19 @@ async def _remove(folder: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, path: Path | None = None) -> socket.socket:
+    if path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # its folder is the launcher's (mode 700): only the same user may connect
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            sock.bind(str(path))
+            sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -661,7 +682,7 @@ def serve(environ: Mapping[str, str] | None = None) -> int:
         threading.Thread(target=_watch_parent, args=(config.parent_pid,),
                          name="gristmill-parent", daemon=True).start()
     try:
-        sock = _listen(config.host, config.port)
+        sock = _listen(config.host, config.port, config.socket_path)
     except OSError as error:
         _say(f"cannot listen on {config.host}:{config.port}: {error.strerror or error}")
         return EXIT_PORT_IN_USE if error.errno == errno.EADDRINUSE else EXIT_CONFIG
