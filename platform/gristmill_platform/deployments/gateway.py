@@ -4,7 +4,6 @@ endpoint token, not an SDK token."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from typing import Any
@@ -109,10 +108,10 @@ async def _trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
     execution_id = tracked.execution.id
     headers = {"Craft-Ai-Execution-Id": execution_id}
     if not _is_sdk(request):
-        with contextlib.suppress(TimeoutError):
-            finished = await asyncio.wait_for(asyncio.shield(tracked.done),
-                                              state.settings.long_poll_s)
-            response = await _result(state, deployment.name, finished)
+        # asyncio.wait: no task of its own, and the execution goes on if the time runs out
+        await asyncio.wait((tracked.done,), timeout=state.settings.long_poll_s)
+        if tracked.done.done():
+            response = await _result(state, deployment.name, tracked.done.result())
             response.headers.update(headers)
             return response
     return _see_results(request, deployment.name, execution_id, headers)

@@ -355,6 +355,7 @@ class Worker:
         self.is_async = inspect.iscoroutinefunction(function)
         self.slots = asyncio.Semaphore(config.max_parallel)
         # One thread per slot: a `def` execution never waits for a thread once admitted.
+        self._fitting: set[frozenset[str]] = set()  # input names checked against the function
         self.threads = ThreadPoolExecutor(max_workers=config.max_parallel,
                                           thread_name_prefix="gristmill-execution")
         self.running = 0
@@ -476,7 +477,11 @@ class Worker:
                 except ControlError as error:
                     raise StepFailure("InputError", "File inputs could not be downloaded: "
                                       f"{error}.") from None
-            check_arguments(self.function, kwargs, self.where)
+            names = frozenset(kwargs)
+            if names not in self._fitting:  # whether they fit depends on the names only
+                check_arguments(self.function, kwargs, self.where)
+                if len(self._fitting) < 256:
+                    self._fitting.add(names)
             try:
                 result = await self._call(kwargs)
             except asyncio.CancelledError:
