@@ -115,6 +115,16 @@ def test_a_line_the_runner_split_matches_its_first_part() -> None:
     assert unshipped(lines(long), [long[:MAX_LINE_CHARS], "x" * 10]) == []
 
 
+def test_credentials_in_the_pod_log_never_reach_the_stored_logs() -> None:
+    token = "gm_0123456789abcdef_" + "S3cr3t-secret_value-0123456789abcdefghijklm"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQ"
+    pod = lines(f"using {token}", f"Bearer {jwt}", "plain")
+    # the runner shipped the first line masked: it matches, nothing is added
+    kept = unshipped(pod, ["using ***", "plain"])
+    assert [line.message for line in kept] == ["Bearer ***"]
+    assert all(token not in line.message and jwt not in line.message for line in kept)
+
+
 def test_one_different_line_does_not_shift_the_others() -> None:
     kept = unshipped(lines("token=secret", "b", "c"), ["token=***", "b", "c"])
     assert [line.message for line in kept] == ["token=secret"]
