@@ -23,6 +23,9 @@ from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 MAX_BODY = 64 * 1024 * 1024
+# Several times the journal's write interval: how long an unknown execution id is looked
+# for before the answer is 404.
+VISIBILITY_WAIT_S = 1.0
 
 
 def _token(request: Request) -> str | None:
@@ -146,6 +149,20 @@ async def _wait(state: Any, deployment_id: str, execution_id: str, request: Requ
     return execution if ended else None
 
 
+async def _wait_visible(state: Any, deployment_id: str, execution_id: str, request: Request
+                        ) -> Any:
+    """_wait, for an execution another control service process may still hold in memory:
+    its journal writes it within a fraction of a second (executions/journal.py)."""
+    deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT_S
+    while True:
+        try:
+            return await _wait(state, deployment_id, execution_id, request)
+        except NotFound:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 async def _result(state: Any, name: str, execution: Any) -> Response:
     execution_id = execution.id
     if execution.status != t.SUCCEEDED:
@@ -176,7 +193,7 @@ async def result(name: str, execution_id: str, request: Request, state: AppState
     async with transaction(state) as session:
         deployment = await deployment_services(state, session).authorize_endpoint(
             name, _token(request))
-    execution = await _wait(state, deployment.id, execution_id, request)
+    execution = await _wait_visible(state, deployment.id, execution_id, request)
     if execution is None:
         # the same URL, token included: requests follows up to 30 redirects
         return JSONResponse({"execution_id": execution_id, "status": "Running"},

@@ -40,6 +40,7 @@ log = logging.getLogger("gristmill.journal")
 FLUSH_INTERVAL_S = 0.05
 # A batch this large is written at once, without waiting for the interval.
 FLUSH_BATCH = 500
+DEPLOYMENTS_RECHECK_S = 5.0
 # Core tables: executemany of plain rows, no ORM bookkeeping
 EXECUTIONS = cast(Table, Execution.__table__)
 TOKENS = cast(Table, SdkToken.__table__)
@@ -61,7 +62,9 @@ class TrackingJournal:
         self._revoked: dict[str, datetime] = {}  # token id -> when
         self._written: set[str] = set()  # executions in the database that may still change
         self._token_owner: dict[str, str] = {}  # written execution tokens -> execution id
-        self._deployments_seen = (-1, 0.0)
+        self._alive_deployments: set[str] = set()
+        self._deployments_version = -1
+        self._deployments_at = 0.0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,11 +139,13 @@ class TrackingJournal:
         async with self.state.session_factory() as session, session.begin():
             fresh = [r for r in rows if r["id"] not in written_before]
             known = [r for r in rows if r["id"] in written_before]
-            if fresh and self._deployments_may_be_gone():
+            confirmed: set[str] = set()
+            wanted = {r["deployment_id"] for r in fresh}
+            if fresh and not wanted <= self._known_deployments():
                 # deleted since: its executions went with it
-                alive = set((await session.scalars(select(Deployment.id).where(
-                    Deployment.id.in_({r["deployment_id"] for r in fresh})))).all())
-                fresh = [r for r in fresh if r["deployment_id"] in alive]
+                confirmed = set((await session.scalars(select(Deployment.id).where(
+                    Deployment.id.in_(wanted)))).all())
+                fresh = [r for r in fresh if r["deployment_id"] in confirmed]
             if known:
                 # deleted meanwhile, or ended by someone else (cancelled, reconciled)
                 still = set((await session.scalars(select(Execution.id).where(
@@ -174,6 +179,7 @@ class TrackingJournal:
             logs = [line for line in logs if line["execution_id"] in kept]
             if logs:
                 await session.execute(insert(LOGS), logs)
+        self._alive_deployments |= confirmed  # only once written: a retry checks again
         for token in tokens:
             self._token_owner[token["id"]] = token["execution_id"]
         for key in revoked:
@@ -185,15 +191,17 @@ class TrackingJournal:
             else:
                 self._written.discard(row["id"])
 
-    def _deployments_may_be_gone(self) -> bool:
-        """Whether a deployment may have been deleted since the last check: through this
-        process (db/changes.py), or through another one (checked every few seconds)."""
+    def _known_deployments(self) -> set[str]:
+        """Deployments seen to exist, with no deletion since: through this process (seen
+        at once, db/changes.py) or through another one (forgotten every
+        DEPLOYMENTS_RECHECK_S)."""
         now = time.monotonic()
         current = changes.version(Deployment)
-        if current == self._deployments_seen[0] and now - self._deployments_seen[1] < 5.0:
-            return False
-        self._deployments_seen = (current, now)
-        return True
+        if current != self._deployments_version or now - self._deployments_at > \
+                DEPLOYMENTS_RECHECK_S:
+            self._alive_deployments = set()
+            self._deployments_version, self._deployments_at = current, now
+        return self._alive_deployments
 
     async def _flush_forever(self) -> None:
         while True:

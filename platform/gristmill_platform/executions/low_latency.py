@@ -58,6 +58,9 @@ log = logging.getLogger("gristmill.low_latency")
 # Under the reconciler's 45 s: executions waiting in line or running on a worker are
 # alive as long as this process holds them.
 HEARTBEAT_S = 10.0
+# The handle of an execution on a warm worker: who holds it sends heartbeats, so a quiet
+# one has lost its control service (ExecutionRuntime.reconcile fails it).
+LOW_LATENCY_BACKEND = "low-latency"
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
 
@@ -145,7 +148,7 @@ class LowLatencyDispatcher:
             execution.status = t.transition(execution.status, t.RUNNING)
             execution.started_at = execution.heartbeat_at = utcnow()
             execution.worker = pod_id
-            execution.handle = {"backend": "local-low-latency", "pod_id": pod_id,
+            execution.handle = {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id,
                                 "execution_id": execution.id}
             self.journal.changed(execution)
             environment = await self.environment.current()
@@ -215,7 +218,7 @@ class LowLatencyDispatcher:
                 # No pid on purpose: cancelling one execution must not kill the worker the
                 # others share. Should this control service die while it runs, the
                 # reconciler finds this handle and fails it as "the worker is gone".
-                execution.handle = {"backend": "local-low-latency", "pod_id": pod_id,
+                execution.handle = {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id,
                                     "execution_id": execution_id}
             # plain rows, not ORM objects: this runs for every execution
             rows = await session.execute(select(EnvironmentVariable.name,

@@ -375,6 +375,7 @@ class ExecutionRuntime:
     async def reconcile(self) -> None:
         """Executions gone quiet: ask the backend, fail those whose worker is gone."""
         from gristmill_platform.deps import transaction
+        from gristmill_platform.executions.low_latency import LOW_LATENCY_BACKEND
 
         async with transaction(self.state) as session:
             active = await ExecutionRepository(session).active()
@@ -384,6 +385,10 @@ class ExecutionRuntime:
         for execution_id, handle in quiet:
             if handle is None:
                 await self._fail(execution_id, "no worker was started for this execution")
+                continue
+            if handle.get("backend") == LOW_LATENCY_BACKEND:
+                await self._fail(execution_id, "the control service running it on a warm "
+                                 "worker stopped before it ended")
                 continue
             if is_pod(handle):
                 await self._reconcile_pod(execution_id, handle)

@@ -1,0 +1,267 @@
+"""How warm calls are tracked (executions/journal.py, the gateway's fast path): in memory,
+then in batches, and never missing from what this control service answers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gristmill_platform.db.models.auth import SdkToken
+from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.types import utcnow
+from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.records import ExecutionRecord
+from tests.conftest import GristmillEnv, start_environment
+from tests.platform.stepkit import archive_of, write_folder
+from tests.platform.test_runs import make_pipeline
+
+STEP_CODE = '''
+from gristmill import Gristmill
+
+
+def echo(text: str) -> dict:
+    print(f"echo {text}")
+    return {"text": text}
+
+
+def measured(text: str) -> dict:
+    # the execution token given to this execution, used from inside the step
+    Gristmill().record_metric_value("length", len(text))
+    return {"text": text}
+'''
+TEXT = [{"name": "text", "data_type": "string"}]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return archive_of(write_folder(tmp_path_factory.mktemp("tracking"),
+                                   {"src/steps.py": STEP_CODE}))
+
+
+def deploy(api: httpx.Client, archive: bytes, name: str, function: str) -> str:
+    make_pipeline(api, archive, name, function, TEXT, TEXT)
+    created = api.post("/endpoints", json={"pipeline_name": name, "name": name,
+                                           "mode": "low_latency"})
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "up", created.json()
+    return str(created.json()["endpoint_token"])
+
+
+def call(env: GristmillEnv, name: str, token: str, text: str) -> dict[str, Any]:
+    response = httpx.post(f"{env.url}/endpoints/{name}", json={"text": text}, timeout=60,
+                          headers={"Authorization": f"EndpointToken {token}"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_an_answered_call_is_in_the_history_at_once(gristmill_env, api, archive,
+                                                     unique) -> None:
+    name = f"tr-now-{unique}"
+    token = deploy(api, archive, name, "echo")
+    answer = call(gristmill_env, name, token, "hello")
+    execution_id = answer["execution_id"]
+    # no wait: the read's transaction writes what the journal holds first
+    execution = api.get(f"/executions/{execution_id}")
+    assert execution.status_code == 200, execution.text
+    body = execution.json()
+    assert body["status"] == "Succeeded" and body["deployment_name"] == name
+    assert body["worker"] == f"local-{name}-1"
+    assert [i["value"] for i in body["inputs"]] == ["hello"]
+    assert [o["value"] for o in body["outputs"]] == ["hello"]
+    logs = api.post(f"/executions/{execution_id}/logs", json={}).json()
+    assert "echo hello" in [line["message"] for batch in logs for line in batch]
+
+
+def test_the_step_can_use_its_execution_token(gristmill_env, api, archive, unique) -> None:
+    name = f"tr-token-{unique}"
+    token = deploy(api, archive, name, "measured")
+    execution_id = call(gristmill_env, name, token, "four")["execution_id"]
+    metrics = api.get("/metrics/single-value",
+                      params={"filters[execution_id]": execution_id})
+    assert metrics.status_code == 200, metrics.text
+    found = [(m["name"], m["value"]) for m in metrics.json()["metrics"]]
+    assert found == [("length", 4)], metrics.json()
+
+
+def test_deleting_a_deployment_leaves_no_execution_behind(gristmill_env, api, archive,
+                                                          unique) -> None:
+    name = f"tr-del-{unique}"
+    token = deploy(api, archive, name, "echo")
+    ids = [call(gristmill_env, name, token, str(i))["execution_id"] for i in range(5)]
+    assert api.delete(f"/deployments/{name}").status_code == 200
+    for execution_id in ids:
+        assert api.get(f"/executions/{execution_id}").status_code == 404
+    listed = api.get(f"/pipelines/{name}/executions").json()
+    assert listed == []
+
+
+@pytest.fixture
+def own_environment(database, tmp_path: Path) -> Iterator[tuple[Any, GristmillEnv]]:
+    server, env, _ = start_environment(tmp_path / "env", database.url)
+    try:
+        yield server, env
+    finally:
+        server.stop()
+
+
+def test_a_normal_stop_writes_every_answered_call(own_environment, archive, tmp_path,
+                                                  database) -> None:
+    server, env = own_environment
+    with env.client() as api:
+        token = deploy(api, archive, "tr-stop", "echo")
+    ids = [call(env, "tr-stop", token, str(i))["execution_id"] for i in range(20)]
+    server.stop()
+    server2, env2, _ = start_environment(tmp_path / "env", database.url)
+    try:
+        with env2.client() as api:
+            listed = {e["execution_id"] for e in api.get("/pipelines/tr-stop/executions")
+                      .json()}
+        assert set(ids) <= listed
+    finally:
+        server2.stop()
+
+
+# --- the journal on its own --------------------------------------------------------------
+
+
+@pytest.fixture
+def journal_state(database, tmp_path: Path) -> Iterator[Any]:
+    from gristmill_platform.app import build_state
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+
+    settings = resolve_settings(Settings(data_dir=tmp_path / "env",
+                                         database_url=database.url))
+    prepare_environment(settings)
+    state = build_state(settings)
+    yield state
+    asyncio.run(state.engine.dispose())
+
+
+def record(deployment_id: str, status: str = t.SUCCEEDED, pipeline_id: str | None = None,
+           **values: Any) -> ExecutionRecord:
+    now = utcnow()
+    return ExecutionRecord(
+        id=f"p-{uuid.uuid4().hex}", pipeline_id=pipeline_id, pipeline_name="p", step_id=None,
+        step_name="s", deployment_id=deployment_id, deployment_name="d",
+        execution_rule="endpoint", status=status, inputs=[], outputs=[], created_by=None,
+        created_at=now, **values)
+
+
+def token_row(execution: ExecutionRecord, user_id: str) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex[:16], "user_id": user_id, "name": "t",
+            "secret_hash": "0" * 64, "scope": "execution", "execution_id": execution.id,
+            "created_at": utcnow(), "expires_at": None, "revoked_at": None,
+            "last_used_at": None}
+
+
+async def seed(state: Any) -> tuple[str, str]:
+    """A deployment row and the admin user's id."""
+    from gristmill_platform.db.models.auth import User
+    from gristmill_platform.db.models.steps import Pipeline, Step
+
+    async with state.session_factory() as session, session.begin():
+        user = (await session.scalars(select(User))).first()
+        assert user is not None
+        suffix = uuid.uuid4().hex[:8]
+        step = Step(id=str(uuid.uuid4()), name=f"s-{suffix}", function_path="a.py",
+                    function_name="f", origin="local")
+        pipeline = Pipeline(id=str(uuid.uuid4()), name=f"p-{suffix}", step_id=step.id)
+        session.add(step)
+        await session.flush()  # no relationship orders them: the step first
+        session.add(pipeline)
+        await session.flush()
+        deployment = Deployment(
+            id=str(uuid.uuid4()), name=f"d-{suffix}", pipeline_id=pipeline.id,
+            pipeline_name="p", execution_rule="endpoint", mode="low_latency",
+            inputs_mapping=[], outputs_mapping=[], created_by=user.id)
+        session.add(deployment)
+    return deployment.id, user.id
+
+
+def test_tokens_are_written_only_for_running_executions(journal_state) -> None:
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        ended = record(deployment_id)
+        running = record(deployment_id, status=t.RUNNING)
+        journal.created(ended, token_row(ended, user_id))
+        running_token = token_row(running, user_id)
+        journal.created(running, running_token)
+        journal.ended(ended, [{"execution_id": ended.id, "seq": 0, "timestamp": utcnow(),
+                               "stream": "stdout", "message": "hi"}], "unused", utcnow())
+        await journal.flush()
+        async with journal_state.session_factory() as session:
+            mine = [ended.id, running.id]
+            tokens = (await session.scalars(select(SdkToken.execution_id).where(
+                SdkToken.execution_id.in_(mine)))).all()
+            assert list(tokens) == [running.id]  # an ended one has no use for its token
+            logs = (await session.scalars(select(ExecutionLog.message).where(
+                ExecutionLog.execution_id.in_(mine)))).all()
+            assert list(logs) == ["hi"]
+        # it ends: its row is updated, its token revoked
+        running.status, running.ended_at = t.SUCCEEDED, utcnow() + timedelta(seconds=1)
+        journal.ended(running, [], running_token["id"], utcnow())
+        await journal.flush()
+        async with journal_state.session_factory() as session:
+            row = await session.get(Execution, running.id)
+            assert row is not None and row.status == t.SUCCEEDED
+            token = await session.get(SdkToken, running_token["id"])
+            assert token is not None and token.revoked_at is not None
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_row_does_not_take_the_batch_with_it(journal_state) -> None:
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        good = record(deployment_id)
+        # its pipeline does not exist: the foreign key refuses it
+        bad = record(deployment_id, pipeline_id=str(uuid.uuid4()))
+        gone = record(str(uuid.uuid4()))  # its deployment was deleted meanwhile
+        for execution in (good, bad, gone):
+            journal.changed(execution)
+        await journal.flush()
+        async with journal_state.session_factory() as session:
+            ids = set((await session.scalars(select(Execution.id).where(
+                Execution.id.in_([good.id, bad.id, gone.id])))).all())
+        assert ids == {good.id}
+        assert not journal.pending
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        running = record(deployment_id, status=t.RUNNING)
+        journal.changed(running)
+        await journal.flush()
+        async with journal_state.session_factory() as session, session.begin():
+            row = await session.get(Execution, running.id)
+            assert row is not None
+            row.status, row.status_reason = t.CANCELLED, "cancelled by hand"
+        running.status = t.SUCCEEDED
+        journal.changed(running)
+        await journal.flush()
+        async with journal_state.session_factory() as session:
+            row = await session.get(Execution, running.id)
+            assert row is not None and row.status == t.CANCELLED
+        await journal.shutdown()
+
+    asyncio.run(scenario())
