@@ -136,7 +136,8 @@ class TrackingJournal:
     async def _write(self, rows: list[dict[str, Any]], logs: list[dict[str, Any]],
                      tokens: list[dict[str, Any]], revoked: dict[str, datetime]) -> None:
         written_before = set(self._written)
-        async with self.state.session_factory() as session, session.begin():
+        # a connection, not an ORM session: nothing here needs one, and it costs
+        async with self.state.engine.begin() as session:
             fresh = [r for r in rows if r["id"] not in written_before]
             known = [r for r in rows if r["id"] in written_before]
             confirmed: set[str] = set()
