@@ -54,6 +54,10 @@ def control_rbac_rules() -> list[PolicyRuleArgsDict]:
     ]
 
 
+def internal_url(control_namespace: str) -> str:
+    return f"http://{CONTROL_NAME}.{control_namespace}.svc.cluster.local"
+
+
 def control_settings(
     *,
     public_url: pulumi.Input[str],
@@ -62,11 +66,17 @@ def control_settings(
     bucket: pulumi.Input[str],
     region: str,
     prometheus_url: str,
+    control_namespace: str | None = None,
 ) -> dict[str, pulumi.Input[str]]:
     """The non-secret GRISTMILL_* settings that select the Kubernetes, S3 and Prometheus
     adapters of the control service."""
+    internal = ({"GRISTMILL_INTERNAL_URL": internal_url(control_namespace)}
+                if control_namespace else {})
     return {
         "GRISTMILL_PUBLIC_URL": public_url,
+        # step pods reach the control service inside the cluster, not through the load
+        # balancer (the workers' egress policy lets them)
+        **internal,
         "GRISTMILL_EXECUTOR": "kubernetes",
         "GRISTMILL_KUBERNETES_NAMESPACE": workers_namespace,
         "GRISTMILL_REGISTRY": registry,

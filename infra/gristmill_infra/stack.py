@@ -218,6 +218,7 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
                 bucket=datastore.bucket_name,
                 region=cfg.region,
                 prometheus_url=monitoring.prometheus_url,
+                control_namespace=cfg.platform.namespace,
             ),
         ),
         on_kubernetes,

@@ -183,3 +183,13 @@ def test_namespaces_enforce_pod_security(mocks: GristmillMocks) -> None:
     }
     assert namespaces["gristmill"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert namespaces["steps"]["pod-security.kubernetes.io/enforce"] == "baseline"
+
+
+def test_step_pods_reach_the_control_service_inside_the_cluster() -> None:
+    settings = control_settings(
+        public_url="https://dev.ml.example.com", workers_namespace="gristmill-workers",
+        registry="r", bucket="b", region="eu-west-3", prometheus_url="http://p",
+        control_namespace="gristmill")
+    assert settings["GRISTMILL_INTERNAL_URL"] == (
+        "http://gristmill-control.gristmill.svc.cluster.local")
+    assert "GRISTMILL_INTERNAL_URL" not in SETTINGS

@@ -136,6 +136,7 @@ def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> N
     settings = mocks.one("kubernetes:core/v1:ConfigMap").inputs["data"]
     assert settings == {
         "GRISTMILL_PUBLIC_URL": "https://dev.ml.example.com",
+        "GRISTMILL_INTERNAL_URL": "http://gristmill-control.gristmill.svc.cluster.local",
         "GRISTMILL_EXECUTOR": "kubernetes",
         "GRISTMILL_KUBERNETES_NAMESPACE": "gristmill-workers",
         "GRISTMILL_REGISTRY": outputs["registry_url"],
