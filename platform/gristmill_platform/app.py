@@ -23,6 +23,7 @@ from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
+from gristmill_platform.deployments.fast_path import EndpointFastPath
 from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
@@ -153,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.gristmill = state
+    # inside the request id (added after it: Starlette puts the last added outermost)
+    app.add_middleware(EndpointFastPath, state=state)
     app.add_middleware(RequestIdMiddleware)
     errors.install_error_handlers(app)
     s3errors.install(app)

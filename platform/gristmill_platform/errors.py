@@ -107,8 +107,7 @@ def _describe_validation_error(err: dict[str, Any]) -> str:
     return f"{where}: {err.get('msg', 'invalid value')}"
 
 
-async def _app_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
+def app_error_response(request: Request, exc: AppError) -> JSONResponse:
     return JSONResponse(
         error_body(request, exc.message, exc.name, exc.additional_data),
         status_code=exc.status_code,
@@ -146,6 +145,11 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         error_body(request, "Internal server error", "InternalServerError"), status_code=500
     )
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return app_error_response(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -265,3 +265,33 @@ def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
         await journal.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_the_fast_path_refuses_as_the_routes_do(gristmill_env, api, archive, unique) -> None:
+    name = f"tr-bad-{unique}"
+    token = deploy(api, archive, name, "echo")
+    url = f"{gristmill_env.url}/endpoints/{name}"
+    good = {"Authorization": f"EndpointToken {token}"}
+    cases = [
+        ({}, {"text": "x"}, 401, "MissingEndpointToken"),
+        ({"Authorization": "EndpointToken nope"}, {"text": "x"}, 401, "InvalidEndpointToken"),
+        (good, {"text": "x", "extra": 1}, 400, "InvalidInputs"),
+        (good, {"text": 3}, 400, None),
+        (good, [1, 2], 400, "BadRequest"),
+    ]
+    for headers, body, status, error in cases:
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert response.status_code == status, (body, response.text)
+        payload = response.json()
+        assert payload["request_id"] == response.headers["x-request-id"]
+        if error is not None:
+            assert payload["name"] == error, payload
+    broken = httpx.post(url, content=b"{not json", timeout=30,
+                        headers={**good, "Content-Type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["message"]
+    assert api.patch(f"/deployments/{name}", json={"is_enabled": False,
+                                                   "reload": False}).status_code == 200
+    disabled = httpx.post(url, json={"text": "x"}, headers=good, timeout=30)
+    assert disabled.status_code == 403 and disabled.json()["name"] == "DeploymentDisabled"
+    # none of them made an execution
+    assert api.get(f"/pipelines/{name}/executions").json() == []

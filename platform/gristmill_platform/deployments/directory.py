@@ -8,6 +8,7 @@ takes effect here within TTL_S."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,7 +39,7 @@ class Endpoint:
     pipeline: Pipeline | None
     step: Step | None
 
-    @property
+    @functools.cached_property
     def fast(self) -> bool:
         """Tracked through the journal (executions/journal.py): a warm worker, and no file
         to copy in or out, which the data store would need a transaction for."""

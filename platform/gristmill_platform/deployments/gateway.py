@@ -28,7 +28,7 @@ MAX_BODY = 64 * 1024 * 1024
 VISIBILITY_WAIT_S = 1.0
 
 
-def _token(request: Request) -> str | None:
+def token_of(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "endpointtoken" and value.strip():
@@ -36,7 +36,7 @@ def _token(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
-async def _inputs(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     files: dict[str, tuple[str, Any]] = {}
     if content_type == "multipart/form-data":
@@ -72,12 +72,12 @@ def _is_sdk(request: Request) -> bool:
 
 @router.post("/{name}")
 async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
-    token = _token(request)
+    token = token_of(request)
     endpoint = await state.endpoints.lookup(name)
     deployment = check_endpoint_token(name, endpoint.deployment if endpoint else None, token)
-    body, files = await _inputs(request)
+    body, files = await inputs_of(request)
     if endpoint is not None and endpoint.fast and not files:
-        return await _trigger_fast(state, request, endpoint, body)
+        return await trigger_fast(state, request, endpoint, body)
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = deployment_services(state, session)
@@ -97,7 +97,7 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     return _see_results(request, name, execution_id, headers)
 
 
-async def _trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
+async def trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
                         body: dict[str, Any]) -> Response:
     """A warm worker's execution with no file: tracked in memory (executions/low_latency.py),
     no query on the way."""
@@ -192,7 +192,7 @@ async def result(name: str, execution_id: str, request: Request, state: AppState
                  ) -> Response:
     async with transaction(state) as session:
         deployment = await deployment_services(state, session).authorize_endpoint(
-            name, _token(request))
+            name, token_of(request))
     execution = await _wait_visible(state, deployment.id, execution_id, request)
     if execution is None:
         # the same URL, token included: requests follows up to 30 redirects
