@@ -2,7 +2,8 @@
 
 * ``local``: workers are local processes (the embedded default);
 * ``kubernetes``: ``executor=kubernetes`` against the kmock API emulator, whose pods a
-  kubelet double (kubelet.py) runs as local processes;
+  kubelet double (kubelet.py) runs as local processes, the worker Deployments of
+  low-latency deployments included (their pods are reached at 127.0.0.1:<port>);
 * ``kubernetes-real``: a real cluster (kind, EKS), when ``GRISTMILL_E2E_KUBECONFIG`` is
   set; skipped otherwise (docs/kubernetes.md says how to run it).
 
@@ -30,6 +31,7 @@ from tests.conftest import start_environment as start_local_environment
 from tests.datastore_conformance.conftest import Moto, moto
 from tests.platform.backends.kubelet import KubeletDouble
 from tests.platform.executors.emulator import NAMESPACE, Emulator, write_kubeconfig
+from tests.platform.executors.worker_cluster import WorkerCluster
 
 __all__ = ["Backend", "moto"]  # moto: the S3 server fixture, shared with the data store suite
 
@@ -109,12 +111,37 @@ class Backend:
                                       api=self.real_api)))
         return False
 
+    def worker_exists(self, deployment_name: str) -> bool:
+        """Whether the worker Deployment of a low-latency deployment is in the cluster."""
+        from gristmill_platform.executors.kubernetes.manifests import worker_name
+
+        name = worker_name(deployment_name)
+        if self.emulator is not None:
+            return self.emulator.has("apps/v1/deployments", name)
+        if self.real_api is not None:
+            import kr8s
+
+            return bool(list(kr8s.get("deployments", name, namespace=self.real_namespace,
+                                      api=self.real_api)))
+        return False
+
     real_namespace: str = "gristmill-e2e"
 
 
-def _locator(state: Any, database: Path) -> Any:
-    """(pod env) -> (python, code folder): what the image would hold for the step."""
+def _image_of(state: Any, step_id: str, environment_key: str | None) -> tuple[str, Path]:
+    """(python, code folder): what the step's image would hold."""
     from gristmill_platform.steps.environments import python_of
+
+    python = sys.executable  # the image's Python has the SDK, as this one does
+    if environment_key:
+        candidate = python_of(state.builds.environment_dir(environment_key))
+        if Path(candidate).exists():
+            python = str(candidate)
+    return python, state.builds.code_dir(step_id)
+
+
+def _locator(state: Any, database: Path) -> Any:
+    """(pod env) -> (python, code folder) of an elastic pod's execution's step."""
 
     def locate(env: Mapping[str, str]) -> tuple[str, Path]:
         with sqlite3.connect(database) as db:
@@ -124,13 +151,23 @@ def _locator(state: Any, database: Path) -> Any:
             ).fetchone()
         if row is None:
             raise LookupError(f"no step for execution {env['GRISTMILL_EXECUTION_ID']}")
-        step_id, environment_key = row
-        python = sys.executable  # the image's Python has the SDK, as this one does
-        if environment_key:
-            candidate = python_of(state.builds.environment_dir(environment_key))
-            if Path(candidate).exists():
-                python = str(candidate)
-        return python, state.builds.code_dir(step_id)
+        return _image_of(state, *row)
+
+    return locate
+
+
+def _worker_locator(state: Any, database: Path) -> Any:
+    """(worker pod) -> (python, code folder) of its step, named by the pod's annotation."""
+    from gristmill_platform.executors.kubernetes.manifests import ANNOTATION_STEP
+
+    def locate(pod: Mapping[str, Any]) -> tuple[str, Path]:
+        step = (pod["metadata"].get("annotations") or {})[ANNOTATION_STEP]
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT id, environment_key FROM steps WHERE name = ?",
+                             (step,)).fetchone()
+        if row is None:
+            raise LookupError(f"no step named {step}")
+        return _image_of(state, *row)
 
     return locate
 
@@ -147,7 +184,13 @@ def _emulated(root: Path, moto: Moto) -> Iterator[Backend]:
         kubernetes_namespace=NAMESPACE, kubernetes_kubeconfig=str(kubeconfig),
         kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()))
     state = server.server.config.app.state.gristmill
-    kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database))
+    workers = WorkerCluster(emulator, NAMESPACE, locate=_worker_locator(state, database))
+    kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers)
+    # the pool reaches worker pods where the double runs them, not at their (made-up) IPs;
+    # it reads their statuses as often as the executor's watch does
+    pool = state.components["executions"].workers
+    pool.address = workers.address
+    pool.refresh_s = 0.2
 
     async def start_kubelet() -> None:
         kubelet.start()

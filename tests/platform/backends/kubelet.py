@@ -13,7 +13,12 @@ double stands at the edge, where a node would be:
 * its output is served at ``/pods/<name>/log?timestamps=true``;
 * a pod asking for a GPU stays Pending, unschedulable: the double has no GPU;
 * a deleted pod's process is stopped;
-* image build Jobs succeed at once (the image itself is never built).
+* image build Jobs succeed at once (the image itself is never built);
+* the worker Deployments of low-latency deployments (``gm-ll-*``), given ``workers``: the
+  controller and kubelet double of tests/platform/executors/worker_cluster.py runs each
+  one's pod as a real ``python -m gristmill.runtime serve`` process on a port of its own
+  (``WorkerCluster.address`` is the pool's address resolver), with the step's interpreter
+  and code folder as its image's ``python`` and ``/app``.
 
 Everything runs on the emulator's event loop, in the emulator's thread.
 """
@@ -34,6 +39,7 @@ from typing import Any
 from kmock._internal.k8s import KubernetesObjectNotFoundError
 
 from tests.platform.executors.emulator import Emulator
+from tests.platform.executors.worker_cluster import WorkerCluster
 
 NODE = "kubelet-double"
 TICK_S = 0.05
@@ -79,10 +85,12 @@ class RunningPod:
 
 
 class KubeletDouble:
-    def __init__(self, emulator: Emulator, namespace: str, locate: Locator) -> None:
+    def __init__(self, emulator: Emulator, namespace: str, locate: Locator,
+                 workers: WorkerCluster | None = None) -> None:
         self.emulator = emulator
         self.namespace = namespace
         self.locate = locate
+        self.workers = workers  # runs the pods of worker Deployments
         self.seen: set[str] = set()
         self.running: dict[str, RunningPod] = {}
         self.pids: dict[str, int] = {}  # pod name -> pid of its process, for tests
@@ -93,6 +101,8 @@ class KubeletDouble:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._forever())
+        if self.workers is not None:
+            self.workers.start()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -101,6 +111,8 @@ class KubeletDouble:
                 await self._task
         for pod in list(self.running.values()):
             await self._kill(pod)
+        if self.workers is not None:
+            await self.workers.stop()
 
     async def _forever(self) -> None:
         while True:

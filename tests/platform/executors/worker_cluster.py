@@ -17,6 +17,10 @@ Deployments (``gm-ll-*``) in the emulator:
   once its process is gone; an image listed as missing never pulls (``ImagePullBackOff``);
   logs are served at ``/pods/<name>/log?timestamps=true``.
 
+The image's ``python`` is this interpreter and its ``/app`` one step folder (``step_dir``),
+or, given ``locate``, whatever it says for the pod (the behavioural suite's kubelet double
+passes the pod's step's interpreter and code folder on the control service).
+
 Everything runs on the test's event loop, the emulator's too.
 """
 
@@ -32,7 +36,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +50,9 @@ KILL_GRACE_S = 30.0
 HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 MESSAGE_LINES = 80  # FallbackToLogsOnError keeps the end of the log
 CRASH_LOOP_AFTER = 2  # failures in a row, never ready in between
+
+# (pod) -> (python executable, code folder): what the pod's image would hold
+PodLocator = Callable[[Mapping[str, Any]], tuple[str, Path]]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -89,12 +96,15 @@ class FakePod:
 
 
 class WorkerCluster:
-    def __init__(self, emulator: Any, namespace: str, step_dir: Path, *,
-                 missing_images: Iterable[str] = (),
+    def __init__(self, emulator: Any, namespace: str, step_dir: Path | None = None, *,
+                 locate: PodLocator | None = None, missing_images: Iterable[str] = (),
                  unschedulable_since: str = "2026-11-23T12:00:00Z") -> None:
+        if (step_dir is None) == (locate is None):
+            raise ValueError("give the step folder or a locator, one of them")
         self.emulator = emulator
         self.namespace = namespace
         self.step_dir = step_dir
+        self.locate = locate
         self.missing_images = set(missing_images)
         self.unschedulable_since = unschedulable_since
         self.pods: dict[str, FakePod] = {}
@@ -277,10 +287,15 @@ class WorkerCluster:
             else:
                 env[item["name"]] = fields.get(item["valueFrom"]["fieldRef"]["fieldPath"], "")
         pod.io_dir.mkdir(parents=True, exist_ok=True)
+        if self.locate is not None:
+            python, step_dir = self.locate(raw)
+        else:
+            assert self.step_dir is not None
+            python, step_dir = sys.executable, self.step_dir
         env.update(
             GRISTMILL_WORKER_PORT=str(pod.port),  # the pod's own IP would allow the same port
             GRISTMILL_WORKER_HOST="127.0.0.1",  # not every interface of the test machine
-            GRISTMILL_STEP_DIR=str(self.step_dir),  # the image's /app
+            GRISTMILL_STEP_DIR=str(step_dir),  # the image's /app
             GRISTMILL_IO_DIR=str(pod.io_dir),
             # serve exits once orphaned: a test process killed before its teardown leaves
             # no worker behind (pods have no such parent)
@@ -288,10 +303,10 @@ class WorkerCluster:
         )
         command = list(container_spec["command"])
         if command[0] == "python":
-            command[0] = sys.executable
+            command[0] = python
         process = await asyncio.create_subprocess_exec(
             *command, env={**{k: v for k, v in os.environ.items() if k in HOST_ENV}, **env},
-            cwd=str(self.step_dir), stdin=asyncio.subprocess.DEVNULL,
+            cwd=str(step_dir), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
         container = Container(process)
