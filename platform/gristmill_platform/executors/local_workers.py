@@ -33,10 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gristmill_platform.db.models.deployments import DeploymentLog
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.executors.deployment_logs import DeploymentLogBuffer
 from gristmill_platform.executors.local import exit_outcome
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
@@ -181,8 +181,7 @@ class LocalWorkerPool:
         self.state = state
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
-        self._log_lines: list[tuple[str, datetime, str, str]] = []
-        self._flush_lock = asyncio.Lock()
+        self._logs = DeploymentLogBuffer(state)
         self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -665,29 +664,11 @@ class LocalWorkerPool:
             log.exception("could not record the status of deployment %s", record.name)
 
     def _log(self, worker: _Worker, message: str) -> None:
-        self._log_lines.append((worker.deployment_id, datetime.now(UTC), worker.pod_id,
-                                message[:MAX_LOG_LINE]))
+        self._logs.add(worker.deployment_id, datetime.now(UTC), worker.pod_id,
+                       message[:MAX_LOG_LINE])
 
     async def _flush_logs(self) -> None:
-        from gristmill_platform.deps import transaction
-
-        async with self._flush_lock:
-            lines, self._log_lines = self._log_lines, []
-            if not lines:
-                return
-            by_deployment: dict[str, list[DeploymentLog]] = {}
-            for deployment_id, when, pod_id, message in lines:
-                by_deployment.setdefault(deployment_id, []).append(DeploymentLog(
-                    deployment_id=deployment_id, timestamp=when, pod_id=pod_id,
-                    type="deployment", message=message))
-            try:
-                async with transaction(self.state) as session:
-                    repository = DeploymentRepository(session)
-                    for deployment_id, rows in by_deployment.items():
-                        if await repository.get(deployment_id) is not None:  # not deleted
-                            await repository.add_logs(rows)
-            except Exception:
-                log.exception("could not record deployment logs")
+        await self._logs.flush()
 
     async def _flush_forever(self) -> None:
         while True:

@@ -49,6 +49,7 @@ from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.rules import ram_bytes
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.deployment_logs import DeploymentLogBuffer
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _raw
 from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
 from gristmill_platform.executors.spec import Resources, WorkerSpec
@@ -203,8 +204,7 @@ class KubernetesWorkerPool:
         self.refresh_s = refresh_s
         self.log_copy_s = log_copy_s
         self._tracked: dict[str, _Tracked] = {}
-        self._log_lines: list[tuple[str, datetime, str, str]] = []
-        self._flush_lock = asyncio.Lock()
+        self._logs = DeploymentLogBuffer(state)
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -602,8 +602,7 @@ class KubernetesWorkerPool:
 
     def _event(self, tracked: _Tracked, pod_id: str, message: str) -> None:
         if tracked.deployment_id:
-            self._log_lines.append((tracked.deployment_id, self.clock(), pod_id,
-                                    message[:MAX_LOG_LINE]))
+            self._logs.add(tracked.deployment_id, self.clock(), pod_id, message[:MAX_LOG_LINE])
 
     async def _copy_logs(self, tracked: _Tracked) -> None:
         """What the pods printed since the last copy (the runner's own output: module
@@ -618,8 +617,9 @@ class KubernetesWorkerPool:
             new, mark = lines_after(lines, mark)
             if mark is not None:
                 tracked.marks[pod] = mark
-            self._log_lines.extend((tracked.deployment_id, line.timestamp, pod,
-                                    line.message[:MAX_LOG_LINE]) for line in new)
+            for line in new:
+                self._logs.add(tracked.deployment_id, line.timestamp, pod,
+                               line.message[:MAX_LOG_LINE])
 
     async def _stored_mark(self, tracked: _Tracked, pod: str) -> tuple[datetime, int] | None:
         """Where the copy of a pod's logs stopped, from the rows already stored (another
@@ -639,25 +639,7 @@ class KubernetesWorkerPool:
         return last, int(count)
 
     async def _flush_logs(self) -> None:
-        from gristmill_platform.deps import transaction
-
-        async with self._flush_lock:
-            lines, self._log_lines = self._log_lines, []
-            if not lines:
-                return
-            by_deployment: dict[str, list[DeploymentLog]] = {}
-            for deployment_id, when, pod_id, message in lines:
-                by_deployment.setdefault(deployment_id, []).append(DeploymentLog(
-                    deployment_id=deployment_id, timestamp=when, pod_id=pod_id,
-                    type="deployment", message=message))
-            try:
-                async with transaction(self.state) as session:
-                    repository = DeploymentRepository(session)
-                    for deployment_id, rows in by_deployment.items():
-                        if await repository.get(deployment_id) is not None:  # not deleted
-                            await repository.add_logs(rows)
-            except Exception:
-                log.exception("could not record deployment logs")
+        await self._logs.flush()
 
     # -- background ---------------------------------------------------------------------------
 
