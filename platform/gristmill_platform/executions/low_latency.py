@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from gristmill_platform.auth.principal import EXECUTION_SCOPE
 from gristmill_platform.auth.tokens import new_sdk_token
-from gristmill_platform.db.models.env_vars import EnvironmentVariable
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.types import utcnow
@@ -71,6 +70,13 @@ class Tracked:
 
     execution: ExecutionRecord
     done: asyncio.Future[ExecutionRecord]
+
+
+def worker_handle(pod_id: str, execution_id: str) -> dict[str, str]:
+    # No pid on purpose: cancelling one execution must not kill the worker the others
+    # share. Should this control service die while it runs, the reconciler finds this
+    # handle and fails it (see LOW_LATENCY_BACKEND).
+    return {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id, "execution_id": execution_id}
 
 
 class LowLatencyDispatcher:
@@ -148,12 +154,9 @@ class LowLatencyDispatcher:
             execution.status = t.transition(execution.status, t.RUNNING)
             execution.started_at = execution.heartbeat_at = utcnow()
             execution.worker = pod_id
-            execution.handle = {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id,
-                                "execution_id": execution.id}
+            execution.handle = worker_handle(pod_id, execution.id)
             self.journal.changed(execution)
-            environment = await self.environment.current()
-            return {**runner_payload(execution, step), "sdk_token": token,
-                    "env": dict(environment)}
+            return await self._request(runner_payload(execution, step), token)
 
         try:
             answer = await self.pool.run(deployment_name, start)
@@ -215,16 +218,14 @@ class LowLatencyDispatcher:
                 return None  # deleted, cancelled or already started: nothing to run
             if execution is not None:
                 execution.worker = pod_id
-                # No pid on purpose: cancelling one execution must not kill the worker the
-                # others share. Should this control service die while it runs, the
-                # reconciler finds this handle and fails it as "the worker is gone".
-                execution.handle = {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id,
-                                    "execution_id": execution_id}
-            # plain rows, not ORM objects: this runs for every execution
-            rows = await session.execute(select(EnvironmentVariable.name,
-                                                EnvironmentVariable.value))
-            variables = {name: value for name, value in rows}
-        return {**payload, "sdk_token": launch.sdk_token, "env": variables}
+                execution.handle = worker_handle(pod_id, execution_id)
+        return await self._request(payload, launch.sdk_token)
+
+    async def _request(self, payload: dict[str, Any], token: str) -> dict[str, Any]:
+        """The worker's request: the runner's payload, the execution token and the
+        environment variables as they are now (refreshed for every execution)."""
+        environment = await self.environment.current()
+        return {**payload, "sdk_token": token, "env": dict(environment)}
 
     async def _finish(self, execution_id: str, report: dict[str, Any],
                       ended_at: datetime) -> None:
