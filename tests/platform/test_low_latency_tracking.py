@@ -295,3 +295,31 @@ def test_the_fast_path_refuses_as_the_routes_do(gristmill_env, api, archive, uni
     assert disabled.status_code == 403 and disabled.json()["name"] == "DeploymentDisabled"
     # none of them made an execution
     assert api.get(f"/pipelines/{name}/executions").json() == []
+
+
+def test_a_quiet_warm_worker_execution_is_failed_by_the_reconciler(journal_state) -> None:
+    from gristmill_platform.executions.low_latency import worker_handle
+    from gristmill_platform.executions.runtime import ExecutionRuntime
+
+    async def scenario() -> None:
+        runtime = ExecutionRuntime(journal_state)
+        journal_state.components["executions"] = runtime
+        deployment_id, _ = await seed(journal_state)
+        # held by a control service that stopped: no heartbeat for minutes
+        quiet = record(deployment_id, status=t.RUNNING,
+                       heartbeat_at=utcnow() - timedelta(minutes=5))
+        quiet.handle = worker_handle("local-d-1", quiet.id)
+        alive = record(deployment_id, status=t.RUNNING, heartbeat_at=utcnow())
+        alive.handle = worker_handle("local-d-1", alive.id)
+        for execution in (quiet, alive):
+            runtime.low_latency.journal.changed(execution)
+        await runtime.reconcile()
+        async with journal_state.session_factory() as session:
+            failed = await session.get(Execution, quiet.id)
+            held = await session.get(Execution, alive.id)
+        assert failed is not None and failed.status == t.FAILED
+        assert "warm worker stopped" in (failed.status_reason or "")
+        assert held is not None and held.status == t.RUNNING
+        await runtime.low_latency.journal.shutdown()
+
+    asyncio.run(scenario())
