@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Receive, Scope, Send
 
 import gristmill_platform
 from gristmill_platform import errors, health
@@ -30,7 +33,7 @@ from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.metrics import routes as metric_routes
-from gristmill_platform.middleware import RequestIdMiddleware
+from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
@@ -115,7 +118,24 @@ def api_router() -> APIRouter:
     return api
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ControlApp(FastAPI):
+    """The control service's application: warm endpoint calls are answered by the fast
+    path (deployments/fast_path.py) before anything else; the rest is FastAPI's."""
+
+    def __init__(self, fast_path: EndpointFastPath, **options: Any) -> None:
+        super().__init__(**options)
+        self.fast_path = fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await self.fast_path.handle(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
+    """freeze_heap: once started, move what start-up allocated out of the garbage
+    collector's sight (gc.freeze). The service's own process asks for it; tests, which
+    start many apps in one process, do not."""
     state = build_state(settings or Settings())
 
     @asynccontextmanager
@@ -136,6 +156,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executions.start()
         await executions.workers.resume()
         scheduler.start()
+        if freeze_heap:
+            # Hundreds of thousands of long-lived objects (the app, the ORM, pydantic):
+            # left in the collected generations, the older collections that scan them
+            # paused requests for up to 7 ms (measured, docs/deployments.md#latency).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -146,7 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await builds.shutdown()
             await state.engine.dispose()
 
-    app = FastAPI(
+    request_ids = RequestIds()
+    app = ControlApp(
+        EndpointFastPath(state, request_ids),
         title="Gristmill",
         version=gristmill_platform.__version__,
         lifespan=lifespan,
@@ -154,9 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.gristmill = state
-    # inside the request id (added after it: Starlette puts the last added outermost)
-    app.add_middleware(EndpointFastPath, state=state)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, ids=request_ids)
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order

@@ -93,12 +93,20 @@ def request_id_of(request: Request) -> str:
 def error_body(
     request: Request, message: str, name: str, additional_data: Any = None
 ) -> dict[str, Any]:
+    return error_document(message, name, request_id_of(request), additional_data)
+
+
+def error_document(message: str, name: str, request_id: str, additional_data: Any = None
+                   ) -> dict[str, Any]:
     return {
         "message": message,
         "name": name,
-        "request_id": request_id_of(request),
+        "request_id": request_id,
         "additional_data": additional_data,
     }
+
+
+UNEXPECTED = ("Internal server error", "InternalServerError")
 
 
 def _describe_validation_error(err: dict[str, Any]) -> str:
@@ -142,9 +150,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        error_body(request, "Internal server error", "InternalServerError"), status_code=500
-    )
+    return JSONResponse(error_body(request, *UNEXPECTED), status_code=500)
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:

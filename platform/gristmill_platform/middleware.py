@@ -12,19 +12,28 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # ids only need to be unique, not secret: a random prefix per process and a
-        # counter (uuid4 costs a system call per request)
+class RequestIds:
+    """Request ids only need to be unique, not secret: a random prefix per process and a
+    counter (uuid4 costs a system call per request)."""
+
+    def __init__(self) -> None:
         self._prefix = secrets.token_hex(8)
         self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp, ids: RequestIds | None = None) -> None:
+        self.app = app
+        self.ids = ids or RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"{self._prefix}{next(self._counter):016x}"
+        request_id = self.ids()
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:

@@ -15,7 +15,10 @@ import gristmill
 from gristmill.runtime.craft_context_module import install_craft_context_module
 
 PACKAGES = ("gristmill", "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi",
-            "typing_extensions", "exceptiongroup", "rich", "markdown_it", "mdurl", "pygments")
+            "typing_extensions", "exceptiongroup", "rich", "markdown_it", "mdurl", "pygments",
+            # compiled: it imports only in environments of this interpreter's version
+            # (the embedded ones); warm workers elsewhere fall back to the standard loop
+            "uvloop")
 
 
 def _location(name: str) -> Path | None:

@@ -8,9 +8,9 @@ from gristmill_platform.app import create_app
 from gristmill_platform.settings import Settings
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, *, freeze_heap: bool = False) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, freeze_heap=freeze_heap),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -22,4 +22,4 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
-    uvicorn.Server(uvicorn_config(settings)).run()
+    uvicorn.Server(uvicorn_config(settings, freeze_heap=True)).run()

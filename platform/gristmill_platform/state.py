@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.settings import Settings
+from gristmill_platform.traffic import Traffic
 
 if TYPE_CHECKING:
     from gristmill_platform.deployments.directory import EndpointDirectory
@@ -28,6 +29,7 @@ class AppState:
     datastore: Callable[[AsyncSession], DataStoreBackend]
     # background machinery, attached by create_app once the state exists
     components: dict[str, Any] = field(default_factory=dict)
+    traffic: Traffic = field(default_factory=Traffic)
 
     @property
     def builds(self) -> StepBuilds:

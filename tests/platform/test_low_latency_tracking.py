@@ -267,6 +267,141 @@ def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
     asyncio.run(scenario())
 
 
+async def stored(state: Any, *ids: str) -> set[str]:
+    async with state.session_factory() as session:
+        return set((await session.scalars(select(Execution.id).where(
+            Execution.id.in_(ids)))).all())
+
+
+def test_a_batch_holds_ended_executions_and_long_running_ones(journal_state,
+                                                              monkeypatch) -> None:
+    from gristmill_platform.executions import journal as journal_module
+
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        ended = record(deployment_id)
+        short = record(deployment_id, status=t.RUNNING)
+        long = record(deployment_id, status=t.RUNNING)
+        long.created_at = utcnow() - timedelta(seconds=5)
+        for execution in (ended, short, long):
+            journal.created(execution, token_row(execution, user_id))
+        await journal.flush(everything=False)  # the periodic batch
+        assert await stored(journal_state, ended.id, short.id, long.id) == {ended.id, long.id}
+        assert journal.pending  # the short one waits in memory
+        monkeypatch.setattr(journal_module, "RUNNING_VISIBLE_AFTER_S", 0.0)
+        await journal.flush(everything=False)  # now it has run long enough
+        assert await stored(journal_state, short.id) == {short.id}
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_the_barrier_writes_running_executions_and_their_tokens(journal_state) -> None:
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        running = record(deployment_id, status=t.RUNNING)
+        token = token_row(running, user_id)
+        journal.created(running, token)
+        await journal.barrier()
+        assert await stored(journal_state, running.id) == {running.id}
+        async with journal_state.session_factory() as session:
+            assert await session.get(SdkToken, token["id"]) is not None
+        assert not journal.pending
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_waits_for_a_locked_sqlite_database(journal_state, database) -> None:
+    """The direct SQLite connection never waits for the lock on the event loop: the batch
+    goes through the async driver, which waits for it."""
+    if database.kind != "sqlite":
+        pytest.skip("the direct connection is SQLite's")
+    import sqlite3
+
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        ended = record(deployment_id)
+        journal.changed(ended)
+        holder = sqlite3.connect(database.url.removeprefix("sqlite:///"),
+                                 isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        flushing = asyncio.get_running_loop().create_task(journal.flush())
+        await asyncio.sleep(0.3)
+        assert not flushing.done()  # waiting, and the loop still runs
+        holder.execute("COMMIT")
+        holder.close()
+        await asyncio.wait_for(flushing, 20)
+        assert await stored(journal_state, ended.id) == {ended.id}
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_the_directory_sees_another_process_change_within_its_ttl(journal_state,
+                                                                   monkeypatch) -> None:
+    """Under steady traffic an entry is reloaded in the background, ahead of its expiry;
+    a change made by another process (no change event here) still shows within TTL_S."""
+    from sqlalchemy import update
+
+    from gristmill_platform.deployments import directory
+
+    monkeypatch.setattr(directory, "TTL_S", 1.0)
+
+    async def scenario() -> None:
+        deployment_id, _ = await seed(journal_state)
+        async with journal_state.session_factory() as session:
+            name = (await session.scalars(select(Deployment.name).where(
+                Deployment.id == deployment_id))).one()
+        endpoints = directory.EndpointDirectory(journal_state)
+        first = await endpoints.lookup(name)
+        assert first is not None and first.deployment.is_enabled
+        async with journal_state.engine.begin() as connection:  # "another process"
+            await connection.execute(update(Deployment).where(Deployment.id == deployment_id)
+                                     .values(is_enabled=False))
+        assert await endpoints.lookup(name) is first  # fresh: no query
+        deadline = asyncio.get_running_loop().time() + 1.0
+        while (entry := await endpoints.lookup(name)) is first:
+            await asyncio.sleep(0.01)
+        # reloaded in the background, before the entry expired
+        assert asyncio.get_running_loop().time() < deadline
+        assert entry is not None and not entry.deployment.is_enabled
+
+    asyncio.run(scenario())
+
+
+def test_the_fast_path_takes_the_token_from_the_query(gristmill_env, api, archive,
+                                                     unique) -> None:
+    name = f"tr-query-{unique}"
+    token = deploy(api, archive, name, "echo")
+    response = httpx.post(f"{gristmill_env.url}/endpoints/{name}", params={"token": token},
+                          json={"text": "q"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"] == {"text": "q"}
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_500_with_its_request_id(
+        gristmill_env, api, archive, unique, monkeypatch) -> None:
+    from gristmill_platform.deployments import gateway
+
+    name = f"tr-boom-{unique}"
+    token = deploy(api, archive, name, "echo")
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gateway, "run_fast", broken)
+    response = httpx.post(f"{gristmill_env.url}/endpoints/{name}", json={"text": "x"},
+                          headers={"Authorization": f"EndpointToken {token}"}, timeout=30)
+    assert response.status_code == 500
+    body = response.json()
+    assert body["name"] == "InternalServerError" and "boom" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
 def test_the_fast_path_refuses_as_the_routes_do(gristmill_env, api, archive, unique) -> None:
     name = f"tr-bad-{unique}"
     token = deploy(api, archive, name, "echo")

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gristmill.runtime._logs import MAX_LINE_CHARS, LineAssembler, LogBuffer
 from tests.runtime._control_double import SDK_TOKEN, ControlDouble
 from tests.runtime.conftest import RunStep
@@ -248,3 +250,39 @@ def test_a_background_process_left_running_does_not_hold_the_worker(
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_execution_logs_make_their_buffer_at_the_first_line() -> None:
+    from gristmill.runtime._logs import ExecutionLogs
+
+    quiet = ExecutionLogs()
+    assert quiet.close() == [] and quiet.closed
+    logs = ExecutionLogs(lambda text: text.replace("secret", "***"))
+    logs.feed("stdout", "one secret\ntwo")
+    logs.feed("stderr", "err\n")
+    lines = logs.close()
+    assert [(line["stream"], line["message"]) for line in lines] == [
+        ("stdout", "one ***"), ("stderr", "err"), ("stdout", "two")]
+    with pytest.raises(KeyError):
+        ExecutionLogs().feed("elsewhere", "x\n")
+
+
+def test_execution_logs_take_lines_from_several_threads() -> None:
+    import threading
+
+    from gristmill.runtime._logs import ExecutionLogs
+
+    logs = ExecutionLogs()
+    start = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        start.wait()
+        for i in range(50):
+            logs.feed("stdout" if n % 2 else "stderr", f"{n}-{i}\n")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(logs.close()) == 400

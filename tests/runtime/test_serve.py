@@ -540,3 +540,37 @@ time.sleep(600)
             return True
 
     eventually(gone, "the orphaned worker to exit")
+
+
+LOOP_REPORTER = """
+    import asyncio
+
+    async def entry():
+        return {"r": type(asyncio.get_running_loop()).__module__}
+"""
+
+
+@pytest.mark.parametrize(("asked", "expected"), [
+    ("", "uvloop"),  # auto: uvloop is installed beside the runner here
+    ("auto", "uvloop"),
+    ("asyncio", "asyncio"),
+    ("uvloop", "uvloop"),
+])
+def test_the_event_loop_is_uvloop_unless_asked_otherwise(start: Start, asked: str,
+                                                         expected: str) -> None:
+    pytest.importorskip("uvloop")
+    worker = start({"src/main.py": LOOP_REPORTER}, GRISTMILL_WORKER_LOOP=asked)
+    report = worker.execute(outputs=[{"name": "r", "data_type": "string"}])
+    assert report["status"] == "succeeded", report
+    assert report["outputs"]["r"].split(".")[0] == expected
+
+
+def test_an_unknown_loop_is_a_warning_and_the_default() -> None:
+    from gristmill.runtime.serve import ServeConfig
+
+    config = ServeConfig.from_env({
+        "GRISTMILL_WORKER_PORT": "8080", "GRISTMILL_WORKER_SECRET": SECRET,
+        "GRISTMILL_FUNCTION_PATH": "main.py", "GRISTMILL_FUNCTION_NAME": "f",
+        "GRISTMILL_STEP_DIR": str(Path.cwd()), "GRISTMILL_WORKER_LOOP": "trio"})
+    assert config.loop == "auto"
+    assert any("GRISTMILL_WORKER_LOOP" in warning for warning in config.warnings)

@@ -4,7 +4,8 @@ pipeline and step), kept in memory so that a call to a warm worker costs no quer
 An entry is reloaded when this process has changed a deployment, pipeline or step since it
 was loaded (db/changes.py) or when it is older than TTL_S: a change made through another
 control service process sharing the database (a rotated token, a disabled deployment)
-takes effect here within TTL_S."""
+takes effect here within TTL_S. Entries in use are reloaded ahead of that, in the
+background (db/refresh.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING
 from gristmill_platform.db import changes
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.db.refresh import BackgroundReloads, Freshness, freshness
 from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.executions.io import OutputPlan, plan_outputs
 from gristmill_platform.pipelines.repository import PipelineRepository
 
 if TYPE_CHECKING:
@@ -48,6 +51,14 @@ class Endpoint:
                             for io in (*self.step.inputs, *self.step.outputs)))
 
 
+    @functools.cached_property
+    def output_plans(self) -> list[OutputPlan]:
+        """Where each output goes: the same for every call of an entry, planned once."""
+        assert self.step is not None
+        return plan_outputs(self.step.outputs, self.deployment.outputs_mapping,
+                            allow_endpoint=True)
+
+
 @dataclass(frozen=True)
 class _Entry:
     endpoint: Endpoint | None
@@ -59,20 +70,25 @@ class EndpointDirectory:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self._entries: dict[str, _Entry] = {}
+        self._reloads = BackgroundReloads(state.traffic)
 
     async def lookup(self, name: str) -> Endpoint | None:
         """The endpoint deployment called name, or None."""
         entry = self._entries.get(name)
-        now = time.monotonic()
-        if entry is None or entry.version != _version() or now - entry.loaded_at > TTL_S:
-            entry = await self._load(name, now)
+        if entry is None or entry.version != _version():
+            return (await self._load(name)).endpoint
+        age = freshness(time.monotonic() - entry.loaded_at, TTL_S)
+        if age is Freshness.STALE:
+            return (await self._load(name)).endpoint
+        if age is Freshness.AHEAD:
+            self._reloads.start(name, lambda: self._load(name))
         return entry.endpoint
 
-    async def _load(self, name: str, now: float) -> _Entry:
-        from gristmill_platform.deps import transaction
-
+    async def _load(self, name: str) -> _Entry:
         version = _version()  # before reading: a change committed meanwhile reloads again
-        async with transaction(self.state) as session:
+        now = time.monotonic()
+        # a plain session, not deps.transaction(): nothing here waits for the journal
+        async with self.state.session_factory() as session:
             deployment = await DeploymentRepository(session).by_name(name)
             endpoint = None
             if deployment is not None and deployment.execution_rule == "endpoint":

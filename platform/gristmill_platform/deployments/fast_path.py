@@ -1,21 +1,31 @@
-"""The endpoint gateway's fast path as an ASGI middleware: a POST to a warm endpoint with a
-JSON body is answered here, ahead of the framework's routing, dependency injection and
-exception middlewares — about a third of the control service's time per warm call
-(measured with py-spy, docs/deployments.md#latency). Everything else, and every endpoint
-this cannot answer (unknown, elastic, files), goes on to the routes in gateway.py, which
-give the same answers."""
+"""The endpoint gateway's fast path: a POST with a JSON body to a warm endpoint is answered
+here, in plain ASGI, before the application's middleware stack, routing and dependency
+injection; those cost more than the rest of a warm call in the control service (measured,
+docs/deployments.md#latency). Everything else, and every endpoint this cannot answer
+(unknown, elastic, files, multipart), goes on to the routes in gateway.py, which give the
+same answers: the same JSON bodies, the same errors with the same request id header."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import Message, Receive, Scope, Send
 
 from gristmill_platform.deployments import gateway
+from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.deployments.service import check_endpoint_token
-from gristmill_platform.errors import AppError, app_error_response
+from gristmill_platform.errors import UNEXPECTED, AppError, BadRequest, error_document
 from gristmill_platform.state import AppState
 
+log = logging.getLogger("gristmill.gateway")
+
 PREFIX = "/endpoints/"
+_WANTED = frozenset((b"authorization", b"content-type", b"craft-ai-client",
+                     b"gristmill-client"))
 
 
 def endpoint_name(scope: Scope) -> str | None:
@@ -32,31 +42,115 @@ def endpoint_name(scope: Scope) -> str | None:
     return name if name and "/" not in name else None
 
 
-def _is_json(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return bool(value.split(b";")[0].strip().lower() == b"application/json")
-    return True  # no body type: read as JSON, as the route does
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The few headers the fast path reads (names are lower case in ASGI)."""
+    return {key: value for key, value in scope["headers"] if key in _WANTED}
+
+
+def is_json(headers: dict[bytes, bytes]) -> bool:
+    value = headers.get(b"content-type")
+    # no body type: read as JSON, as the route does
+    return value is None or value.split(b";")[0].strip().lower() == b"application/json"
+
+
+def query_token(scope: Scope) -> str | None:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return None
+    found = [value for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+             if key == "token"]
+    return found[-1] if found else None  # the last one, as Starlette's query_params
+
+
+def json_body(status: int, payload: Any, headers: list[tuple[bytes, bytes]]
+              ) -> tuple[Message, Message]:
+    """The two ASGI messages of a JSON answer, encoded as Starlette's JSONResponse does."""
+    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+    head = [(b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"), *headers]
+    return ({"type": "http.response.start", "status": status, "headers": head},
+            {"type": "http.response.body", "body": body})
+
+
+class ClientGone(Exception):
+    """The caller disconnected before its body was read."""
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > gateway.MAX_BODY:
+                raise BadRequest("The request body is too large")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class EndpointFastPath:
-    def __init__(self, app: ASGIApp, state: AppState) -> None:
-        self.app = app
+    def __init__(self, state: AppState, request_id: Callable[[], str]) -> None:
         self.state = state
+        self.request_id = request_id
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request if it is the fast path's; False leaves it to the app."""
         name = endpoint_name(scope)
-        if name is not None and _is_json(scope):
-            endpoint = await self.state.endpoints.lookup(name)
-            if endpoint is not None and endpoint.fast:
-                request = Request(scope, receive)
-                try:
-                    check_endpoint_token(name, endpoint.deployment, gateway.token_of(request))
-                    body, _ = await gateway.inputs_of(request)
-                    response = await gateway.trigger_fast(self.state, request, endpoint,
-                                                          body)
-                except AppError as exc:
-                    response = app_error_response(request, exc)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if name is None:
+            return False
+        headers = request_headers(scope)
+        if not is_json(headers):
+            return False
+        endpoints = self.state.components.get("endpoints")
+        if endpoints is None:  # not started yet
+            return False
+        endpoint = await endpoints.lookup(name)
+        if endpoint is None or not endpoint.fast:
+            return False
+        self.state.traffic.enter()
+        try:
+            await self._answer(name, endpoint, headers, scope, receive, send)
+        finally:
+            self.state.traffic.leave()
+        return True
+
+    async def _answer(self, name: str, endpoint: Endpoint, headers: dict[bytes, bytes],
+                      scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = self.request_id()
+        # as RequestIdMiddleware does, for anything that reads it from the scope
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        try:
+            token = gateway.endpoint_token(
+                headers.get(b"authorization", b"").decode("latin-1"), query_token(scope))
+            check_endpoint_token(name, endpoint.deployment, token)
+            body = gateway.json_inputs(await read_body(receive))
+            is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))
+            ended = await gateway.run_fast(self.state, endpoint, body, wait=not is_sdk)
+            if isinstance(ended, str):
+                location = gateway.results_path(scope.get("root_path", ""), name, ended)
+                messages = json_body(303, {"execution_id": ended}, [
+                    (b"craft-ai-execution-id", ended.encode("latin-1")),
+                    (b"location", location.encode("latin-1")), id_header])
+            else:
+                messages = json_body(200, gateway.outputs_answer(ended), [
+                    (b"craft-ai-execution-id", ended.id.encode("latin-1")), id_header])
+        except ClientGone:
+            return
+        except AppError as exc:
+            extra = [(key.lower().encode("latin-1"), value.encode("latin-1"))
+                     for key, value in (exc.headers or {}).items()]
+            messages = json_body(exc.status_code, error_document(
+                exc.message, exc.name, request_id, exc.additional_data), [*extra, id_header])
+        except Exception:
+            # as the app's own handler for the unexpected (errors._unhandled)
+            log.exception("unhandled error on POST %s", scope["path"])
+            messages = json_body(500, error_document(*UNEXPECTED, request_id), [id_header])
+        for message in messages:
+            await send(message)

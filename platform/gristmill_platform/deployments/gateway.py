@@ -17,6 +17,7 @@ from gristmill_platform.deployments.service import check_endpoint_token, check_t
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.routes import ExecutionFailed, stream_object
 from gristmill_platform.executions.runtime import execution_service
 from gristmill_platform.state import AppState
@@ -29,11 +30,31 @@ VISIBILITY_WAIT_S = 1.0
 
 
 def token_of(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    return endpoint_token(request.headers.get("authorization", ""),
+                          request.query_params.get("token"))
+
+
+def endpoint_token(authorization: str, query_token: str | None) -> str | None:
+    """The caller's endpoint token: `Authorization: EndpointToken <token>`, or ?token=."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "endpointtoken" and value.strip():
         return value.strip()
-    return request.query_params.get("token")
+    return query_token
+
+
+def json_inputs(raw: bytes) -> dict[str, Any]:
+    """The inputs of a JSON body, or the 400 to answer."""
+    if len(raw) > MAX_BODY:
+        raise BadRequest("The request body is too large")
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise BadRequest("The request body must be a JSON object of inputs")
+    return parsed
 
 
 async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
@@ -52,22 +73,15 @@ async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[s
             else:
                 files[key] = (os.path.basename(value.filename or key), value.file)
         return body, files
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest("The request body is too large")
-    if not raw.strip():
-        return {}, {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise BadRequest("The request body must be a JSON object of inputs")
-    return parsed, {}
+    return json_inputs(await request.body()), {}
 
 
 def _is_sdk(request: Request) -> bool:
     return bool(request.headers.get("craft-ai-client") or request.headers.get("gristmill-client"))
+
+
+def results_path(root_path: str, name: str, execution_id: str) -> str:
+    return f"{root_path}/endpoints/{name}/executions/{execution_id}"
 
 
 @router.post("/{name}")
@@ -98,9 +112,21 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
 
 
 async def trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
-                        body: dict[str, Any]) -> Response:
+                       body: dict[str, Any]) -> Response:
     """A warm worker's execution with no file: tracked in memory (executions/low_latency.py),
     no query on the way."""
+    ended = await run_fast(state, endpoint, body, wait=not _is_sdk(request))
+    name = endpoint.deployment.name
+    if isinstance(ended, str):
+        return _see_results(request, name, ended, {"Craft-Ai-Execution-Id": ended})
+    return JSONResponse(outputs_answer(ended),
+                        headers={"Craft-Ai-Execution-Id": ended.id})
+
+
+async def run_fast(state: AppState, endpoint: Endpoint, body: dict[str, Any], *, wait: bool
+                   ) -> ExecutionRecord | str:
+    """Run an execution of a fast endpoint (directory.Endpoint.fast). With wait, the ended
+    execution if it ends within the long-poll time; otherwise its id, for the 303."""
     deployment, step = endpoint.deployment, endpoint.step
     check_triggerable(deployment)
     if step is None or step.status != "ready":
@@ -108,21 +134,17 @@ async def trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
                          name="PipelineNotReady")
     dispatcher = state.executions.low_latency
     tracked = dispatcher.track(endpoint, body, await dispatcher.environment.current())
-    execution_id = tracked.execution.id
-    headers = {"Craft-Ai-Execution-Id": execution_id}
-    if not _is_sdk(request):
+    if wait:
         # asyncio.wait: no task of its own, and the execution goes on if the time runs out
         await asyncio.wait((tracked.done,), timeout=state.settings.long_poll_s)
         if tracked.done.done():
-            response = await _result(state, deployment.name, tracked.done.result())
-            response.headers.update(headers)
-            return response
-    return _see_results(request, deployment.name, execution_id, headers)
+            return tracked.done.result()
+    return tracked.execution.id
 
 
 def _see_results(request: Request, name: str, execution_id: str, headers: dict[str, str]
                  ) -> Response:
-    location = f"{request.scope.get('root_path', '')}/endpoints/{name}/executions/{execution_id}"
+    location = results_path(request.scope.get("root_path", ""), name, execution_id)
     return JSONResponse({"execution_id": execution_id}, status_code=303,
                         headers={**headers, "Location": location})
 
@@ -165,14 +187,9 @@ async def _wait_visible(state: Any, deployment_id: str, execution_id: str, reque
 
 async def _result(state: Any, name: str, execution: Any) -> Response:
     execution_id = execution.id
-    if execution.status != t.SUCCEEDED:
-        raise ExecutionFailed(
-            f"The execution failed: {execution.status_reason or execution.status}",
-            additional_data={"execution_id": execution_id,
-                             "status": t.DISPLAY[execution.status]})
-    endpoint_outputs = [o for o in execution.outputs if o["mapping_type"] == "endpoint"]
-    file_output = next((o for o in endpoint_outputs if o["data_type"] == "file"), None)
-    if file_output is not None and file_output.get("file"):
+    file_output = next((o for o in execution.outputs if o["mapping_type"] == "endpoint"
+                        and o["data_type"] == "file"), None)
+    if execution.status == t.SUCCEEDED and file_output is not None and file_output.get("file"):
         public = file_output["mapping_value"]["endpoint_output_name"]
         async with transaction(state) as session:
             response = await stream_object(execution_service(state, session),
@@ -181,9 +198,20 @@ async def _result(state: Any, name: str, execution: Any) -> Response:
         response.headers["Content-Disposition"] = (
             f"attachment; filename={name}_{execution_id}_{public}")
         return response
-    return JSONResponse({"execution_id": execution_id, "outputs": {
+    return JSONResponse(outputs_answer(execution))
+
+
+def outputs_answer(execution: Any) -> dict[str, Any]:
+    """An ended execution's answer at its endpoint (file outputs aside), or the error."""
+    if execution.status != t.SUCCEEDED:
+        raise ExecutionFailed(
+            f"The execution failed: {execution.status_reason or execution.status}",
+            additional_data={"execution_id": execution.id,
+                             "status": t.DISPLAY[execution.status]})
+    return {"execution_id": execution.id, "outputs": {
         o["mapping_value"]["endpoint_output_name"]: o.get("value")
-        for o in endpoint_outputs if o["data_type"] != "file"}})
+        for o in execution.outputs
+        if o["mapping_type"] == "endpoint" and o["data_type"] != "file"}}
 
 
 # POST too: `curl -L -X POST` keeps POST when it follows the trigger's 303

@@ -1,6 +1,7 @@
 """The environment variables, kept in memory for the paths that read them on every call
 (a warm worker gets them with each execution). Reloaded as deployments/directory.py
-reloads its entries: after a change through this process, or after TTL_S."""
+reloads its entries: after a change through this process, or after TTL_S, ahead of it in
+the background while in use (db/refresh.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from gristmill_platform.db import changes
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
+from gristmill_platform.db.refresh import BackgroundReloads, Freshness, freshness
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,19 +30,21 @@ class EnvironmentSnapshot:
         self._values: Mapping[str, str] = MappingProxyType({})
         self._loaded_at = -TTL_S - 1.0
         self._version = -1
+        self._reloads = BackgroundReloads(state.traffic)
 
     async def current(self) -> Mapping[str, str]:
-        now = time.monotonic()
-        if (self._version != changes.version(EnvironmentVariable)
-                or now - self._loaded_at > TTL_S):
-            await self._load(now)
+        age = freshness(time.monotonic() - self._loaded_at, TTL_S)
+        if self._version != changes.version(EnvironmentVariable) or age is Freshness.STALE:
+            await self._load()
+        elif age is Freshness.AHEAD:
+            self._reloads.start("environment", self._load)
         return self._values
 
-    async def _load(self, now: float) -> None:
-        from gristmill_platform.deps import transaction
-
+    async def _load(self) -> None:
         version = changes.version(EnvironmentVariable)
-        async with transaction(self.state) as session:
+        now = time.monotonic()
+        # a plain session, not deps.transaction(): nothing here waits for the journal
+        async with self.state.session_factory() as session:
             rows = await session.execute(select(EnvironmentVariable.name,
                                                 EnvironmentVariable.value))
             values = {name: value for name, value in rows}

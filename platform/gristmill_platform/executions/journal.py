@@ -5,12 +5,22 @@ A warm worker answers in a fraction of a millisecond; three transactions per exe
 (executions/low_latency.py) are kept in memory while they run and written here in
 batches: every FLUSH_INTERVAL_S at most, in one transaction, whatever their number.
 
+A batch holds the executions that ended, and those running for RUNNING_VISIBLE_AFTER_S
+or more. A short execution is therefore written once, ended, with its logs: one INSERT
+for the whole batch. Writing it while it runs would cost its execution token's row, a
+check that nobody ended it meanwhile, an UPDATE and the token's revocation, four times
+the batch's cost for a row that lives a few milliseconds (measured,
+docs/deployments.md#latency).
+
 Nothing reads a stale database because of it in this process: every transaction opened
-through deps.transaction() first writes what the journal holds (`barrier`), so the
-execution a caller was just answered about is in the database before any query looks
-for it. Another control service process sharing the database sees it once the batch is
-written (under FLUSH_INTERVAL_S plus a write). What a crash of this process can lose is
-the tracking of the executions answered in the last FLUSH_INTERVAL_S.
+through deps.transaction() first writes everything the journal holds, running
+executions and their tokens included (`barrier`), so the execution a caller was just
+answered about, or a step's execution token, is in the database before any query looks
+for it. Another control service process sharing the database sees an ended execution
+once its batch is written (under FLUSH_INTERVAL_S plus a write), and a running one once
+it has run for RUNNING_VISIBLE_AFTER_S. What a crash of this process can lose is the
+tracking of the executions answered in the last FLUSH_INTERVAL_S and of those running
+for less than RUNNING_VISIBLE_AFTER_S.
 """
 
 from __future__ import annotations
@@ -20,16 +30,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
-
-from sqlalchemy import Table, bindparam, insert, select, update
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from gristmill_platform.db import changes
-from gristmill_platform.db.models.auth import SdkToken
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.types import utcnow
 from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.journal_writes import COLUMNS, Batch, BatchWriter
 from gristmill_platform.executions.records import ExecutionRecord
 
 if TYPE_CHECKING:
@@ -38,27 +46,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("gristmill.journal")
 
 FLUSH_INTERVAL_S = 0.05
+# Under the reconciler's heartbeat timeout and the endpoints' result wait: what another
+# process may have to wait for before it sees a running execution.
+RUNNING_VISIBLE_AFTER_S = 1.0
+# At most this long a batch waits for a moment with no call in flight (traffic.py).
+QUIET_WAIT_S = 0.25
 # A batch this large is written at once, without waiting for the interval.
 FLUSH_BATCH = 500
 DEPLOYMENTS_RECHECK_S = 5.0
-# Core tables: executemany of plain rows, no ORM bookkeeping
-EXECUTIONS = cast(Table, Execution.__table__)
-TOKENS = cast(Table, SdkToken.__table__)
-LOGS = cast(Table, ExecutionLog.__table__)
-_COLUMNS = tuple(c.key for c in EXECUTIONS.columns)
-_UPDATED = tuple(c for c in _COLUMNS if c != "id")
 
 
 def _row(execution: ExecutionRecord) -> dict[str, Any]:
-    return {column: getattr(execution, column) for column in _COLUMNS}
+    return {column: getattr(execution, column) for column in COLUMNS}
 
 
 class TrackingJournal:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self._executions: dict[str, ExecutionRecord] = {}  # changed since the last write
-        self._logs: list[dict[str, Any]] = []
-        self._tokens: list[dict[str, Any]] = []
+        self._logs: dict[str, list[dict[str, Any]]] = {}  # execution id -> rows
+        self._tokens: dict[str, dict[str, Any]] = {}  # execution id -> its token's row
         self._revoked: dict[str, datetime] = {}  # token id -> when
         self._written: set[str] = set()  # executions in the database that may still change
         self._token_owner: dict[str, str] = {}  # written execution tokens -> execution id
@@ -66,8 +73,10 @@ class TrackingJournal:
         self._deployments_version = -1
         self._deployments_at = 0.0
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch is full: write it now
+        self._work = asyncio.Event()  # something is pending
         self._task: asyncio.Task[None] | None = None
+        self._writer: BatchWriter | None = None
         self._closed = False
 
     @property
@@ -79,7 +88,7 @@ class TrackingJournal:
     def created(self, execution: ExecutionRecord, token: dict[str, Any]) -> None:
         """A new execution and its execution token's sdk_tokens row."""
         self._executions[execution.id] = execution
-        self._tokens.append(token)
+        self._tokens[execution.id] = token
         self._poke()
 
     def changed(self, execution: ExecutionRecord) -> None:
@@ -89,34 +98,42 @@ class TrackingJournal:
     def ended(self, execution: ExecutionRecord, logs: Sequence[dict[str, Any]], token_id: str,
               when: datetime) -> None:
         self._executions[execution.id] = execution
-        self._logs.extend(logs)
+        if logs:
+            self._logs.setdefault(execution.id, []).extend(logs)
         self._revoked[token_id] = when
         self._poke()
 
     def _poke(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
-        if len(self._executions) + len(self._logs) // 20 >= FLUSH_BATCH:
+        self._work.set()
+        if len(self._executions) >= FLUSH_BATCH:
             self._wake.set()
 
     # -- writing ------------------------------------------------------------------------------
 
     async def barrier(self) -> None:
-        """Write what is pending now, and wait for a batch being written (see the module's
-        docstring)."""
+        """Write everything pending now, running executions included, and wait for a
+        batch being written (see the module's docstring)."""
         if self.pending or self._lock.locked():
             await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, everything: bool = True) -> None:
+        """Write what is pending: everything, or (the periodic batch) what is due."""
         async with self._lock:
             if not self.pending:
                 return
+            due = self._executions.values() if everything else self._due()
             # rows copied now: executions keep changing while the batch is written
-            rows = [_row(e) for e in self._executions.values()]
-            self._executions = {}
-            logs, self._logs = self._logs, []
-            tokens, self._tokens = self._tokens, []
+            rows = [_row(e) for e in due]
+            for row in rows:
+                del self._executions[row["id"]]
+            logs = [line for row in rows for line in self._logs.pop(row["id"], ())]
+            tokens = [token for row in rows
+                      if (token := self._tokens.pop(row["id"], None)) is not None]
             revoked, self._revoked = self._revoked, {}
+            if not rows and not revoked:
+                return
             try:
                 await self._write(rows, logs, tokens, revoked)
             except Exception:
@@ -133,53 +150,24 @@ class TrackingJournal:
                     except Exception:
                         log.exception("dropped the tracking of execution %s", row["id"])
 
+    def _due(self) -> list[ExecutionRecord]:
+        """Ended executions, those already in the database, and those running for long
+        enough that other processes should see them."""
+        seen_before = utcnow() - timedelta(seconds=RUNNING_VISIBLE_AFTER_S)
+        return [e for e in self._executions.values()
+                if e.status not in t.ACTIVE or e.id in self._written
+                or e.created_at <= seen_before]
+
     async def _write(self, rows: list[dict[str, Any]], logs: list[dict[str, Any]],
                      tokens: list[dict[str, Any]], revoked: dict[str, datetime]) -> None:
-        written_before = set(self._written)
-        # a connection, not an ORM session: nothing here needs one, and it costs
-        async with self.state.engine.begin() as session:
-            fresh = [r for r in rows if r["id"] not in written_before]
-            known = [r for r in rows if r["id"] in written_before]
-            confirmed: set[str] = set()
-            wanted = {r["deployment_id"] for r in fresh}
-            if fresh and not wanted <= self._known_deployments():
-                # deleted since: its executions went with it
-                confirmed = set((await session.scalars(select(Deployment.id).where(
-                    Deployment.id.in_(wanted)))).all())
-                fresh = [r for r in fresh if r["deployment_id"] in confirmed]
-            if known:
-                # deleted meanwhile, or ended by someone else (cancelled, reconciled)
-                still = set((await session.scalars(select(Execution.id).where(
-                    Execution.id.in_([r["id"] for r in known]),
-                    Execution.status.in_(t.ACTIVE)))).all())
-                known = [r for r in known if r["id"] in still]
-            if fresh:
-                await session.execute(insert(EXECUTIONS), fresh)
-            if known:
-                await session.execute(
-                    update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("key"))
-                    .values({c: bindparam(c) for c in _UPDATED}),
-                    [{"key": r["id"], **{c: r[c] for c in _UPDATED}} for r in known])
-            kept = {r["id"] for r in (*fresh, *known)}
-            # logs of executions written in an earlier batch and unchanged since
-            kept |= written_before - {r["id"] for r in rows}
-            # An execution token is written only for an execution still running: one that
-            # ended before its first write has no use for it (had it been used, the
-            # lookup's transaction would have written it first, see barrier()).
-            running = {r["id"] for r in fresh if r["status"] in t.ACTIVE}
-            tokens = [token for token in tokens if token["execution_id"] in running]
-            if tokens:
-                await session.execute(insert(TOKENS), tokens)
-            revoke = [{"key": key, "revoked_at": when} for key, when in revoked.items()
-                      if self._token_owner.get(key) in written_before]
-            if revoke:
-                await session.execute(
-                    update(TOKENS).where(TOKENS.c.id == bindparam("key"),
-                                         TOKENS.c.revoked_at.is_(None))
-                    .values(revoked_at=bindparam("revoked_at")), revoke)
-            logs = [line for line in logs if line["execution_id"] in kept]
-            if logs:
-                await session.execute(insert(LOGS), logs)
+        if self._writer is None:
+            self._writer = BatchWriter(self.state.engine, self.state.settings.database_url
+                                       or "")
+        written = await self._writer.write(Batch(
+            rows=rows, logs=logs, tokens=tokens, revoked=revoked,
+            written_before=set(self._written), token_owner=self._token_owner,
+            known_deployments=self._known_deployments()))
+        confirmed, kept, tokens = written.confirmed_deployments, written.kept, written.tokens
         self._alive_deployments |= confirmed  # only once written: a retry checks again
         for token in tokens:
             self._token_owner[token["id"]] = token["execution_id"]
@@ -206,11 +194,15 @@ class TrackingJournal:
 
     async def _flush_forever(self) -> None:
         while True:
+            if not self.pending:
+                self._work.clear()
+                await self._work.wait()  # idle: no timer running for nothing
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
+            await self.state.traffic.quiet(QUIET_WAIT_S)  # see traffic.py
             try:
-                await self.flush()
+                await self.flush(everything=False)
             except Exception:
                 log.exception("could not write tracked executions")
 
@@ -221,3 +213,5 @@ class TrackingJournal:
             with contextlib.suppress(BaseException):
                 await self._task
         await self.flush()
+        if self._writer is not None:
+            self._writer.close()

@@ -33,7 +33,7 @@ from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.errors import AppError, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.io import plan_outputs, resolve_deployment_inputs
+from gristmill_platform.executions.io import resolve_deployment_inputs
 from gristmill_platform.executions.journal import TrackingJournal
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.service import (
@@ -119,7 +119,7 @@ class LowLatencyDispatcher:
         assert pipeline is not None and step is not None and deployment.created_by
         resolved = resolve_deployment_inputs(step.inputs, deployment.inputs_mapping, body,
                                              set(), environment)
-        plans = plan_outputs(step.outputs, deployment.outputs_mapping, allow_endpoint=True)
+        plans = endpoint.output_plans
         now = utcnow()
         execution = ExecutionRecord(
             id=new_execution_id(pipeline.name), pipeline_id=pipeline.id,

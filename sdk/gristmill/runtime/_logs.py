@@ -587,29 +587,47 @@ class LogShipper:
 
 
 class ExecutionLogs:
-    """The lines one execution prints, in a worker that runs several at once."""
+    """The lines one execution prints, in a worker that runs several at once.
+
+    Its buffer is made at the first line: most warm executions print nothing, and a
+    buffer costs more than the rest of their bookkeeping."""
+
+    STREAMS = ("stdout", "stderr")
 
     def __init__(self, redact: Callable[[str], str] = lambda text: text) -> None:
-        # Nothing ships these while the execution runs (the answer carries them), so the
-        # early-batch signal is never wanted.
-        self._buffer = LogBuffer(redact=redact, batch_lines=MAX_PENDING_LINES + 1)
-        self._assemblers = {
-            "stdout": LineAssembler("stdout", self._buffer),
-            "stderr": LineAssembler("stderr", self._buffer),
-        }
+        self._redact = redact
+        self._lock = threading.Lock()  # the step's own threads may print at once
+        self._buffer: LogBuffer | None = None
+        self._assemblers: dict[str, LineAssembler] = {}
         # Set when the execution has answered: what its leftover tasks and threads print
         # afterwards goes to the worker's own output instead of a buffer nobody reads.
         self.closed = False
 
     def feed(self, stream: str, text: str) -> None:
-        self._assemblers[stream].feed(text)
+        assembler = self._assemblers.get(stream)
+        if assembler is None:
+            if stream not in self.STREAMS:
+                raise KeyError(stream)
+            with self._lock:
+                if self._buffer is None:
+                    # Nothing ships these while the execution runs (the answer carries
+                    # them), so the early-batch signal is never wanted.
+                    self._buffer = LogBuffer(redact=self._redact,
+                                             batch_lines=MAX_PENDING_LINES + 1)
+                assembler = self._assemblers.setdefault(
+                    stream, LineAssembler(stream, self._buffer))
+        assembler.feed(text)
 
     def close(self) -> list[LogLine]:
         """Every line, unfinished ones included; the execution takes no more."""
         self.closed = True
-        for assembler in self._assemblers.values():
+        with self._lock:
+            buffer, assemblers = self._buffer, list(self._assemblers.values())
+        if buffer is None:
+            return []
+        for assembler in assemblers:
             assembler.flush()
-        return self._buffer.take(limit=MAX_PENDING_LINES + 1, max_chars=sys.maxsize)
+        return buffer.take(limit=MAX_PENDING_LINES + 1, max_chars=sys.maxsize)
 
 
 # The logs of the execution the current code runs for; None outside any execution.

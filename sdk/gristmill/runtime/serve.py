@@ -34,6 +34,7 @@ import contextvars
 import errno
 import faulthandler
 import functools
+import gc
 import hmac
 import inspect
 import ipaddress
@@ -95,6 +96,10 @@ HOST_VAR = "GRISTMILL_WORKER_HOST"
 # round trip on every execution (loopback TCP costs several times a Unix socket).
 SOCKET_VAR = "GRISTMILL_WORKER_SOCKET"
 DRAIN_VAR = "GRISTMILL_WORKER_DRAIN_S"
+# auto: uvloop when importable; asyncio: the standard loop (for a step whose code does not
+# get on with uvloop); uvloop: uvloop, with a warning when it is missing.
+LOOP_VAR = "GRISTMILL_WORKER_LOOP"
+LOOP_KINDS = ("auto", "asyncio", "uvloop")
 DEFAULT_HOST = "127.0.0.1"
 MAX_PARALLEL_VAR = "GRISTMILL_MAX_PARALLEL_EXECUTIONS"
 FUNCTION_PATH_VAR = "GRISTMILL_FUNCTION_PATH"
@@ -149,6 +154,7 @@ class ServeConfig:
     host: str = DEFAULT_HOST
     socket_path: Path | None = None
     drain_s: float = 0.0
+    loop: str = "auto"
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -209,8 +215,17 @@ class ServeConfig:
             host=host,
             socket_path=Path(socket_value) if socket_value else None,
             drain_s=_seconds(env, DRAIN_VAR, 0.0, warnings, zero_ok=True),
+            loop=_loop_kind(env, warnings),
             warnings=tuple(warnings),
         )
+
+
+def _loop_kind(env: Mapping[str, str], warnings: list[str]) -> str:
+    raw = env.get(LOOP_VAR, "").strip().lower() or "auto"
+    if raw not in LOOP_KINDS:
+        warnings.append(f"{LOOP_VAR}={raw!r} ignored: expected one of {', '.join(LOOP_KINDS)}.")
+        return "auto"
+    return raw
 
 
 def _integer(env: Mapping[str, str], name: str, default: int | None, low: int, high: int
@@ -410,6 +425,7 @@ class Worker:
         self.running = 0
         self.waiting = 0
         self._env_keys: set[str] = set(config.managed_env)
+        self._io_root = str(config.io_root)
         self._secret = config.secret.encode("utf-8")
         self.draining = False
         self.connections = 0
@@ -510,19 +526,20 @@ class Worker:
             env = body.get("env") or {}
             if not isinstance(env, dict):
                 raise StepFailure("RuntimeProtocolError", "env must be a JSON object.")
-            io_path = self.config.io_root / _safe_component(execution_id, "execution")
+            # a string: a Path costs more than the rest of a warm call's bookkeeping
+            io_path = f"{self._io_root}{os.sep}{_safe_component(execution_id, 'execution')}"
             if job.file_inputs or "file" in job.outputs.values():
                 # only then: a folder made and removed costs more than a warm call
-                io_dir = io_path
+                io_dir = Path(io_path)
                 io_dir.mkdir(parents=True, exist_ok=True)
             self._apply_env(env, execution_id, token, io_path)
             set_execution_context_vars(execution_id)
             kwargs = dict(job.inputs)
             if job.file_inputs:
-                client = self._client(execution_id, token, io_path, "InputError")
+                client = self._client(execution_id, token, Path(io_path), "InputError")
                 try:
                     kwargs.update(await asyncio.to_thread(download_file_inputs, client, job,
-                                                          io_path))
+                                                          Path(io_path)))
                 except ControlError as error:
                     raise StepFailure("InputError", "File inputs could not be downloaded: "
                                       f"{error}.") from None
@@ -539,7 +556,7 @@ class Worker:
                 raise failure_from(error) from None
             values, files = collect_outputs(result, job, self.where)
             if files:
-                client = client or self._client(execution_id, token, io_path,
+                client = client or self._client(execution_id, token, Path(io_path),
                                                 "OutputError")
                 try:
                     await asyncio.to_thread(upload_file_outputs, client, files)
@@ -583,7 +600,7 @@ class Worker:
             )
 
     def _apply_env(self, env: Mapping[str, Any], execution_id: str, token: str,
-                   io_dir: Path) -> None:
+                   io_dir: str) -> None:
         """os.environ for the execution that starts (process-wide: executions running at
         the same time see the latest values, as documented)."""
         environ = os.environ
@@ -596,7 +613,7 @@ class Worker:
                     environ[key] = value
         self._env_keys = set(wanted)
         environ["GRISTMILL_EXECUTION_ID"] = environ["CRAFT_AI_EXECUTION_ID"] = execution_id
-        environ["GRISTMILL_IO_DIR"] = str(io_dir)
+        environ["GRISTMILL_IO_DIR"] = io_dir
         if token:
             environ["GRISTMILL_SDK_TOKEN"] = environ["CRAFT_AI_SDK_TOKEN"] = token
 
@@ -676,6 +693,21 @@ async def _remove(folder: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop when the step's environment has it (the runtime images and the embedded
+    environment's runtime folder bring it): it takes about a fifth off a warm call's time
+    in the worker (bench/worker_loop.py). The standard loop otherwise, or when asked for."""
+    if kind == "uvloop" or kind == "auto":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            if kind == "uvloop":
+                _say(f"{LOOP_VAR}=uvloop but uvloop is not installed: the standard loop runs")
+        else:
+            return uvloop.new_event_loop()  # type: ignore[no-any-return,unused-ignore]
+    return asyncio.new_event_loop()
+
+
 def _listen(host: str, port: int, path: Path | None = None) -> socket.socket:
     if path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -744,7 +776,7 @@ def serve(environ: Mapping[str, str] | None = None) -> int:
     warmup.start()
     # The loop exists before the import: module-level code that calls
     # asyncio.get_event_loop() gets the loop that will run the async executions.
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     # A crash dump must reach the real stderr directly.
     faulthandler.enable(file=sys.__stderr__ or sys.stderr, all_threads=True)
@@ -764,6 +796,11 @@ def serve(environ: Mapping[str, str] | None = None) -> int:
         sys.stderr.flush()
         return EXIT_IMPORT_FAILED
     warmup.stop()
+    # What the import made lives as long as the worker: out of the collector's sight, the
+    # collections that run between executions no longer scan it (a model's weights can
+    # be millions of objects).
+    gc.collect()
+    gc.freeze()
     worker = Worker(config, function)
     try:
         worker.run_forever(loop, sock)

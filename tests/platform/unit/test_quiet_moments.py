@@ -1,0 +1,112 @@
+"""Background work on the endpoint hot path: it waits for a moment with no warm call in
+flight (traffic.py), and caches are reloaded ahead of their expiry (db/refresh.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from gristmill_platform.db.refresh import BackgroundReloads, Freshness, freshness
+from gristmill_platform.traffic import Traffic
+
+
+@pytest.mark.parametrize(("age", "expected"), [
+    (0.0, Freshness.FRESH), (0.5, Freshness.FRESH), (0.51, Freshness.AHEAD),
+    (1.0, Freshness.AHEAD), (1.01, Freshness.STALE), (60.0, Freshness.STALE)])
+def test_freshness(age: float, expected: Freshness) -> None:
+    assert freshness(age, 1.0) is expected
+
+
+def test_quiet_returns_at_once_with_no_call_in_flight() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        await asyncio.wait_for(traffic.quiet(10), 1)
+
+    asyncio.run(scenario())
+
+
+def test_quiet_waits_for_the_calls_in_flight() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        traffic.enter()
+        traffic.enter()
+        waiting = asyncio.get_running_loop().create_task(traffic.quiet(10))
+        await asyncio.sleep(0.05)
+        traffic.leave()
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # one call still in flight
+        traffic.leave()
+        await asyncio.wait_for(waiting, 1)
+        assert traffic.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_quiet_gives_up_after_its_longest_wait() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        traffic.enter()  # a load that never stops
+        await asyncio.wait_for(traffic.quiet(0.05), 1)
+
+    asyncio.run(scenario())
+
+
+def test_one_background_reload_per_key_after_the_calls_in_flight() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        reloads = BackgroundReloads(traffic)
+        done: list[str] = []
+
+        async def reload() -> None:
+            done.append("x")
+
+        traffic.enter()
+        reloads.start("a", reload)
+        reloads.start("a", reload)  # already under way: not twice
+        await asyncio.sleep(0.02)
+        assert done == []  # a call is in flight
+        traffic.leave()
+        await asyncio.sleep(0.02)
+        assert done == ["x"]
+        reloads.start("a", reload)  # the earlier one is over: a new one may start
+        await asyncio.sleep(0.02)
+        assert done == ["x", "x"]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_background_reload_is_logged_and_forgotten(caplog) -> None:
+    async def scenario() -> None:
+        reloads = BackgroundReloads(Traffic())
+
+        async def broken() -> None:
+            raise RuntimeError("database gone")
+
+        reloads.start("a", broken)
+        await asyncio.sleep(0.02)
+        reloads.start("a", broken)  # not stuck as "under way"
+        await asyncio.sleep(0.02)
+
+    asyncio.run(scenario())
+    assert caplog.text.count("background reload of 'a' failed") == 2
+
+
+def test_the_service_process_freezes_its_start_up_heap(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from gristmill_platform.app import create_app
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+
+    settings = resolve_settings(Settings(data_dir=tmp_path / "env"))
+    prepare_environment(settings)
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(settings)):
+            assert gc.get_freeze_count() == 0  # tests and embedders: left alone
+        with TestClient(create_app(settings, freeze_heap=True)):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
