@@ -3,15 +3,21 @@
   bare      the same echo function in a bare FastAPI app under uvicorn (the floor)
   bentoml   the same function as a BentoML service (a peer users pick today), in its own
             virtual environment (bench/.venv-bentoml, created on first run)
-  low       a Gristmill low-latency endpoint (`gristmill up`, SQLite, warm worker)
+  low       a Gristmill low-latency endpoint (`gristmill up`, SQLite, warm worker), with the
+            function as `async def` (as in the two others) and as `def` (run in a thread)
   elastic   a Gristmill elastic endpoint (a fresh worker per call)
 
-For each: p50/p99 of sequential calls from one keep-alive client (plain HTTP client: the
-endpoint answers with the outputs), and for bare/bentoml/low the throughput at concurrency 16
-(low: `async def` step, parallel executions, 16 per worker). Every Gristmill call is a real,
+All servers run at once and are called in turns: --rounds rounds, each giving every server
+--calls/--rounds sequential calls from one keep-alive client (plain HTTP client: the
+endpoint answers with the outputs), then the same for throughput at concurrency 16 (low:
+`async def` step, parallel executions, 16 per worker). A machine whose speed drifts during
+the run (a shared VM) then slows every server alike. Percentiles are over all of a
+server's calls. Each server's CPU time per call (all its processes: for Gristmill the
+control service and the worker) is read from /proc. Every Gristmill call is a real,
 tracked execution (inputs, outputs, logs). Writes bench/results/endpoints.json.
 
-    .venv/bin/python bench/endpoints.py [--calls 1000] [--elastic-calls 50] [--no-bentoml]
+    .venv/bin/python bench/endpoints.py [--calls 1000] [--rounds 5] [--elastic-calls 50]
+                                        [--no-bentoml]
 """
 
 from __future__ import annotations
@@ -29,17 +35,21 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import start_env  # type: ignore[import-not-found]
+import psutil
+from _env import BenchEnv, start_env  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "endpoints.json"
 BENTO_VENV = HERE / ".venv-bentoml"
 CONCURRENCY = 16
+WARM_UP = 50
 
 STEP = '''
 def echo(text: str) -> dict:
@@ -91,26 +101,70 @@ def latency(values: list[float]) -> dict[str, float]:
             "p99_ms": round(percentile(values, 99) * 1000, 2), "calls": len(values)}
 
 
-def sequential(calls: int, send: Callable[[], None]) -> dict[str, float]:
-    for _ in range(min(50, calls)):
-        send()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        send()
-        samples.append(time.perf_counter() - start)
-    return latency(samples)
+@dataclass
+class Target:
+    """One server's endpoint, and what was measured on it."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int  # the server's first process; its children are counted too
+    samples: list[float] = field(default_factory=list)
+    concurrent_s: float = 0.0
+    concurrent_calls: int = 0
+    cpu_s: float = 0.0
+    cpu_calls: int = 0
+
+    def cpu_time(self) -> float:
+        """CPU seconds of the server's processes so far."""
+        try:
+            root = psutil.Process(self.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sequential": latency(self.samples)}
+        if self.concurrent_calls:
+            out["concurrent"] = {
+                "requests_per_s": round(self.concurrent_calls / self.concurrent_s, 1),
+                "concurrency": CONCURRENCY, "requests": self.concurrent_calls}
+        if self.cpu_calls:
+            out["server_cpu_ms_per_call"] = round(self.cpu_s / self.cpu_calls * 1000, 3)
+        return out
 
 
-def throughput(url: str, body: dict[str, Any], headers: dict[str, str], total: int
-               ) -> dict[str, float]:
+def sequential(target: Target, calls: int) -> None:
+    with httpx.Client(trust_env=False, timeout=120, headers=target.headers) as client:
+        for _ in range(WARM_UP):
+            client.post(target.url, json={"text": "hi"}).raise_for_status()
+        cpu = target.cpu_time()
+        for _ in range(calls):
+            start = time.perf_counter()
+            response = client.post(target.url, json={"text": "hi"})
+            target.samples.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise RuntimeError(f"{target.name}: {response.status_code} {response.text}")
+        target.cpu_s += target.cpu_time() - cpu
+        target.cpu_calls += calls
+
+
+def throughput(target: Target, total: int) -> None:
     async def run() -> float:
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
         async with httpx.AsyncClient(trust_env=False, timeout=120, limits=limits,
-                                     headers=headers) as client:
+                                     headers=target.headers) as client:
             async def worker(count: int) -> None:
                 for _ in range(count):
-                    response = await client.post(url, json=body)
+                    response = await client.post(target.url, json={"text": "hi"})
                     response.raise_for_status()
 
             await asyncio.gather(*(worker(5) for _ in range(CONCURRENCY)))  # warm-up
@@ -118,10 +172,8 @@ def throughput(url: str, body: dict[str, Any], headers: dict[str, str], total: i
             await asyncio.gather(*(worker(total // CONCURRENCY) for _ in range(CONCURRENCY)))
             return time.perf_counter() - start
 
-    elapsed = asyncio.run(run())
-    done = (total // CONCURRENCY) * CONCURRENCY
-    return {"requests_per_s": round(done / elapsed, 1), "concurrency": CONCURRENCY,
-            "requests": done}
+    target.concurrent_s += asyncio.run(run())
+    target.concurrent_calls += (total // CONCURRENCY) * CONCURRENCY
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
@@ -137,15 +189,13 @@ def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 120) 
     raise RuntimeError(f"{url}: server did not start")
 
 
-def measure_server(argv: list[str], cwd: Path, url: str, calls: int) -> dict[str, Any]:
+@contextmanager
+def server(argv: list[str], cwd: Path, url: str, name: str) -> Iterator[Target]:
     process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         wait_http(url, process)
-        with httpx.Client(trust_env=False) as client:
-            seq = sequential(calls, lambda: client.post(url, json={"text": "hi"})
-                             .raise_for_status())
-        return {"sequential": seq, "concurrent": throughput(url, {"text": "hi"}, {}, calls)}
+        yield Target(name, url, {}, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -174,100 +224,111 @@ def archive() -> bytes:
     return buffer.getvalue()
 
 
-def gristmill(scratch: Path, calls: int, elastic_calls: int) -> dict[str, Any]:
-    env = start_env(scratch / "env")
-    try:
-        token = httpx.post(f"{env.url}/api/v1/auth/refresh",
-                           json={"refresh_token": env.token}).json()["access_token"]
-        api = httpx.Client(base_url=f"{env.url}/api/v1", trust_env=False, timeout=300,
-                           headers={"Authorization": f"Bearer {token}"})
-        fields = {"function_path": "main.py", "inputs[0][name]": "text",
-                  "inputs[0][data_type]": "string", "outputs[0][name]": "text",
-                  "outputs[0][data_type]": "string"}
-        for name, function in (("sync", "echo"), ("async", "echo_async")):
-            api.post("/pipelines", data={**fields, "pipeline_name": name,
-                                         "function_name": function},
-                     files={"step_file": ("step_file", archive())}).raise_for_status()
-        specs = {"low": ("sync", {"mode": "low_latency"}),
-                 "low-parallel": ("async", {"mode": "low_latency",
-                                            "enable_parallel_executions": True,
-                                            "max_parallel_executions_per_pod": CONCURRENCY}),
-                 "elastic": ("sync", {"mode": "elastic"})}
-        tokens = {}
-        for name, (pipeline, options) in specs.items():
-            created = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
-                                                   **options})
-            created.raise_for_status()
-            assert created.json()["status"] == "up", created.text
-            tokens[name] = created.json()["endpoint_token"]
+def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
+    token = httpx.post(f"{env.url}/api/v1/auth/refresh",
+                       json={"refresh_token": env.token}).json()["access_token"]
+    api = httpx.Client(base_url=f"{env.url}/api/v1", trust_env=False, timeout=300,
+                       headers={"Authorization": f"Bearer {token}"})
+    fields = {"function_path": "main.py", "inputs[0][name]": "text",
+              "inputs[0][data_type]": "string", "outputs[0][name]": "text",
+              "outputs[0][data_type]": "string"}
+    for name, function in (("sync", "echo"), ("async", "echo_async")):
+        api.post("/pipelines", data={**fields, "pipeline_name": name,
+                                     "function_name": function},
+                 files={"step_file": ("step_file", archive())}).raise_for_status()
+    specs = {"low": ("async", {"mode": "low_latency"}),
+             "low-def": ("sync", {"mode": "low_latency"}),
+             "low-parallel": ("async", {"mode": "low_latency",
+                                        "enable_parallel_executions": True,
+                                        "max_parallel_executions_per_pod": CONCURRENCY}),
+             "elastic": ("sync", {"mode": "elastic"})}
+    tokens = {}
+    for name, (pipeline, options) in specs.items():
+        created = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
+                                               **options})
+        created.raise_for_status()
+        assert created.json()["status"] == "up", created.text
+        tokens[name] = created.json()["endpoint_token"]
+    return api, tokens
 
-        def call(client: httpx.Client, name: str) -> Callable[[], None]:
-            def send() -> None:
-                response = client.post(f"{env.url}/endpoints/{name}", json={"text": "hi"})
-                if response.status_code != 200:
-                    raise RuntimeError(response.text)
-            return send
 
-        out: dict[str, Any] = {}
-        with httpx.Client(trust_env=False, timeout=120,
-                          headers={"Authorization": f"EndpointToken {tokens['low']}"}) as c:
-            out["low_latency"] = {"sequential": sequential(calls, call(c, "low"))}
-        out["low_latency"]["concurrent"] = throughput(
-            f"{env.url}/endpoints/low-parallel", {"text": "hi"},
-            {"Authorization": f"EndpointToken {tokens['low-parallel']}"}, calls)
-        with httpx.Client(trust_env=False, timeout=120,
-                          headers={"Authorization": f"EndpointToken {tokens['elastic']}"}) as c:
-            send = call(c, "elastic")
-            samples = []
-            for _ in range(elastic_calls):
-                start = time.perf_counter()
-                send()
-                samples.append(time.perf_counter() - start)
-            out["elastic"] = {"sequential": latency(samples)}
-        executions = api.get("/pipelines/sync/executions").json()
-        out["tracked_executions"] = len(executions)
-        return out
-    finally:
-        env.stop()
+def gristmill_target(env: BenchEnv, tokens: dict[str, str], name: str, label: str
+                     ) -> Target:
+    return Target(label, f"{env.url}/endpoints/{name}",
+                  {"Authorization": f"EndpointToken {tokens[name]}"}, env.process.pid)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--elastic-calls", type=int, default=50)
     parser.add_argument("--no-bentoml", action="store_true")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="gristmill-endpoints-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
-                                           "python": platform.python_version()}}
+                                           "python": platform.python_version()},
+                               "method": {"calls": args.calls, "rounds": args.rounds,
+                                          "concurrency": CONCURRENCY}}
     (scratch / "bare_app.py").write_text(BARE_APP)
-    port = free_port()
-    results["bare_fastapi"] = measure_server(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"], scratch,
-        f"http://127.0.0.1:{port}/echo", args.calls)
     bento = None if args.no_bentoml else ensure_bentoml()
-    if bento is not None:
-        (scratch / "bento_service.py").write_text(BENTO_SERVICE)
+    with ExitStack() as stack:
         port = free_port()
-        results["bentoml"] = measure_server(
-            [str(bento.parent / "bentoml"), "serve", "bento_service:Echo", "--port", str(port)],
-            scratch, f"http://127.0.0.1:{port}/echo", args.calls)
-    results.update(gristmill(scratch, args.calls, args.elastic_calls))
+        targets = [stack.enter_context(server(
+            [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
+             "--log-level", "warning", "--no-access-log"], scratch,
+            f"http://127.0.0.1:{port}/echo", "bare_fastapi"))]
+        if bento is not None:
+            (scratch / "bento_service.py").write_text(BENTO_SERVICE)
+            port = free_port()
+            targets.append(stack.enter_context(server(
+                [str(bento.parent / "bentoml"), "serve", "bento_service:Echo", "--port",
+                 str(port)], scratch, f"http://127.0.0.1:{port}/echo", "bentoml")))
+        env = start_env(scratch / "env")
+        stack.callback(env.stop)
+        api, tokens = deploy(env)
+        low = gristmill_target(env, tokens, "low", "low_latency")
+        low_def = gristmill_target(env, tokens, "low-def", "low_latency_def")
+        parallel = gristmill_target(env, tokens, "low-parallel", "low_latency_parallel")
+        sequential_targets = [*targets, low, low_def]
+        per_round = max(1, args.calls // args.rounds)
+        for number in range(args.rounds):
+            print(f"round {number + 1}/{args.rounds} ...", flush=True)
+            for target in sequential_targets:
+                sequential(target, per_round)
+            for target in (*targets, parallel):
+                throughput(target, per_round)
+        elastic = gristmill_target(env, tokens, "elastic", "elastic")
+        with httpx.Client(trust_env=False, timeout=120, headers=elastic.headers) as client:
+            for _ in range(args.elastic_calls):
+                start = time.perf_counter()
+                client.post(elastic.url, json={"text": "hi"}).raise_for_status()
+                elastic.samples.append(time.perf_counter() - start)
+        for target in targets:
+            results[target.name] = target.report()
+        results["low_latency"] = low.report()
+        results["low_latency"]["concurrent"] = parallel.report()["concurrent"]
+        results["low_latency_def"] = low_def.report()
+        results["elastic"] = {"sequential": latency(elastic.samples)}
+        executions = (len(api.get("/pipelines/async/executions").json())
+                      + len(api.get("/pipelines/sync/executions").json()))
+        results["tracked_executions"] = executions
     floor = results["bare_fastapi"]["sequential"]["p50_ms"]
-    low = results["low_latency"]["sequential"]["p50_ms"]
-    results["low_latency_p50_overhead_ms"] = round(low - floor, 2)
-    results["low_latency_p50_vs_bare"] = round(low / floor, 1)
+    low_p50 = results["low_latency"]["sequential"]["p50_ms"]
+    results["low_latency_p50_overhead_ms"] = round(low_p50 - floor, 2)
+    results["low_latency_p50_vs_bare"] = round(low_p50 / floor, 1)
     results["targets"] = {"overhead_p50_ms_below": 5, "vs_bare_within": 3,
                           "hosted_overhead_ms_below": 500}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'':<22}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}")
-    for key in ("bare_fastapi", "bentoml", "low_latency", "elastic"):
+    print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}{'cpu ms/call':>13}")
+    for key in ("bare_fastapi", "bentoml", "low_latency", "low_latency_def", "elastic"):
         if key in results:
             seq = results[key]["sequential"]
             conc = results[key].get("concurrent", {}).get("requests_per_s", "-")
-            print(f"{key:<22}{seq['p50_ms']:>9}{seq['p99_ms']:>9}{conc:>11}")
+            cpu = results[key].get("server_cpu_ms_per_call", "-")
+            print(f"{key:<24}{seq['p50_ms']:>9}{seq['p99_ms']:>9}{conc:>11}{cpu:>13}")
+    print(f"tracked executions: {results['tracked_executions']}")
     print(f"low-latency p50 overhead over bare: {results['low_latency_p50_overhead_ms']} ms "
           f"({results['low_latency_p50_vs_bare']}x); written to {RESULTS}")
 
