@@ -132,7 +132,9 @@ class Target:
         return total
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"sequential": latency(self.samples)}
+        out: dict[str, Any] = {}
+        if self.samples:
+            out["sequential"] = latency(self.samples)
         if self.concurrent_calls:
             out["concurrent"] = {
                 "requests_per_s": round(self.concurrent_calls / self.concurrent_s, 1),
