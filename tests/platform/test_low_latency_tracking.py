@@ -373,6 +373,87 @@ def test_the_directory_sees_another_process_change_within_its_ttl(journal_state,
     asyncio.run(scenario())
 
 
+def full_record(deployment_id: str) -> ExecutionRecord:
+    now = utcnow()
+    execution = record(deployment_id, status=t.SUCCEEDED, worker="local-w-1",
+                       handle={"backend": "low-latency", "pod_id": "local-w-1"},
+                       started_at=now, ended_at=now + timedelta(milliseconds=3),
+                       heartbeat_at=now, status_reason=None)
+    execution.inputs = [{"pipeline_input_name": "text", "data_type": "string",
+                         "mapping_type": "endpoint", "value": "héllo ✓"}]
+    execution.outputs = [{"pipeline_output_name": "n", "data_type": "number",
+                          "mapping_type": "endpoint", "value": 1.5}]
+    return execution
+
+
+def test_sqlite_inserts_store_what_sqlalchemy_stores(journal_state, database) -> None:
+    """The usual batch on SQLite is inserted by the journal's own thread from rows
+    converted here: the stored values must be those of the general path."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's own insert path")
+    import sqlite3
+
+    from gristmill_platform.executions.journal import COLUMNS
+    from gristmill_platform.executions.journal_writes import (
+        Batch,
+        BatchWriter,
+        only_inserts,
+        write_batch,
+    )
+
+    async def scenario() -> None:
+        deployment_id, _ = await seed(journal_state)
+        fast, general = full_record(deployment_id), full_record(deployment_id)
+        for moment in ("created_at", "started_at", "ended_at", "heartbeat_at"):
+            setattr(general, moment, getattr(fast, moment))
+        line = {"seq": 0, "timestamp": utcnow(), "stream": "stdout", "message": "hi ✓"}
+
+        def batch(execution: ExecutionRecord) -> Batch:
+            return Batch(rows=[{c: getattr(execution, c) for c in COLUMNS}],
+                         logs=[{**line, "execution_id": execution.id}], tokens=[],
+                         revoked={"token": utcnow()}, written_before=set(), token_owner={},
+                         known_deployments={deployment_id})
+
+        assert only_inserts(batch(fast))
+        writer = BatchWriter(journal_state.engine, database.url)
+        assert writer._inserts is not None
+        await writer._inserts.write(batch(fast))
+        async with journal_state.engine.begin() as connection:
+            await connection.run_sync(write_batch, batch(general))
+        writer.close()
+        raw = sqlite3.connect(database.url.removeprefix("sqlite:///"))
+        rows = {r[0]: r[1:] for r in raw.execute(
+            f"SELECT id, {', '.join(c for c in COLUMNS if c != 'id')} FROM executions "
+            "WHERE id IN (?, ?)", (fast.id, general.id))}
+        logs = {r[0]: r[1:] for r in raw.execute(
+            "SELECT execution_id, seq, timestamp, stream, message FROM execution_logs "
+            "WHERE execution_id IN (?, ?)", (fast.id, general.id))}
+        raw.close()
+        assert rows[fast.id] == rows[general.id]
+        assert logs[fast.id] == logs[general.id]
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_insert_falls_back_and_keeps_the_others(journal_state, database) -> None:
+    async def scenario() -> None:
+        journal = TrackingJournal(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        first = record(deployment_id)
+        journal.changed(first)
+        await journal.flush(everything=False)  # the deployment is now known
+        good = record(deployment_id)
+        bad = record(deployment_id, pipeline_id=str(uuid.uuid4()))  # the foreign key refuses
+        journal.changed(good)
+        journal.changed(bad)
+        await journal.flush(everything=False)
+        assert await stored(journal_state, first.id, good.id, bad.id) == {first.id, good.id}
+        assert not journal.pending
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_the_fast_path_takes_the_token_from_the_query(gristmill_env, api, archive,
                                                      unique) -> None:
     name = f"tr-query-{unique}"

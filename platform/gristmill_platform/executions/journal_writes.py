@@ -1,23 +1,33 @@
 """How the journal (executions/journal.py) writes a batch: one transaction, Core statements
 on a synchronous connection facade, the same code on every database.
 
-On SQLite the batch goes through a connection of its own, synchronously, on the event
-loop: a batch of a few rows takes well under a millisecond there, while through the
-async driver each statement and the commit are a round trip to its thread, and the batch
-lasts several milliseconds, interleaved with the calls in flight, each of which then
-waits for it (measured, docs/deployments.md#latency). The connection never waits for the
-database lock: if another transaction holds it, the batch goes through the async driver,
-which waits without blocking the loop. PostgreSQL batches always use the async driver,
-which has no thread."""
+On SQLite, through the async driver, each statement and the commit are a round trip to
+the driver's thread: a batch lasted several milliseconds, interleaved with the calls in
+flight, each of which then waited for it (measured, docs/deployments.md#latency). So:
+
+* the usual batch, executions that ended since the last one (and their logs), is turned
+  into plain rows on the event loop, with SQLAlchemy's own converters for each column, and
+  inserted by a thread of the journal's own (SqliteInserts): the loop does not wait for
+  SQLite, and the thread holds the interpreter lock only to hand rows to SQLite;
+* any other batch (running executions, tokens, updates, the barrier's) goes through a
+  connection of the journal's own, synchronously on the event loop, in well under a
+  millisecond. That connection never waits for the database lock: if another
+  transaction holds it, the batch goes through the async driver, which waits without
+  blocking the loop.
+
+PostgreSQL batches always use the async driver, which has no thread."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, event, insert, select, update
+from sqlalchemy import Connection, Dialect, Engine, Table, bindparam, event, insert, select, update
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +45,7 @@ EXECUTIONS = cast(Table, Execution.__table__)
 TOKENS = cast(Table, SdkToken.__table__)
 LOGS = cast(Table, ExecutionLog.__table__)
 COLUMNS = tuple(c.key for c in EXECUTIONS.columns)
+LOG_COLUMNS = ("execution_id", "seq", "timestamp", "stream", "message")  # id: the database's
 _UPDATED = tuple(c for c in COLUMNS if c != "id")
 
 
@@ -102,17 +113,105 @@ def write_batch(connection: Connection, batch: Batch) -> Written:
     return written
 
 
+def only_inserts(batch: Batch) -> bool:
+    """Whether writing the batch is inserting its rows and their logs, nothing else: no
+    row written before, no deployment to look for, no token to write or revoke."""
+    if any(r["id"] in batch.written_before or r["status"] in t.ACTIVE
+           or r["deployment_id"] not in batch.known_deployments for r in batch.rows):
+        return False
+    return not any(batch.token_owner.get(key) in batch.written_before
+                   for key in batch.revoked)
+
+
+class _Insert:
+    """An INSERT of some of a table's columns, as plain rows in SQLite's terms."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
+        compiled = insert(table).values({c: bindparam(c) for c in columns}).compile(
+            dialect=dialect)
+        self.sql = str(compiled)
+        order = compiled.positiontup or columns
+        # the converters SQLAlchemy applies (JSON, UTC datetimes): the same stored values
+        self._columns = [(name, table.c[name].type.dialect_impl(dialect)
+                          .bind_processor(dialect)) for name in order]
+
+    def rows(self, values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        columns = self._columns
+        return [tuple(convert(row[name]) if convert is not None else row[name]
+                      for name, convert in columns) for row in values]
+
+
+class SqliteInserts:
+    """The usual batch on SQLite, written by a thread of its own (see the module's
+    docstring)."""
+
+    def __init__(self, path: str, dialect: Dialect) -> None:
+        self._path = path
+        self._executions = _Insert(EXECUTIONS, COLUMNS, dialect)
+        self._logs = _Insert(LOGS, LOG_COLUMNS, dialect)
+        self._thread = ThreadPoolExecutor(max_workers=1,
+                                          thread_name_prefix="gristmill-journal")
+        self._connection: sqlite3.Connection | None = None  # the thread's own
+
+    async def write(self, batch: Batch) -> Written:
+        executions = self._executions.rows(batch.rows)
+        logs = self._logs.rows(batch.logs)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._insert,
+                                                         executions, logs)
+        return Written(kept={r["id"] for r in batch.rows})
+
+    def _insert(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]]) -> None:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = sqlite3.connect(self._path, isolation_level=None)
+            # as the service's connections (db/engine.py): this thread may wait for the lock
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                           "busy_timeout=15000"):
+                connection.execute(f"PRAGMA {pragma}")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if executions:
+                connection.executemany(self._executions.sql, executions)
+            if logs:
+                connection.executemany(self._logs.sql, logs)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        def close_connection() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        self._thread.submit(close_connection)
+        self._thread.shutdown(wait=True)
+
+
 class BatchWriter:
     def __init__(self, engine: AsyncEngine, database_url: str) -> None:
         self._engine = engine
         self._direct: Engine | None = None
+        self._inserts: SqliteInserts | None = None
         if is_sqlite(database_url):
             self._direct = create_sync_engine(sync_url(database_url))
             event.listen(self._direct, "connect", _never_wait)
             event.listen(self._direct, "begin",
                          lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+            path = self._direct.url.database
+            if path and path != ":memory:":
+                self._inserts = SqliteInserts(path, self._direct.dialect)
 
     async def write(self, batch: Batch) -> Written:
+        if self._inserts is not None and only_inserts(batch):
+            try:
+                return await self._inserts.write(batch)
+            except sqlite3.Error:
+                # a row refused (its pipeline deleted meanwhile, say): the general path
+                # finds out which, and the journal writes the others one by one
+                log.debug("journal insert of %d rows refused; using the general path",
+                          len(batch.rows), exc_info=True)
         if self._direct is not None:
             try:
                 with self._direct.begin() as connection:
@@ -125,6 +224,8 @@ class BatchWriter:
             return await connection.run_sync(write_batch, batch)
 
     def close(self) -> None:
+        if self._inserts is not None:
+            self._inserts.close()
         if self._direct is not None:
             self._direct.dispose()
 
