@@ -2,7 +2,8 @@
 
   bare      the same echo function in a bare FastAPI app under uvicorn (the floor)
   bentoml   the same function as a BentoML service (a peer users pick today), in its own
-            virtual environment (bench/.venv-bentoml, created on first run)
+            virtual environment (bench/.venv-bentoml, created on first run, with uvicorn's
+            speedups uvloop and httptools, which its server then uses)
   low       a Gristmill low-latency endpoint (`gristmill up`, SQLite, warm worker), with the
             function as `async def` (as in the two others) and as `def` (run in a thread)
   elastic   a Gristmill elastic endpoint (a fresh worker per call)
@@ -48,6 +49,7 @@ from _env import BenchEnv, start_env  # type: ignore[import-not-found]
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "endpoints.json"
 BENTO_VENV = HERE / ".venv-bentoml"
+BENTO_PACKAGES = ("bentoml", "uvloop", "httptools")
 CONCURRENCY = 16
 WARM_UP = 50
 
@@ -192,8 +194,9 @@ def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 120) 
 
 
 @contextmanager
-def server(argv: list[str], cwd: Path, url: str, name: str) -> Iterator[Target]:
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL,
+def server(argv: list[str], cwd: Path, url: str, name: str,
+           env: dict[str, str] | None = None) -> Iterator[Target]:
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         wait_http(url, process)
@@ -204,11 +207,17 @@ def server(argv: list[str], cwd: Path, url: str, name: str) -> Iterator[Target]:
 
 
 def ensure_bentoml() -> Path | None:
+    """BentoML in its own venv, with uvicorn's optional speedups (uvloop, httptools), which
+    its server uses when present: without them it parses HTTP in pure Python and measured
+    about 1.5 times slower here, which is not the peer at its best."""
     python = BENTO_VENV / "bin" / "python"
     if not python.exists():
         print("creating bench/.venv-bentoml (pip install bentoml) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(BENTO_VENV)], check=True)
-        result = subprocess.run([str(python), "-m", "pip", "install", "-q", "bentoml"],
+    check = subprocess.run([str(python), "-c", "import bentoml, uvloop, httptools"],
+                           capture_output=True)
+    if check.returncode != 0:
+        result = subprocess.run([str(python), "-m", "pip", "install", "-q", *BENTO_PACKAGES],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             print(f"bentoml could not be installed: {result.stderr[-500:]}")
@@ -283,9 +292,13 @@ def main() -> None:
         if bento is not None:
             (scratch / "bento_service.py").write_text(BENTO_SERVICE)
             port = free_port()
+            # its own home (no state from earlier runs), and no usage reports from a bench
+            bento_env = {**os.environ, "BENTOML_HOME": str(scratch / "bentoml-home"),
+                         "BENTOML_DO_NOT_TRACK": "True"}
             targets.append(stack.enter_context(server(
                 [str(bento.parent / "bentoml"), "serve", "bento_service:Echo", "--port",
-                 str(port)], scratch, f"http://127.0.0.1:{port}/echo", "bentoml")))
+                 str(port)], scratch, f"http://127.0.0.1:{port}/echo", "bentoml",
+                env=bento_env)))
         env = start_env(scratch / "env")
         stack.callback(env.stop)
         api, tokens = deploy(env)
