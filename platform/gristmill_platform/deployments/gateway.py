@@ -20,6 +20,7 @@ from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.routes import ExecutionFailed, stream_object
 from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.http.bodies import json_object
 from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
@@ -44,17 +45,8 @@ def endpoint_token(authorization: str, query_token: str | None) -> str | None:
 
 def json_inputs(raw: bytes) -> dict[str, Any]:
     """The inputs of a JSON body, or the 400 to answer."""
-    if len(raw) > MAX_BODY:
-        raise BadRequest("The request body is too large")
-    if not raw.strip():
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise BadRequest("The request body must be a JSON object of inputs")
-    return parsed
+    return json_object(raw, MAX_BODY, too_large="The request body is too large",
+                       expected="a JSON object of inputs")
 
 
 async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:

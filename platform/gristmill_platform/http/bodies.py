@@ -19,9 +19,14 @@ async def json_or_form(request: Request) -> dict[str, Any]:
     if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = await request.form(max_files=0, max_fields=1000)
         return {key: value for key, value in form.items() if isinstance(value, str)}
-    raw = await request.body()
-    if len(raw) > MAX_SMALL_BODY:
-        raise BadRequest("Request body too large")
+    return json_object(await request.body(), MAX_SMALL_BODY)
+
+
+def json_object(raw: bytes, limit: int, *, too_large: str = "Request body too large",
+                expected: str = "a JSON object") -> dict[str, Any]:
+    """A JSON object body (empty: no fields), or the 400 to answer."""
+    if len(raw) > limit:
+        raise BadRequest(too_large)
     if not raw.strip():
         return {}
     try:
@@ -29,7 +34,7 @@ async def json_or_form(request: Request) -> dict[str, Any]:
     except ValueError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
-        raise BadRequest("The request body must be a JSON object")
+        raise BadRequest(f"The request body must be {expected}")
     return parsed
 
 
