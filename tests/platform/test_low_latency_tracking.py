@@ -435,6 +435,41 @@ def test_sqlite_inserts_store_what_sqlalchemy_stores(journal_state, database) ->
     asyncio.run(scenario())
 
 
+def test_sqlite_inserts_convert_a_slice_at_a_time(journal_state, database) -> None:
+    """Between two slices of a batch's conversion the event loop is given back (the
+    journal's pause waits for a moment with no call in flight)."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's own insert path")
+    from gristmill_platform.executions.journal import COLUMNS
+    from gristmill_platform.executions.journal_writes import (
+        CONVERT_SLICE,
+        Batch,
+        SqliteInserts,
+    )
+
+    async def scenario() -> None:
+        deployment_id, _ = await seed(journal_state)
+        executions = [full_record(deployment_id) for _ in range(2 * CONVERT_SLICE + 1)]
+        pauses: list[int] = []
+
+        async def pause() -> None:
+            pauses.append(len(pauses))
+            await asyncio.sleep(0)
+
+        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
+                                journal_state.engine.dialect, pause)
+        await inserts.write(Batch(
+            rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions], logs=[],
+            tokens=[], revoked={}, written_before=set(), token_owner={},
+            known_deployments={deployment_id}))
+        inserts.close()
+        assert len(pauses) == 2  # three slices
+        assert await stored(journal_state, *[e.id for e in executions]) == {
+            e.id for e in executions}
+
+    asyncio.run(scenario())
+
+
 def test_a_refused_insert_falls_back_and_keeps_the_others(journal_state, database) -> None:
     async def scenario() -> None:
         journal = TrackingJournal(journal_state)

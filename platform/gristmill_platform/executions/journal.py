@@ -51,6 +51,8 @@ FLUSH_INTERVAL_S = 0.05
 RUNNING_VISIBLE_AFTER_S = 1.0
 # At most this long a batch waits for a moment with no call in flight (traffic.py).
 QUIET_WAIT_S = 0.25
+# At most this long each slice of a batch's conversion waits for one (journal_writes.py).
+SLICE_WAIT_S = 0.005
 # A batch this large is written at once, without waiting for the interval.
 FLUSH_BATCH = 500
 DEPLOYMENTS_RECHECK_S = 5.0
@@ -162,7 +164,7 @@ class TrackingJournal:
                      tokens: list[dict[str, Any]], revoked: dict[str, datetime]) -> None:
         if self._writer is None:
             self._writer = BatchWriter(self.state.engine, self.state.settings.database_url
-                                       or "")
+                                       or "", pause=self._between_slices)
         written = await self._writer.write(Batch(
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,
             written_before=set(self._written), token_owner=self._token_owner,
@@ -179,6 +181,9 @@ class TrackingJournal:
                 self._written.add(row["id"])
             else:
                 self._written.discard(row["id"])
+
+    async def _between_slices(self) -> None:
+        await self.state.traffic.quiet(SLICE_WAIT_S)  # see traffic.py
 
     def _known_deployments(self) -> set[str]:
         """Deployments seen to exist, with no deletion since: through this process (seen
