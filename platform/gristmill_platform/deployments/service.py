@@ -177,7 +177,9 @@ class DeploymentService:
         return deployment, running
 
     async def delete_for_pipeline(self, pipeline: Pipeline, principal: Principal, *,
-                                  force: bool) -> list[dict[str, str]]:
+                                  force: bool) -> tuple[list[dict[str, str]], list[Any]]:
+        """Deletes the pipeline's deployments (with force); returns them, and the handles of
+        their executions still running, whose workers must be stopped as delete's are."""
         deployments = await self.repository.for_pipeline(pipeline.id)
         if deployments and not force:
             names = ", ".join(d.name for d in deployments)
@@ -185,12 +187,14 @@ class DeploymentService:
                            "first, or pass force_deployments_deletion=True",
                            name="PipelineDeployed",
                            additional_data={"deployments": [d.name for d in deployments]})
-        removed = []
+        removed: list[dict[str, str]] = []
+        running: list[Any] = []
         for deployment in deployments:
-            await self.delete(deployment.name, principal)
+            _, handles = await self.delete(deployment.name, principal)
+            running += handles
             removed.append({"name": deployment.name,
                             "execution_rule": deployment.execution_rule})
-        return removed
+        return removed, running
 
     async def rotate_token(self, name: str, principal: Principal) -> str:
         principal.require_user_scope("Generating an endpoint token")

@@ -97,9 +97,11 @@ async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: Pri
         pipelines = services(state, session)
         found, _ = await pipelines.get(pipeline_name)
         principal.require_user_scope("Deleting a pipeline")
-        deployments = await deployment_services(state, session).delete_for_pipeline(
+        deployments, running = await deployment_services(state, session).delete_for_pipeline(
             found, principal, force=force_deployments_deletion)
         pipeline, _ = await pipelines.delete(pipeline_name, principal)
+    for handle in running:
+        await state.executions.stop_worker(handle)
     for deployment in deployments:
         await state.executions.workers.stop(deployment["name"])
     return {"pipeline": {"name": pipeline.name}, "deployments": deployments}

@@ -98,17 +98,22 @@ async def delete_step(step_name: str, state: AppStateDep, principal: PrincipalDe
     from gristmill_platform.deployments.routes import deployment_services
 
     stopped: list[str] = []
+    running: list[Any] = []
     async with transaction(state) as session:
         service = StepService(StepRepository(session), state.datastore(session), state.settings)
         if force_dependents_deletion:
             step = await service.get(step_name)
             deployments = deployment_services(state, session)
             for pipeline in await service.repository.pipelines_using(step.id):
-                removed = await deployments.delete_for_pipeline(pipeline, principal, force=True)
+                removed, handles = await deployments.delete_for_pipeline(pipeline, principal,
+                                                                         force=True)
                 stopped += [d["name"] for d in removed]
+                running += handles
         step, pipelines = await service.delete(step_name, principal,
                                                force=force_dependents_deletion)
         body = {"step_name": step.name, "deleted_pipelines": [p.name for p in pipelines]}
+    for handle in running:
+        await state.executions.stop_worker(handle)
     for name in stopped:
         await state.executions.workers.stop(name)
     return body

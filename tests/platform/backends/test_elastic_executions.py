@@ -234,9 +234,11 @@ def test_deleting_a_running_execution_stops_its_worker(
     eventually(lambda: worker_gone(backend, execution_id), "the pod was deleted")
 
 
+@pytest.mark.parametrize("deleted", ["deployment", "pipeline"])
 def test_deleting_a_deployment_stops_its_running_workers(
         backend: Backend, api: httpx.Client, archive: bytes, unique: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, deleted: str) -> None:
+    """Deleted on its own, or with its pipeline (force_deployments_deletion)."""
     api.put("/environment-variables",
             json={"environment_variables": {"BACKEND_SUITE_PID_DIR": str(tmp_path)}})
     name = pipeline(api, archive, f"hang-ep-{unique}", "hang")
@@ -256,7 +258,13 @@ def test_deleting_a_deployment_stops_its_running_workers(
     if local_process:
         eventually(pid_file.exists, "the step wrote its pid")
 
-    assert api.delete(f"/deployments/hep-{unique}").status_code == 200
+    if deleted == "deployment":
+        assert api.delete(f"/deployments/hep-{unique}").status_code == 200
+    else:
+        answer = api.delete(f"/pipelines/{name}", params={"force_deployments_deletion": True})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["deployments"] == [{"name": f"hep-{unique}",
+                                                 "execution_rule": "endpoint"}]
 
     if local_process:
         pid = int(pid_file.read_text())
