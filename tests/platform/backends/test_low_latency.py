@@ -22,6 +22,7 @@ from tests.conftest import GristmillEnv
 from tests.platform.backends.conftest import Backend
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_auth import assert_error
+from tests.platform.test_low_latency import deployment
 from tests.platform.test_runs import make_pipeline
 
 STEP_CODE = '''
@@ -96,13 +97,6 @@ def post(env: GristmillEnv, name: str, token: str, text: str) -> httpx.Response:
 
 def call(env: GristmillEnv, name: str, token: str, text: str) -> dict[str, Any]:
     response = post(env, name, token, text)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def deployment(api: httpx.Client, name: str) -> dict[str, Any]:
-    response = api.get(f"/deployments/{name}")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
