@@ -23,7 +23,7 @@ from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
-from gristmill_platform.deployments import gateway
+from gristmill_platform.deployments import gateway, results_v1, trigger_routes
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
 from gristmill_platform.deployments.fast_path import EndpointFastPath
@@ -35,6 +35,8 @@ from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
+from gristmill_platform.project import routes as project_routes
+from gristmill_platform.project import unsupported as unsupported_routes
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.runtime_site import ensure_runtime_site
@@ -115,6 +117,10 @@ def api_router() -> APIRouter:
     api.include_router(metric_routes.router)
     api.include_router(deployment_routes.router)
     api.include_router(resource_routes.router)
+    # craft-ai-sdk 0.74 (docs/compatibility.md)
+    api.include_router(trigger_routes.router)
+    api.include_router(project_routes.router)
+    api.include_router(unsupported_routes.router)
     return api
 
 
@@ -186,6 +192,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order
+    app.include_router(results_v1.router)
     app.include_router(gateway.router)
     app.include_router(health.router)
     app.include_router(api_router())

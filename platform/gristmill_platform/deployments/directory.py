@@ -73,7 +73,8 @@ class EndpointDirectory:
         self._reloads = BackgroundReloads(state.traffic)
 
     async def lookup(self, name: str) -> Endpoint | None:
-        """The endpoint deployment called name, or None."""
+        """The endpoint deployment answering at /endpoints/<name> (its URL path, by default
+        its name), or None."""
         entry = self._entries.get(name)
         if entry is None or entry.version != _version():
             return (await self._load(name)).endpoint
@@ -89,7 +90,7 @@ class EndpointDirectory:
         now = time.monotonic()
         # a plain session, not deps.transaction(): nothing here waits for the journal
         async with self.state.session_factory() as session:
-            deployment = await DeploymentRepository(session).by_name(name)
+            deployment = await DeploymentRepository(session).by_endpoint_path(name)
             endpoint = None
             if deployment is not None and deployment.execution_rule == "endpoint":
                 found = await PipelineRepository(session).with_step(deployment.pipeline_name)

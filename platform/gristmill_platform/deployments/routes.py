@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -24,6 +25,8 @@ from gristmill_platform.pipelines.routes import services as pipeline_services
 from gristmill_platform.state import AppState
 
 router = APIRouter(tags=["deployments"])
+# how often a client waiting for a deployment that is not up yet gets an answer
+PENDING_POLL_S = 1.0
 
 
 def deployment_services(state: AppState, session: Any) -> DeploymentService:
@@ -90,9 +93,21 @@ async def list_deployments(principal: PrincipalDep, service: ServiceDep
 
 @router.get("/deployments/{name}")
 async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
-                         service: ServiceDep) -> dict[str, Any]:
-    deployment, _, step = await service.with_step(name)
-    return render(state, service, deployment, step)
+                         wait_for_completion: bool = False) -> dict[str, Any]:
+    async def read() -> tuple[str, dict[str, Any]]:
+        async with transaction(state) as session:
+            service = deployment_services(state, session)
+            deployment, _, step = await service.with_step(name)
+            return deployment.status, render(state, service, deployment, step)
+
+    status, body = await read()
+    if wait_for_completion and status == "creation_pending":
+        # craft-ai-sdk 0.74 asks again at once: hold the answer while workers start
+        await state.executions.workers.ensure(name, wait_s=state.settings.long_poll_s)
+        status, body = await read()
+        if status == "creation_pending":
+            await asyncio.sleep(PENDING_POLL_S)
+    return body
 
 
 @router.get("/deployments/{name}/executions/latest", response_model=None)
@@ -152,9 +167,11 @@ async def deployment_logs(name: str, request: Request, principal: PrincipalDep,
 
 
 @router.post("/endpoints/{name}/generate-new-token")
-async def generate_new_token(name: str, principal: PrincipalDep, service: ServiceDep
-                             ) -> dict[str, str]:
-    return {"endpoint_token": await service.rotate_token(name, principal)}
+async def generate_new_token(name: str, request: Request, principal: PrincipalDep,
+                             service: ServiceDep) -> dict[str, str]:
+    # craft-ai-sdk 0.74 may send the new token it chose (a form field)
+    chosen = (await json_or_form(request)).get("endpoint_token")
+    return {"endpoint_token": await service.rotate_token(name, principal, chosen)}
 
 
 __all__ = ["ExecutionRepository", "deployment_services", "router"]
