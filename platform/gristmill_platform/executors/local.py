@@ -125,12 +125,15 @@ class LocalExecutor:
 
     async def _deadline(self, execution_id: str, worker: _Worker, timeout_s: int) -> None:
         """Stop the worker once it has run for timeout_s (a deployment's
-        execution_timeout_s), as Kubernetes' activeDeadlineSeconds does for pods."""
+        execution_timeout_s), as Kubernetes' activeDeadlineSeconds does for pods. SIGKILL,
+        not SIGTERM: the runner would report being terminated, and the execution's reason
+        must say it ran out of time."""
         try:
             await asyncio.wait_for(asyncio.shield(worker.process.wait()), timeout_s)
         except TimeoutError:
             worker.timed_out_after = timeout_s
-            await self.cancel({"execution_id": execution_id})
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
 
     async def _watch(self, execution_id: str, worker: _Worker) -> None:
         assert worker.process.stdout is not None
