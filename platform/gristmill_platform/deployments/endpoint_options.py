@@ -7,9 +7,9 @@ import re
 
 from gristmill_platform.deployments.rules import InvalidDeployment
 
-URL_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+URL_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 # token68 characters (RFC 7235): the token travels in `Authorization: EndpointToken <t>`
-TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 256
 MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600
@@ -24,7 +24,7 @@ def endpoint_url_path(value: object, rule: str, name: str) -> str | None:
         return None
     if value is None:
         return name
-    if not isinstance(value, str) or not URL_PATH.match(value):
+    if not isinstance(value, str) or not URL_PATH.fullmatch(value):
         raise InvalidDeployment(
             f"Invalid endpoint_url_path {value!r}: use 1 to 100 letters, digits, '-' or '_', "
             "starting with a letter or digit (it is one segment of /endpoints/<path>)")
@@ -38,7 +38,7 @@ def chosen_endpoint_token(value: object, rule: str) -> str | None:
     if rule != "endpoint":
         raise InvalidDeployment("endpoint_token only applies to endpoint deployments")
     if (not isinstance(value, str) or not MIN_TOKEN_LENGTH <= len(value) <= MAX_TOKEN_LENGTH
-            or not TOKEN.match(value)):
+            or not TOKEN.fullmatch(value)):
         raise InvalidDeployment(
             f"endpoint_token must be {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters among "
             "letters, digits and . _ ~ + / = - (leave it out for a random token)",
