@@ -121,6 +121,9 @@ def client(client_python: Path, gristmill_env: Any, tmp_path: Path) -> Iterator[
             "CRAFT_AI_ENVIRONMENT_URL": gristmill_env.url,
             "CRAFT_AI_CONTROL_URL": gristmill_env.url,
             "SDK_VERBOSE_LOG": "false",
+            # read at import: uploads above 3 MB go through the multipart routes
+            "CRAFT_AI__MULTIPART_THRESHOLD__B": str(3 * 1024 * 1024),
+            "CRAFT_AI__MULTIPART_PART_SIZE__B": str(1024 * 1024),
             "COMPAT_ARGS": json.dumps(args),
         }
         done = subprocess.run([str(client_python), "-I", str(path)], env=env,

@@ -20,6 +20,14 @@ def multiply(number1: float, number2: float) -> dict:
     return {"result": number1 * number2}
 
 
+def describe(data_file: dict, label: str) -> dict:
+    with open(data_file["path"], "rb") as handle:
+        size = len(handle.read())
+    with open("described.txt", "w") as handle:
+        handle.write(f"{label}: {size} bytes")
+    return {"summary": {"path": "described.txt"}}
+
+
 def slow(seconds: float) -> dict:
     time.sleep(seconds)
     return {"slept": seconds}
@@ -200,3 +208,26 @@ def test_low_latency_deployment(client, folder, unique) -> None:
     assert found["result"]["outputs"] == {"result": 21}
     assert found["deployment"]["pods"]
     assert isinstance(found["logs"], list)
+
+
+def test_file_endpoint_with_and_without_token(client, folder, unique) -> None:
+    found = client('''
+    import io
+    from craft_ai_sdk.io import Input, Output
+
+    pipeline = "describe-" + ARGS["unique"]
+    sdk.create_pipeline(pipeline, function_path="src/multiply.py", function_name="describe",
+                        container_config={"local_folder": ARGS["folder"]},
+                        inputs=[Input("data_file", "file"), Input("label", "string")],
+                        outputs=[Output("summary", "file")])
+    endpoint = sdk.create_deployment(pipeline, "files-" + ARGS["unique"], "endpoint")
+    with_token = sdk.trigger_endpoint("files-" + ARGS["unique"], endpoint["endpoint_token"],
+                                      inputs={"data_file": io.BytesIO(b"12345"),
+                                              "label": "doc"})
+    with_sdk_token = sdk.trigger_endpoint("files-" + ARGS["unique"],
+                                          inputs={"data_file": b"123", "label": "raw"})
+    emit({"with_token": with_token["outputs"]["summary"].decode(),
+          "with_sdk_token": with_sdk_token["outputs"]["summary"].decode()})
+    sdk.delete_pipeline(pipeline, force_deployments_deletion=True)
+    ''', unique=unique, folder=str(folder))
+    assert found == {"with_token": "doc: 5 bytes", "with_sdk_token": "raw: 3 bytes"}

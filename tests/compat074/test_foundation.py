@@ -37,10 +37,15 @@ def test_data_store(client, unique) -> None:
     info = sdk.get_data_store_object_information(f"{prefix}/3.txt")
     buffer = io.BytesIO()
     sdk.download_data_store_object(f"{prefix}/3.txt", buffer)
+    big = bytes(range(256)) * (14 * 1024)  # 3.5 MiB: multipart, in 1 MiB parts
+    sdk.upload_data_store_object(io.BytesIO(big), f"{prefix}/big/blob.bin")
+    big_back = io.BytesIO()
+    sdk.download_data_store_object(f"{prefix}/big/blob.bin", big_back)
+    sdk.delete_data_store_object(f"{prefix}/big/blob.bin")
     deleted = sdk.delete_data_store_object(f"{prefix}/3.txt")
     missing = error_of(sdk.get_data_store_object_information, f"{prefix}/3.txt")
     emit({"listed": listed, "size": info["size"], "content": buffer.getvalue().decode(),
-          "deleted": deleted, "missing": missing,
+          "deleted": deleted, "missing": missing, "big_round_trip": big_back.getvalue() == big,
           "after": len(sdk.list_data_store_objects(prefix))})
     ''', unique=unique)
     prefix = f"compat074-{unique}"
@@ -49,6 +54,7 @@ def test_data_store(client, unique) -> None:
     assert found["deleted"] == {"path": f"{prefix}/3.txt"}
     assert found["missing"]["status_code"] == 404
     assert found["after"] == 6
+    assert found["big_round_trip"]
 
 
 def test_resource_metrics(client) -> None:
