@@ -23,7 +23,7 @@ from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
-from gristmill_platform.deployments import gateway, results_v1, trigger_routes
+from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
 from gristmill_platform.deployments.fast_path import EndpointFastPath
@@ -118,7 +118,6 @@ def api_router() -> APIRouter:
     api.include_router(deployment_routes.router)
     api.include_router(resource_routes.router)
     # craft-ai-sdk 0.74 (docs/compatibility.md)
-    api.include_router(trigger_routes.router)
     api.include_router(project_routes.router)
     api.include_router(unsupported_routes.router)
     return api
@@ -192,7 +191,6 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order
-    app.include_router(results_v1.router)
     app.include_router(gateway.router)
     app.include_router(health.router)
     app.include_router(api_router())

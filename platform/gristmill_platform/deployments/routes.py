@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.deployments.endpoint_inputs import inputs_of
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.schemas import (
     deployment_list_item,
@@ -127,6 +128,20 @@ async def deployment_executions(name: str, principal: PrincipalDep, service: Ser
     rows = await service.repository.executions(deployment.id)
     del session
     return [execution_summary(e) for e in sorted(rows, key=lambda e: e.created_at)]
+
+
+# craft-ai-sdk 0.74's trigger_endpoint without an endpoint token: the SDK token instead;
+# the client then waits on /executions/<id>/outputs
+@router.post("/deployments/{name}/executions")
+async def trigger_deployment(name: str, request: Request, state: AppStateDep,
+                             principal: PrincipalDep) -> JSONResponse:
+    body, files = await inputs_of(request)
+    async with transaction(state) as session:
+        launch = await deployment_services(state, session).trigger_as_user(
+            name, body, files, principal)
+    state.executions.launch(launch)
+    return JSONResponse({"execution_id": launch.execution_id}, status_code=201,
+                        headers={"Craft-Ai-Execution-Id": launch.execution_id})
 
 
 @router.patch("/deployments/{name}")
