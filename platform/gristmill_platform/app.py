@@ -36,7 +36,6 @@ from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.project import routes as project_routes
-from gristmill_platform.project import unsupported as unsupported_routes
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.runtime_site import ensure_runtime_site
@@ -119,7 +118,6 @@ def api_router() -> APIRouter:
     api.include_router(resource_routes.router)
     # craft-ai-sdk 0.74 (docs/compatibility.md)
     api.include_router(project_routes.router)
-    api.include_router(unsupported_routes.router)
     return api
 
 

@@ -1,17 +1,12 @@
-"""Answers for what craft-ai-sdk 0.74 can ask and a self-hosted Gristmill does not run:
-pipeline templates (the vendor's catalogue of hosted models) and the vector database
-(a managed Weaviate). A clear 501 instead of a 404 that reads like a typo."""
+"""What craft-ai-sdk 0.74 can ask and a self-hosted Gristmill does not run: pipeline
+templates (the vendor's catalogue of hosted models) and the vector database (a managed
+Weaviate). A clear 501 instead of a 404 that reads like a typo (docs/compatibility.md)."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
-from fastapi import APIRouter
-
-from gristmill_platform.deps import PrincipalDep
 from gristmill_platform.errors import AppError
-
-router = APIRouter(tags=["not supported"])
 
 TEMPLATES_MESSAGE = (
     "Pipeline templates are not supported by Gristmill: it has no catalogue of hosted "
@@ -32,16 +27,5 @@ def pipeline_templates_not_supported() -> NoReturn:
     raise NotSupported(TEMPLATES_MESSAGE, additional_data={"feature": "pipeline_templates"})
 
 
-@router.get("/pipeline-templates")
-async def list_pipeline_templates(principal: PrincipalDep) -> None:
-    pipeline_templates_not_supported()
-
-
-@router.get("/pipeline-templates/{name}")
-async def get_pipeline_template(name: str, principal: PrincipalDep) -> None:
-    pipeline_templates_not_supported()
-
-
-@router.get("/environments/{environment_id}/vector-database")
-async def vector_database_credentials(environment_id: str, principal: PrincipalDep) -> None:
+def vector_database_not_supported() -> NoReturn:
     raise NotSupported(VECTOR_DATABASE_MESSAGE, additional_data={"feature": "vector_database"})
