@@ -25,7 +25,7 @@ from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.transactions import Transactions
-from gristmill_platform.deployments import gateway
+from gristmill_platform.deployments import gateway, traffic_routes
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
 from gristmill_platform.deployments.factory import DeploymentServices
@@ -163,6 +163,7 @@ def api_router() -> APIRouter:
     api.include_router(runtime_routes.router)
     api.include_router(metric_routes.router)
     api.include_router(deployment_routes.router)
+    api.include_router(traffic_routes.router)
     api.include_router(resource_routes.router)
     # craft-ai-sdk 0.74 (docs/compatibility.md)
     api.include_router(project_routes.router)

@@ -10,16 +10,21 @@ background (db/refresh.py)."""
 from __future__ import annotations
 
 import functools
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gristmill_platform.db import changes
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.db.models.traffic import DeploymentTraffic
 from gristmill_platform.db.refresh import BackgroundReloads, Freshness, freshness
 from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.deployments.traffic import NO_RULE, TrafficRule, parse_rule
 from gristmill_platform.executions.io import OutputPlan, plan_outputs
+from gristmill_platform.executors.workers import variant_key
 from gristmill_platform.pipelines.repository import PipelineRepository
 
 if TYPE_CHECKING:
@@ -28,12 +33,13 @@ if TYPE_CHECKING:
     from gristmill_platform.traffic import Traffic
 
 TTL_S = 1.0
-for _model in (Deployment, Pipeline, Step):
+for _model in (Deployment, Pipeline, Step, DeploymentTraffic):
     changes.watch(_model)
 
 
-def _version() -> tuple[int, int, int]:
-    return (changes.version(Deployment), changes.version(Pipeline), changes.version(Step))
+def _version() -> tuple[int, ...]:
+    return (changes.version(Deployment), changes.version(Pipeline), changes.version(Step),
+            changes.version(DeploymentTraffic))
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,30 @@ class Endpoint:
     deployment: Deployment
     pipeline: Pipeline | None
     step: Step | None
+    # its traffic rule (deployments/traffic.py) and validations (deployments/validations.py)
+    rule: TrafficRule = NO_RULE
+    validations: Mapping[str, str] = field(default_factory=dict)
+    # the pipelines the rule names, other than the deployment's own, by name
+    variants: Mapping[str, Endpoint] = field(default_factory=dict)
+
+    @property
+    def worker_key(self) -> str:
+        """Its warm workers' key in the pool: a variant's are its own."""
+        own = self.deployment.pipeline_name
+        if self.pipeline is None or self.pipeline.name == own:
+            return self.deployment.name
+        return variant_key(self.deployment.name, self.pipeline.name)
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.pipeline.name if self.pipeline is not None \
+            else self.deployment.pipeline_name
+
+    def variant(self, pipeline_name: str) -> Endpoint | None:
+        """The endpoint as pipeline_name answers it (None: a pipeline deleted since)."""
+        if pipeline_name == self.deployment.pipeline_name:
+            return self
+        return self.variants.get(pipeline_name)
 
     @functools.cached_property
     def fast(self) -> bool:
@@ -65,7 +95,7 @@ class Endpoint:
 class _Entry:
     endpoint: Endpoint | None
     loaded_at: float
-    version: tuple[int, int, int]
+    version: tuple[int, ...]
 
 
 class EndpointDirectory:
@@ -74,6 +104,8 @@ class EndpointDirectory:
         self.session_factory = session_factory
         self._entries: dict[str, _Entry] = {}
         self._reloads = BackgroundReloads(traffic)
+        # draws the random splits of traffic rules (deployments/traffic.py); tests seed it
+        self.rng = random.Random()
 
     async def lookup(self, name: str) -> Endpoint | None:
         """The endpoint deployment answering at /endpoints/<name> (its URL path, by default
@@ -96,9 +128,18 @@ class EndpointDirectory:
             deployment = await DeploymentRepository(session).by_endpoint_path(name)
             endpoint = None
             if deployment is not None and deployment.execution_rule == "endpoint":
-                found = await PipelineRepository(session).with_step(deployment.pipeline_name)
+                pipelines = PipelineRepository(session)
+                found = await pipelines.with_step(deployment.pipeline_name)
                 pipeline, step = found if found is not None else (None, None)
-                endpoint = Endpoint(deployment, pipeline, step)
+                traffic = await session.get(DeploymentTraffic, deployment.id)
+                rule = parse_rule(traffic.rule) if traffic is not None else NO_RULE
+                variants: dict[str, Endpoint] = {}
+                for variant in sorted(rule.pipelines() - {deployment.pipeline_name}):
+                    other = await pipelines.with_step(variant)
+                    if other is not None:
+                        variants[variant] = Endpoint(deployment, *other)
+                endpoint = Endpoint(deployment, pipeline, step, rule,
+                                    dict(traffic.validations) if traffic else {}, variants)
         entry = _Entry(endpoint, now, version)
         if len(self._entries) > 10_000:  # names probed at random must not grow it forever
             self._entries.clear()

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.service import DeploymentService
+from gristmill_platform.deployments.traffic_service import TrafficService
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.pipelines.factory import PipelineServices
 
@@ -22,3 +23,6 @@ class DeploymentServices:
         return DeploymentService(
             DeploymentRepository(session), self.pipelines(session), self.executions(session),
             secret_key=self.secret_key, gpu_available=self.gpu_available)
+
+    def traffic(self, session: AsyncSession) -> TrafficService:
+        return TrafficService(session, self(session))

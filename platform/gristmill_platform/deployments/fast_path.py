@@ -133,15 +133,18 @@ class EndpointFastPath:
             check_endpoint_token(name, endpoint.deployment, token)
             body = json_inputs(await read_body(receive))
             is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))
-            ended = await gateway.run_fast(self.state, endpoint, body, wait=not is_sdk)
+            ended, pipeline = await gateway.run_fast(self.state, endpoint, body,
+                                                     wait=not is_sdk)
+            pipeline_header = (b"x-gristmill-pipeline", pipeline.encode("latin-1"))
             if isinstance(ended, str):
                 location = gateway.results_path(scope.get("root_path", ""), name, ended)
                 messages = json_body(303, {"execution_id": ended}, [
                     (b"craft-ai-execution-id", ended.encode("latin-1")),
-                    (b"location", location.encode("latin-1")), id_header])
+                    (b"location", location.encode("latin-1")), pipeline_header, id_header])
             else:
                 messages = json_body(200, gateway.outputs_answer(ended), [
-                    (b"craft-ai-execution-id", ended.id.encode("latin-1")), id_header])
+                    (b"craft-ai-execution-id", ended.id.encode("latin-1")), pipeline_header,
+                    id_header])
         except ClientGone:
             return
         except AppError as exc:

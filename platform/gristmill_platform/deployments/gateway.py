@@ -4,6 +4,7 @@ endpoint token, not an SDK token."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.deployments.endpoint_inputs import inputs_of
 from gristmill_platform.deployments.service import check_endpoint_token, check_triggerable
+from gristmill_platform.deployments.traffic import route
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
@@ -20,6 +22,11 @@ from gristmill_platform.executions.responses import ExecutionFailed, stream_obje
 from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
+log = logging.getLogger("gristmill.gateway")
+# shadow copies of database-path calls being recorded
+_shadows: set[asyncio.Task[None]] = set()
+# which pipeline answered (docs/rollout.md)
+PIPELINE_HEADER = "X-Gristmill-Pipeline"
 # Several times the journal's write interval: how long an unknown execution id is looked
 # for before the answer is 404.
 VISIBILITY_WAIT_S = 1.0
@@ -54,14 +61,20 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     body, files = await inputs_of(request)
     if endpoint is not None and endpoint.fast and not files:
         return await trigger_fast(state, request, endpoint, body)
+    assert endpoint is not None  # check_endpoint_token let no missing one through
+    answering, shadows = choose(state, endpoint, body)
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = state.factories.deployments(session)
         deployment = await service.authorize_endpoint(name, token)
-        launch = await service.trigger(deployment, body, files)
+        launch = await service.trigger(deployment, body, files,
+                                       pipeline_name=answering.pipeline_name)
     state.executions.launch(launch)
+    if shadows and not files:  # a file is read once: a call with files has no copies
+        start_shadows(state, deployment.name, [s.pipeline_name for s in shadows], body)
     execution_id = launch.execution_id
-    headers = {"Craft-Ai-Execution-Id": execution_id}
+    headers = {"Craft-Ai-Execution-Id": execution_id,
+               PIPELINE_HEADER: answering.pipeline_name}
     if not _is_sdk(request):
         # a plain HTTP caller (curl, fetch) gets the outputs in the answer when they come
         # in time; otherwise the 303 below sends it to the results URL
@@ -73,35 +86,80 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     return _see_results(request, name, execution_id, headers)
 
 
+def start_shadows(state: AppState, name: str, pipelines: list[str], body: dict[str, Any]
+                  ) -> None:
+    """Record and launch the shadow copies of a call after it: their failures (a pipeline
+    not ready, a crash) are theirs alone."""
+    task = asyncio.get_running_loop().create_task(_run_shadows(state, name, pipelines, body))
+    _shadows.add(task)
+    task.add_done_callback(_shadows.discard)
+
+
+async def _run_shadows(state: AppState, name: str, pipelines: list[str], body: dict[str, Any]
+                       ) -> None:
+    for pipeline in pipelines:
+        try:
+            async with transaction(state) as session:
+                service = state.factories.deployments(session)
+                launch = await service.trigger(await service.get(name), body, {},
+                                               pipeline_name=pipeline, shadow=True)
+            state.executions.launch(launch)
+        except Exception:
+            log.exception("the shadow copy for %s of a call to %s was not run", pipeline, name)
+
+
 async def trigger_fast(state: AppState, request: Request, endpoint: Endpoint,
                        body: dict[str, Any]) -> Response:
     """A warm worker's execution with no file: tracked in memory (executions/low_latency.py),
     no query on the way."""
-    ended = await run_fast(state, endpoint, body, wait=not _is_sdk(request))
+    ended, pipeline = await run_fast(state, endpoint, body, wait=not _is_sdk(request))
     name = endpoint.deployment.name
     if isinstance(ended, str):
-        return _see_results(request, name, ended, {"Craft-Ai-Execution-Id": ended})
+        return _see_results(request, name, ended, {"Craft-Ai-Execution-Id": ended,
+                                                   PIPELINE_HEADER: pipeline})
     return JSONResponse(outputs_answer(ended),
-                        headers={"Craft-Ai-Execution-Id": ended.id})
+                        headers={"Craft-Ai-Execution-Id": ended.id, PIPELINE_HEADER: pipeline})
+
+
+def choose(state: AppState, endpoint: Endpoint, body: dict[str, Any]
+           ) -> tuple[Endpoint, list[Endpoint]]:
+    """The endpoint as the pipeline its traffic rule picks answers it, and those getting a
+    copy of the call (deployments/traffic.py)."""
+    chosen = route(endpoint.rule, endpoint.deployment.pipeline_name, body,
+                   state.endpoints.rng)
+    answering = endpoint.variant(chosen.pipeline)
+    if answering is None:
+        raise BadRequest(f"Pipeline {chosen.pipeline!r} of the traffic rule is not there",
+                         name="PipelineNotReady")
+    return answering, [v for v in map(endpoint.variant, chosen.shadows) if v is not None]
 
 
 async def run_fast(state: AppState, endpoint: Endpoint, body: dict[str, Any], *, wait: bool
-                   ) -> ExecutionRecord | str:
-    """Run an execution of a fast endpoint (directory.Endpoint.fast). With wait, the ended
-    execution if it ends within the long-poll time; otherwise its id, for the 303."""
-    deployment, step = endpoint.deployment, endpoint.step
-    check_triggerable(deployment)
+                   ) -> tuple[ExecutionRecord | str, str]:
+    """Run an execution of a fast endpoint (directory.Endpoint.fast), on the pipeline its
+    traffic rule picks. With wait, the ended execution if it ends within the long-poll
+    time; otherwise its id, for the 303; and the answering pipeline's name."""
+    check_triggerable(endpoint.deployment)
+    endpoint, shadows = choose(state, endpoint, body)
+    step = endpoint.step
     if step is None or step.status != "ready":
-        raise BadRequest(f"Pipeline {deployment.pipeline_name!r} is not ready",
+        raise BadRequest(f"Pipeline {endpoint.pipeline_name!r} is not ready",
                          name="PipelineNotReady")
     dispatcher = state.executions.low_latency
-    tracked = dispatcher.track(endpoint, body, await dispatcher.environment.current())
+    environment = await dispatcher.environment.current()
+    if endpoint.worker_key != endpoint.deployment.name:
+        await dispatcher.warm(endpoint.worker_key, wait_s=state.settings.step_build_wait_s)
+    tracked = dispatcher.track(endpoint, body, environment)
+    for shadow in shadows:
+        # in the background: never delaying nor failing this call
+        dispatcher.shadow(shadow, body, environment,
+                          wait_s=state.settings.step_build_wait_s)
     if wait:
         # asyncio.wait: no task of its own, and the execution goes on if the time runs out
         await asyncio.wait((tracked.done,), timeout=state.settings.long_poll_s)
         if tracked.done.done():
-            return tracked.done.result()
-    return tracked.execution.id
+            return tracked.done.result(), endpoint.pipeline_name
+    return tracked.execution.id, endpoint.pipeline_name
 
 
 def _see_results(request: Request, name: str, execution_id: str, headers: dict[str, str]

@@ -277,16 +277,19 @@ class DeploymentService:
         return await self.trigger(deployment, body, files)
 
     async def trigger(self, deployment: Deployment, body: Mapping[str, Any],
-                      files: Mapping[str, tuple[str, IO[bytes]]]) -> Launch:
+                      files: Mapping[str, tuple[str, IO[bytes]]], *,
+                      pipeline_name: str | None = None, shadow: bool = False) -> Launch:
+        """An execution of the deployment, on pipeline_name when its traffic rule picked
+        another pipeline than its own (docs/rollout.md)."""
         check_triggerable(deployment)
-        pipeline, step = await self.pipelines.get(deployment.pipeline_name)
+        pipeline, step = await self.pipelines.get(pipeline_name or deployment.pipeline_name)
         resolved = resolve_deployment_inputs(step.inputs, deployment.inputs_mapping, body,
                                              set(files), await self.executions.environment())
         plans = plan_outputs(step.outputs, deployment.outputs_mapping, allow_endpoint=True)
         assert deployment.created_by is not None
         return await self.executions.record(pipeline, step, resolved, plans, files,
                                             created_by=deployment.created_by,
-                                            deployment=deployment)
+                                            deployment=deployment, shadow=shadow)
 
     async def fire(self, deployment: Deployment, now: datetime) -> Launch | None:
         """One periodic fire: advance the schedule first, so a failure to start the

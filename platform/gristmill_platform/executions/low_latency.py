@@ -31,6 +31,7 @@ from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.directory import Endpoint
+from gristmill_platform.deployments.validations import failures, io_values
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.errors import AppError, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
@@ -98,6 +99,7 @@ class LowLatencyDispatcher:
         self._idle.set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warming: dict[str, asyncio.Task[None]] = {}
         self.journal = journal
         self.environment = environment
 
@@ -106,7 +108,7 @@ class LowLatencyDispatcher:
         execution_id = launch.execution_id
         self._hold(execution_id)
         try:
-            answer = await self.pool.run(launch.deployment_name or "",
+            answer = await self.pool.run(launch.worker_key or launch.deployment_name or "",
                                          lambda pod_id: self._start(launch, pod_id))
             if answer is not None:
                 await self._finish(execution_id, answer.report, answer.answered_at)
@@ -120,8 +122,37 @@ class LowLatencyDispatcher:
         finally:
             self._release(execution_id)
 
+    async def warm(self, key: str, *, wait_s: float) -> None:
+        """Bring up the warm workers of a variant pipeline (executors/workers.py
+        variant_key) on its first call, once however many calls come at once."""
+        task = self._warming.get(key)
+        if task is None or (task.done() and not self.pool.pods(key)):
+            task = asyncio.get_running_loop().create_task(self.pool.ensure(key, wait_s=wait_s))
+            self._warming[key] = task
+        await asyncio.shield(task)
+
+    def shadow(self, endpoint: Endpoint, body: Mapping[str, Any],
+               environment: Mapping[str, str], *, wait_s: float) -> None:
+        """A shadow copy of a call (docs/rollout.md), in the background: whatever becomes
+        of it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own."""
+        async def copy() -> None:
+            try:
+                await self.warm(endpoint.worker_key, wait_s=wait_s)
+                step = endpoint.step
+                if step is None or step.status != "ready":
+                    log.warning("shadow pipeline %s is not ready: no copy",
+                                endpoint.pipeline_name)
+                    return
+                self.track(endpoint, body, environment, shadow=True)
+            except Exception:
+                log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
+
+        task = asyncio.get_running_loop().create_task(copy())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def track(self, endpoint: Endpoint, body: Mapping[str, Any],
-              environment: Mapping[str, str]) -> Tracked:
+              environment: Mapping[str, str], *, shadow: bool = False) -> Tracked:
         """Create an execution of a fast-path endpoint (directory.Endpoint.fast) from the
         caller's inputs and run it on the deployment's worker in the background. Raises
         the same 400s as the database path, before anything is recorded."""
@@ -137,7 +168,8 @@ class LowLatencyDispatcher:
             deployment_id=deployment.id, deployment_name=deployment.name,
             execution_rule=deployment.execution_rule, status=t.PENDING,
             inputs=[r.record() for r in resolved], outputs=[p.record() for p in plans],
-            created_by=deployment.created_by, created_at=now, heartbeat_at=now)
+            created_by=deployment.created_by, created_at=now, heartbeat_at=now,
+            shadow=shadow)
         fresh = new_sdk_token()
         # the sdk_tokens row, hashed as any other token
         token = {"id": fresh.token_id, "user_id": deployment.created_by,
@@ -147,13 +179,15 @@ class LowLatencyDispatcher:
         self.journal.created(execution, token)
         tracked = Tracked(execution, asyncio.get_running_loop().create_future())
         task = asyncio.get_running_loop().create_task(
-            self._run_tracked(tracked, step, deployment.name, fresh.token_id, fresh.plaintext))
+            self._run_tracked(tracked, step, endpoint.worker_key, fresh.token_id,
+                              fresh.plaintext, endpoint.validations))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return tracked
 
-    async def _run_tracked(self, tracked: Tracked, step: Step, deployment_name: str,
-                           token_id: str, token: str) -> None:
+    async def _run_tracked(self, tracked: Tracked, step: Step, worker_key: str,
+                           token_id: str, token: str, validations: Mapping[str, str]
+                           ) -> None:
         execution = tracked.execution
         self._hold(execution.id)
         lines: list[dict[str, Any]] = []
@@ -169,7 +203,7 @@ class LowLatencyDispatcher:
             return await self._request(runner_payload(execution, step), token)
 
         try:
-            answer = await self.pool.run(deployment_name, start)
+            answer = await self.pool.run(worker_key, start)
             assert answer is not None
             report = answer.report
             ended_at = answer.answered_at
@@ -178,6 +212,9 @@ class LowLatencyDispatcher:
             values, reason = judge_report(execution, report, set())
             if reason is None:
                 execution.outputs = with_values(execution.outputs, values)
+                if validations:
+                    execution.validation_failures = failures(
+                        validations, io_values(execution.inputs, execution.outputs))
             else:
                 lines.append(system_line(reason))
         except ExecutionLost as lost:

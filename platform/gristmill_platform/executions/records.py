@@ -32,3 +32,5 @@ class ExecutionRecord:
     ended_at: datetime | None = None
     heartbeat_at: datetime | None = None
     timeout_s: int | None = None
+    shadow: bool = False
+    validation_failures: list[str] | None = None

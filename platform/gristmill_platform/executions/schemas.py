@@ -21,6 +21,9 @@ def execution_summary(execution: Execution) -> dict[str, Any]:
         "pipeline_name": execution.pipeline_name,
         "deployment_name": execution.deployment_name,
         "execution_rule": execution.execution_rule,
+        # docs/rollout.md
+        "shadow": bool(execution.shadow),
+        "validation_failures": list(execution.validation_failures or []),
     }
 
 

@@ -20,7 +20,9 @@ from gristmill_platform.db.hooks import on_commit
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.db.models.traffic import DeploymentTraffic
 from gristmill_platform.db.types import utcnow
+from gristmill_platform.deployments.validations import failures, io_values
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
 from gristmill_platform.executions import transitions as t
@@ -34,6 +36,7 @@ from gristmill_platform.executions.io import (
 )
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executors.workers import variant_key
 
 MAX_LOG_LINES_PER_CALL = 10_000
 MAX_LOG_LINE = 16_384
@@ -72,6 +75,9 @@ class Launch:
     low_latency: bool = False
     # the deployment's execution_timeout_s: the worker is stopped after it
     timeout_s: int | None = None
+    # a low-latency variant pipeline's warm workers (executors/workers.py variant_key);
+    # None: the deployment's own
+    worker_key: str | None = None
 
 
 class ExecutionService:
@@ -108,7 +114,7 @@ class ExecutionService:
     async def record(self, pipeline: Pipeline, step: Step, resolved: Sequence[ResolvedInput],
                      plans: Sequence[OutputPlan],
                      files: Mapping[str, tuple[str, IO[bytes]]], *, created_by: str | None,
-                     deployment: Deployment | None = None) -> Launch:
+                     deployment: Deployment | None = None, shadow: bool = False) -> Launch:
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
@@ -133,6 +139,7 @@ class ExecutionService:
             status=t.PENDING, inputs=records, outputs=[p.record() for p in plans],
             created_by=created_by, created_at=utcnow(),
             timeout_s=deployment.execution_timeout_s if deployment else None,
+            shadow=shadow,
         )
         await self.repository.add(execution)
         token = await self.auth.create_sdk_token(
@@ -142,7 +149,10 @@ class ExecutionService:
                       deployment_id=deployment.id if deployment else None,
                       deployment_name=deployment.name if deployment else None,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
-                      timeout_s=execution.timeout_s)
+                      timeout_s=execution.timeout_s,
+                      worker_key=(variant_key(deployment.name, pipeline.name)
+                                  if deployment and pipeline.name != deployment.pipeline_name
+                                  else None))
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
                                 files: Mapping[str, tuple[str, IO[bytes]]]) -> dict[str, Any]:
@@ -232,11 +242,21 @@ class ExecutionService:
             except AppError as exc:
                 reason = f"Could not write the outputs: {exc.message}"
         if reason is None:
+            if execution.deployment_id is not None:
+                execution.validation_failures = await self._validate(execution)
             self._end(execution, t.SUCCEEDED, None, ended_at)
             return execution
         await self.append_logs(execution_id, [system_line(reason)], heartbeat=False)
         self._end(execution, t.FAILED, reason, ended_at)
         return execution
+
+    async def _validate(self, execution: Execution) -> list[str] | None:
+        """Its deployment's validations it violates (deployments/validations.py)."""
+        assert execution.deployment_id is not None
+        traffic = await self.repository.session.get(DeploymentTraffic, execution.deployment_id)
+        if traffic is None or not traffic.validations:
+            return None
+        return failures(traffic.validations, io_values(execution.inputs, execution.outputs))
 
     async def _deliver_outputs(self, execution: Execution, values: Mapping[str, Any]) -> None:
         outputs = with_values(execution.outputs, values)

@@ -44,7 +44,13 @@ from gristmill_platform.executors.deployment_logs import (
 from gristmill_platform.executors.local import exit_outcome
 from gristmill_platform.executors.spec import PASSED_ENV
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
-from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    StartHook,
+    WorkerAnswer,
+    split_key,
+    variant_key,
+)
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 
@@ -216,7 +222,8 @@ class LocalWorkerPool:
             if record is None or slot.stopped or self._closing:
                 return
             slot.deployment_id = record.deployment_id
-            self._names[record.deployment_id] = deployment_name
+            if split_key(deployment_name)[1] is None:
+                self._names[record.deployment_id] = deployment_name
             live = slot.starting or slot.current
             if (not restart and live is not None and live.generation == record.generation
                     and live.status in ("starting", "running")):
@@ -230,6 +237,10 @@ class LocalWorkerPool:
                 await asyncio.wait_for(asyncio.shield(task), wait_s)
 
     async def stop(self, deployment_name: str) -> None:
+        if split_key(deployment_name)[1] is None:  # its variants' workers go with it
+            prefix = variant_key(deployment_name, "")
+            await asyncio.gather(*(self.stop(key) for key in list(self._slots)
+                                   if key.startswith(prefix)))
         slot = self._slots.pop(deployment_name, None)
         if slot is None:
             return
@@ -352,19 +363,21 @@ class LocalWorkerPool:
     # -- starting and stopping workers ------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
+        deployment_name, variant = split_key(name)
         async with self.transactions() as session:
-            deployment = await self.deployments(session).by_name(name)
+            deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            step = await StepRepository(session).get(await self._step_id(session,
-                                                                         deployment.pipeline_id))
+            pipeline_id = (deployment.pipeline_id if variant is None
+                           else await self._pipeline_id(session, variant))
+            step = await StepRepository(session).get(await self._step_id(session, pipeline_id))
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             if step is None or not step.environment_key:
                 python = Path("/nonexistent")
             else:
                 python = python_of(self.builds.environment_dir(step.environment_key))
             return _Record(
-                deployment_id=deployment.id, name=deployment.name,
+                deployment_id=deployment.id, name=name,
                 generation=deployment.generation, is_enabled=deployment.is_enabled,
                 max_parallel=(deployment.max_parallel_executions_per_pod
                               if deployment.enable_parallel_executions else 1),
@@ -373,6 +386,15 @@ class LocalWorkerPool:
                 python=python, code=self.builds.code_dir(step.id) if step else Path(),
                 variables=variables,
             )
+
+    @staticmethod
+    async def _pipeline_id(session: Any, pipeline_name: str) -> str:
+        from sqlalchemy import select
+
+        from gristmill_platform.db.models.steps import Pipeline
+
+        found = await session.scalar(select(Pipeline.id).where(Pipeline.name == pipeline_name))
+        return str(found) if found is not None else ""
 
     @staticmethod
     async def _step_id(session: Any, pipeline_id: str) -> str:
@@ -659,7 +681,10 @@ class LocalWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _set_status(self, record: _Record, status: str, reason: str | None) -> None:
-        """On the deployment, unless it was deleted or updated (a newer worker reports)."""
+        """On the deployment, unless it was deleted or updated (a newer worker reports).
+        A variant's workers say nothing of the deployment's status."""
+        if split_key(record.name)[1] is not None:
+            return
         await self._flush_logs()  # the import-time output is in before the status says up
         try:
             async with self.transactions() as session:

@@ -25,6 +25,22 @@ from gristmill_platform.db.types import utcnow
 StartHook = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
+# A pool's key: a deployment's name, or "<deployment>@<pipeline>" for the warm workers of
+# a variant pipeline its traffic rule sends calls to (docs/rollout.md). Names never hold
+# "@" (steps/names.py), so the two cannot be confused.
+VARIANT_SEPARATOR = "@"
+
+
+def variant_key(deployment_name: str, pipeline_name: str) -> str:
+    return f"{deployment_name}{VARIANT_SEPARATOR}{pipeline_name}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(deployment name, variant pipeline name or None for its own pipeline)."""
+    deployment, separator, pipeline = key.partition(VARIANT_SEPARATOR)
+    return deployment, (pipeline if separator else None)
+
+
 class ExecutionLost(Exception):
     """The execution could not run or its worker did not answer: no worker will serve the
     deployment, the worker crashed or was stopped mid-execution, or it answered garbage.

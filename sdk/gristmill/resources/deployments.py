@@ -109,6 +109,36 @@ class DeploymentsMixin(ClientBase):
             "PATCH", self._api_url(f"/deployments/{path_segment(deployment_name)}"),
             json=body), "PATCH /deployments/{name}")
 
+    def set_deployment_traffic(self, deployment_name: str, *,
+                               split: Mapping[str, int] | None = None,
+                               key: str | None = None, routes: Mapping[str, str] | None = None,
+                               default: str | None = None,
+                               shadow: Sequence[str] | None = None) -> dict[str, Any]:
+        """Which pipelines answer the endpoint's calls (docs/rollout.md): exactly one of a
+        random split by weights, a split on an input's value (key, routes, default), or
+        shadow pipelines getting a copy of each call; nothing: its own pipeline again."""
+        body: dict[str, Any] = {k: v for k, v in (
+            ("split", dict(split) if split is not None else None), ("key", key),
+            ("routes", dict(routes) if routes is not None else None), ("default", default),
+            ("shadow", list(shadow) if shadow is not None else None)) if v is not None}
+        return expect_dict(self._transport.request(
+            "PUT", self._api_url(f"/deployments/{path_segment(deployment_name)}/traffic"),
+            json=body), "PUT /deployments/{name}/traffic")
+
+    def get_deployment_traffic(self, deployment_name: str) -> dict[str, Any]:
+        """The deployment's traffic rule, validations and the record of their changes."""
+        return expect_dict(self._transport.request(
+            "GET", self._api_url(f"/deployments/{path_segment(deployment_name)}/traffic")),
+            "GET /deployments/{name}/traffic")
+
+    def set_deployment_validations(self, deployment_name: str,
+                                   validations: Mapping[str, str]) -> dict[str, Any]:
+        """Named expressions over inputs and outputs (e.g. ``{"low": "score <= 0.9"}``);
+        an execution violating one is flagged, its answer still returned. {} removes them."""
+        return expect_dict(self._transport.request(
+            "PUT", self._api_url(f"/deployments/{path_segment(deployment_name)}/validations"),
+            json=dict(validations)), "PUT /deployments/{name}/validations")
+
     def get_deployment_logs(self, deployment_name: str, from_datetime: datetime | None = None,
                             to_datetime: datetime | None = None, limit: int | None = None,
                             ) -> list[dict[str, Any]]:

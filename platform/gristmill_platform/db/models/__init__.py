@@ -13,4 +13,5 @@ def load_all_models() -> None:
         executions,
         resources,
         steps,
+        traffic,
     )

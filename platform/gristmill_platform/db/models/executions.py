@@ -3,7 +3,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gristmill_platform.db.base import Base
@@ -38,6 +49,11 @@ class Execution(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # a copy of an endpoint call run by a shadow pipeline (docs/rollout.md): its answer
+    # went to no one
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the names of the deployment's validations its inputs and outputs violated
+    validation_failures: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ExecutionLog(Base):
