@@ -88,7 +88,11 @@ async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
         async with transaction(state) as session:
             service = state.factories.deployments(session)
             deployment, _, step = await service.with_step(name)
-            return deployment.status, render(state, service, deployment, step)
+            body = render(state, service, deployment, step)
+            # its traffic rule, validations and per-variant comparison (docs/rollout.md)
+            body["traffic"] = await state.factories.deployments.traffic(session).summary(
+                deployment)
+            return deployment.status, body
 
     status, body = await read()
     if wait_for_completion and status == "creation_pending":

@@ -1,0 +1,188 @@
+"""Safe rollout end to end (docs/rollout.md): traffic rules on low-latency and elastic
+endpoints, on the real control service and real warm workers, on SQLite and PostgreSQL.
+
+That a shadow never delays the answer is proven without timing: the shadow waits on a gate
+the test opens only after it has the answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.platform.stepkit import archive_of, write_folder
+from tests.platform.test_auth import assert_error
+from tests.platform.test_low_latency import eventually
+from tests.platform.test_runs import make_pipeline
+
+STEP_CODE = '''
+import time
+from pathlib import Path
+
+
+def champion(text: str) -> dict:
+    return {"info": {"who": "champion", "text": text}}
+
+
+def challenger(text: str) -> dict:
+    return {"info": {"who": "challenger", "text": text}}
+
+
+def crashing(text: str) -> dict:
+    raise RuntimeError("the challenger crashed")
+
+
+def gated(text: str) -> dict:
+    # the test opens the gate (creates the file named by the input) once it has its answer
+    deadline = time.monotonic() + 120
+    while not Path(text).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"info": {"who": "gated", "text": text}}
+
+
+def other_io(number: float) -> dict:
+    return {"info": {"who": "other"}}
+'''
+
+TEXT_IN = [{"name": "text", "data_type": "string"}]
+INFO_OUT = [{"name": "info", "data_type": "json"}]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return archive_of(write_folder(tmp_path_factory.mktemp("rollout"),
+                                   {"src/steps.py": STEP_CODE}))
+
+
+def pipelines(api: httpx.Client, archive: bytes, unique: str) -> dict[str, str]:
+    names = {}
+    for function in ("champion", "challenger", "crashing", "gated"):
+        names[function] = make_pipeline(api, archive, f"{function[:5]}-{unique}", function,
+                                        TEXT_IN, INFO_OUT)
+    names["other_io"] = make_pipeline(api, archive, f"other-{unique}", "other_io",
+                                      [{"name": "number", "data_type": "number"}], INFO_OUT)
+    return names
+
+
+def endpoint(api: httpx.Client, pipeline: str, name: str, mode: str) -> str:
+    response = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
+                                            "mode": mode})
+    assert response.status_code == 201, response.text
+    return str(response.json()["endpoint_token"])
+
+
+def ask(env: Any, name: str, token: str, text: str) -> tuple[str, str, str]:
+    """A plain HTTP call: (answering pipeline header, who answered, execution id)."""
+    response = httpx.post(f"{env.url}/endpoints/{name}", json={"text": text}, timeout=120,
+                          headers={"Authorization": f"EndpointToken {token}"},
+                          follow_redirects=True)
+    assert response.status_code == 200, response.text
+    return (response.headers["x-gristmill-pipeline"],
+            response.json()["outputs"]["info"]["who"],
+            response.headers["craft-ai-execution-id"])
+
+
+def set_traffic(api: httpx.Client, name: str, **rule: Any) -> httpx.Response:
+    return api.put(f"/deployments/{name}/traffic", json=rule)
+
+
+def executions(api: httpx.Client, name: str) -> list[dict[str, Any]]:
+    response = api.get(f"/deployments/{name}/executions")
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+@pytest.mark.parametrize("mode", ["low_latency", "elastic"])
+def test_rules_route_calls_and_record_the_pipeline(gristmill_env, api, archive, unique,
+                                                   mode, tmp_path: Path) -> None:
+    names = pipelines(api, archive, unique)
+    name = f"ro-{unique}"
+    token = endpoint(api, names["champion"], name, mode)
+    champion, challenger = names["champion"], names["challenger"]
+
+    # checked when set: 400 naming the problem, nothing stored
+    assert_error(set_traffic(api, name, shadow=[names["other_io"]]), 400,
+                 f"Pipeline '{names['other_io']}' does not have the endpoint's inputs: "
+                 "missing text; unexpected number")
+    assert_error(set_traffic(api, name, split={champion: 1}, shadow=[challenger]), 400,
+                 "exactly one")
+    assert_error(set_traffic(api, name, split={f"nope-{unique}": 1}), 400, "not found")
+    assert_error(set_traffic(api, name, shadow=[champion]), 400, "cannot shadow itself")
+    assert api.get(f"/deployments/{name}/traffic").json()["rule"] == {}
+
+    # key split: exact
+    response = set_traffic(api, name, key="text", routes={"b": challenger}, default=champion)
+    assert response.status_code == 200, response.text
+    assert ask(gristmill_env, name, token, "b")[:2] == (challenger, "challenger")
+    assert ask(gristmill_env, name, token, "a")[:2] == (champion, "champion")
+
+    # random split: both answer, and the header always names the one that did
+    assert set_traffic(api, name, split={champion: 1, challenger: 1}).status_code == 200
+    seen = set()
+    for i in range(24 if mode == "low_latency" else 10):
+        header, who, _ = ask(gristmill_env, name, token, f"s{i}")
+        assert header == (champion if who == "champion" else challenger)
+        seen.add(who)
+    if mode == "low_latency":  # 24 fair draws all alike: a 1 in 8 million chance
+        assert seen == {"champion", "challenger"}
+
+    # shadows: a crashing one and one that has not finished never touch the answer
+    gate = tmp_path / "gate"
+    assert set_traffic(api, name, shadow=[names["crashing"], names["gated"]]
+                       ).status_code == 200
+    header, who, answered = ask(gristmill_env, name, token, str(gate))
+    assert (header, who) == (champion, "champion")
+    copies = eventually(lambda: [e for e in executions(api, name) if e["shadow"]]
+                        if len([e for e in executions(api, name) if e["shadow"]]) == 2
+                        else None, "the two shadow copies")
+    by_pipeline = {e["pipeline_name"]: e for e in copies}
+    assert set(by_pipeline) == {names["crashing"], names["gated"]}
+    # the answer came while the gated copy could not have finished: its gate was closed
+    assert not gate.exists()
+    gate.write_text("open")
+    eventually(lambda: {e["pipeline_name"]: e["status"] for e in executions(api, name)
+                        if e["shadow"]} == {names["crashing"]: "Failed",
+                                            names["gated"]: "Succeeded"},
+               "the shadows ended, one failed, one succeeded")
+    answer = api.get(f"/executions/{answered}").json()
+    assert (answer["pipeline_name"], answer["shadow"]) == (champion, False)
+
+    # no rule: the own pipeline again; every change was recorded
+    assert set_traffic(api, name).status_code == 200
+    assert ask(gristmill_env, name, token, "b")[:2] == (champion, "champion")
+    read = api.get(f"/deployments/{name}/traffic").json()
+    assert [c["value"] for c in read["changes"]][:2] == [
+        {}, {"shadow": [names["crashing"], names["gated"]]}]
+    assert all(c["changed_by"] and c["changed_at"] for c in read["changes"])
+    assert len(read["changes"]) == 4
+
+
+def test_validations_flag_executions_and_still_answer(gristmill_env, api, archive,
+                                                      unique) -> None:
+    name = f"va-{unique}"
+    pipeline = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN, INFO_OUT)
+    token = endpoint(api, pipeline, name, "low_latency")
+    assert_error(api.put(f"/deployments/{name}/validations", json={"bad": "text <"}), 400,
+                 "not a valid expression")
+    response = api.put(f"/deployments/{name}/validations",
+                       json={"short": "len(text) < 5", "champion": "info['who'] == 'champion'"})
+    assert response.status_code == 200, response.text
+    _, who, long_call = ask(gristmill_env, name, token, "a long text")
+    _, _, short_call = ask(gristmill_env, name, token, "ok")
+    assert who == "champion"
+
+    def failures(execution_id: str) -> Any:
+        read = api.get(f"/executions/{execution_id}").json()
+        return read["validation_failures"] if read["status"] == "Succeeded" else None
+
+    assert eventually(lambda: failures(long_call) is not None and failures(long_call),
+                      "flagged") == ["short"]
+    eventually(lambda: failures(short_call) == [], "not flagged")
+    read = api.get(f"/deployments/{name}").json()["traffic"]
+    assert read["validation_counts"] == {"short": 1}
+    (variant,) = read["comparison"]
+    assert (variant["pipeline_name"], variant["shadow"], variant["calls"],
+            variant["failure_rate"]) == (pipeline, False, 2, 0.0)
+    assert variant["latency_ms_p50"] <= variant["latency_ms_p95"]
