@@ -186,3 +186,47 @@ def test_validations_flag_executions_and_still_answer(gristmill_env, api, archiv
     assert (variant["pipeline_name"], variant["shadow"], variant["calls"],
             variant["failure_rate"]) == (pipeline, False, 2, 0.0)
     assert variant["latency_ms_p50"] <= variant["latency_ms_p95"]
+
+    # the export: one row per execution, read back with pyarrow
+    import io
+    import json as jsonlib
+
+    import pyarrow.parquet as pq
+
+    from tests.platform.test_datastore import download
+
+    exported = api.post(f"/deployments/{name}/executions/export",
+                        json={"datastore_path": f"exports/{name}.parquet"})
+    assert exported.status_code == 200, exported.text
+    assert exported.json() == {"path": f"exports/{name}.parquet", "rows": 2,
+                               "format": "parquet"}
+    table = pq.read_table(io.BytesIO(download(api, f"exports/{name}.parquet").content))
+    assert table.column_names == ["id", "pipeline", "shadow", "status", "created", "ended",
+                                  "duration_ms", "inputs", "outputs", "validation_failures"]
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert set(rows) == {long_call, short_call}
+    assert rows[long_call]["validation_failures"] == ["short"]
+    assert jsonlib.loads(rows[long_call]["inputs"]) == {"text": "a long text"}
+    assert jsonlib.loads(rows[short_call]["outputs"])["info"]["who"] == "champion"
+    assert rows[short_call]["pipeline"] == pipeline and rows[short_call]["shadow"] is False
+    assert rows[short_call]["duration_ms"] >= 0
+
+    exported = api.post(f"/deployments/{name}/executions/export",
+                        json={"datastore_path": f"exports/{name}.jsonl", "format": "jsonl",
+                              "start": "2000-01-01T00:00:00+00:00"})
+    lines = download(api, f"exports/{name}.jsonl").text.splitlines()
+    assert exported.json()["rows"] == len(lines) == 2
+    assert {jsonlib.loads(line)["id"] for line in lines} == {long_call, short_call}
+    empty = api.post(f"/deployments/{name}/executions/export",
+                     json={"datastore_path": f"exports/{name}-none.jsonl", "format": "jsonl",
+                           "end": "2000-01-01T00:00:00+00:00"})
+    assert empty.json()["rows"] == 0
+
+    for body, fragment in (
+            ({"datastore_path": "x.csv", "format": "csv"}, "format must be one of"),
+            ({"datastore_path": "x", "start": "2020-01-01T00:00:00"}, "time zone"),
+            ({"datastore_path": "x", "start": "yesterday"}, "ISO 8601"),
+            ({}, "datastore_path is required"),
+            ({"datastore_path": "../etc/passwd"}, "")):
+        assert_error(api.post(f"/deployments/{name}/executions/export", json=body), 400,
+                     fragment)

@@ -1,4 +1,4 @@
-"""A deployment's traffic rule and validations (docs/rollout.md)."""
+"""A deployment's traffic rule, validations and execution export (docs/rollout.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.deployments.export import export_executions, parse_request
 from gristmill_platform.deployments.traffic_service import TrafficService
 from gristmill_platform.deps import AppStateDep, PrincipalDep, transaction
 from gristmill_platform.http.bodies import json_or_form
@@ -58,3 +59,15 @@ async def set_validations(name: str, request: Request, state: AppStateDep,
     async with transaction(state) as session:
         service = state.factories.deployments.traffic(session)
         return await traffic_read(service, await service.deployments.get(name))
+
+
+@router.post("/deployments/{name}/executions/export")
+async def export(name: str, request: Request, state: AppStateDep, principal: PrincipalDep
+                 ) -> dict[str, Any]:
+    """One row per execution to the data store (deployments/export.py)."""
+    principal.require_user_scope("Exporting a deployment's executions")
+    wanted = parse_request(await json_or_form(request))
+    async with transaction(state) as session:
+        deployment = await state.factories.deployments(session).get(name)
+    rows = await export_executions(state.transactions, state.datastore, deployment, wanted)
+    return {"path": wanted.datastore_path, "rows": rows, "format": wanted.format}

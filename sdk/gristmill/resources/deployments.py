@@ -139,6 +139,24 @@ class DeploymentsMixin(ClientBase):
             "PUT", self._api_url(f"/deployments/{path_segment(deployment_name)}/validations"),
             json=dict(validations)), "PUT /deployments/{name}/validations")
 
+    def export_deployment_executions(self, deployment_name: str, datastore_path: str, *,
+                                     start: datetime | None = None,
+                                     end: datetime | None = None,
+                                     format: str = "parquet") -> dict[str, Any]:
+        """Write one row per execution of the deployment (created in [start, end)) to the
+        data store at datastore_path, as "parquet" or "jsonl"; returns
+        ``{"path", "rows", "format"}``."""
+        body: dict[str, Any] = {"datastore_path": datastore_path, "format": format}
+        for key, value in (("start", start), ("end", end)):
+            if value is not None:
+                if value.tzinfo is None:
+                    value = value.astimezone()  # a naive time is local, as elsewhere
+                body[key] = value.isoformat()
+        return expect_dict(self._transport.request(
+            "POST",
+            self._api_url(f"/deployments/{path_segment(deployment_name)}/executions/export"),
+            json=body), "POST /deployments/{name}/executions/export")
+
     def get_deployment_logs(self, deployment_name: str, from_datetime: datetime | None = None,
                             to_datetime: datetime | None = None, limit: int | None = None,
                             ) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ class Execution(Base):
     destination), where it ran, how it ended."""
 
     __tablename__ = "executions"
+    # a deployment's executions in order (exports, docs/rollout.md)
+    __table_args__ = (Index("ix_executions_deployment_created", "deployment_id", "created_at",
+                            "id"),)
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
     pipeline_id: Mapped[str | None] = mapped_column(

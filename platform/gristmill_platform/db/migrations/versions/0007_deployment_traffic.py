@@ -54,10 +54,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('shadow', sa.Boolean(), server_default=sa.false(),
                                       nullable=False))
         batch_op.add_column(sa.Column('validation_failures', sa.JSON(), nullable=True))
+        batch_op.create_index('ix_executions_deployment_created',
+                              ['deployment_id', 'created_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('executions', schema=None) as batch_op:
+        batch_op.drop_index('ix_executions_deployment_created')
         batch_op.drop_column('validation_failures')
         batch_op.drop_column('shadow')
     op.drop_index('ix_deployment_traffic_changes_deployment_time',
