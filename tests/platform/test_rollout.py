@@ -230,3 +230,28 @@ def test_validations_flag_executions_and_still_answer(gristmill_env, api, archiv
             ({"datastore_path": "../etc/passwd"}, "")):
         assert_error(api.post(f"/deployments/{name}/executions/export", json=body), 400,
                      fragment)
+
+
+def test_sdk_sets_rules_validations_and_exports(gristmill_env, api, archive, unique) -> None:
+    from gristmill import Gristmill
+    from gristmill.errors import APIError
+
+    names = pipelines(api, archive, unique)
+    name = f"sd-{unique}"
+    endpoint(api, names["champion"], name, "elastic")
+    with Gristmill(environment_url=gristmill_env.url, sdk_token=gristmill_env.sdk_token,
+                   progress=False) as sdk:
+        read = sdk.set_deployment_traffic(name, key="text", routes={"x": names["challenger"]},
+                                          default=names["champion"])
+        assert read["rule"] == {"key": "text", "routes": {"x": names["challenger"]},
+                                "default": names["champion"]}
+        with pytest.raises(APIError) as raised:
+            sdk.set_deployment_traffic(name, split={names["other_io"]: 1})
+        assert "does not have the endpoint's inputs" in str(raised.value)
+        assert sdk.get_deployment_traffic(name)["rule"]["key"] == "text"
+        assert sdk.set_deployment_validations(name, {"v": "1 < 2"})["validations"] == {
+            "v": "1 < 2"}
+        assert sdk.set_deployment_traffic(name)["rule"] == {}
+        assert sdk.get_deployment(name)["traffic"]["comparison"] == []
+        assert sdk.export_deployment_executions(name, f"exports/{name}.jsonl",
+                                                format="jsonl")["rows"] == 0
