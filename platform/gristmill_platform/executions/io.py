@@ -53,19 +53,6 @@ class InvalidInputs(BadRequest):
     name = "InvalidInputs"
 
 
-def _mapping_list(raw: Any, what: str) -> list[Mapping[str, Any]]:
-    if raw in (None, ""):
-        return []
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInputs(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
-        raise InvalidInputs(f"{what} must be a list of objects")
-    return raw
-
-
 def _mapped_name(mapping: Mapping[str, Any], key: str, legacy: str, declared: set[str],
                  kind: str) -> str:
     name = mapping.get(key, mapping.get(legacy))
