@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -224,12 +225,26 @@ def stage(config: Config) -> None:
                                          + _mutmut_section(config))
 
 
-def run_mutmut(names: Sequence[str], *, max_children: int, log: Path) -> int:
+def run_mutmut(names: Sequence[str], *, max_children: int, log: Path,
+               max_seconds: float | None) -> tuple[int, bool]:
+    """mutmut's exit code, and whether the time cap stopped it. mutmut saves each result
+    as it comes and stops cleanly on SIGINT, so a capped run reports what it checked."""
     mutmut = Path(sys.executable).with_name("mutmut")
     command = [str(mutmut), "run", "--max-children", str(max_children), *names]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with log.open("w") as out:
-        return subprocess.call(command, cwd=WORK, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, cwd=WORK, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env)
+        try:
+            return process.wait(timeout=max_seconds), False
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return 0, True
 
 
 def status_of(exit_code: int | None) -> str:
@@ -397,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--module", action="append", default=[],
                         help="only this module (by its name in modules.toml); repeatable")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop mutmut after this long and report what it checked "
+                        "(mutmut runs the cheapest mutants first)")
     args = parser.parse_args(argv)
 
     config = load_config()
@@ -428,7 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stage(config)
     print(f"mutation: running mutmut over {', '.join(m.name for m in config.modules)} "
           f"(log: {log.relative_to(ROOT)})", flush=True)
-    code = run_mutmut(names, max_children=args.max_children, log=log)
+    code, capped = run_mutmut(names, max_children=args.max_children, log=log,
+                              max_seconds=args.max_seconds)
     elapsed = time.monotonic() - started
     if code != 0:
         text = log.read_text(errors="replace")
@@ -442,7 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     text, ok = render(reports, config.min_score)
     print(text)
     print(f"mutation: {elapsed:.0f} s")
-    if not names and not args.module:
+    if capped:
+        unchecked = sum(1 for r in reports for m in r.mutants if m.status == "not checked")
+        print(f"mutation: stopped at the {args.max_seconds:.0f} s cap; {unchecked} mutant(s) "
+              "not checked (the scores count the checked ones)")
+    if not names and not args.module and not capped:
         problems = stale_equivalents(reports, equivalents)
         for problem in problems:
             print(f"tests/mutation/equivalent.toml: entry {problem}")

@@ -362,35 +362,45 @@ def _deployment(mappings: list[dict[str, Any]], body: dict[str, Any],
 def test_deployment_inputs_come_by_their_endpoint_names_in_declared_order() -> None:
     resolved = _deployment([
         {"pipeline_input_name": "b", "environment_variable_name": "B"},
-        {"pipeline_input_name": "f", "endpoint_input_name": "upload"},
+        {"pipeline_input_name": "f", "endpoint_input_name": "upload", "is_required": True},
         {"pipeline_input_name": "a", "endpoint_input_name": "count"},
     ], {"count": 3}, {"upload"}, environment={"B": "from-env"})
-    assert [(r.name, r.mapping_type, r.value, r.file_source) for r in resolved] == [
-        ("a", "endpoint", 3, None),
-        ("b", "environment_variable", "from-env", None),
-        ("f", "endpoint", None, ("upload", "upload")),
+    assert resolved == [
+        ResolvedInput("a", "number", "endpoint", {"endpoint_input_name": "count"}, 3),
+        ResolvedInput("b", "string", "environment_variable",
+                      {"environment_variable_name": "B"}, "from-env"),
+        ResolvedInput("f", "file", "endpoint",
+                      {"endpoint_input_name": "upload", "is_required": True},
+                      file_source=("upload", "upload")),
     ]
-    assert resolved[0].mapping_value == {"endpoint_input_name": "count"}
+
+
+def test_deployment_mapped_inputs_are_refused_by_their_pipeline_names() -> None:
+    mapping = [{"pipeline_input_name": "b", "environment_variable_name": "B"}]
+    assert refusal(lambda: _deployment(mapping, {})) == bad(
+        "Input 'b' is mapped to environment variable 'B', which is not defined")
 
 
 def test_deployment_endpoint_default_value_applies_when_no_value_is_sent() -> None:
     mapping = {"pipeline_input_name": "a", "endpoint_input_name": "count", "default_value": 7,
                "is_required": True}
+    record = {"endpoint_input_name": "count", "is_required": True, "default_value": 7}
     for body in ({}, {"count": None}):
-        [resolved] = _deployment([mapping], body)
-        assert (resolved.value, resolved.mapping_value) == (
-            7, {"endpoint_input_name": "count", "is_required": True, "default_value": 7})
-    [sent] = _deployment([mapping], {"count": 1})
-    assert sent.value == 1
+        assert _deployment([mapping], body) == [
+            ResolvedInput("a", "number", "endpoint", record, 7)]
+    assert _deployment([mapping], {"count": 1}) == [
+        ResolvedInput("a", "number", "endpoint", record, 1)]
 
 
 def test_deployment_optional_endpoint_input_without_value_is_null() -> None:
-    [value] = _deployment([{"pipeline_input_name": "a", "endpoint_input_name": "count",
-                            "is_required": False}], {})
-    assert (value.value, value.mapping_type) == (None, "endpoint")
-    [file] = _deployment([{"pipeline_input_name": "f", "endpoint_input_name": "upload",
-                           "is_required": False}], {})
-    assert (file.value, file.file_source) == (None, None)
+    value = {"pipeline_input_name": "a", "endpoint_input_name": "count", "is_required": False}
+    assert _deployment([value], {}) == [ResolvedInput(
+        "a", "number", "endpoint", {"endpoint_input_name": "count", "is_required": False},
+        None)]
+    file = {"pipeline_input_name": "f", "endpoint_input_name": "upload", "is_required": False}
+    assert _deployment([file], {}) == [ResolvedInput(
+        "f", "file", "endpoint", {"endpoint_input_name": "upload", "is_required": False},
+        None)]
 
 
 def test_deployment_required_endpoint_inputs_are_missing_by_their_public_names() -> None:
@@ -426,3 +436,11 @@ def test_deployment_inputs_share_the_size_limit() -> None:
     assert refusal(lambda: _deployment(mapping, {"text": at_limit + "x"},
                                        declared=declared))[1] == "InputsTooLarge"
 
+
+
+def test_outputs_after_a_file_or_an_absent_null_output_are_still_checked() -> None:
+    declared = [FILE, {"name": "gone", "data_type": "string"}, {"name": "a", "data_type": "number"}]
+    plans = plan_outputs(declared, [{"pipeline_output_name": "gone", "is_null": True}])
+    assert check_outputs(plans, {"a": 1}, {"f"}) == ({"a": 1}, None)
+    assert check_outputs(plans, {}, {"f"}) == (
+        {}, "Output 'a' is missing from the step function's result")

@@ -37,8 +37,8 @@ def test_rejects_unsafe_keys_with_a_reason(path: str, reason: str) -> None:
     assert caught.value.status_code == 400
 
 
-@pytest.mark.parametrize("path", [None, 7, b"a/b"])
-def test_rejects_what_is_not_a_string(path: object) -> None:
+@pytest.mark.parametrize("path", [None, 7, b"a/b", ""])
+def test_rejects_an_empty_or_non_string_path(path: object) -> None:
     with pytest.raises(InvalidPath) as caught:
         validate_object_path(path)  # type: ignore[arg-type]
     assert caught.value.message == "The object path is empty"
