@@ -59,16 +59,14 @@ def test_given_values_are_checked_and_recorded_as_run_inputs() -> None:
 def test_defaults_apply_to_missing_and_null_values() -> None:
     declared = one("string", default_value="d", is_required=True)
     for given in ({}, {"x": None}):
-        [resolved] = resolve_inputs(declared, given, set(), [], {})
-        assert resolved.value == "d"
-        assert resolved.mapping_value == {"run_input_name": "x", "is_required": True,
-                                          "default_value": "d"}
+        assert resolve_inputs(declared, given, set(), [], {}) == [ResolvedInput(
+            "x", "string", "run",
+            {"run_input_name": "x", "is_required": True, "default_value": "d"}, "d")]
 
 
 def test_optional_input_without_value_is_null_and_required_one_is_missing() -> None:
-    [resolved] = resolve_inputs(one("json", is_required=False), {}, set(), [], {})
-    assert (resolved.value, resolved.mapping_value) == (
-        None, {"run_input_name": "x", "is_required": False})
+    assert resolve_inputs(one("json", is_required=False), {}, set(), [], {}) == [
+        ResolvedInput("x", "json", "run", {"run_input_name": "x", "is_required": False})]
     declared = [*one("json"), {"name": "y", "data_type": "file"}]
     assert refusal(lambda: resolve_inputs(declared, {}, set(), [], {})) == bad(
         "Missing required input(s): x, y")
@@ -78,9 +76,9 @@ def test_optional_input_without_value_is_null_and_required_one_is_missing() -> N
 
 
 def test_file_inputs_come_as_file_parts_only() -> None:
-    [resolved] = resolve_inputs([FILE], {}, {"f"}, [], {})
-    assert (resolved.mapping_type, resolved.file_source, resolved.value) == (
-        "run", ("upload", "f"), None)
+    assert resolve_inputs([FILE], {}, {"f"}, [], {}) == [ResolvedInput(
+        "f", "file", "run", {"run_input_name": "f", "is_required": True},
+        file_source=("upload", "f"))]
     assert refusal(lambda: resolve_inputs([FILE], {"f": "x"}, set(), [], {})) == bad(
         "Input 'f' is a file: send it as a file part, not as a value")
     [optional] = resolve_inputs([{**FILE, "is_required": False}], {}, set(), [], {})
@@ -104,9 +102,11 @@ def test_unknown_inputs_are_named_with_what_the_pipeline_declares() -> None:
 def test_constant_mapping() -> None:
     [resolved] = resolve_inputs(one("array"), {}, set(),
                                 [{"pipeline_input_name": "x", "constant_value": [1]}], {})
-    assert (resolved.mapping_type, resolved.mapping_value, resolved.value) == (
-        "constant", {"constant_value": [1]}, [1])
+    assert resolved == ResolvedInput("x", "array", "constant", {"constant_value": [1]}, [1])
     assert resolved.record()["mapping_type"] == "constant"
+    assert refusal(lambda: resolve_inputs(
+        one("array"), {}, set(), [{"pipeline_input_name": "x", "constant_value": 1}], {})) == bad(
+        "Input 'x' must be of type array, got int", "BadRequest")
     assert refusal(lambda: resolve_inputs(
         [FILE], {}, set(), [{"pipeline_input_name": "f", "constant_value": "x"}], {})) == bad(
         "Input 'f' is a file: map it with datastore_path, not a constant")
@@ -135,10 +135,9 @@ def test_environment_variable_mapping_converts_to_the_declared_type(
     [resolved] = resolve_inputs(one(data_type), {}, set(),
                                 [{"pipeline_input_name": "x", "environment_variable_name": "V"}],
                                 {"V": raw, "OTHER": "1"})
-    assert resolved.value == value
+    assert resolved == ResolvedInput("x", data_type, "environment_variable",
+                                     {"environment_variable_name": "V"}, value)
     assert type(resolved.value) is type(value)
-    assert (resolved.mapping_type, resolved.mapping_value) == (
-        "environment_variable", {"environment_variable_name": "V"})
 
 
 @pytest.mark.parametrize(("data_type", "raw", "expected"), [
@@ -166,20 +165,23 @@ def test_environment_variable_mapping_refusals() -> None:
 
 def test_is_null_mapping() -> None:
     for flag in (True, "true"):
-        [resolved] = resolve_inputs(one("string"), {}, set(),
-                                    [{"pipeline_input_name": "x", "is_null": flag}], {})
-        assert (resolved.mapping_type, resolved.mapping_value, resolved.value) == (
-            "is_null", {"is_null": True}, None)
+        assert resolve_inputs(
+            one("string", default_value="d"), {}, set(),
+            [{"pipeline_input_name": "x", "is_null": flag}], {}) == [
+            ResolvedInput("x", "string", "is_null", {"is_null": True}, None)]
     assert refusal(lambda: resolve_inputs(
         one("string"), {}, set(), [{"pipeline_input_name": "x", "is_null": False}], {})) == bad(
         "Input 'x': is_null must be true when given")
+    assert refusal(lambda: resolve_inputs(
+        one("string"), {}, set(), [{"pipeline_input_name": "x", "is_null": "maybe"}], {})) == bad(
+        "Input 'x' is_null must be a boolean (True or False), got 'maybe'", "BadRequest")
 
 
 def test_datastore_path_mapping() -> None:
-    [resolved] = resolve_inputs([FILE], {}, set(),
-                                [{"pipeline_input_name": "f", "datastore_path": "in/a.csv"}], {})
-    assert (resolved.mapping_type, resolved.mapping_value, resolved.file_source) == (
-        "datastore", {"datastore_path": "in/a.csv"}, ("datastore", "in/a.csv"))
+    assert resolve_inputs(
+        [FILE], {}, set(), [{"pipeline_input_name": "f", "datastore_path": "in/a.csv"}], {}) == [
+        ResolvedInput("f", "file", "datastore", {"datastore_path": "in/a.csv"},
+                      file_source=("datastore", "in/a.csv"))]
     assert refusal(lambda: resolve_inputs(
         [NUMBER], {}, set(), [{"pipeline_input_name": "n", "datastore_path": "a"}], {})) == bad(
         "Input 'n' is of type number: datastore_path maps file inputs only")
@@ -194,10 +196,9 @@ def test_endpoint_mapping_is_for_deployments_only() -> None:
     assert refusal(lambda: resolve_inputs(one("string"), {}, set(), [mapping], {})) == bad(
         "Input 'x': endpoint_input_name only applies to endpoint deployments; "
         "give the value in inputs instead")
-    [resolved] = resolve_inputs(one("string"), {}, set(), [mapping], {}, allow_endpoint=True)
-    assert (resolved.mapping_type, resolved.mapping_value, resolved.value) == (
-        "endpoint", {"endpoint_input_name": "e", "is_required": False, "default_value": "d"},
-        None)
+    assert resolve_inputs(one("string"), {}, set(), [mapping], {}, allow_endpoint=True) == [
+        ResolvedInput("x", "string", "endpoint",
+                      {"endpoint_input_name": "e", "is_required": False, "default_value": "d"})]
     [plain] = resolve_inputs(one("string"), {}, set(),
                              [{"pipeline_input_name": "x", "endpoint_input_name": "e"}], {},
                              allow_endpoint=True)
@@ -444,3 +445,25 @@ def test_outputs_after_a_file_or_an_absent_null_output_are_still_checked() -> No
     assert check_outputs(plans, {"a": 1}, {"f"}) == ({"a": 1}, None)
     assert check_outputs(plans, {}, {"f"}) == (
         {}, "Output 'a' is missing from the step function's result")
+
+
+def test_inputs_after_a_mapped_one_are_still_resolved() -> None:
+    declared = [*one("string"), NUMBER]
+    assert resolve_inputs(declared, {"n": 1}, set(),
+                          [{"pipeline_input_name": "x", "constant_value": "c"}], {}) == [
+        ResolvedInput("x", "string", "constant", {"constant_value": "c"}, "c"),
+        ResolvedInput("n", "number", "run", {"run_input_name": "n", "is_required": True}, 1),
+    ]
+
+
+def test_every_declared_input_is_resolved_in_order() -> None:
+    declared = [FILE, NUMBER, *one("string", default_value="d"), *one("json")]
+    declared[3] = {"name": "j", "data_type": "json", "is_required": False}
+    assert resolve_inputs(declared, {"n": 1}, {"f"}, [], {}) == [
+        ResolvedInput("f", "file", "run", {"run_input_name": "f", "is_required": True},
+                      file_source=("upload", "f")),
+        ResolvedInput("n", "number", "run", {"run_input_name": "n", "is_required": True}, 1),
+        ResolvedInput("x", "string", "run",
+                      {"run_input_name": "x", "is_required": True, "default_value": "d"}, "d"),
+        ResolvedInput("j", "json", "run", {"run_input_name": "j", "is_required": False}),
+    ]
