@@ -32,7 +32,8 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-STAGE = ROOT / ".mutation"
+# GRISTMILL_MUTATION_DIR lets two runs (say, a full one and a bounded one) coexist.
+STAGE = Path(os.environ.get("GRISTMILL_MUTATION_DIR", ROOT / ".mutation"))
 WORK = STAGE / "work"
 # The package roots, as mutmut wants them: src/<package>.
 PACKAGE_DIRS = {"gristmill_platform": ROOT / "platform" / "gristmill_platform"}
@@ -445,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     stage(config)
     print(f"mutation: running mutmut over {', '.join(m.name for m in config.modules)} "
-          f"(log: {log.relative_to(ROOT)})", flush=True)
+          f"(log: {log})", flush=True)
     code, capped = run_mutmut(names, max_children=args.max_children, log=log,
                               max_seconds=args.max_seconds)
     elapsed = time.monotonic() - started
