@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -264,7 +265,11 @@ def collect(config: Config, equivalents: Sequence[Equivalent]) -> list[ModuleRep
     reports = []
     for module in config.modules:
         mutated = WORK / "mutants" / module.staged
-        meta = json.loads(mutated.with_name(mutated.name + ".meta").read_text())
+        meta_file = mutated.with_name(mutated.name + ".meta")
+        if not meta_file.exists():  # mutmut was stopped before it generated this module's
+            reports.append(ModuleReport(module))
+            continue
+        meta = json.loads(meta_file.read_text())
         codes: dict[str, int | None] = meta["exit_code_by_key"]
         keys = mutant_keys(module.dotted, mutated.read_text(), codes)
         report = ModuleReport(module)
@@ -463,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     print(f"mutation: {elapsed:.0f} s")
     if capped:
-        unchecked = sum(1 for r in reports for m in r.mutants if m.status == "not checked")
+        unchecked = sum(1 for r in reports for m in r.mutants if m.status == "not checked"
+                        and (not names or any(fnmatch.fnmatch(m.name, n) for n in names)))
         print(f"mutation: stopped at the {args.max_seconds:.0f} s cap; {unchecked} mutant(s) "
               "not checked (the scores count the checked ones)")
     if not names and not args.module and not capped:
