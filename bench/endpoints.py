@@ -6,6 +6,8 @@
             speedups uvloop and httptools, which its server then uses)
   low       a Gristmill low-latency endpoint (`gristmill up`, SQLite, warm worker), with the
             function as `async def` (as in the two others) and as `def` (run in a thread)
+  split     a low-latency endpoint with a 1:1 split between two pipelines (docs/rollout.md)
+  shadow    a low-latency endpoint whose every call is copied to a shadow pipeline
   elastic   a Gristmill elastic endpoint (a fresh worker per call)
 
 All servers run at once and are called in turns: --rounds rounds, each giving every server
@@ -243,7 +245,8 @@ def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
     fields = {"function_path": "main.py", "inputs[0][name]": "text",
               "inputs[0][data_type]": "string", "outputs[0][name]": "text",
               "outputs[0][data_type]": "string"}
-    for name, function in (("sync", "echo"), ("async", "echo_async")):
+    for name, function in (("sync", "echo"), ("async", "echo_async"),
+                           ("async-b", "echo_async")):
         api.post("/pipelines", data={**fields, "pipeline_name": name,
                                      "function_name": function},
                  files={"step_file": ("step_file", archive())}).raise_for_status()
@@ -252,6 +255,8 @@ def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
              "low-parallel": ("async", {"mode": "low_latency",
                                         "enable_parallel_executions": True,
                                         "max_parallel_executions_per_pod": CONCURRENCY}),
+             "low-split": ("async", {"mode": "low_latency"}),
+             "low-shadow": ("async", {"mode": "low_latency"}),
              "elastic": ("sync", {"mode": "elastic"})}
     tokens = {}
     for name, (pipeline, options) in specs.items():
@@ -260,6 +265,17 @@ def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
         created.raise_for_status()
         assert created.json()["status"] == "up", created.text
         tokens[name] = created.json()["endpoint_token"]
+    # traffic rules (docs/rollout.md): a 1:1 split between two warm pipelines, and a
+    # shadow copy of every call to a second one
+    api.put("/deployments/low-split/traffic",
+            json={"split": {"async": 1, "async-b": 1}}).raise_for_status()
+    api.put("/deployments/low-shadow/traffic", json={"shadow": ["async-b"]}
+            ).raise_for_status()
+    for name in ("low-split", "low-shadow"):  # the variants' workers, before measuring
+        for _ in range(10):
+            httpx.post(f"{env.url}/endpoints/{name}", json={"text": "warm"}, timeout=300,
+                       headers={"Authorization": f"EndpointToken {tokens[name]}"}
+                       ).raise_for_status()
     return api, tokens
 
 
@@ -305,7 +321,9 @@ def main() -> None:
         low = gristmill_target(env, tokens, "low", "low_latency")
         low_def = gristmill_target(env, tokens, "low-def", "low_latency_def")
         parallel = gristmill_target(env, tokens, "low-parallel", "low_latency_parallel")
-        sequential_targets = [*targets, low, low_def]
+        split = gristmill_target(env, tokens, "low-split", "low_latency_split")
+        shadow = gristmill_target(env, tokens, "low-shadow", "low_latency_shadow")
+        sequential_targets = [*targets, low, low_def, split, shadow]
         per_round = max(1, args.calls // args.rounds)
         for number in range(args.rounds):
             print(f"round {number + 1}/{args.rounds} ...", flush=True)
@@ -324,6 +342,8 @@ def main() -> None:
         results["low_latency"] = low.report()
         results["low_latency"]["concurrent"] = parallel.report()["concurrent"]
         results["low_latency_def"] = low_def.report()
+        results["low_latency_split"] = split.report()
+        results["low_latency_shadow"] = shadow.report()
         results["elastic"] = {"sequential": latency(elastic.samples)}
         executions = (len(api.get("/pipelines/async/executions").json())
                       + len(api.get("/pipelines/sync/executions").json()))
@@ -332,12 +352,16 @@ def main() -> None:
     low_p50 = results["low_latency"]["sequential"]["p50_ms"]
     results["low_latency_p50_overhead_ms"] = round(low_p50 - floor, 2)
     results["low_latency_p50_vs_bare"] = round(low_p50 / floor, 1)
+    for rule in ("split", "shadow"):  # against the plain low-latency endpoint, same run
+        p50 = results[f"low_latency_{rule}"]["sequential"]["p50_ms"]
+        results[f"{rule}_p50_overhead_pct"] = round((p50 / low_p50 - 1) * 100, 1)
     results["targets"] = {"overhead_p50_ms_below": 5, "vs_bare_within": 3,
                           "hosted_overhead_ms_below": 500}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}{'cpu ms/call':>13}")
-    for key in ("bare_fastapi", "bentoml", "low_latency", "low_latency_def", "elastic"):
+    for key in ("bare_fastapi", "bentoml", "low_latency", "low_latency_def",
+                "low_latency_split", "low_latency_shadow", "elastic"):
         if key in results:
             seq = results[key]["sequential"]
             conc = results[key].get("concurrent", {}).get("requests_per_s", "-")
@@ -346,6 +370,8 @@ def main() -> None:
     print(f"tracked executions: {results['tracked_executions']}")
     print(f"low-latency p50 overhead over bare: {results['low_latency_p50_overhead_ms']} ms "
           f"({results['low_latency_p50_vs_bare']}x); written to {RESULTS}")
+    print(f"traffic rules, p50 over the plain low-latency endpoint: split "
+          f"{results['split_p50_overhead_pct']} %, shadow {results['shadow_p50_overhead_pct']} %")
 
 
 if __name__ == "__main__":

@@ -81,11 +81,9 @@ async def _export(state: Any, deployment: Any, fmt: str) -> dict[str, Any]:
     rows = await export_executions(state.transactions, state.datastore, deployment,
                                    ExportRequest(f"exports/bench.{fmt}", fmt, None, None))
     seconds = time.perf_counter() - started
-    size = sum(p.stat().st_size for p in state.settings.data_dir.rglob(f"*bench.{fmt}*")
-               if p.is_file()) or None
     return {"format": fmt, "rows": rows, "seconds": round(seconds, 2),
             "rows_per_s": round(rows / seconds), "maxrss_before_mb": round(before, 1),
-            "maxrss_after_mb": round(_maxrss_mb(), 1), "file_bytes": size}
+            "maxrss_after_mb": round(_maxrss_mb(), 1)}
 
 
 async def main_async(rows: int, formats: list[str]) -> dict[str, Any]:
