@@ -255,3 +255,19 @@ def test_sdk_sets_rules_validations_and_exports(gristmill_env, api, archive, uni
         assert sdk.get_deployment(name)["traffic"]["comparison"] == []
         assert sdk.export_deployment_executions(name, f"exports/{name}.jsonl",
                                                 format="jsonl")["rows"] == 0
+
+    # the CLI equivalent
+    from typer.testing import CliRunner
+
+    from gristmill.cli.app import app
+
+    done = CliRunner().invoke(
+        app, ["rollout", "export", name, f"exports/{name}-cli.parquet",
+              "--start", "2000-01-01T00:00:00+00:00"],
+        env={"GRISTMILL_ENVIRONMENT_URL": gristmill_env.url,
+             "GRISTMILL_SDK_TOKEN": gristmill_env.sdk_token, "GRISTMILL_PROGRESS": "0"})
+    assert done.exit_code == 0, done.output
+    assert f"0 rows written to exports/{name}-cli.parquet (parquet)" in done.output
+    bad = CliRunner().invoke(app, ["rollout", "export", name, "x", "--start", "soon"])
+    assert bad.exit_code != 0 and "ISO 8601" in bad.output
+

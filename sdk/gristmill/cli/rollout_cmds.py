@@ -32,6 +32,7 @@ def export(
     """Export one row per execution of a deployment to the data store."""
     from gristmill.client import Gristmill
 
+    since, until = _when(start), _when(end)  # bad dates before any connection
     result = Gristmill().export_deployment_executions(
-        deployment, datastore_path, start=_when(start), end=_when(end), format=format)
+        deployment, datastore_path, start=since, end=until, format=format)
     typer.echo(f"{result['rows']} rows written to {result['path']} ({result['format']})")
