@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 import gristmill_platform
-from gristmill_platform import errors, health
+from gristmill_platform import errors, health, route_templates
 from gristmill_platform.auth import routes as auth_routes
 from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
@@ -32,6 +32,7 @@ from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
@@ -49,6 +50,9 @@ from gristmill_platform.users import routes as user_routes
 def build_state(settings: Settings) -> AppState:
     settings = resolve_settings(settings)
     assert settings.database_url and settings.secret_key and settings.datastore_root
+    redactor.register(settings.secret_key, settings.step_default_repository_deploy_key,
+                      settings.s3_secret_access_key.get_secret_value()
+                      if settings.s3_secret_access_key else None)
     engine = create_engine(settings.database_url)
     signer = UrlSigner(key=settings.secret_key.encode())
     datastore = (_s3_datastore(settings) if settings.datastore_backend == "s3"
@@ -191,4 +195,5 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.include_router(api_router())
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
+    route_templates.learn(app.routes)
     return app

@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     resource_retention_h: float = Field(default=24.0, gt=0)
 
     log_level: str = "info"
+    # "json": one JSON object per line (request id, route, user id, execution id) for log
+    # collectors; "text" for people. Secrets are masked in both (docs/operations.md#logs).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("public_url", "internal_url")
     @classmethod

@@ -49,6 +49,7 @@ from gristmill_platform.executors.spec import (
     WorkerState,
 )
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.logs import execution_context, redactor
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 
@@ -160,6 +161,8 @@ class ExecutionRuntime:
     async def _launch(self, launch: Launch) -> None:
         from gristmill_platform.deps import transaction
 
+        # its own task (see _spawn): what it logs is about this execution only
+        execution_context.set(launch.execution_id)
         try:
             async with transaction(self.state) as session:
                 context = await self._context(session, launch)
@@ -192,6 +195,7 @@ class ExecutionRuntime:
     async def _context(self, session: AsyncSession, launch: Launch) -> LaunchContext:
         step = await StepRepository(session).get(launch.step_id)
         variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+        redactor.register(*variables.values())
         if self.kubernetes is None:  # the local backend reads nothing more
             return LaunchContext(step, None, None, variables)
         execution = await ExecutionRepository(session).get(launch.execution_id)
