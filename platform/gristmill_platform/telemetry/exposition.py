@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,6 +23,7 @@ from gristmill_platform.errors import NotFound, Unauthorized
 from gristmill_platform.settings import Settings
 from gristmill_platform.telemetry.live import LiveGauges
 from gristmill_platform.telemetry.metrics import REGISTRY
+from gristmill_platform.telemetry.sampler import DatabaseSampler
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -84,3 +86,24 @@ class MetricsEndpoint:
             server.server_close()
             thread.join(timeout=5)
             self._server = None
+
+
+class Telemetry:
+    """The app's metrics machinery: the scrape-time gauges, the database sampler feeding
+    some of them, and where they are served. Built by the composition root, which also
+    tells the live gauges where to read (``live.provide``)."""
+
+    def __init__(self, settings: Settings,
+                 session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self.live = LiveGauges()
+        self.endpoint = MetricsEndpoint(settings, self.live)
+        self.sampler = DatabaseSampler(session_factory, settings.data_dir)
+        self.sampler.install(self.live)
+
+    def start(self) -> None:
+        self.sampler.start()
+        self.endpoint.start()
+
+    async def shutdown(self) -> None:
+        self.endpoint.stop()
+        await self.sampler.shutdown()
