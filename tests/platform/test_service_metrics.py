@@ -109,3 +109,43 @@ def test_sampler_reads_the_queue_running_executions_and_overdue_schedule(
     assert families["gristmill_scheduler_overdue_seconds"][()] > 300 * 24 * 3600
     assert 0 < families["gristmill_data_dir_free_bytes"][()] <= (
         families["gristmill_data_dir_size_bytes"][()])
+
+
+MULTIPROCESS_WORKER = """
+import sys
+from gristmill_platform.telemetry import metrics
+for _ in range(int(sys.argv[1])):
+    metrics.observe_fast_path(200, 0.002)
+metrics.execution_started("elastic", "run")
+"""
+
+MULTIPROCESS_SCRAPE = """
+from gristmill_platform.settings import Settings
+from gristmill_platform.telemetry.exposition import MetricsEndpoint
+from gristmill_platform.telemetry.live import LiveGauges
+print(MetricsEndpoint(Settings(), LiveGauges()).render().decode())
+"""
+
+
+def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR: what two processes counted, a third one exports."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for calls in ("3", "4"):
+        subprocess.run([sys.executable, "-c", MULTIPROCESS_WORKER, calls], env=env,
+                       check=True, timeout=120)
+    scraped = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRAPE], env=env,
+                             check=True, timeout=120, capture_output=True, text=True).stdout
+    values = samples(scraped)
+    route = ("route", "/endpoints/{endpoint_name}")
+    assert values[("gristmill_http_requests_total",
+                   frozenset({("method", "POST"), route, ("status", "200")}))] == 7
+    assert values[("gristmill_http_request_duration_seconds_count",
+                   frozenset({("method", "POST"), route}))] == 7
+    assert values[("gristmill_executions_started_total",
+                   frozenset({("mode", "elastic"), ("trigger", "run")}))] == 2
+    # the live gauges are the answering process's own, present even with no value
+    assert "gristmill_journal_backlog" in scraped
