@@ -140,7 +140,7 @@ def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path
     scraped = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRAPE], env=env,
                              check=True, timeout=120, capture_output=True, text=True).stdout
     values = samples(scraped)
-    route = ("route", "/endpoints/{endpoint_name}")
+    route = ("route", "/endpoints/{name}")
     assert values[("gristmill_http_requests_total",
                    frozenset({("method", "POST"), route, ("status", "200")}))] == 7
     assert values[("gristmill_http_request_duration_seconds_count",

@@ -134,7 +134,7 @@ def test_low_latency_calls_workers_and_journal(metered: tuple[GristmillEnv, int]
             before, s, "gristmill_executions_ended_total", mode="low_latency",
             status="succeeded", trigger="endpoint") >= 5 else None, "5 ended executions")
     assert _delta(before, after, "gristmill_http_requests_total", method="POST",
-                  route="/endpoints/{endpoint_name}", status="303") == 5
+                  route="/endpoints/{name}", status="303") == 5
     assert _delta(before, after, "gristmill_executions_started_total", mode="low_latency",
                   trigger="endpoint") == 5
     assert value(after, "gristmill_warm_workers", deployment="metered-fast",

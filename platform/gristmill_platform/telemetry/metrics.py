@@ -142,7 +142,7 @@ def execution_ended(mode: str, status: str, trigger: str) -> None:
 # The endpoint fast path (deployments/fast_path.py): its route and method never change and
 # its statuses are few, so its children are bound here and found by the status alone (a
 # small int: no tuple to build per request).
-FAST_PATH_ROUTE = "/endpoints/{endpoint_name}"
+FAST_PATH_ROUTE = "/endpoints/{name}"
 _FAST_DURATION = HTTP_DURATION.labels("POST", FAST_PATH_ROUTE)
 _fast_requests = {status: HTTP_REQUESTS.labels("POST", FAST_PATH_ROUTE, str(status))
                   for status in (200, 303, 400, 401, 403, 404, 500)}
