@@ -75,8 +75,8 @@ SCHEDULER_FIRES = Counter(
     "gristmill_scheduler_fires", "Runs of periodic deployments started by the scheduler.",
     ["deployment"], registry=REGISTRY)
 DATASTORE_BYTES = Counter(
-    "gristmill_datastore_bytes", "Bytes through the data store (local backend: what this "
-    "service received and sent; S3 backend: sizes of the signed transfers).",
+    "gristmill_datastore_bytes", "Bytes the local data store received and sent (with the S3 "
+    "backend, transfers go straight to S3: see the bucket's own metrics).",
     ["direction"], registry=REGISTRY)
 DATASTORE_ERRORS = Counter(
     "gristmill_datastore_errors", "Data store operations that failed on the server side "
