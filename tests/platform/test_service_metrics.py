@@ -149,3 +149,34 @@ def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path
                    frozenset({("mode", "elastic"), ("trigger", "run")}))] == 2
     # the live gauges are the answering process's own, present even with no value
     assert "gristmill_journal_backlog" in scraped
+
+
+def test_s3_errors_count_the_stores_faults_not_the_callers() -> None:
+    import pytest
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from gristmill_platform.datastore import s3calls
+    from gristmill_platform.telemetry.metrics import REGISTRY
+
+    def refusing(code: str):  # type: ignore[no-untyped-def]
+        def head_object(**_: object) -> None:
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "HeadObject")
+        return head_object
+
+    def unreachable(**_: object) -> None:
+        raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+
+    unreachable.__name__ = "list_objects_v2"
+
+    def count(operation: str) -> float:
+        return REGISTRY.get_sample_value("gristmill_datastore_errors_total",
+                                         {"operation": operation}) or 0.0
+
+    before = count("head_object"), count("list_objects_v2")
+    for code in ("NoSuchKey", "AccessDenied"):
+        with pytest.raises(s3calls.S3CallError):
+            asyncio.run(s3calls.call(refusing(code)))
+    with pytest.raises(s3calls.S3Unavailable):
+        asyncio.run(s3calls.call(unreachable))
+    assert count("head_object") - before[0] == 1  # AccessDenied only
+    assert count("list_objects_v2") - before[1] == 1
