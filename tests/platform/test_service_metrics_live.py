@@ -129,10 +129,13 @@ def test_low_latency_calls_workers_and_journal(metered: tuple[GristmillEnv, int]
     before = scrape(env)
     for i in range(5):
         trigger(env, "metered-fast", token, {"text": f"call {i}"})
-    after = eventually(
-        lambda: (s := scrape(env)) if _delta(
-            before, s, "gristmill_executions_ended_total", mode="low_latency",
-            status="succeeded", trigger="endpoint") >= 5 else None, "5 ended executions")
+    def all_ended() -> Series | None:
+        now = scrape(env)
+        ended = _delta(before, now, "gristmill_executions_ended_total", mode="low_latency",
+                       status="succeeded", trigger="endpoint")
+        return now if ended >= 5 else None
+
+    after = eventually(all_ended, "5 ended executions")
     assert _delta(before, after, "gristmill_http_requests_total", method="POST",
                   route="/endpoints/{name}", status="303") == 5
     assert _delta(before, after, "gristmill_executions_started_total", mode="low_latency",

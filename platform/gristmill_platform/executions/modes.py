@@ -8,7 +8,9 @@ from typing import Any
 
 ELASTIC = "elastic"
 LOW_LATENCY = "low_latency"
-# the `backend` of the handle of an execution that ran on a warm worker
+# The `backend` of the handle of an execution on a warm worker: who holds it sends
+# heartbeats, so a quiet one has lost its control service (ExecutionRuntime.reconcile
+# fails it).
 LOW_LATENCY_BACKEND = "low-latency"
 
 

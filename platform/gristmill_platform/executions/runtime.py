@@ -30,7 +30,8 @@ from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal
-from gristmill_platform.executions.low_latency import LOW_LATENCY_BACKEND, LowLatencyDispatcher
+from gristmill_platform.executions.low_latency import LowLatencyDispatcher
+from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
