@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -72,6 +73,8 @@ def main() -> None:
     result = {
         "machine": platform.machine(), "python": platform.python_version(),
         "calls": n,
+        # a shared machine's load inflates every figure alike: read them relative
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "record_request_ns": round(request),
         "record_fast_path_request_ns": round(fast),
         "count_execution_ns": round(execution),
@@ -82,6 +85,7 @@ def main() -> None:
     print(f"recording one fast-path request (same, children pre-bound): {fast:.0f} ns")
     print(f"counting one execution start:                              {execution:.0f} ns")
     print(f"one scrape of the registry: {result['scrape_ms_p50']} ms p50, {len(body)} bytes")
+    print(f"(load average {result['load_average_1m']} on {os.cpu_count()} cores)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
 
