@@ -169,6 +169,8 @@ def _check_with_current_models(engine: sa.Engine) -> None:
         deployment = session.get(Deployment, DEPLOYMENT_ID)
         assert deployment is not None and deployment.schedule == "0 3 * * *"
         assert deployment.next_fire_at == NOW
+        # 0006: an old endpoint keeps its name as its path, and no execution timeout
+        assert deployment.endpoint_url_path is None and deployment.execution_timeout_s is None
 
 
 async def _check_with_services(url: str) -> None:
