@@ -110,7 +110,7 @@ def test_context_keeps_links_inside_the_code(tmp_path: Path) -> None:
 # --- the Kaniko Job -------------------------------------------------------------------------
 
 
-def test_kaniko_env_says_where_the_bucket_is() -> None:
+def test_builder_env_says_where_the_bucket_is() -> None:
     aws = Settings(datastore_backend="s3", s3_bucket="b", s3_region="eu-west-3")
     assert builder_env(aws) == (("AWS_REGION", "eu-west-3"),)
     minio = Settings(datastore_backend="s3", s3_bucket="b", s3_endpoint_url="http://minio:9000")
