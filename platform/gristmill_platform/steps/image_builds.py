@@ -95,8 +95,8 @@ def check_settings(settings: Settings) -> None:
 
 
 def builder_env(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """Where the build's context fetcher finds the bucket: AWS needs the region; MinIO and other S3-compatible
-    stores also need their endpoint and, usually, path-style addressing."""
+    """Where the build's context fetcher finds the bucket: AWS needs the region; MinIO and
+    other S3-compatible stores also need their endpoint and, usually, path-style addressing."""
     env: list[tuple[str, str]] = []
     if settings.s3_region:
         env.append(("AWS_REGION", settings.s3_region))

@@ -23,8 +23,8 @@ from gristmill_platform.steps.build_failures import build_failure_reason
 from gristmill_platform.steps.build_log import BuildLog
 from gristmill_platform.steps.image_builds import (
     KubernetesSetupError,
-    check_settings,
     builder_env,
+    check_settings,
 )
 from gristmill_platform.steps.image_context import pack_context
 from tests.platform.executors.conftest import NAMESPACE, Emulator
