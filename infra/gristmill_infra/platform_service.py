@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -241,7 +242,7 @@ def control_deployment_spec(
     }
 
 
-def container_security_context() -> dict[str, object]:
+def container_security_context() -> Any:
     return {
         "allow_privilege_escalation": False,
         "read_only_root_filesystem": True,
@@ -251,7 +252,7 @@ def container_security_context() -> dict[str, object]:
 
 def migration_job_spec(
     *, image: str, config_map_name: pulumi.Input[str], secret_name: pulumi.Input[str]
-) -> dict[str, object]:
+) -> Any:
     """`gristmill db upgrade` once per rollout, before the Deployment changes: replicas
     never race each other on the schema. Its pod spec changes with the image (and the
     settings' names), so Pulumi replaces the Job, and the migrations run, on each upgrade."""
@@ -518,7 +519,7 @@ class PlatformService(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 namespace=ns, labels={**labels, "app.kubernetes.io/component": "migrations"}
             ),
-            spec=migration_job_spec(  # type: ignore[arg-type]
+            spec=migration_job_spec(
                 image=settings.image,
                 config_map_name=config_map.metadata.name,
                 secret_name=secret.metadata.name,

@@ -121,4 +121,4 @@ def test_the_load_balancer_controller_runs_with_its_own_scoped_role(mocks: Grist
 
 def _actions(statement: dict[str, object]) -> list[str]:
     action = statement["Action"]
-    return [action] if isinstance(action, str) else list(action)  # type: ignore[arg-type]
+    return [action] if isinstance(action, str) else list(action)  # type: ignore[call-overload]

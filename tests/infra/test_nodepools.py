@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from gristmill_infra.nodepools import NodePools, NodePoolsArgs
 from tests.infra.helpers import run_pulumi, stack_config
 from tests.infra.mocks import GristmillMocks
@@ -76,7 +78,8 @@ def test_nodes_boot_with_imdsv2_a_hop_limit_of_one_and_encrypted_disks(
         # EKS refuses diskSize beside a launch template: the size lives in the template.
         assert "diskSize" not in group
         template = templates["dev-nodes-gpu" if "gpu" in str(group["labels"]) else "dev-nodes-cpu"]
-        assert group["launchTemplate"]["id"] == template.state.get("id", f"{template.name}-id")
+        launch_template: Any = group["launchTemplate"]
+        assert launch_template["id"] == template.state.get("id", f"{template.name}-id")
 
 
 def test_cpu_pool_has_its_bounds_and_no_taint(mocks: GristmillMocks) -> None:
