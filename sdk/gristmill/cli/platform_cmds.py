@@ -104,8 +104,13 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
     database_url: DatabaseUrl = None,
+    migrate_on_start: Annotated[bool, typer.Option(
+        "--migrate/--no-migrate", envvar="GRISTMILL_MIGRATE_ON_START",
+        help="Apply the schema migrations before serving. With several replicas, turn it off "
+             "and run `gristmill db upgrade` once per upgrade (a Kubernetes Job) instead.",
+    )] = True,
 ) -> None:
-    """Run the control service (for containers: migrates, prints no credentials)."""
+    """Run the control service (for containers: prints no credentials)."""
     from gristmill_platform.db import migrate
     from gristmill_platform.server import serve
     from gristmill_platform.settings import resolve_settings
@@ -113,7 +118,8 @@ def serve_cmd(
     settings = resolve_settings(_settings(data_dir=data_dir, host=host, port=port,
                                           database_url=database_url))
     assert settings.database_url
-    migrate.upgrade(settings.database_url)
+    if migrate_on_start:
+        migrate.upgrade(settings.database_url)
     serve(settings)
 
 
