@@ -15,6 +15,12 @@ class Execution(Base):
     destination), where it ran, how it ended."""
 
     __tablename__ = "executions"
+    # the console's execution tracking: a filter then newest first, read from one index
+    __table_args__ = (
+        Index("ix_executions_pipeline_created", "pipeline_name", "created_at"),
+        Index("ix_executions_deployment_created", "deployment_name", "created_at"),
+        Index("ix_executions_status_created", "status", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
     pipeline_id: Mapped[str | None] = mapped_column(
