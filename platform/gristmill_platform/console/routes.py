@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gristmill_platform.console import assets, home
+from gristmill_platform.console import (
+    assets,
+    datastore,
+    deployments,
+    environment,
+    executions,
+    home,
+    monitoring,
+    pipelines,
+)
 
 
 def console_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    for module in (assets, home):
+    for module in (assets, home, pipelines, deployments, executions, monitoring, datastore,
+                   environment):
         router.include_router(module.router)
     return router

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -22,7 +22,13 @@ from gristmill_platform.auth.principal import Principal
 from gristmill_platform.console import services
 from gristmill_platform.console.sessions import COOKIE, csrf_matches, csrf_token
 from gristmill_platform.deps import AppStateDep, SessionDep
-from gristmill_platform.errors import AppError, Forbidden, Unauthorized, request_id_of
+from gristmill_platform.errors import (
+    AppError,
+    Forbidden,
+    Unauthorized,
+    error_body,
+    request_id_of,
+)
 from gristmill_platform.state import AppState
 
 HERE = Path(__file__).parent
@@ -137,6 +143,9 @@ ViewerDep = Annotated[Viewer, Depends(current_viewer)]
 
 
 def _error_response(request: Request, status: int, message: str, name: str) -> Response:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        # the upload script's calls: it shows the API's message
+        return JSONResponse(error_body(request, message, name), status_code=status)
     if is_htmx(request):
         return render(request, "_error.html", status_code=status, message=message, name=name,
                       request_id=request_id_of(request))
