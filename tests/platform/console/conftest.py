@@ -29,8 +29,8 @@ class Console:
         assert match, "no CSRF token in the page"
         return match.group(1)
 
-    def get(self, path: str) -> httpx.Response:
-        return self.http.get(path)
+    def get(self, path: str, params: list[tuple[str, str]] | None = None) -> httpx.Response:
+        return self.http.get(path, params=params)
 
     def post(self, path: str, data: dict[str, str] | None = None,
              headers: dict[str, str] | None = None) -> httpx.Response:
