@@ -1,8 +1,8 @@
 """Web console sessions (console_sessions); executions list indexes for the console
 
 A console sign-in is kept server-side, its id hashed. The executions list of the console
-filters by pipeline, deployment or status and sorts by creation time: composite indexes let
-those pages read one index range even with hundreds of thousands of executions.
+filters by pipeline, deployment or status and pages newest first by (created_at, id):
+composite indexes let a page read one index range even with 100,000s of executions.
 
 Revision ID: 0006
 Revises: 0005
@@ -39,17 +39,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_console_sessions_sdk_token_id'), ['sdk_token_id'])
         batch_op.create_index(batch_op.f('ix_console_sessions_user_id'), ['user_id'])
     with op.batch_alter_table('executions', schema=None) as batch_op:
-        batch_op.create_index('ix_executions_pipeline_created', ['pipeline_name', 'created_at'])
-        batch_op.create_index('ix_executions_deployment_created',
-                              ['deployment_name', 'created_at'])
-        batch_op.create_index('ix_executions_status_created', ['status', 'created_at'])
+        batch_op.create_index('ix_executions_created_id', ['created_at', 'id'])
+        batch_op.create_index('ix_executions_pipeline_created_id',
+                              ['pipeline_name', 'created_at', 'id'])
+        batch_op.create_index('ix_executions_deployment_created_id',
+                              ['deployment_name', 'created_at', 'id'])
+        batch_op.create_index('ix_executions_status_created_id', ['status', 'created_at', 'id'])
 
 
 def downgrade() -> None:
     with op.batch_alter_table('executions', schema=None) as batch_op:
-        batch_op.drop_index('ix_executions_status_created')
-        batch_op.drop_index('ix_executions_deployment_created')
-        batch_op.drop_index('ix_executions_pipeline_created')
+        batch_op.drop_index('ix_executions_status_created_id')
+        batch_op.drop_index('ix_executions_deployment_created_id')
+        batch_op.drop_index('ix_executions_pipeline_created_id')
+        batch_op.drop_index('ix_executions_created_id')
     with op.batch_alter_table('console_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_console_sessions_user_id'))
         batch_op.drop_index(batch_op.f('ix_console_sessions_sdk_token_id'))
