@@ -139,9 +139,13 @@ async def execution_logs(execution_id: str, request: Request, viewer: ViewerDep,
                          state: AppStateDep, session: SessionDep) -> HTMLResponse:
     service = services.executions(state, session)
     execution = await service.get(execution_id)
+    active = execution.status in t.ACTIVE
+    if not active:
+        # it just ended: reload the page once, for its outputs, metrics and final status
+        return HTMLResponse("", headers={"HX-Refresh": "true"})
     logs = await service.logs(execution_id, {"limit": LOG_LINES})
-    return render(request, "_logs.html", e=execution, logs=logs,
-                  active=execution.status in t.ACTIVE, log_limit=LOG_LINES)
+    return render(request, "_logs.html", e=execution, logs=logs, active=active,
+                  log_limit=LOG_LINES)
 
 
 @router.get("/executions/{execution_id}/{kind}/{name}/download", response_model=None)

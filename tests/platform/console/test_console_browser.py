@@ -230,6 +230,9 @@ def test_live_logs_of_a_running_execution(watched: Watched, env, pipelines) -> N
     watched.shot("execution")
     assert page.url == url
     page.wait_for_selector("#logs >> text=tick 11", timeout=60_000)
+    # once it ends the page reloads by itself with the outputs and the final status
+    page.wait_for_selector("h1 .status-succeeded", timeout=60_000)
+    assert page.locator("text=12").count() >= 1
 
 
 def test_select_two_executions_and_compare(watched: Watched, env, pipelines) -> None:

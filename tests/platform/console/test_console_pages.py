@@ -32,8 +32,9 @@ def test_execution_page_compare_run_again_and_paging(console: Console, gristmill
     assert page.status_code == 200
     assert "Succeeded" in page.text or "succeeded" in page.text
     assert "&#34;A&#34;" in page.text or '"A"' in page.text  # the output value
-    logs = console.get(f"/console/executions/{first}/logs")
-    assert logs.status_code == 200 and "hx-trigger" not in logs.text  # ended: no polling
+    assert 'hx-get="/console/executions/' not in page.text.split('id="logs"')[1][:80]
+    ended = console.get(f"/console/executions/{first}/logs")
+    assert ended.headers["hx-refresh"] == "true"  # a live page reloads once when it ends
 
     compare = console.get("/console/executions/compare",
                           params=[("ids", first), ("ids", second)])
