@@ -30,6 +30,7 @@ from gristmill_platform.errors import (
     error_body,
     request_id_of,
 )
+from gristmill_platform.settings import Settings
 from gristmill_platform.state import AppState
 
 HERE = Path(__file__).parent
@@ -39,15 +40,28 @@ CSRF_HEADER = "x-csrf-token"
 
 # No inline script anywhere: every behaviour lives in static/console.js.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+       "connect-src {connect}; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+def content_security_policy(settings: Settings) -> str:
+    """Uploads go from the browser to the signed URLs of the data store: with the S3
+    backend, that store's origin is the one other place the page may connect to."""
+    connect = ["'self'"]
+    if settings.datastore_backend == "s3":
+        endpoint = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        if endpoint:
+            parts = urlsplit(endpoint)
+            connect.append(f"{parts.scheme}://{parts.netloc}")
+        else:
+            connect.append("https://*.amazonaws.com")
+    return CSP.format(connect=" ".join(connect))
 
 
 def _duration(start: datetime | None, end: datetime | None) -> str:
@@ -184,6 +198,9 @@ class ConsoleRoute(APIRoute):
                                     for e in exc.errors())
                 response = _error_response(request, 400, f"Invalid request: {message}",
                                            "ValidationError")
+            state: AppState = request.app.state.gristmill
+            response.headers.setdefault("Content-Security-Policy",
+                                        content_security_policy(state.settings))
             for header, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(header, value)
             # the handler's time, transaction included (bench/console.py reads it)

@@ -267,6 +267,27 @@ def test_data_store_upload_with_progress_and_download(watched: Watched, env,
     assert saved.read_bytes() == local.read_bytes()
 
 
+def test_a_large_file_goes_up_in_multipart_parts(watched: Watched, env,
+                                                 tmp_path: Path) -> None:
+    page = watched.page
+    prefix = f"browser-mp-{int(time.time() * 1000) % 10**8}/"
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(300 * 1024))
+    page.goto(env.url + f"/console/data-store?prefix={prefix}")
+    # parts of 64 KiB instead of 16 MiB: the same path a file over 16 MiB takes
+    page.eval_on_selector("[data-upload]", "z => z.setAttribute('data-part-size', '65536')")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.method} {urlsplit(r.url).path}"))
+    page.set_input_files("#upload-input", str(local))
+    page.wait_for_selector(f"text=Uploaded {prefix}big.bin")
+    assert sent.count("POST /console/data-store/multipart/part") == 5
+    assert "POST /console/data-store/multipart/end" in sent
+    downloaded = httpx.get(f"{env.url}/console/data-store/object",
+                           params={"path": f"{prefix}big.bin"},
+                           cookies={c["name"]: c["value"] for c in watched.context.cookies()})
+    assert downloaded.content == local.read_bytes()
+
+
 def test_environment_variable_create_reveal_edit(watched: Watched, env) -> None:
     page = watched.page
     name = f"BROWSER_{int(time.time() * 1000) % 10**8}"

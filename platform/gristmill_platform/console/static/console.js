@@ -72,7 +72,7 @@
   document.addEventListener("htmx:afterSettle", function (event) { drawAll(event.target); });
 
   // -- data store upload (presigned POST, or multipart for large files) -----------------
-  var PART = 16 * 1024 * 1024;
+  var DEFAULT_PART = 16 * 1024 * 1024;
 
   function post(url, body) {
     return fetch(url, { method: "POST", credentials: "same-origin",
@@ -100,7 +100,8 @@
     });
   }
 
-  function upload(file, path, bar, status) {
+  function upload(file, path, bar, status, part) {
+    var PART = part;
     bar.max = file.size || 1; bar.value = 0;
     if (file.size <= PART) {
       return post("/console/data-store/upload-url", { path: path }).then(function (signed) {
@@ -140,11 +141,12 @@
     var prefix = zone.getAttribute("data-prefix") || "";
     var status = zone.querySelector("[data-upload-status]");
     var bar = zone.querySelector("progress");
+    var part = parseInt(zone.getAttribute("data-part-size"), 10) || DEFAULT_PART;
     var chain = Promise.resolve();
     Array.prototype.forEach.call(files, function (file) {
       chain = chain.then(function () {
         status.textContent = "Uploading " + file.name + "…";
-        return upload(file, prefix + file.name, bar, status).then(function () {
+        return upload(file, prefix + file.name, bar, status, part).then(function () {
           status.textContent = "Uploaded " + prefix + file.name;
         });
       });
