@@ -1,6 +1,7 @@
 """The console's one door to the domain: each page gets the same service objects the API
-routes build, from the same factories, so the console can do exactly what the API allows
-for the same principal (there is no second permission system)."""
+routes build, from the same factories (state.factories, state.services), so the console can
+do exactly what the API allows for the same principal (there is no second permission
+system)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.console.sessions import ConsoleSessions
 from gristmill_platform.datastore.service import DataStoreService
-from gristmill_platform.deployments.routes import deployment_services
 from gristmill_platform.deployments.service import DeploymentService
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.env_vars.service import EnvVarService
-from gristmill_platform.executions.runtime import execution_service
 from gristmill_platform.executions.service import ExecutionService
 from gristmill_platform.metrics.repository import MetricRepository
 from gristmill_platform.metrics.service import MetricService
-from gristmill_platform.pipelines.routes import services as pipeline_services
 from gristmill_platform.pipelines.service import PipelineService
-from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.resources.service import ResourceMetricsService
 from gristmill_platform.state import AppState
 
@@ -39,15 +36,15 @@ def console_sessions(state: AppState, session: AsyncSession) -> ConsoleSessions:
 
 
 def pipelines(state: AppState, session: AsyncSession) -> PipelineService:
-    return pipeline_services(state, session)
+    return state.factories.pipelines(session)
 
 
 def deployments(state: AppState, session: AsyncSession) -> DeploymentService:
-    return deployment_services(state, session)
+    return state.factories.deployments(session)
 
 
 def executions(state: AppState, session: AsyncSession) -> ExecutionService:
-    return execution_service(state, session)
+    return state.factories.executions(session)
 
 
 def env_vars(session: AsyncSession) -> EnvVarService:
@@ -65,5 +62,4 @@ def datastore(state: AppState, session: AsyncSession) -> DataStoreService:
 
 
 def resources(state: AppState, session: AsyncSession) -> ResourceMetricsService:
-    monitor: ResourceMonitor = state.components["resources"]
-    return ResourceMetricsService(monitor.source(session))
+    return ResourceMetricsService(state.services.resources.source(session))

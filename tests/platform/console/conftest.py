@@ -48,10 +48,12 @@ def console(gristmill_env) -> Iterator[Console]:
 
 
 @pytest.fixture(scope="module")
-def echo_pipeline(gristmill_env, tmp_path_factory) -> str:
+def echo_pipeline(gristmill_env, tmp_path_factory, request) -> str:
+    # one per test module (module scope), so each needs its own name
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_console_")
     archive = archive_of(write_folder(tmp_path_factory.mktemp("console-steps"),
                                       {"src/steps.py": STEP_CODE}))
     with gristmill_env.client() as api:
-        return make_pipeline(api, archive, f"console-echo-{gristmill_env.database.kind}",
+        return make_pipeline(api, archive, f"console-echo-{module}-{gristmill_env.database.kind}",
                              "echo_async", [{"name": "text", "data_type": "string"}],
                              [{"name": "text", "data_type": "string"}])
