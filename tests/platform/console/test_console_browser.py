@@ -238,6 +238,10 @@ def test_live_logs_of_a_running_execution(watched: Watched, env, pipelines) -> N
 def test_select_two_executions_and_compare(watched: Watched, env, pipelines) -> None:
     first = _run(env, pipelines["echo"], {"text": "left"})
     second = _run(env, pipelines["echo"], {"text": "right"})
+    with env.client() as api:
+        for execution_id, values in ((first, [0.9, 0.5, 0.2]), (second, [0.8, 0.6, 0.4, 0.1])):
+            api.post("/metrics/list-values/loss", json={
+                "values": values, "execution_id": execution_id}).raise_for_status()
     page = watched.page
     page.goto(env.url + f"/console/executions?pipeline={pipelines['echo']}")
     page.check(f"input[value='{first}']")
@@ -246,6 +250,10 @@ def test_select_two_executions_and_compare(watched: Watched, env, pipelines) -> 
     page.wait_for_url(re.compile(r".*/console/executions/compare\?.*"))
     table = page.locator("table.compare").inner_text()
     assert "LEFT" in table and "RIGHT" in table
+    # the list metric overlaid: one uPlot chart, a series per execution
+    page.wait_for_selector(".chart .uplot canvas")
+    legend = page.locator(".chart .u-legend").inner_text()
+    assert first in legend and second in legend
     watched.shot("compare")
 
 
