@@ -72,3 +72,19 @@ def test_csp_allows_only_the_server_and_an_s3_store() -> None:
     assert "connect-src 'self' https://s3.example.com:9000;" in s3
     aws = content_security_policy(Settings(datastore_backend="s3", s3_bucket="b"))
     assert "connect-src 'self' https://*.amazonaws.com;" in aws
+
+
+def test_the_session_cookie_is_secure_when_the_environment_is_https() -> None:
+    from types import SimpleNamespace
+
+    from fastapi import Response
+
+    from gristmill_platform.console.web import set_session_cookie
+
+    for url, secure in (("https://gm.example.com", True), ("http://127.0.0.1:8765", False)):
+        state = SimpleNamespace(settings=SimpleNamespace(environment_url=url))
+        response = Response()
+        set_session_cookie(response, state, "sid", 60)  # type: ignore[arg-type]
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert ("Secure" in cookie) is secure
