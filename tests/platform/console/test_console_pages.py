@@ -129,3 +129,30 @@ def test_users_are_managed_by_admins_only(console: Console, gristmill_env, uniqu
                                 {"name": "X", "email": f"x-{unique}@example.com"})
     assert refused.status_code == 403
     assert "Users" not in user_console.get("/console/settings").text.split("<h2>SDK tokens")[0]
+
+
+def test_resource_metrics_csv_is_the_sdk_one(console: Console) -> None:
+    from gristmill_platform.resources.shape import CSV_HEADER
+
+    page = console.get("/console/monitoring/resource-metrics?range=15m")
+    assert page.status_code == 200 and "Download CSV" in page.text
+    csv = console.get("/console/monitoring/resource-metrics?range=15m&download=true")
+    assert csv.status_code == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0] == ",".join(CSV_HEADER)
+    assert console.get("/console/monitoring/resource-metrics?range=nope").status_code == 200
+
+
+def test_pipeline_metric_over_time(console: Console, gristmill_env, echo_pipeline) -> None:
+    _run(gristmill_env, echo_pipeline, "metric")
+    page = console.get(f"/console/monitoring/pipeline-metrics?name=score"
+                       f"&pipeline={echo_pipeline}")
+    assert page.status_code == 200
+    chart = re.search(r'id="metric-chart" data-chart="([^"]+)"', page.text).group(1)
+    import html
+    import json
+
+    spec = json.loads(html.unescape(chart))
+    assert spec["series"][0]["label"] == "score"
+    assert 6.0 in spec["series"][0]["values"]  # len("metric"), recorded by _run
+    assert len(spec["x"]) == len(spec["series"][0]["values"])
