@@ -1,7 +1,7 @@
 """Execution tracking's list: filtered, sorted, paged by key (never by a growing OFFSET), so
 a page costs the same with 100 or 100,000 executions. A sort is a column list ending in
 (created_at, id), the id making the order total; each filter and each sort is served by an
-index with those columns (migration 0006), so a page reads about one page of index. No total
+index with those columns (migration 0007), so a page reads about one page of index. No total
 is counted: counting the matches of a filter reads all of them."""
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A console sign-in is kept server-side, its id hashed. The executions list of the
 filters by pipeline, deployment or status and pages newest first by (created_at, id):
 composite indexes let a page read one index range even with 100,000s of executions.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-05 10:30:00
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from gristmill_platform.db.types import UTCDateTime
 
-revision: str = '0006'
-down_revision: str | None = '0005'
+revision: str = '0007'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
