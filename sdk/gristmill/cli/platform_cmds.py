@@ -95,6 +95,9 @@ def up(
             f"(data in {settings.data_dir}).\n"
             "Need an SDK token? [bold]gristmill token create[/bold]"
         )
+    # the web console: sign in there with the SDK token
+    console.print(f"Web console: [bold]{boot.environment_url}/[/bold] (sign in with an SDK "
+                  "token)")
     console.print("Press Ctrl+C to stop.")
     serve(settings)
 
