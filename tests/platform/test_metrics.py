@@ -91,7 +91,7 @@ def test_metric_rejections(gristmill_env, execution, route, body, fragment) -> N
                      400, fragment)
 
 
-def test_list_values_are_capped_per_execution(gristmill_env, execution, unique) -> None:
+def test_list_values_are_capped_per_list_metric(gristmill_env, execution, unique) -> None:
     execution_id, _ = execution
     with step_client(gristmill_env, execution_id) as step:
         for _ in range(5):
@@ -99,6 +99,9 @@ def test_list_values_are_capped_per_execution(gristmill_env, execution, unique) 
                 "execution_id": execution_id, "values": [0.0] * 10_000}).status_code == 200
         assert_error(step.post(f"/metrics/list-values/cap-{unique}", json={
             "execution_id": execution_id, "values": [1.0]}), 400, "at most 50000")
+        # the cap is per list metric (documented): another list of the execution has its own
+        assert step.post(f"/metrics/list-values/other-{unique}", json={
+            "execution_id": execution_id, "values": [0.0] * 10_000}).status_code == 200
 
 
 def test_bad_paging_is_refused(api) -> None:
