@@ -32,6 +32,7 @@ from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.http import openapi
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
@@ -191,4 +192,5 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.include_router(api_router())
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
+    openapi.install(app)
     return app
