@@ -47,6 +47,7 @@ class Doc:
     response: type[BaseModel] | str | None = None
     many: bool = False
     summary: str | None = None
+    csv: bool = False  # also answers text/csv (``format=csv``)
 
 
 BOTH_FORMS = (FORM, MULTIPART)
@@ -82,8 +83,16 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
     ("post", f"{API}/executions/{{execution_id}}/logs"):
         Doc(w.LogsQuery, response=w.LogLine, many=True),
     # metrics
-    ("put", f"{API}/metrics/single-value/{{name}}"): Doc(w.MetricValueRecord),
-    ("post", f"{API}/metrics/list-values/{{name}}"): Doc(w.ListMetricValuesRecord),
+    ("put", f"{API}/metrics/single-value/{{name}}"): Doc(w.MetricValueRecord,
+                                                         response=w.MetricItem),
+    ("post", f"{API}/metrics/list-values/{{name}}"): Doc(w.ListMetricValuesRecord,
+                                                          response=w.ListMetricsAdded),
+    ("get", f"{API}/metrics/single-value"): Doc(response=w.MetricPage),
+    ("get", f"{API}/metrics/list-values"): Doc(response=w.MetricPage),
+    ("get", f"{API}/resource-metrics"): Doc(response=w.ResourceMetricsAnswer, csv=True),
+    # data store routes that parse their own bodies
+    ("post", f"{API}/data-store/download"): Doc(w.ObjectPath, BOTH_FORMS),
+    ("post", f"{API}/data-store/upload/multipart"): Doc(response=w.MultipartStarted),
     # deployments
     ("post", f"{API}/endpoints"): Doc(w.DeploymentCreate, BOTH_FORMS, w.Deployment),
     ("post", f"{API}/periodic-deployment"): Doc(w.DeploymentCreate, BOTH_FORMS,
@@ -99,7 +108,12 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
                                                        many=True),
     ("post", f"{API}/endpoints/{{name}}/generate-new-token"): Doc(response=w.EndpointToken),
     # calling endpoints (endpoint token)
-    ("post", "/endpoints/{name}"): Doc(response=w.ExecutionStarted, summary="Trigger an endpoint"),
+    ("post", "/endpoints/{name}"): Doc(w.EndpointInputs, (MULTIPART,), w.ExecutionStarted,
+                                       summary="Trigger an endpoint"),
+    # health
+    ("get", "/healthz"): Doc(response=w.Health, summary="Alive"),
+    ("get", "/readyz"): Doc(response=w.Health, summary="Ready to serve (database reachable)"),
+    ("get", "/"): Doc(response=w.ServiceInfo, summary="What this service is"),
     ("get", "/endpoints/{name}/executions/{execution_id}"):
         Doc(response=w.EndpointResult, summary="An endpoint execution's results"),
     ("post", "/endpoints/{name}/executions/{execution_id}"):
@@ -138,8 +152,10 @@ def _response(doc: Doc, components: _Components) -> dict[str, Any]:
                 "content": {"application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}}}}
     assert doc.response is not None and not isinstance(doc.response, str)
-    return {"description": "Success",
-            "content": {JSON: {"schema": components.ref(doc.response, doc.many)}}}
+    content: dict[str, Any] = {JSON: {"schema": components.ref(doc.response, doc.many)}}
+    if doc.csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    return {"description": "Success", "content": content}
 
 
 def _unique_operation_ids(spec: dict[str, Any]) -> None:

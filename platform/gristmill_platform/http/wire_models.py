@@ -298,3 +298,61 @@ class EndpointResult(Wire):
 
     outputs: dict[str, JsonValue] = {}
     execution_id: str | None = None
+
+
+# -- metrics answers, the data store's leftovers, health ---------------------------------------
+
+class MetricItem(Wire):
+    name: str
+    value: float
+    created_at: str | None = None
+    execution_id: str | None = None
+    deployment_name: str | None = None
+    pipeline_name: str | None = None
+
+
+class ListMetricsAdded(Wire):
+    name: str
+    added: int
+
+
+class MetricPage(Wire):
+    metrics: list[MetricItem]
+    total_count: int
+
+
+class ObjectPath(Wire):
+    """A data store path, as JSON or a form field."""
+
+    path_to_object: str = Field(examples=["datasets/iris.csv"])
+
+
+class MultipartStarted(Wire):
+    """A multipart upload begun: what the following part and end calls quote."""
+
+
+class WorkerSeries(Wire):
+    metric: dict[str, str]
+    values: list[list[float]]
+
+
+class ResourceMetricsAnswer(Wire):
+    metrics: dict[str, list[WorkerSeries]]
+    additional_data: dict[str, int]
+
+
+class EndpointInputs(Wire):
+    """An endpoint's inputs by name: a JSON object, or multipart with a file input as a
+    file part named after it."""
+
+
+class Health(Wire):
+    status: str = Field(examples=["ok"])
+
+
+class ServiceInfo(Wire):
+    name: str
+    version: str
+    environment_url: str
+    api: str
+    docs: str
