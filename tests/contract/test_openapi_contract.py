@@ -16,7 +16,10 @@ from tests.conftest import GristmillEnv
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis (dev extra) is absent")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+)
 
 EXAMPLES_PER_OPERATION = 6
 
@@ -102,6 +105,16 @@ def test_bodies_and_errors_are_described(document) -> None:
     assert {"application/json", "multipart/form-data"} <= set(steps)
 
 
+def _exerciser(operation: Any, headers: dict[str, str], checks: list[Any]) -> Any:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), database=None)
+    def exercise(case: Any) -> None:
+        case.call_and_validate(headers=headers, timeout=60, checks=checks)
+
+    return exercise
+
+
 def test_no_server_error_and_every_answer_matches_the_document(api_schema, access_token
                                                               ) -> None:
     """Each operation separately (the fixtures are per database, which schemathesis's own
@@ -112,14 +125,12 @@ def test_no_server_error_and_every_answer_matches_the_document(api_schema, acces
     for result in api_schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        checks = [content_type_conformance, response_schema_conformance]
+        # a documented 501 (a hosted-platform feature Gristmill has not) is the answer
+        if "501" not in operation.definition.raw.get("responses", {}):
+            checks.append(not_a_server_error)
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck), database=None)
-        def exercise(case: Any) -> None:
-            case.call_and_validate(headers=headers, timeout=60,
-                                   checks=[not_a_server_error, response_schema_conformance])
-
+        exercise = _exerciser(operation, headers, checks)
         try:
             exercise()
         except Exception as exc:  # report every operation, not only the first

@@ -34,6 +34,12 @@ ERROR_CODES = {
     "422": "Malformed request (a parameter of the wrong type)",
     "500": "Internal error (or a failed execution, with its reason)",
 }
+# what this environment answers for hosted-platform features it does not have
+NOT_SUPPORTED = {"description": "Not supported by Gristmill (NotSupported, with the reason)"}
+NOT_SUPPORTED_OPERATIONS = {
+    ("get", "/api/v1/pipeline-templates"), ("get", "/api/v1/pipeline-templates/{name}"),
+    ("get", "/api/v1/environments/{environment_id}/vector-database"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,15 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
     ("get", f"{API}/steps/{{step_name}}"): Doc(response=w.Step),
     ("delete", f"{API}/steps/{{step_name}}"): Doc(response=w.Deleted),
     ("get", f"{API}/steps/{{step_name}}/logs"): Doc(response=w.StepLogs),
-    ("get", f"{API}/steps/{{step_name}}/download"): Doc(response=BINARY),
+    ("get", f"{API}/steps/{{step_name}}/download"): Doc(response=w.SignedUrlAnswer),
     # pipelines
     ("post", f"{API}/pipelines"): Doc(w.PipelineCreate, (MULTIPART, FORM), w.Pipeline),
     ("get", f"{API}/pipelines"): Doc(response=w.PipelineListItem, many=True),
     ("get", f"{API}/pipelines/{{pipeline_name}}"): Doc(response=w.Pipeline),
     ("delete", f"{API}/pipelines/{{pipeline_name}}"): Doc(response=w.Deleted),
-    ("get", f"{API}/pipelines/{{pipeline_name}}/download"): Doc(response=BINARY),
+    ("get", f"{API}/pipelines/{{pipeline_name}}/download"): Doc(response=w.SignedUrlAnswer),
+    ("post", f"{API}/pipelines/{{pipeline_name}}/logs"):
+        Doc(w.LogsQuery, BOTH_FORMS, w.LogLine, many=True),
     ("get", f"{API}/pipelines/{{pipeline_name}}/executions/latest"):
         Doc(response=w.ExecutionSummary),
     # runs and executions
@@ -106,10 +114,21 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
         Doc(response=w.ExecutionSummary, many=True),
     ("post", f"{API}/deployments/{{name}}/logs"): Doc(w.LogsQuery, response=w.LogLine,
                                                        many=True),
-    ("post", f"{API}/endpoints/{{name}}/generate-new-token"): Doc(response=w.EndpointToken),
+    ("post", f"{API}/endpoints/{{name}}/generate-new-token"):
+        Doc(w.EndpointTokenChoice, BOTH_FORMS, w.EndpointToken),
     # calling endpoints (endpoint token)
     ("post", "/endpoints/{name}"): Doc(w.EndpointInputs, (MULTIPART,), w.ExecutionStarted,
                                        summary="Trigger an endpoint"),
+    # craft-ai-sdk 0.74
+    ("post", f"{API}/deployments/{{name}}/executions"):
+        Doc(w.EndpointInputs, (MULTIPART,), w.ExecutionStarted,
+            summary="Trigger a deployment with the SDK token"),
+    ("get", "/endpoints/v1/{name}/executions/{execution_id}"):
+        Doc(response=w.EndpointResultV1, summary="An endpoint execution's results (0.74)"),
+    ("get", "/endpoints/v1/{name}/executions/{execution_id}/outputs/{output_name}"):
+        Doc(response=BINARY, summary="An endpoint execution's file output (0.74)"),
+    ("get", f"{API}/project-information"): Doc(response=w.ProjectInformation),
+    ("get", f"{API}/environment-info"): Doc(response=w.EnvironmentInfo),
     # health
     ("get", "/healthz"): Doc(response=w.Health, summary="Alive"),
     ("get", "/readyz"): Doc(response=w.Health, summary="Ready to serve (database reachable)"),
@@ -190,6 +209,9 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
                     responses[success] = _response(doc, components)
                 if doc.summary:
                     op["summary"] = doc.summary
+            if (method, path) in NOT_SUPPORTED_OPERATIONS:
+                responses.pop("200", None)
+                responses["501"] = {**NOT_SUPPORTED, "content": {JSON: {"schema": error}}}
             api = path.startswith(API) or path.startswith("/endpoints")
             for code, description in ERROR_CODES.items():
                 # validation errors (422) answer the error body too, not FastAPI's default

@@ -356,3 +356,45 @@ class ServiceInfo(Wire):
     environment_url: str
     api: str
     docs: str
+
+
+# -- craft-ai-sdk 0.74 routes ------------------------------------------------------------------
+
+class SignedUrlAnswer(Wire):
+    signed_url: str
+
+
+class EndpointOutputV1(Wire):
+    """``{"value": ...}`` for a value, ``{"url": ...}`` for a file to download."""
+
+    value: JsonValue = None
+    url: str | None = None
+
+
+class EndpointResultV1(Wire):
+    execution_id: str
+    outputs: dict[str, EndpointOutputV1]
+
+
+class ProjectInformation(Wire):
+    environment_id: str | None = None
+    language: str | None = Field(default=None, examples=["python:3.11-slim"])
+    repository_url: str | None = None
+    repository_branch: str | None = None
+    has_repository_deploy_key: bool | None = None
+    requirements_path: str | None = None
+    included_folders: list[str] | None = None
+    system_dependencies: list[str] | None = None
+
+
+class EnvironmentInfo(Wire):
+    environment_id: str | None = None
+    environment_url: str | None = None
+    platform: str | None = Field(default=None, examples=["gristmill"])
+    version: str | None = None
+
+
+class EndpointTokenChoice(Wire):
+    """Optionally, the new endpoint token to set (craft-ai-sdk 0.74); else one is made."""
+
+    endpoint_token: str | None = None
