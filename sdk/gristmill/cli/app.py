@@ -3,7 +3,7 @@ from __future__ import annotations
 import typer
 
 import gristmill
-from gristmill.cli import api_cmds, platform_cmds
+from gristmill.cli import api_cmds, backup_cmds, platform_cmds
 
 app = typer.Typer(
     name="gristmill",
@@ -23,6 +23,8 @@ app.add_typer(api_cmds.deployments_app, name="deployments")
 app.add_typer(api_cmds.executions_app, name="executions")
 app.add_typer(api_cmds.env_app, name="env")
 app.add_typer(api_cmds.datastore_app, name="datastore")
+app.command("backup")(backup_cmds.backup)
+app.command("restore")(backup_cmds.restore)
 
 
 @app.command()
