@@ -138,10 +138,16 @@ class Settings(BaseSettings):
     # Service accounts of worker pods and image build Jobs; "" for the namespace default.
     kubernetes_worker_service_account: str | None = "gristmill-worker"
     kubernetes_builder_service_account: str | None = "gristmill-builder"
-    # A kubernetes.io/dockerconfigjson Secret Kaniko pushes with, when the builder's
-    # service account has no registry access of its own (IRSA on EKS does).
+    # A kubernetes.io/dockerconfigjson Secret BuildKit pushes with, when the builder's
+    # service account has no registry access of its own (IRSA on EKS with ECR does).
     kubernetes_registry_auth_secret: str | None = None
-    kubernetes_kaniko_image: str | None = None
+    # Rootless BuildKit, and the AWS CLI image that fetches the build context and logs in
+    # to ECR before it; None: the pinned defaults (executors/kubernetes/config.py).
+    kubernetes_buildkit_image: str | None = None
+    kubernetes_builder_tools_image: str | None = None
+    # Image builds run in their own namespace (Pod Security "privileged": rootless BuildKit
+    # needs unconfined seccomp); None: the workers' namespace.
+    kubernetes_build_namespace: str | None = None
     # Added to every object Gristmill creates (cost allocation, policies).
     kubernetes_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     kubernetes_gpu_node_selector: Annotated[dict[str, str], NoDecode] = Field(
@@ -185,7 +191,17 @@ class Settings(BaseSettings):
     resource_sample_interval_s: float = Field(default=5.0, gt=0)
     resource_retention_h: float = Field(default=24.0, gt=0)
 
+    # The service's own Prometheus metrics (docs/operations.md#metrics), not public by
+    # default: served on a separate port (for the cluster network only; the ServiceMonitor
+    # scrapes it) and/or at /metrics behind a bearer token.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str | None = None  # default: host
+    metrics_token: SecretStr | None = None
+
     log_level: str = "info"
+    # "json": one JSON object per line (request id, route, user id, execution id) for log
+    # collectors; "text" for people. Secrets are masked in both (docs/operations.md#logs).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("public_url", "internal_url")
     @classmethod
@@ -193,6 +209,16 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters: it guards the environment's "
+                             "traffic figures (generate one with: openssl rand -hex 24)")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("kubernetes_namespace")
     @classmethod
@@ -215,7 +241,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("kubernetes_worker_service_account", "kubernetes_builder_service_account",
-                     "kubernetes_registry_auth_secret", "kubernetes_kaniko_image",
+                     "kubernetes_registry_auth_secret", "kubernetes_buildkit_image",
+                     "kubernetes_builder_tools_image", "kubernetes_build_namespace",
                      "kubernetes_kubeconfig", "kubernetes_context",
                      "kubernetes_runtime_sdk_version")
     @classmethod

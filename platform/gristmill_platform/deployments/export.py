@@ -150,7 +150,8 @@ async def export_executions(transactions: Transactions, datastore: DataStoreFor,
         try:
             last: tuple[datetime, str] | None = None
             while True:
-                query = select(*_COLUMNS).where(Execution.deployment_id == deployment.id)
+                # by name: ix_executions_deployment_created_id; a deployment's executions go with it
+                query = select(*_COLUMNS).where(Execution.deployment_name == deployment.name)
                 if request.start is not None:
                     query = query.where(Execution.created_at >= request.start)
                 if request.end is not None:

@@ -74,7 +74,7 @@ class TrafficService:
         found = await self.session.execute(
             select(Execution.pipeline_name, Execution.shadow, Execution.status,
                    Execution.created_at, Execution.ended_at, Execution.validation_failures)
-            .where(Execution.deployment_id == deployment.id)
+            .where(Execution.deployment_name == deployment.name)
             .order_by(Execution.created_at.desc()).limit(WINDOW))
         variants = compare(Row(*r) for r in found.all())
         return {"rule": row.rule if row is not None else {},

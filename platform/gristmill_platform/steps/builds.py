@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.errors import AppError
 from gristmill_platform.steps.build_log import BuildLog
-from gristmill_platform.steps.code import extract_archive, select_included
+from gristmill_platform.steps.code import extract_archive, function_defined, select_included
 from gristmill_platform.steps.environments import (
     EnvironmentBuilder,
     EnvironmentBuildError,
@@ -34,6 +35,7 @@ from gristmill_platform.steps.environments import (
 from gristmill_platform.steps.git import clone, redact
 from gristmill_platform.steps.image_builds import ImageBuildError, ImageRequest, StepImages
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.telemetry.metrics import STEP_BUILD_DURATION, STEP_BUILDS
 
 if TYPE_CHECKING:
     from gristmill_platform.datastore.backend import DataStoreFor
@@ -70,6 +72,7 @@ class BuildPlan:
     system_dependencies: list[str]
     dockerfile_path: str | None = None
     step_name: str = ""
+    function_name: str = ""
 
 
 class StepBuilds:
@@ -138,6 +141,7 @@ class StepBuilds:
                 included_folders=list(config.get("included_folders") or ["/"]),
                 system_dependencies=list(config.get("system_dependencies") or []),
                 dockerfile_path=config.get("dockerfile_path"), step_name=step.name,
+                function_name=step.function_name,
             )
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             return plan, variables
@@ -149,10 +153,12 @@ class StepBuilds:
         note = build_log.note
         status, reason, commit_id, key, image = "creation_failed", None, None, None, None
         interrupted = False
+        started: float | None = None  # once there is a step to build (for the metrics)
         try:
             planned = await self._plan(step_id)
             if planned is None:
                 return
+            started = time.monotonic()
             plan, variables = planned
             commit_id = await self._prepare_code(plan, deploy_key, note)
             code = self.code_dir(step_id)
@@ -184,13 +190,24 @@ class StepBuilds:
             if not interrupted:
                 await self._record(step_id, status, reason, commit_id, key, build_log.lines,
                                    warnings, image)
+                if started is not None:
+                    outcome = "ready" if status == "ready" else "failed"
+                    STEP_BUILDS.labels(outcome).inc()
+                    STEP_BUILD_DURATION.labels(outcome).observe(time.monotonic() - started)
 
     @staticmethod
     def _check_code(plan: BuildPlan, code: Path) -> Path | None:
         """The files the step names exist in its code; returns the requirements file."""
-        if not (code / plan.function_path).is_file():
+        function_file = code / plan.function_path
+        if not function_file.is_file():
             raise EnvironmentBuildError(
                 f"function_path {plan.function_path!r} is not a file in the step's code")
+        source = function_file.read_text(encoding="utf-8", errors="replace")
+        if plan.function_name and function_defined(source, plan.function_name) is False:
+            raise EnvironmentBuildError(
+                f"function_name {plan.function_name!r} is not defined in "
+                f"{plan.function_path!r}: define it there (def {plan.function_name}(...):) "
+                "or give the name of a function of that file")
         if plan.dockerfile_path and not (code / plan.dockerfile_path).is_file():
             raise EnvironmentBuildError(
                 f"dockerfile_path {plan.dockerfile_path!r} is not a file in the step's code")
@@ -245,7 +262,10 @@ class StepBuilds:
             step.commit_id = commit_id or step.commit_id
             step.environment_key = key
             step.image = image
-            step.container_config = {**step.container_config, "warnings": warnings}
+            # warnings given at creation (a substituted language) stay, once each
+            earlier = step.container_config.get("warnings") or []
+            step.container_config = {**step.container_config,
+                                     "warnings": list(dict.fromkeys([*earlier, *warnings]))}
             step.updated_at = utcnow()
 
     async def _prepare_code(self, plan: BuildPlan, deploy_key: str | None,

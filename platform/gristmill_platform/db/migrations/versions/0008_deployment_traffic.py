@@ -4,8 +4,8 @@ A deployment's traffic rule (random split, key split, shadow) and validations, t
 of each change to them, and on executions whether one was a shadow copy and which
 validations it violated (docs/rollout.md).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-05 11:40:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from gristmill_platform.db.types import UTCDateTime
 
-revision: str = '0007'
-down_revision: str | None = '0006'
+revision: str = '0008'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -54,13 +54,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('shadow', sa.Boolean(), server_default=sa.false(),
                                       nullable=False))
         batch_op.add_column(sa.Column('validation_failures', sa.JSON(), nullable=True))
-        batch_op.create_index('ix_executions_deployment_created',
-                              ['deployment_id', 'created_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('executions', schema=None) as batch_op:
-        batch_op.drop_index('ix_executions_deployment_created')
         batch_op.drop_column('validation_failures')
         batch_op.drop_column('shadow')
     op.drop_index('ix_deployment_traffic_changes_deployment_time',
