@@ -114,6 +114,15 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
         Doc(response=w.ExecutionSummary, many=True),
     ("post", f"{API}/deployments/{{name}}/logs"): Doc(w.LogsQuery, response=w.LogLine,
                                                        many=True),
+    # safe rollout (docs/rollout.md)
+    ("get", f"{API}/deployments/{{name}}/traffic"): Doc(response=w.Traffic),
+    ("put", f"{API}/deployments/{{name}}/traffic"): Doc(w.TrafficRule, response=w.Traffic,
+                                                        summary="Set a traffic rule"),
+    ("put", f"{API}/deployments/{{name}}/validations"):
+        Doc(response=w.Traffic, summary="Set validations ({name: expression})"),
+    ("post", f"{API}/deployments/{{name}}/executions/export"):
+        Doc(w.ExecutionExport, response=w.ExecutionExported,
+            summary="Export executions to the data store"),
     ("post", f"{API}/endpoints/{{name}}/generate-new-token"):
         Doc(w.EndpointTokenChoice, BOTH_FORMS, w.EndpointToken),
     # calling endpoints (endpoint token)

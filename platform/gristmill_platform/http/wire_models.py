@@ -193,6 +193,9 @@ class ExecutionSummary(Wire):
     pipeline_name: str | None = None
     deployment_name: str | None = None
     steps: list[StepExecution] | None = None
+    # docs/rollout.md: a shadow copy of an endpoint call; the validations it violated
+    shadow: bool = False
+    validation_failures: list[str] = []
 
 
 class ExecutionIO(Wire):
@@ -398,3 +401,43 @@ class EndpointTokenChoice(Wire):
     """Optionally, the new endpoint token to set (craft-ai-sdk 0.74); else one is made."""
 
     endpoint_token: str | None = None
+
+
+class TrafficRule(Wire):
+    """Exactly one of split, key (with routes and default) or shadow; none: no rule
+    (docs/rollout.md)."""
+
+    split: dict[str, int] | None = Field(default=None, examples=[{"scorer-v1": 9,
+                                                                   "scorer-v2": 1}])
+    key: str | None = None
+    routes: dict[str, str] | None = None
+    default: str | None = None
+    shadow: list[str] | None = None
+
+
+class TrafficChange(Wire):
+    changed_by: str | None = None
+    changed_at: str | None = None
+    what: str = Field(examples=["traffic"])
+    value: dict[str, JsonValue] = {}
+
+
+class Traffic(Wire):
+    deployment_name: str
+    pipeline_name: str
+    rule: dict[str, JsonValue] = {}
+    validations: dict[str, str] = {}
+    changes: list[TrafficChange] = []
+
+
+class ExecutionExport(Wire):
+    datastore_path: str
+    format: str = Field(default="parquet", examples=["parquet", "jsonl"])
+    start: str | None = Field(default=None, examples=["2026-12-01T00:00:00+00:00"])
+    end: str | None = None
+
+
+class ExecutionExported(Wire):
+    path: str
+    rows: int
+    format: str
