@@ -33,7 +33,7 @@ from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.metrics import routes as metric_routes
-from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
+from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
@@ -122,14 +122,21 @@ class ControlApp(FastAPI):
     """The control service's application: warm endpoint calls are answered by the fast
     path (deployments/fast_path.py) before anything else; the rest is FastAPI's."""
 
-    def __init__(self, fast_path: EndpointFastPath, **options: Any) -> None:
+    def __init__(self, fast_path: EndpointFastPath, request_ids: RequestIds, **options: Any
+                 ) -> None:
         super().__init__(**options)
         self.fast_path = fast_path
+        # Outside Starlette's own stack (app.add_middleware would put them inside its
+        # ServerErrorMiddleware): an unhandled error's 500 carries the request id too.
+        self._outer = RequestIdMiddleware(BodyLimitMiddleware(self._starlette), request_ids)
+
+    async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and await self.fast_path.handle(scope, receive, send):
             return
-        await super().__call__(scope, receive, send)
+        await self._outer(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
@@ -175,6 +182,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     request_ids = RequestIds()
     app = ControlApp(
         EndpointFastPath(state, request_ids),
+        request_ids,
         title="Gristmill",
         version=gristmill_platform.__version__,
         lifespan=lifespan,
@@ -182,7 +190,6 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         redoc_url=None,
     )
     app.state.gristmill = state
-    app.add_middleware(RequestIdMiddleware, ids=request_ids)
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order

@@ -4,7 +4,6 @@ endpoint token, not an SDK token."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from typing import Any
 
@@ -21,10 +20,11 @@ from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.routes import ExecutionFailed, stream_object
 from gristmill_platform.executions.runtime import execution_service
 from gristmill_platform.http.bodies import json_object
+from gristmill_platform.http.limits import MAX_ENDPOINT_JSON_BODY
 from gristmill_platform.state import AppState
+from gristmill_platform.strict_json import strict_loads
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
-MAX_BODY = 64 * 1024 * 1024
 # Several times the journal's write interval: how long an unknown execution id is looked
 # for before the answer is 404.
 VISIBILITY_WAIT_S = 1.0
@@ -45,7 +45,7 @@ def endpoint_token(authorization: str, query_token: str | None) -> str | None:
 
 def json_inputs(raw: bytes) -> dict[str, Any]:
     """The inputs of a JSON body, or the 400 to answer."""
-    return json_object(raw, MAX_BODY, too_large="The request body is too large",
+    return json_object(raw, MAX_ENDPOINT_JSON_BODY, too_large="The request body is too large",
                        expected="a JSON object of inputs")
 
 
@@ -58,8 +58,9 @@ async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[s
         for key, value in form.multi_items():
             if isinstance(value, str):
                 # plain clients send text fields; newer SDKs send JSON per field
+                # (NaN, infinities and deep nesting stay text: then refused by type)
                 try:
-                    body[key] = json.loads(value)
+                    body[key] = strict_loads(value)
                 except ValueError:
                     body[key] = value
             else:
@@ -199,7 +200,9 @@ def outputs_answer(execution: Any) -> dict[str, Any]:
         raise ExecutionFailed(
             f"The execution failed: {execution.status_reason or execution.status}",
             additional_data={"execution_id": execution.id,
-                             "status": t.DISPLAY[execution.status]})
+                             "status": t.DISPLAY[execution.status]},
+            # as every other answer of the gateway (docs/deployments.md)
+            headers={"Craft-Ai-Execution-Id": execution.id})
     return {"execution_id": execution.id, "outputs": {
         o["mapping_value"]["endpoint_output_name"]: o.get("value")
         for o in execution.outputs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from gristmill_platform.executions.service import (
 from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.pipelines.routes import services as pipeline_services
 from gristmill_platform.state import AppState
+from gristmill_platform.strict_json import parse_json
 
 router = APIRouter(tags=["executions"])
 
@@ -56,10 +56,7 @@ async def _run_request(request: Request) -> RunRequest:
         fields = await json_or_form(request)
     raw_inputs = fields.get("json_inputs", fields.get("inputs", {}))
     if isinstance(raw_inputs, str):
-        try:
-            raw_inputs = json.loads(raw_inputs) if raw_inputs.strip() else {}
-        except ValueError as exc:
-            raise BadRequest(f"json_inputs is not valid JSON: {exc}") from exc
+        raw_inputs = parse_json(raw_inputs, "json_inputs") if raw_inputs.strip() else {}
     if not isinstance(raw_inputs, dict):
         raise BadRequest("json_inputs must be a JSON object of input values")
     return RunRequest(

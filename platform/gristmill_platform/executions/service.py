@@ -4,7 +4,6 @@ logs, values, deletion. Launching workers and waking waiters happen after commit
 
 from __future__ import annotations
 
-import json
 import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ from gristmill_platform.executions.io import (
 )
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.strict_json import parse_json
 
 MAX_LOG_LINES_PER_CALL = 10_000
 MAX_LOG_LINE = 16_384
@@ -381,10 +381,7 @@ def parse_mapping_field(raw: Any, what: str) -> list[Mapping[str, Any]]:
     if raw in (None, ""):
         return []
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+        raw = parse_json(raw, what)
     if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
         raise BadRequest(f"{what} must be a list of objects")
     return raw

@@ -15,6 +15,9 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 MAX_LIST_VALUES_PER_EXECUTION = 50_000
 MAX_VALUES_PER_CALL = 10_000
 MAX_PER_PAGE = 5_000
+# (MAX_PAGE - 1) * MAX_PER_PAGE rows is far beyond any history, and fits every database's
+# integer offset
+MAX_PAGE = 1_000_000
 
 
 def _number(value: Any, where: str) -> float:
@@ -85,8 +88,9 @@ class MetricService:
 
     async def page(self, model: Any, filters: MetricFilters, page: int, per_page: int
                    ) -> tuple[Sequence[Any], int]:
-        if page < 1:
-            raise BadRequest("page starts at 1")
+        if not 1 <= page <= MAX_PAGE:
+            # beyond it the row offset overflows the database's integers (SQLite, bigint)
+            raise BadRequest(f"page must be between 1 and {MAX_PAGE}")
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise BadRequest(f"items_per_page must be between 1 and {MAX_PER_PAGE}")
         return await self.repository.page(model, filters, page=page, per_page=per_page)
