@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
@@ -87,6 +88,13 @@ def bearer_token(request: Request) -> str:
 
 async def current_principal(request: Request, auth: AuthServiceDep) -> Principal:
     principal = await auth.authenticate(bearer_token(request))
+    route = request.scope.get("route")
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    policy.check_route(principal, request.method, path, getattr(route, "path_format", None),
+                       request.path_params)
     request.state.principal = principal
     return principal
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.schemas import (
@@ -42,11 +43,11 @@ ServiceDep = Annotated[DeploymentService, Depends(service_dep)]
 
 
 def render(state: AppState, service: DeploymentService, deployment: Deployment,
-           step: Any) -> dict[str, Any]:
+           step: Any, principal: Principal) -> dict[str, Any]:
     pods = state.executions.workers.pods(deployment.name) \
         if deployment.mode == "low_latency" else None
     return deployment_read(deployment, step.inputs, step.outputs,
-                           token=service.token_of(deployment), pods=pods)
+                           token=service.token_of(deployment, principal), pods=pods)
 
 
 async def _create(rule: str, request: Request, state: AppState, principal: Any
@@ -61,7 +62,7 @@ async def _create(rule: str, request: Request, state: AppState, principal: Any
     async with transaction(state) as session:
         service = deployment_services(state, session)
         deployment, _, step = await service.with_step(name)
-        body = render(state, service, deployment, step)
+        body = render(state, service, deployment, step, principal)
     if token:
         body["endpoint_token"] = token
     if deployment.status == "creation_failed":
@@ -92,7 +93,7 @@ async def list_deployments(principal: PrincipalDep, service: ServiceDep
 async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
                          service: ServiceDep) -> dict[str, Any]:
     deployment, _, step = await service.with_step(name)
-    return render(state, service, deployment, step)
+    return render(state, service, deployment, step, principal)
 
 
 @router.get("/deployments/{name}/executions/latest", response_model=None)
@@ -127,7 +128,7 @@ async def update_deployment(name: str, request: Request, state: AppStateDep,
     async with transaction(state) as session:
         service = deployment_services(state, session)
         deployment, _, step = await service.with_step(name)
-        return render(state, service, deployment, step)
+        return render(state, service, deployment, step, principal)
 
 
 @router.delete("/deployments/{name}")

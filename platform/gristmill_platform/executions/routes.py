@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.auth import policy
 from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
@@ -69,7 +70,7 @@ async def _run_request(request: Request) -> RunRequest:
 @router.post("/pipelines/{pipeline_name}/run", status_code=201)
 async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
                        principal: PrincipalDep) -> dict[str, str]:
-    principal.require_user_scope("Running a pipeline")
+    policy.require_create(principal, "Running a pipeline")
     run = await _run_request(request)
     async with transaction(state) as session:
         pipeline, step = await pipeline_services(state, session).get(pipeline_name)
@@ -180,8 +181,8 @@ async def execution_logs(execution_id: str, request: Request, principal: Princip
 @router.delete("/executions/{execution_id}")
 async def delete_execution(execution_id: str, state: AppStateDep, principal: PrincipalDep,
                            service: ServiceDep) -> dict[str, str]:
-    principal.require_user_scope("Deleting an execution")
     execution = await service.get(execution_id)
+    policy.require_owner(principal, execution.created_by, f"Execution {execution_id!r}")
     if execution.status in t.ACTIVE and execution.handle:
         await state.executions.stop_worker(execution.handle)
     await service.delete(execution)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.datastore.backend import DataStoreBackend
@@ -21,7 +22,7 @@ from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
-from gristmill_platform.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from gristmill_platform.errors import AppError, BadRequest, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.io import (
     OutputPlan,
@@ -165,8 +166,7 @@ class ExecutionService:
     # -- the runner's side -------------------------------------------------------------------
 
     def require_runner(self, principal: Principal, execution_id: str) -> None:
-        if principal.execution_id != execution_id:
-            raise Forbidden("Only the worker of this execution may report on it")
+        policy.require_runner(principal, execution_id)
 
     async def start(self, execution_id: str, step: Step | None) -> dict[str, Any]:
         execution = await self._locked(execution_id)

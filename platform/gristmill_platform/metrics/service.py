@@ -5,10 +5,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.executions import Execution, ListMetricValue, MetricValue
 from gristmill_platform.db.types import utcnow
-from gristmill_platform.errors import BadRequest, Forbidden, NotFound
+from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -33,8 +34,7 @@ class MetricService:
     async def _execution(self, principal: Principal, execution_id: Any) -> Execution:
         if not isinstance(execution_id, str) or not execution_id:
             raise BadRequest("execution_id is required: metrics are recorded from inside a step")
-        if principal.in_execution and principal.execution_id != execution_id:
-            raise Forbidden("A step may only record metrics for its own execution")
+        policy.require_own_execution(principal, execution_id, "Recording a metric")
         execution = await self.repository.session.get(Execution, execution_id)
         if execution is None:
             raise NotFound(f"Execution {execution_id!r} not found")
