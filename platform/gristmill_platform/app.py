@@ -31,6 +31,7 @@ from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
+from gristmill_platform.executions.journal import replay_spools
 from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
@@ -149,6 +150,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime_site = await asyncio.to_thread(
             ensure_runtime_site, state.settings.data_dir / "runtime")
+        # answers a killed predecessor gave but had not written (executions/spool.py)
+        await replay_spools(state.session_factory, state.settings.data_dir)
         builds = StepBuilds(state, EnvironmentBuilder(state.settings.data_dir / "venvs",
                                                       runtime_site))
         executions = ExecutionRuntime(state)
