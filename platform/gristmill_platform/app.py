@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -23,27 +24,37 @@ from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
+from gristmill_platform.deployments.factory import DeploymentServices
 from gristmill_platform.deployments.fast_path import EndpointFastPath
 from gristmill_platform.deployments.scheduler import PeriodicScheduler
+from gristmill_platform.deployments.worker_records import DeploymentLogWriter, deployment_records
 from gristmill_platform.env_vars import routes as env_var_routes
+from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
-from gristmill_platform.executions.journal import replay_spools
+from gristmill_platform.executions.factory import ExecutionServices
+from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.executors.local_workers import StepBuildsView
+from gristmill_platform.executors.pools import worker_pool
+from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
+from gristmill_platform.pipelines.factory import PipelineServices
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.runtime_site import ensure_runtime_site
 from gristmill_platform.settings import Settings, resolve_settings
-from gristmill_platform.state import AppState
+from gristmill_platform.state import AppState, Factories, Services
 from gristmill_platform.steps import routes as step_routes
 from gristmill_platform.steps.builds import StepBuilds
 from gristmill_platform.steps.environments import EnvironmentBuilder
+from gristmill_platform.steps.factory import StepServices
 from gristmill_platform.users import routes as user_routes
 
 
@@ -51,16 +62,53 @@ def build_state(settings: Settings) -> AppState:
     settings = resolve_settings(settings)
     assert settings.database_url and settings.secret_key and settings.datastore_root
     engine = create_engine(settings.database_url)
+    session_factory = create_session_factory(engine)
     signer = UrlSigner(key=settings.secret_key.encode())
     datastore = (_s3_datastore(settings) if settings.datastore_backend == "s3"
                  else _local_datastore(settings, signer))
+    steps = StepServices(datastore, settings)
+    pipelines = PipelineServices(steps)
+    executions = ExecutionServices(datastore, signing_key=settings.secret_key,
+                                   access_token_ttl_s=settings.access_token_ttl_s)
+    deployments = DeploymentServices(pipelines, executions, secret_key=settings.secret_key,
+                                     gpu_available=settings.executor == "kubernetes")
     return AppState(
         settings=settings,
         engine=engine,
-        session_factory=create_session_factory(engine),
+        session_factory=session_factory,
+        transactions=Transactions(session_factory),
         signer=signer,
         datastore=datastore,
+        factories=Factories(steps=steps, pipelines=pipelines, executions=executions,
+                            deployments=deployments),
     )
+
+
+def build_services(state: AppState, runtime_site: Path) -> Services:
+    """The long-lived machinery, each part given exactly what it uses."""
+    settings, transactions = state.settings, state.transactions
+    builds = StepBuilds(settings, transactions, state.datastore,
+                        EnvironmentBuilder(settings.data_dir / "venvs", runtime_site))
+    journal = TrackingJournal(state.engine, settings.database_url or "", state.traffic,
+                              spool_dir(settings.data_dir))
+    executions = ExecutionRuntime(
+        settings, transactions, state.factories.executions, builds,
+        warm_workers(state, builds), journal,
+        EnvironmentSnapshot(state.session_factory, state.traffic))
+    # every transaction first writes what the journal holds (see executions/journal.py)
+    transactions.barrier = journal.barrier
+    scheduler = PeriodicScheduler(transactions, state.factories.deployments, executions.launch,
+                                  tick_s=settings.scheduler_tick_s)
+    return Services(
+        builds=builds, executions=executions, scheduler=scheduler,
+        endpoints=EndpointDirectory(state.session_factory, state.traffic),
+        resources=ResourceMonitor(settings, transactions))
+
+
+def warm_workers(state: AppState, builds: StepBuildsView) -> WorkerPool:
+    """The pool of the low-latency deployments' workers the settings choose."""
+    return worker_pool(state.settings, state.transactions, deployment_records,
+                       DeploymentLogWriter(state.transactions), builds)
 
 
 def _s3_datastore(settings: Settings) -> Callable[[AsyncSession], DataStoreBackend]:
@@ -152,15 +200,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             ensure_runtime_site, state.settings.data_dir / "runtime")
         # answers a killed predecessor gave but had not written (executions/spool.py)
         await replay_spools(state.session_factory, state.settings.data_dir)
-        builds = StepBuilds(state, EnvironmentBuilder(state.settings.data_dir / "venvs",
-                                                      runtime_site))
-        executions = ExecutionRuntime(state)
-        scheduler = PeriodicScheduler(state)
-        state.components.update(builds=builds, executions=executions, scheduler=scheduler,
-                                endpoints=EndpointDirectory(state))
+        services = build_services(state, runtime_site)
+        state.started = services
+        builds, executions, scheduler = services.builds, services.executions, services.scheduler
         # resource metrics; its usage tracker watches local workers from the first one
-        resources = ResourceMonitor(state)
-        state.components["resources"] = resources
+        resources = services.resources
         await resources.start(executions.executor)
         await builds.resume()
         executions.start()

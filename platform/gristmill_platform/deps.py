@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,7 +13,7 @@ from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
-from gristmill_platform.db.hooks import run_effects
+from gristmill_platform.db.transactions import transaction
 from gristmill_platform.errors import Unauthorized
 from gristmill_platform.state import AppState
 
@@ -27,29 +26,9 @@ async def app_state(request: Request) -> AppState:
 AppStateDep = Annotated[AppState, Depends(app_state)]
 
 
-@asynccontextmanager
-async def transaction(state: AppState) -> AsyncIterator[AsyncSession]:
-    """A unit of work: committed when the block ends, rolled back when it raises; the
-    session's commit/rollback effects (see db.hooks) run afterwards.
-
-    Executions tracked in memory (executions/journal.py) are written first: what this
-    process answered about is always in the database its transactions read."""
-    executions = state.components.get("executions")
-    if executions is not None:
-        await executions.low_latency.journal.barrier()
-    async with state.session_factory() as session:
-        try:
-            async with session.begin():
-                yield session
-        except BaseException:
-            run_effects(session, committed=False)
-            raise
-        run_effects(session, committed=True)
-
-
 async def db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request. Services flush; only this commits."""
-    async with transaction(state) as session:
+    async with state.transactions() as session:
         yield session
 
 
@@ -112,3 +91,6 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+__all__ = ["transaction"]  # for routes: db.transactions is where it lives

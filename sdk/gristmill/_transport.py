@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gristmill._execution_context import current_execution_id
+from gristmill._version import __version__
 from gristmill.config import Settings
 from gristmill.errors import (
     APIConnectionError,
@@ -62,10 +63,7 @@ Files = FileParts | Callable[[], FileParts]
 
 
 def client_version() -> str:
-    # Read lazily: gristmill/__init__.py imports this module before __version__ is usable.
-    import gristmill
-
-    return str(gristmill.__version__)
+    return __version__
 
 
 # -- pure helpers -------------------------------------------------------------------------

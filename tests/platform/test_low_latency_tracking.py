@@ -149,6 +149,11 @@ def journal_state(database, tmp_path: Path) -> Iterator[Any]:
     asyncio.run(state.engine.dispose())
 
 
+def journal_of(state: Any) -> TrackingJournal:
+    return TrackingJournal(state.engine, state.settings.database_url, state.traffic,
+                           state.settings.data_dir / "journal")
+
+
 def record(deployment_id: str, status: str = t.SUCCEEDED, pipeline_id: str | None = None,
            **values: Any) -> ExecutionRecord:
     now = utcnow()
@@ -192,7 +197,7 @@ async def seed(state: Any) -> tuple[str, str]:
 
 def test_tokens_are_written_only_for_running_executions(journal_state) -> None:
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, user_id = await seed(journal_state)
         ended = record(deployment_id)
         running = record(deployment_id, status=t.RUNNING)
@@ -226,7 +231,7 @@ def test_tokens_are_written_only_for_running_executions(journal_state) -> None:
 
 def test_a_bad_row_does_not_take_the_batch_with_it(journal_state) -> None:
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, _ = await seed(journal_state)
         good = record(deployment_id)
         # its pipeline does not exist: the foreign key refuses it
@@ -247,7 +252,7 @@ def test_a_bad_row_does_not_take_the_batch_with_it(journal_state) -> None:
 
 def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, _ = await seed(journal_state)
         running = record(deployment_id, status=t.RUNNING)
         journal.changed(running)
@@ -278,7 +283,7 @@ def test_a_batch_holds_ended_executions_and_long_running_ones(journal_state,
     from gristmill_platform.executions import journal as journal_module
 
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, user_id = await seed(journal_state)
         ended = record(deployment_id)
         short = record(deployment_id, status=t.RUNNING)
@@ -299,7 +304,7 @@ def test_a_batch_holds_ended_executions_and_long_running_ones(journal_state,
 
 def test_the_barrier_writes_running_executions_and_their_tokens(journal_state) -> None:
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, user_id = await seed(journal_state)
         running = record(deployment_id, status=t.RUNNING)
         token = token_row(running, user_id)
@@ -322,7 +327,7 @@ def test_a_batch_waits_for_a_locked_sqlite_database(journal_state, database) -> 
     import sqlite3
 
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, _ = await seed(journal_state)
         ended = record(deployment_id)
         journal.changed(ended)
@@ -356,7 +361,8 @@ def test_the_directory_sees_another_process_change_within_its_ttl(journal_state,
         async with journal_state.session_factory() as session:
             name = (await session.scalars(select(Deployment.name).where(
                 Deployment.id == deployment_id))).one()
-        endpoints = directory.EndpointDirectory(journal_state)
+        endpoints = directory.EndpointDirectory(journal_state.session_factory,
+                                                journal_state.traffic)
         first = await endpoints.lookup(name)
         assert first is not None and first.deployment.is_enabled
         async with journal_state.engine.begin() as connection:  # "another process"
@@ -472,7 +478,7 @@ def test_sqlite_inserts_convert_a_slice_at_a_time(journal_state, database) -> No
 
 def test_a_refused_insert_falls_back_and_keeps_the_others(journal_state, database) -> None:
     async def scenario() -> None:
-        journal = TrackingJournal(journal_state)
+        journal = journal_of(journal_state)
         deployment_id, _ = await seed(journal_state)
         first = record(deployment_id)
         journal.changed(first)
@@ -549,12 +555,13 @@ def test_the_fast_path_refuses_as_the_routes_do(gristmill_env, api, archive, uni
 
 
 def test_a_quiet_warm_worker_execution_is_failed_by_the_reconciler(journal_state) -> None:
+    from gristmill_platform.app import build_services
     from gristmill_platform.executions.low_latency import worker_handle
-    from gristmill_platform.executions.runtime import ExecutionRuntime
 
     async def scenario() -> None:
-        runtime = ExecutionRuntime(journal_state)
-        journal_state.components["executions"] = runtime
+        journal_state.started = build_services(journal_state,
+                                               journal_state.settings.data_dir / "runtime")
+        runtime = journal_state.services.executions
         deployment_id, _ = await seed(journal_state)
         # held by a control service that stopped: no heartbeat for minutes
         quiet = record(deployment_id, status=t.RUNNING,

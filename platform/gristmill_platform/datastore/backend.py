@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,7 @@ class DataStoreBackend(Protocol):
     async def download_to(self, path: str, destination: Path) -> ObjectInfo: ...
 
     async def upload_from(self, source: Path, path: str) -> ObjectInfo: ...
+
+
+# The data store of one transaction: the local backend keeps its index in the session.
+DataStoreFor = Callable[[AsyncSession], DataStoreBackend]

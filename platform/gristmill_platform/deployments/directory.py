@@ -23,7 +23,9 @@ from gristmill_platform.executions.io import OutputPlan, plan_outputs
 from gristmill_platform.pipelines.repository import PipelineRepository
 
 if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from gristmill_platform.traffic import Traffic
 
 TTL_S = 1.0
 for _model in (Deployment, Pipeline, Step):
@@ -67,10 +69,11 @@ class _Entry:
 
 
 class EndpointDirectory:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], traffic: Traffic
+                 ) -> None:
+        self.session_factory = session_factory
         self._entries: dict[str, _Entry] = {}
-        self._reloads = BackgroundReloads(state.traffic)
+        self._reloads = BackgroundReloads(traffic)
 
     async def lookup(self, name: str) -> Endpoint | None:
         """The endpoint deployment called name, or None."""
@@ -87,8 +90,8 @@ class EndpointDirectory:
     async def _load(self, name: str) -> _Entry:
         version = _version()  # before reading: a change committed meanwhile reloads again
         now = time.monotonic()
-        # a plain session, not deps.transaction(): nothing here waits for the journal
-        async with self.state.session_factory() as session:
+        # a plain session, not a Transactions: nothing here waits for the journal
+        async with self.session_factory() as session:
             deployment = await DeploymentRepository(session).by_name(name)
             endpoint = None
             if deployment is not None and deployment.execution_rule == "endpoint":

@@ -114,10 +114,10 @@ class EndpointFastPath:
         headers = request_headers(scope)
         if not is_json(headers):
             return False
-        endpoints = self.state.components.get("endpoints")
-        if endpoints is None:  # not started yet
+        services = self.state.started
+        if services is None:  # not started yet
             return False
-        endpoint = await endpoints.lookup(name)
+        endpoint = await services.endpoints.lookup(name)
         if endpoint is None or not endpoint.fast:
             return False
         self.state.traffic.enter()

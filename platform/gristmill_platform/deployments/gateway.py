@@ -11,14 +11,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.deployments.directory import Endpoint
-from gristmill_platform.deployments.routes import deployment_services
 from gristmill_platform.deployments.service import check_endpoint_token, check_triggerable
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.records import ExecutionRecord
-from gristmill_platform.executions.routes import ExecutionFailed, stream_object
-from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.executions.responses import ExecutionFailed, stream_object
 from gristmill_platform.http.bodies import json_object
 from gristmill_platform.http.limits import MAX_ENDPOINT_JSON_BODY
 from gristmill_platform.state import AppState
@@ -87,7 +85,7 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
         return await trigger_fast(state, request, endpoint, body)
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
-        service = deployment_services(state, session)
+        service = state.factories.deployments(session)
         deployment = await service.authorize_endpoint(name, token)
         launch = await service.trigger(deployment, body, files)
     state.executions.launch(launch)
@@ -144,7 +142,7 @@ def _see_results(request: Request, name: str, execution_id: str, headers: dict[s
 
 async def _current(state: Any, deployment_id: str, execution_id: str, name: str) -> Any:
     async with transaction(state) as session:
-        execution = await execution_service(state, session).get(execution_id)
+        execution = await state.factories.executions(session).get(execution_id)
         if execution.deployment_id != deployment_id:
             raise NotFound(f"Execution {execution_id!r} not found for endpoint {name!r}")
         return execution
@@ -185,7 +183,7 @@ async def _result(state: Any, name: str, execution: Any) -> Response:
     if execution.status == t.SUCCEEDED and file_output is not None and file_output.get("file"):
         public = file_output["mapping_value"]["endpoint_output_name"]
         async with transaction(state) as session:
-            response = await stream_object(execution_service(state, session),
+            response = await stream_object(state.factories.executions(session),
                                            file_output["file"]["object"], public)
         # exactly this shape: the client takes what follows "_<id>_" as the output name
         response.headers["Content-Disposition"] = (
@@ -214,7 +212,7 @@ def outputs_answer(execution: Any) -> dict[str, Any]:
 async def result(name: str, execution_id: str, request: Request, state: AppStateDep
                  ) -> Response:
     async with transaction(state) as session:
-        deployment = await deployment_services(state, session).authorize_endpoint(
+        deployment = await state.factories.deployments(session).authorize_endpoint(
             name, token_of(request))
     execution = await _wait_visible(state, deployment.id, execution_id, request)
     if execution is None:

@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.schemas import (
     deployment_list_item,
     deployment_log_read,
@@ -18,25 +17,15 @@ from gristmill_platform.deployments.schemas import (
 from gristmill_platform.deployments.service import DeploymentService
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.executions.repository import ExecutionRepository
-from gristmill_platform.executions.runtime import execution_service
 from gristmill_platform.executions.schemas import execution_summary
 from gristmill_platform.http.bodies import json_or_form
-from gristmill_platform.pipelines.routes import services as pipeline_services
 from gristmill_platform.state import AppState
 
 router = APIRouter(tags=["deployments"])
 
 
-def deployment_services(state: AppState, session: Any) -> DeploymentService:
-    assert state.settings.secret_key
-    return DeploymentService(
-        DeploymentRepository(session), pipeline_services(state, session),
-        execution_service(state, session), secret_key=state.settings.secret_key,
-        gpu_available=state.settings.executor == "kubernetes")
-
-
 async def service_dep(state: AppStateDep, session: SessionDep) -> DeploymentService:
-    return deployment_services(state, session)
+    return state.factories.deployments(session)
 
 
 ServiceDep = Annotated[DeploymentService, Depends(service_dep)]
@@ -54,13 +43,13 @@ async def _create(rule: str, request: Request, state: AppState, principal: Any
                   ) -> JSONResponse:
     body = await json_or_form(request)
     async with transaction(state) as session:
-        deployment, token = await deployment_services(state, session).create(
+        deployment, token = await state.factories.deployments(session).create(
             rule, body, principal)
         name, low_latency = deployment.name, deployment.mode == "low_latency"
     if low_latency:
         await state.executions.workers.ensure(name, wait_s=state.settings.step_build_wait_s)
     async with transaction(state) as session:
-        service = deployment_services(state, session)
+        service = state.factories.deployments(session)
         deployment, _, step = await service.with_step(name)
         body = render(state, service, deployment, step, principal)
     if token:
@@ -120,13 +109,13 @@ async def update_deployment(name: str, request: Request, state: AppStateDep,
                             principal: PrincipalDep) -> dict[str, Any]:
     body = await json_or_form(request)
     async with transaction(state) as session:
-        deployment = await deployment_services(state, session).update(name, body, principal)
+        deployment = await state.factories.deployments(session).update(name, body, principal)
         roll = deployment.mode == "low_latency" and deployment.status == "creation_pending"
     if roll:
         await state.executions.workers.ensure(name, wait_s=state.settings.step_build_wait_s,
                                               restart=True)
     async with transaction(state) as session:
-        service = deployment_services(state, session)
+        service = state.factories.deployments(session)
         deployment, _, step = await service.with_step(name)
         return render(state, service, deployment, step, principal)
 
@@ -135,7 +124,7 @@ async def update_deployment(name: str, request: Request, state: AppStateDep,
 async def delete_deployment(name: str, state: AppStateDep, principal: PrincipalDep
                             ) -> dict[str, Any]:
     async with transaction(state) as session:
-        deployment, running = await deployment_services(state, session).delete(name, principal)
+        deployment, running = await state.factories.deployments(session).delete(name, principal)
         result = {"name": deployment.name, "execution_rule": deployment.execution_rule}
         mode = deployment.mode
     for handle in running:
@@ -158,4 +147,4 @@ async def generate_new_token(name: str, principal: PrincipalDep, service: Servic
     return {"endpoint_token": await service.rotate_token(name, principal)}
 
 
-__all__ = ["ExecutionRepository", "deployment_services", "router"]
+__all__ = ["ExecutionRepository", "router"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,13 +11,12 @@ from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions.io import INPUT_SOURCES, plan_outputs
 from gristmill_platform.http.forms import parse_bool
 from gristmill_platform.steps.spec import check_value
+from gristmill_platform.units import RAM, ram_bytes
 
 RULES = ("endpoint", "periodic")
 MODES = ("elastic", "low_latency")
 DEFAULT_MAX_PARALLEL = 6
 MAX_PARALLEL_LIMIT = 100
-RAM = re.compile(r"^(\d+)(KiB|MiB|GiB)$")
-_RAM_UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
 
 class InvalidDeployment(BadRequest):
@@ -31,12 +29,6 @@ class ModeOptions:
     max_parallel_executions_per_pod: int
     ram_request: str | None
     gpu_request: int | None
-
-
-def ram_bytes(value: str) -> int:
-    match = RAM.match(value)
-    assert match
-    return int(match.group(1)) * _RAM_UNITS[match.group(2)]
 
 
 def check_rule_and_mode(rule: object, mode: object) -> tuple[str, str]:

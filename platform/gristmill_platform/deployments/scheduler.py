@@ -7,23 +7,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
+from gristmill_platform.deployments.factory import DeploymentServices
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.schedule import next_fire
 from gristmill_platform.errors import AppError
 from gristmill_platform.executions.service import Launch
 
-if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
-
 log = logging.getLogger("gristmill.scheduler")
 
 
 class PeriodicScheduler:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, transactions: Transactions, deployments: DeploymentServices,
+                 launch: Callable[[Launch], None], *, tick_s: float) -> None:
+        self.transactions = transactions
+        self.deployments = deployments
+        self.launch = launch
+        self.tick_s = tick_s
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -41,17 +44,14 @@ class PeriodicScheduler:
                 await self.tick()
             except Exception:
                 log.exception("scheduler tick failed")
-            await asyncio.sleep(self.state.settings.scheduler_tick_s)
+            await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> int:
         """Fire what is due; returns how many executions were started."""
-        from gristmill_platform.deployments.routes import deployment_services
-        from gristmill_platform.deps import transaction
-
         launches: list[Launch] = []
         failures: list[tuple[str, str]] = []
-        async with transaction(self.state) as session:
-            service = deployment_services(self.state, session)
+        async with self.transactions() as session:
+            service = self.deployments(session)
             now = utcnow()
             for deployment in await DeploymentRepository(session).due(now):
                 try:
@@ -63,7 +63,7 @@ class PeriodicScheduler:
                 if launch is not None:
                     launches.append(launch)
         for launch in launches:
-            self.state.executions.launch(launch)
+            self.launch(launch)
         for deployment_id, reason in failures:
             await self._skip(deployment_id, reason)
         return len(launches)
@@ -71,11 +71,8 @@ class PeriodicScheduler:
     async def _skip(self, deployment_id: str, reason: str) -> None:
         """A fire that cannot start (an input no longer valid, ...) is logged and skipped,
         never retried in a loop."""
-        from gristmill_platform.deployments.routes import deployment_services
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
-            service = deployment_services(self.state, session)
+        async with self.transactions() as session:
+            service = self.deployments(session)
             deployment = await service.repository.get(deployment_id)
             if deployment is None or not deployment.schedule:
                 return

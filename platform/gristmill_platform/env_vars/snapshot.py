@@ -18,19 +18,22 @@ from gristmill_platform.db.refresh import BackgroundReloads, Freshness, freshnes
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from gristmill_platform.state import AppState
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from gristmill_platform.traffic import Traffic
 
 TTL_S = 1.0
 changes.watch(EnvironmentVariable)
 
 
 class EnvironmentSnapshot:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], traffic: Traffic
+                 ) -> None:
+        self.session_factory = session_factory
         self._values: Mapping[str, str] = MappingProxyType({})
         self._loaded_at = -TTL_S - 1.0
         self._version = -1
-        self._reloads = BackgroundReloads(state.traffic)
+        self._reloads = BackgroundReloads(traffic)
 
     async def current(self) -> Mapping[str, str]:
         age = freshness(time.monotonic() - self._loaded_at, TTL_S)
@@ -43,8 +46,8 @@ class EnvironmentSnapshot:
     async def _load(self) -> None:
         version = changes.version(EnvironmentVariable)
         now = time.monotonic()
-        # a plain session, not deps.transaction(): nothing here waits for the journal
-        async with self.state.session_factory() as session:
+        # a plain session, not a Transactions: nothing here waits for the journal
+        async with self.session_factory() as session:
             rows = await session.execute(select(EnvironmentVariable.name,
                                                 EnvironmentVariable.value))
             values = {name: value for name, value in rows}

@@ -13,7 +13,7 @@ the batch's cost for a row that lives a few milliseconds (measured,
 docs/deployments.md#latency).
 
 Nothing reads a stale database because of it in this process: every transaction opened
-through deps.transaction() first writes everything the journal holds, running
+through a Transactions (db/transactions.py) first writes everything the journal holds, running
 executions and their tokens included (`barrier`), so the execution a caller was just
 answered about, or a step's execution token, is in the database before any query looks
 for it. Another control service process sharing the database sees an ended execution
@@ -50,7 +50,9 @@ from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.spool import Spool, orphaned_spools, read_spool
 
 if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from gristmill_platform.traffic import Traffic
 
 log = logging.getLogger("gristmill.journal")
 
@@ -72,8 +74,11 @@ def _row(execution: ExecutionRecord) -> dict[str, Any]:
 
 
 class TrackingJournal:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, engine: AsyncEngine, database_url: str, traffic: Traffic,
+                 spool: Path) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.traffic = traffic
         self._executions: dict[str, ExecutionRecord] = {}  # changed since the last write
         self._logs: dict[str, list[dict[str, Any]]] = {}  # execution id -> rows
         self._tokens: dict[str, dict[str, Any]] = {}  # execution id -> its token's row
@@ -89,7 +94,7 @@ class TrackingJournal:
         self._task: asyncio.Task[None] | None = None
         self._writer: BatchWriter | None = None
         self._closed = False
-        self._spool = Spool(spool_dir(state.settings.data_dir))
+        self._spool = Spool(spool)
 
     @property
     def pending(self) -> bool:
@@ -185,8 +190,8 @@ class TrackingJournal:
     async def _write(self, rows: list[dict[str, Any]], logs: list[dict[str, Any]],
                      tokens: list[dict[str, Any]], revoked: dict[str, datetime]) -> None:
         if self._writer is None:
-            self._writer = BatchWriter(self.state.engine, self.state.settings.database_url
-                                       or "", pause=self._between_slices)
+            self._writer = BatchWriter(self.engine, self.database_url,
+                                       pause=self._between_slices)
         written = await self._writer.write(Batch(
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,
             written_before=set(self._written), token_owner=self._token_owner,
@@ -205,7 +210,7 @@ class TrackingJournal:
                 self._written.discard(row["id"])
 
     async def _between_slices(self) -> None:
-        await self.state.traffic.quiet(SLICE_WAIT_S)  # see traffic.py
+        await self.traffic.quiet(SLICE_WAIT_S)  # see traffic.py
 
     def _known_deployments(self) -> set[str]:
         """Deployments seen to exist, with no deletion since: through this process (seen
@@ -227,7 +232,7 @@ class TrackingJournal:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
-            await self.state.traffic.quiet(QUIET_WAIT_S)  # see traffic.py
+            await self.traffic.quiet(QUIET_WAIT_S)  # see traffic.py
             try:
                 await self.flush(everything=False)
             except Exception:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import update
 
@@ -28,11 +28,14 @@ from gristmill_platform.auth.principal import EXECUTION_SCOPE
 from gristmill_platform.auth.tokens import new_sdk_token
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.errors import AppError, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.events import ExecutionEvents
+from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.io import resolve_deployment_inputs
 from gristmill_platform.executions.journal import TrackingJournal
 from gristmill_platform.executions.records import ExecutionRecord
@@ -49,9 +52,6 @@ from gristmill_platform.executions.service import (
 )
 from gristmill_platform.executors.workers import ExecutionLost, WorkerPool
 
-if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
-
 log = logging.getLogger("gristmill.low_latency")
 
 # Under the reconciler's 45 s: executions waiting in line or running on a worker are
@@ -62,6 +62,10 @@ HEARTBEAT_S = 10.0
 LOW_LATENCY_BACKEND = "low-latency"
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
+
+
+# Fails an execution (reason, last lines of its output): ExecutionRuntime._fail.
+FailExecution = Callable[[str, str, Sequence[str]], Awaitable[None]]
 
 
 @dataclass
@@ -80,16 +84,22 @@ def worker_handle(pod_id: str, execution_id: str) -> dict[str, str]:
 
 
 class LowLatencyDispatcher:
-    def __init__(self, state: AppState, pool: WorkerPool) -> None:
-        self.state = state
+    def __init__(self, transactions: Transactions, executions: ExecutionServices,
+                 pool: WorkerPool, journal: TrackingJournal,
+                 environment: EnvironmentSnapshot, events: ExecutionEvents,
+                 fail: FailExecution) -> None:
+        self.transactions = transactions
+        self.executions = executions
         self.pool = pool
+        self.events = events
+        self.fail_execution = fail
         self._held: set[str] = set()  # executions waiting for or running on a worker
         self._idle = asyncio.Event()
         self._idle.set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.journal = TrackingJournal(state)
-        self.environment = EnvironmentSnapshot(state)
+        self.journal = journal
+        self.environment = environment
 
     async def dispatch(self, launch: Launch) -> None:
         """Run a committed execution on its deployment's worker and record its end."""
@@ -188,7 +198,7 @@ class LowLatencyDispatcher:
             self._release(execution.id)
             if not tracked.done.done():
                 tracked.done.set_result(execution)
-            self.state.executions.events.notify(execution.id)
+            self.events.notify(execution.id)
 
     async def shutdown(self) -> None:
         """Stop the workers; the executions they ran are failed by their dispatches, which
@@ -203,12 +213,9 @@ class LowLatencyDispatcher:
     # -- recording ----------------------------------------------------------------------------
 
     async def _start(self, launch: Launch, pod_id: str) -> dict[str, Any] | None:
-        from gristmill_platform.deps import transaction
-        from gristmill_platform.executions.runtime import execution_service
-
         execution_id = launch.execution_id
-        async with transaction(self.state) as session:
-            service = execution_service(self.state, session)
+        async with self.transactions() as session:
+            service = self.executions(session)
             execution = await service.repository.get(execution_id)
             step = (await session.get(Step, execution.step_id)
                     if execution is not None else None)
@@ -229,14 +236,11 @@ class LowLatencyDispatcher:
 
     async def _finish(self, execution_id: str, report: dict[str, Any],
                       ended_at: datetime) -> None:
-        from gristmill_platform.deps import transaction
-        from gristmill_platform.executions.runtime import execution_service
-
         lines = report.get("logs")
         lines = lines if isinstance(lines, list) else []
         try:
-            async with transaction(self.state) as session:
-                service = execution_service(self.state, session)
+            async with self.transactions() as session:
+                service = self.executions(session)
                 # finish takes one batch of lines: an execution that printed more has the
                 # earlier ones stored first, in order
                 while len(lines) > MAX_LOG_LINES_PER_CALL:
@@ -253,11 +257,11 @@ class LowLatencyDispatcher:
         except AppError as exc:
             await self._fail(execution_id, f"the result could not be recorded: {exc.message}")
             return
-        self.state.executions.events.notify(execution_id)
+        self.events.notify(execution_id)
 
     async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> None:
         try:
-            await self.state.executions._fail(execution_id, reason, list(tail)[-TAIL_LINES:])
+            await self.fail_execution(execution_id, reason, list(tail)[-TAIL_LINES:])
         except Exception:
             log.exception("could not record the failure of %s", execution_id)
 
@@ -277,15 +281,13 @@ class LowLatencyDispatcher:
     async def _heartbeat_forever(self) -> None:
         """Executions held here are alive: without this the reconciler would fail one that
         waits in line (or runs) for longer than its heartbeat timeout."""
-        from gristmill_platform.deps import transaction
-
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             held = list(self._held)
             if not held:
                 continue
             try:
-                async with transaction(self.state) as session:
+                async with self.transactions() as session:
                     await session.execute(
                         update(Execution)
                         .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))

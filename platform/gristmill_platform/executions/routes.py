@@ -9,13 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.auth import policy
-from gristmill_platform.datastore.local import LocalDataStore
-from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
-from gristmill_platform.errors import AppError, BadRequest
+from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.repository import ExecutionRepository
-from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.executions.responses import ExecutionFailed, stream_object
 from gristmill_platform.executions.schemas import execution_read, execution_summary, log_read
 from gristmill_platform.executions.service import (
     ExecutionService,
@@ -23,7 +21,6 @@ from gristmill_platform.executions.service import (
     parse_mapping_field,
 )
 from gristmill_platform.http.bodies import json_or_form
-from gristmill_platform.pipelines.routes import services as pipeline_services
 from gristmill_platform.state import AppState
 from gristmill_platform.strict_json import parse_json
 
@@ -31,15 +28,10 @@ router = APIRouter(tags=["executions"])
 
 
 async def service_dep(state: AppStateDep, session: SessionDep) -> ExecutionService:
-    return execution_service(state, session)
+    return state.factories.executions(session)
 
 
 ServiceDep = Annotated[ExecutionService, Depends(service_dep)]
-
-
-class ExecutionFailed(AppError):
-    status_code = 500
-    name = "ExecutionFailed"
 
 
 async def _run_request(request: Request) -> RunRequest:
@@ -73,8 +65,8 @@ async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
     policy.require_create(principal, "Running a pipeline")
     run = await _run_request(request)
     async with transaction(state) as session:
-        pipeline, step = await pipeline_services(state, session).get(pipeline_name)
-        launch = await execution_service(state, session).create(pipeline, step, run, principal)
+        pipeline, step = await state.factories.pipelines(session).get(pipeline_name)
+        launch = await state.factories.executions(session).create(pipeline, step, run, principal)
     state.executions.launch(launch)
     return {"execution_id": launch.execution_id}
 
@@ -82,7 +74,7 @@ async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
 @router.get("/pipelines/{pipeline_name}/executions")
 async def list_pipeline_executions(pipeline_name: str, state: AppStateDep, session: SessionDep,
                                    principal: PrincipalDep) -> list[dict[str, Any]]:
-    await pipeline_services(state, session).get(pipeline_name)
+    await state.factories.pipelines(session).get(pipeline_name)
     executions = await ExecutionRepository(session).for_pipeline(pipeline_name)
     return [execution_summary(e) for e in executions]
 
@@ -107,7 +99,7 @@ async def execution_outputs(execution_id: str, request: Request, state: AppState
                             wait_for_completion: bool = False) -> Any:
     async def current() -> Any:
         async with transaction(state) as session:
-            return await execution_service(state, session).get(execution_id)
+            return await state.factories.executions(session).get(execution_id)
 
     execution = await current()
     if (wait_for_results or wait_for_completion) and execution.status in t.ACTIVE:
@@ -148,15 +140,6 @@ async def _value_response(state: AppState, service: ExecutionService, execution_
     else:
         return JSONResponse(None)  # not produced (the execution failed or is running)
     return await stream_object(service, path, filename)
-
-
-async def stream_object(service: ExecutionService, path: str, filename: str) -> Response:
-    backend = service.datastore
-    if not isinstance(backend, LocalDataStore):
-        url = await backend.presign_download(path)
-        return Response(status_code=307, headers={"Location": url})
-    info, blob = await backend.blob_path(path)
-    return await blob_response(info, blob, filename)
 
 
 @router.get("/executions/{execution_id}/inputs/{input_name}")

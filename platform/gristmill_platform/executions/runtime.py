@@ -15,25 +15,24 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gristmill_platform.auth.repository import TokenRepository, UserRepository
-from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.repository import DeploymentRepository
-from gristmill_platform.deployments.rules import ram_bytes
 from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
+from gristmill_platform.executions.factory import ExecutionServices
+from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.low_latency import LOW_LATENCY_BACKEND, LowLatencyDispatcher
 from gristmill_platform.executions.repository import ExecutionRepository
-from gristmill_platform.executions.service import (
-    MAX_LOG_LINES_PER_CALL,
-    ExecutionService,
-    Launch,
-)
+from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
 from gristmill_platform.executors.kubernetes.executor import BACKEND as KUBERNETES
@@ -42,6 +41,7 @@ from gristmill_platform.executors.kubernetes.pod_logs import unshipped
 from gristmill_platform.executors.kubernetes.watcher import PodWatcher
 from gristmill_platform.executors.local import LocalExecutor
 from gristmill_platform.executors.spec import (
+    PASSED_ENV,
     Handle,
     LaunchSpec,
     PollResult,
@@ -51,16 +51,16 @@ from gristmill_platform.executors.spec import (
 from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.units import ram_bytes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from gristmill_platform.state import AppState
+    from gristmill_platform.settings import Settings
 
 log = logging.getLogger("gristmill.executions")
 HEARTBEAT_TIMEOUT = timedelta(seconds=45)
 RECONCILE_EVERY_S = 5.0
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 RUNNER = ("-m", "gristmill.runtime", "run")
 # In the runtime images (runtime-images/*/Dockerfile): the step's code is in the working
 # directory /app, and `python` is the image's venv (/opt/venv/bin is first on PATH).
@@ -111,37 +111,39 @@ class LaunchContext:
     variables: dict[str, str]
 
 
-def execution_service(state: AppState, session: AsyncSession) -> ExecutionService:
-    assert state.settings.secret_key
-    auth = AuthService(UserRepository(session), TokenRepository(session),
-                       signing_key=state.settings.secret_key,
-                       access_token_ttl_s=state.settings.access_token_ttl_s)
-    return ExecutionService(ExecutionRepository(session), state.datastore(session), auth)
+class StepFiles(Protocol):
+    """Where a built step's code and environment are (steps/builds.py StepBuilds)."""
+
+    def code_dir(self, step_id: str) -> Path: ...
+
+    def environment_dir(self, key: str) -> Path: ...
 
 
 class ExecutionRuntime:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, settings: Settings, transactions: Transactions,
+                 executions: ExecutionServices, steps: StepFiles, workers: WorkerPool,
+                 journal: TrackingJournal, environment: EnvironmentSnapshot) -> None:
+        self.settings = settings
+        self.transactions = transactions
+        self.executions = executions
+        self.steps = steps
         self.events = ExecutionEvents()
         # The local executor always exists: it runs elastic executions with the local
         # backend, and the resource monitor watches its processes.
-        self.executor = LocalExecutor(state.settings.data_dir / "workers", self._worker_exited)
+        self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited)
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
-        if state.settings.executor == "kubernetes":
-            self.kubernetes = KubernetesExecutor(kubernetes_config(state.settings),
+        if settings.executor == "kubernetes":
+            self.kubernetes = KubernetesExecutor(kubernetes_config(settings),
                                                  log_sink=self._keep_pod_logs)
             self.watcher = PodWatcher(self.kubernetes, self._pod_ended,
-                                      state.settings.kubernetes_watch_interval_s)
+                                      settings.kubernetes_watch_interval_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
-        # (imported here: both import this module's helpers)
-        from gristmill_platform.executions.low_latency import LowLatencyDispatcher
-        from gristmill_platform.executors.pools import worker_pool
-
-        self.workers: WorkerPool = worker_pool(state)
-        self.low_latency = LowLatencyDispatcher(state, self.workers)
+        self.workers = workers
+        self.low_latency = LowLatencyDispatcher(transactions, executions, workers, journal,
+                                                environment, self.events, self._fail)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -158,10 +160,8 @@ class ExecutionRuntime:
         self._spawn(self._launch(launch))
 
     async def _launch(self, launch: Launch) -> None:
-        from gristmill_platform.deps import transaction
-
         try:
-            async with transaction(self.state) as session:
+            async with self.transactions() as session:
                 context = await self._context(session, launch)
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
@@ -175,7 +175,7 @@ class ExecutionRuntime:
                 spec = self._spec(launch, step.environment_key, context.variables)
                 handle = await self.executor.submit(spec)
                 worker = f"local-{handle['pid']}"
-            async with transaction(self.state) as session:
+            async with self.transactions() as session:
                 execution = await ExecutionRepository(session).get(launch.execution_id)
                 if execution is not None:
                     execution.handle = handle
@@ -202,11 +202,11 @@ class ExecutionRuntime:
     def _spec(self, launch: Launch, environment_key: str, variables: dict[str, str]
               ) -> LaunchSpec:
         """A local worker: the step's virtual environment, its code folder on disk."""
-        code = self.state.builds.code_dir(launch.step_id)
-        python = python_of(self.state.builds.environment_dir(environment_key))
+        code = self.steps.code_dir(launch.step_id)
+        python = python_of(self.steps.environment_dir(environment_key))
         env = {
             **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
-            **runner_env(self.state.settings.environment_url, launch.sdk_token,
+            **runner_env(self.settings.environment_url, launch.sdk_token,
                          launch.execution_id, str(code),
                          str(self.executor.io_dir(launch.execution_id)), variables),
         }
@@ -241,7 +241,7 @@ class ExecutionRuntime:
                 gpu=deployment.gpu_request or 0)
         # With file_io the pod gets a volume at cfg.io_dir and GRISTMILL_IO_DIR pointing
         # at it (manifests); without, the runner makes a temporary folder if ever needed.
-        env = runner_env(self.state.settings.worker_url, launch.sdk_token,
+        env = runner_env(self.settings.worker_url, launch.sdk_token,
                          launch.execution_id, IMAGE_STEP_DIR, None, context.variables)
         return LaunchSpec(
             execution_id=launch.execution_id, step_name=step.name,
@@ -295,11 +295,9 @@ class ExecutionRuntime:
     async def _keep_pod_logs(self, handle: Handle, lines: Sequence[LogLine]) -> None:
         """The Kubernetes executor's log sink: called with the pod's whole log before the
         pod is deleted. Stores only what the runner did not send itself (pod_logs.py)."""
-        from gristmill_platform.deps import transaction
-
         execution_id = str(handle["execution_id"])
-        async with transaction(self.state) as session:
-            service = execution_service(self.state, session)
+        async with self.transactions() as session:
+            service = self.executions(session)
             if await service.repository.get(execution_id) is None:
                 return  # deleted: nothing to keep them for
             stored = await service.repository.logs(execution_id, start=None, end=None,
@@ -329,11 +327,9 @@ class ExecutionRuntime:
 
     async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = (),
                     *, only_if_silent: bool = False) -> None:
-        from gristmill_platform.deps import transaction
-
         try:
-            async with transaction(self.state) as session:
-                service = execution_service(self.state, session)
+            async with self.transactions() as session:
+                service = self.executions(session)
                 execution = await service.repository.get(execution_id)
                 if execution is None or execution.status not in t.ACTIVE:
                     return
@@ -355,10 +351,8 @@ class ExecutionRuntime:
     async def _adopt_pods(self) -> None:
         """At start-up, follow the pods of every active execution launched on Kubernetes:
         they may have ended while no control service was watching."""
-        from gristmill_platform.deps import transaction
-
         assert self.watcher is not None
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             active = await ExecutionRepository(session).active()
             handles = [e.handle for e in active if e.handle and is_pod(e.handle)]
         for handle in handles:
@@ -374,10 +368,7 @@ class ExecutionRuntime:
 
     async def reconcile(self) -> None:
         """Executions gone quiet: ask the backend, fail those whose worker is gone."""
-        from gristmill_platform.deps import transaction
-        from gristmill_platform.executions.low_latency import LOW_LATENCY_BACKEND
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             active = await ExecutionRepository(session).active()
             now = utcnow()
             quiet = [(e.id, e.handle) for e in active

@@ -12,8 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from gristmill_platform.deps import AppStateDep, PrincipalDep, transaction
 from gristmill_platform.errors import BadRequest
-from gristmill_platform.executions.routes import stream_object
-from gristmill_platform.executions.runtime import execution_service
+from gristmill_platform.executions.responses import stream_object
 from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.steps.repository import StepRepository
 
@@ -26,7 +25,7 @@ MAX_OUTPUT_FILE = 5 * 1024**3
 async def start(execution_id: str, state: AppStateDep, principal: PrincipalDep
                 ) -> dict[str, Any]:
     async with transaction(state) as session:
-        service = execution_service(state, session)
+        service = state.factories.executions(session)
         service.require_runner(principal, execution_id)
         execution = await service.get(execution_id)
         step = await StepRepository(session).get(execution.step_id or "")
@@ -37,7 +36,7 @@ async def start(execution_id: str, state: AppStateDep, principal: PrincipalDep
 async def input_file(execution_id: str, name: str, state: AppStateDep, principal: PrincipalDep
                      ) -> Response:
     async with transaction(state) as session:
-        service = execution_service(state, session)
+        service = state.factories.executions(session)
         service.require_runner(principal, execution_id)
         item = service.io_item(await service.get(execution_id), "inputs", name)
         if not item.get("file"):
@@ -53,7 +52,7 @@ async def logs(execution_id: str, request: Request, state: AppStateDep, principa
     if not isinstance(lines, list):
         raise BadRequest("lines must be a list")
     async with transaction(state) as session:
-        service = execution_service(state, session)
+        service = state.factories.executions(session)
         service.require_runner(principal, execution_id)
         return {"accepted": await service.append_logs(execution_id, lines)}
 
@@ -74,7 +73,7 @@ async def output_file(execution_id: str, name: str, request: Request, state: App
                     raise BadRequest("A file output may hold at most 5 GiB")
                 handle.write(chunk)
         async with transaction(state) as session:
-            service = execution_service(state, session)
+            service = state.factories.executions(session)
             service.require_runner(principal, execution_id)
             await service.store_output_file(execution_id, name, filename, target)
     return Response(status_code=204)
@@ -87,7 +86,7 @@ async def finish(execution_id: str, request: Request, state: AppStateDep,
     if report.get("status") not in ("succeeded", "failed"):
         raise BadRequest("status must be 'succeeded' or 'failed'")
     async with transaction(state) as session:
-        service = execution_service(state, session)
+        service = state.factories.executions(session)
         service.require_runner(principal, execution_id)
         execution = await service.finish(execution_id, report)
         await service.auth.revoke_execution_tokens(execution_id)

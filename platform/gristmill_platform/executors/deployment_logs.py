@@ -1,26 +1,49 @@
-"""The deployment logs a warm-worker pool collects (import-time output, the worker's life),
-kept in memory and written in one transaction per flush: lines come in bursts and one by
-one, and a deployment deleted meanwhile takes its lines with it."""
+"""What a warm-worker pool knows of deployments, as narrow interfaces the composition
+root fills in (deployments/worker_records.py): the backends never import the deployments'
+storage.
+
+The deployment logs a pool collects (import-time output, the worker's life) are kept in
+memory and written in one transaction per flush: lines come in bursts and one by one, and
+a deployment deleted meanwhile takes its lines with it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from gristmill_platform.db.models.deployments import DeploymentLog
-from gristmill_platform.deployments.repository import DeploymentRepository
+from sqlalchemy.ext.asyncio import AsyncSession
 
-if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
+from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
 
 log = logging.getLogger("gristmill.workers")
 
 
+class DeploymentRecords(Protocol):
+    """The deployment rows a pool reads and updates, in the caller's transaction."""
+
+    async def low_latency(self) -> Sequence[Deployment]: ...
+
+    async def by_name(self, name: str) -> Deployment | None: ...
+
+    async def get(self, deployment_id: str) -> Deployment | None: ...
+
+
+# The records of one transaction's session.
+DeploymentRecordsFor = Callable[[AsyncSession], DeploymentRecords]
+
+
+class DeploymentLogSink(Protocol):
+    async def write(self, lines: Mapping[str, Sequence[DeploymentLog]]) -> None:
+        """Store each deployment's lines (by deployment id) in one transaction, dropping
+        those of deployments deleted meanwhile."""
+
+
 class DeploymentLogBuffer:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, sink: DeploymentLogSink) -> None:
+        self.sink = sink
         self._lines: list[tuple[str, datetime, str, str]] = []
         self._lock = asyncio.Lock()
 
@@ -28,8 +51,6 @@ class DeploymentLogBuffer:
         self._lines.append((deployment_id, when, pod_id, message))
 
     async def flush(self) -> None:
-        from gristmill_platform.deps import transaction
-
         async with self._lock:
             lines, self._lines = self._lines, []
             if not lines:
@@ -40,10 +61,6 @@ class DeploymentLogBuffer:
                     deployment_id=deployment_id, timestamp=when, pod_id=pod_id,
                     type="deployment", message=message))
             try:
-                async with transaction(self.state) as session:
-                    repository = DeploymentRepository(session)
-                    for deployment_id, rows in by_deployment.items():
-                        if await repository.get(deployment_id) is not None:  # not deleted
-                            await repository.add_logs(rows)
+                await self.sink.write(by_deployment)
             except Exception:
                 log.exception("could not record deployment logs")

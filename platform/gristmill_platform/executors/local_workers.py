@@ -31,20 +31,32 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gristmill_platform.db.models.steps import Step
-from gristmill_platform.deployments.repository import DeploymentRepository
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.env_vars.repository import EnvVarRepository
-from gristmill_platform.executors.deployment_logs import DeploymentLogBuffer
+from gristmill_platform.executors.deployment_logs import (
+    DeploymentLogBuffer,
+    DeploymentLogSink,
+    DeploymentRecordsFor,
+)
 from gristmill_platform.executors.local import exit_outcome
+from gristmill_platform.executors.spec import PASSED_ENV
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 
-if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
+
+class StepBuildsView(Protocol):
+    """What a worker needs of the step builds (steps/builds.py StepBuilds)."""
+
+    def code_dir(self, step_id: str) -> Path: ...
+
+    def environment_dir(self, key: str) -> Path: ...
+
+    async def wait(self, step_id: str, timeout: float) -> None: ...
 
 log = logging.getLogger("gristmill.workers")
 
@@ -177,11 +189,17 @@ class _Slot:
 class LocalWorkerPool:
     """The WorkerPool of the local backend (see workers.py for the contract)."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, transactions: Transactions, deployments: DeploymentRecordsFor,
+                 logs: DeploymentLogSink, builds: StepBuildsView, *, data_dir: Path,
+                 environment_url: str) -> None:
+        self.transactions = transactions
+        self.deployments = deployments
+        self.builds = builds
+        self.data_dir = data_dir
+        self.environment_url = environment_url
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
-        self._logs = DeploymentLogBuffer(state)
+        self._logs = DeploymentLogBuffer(logs)
         self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -252,12 +270,10 @@ class LocalWorkerPool:
                         worker.idle.set()
 
     async def resume(self) -> None:
-        from gristmill_platform.deps import transaction
-
         self._start_background()
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             deployments = [(d.id, d.name) for d in
-                           await DeploymentRepository(session).low_latency() if d.is_enabled]
+                           await self.deployments(session).low_latency() if d.is_enabled]
         for deployment_id, name in deployments:
             # known at once: executions triggered while the worker starts wait for it
             slot = self._slots.setdefault(name, _Slot(name))
@@ -336,10 +352,8 @@ class LocalWorkerPool:
     # -- starting and stopping workers ------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
-            deployment = await DeploymentRepository(session).by_name(name)
+        async with self.transactions() as session:
+            deployment = await self.deployments(session).by_name(name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
             step = await StepRepository(session).get(await self._step_id(session,
@@ -348,7 +362,7 @@ class LocalWorkerPool:
             if step is None or not step.environment_key:
                 python = Path("/nonexistent")
             else:
-                python = python_of(self.state.builds.environment_dir(step.environment_key))
+                python = python_of(self.builds.environment_dir(step.environment_key))
             return _Record(
                 deployment_id=deployment.id, name=deployment.name,
                 generation=deployment.generation, is_enabled=deployment.is_enabled,
@@ -356,7 +370,7 @@ class LocalWorkerPool:
                               if deployment.enable_parallel_executions else 1),
                 step=step if step is not None else Step(name="", function_path="",
                                                         function_name=""),
-                python=python, code=self.state.builds.code_dir(step.id) if step else Path(),
+                python=python, code=self.builds.code_dir(step.id) if step else Path(),
                 variables=variables,
             )
 
@@ -431,7 +445,7 @@ class LocalWorkerPool:
         pod_id = f"local-{record.name}-{record.generation}" + (
             f"-{slot.restarts}" if slot.restarts else "")
         secret = secrets.token_urlsafe(32)
-        io_root = self.state.settings.data_dir / "low-latency" / pod_id / "io"
+        io_root = self.data_dir / "low-latency" / pod_id / "io"
         await asyncio.to_thread(io_root.mkdir, parents=True, exist_ok=True)
         socket_path = await asyncio.to_thread(_socket_path)
         env = self._environment(record, socket_path, secret, io_root)
@@ -455,9 +469,7 @@ class LocalWorkerPool:
                      ) -> dict[str, str]:
         """The elastic worker's environment (ExecutionRuntime._spec) without the
         per-execution entries, which come with each execution, plus the server's own."""
-        from gristmill_platform.executions.runtime import PASSED_ENV
-
-        url = self.state.settings.environment_url
+        url = self.environment_url
         return {
             **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
             **record.variables,
@@ -631,16 +643,14 @@ class LocalWorkerPool:
         await asyncio.to_thread(shutil.rmtree, worker.io_root.parent, True)
 
     async def _resume_one(self, slot: _Slot) -> None:
-        from gristmill_platform.deps import transaction
-
         try:
-            async with transaction(self.state) as session:
-                deployment = await DeploymentRepository(session).by_name(slot.name)
+            async with self.transactions() as session:
+                deployment = await self.deployments(session).by_name(slot.name)
                 step_id = (await self._step_id(session, deployment.pipeline_id)
                            if deployment else "")
             if step_id:
                 # a step whose build a restart interrupted is being built again
-                await self.state.builds.wait(step_id, START_TIMEOUT_S)
+                await self.builds.wait(step_id, START_TIMEOUT_S)
             await self.ensure(slot.name, wait_s=0)
         finally:
             slot.resuming = False
@@ -650,12 +660,10 @@ class LocalWorkerPool:
 
     async def _set_status(self, record: _Record, status: str, reason: str | None) -> None:
         """On the deployment, unless it was deleted or updated (a newer worker reports)."""
-        from gristmill_platform.deps import transaction
-
         await self._flush_logs()  # the import-time output is in before the status says up
         try:
-            async with transaction(self.state) as session:
-                deployment = await DeploymentRepository(session).get(record.deployment_id)
+            async with self.transactions() as session:
+                deployment = await self.deployments(session).get(record.deployment_id)
                 if deployment is None or deployment.generation != record.generation:
                     return
                 deployment.status = status

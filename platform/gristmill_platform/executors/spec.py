@@ -104,3 +104,7 @@ class PollResult:
 
 # A handle is structured, JSON-serialisable data stored on the execution row.
 Handle = dict[str, Any]
+
+
+# What a local worker inherits of the control service's own environment.
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")

@@ -12,25 +12,16 @@ from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, trans
 from gristmill_platform.errors import NotFound
 from gristmill_platform.executions.schemas import execution_summary
 from gristmill_platform.http.bodies import structured_form
-from gristmill_platform.pipelines.repository import PipelineRepository
 from gristmill_platform.pipelines.schemas import pipeline_list_item, pipeline_read
 from gristmill_platform.pipelines.service import PipelineService
-from gristmill_platform.state import AppState
-from gristmill_platform.steps.repository import StepRepository
-from gristmill_platform.steps.routes import creation_failed
+from gristmill_platform.steps.build_failures import creation_failed
 from gristmill_platform.steps.schemas import is_legacy_client
-from gristmill_platform.steps.service import StepService
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
 
-def services(state: AppState, session: Any) -> PipelineService:
-    steps = StepService(StepRepository(session), state.datastore(session), state.settings)
-    return PipelineService(PipelineRepository(session), steps)
-
-
 async def pipeline_service(state: AppStateDep, session: SessionDep) -> PipelineService:
-    return services(state, session)
+    return state.factories.pipelines(session)
 
 
 ServiceDep = Annotated[PipelineService, Depends(pipeline_service)]
@@ -44,13 +35,13 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
     name = fields.get("pipeline_name")
     if "step_names" in fields or "step_name" in fields:
         async with transaction(state) as session:
-            pipeline, step = await services(state, session).create_from_step(
+            pipeline, step = await state.factories.pipelines(session).create_from_step(
                 name, fields.get("step_names", fields.get("step_name")), principal)
             body = pipeline_read(pipeline, step)
         return JSONResponse(body, status_code=201)
     # a pipeline from a function: its hidden step is built like any other step
     async with transaction(state) as session:
-        service = services(state, session)
+        service = state.factories.pipelines(session)
         step_name = await service.prepare_function_pipeline(name)
         created = await service.steps.create(fields, upload.file if upload else None,
                                              principal, name=step_name, hidden=True)
@@ -58,7 +49,7 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
     state.builds.schedule(created.step.id, created.deploy_key)
     await state.builds.wait(created.step.id, state.settings.step_build_wait_s)
     async with transaction(state) as session:
-        pipeline, step = await services(state, session).get(str(name))
+        pipeline, step = await state.factories.pipelines(session).get(str(name))
         body = pipeline_read(pipeline, step)
     if step.status == "creation_failed":
         raise creation_failed("pipeline", pipeline.name, step.status_reason, step.build_log)
@@ -92,13 +83,12 @@ async def latest_execution(pipeline_name: str, principal: PrincipalDep, service:
 @router.delete("/{pipeline_name}")
 async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: PrincipalDep,
                           force_deployments_deletion: bool = False) -> dict[str, Any]:
-    from gristmill_platform.deployments.routes import deployment_services
 
     async with transaction(state) as session:
-        pipelines = services(state, session)
+        pipelines = state.factories.pipelines(session)
         found, _ = await pipelines.get(pipeline_name)
         policy.require_owner(principal, found.created_by, f"Pipeline {pipeline_name!r}")
-        deployments, running = await deployment_services(state, session).delete_for_pipeline(
+        deployments, running = await state.factories.deployments(session).delete_for_pipeline(
             found, principal, force=force_deployments_deletion)
         pipeline, _ = await pipelines.delete(pipeline_name, principal)
     for handle in running:

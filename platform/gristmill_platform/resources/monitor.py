@@ -5,7 +5,7 @@
 * ``resource_metrics_backend="local"``: the sampler, and the sampled source;
 * ``resource_metrics_backend="prometheus"``: the Prometheus source (no sampler).
 
-create_app starts it in its lifespan (``state.components["resources"]``)."""
+create_app starts it in its lifespan (``state.services.resources``)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ from gristmill_platform.resources.source import ResourceMetricsSource
 from gristmill_platform.resources.usage import UsageTracker, record_on_execution
 
 if TYPE_CHECKING:
+    from gristmill_platform.db.transactions import Transactions
     from gristmill_platform.executors.local import LocalExecutor
-    from gristmill_platform.state import AppState
+    from gristmill_platform.settings import Settings
 
 
 class ResourceMonitor:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-        settings = state.settings
+    def __init__(self, settings: Settings, transactions: Transactions) -> None:
+        self.settings = settings
+        self.transactions = transactions
         self.backend = settings.resource_metrics_backend
         if self.backend == "prometheus" and not settings.prometheus_url:
             raise ValueError("resource_metrics_backend is 'prometheus' but prometheus_url is "
@@ -48,20 +49,18 @@ class ResourceMonitor:
                            if self.backend == "prometheus" else None)
 
     async def start(self, executor: LocalExecutor | None) -> None:
-        from gristmill_platform.deps import transaction
-
-        settings = self.state.settings
+        settings = self.settings
         self.gpu = await asyncio.to_thread(GpuProbe.load)
         if executor is not None:
             async def record(execution_id: str, usage: dict[str, object]) -> None:
-                await record_on_execution(self.state, execution_id, usage)
+                await record_on_execution(self.transactions, execution_id, usage)
 
             self.tracker = UsageTracker(record, gpu_enabled=self.gpu is not None)
             executor.observer = self.tracker
             self.tracker.start()
         if self.backend == "local":
             self.sampler = ResourceSampler(
-                session_scope=lambda: transaction(self.state),
+                session_scope=self.transactions,
                 host_name=self.host_name,
                 probe=HostProbe(settings.data_dir, self.gpu),
                 tracker=self.tracker,
@@ -80,7 +79,7 @@ class ResourceMonitor:
 
     def live_totals(self) -> Totals:
         memory = psutil.virtual_memory()
-        disk = psutil.disk_usage(str(self.state.settings.data_dir))
+        disk = psutil.disk_usage(str(self.settings.data_dir))
         vram = None
         if self.gpu is not None:
             vram = self.gpu.read().vram_total_bytes
@@ -90,5 +89,5 @@ class ResourceMonitor:
         if self.prometheus is not None:
             return self.prometheus
         return SampledSource(ResourceSampleRepository(session),
-                             interval_s=self.state.settings.resource_sample_interval_s,
+                             interval_s=self.settings.resource_sample_interval_s,
                              live_totals=self.live_totals)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep
-from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.resources.service import ResourceMetricsQuery, ResourceMetricsService
 from gristmill_platform.resources.shape import to_csv, to_json
 
@@ -17,8 +16,7 @@ router = APIRouter(prefix="/resource-metrics", tags=["resources"])
 
 
 async def resource_service(state: AppStateDep, session: SessionDep) -> ResourceMetricsService:
-    monitor: ResourceMonitor = state.components["resources"]
-    return ResourceMetricsService(monitor.source(session))
+    return ResourceMetricsService(state.services.resources.source(session))
 
 
 ServiceDep = Annotated[ResourceMetricsService, Depends(resource_service)]

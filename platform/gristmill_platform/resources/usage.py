@@ -26,11 +26,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from gristmill_platform.resources.probes import ProcessReading, read_process
+
+if TYPE_CHECKING:
+    from gristmill_platform.db.transactions import Transactions
 
 log = logging.getLogger("gristmill.resources")
 
@@ -161,12 +164,12 @@ class UsageTracker:
             self._task = None
 
 
-async def record_on_execution(state: Any, execution_id: str, usage: dict[str, Any]) -> None:
+async def record_on_execution(transactions: Transactions, execution_id: str,
+                              usage: dict[str, Any]) -> None:
     """Store the usage on the execution row (in its own transaction)."""
-    from gristmill_platform.deps import transaction
     from gristmill_platform.executions.repository import ExecutionRepository
 
-    async with transaction(state) as session:
+    async with transactions() as session:
         execution = await ExecutionRepository(session).get(execution_id)
         if execution is not None:
             execution.resource_usage = usage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gristmill_platform.errors import AppError
 from gristmill_platform.executors.spec import FailureCode, PollResult
 from gristmill_platform.steps.environments import failed_requirement
 
@@ -120,3 +121,14 @@ def _command_failure(before: Sequence[str], status: int, base: str,
                 f"22.04 for python-cuda:*).{_tail_sentence(before)}")
     what = "A command of the step's Dockerfile" if own_dockerfile else "A build command"
     return f"{what} failed (exit status {status}).{_tail_sentence(before)}"
+
+
+class BuildFailed(AppError):
+    status_code = 400
+    name = "StepCreationFailed"
+
+
+def creation_failed(kind: str, name: str, reason: str | None, build_log: str) -> BuildFailed:
+    tail = build_log.splitlines()[-30:]
+    return BuildFailed(f"Creation of {kind} {name!r} failed: {reason}",
+                       additional_data={"build_log_tail": tail})

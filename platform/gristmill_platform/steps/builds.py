@@ -36,7 +36,9 @@ from gristmill_platform.steps.image_builds import ImageBuildError, ImageRequest,
 from gristmill_platform.steps.repository import StepRepository
 
 if TYPE_CHECKING:
-    from gristmill_platform.state import AppState
+    from gristmill_platform.datastore.backend import DataStoreFor
+    from gristmill_platform.db.transactions import Transactions
+    from gristmill_platform.settings import Settings
 
 log = logging.getLogger("gristmill.steps")
 SYSTEM_DEPENDENCIES_NOTE = (
@@ -71,19 +73,21 @@ class BuildPlan:
 
 
 class StepBuilds:
-    def __init__(self, state: AppState, environments: EnvironmentBuilder,
-                 images: StepImages | None = None) -> None:
-        self.state = state
+    def __init__(self, settings: Settings, transactions: Transactions, datastore: DataStoreFor,
+                 environments: EnvironmentBuilder, images: StepImages | None = None) -> None:
+        self.settings = settings
+        self.transactions = transactions
+        self.datastore = datastore
         self.environments = environments
         # Kubernetes backend: steps get images, not local environments. Built here, so a
         # setting that cannot work (a local data store) stops the service at start-up.
-        if images is None and state.settings.executor == "kubernetes":
-            images = StepImages.from_settings(state)
+        if images is None and settings.executor == "kubernetes":
+            images = StepImages.from_settings(settings, transactions, datastore)
         self.images = images
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def code_dir(self, step_id: str) -> Path:
-        return self.state.settings.data_dir / "steps" / step_id / "code"
+        return self.settings.data_dir / "steps" / step_id / "code"
 
     def environment_dir(self, key: str) -> Path:
         return self.environments.path_of(key)
@@ -107,12 +111,10 @@ class StepBuilds:
     async def resume(self) -> None:
         """Builds interrupted by a restart start again; on Kubernetes, a build Job still
         running in the cluster is joined, not started anew."""
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             pending = [s.id for s in await StepRepository(session).pending()]
         for step_id in pending:
-            self.schedule(step_id, self.state.settings.step_default_repository_deploy_key,
+            self.schedule(step_id, self.settings.step_default_repository_deploy_key,
                           resumed=True)
 
     async def shutdown(self) -> None:
@@ -123,9 +125,7 @@ class StepBuilds:
                 await task
 
     async def _plan(self, step_id: str) -> tuple[BuildPlan, dict[str, str]] | None:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             step = await StepRepository(session).get(step_id)
             if step is None:
                 return None
@@ -227,9 +227,7 @@ class StepBuilds:
 
     async def _record_progress(self, step_id: str, build_log: BuildLog) -> None:
         """The log so far, readable while the build runs (GET /steps/<name>/logs)."""
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             step = await StepRepository(session).get(step_id)
             if step is not None and step.status == "creation_pending":
                 step.build_log = redact(build_log.text())
@@ -237,9 +235,7 @@ class StepBuilds:
     async def _record(self, step_id: str, status: str, reason: str | None,
                       commit_id: str | None, key: str | None, lines: list[str],
                       warnings: list[str], image: str | None = None) -> None:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             step = await StepRepository(session).get(step_id)
             if step is None:
                 return
@@ -254,15 +250,13 @@ class StepBuilds:
 
     async def _prepare_code(self, plan: BuildPlan, deploy_key: str | None,
                             note: Callable[[str], None]) -> str | None:
-        from gristmill_platform.deps import transaction
-
         code = self.code_dir(plan.step_id)
         shutil.rmtree(code, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="gristmill-step-") as scratch:
             archive = Path(scratch) / "code.tgz"
             if plan.origin == "local":
-                async with transaction(self.state) as session:
-                    await self.state.datastore(session).download_to(
+                async with self.transactions() as session:
+                    await self.datastore(session).download_to(
                         archive_object_path(plan.step_id), archive)
                 size = await asyncio.to_thread(extract_archive, archive, code)
                 note(f"Code extracted ({size / 1024:.1f} KB)")
@@ -279,8 +273,8 @@ class StepBuilds:
                                            plan.included_folders, extras)
             note(f"Code selected ({size / 1024:.1f} KB)")
             await asyncio.to_thread(_make_archive, code, archive)
-            async with transaction(self.state) as session:
-                await self.state.datastore(session).upload_from(
+            async with self.transactions() as session:
+                await self.datastore(session).upload_from(
                     archive, archive_object_path(plan.step_id))
             return checkout.commit_id
 

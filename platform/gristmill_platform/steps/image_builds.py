@@ -45,9 +45,9 @@ from gristmill_platform.steps.build_log import BuildLog
 from gristmill_platform.steps.image_context import CODE_DIR, GENERATED_DOCKERFILE, pack_context
 
 if TYPE_CHECKING:
-    from gristmill_platform.datastore.backend import DataStoreBackend
+    from gristmill_platform.datastore.backend import DataStoreBackend, DataStoreFor
+    from gristmill_platform.db.transactions import Transactions
     from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
-    from gristmill_platform.state import AppState
 
 log = logging.getLogger("gristmill.steps")
 
@@ -128,29 +128,31 @@ class StepImages:
 
     def __init__(
         self,
-        state: AppState,
+        transactions: Transactions,
+        datastore: DataStoreFor,
         cfg: KubernetesConfig,
         executor: KubernetesExecutor,
         *,
         kaniko_env: tuple[tuple[str, str], ...] = (),
         poll_interval_s: float = POLL_INTERVAL_S,
     ) -> None:
-        self.state = state
+        self.transactions = transactions
+        self.datastore = datastore
         self.cfg = cfg
         self.executor = executor
         self.kaniko_env = kaniko_env
         self.poll_interval_s = poll_interval_s
 
     @classmethod
-    def from_settings(cls, state: AppState) -> StepImages:
+    def from_settings(cls, settings: Settings, transactions: Transactions,
+                      datastore: DataStoreFor) -> StepImages:
         # imported here: an embedded environment never loads the Kubernetes client
         from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 
-        settings = state.settings
         check_settings(settings)
         cfg = kubernetes_config(settings)
-        return cls(state, cfg, KubernetesExecutor(cfg), kaniko_env=kaniko_env(settings),
-                   poll_interval_s=POLL_INTERVAL_S)
+        return cls(transactions, datastore, cfg, KubernetesExecutor(cfg),
+                   kaniko_env=kaniko_env(settings), poll_interval_s=POLL_INTERVAL_S)
 
     async def build(self, request: ImageRequest, code: Path, build_log: BuildLog,
                     progress: Progress, *, resumed: bool) -> str:
@@ -251,19 +253,15 @@ class StepImages:
             await asyncio.sleep(self.poll_interval_s)
 
     async def _ready_step_with(self, image: str) -> str | None:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             result = await session.execute(
                 select(Step.name).where(Step.image == image, Step.status == "ready").limit(1))
             return result.scalar_one_or_none()
 
     @contextlib.asynccontextmanager
     async def _datastore(self) -> AsyncIterator[DataStoreBackend]:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
-            yield self.state.datastore(session)
+        async with self.transactions() as session:
+            yield self.datastore(session)
 
     async def _forget_context(self, path: str) -> None:
         """A built image no longer needs its context (a failed one keeps it, for a retry

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
-from gristmill_platform.errors import AppError, NotFound
+from gristmill_platform.errors import NotFound
 from gristmill_platform.http.bodies import structured_form
 from gristmill_platform.state import AppState
+from gristmill_platform.steps.build_failures import creation_failed
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.steps.schemas import is_legacy_client, step_list_item, step_read
 from gristmill_platform.steps.service import StepService
@@ -22,21 +23,10 @@ ClientHeader = Annotated[str | None, Header(alias="craft-ai-client")]
 
 
 async def step_service(state: AppStateDep, session: SessionDep) -> StepService:
-    return StepService(StepRepository(session), state.datastore(session), state.settings)
+    return state.factories.steps(session)
 
 
 ServiceDep = Annotated[StepService, Depends(step_service)]
-
-
-class BuildFailed(AppError):
-    status_code = 400
-    name = "StepCreationFailed"
-
-
-def creation_failed(kind: str, name: str, reason: str | None, build_log: str) -> BuildFailed:
-    tail = build_log.splitlines()[-30:]
-    return BuildFailed(f"Creation of {kind} {name!r} failed: {reason}",
-                       additional_data={"build_log_tail": tail})
 
 
 async def create_and_wait(state: AppState, request: Request, principal: Principal,
@@ -46,7 +36,7 @@ async def create_and_wait(state: AppState, request: Request, principal: Principa
     fields, upload = await structured_form(request, "step_file")
     name = fields.get(name_field)
     async with transaction(state) as session:
-        service = StepService(StepRepository(session), state.datastore(session), state.settings)
+        service = state.factories.steps(session)
         created = await service.create(fields, upload.file if upload else None, principal,
                                        name=name if isinstance(name, str) else "")
     state.builds.schedule(created.step.id, created.deploy_key)
@@ -95,15 +85,14 @@ async def get_step_build_logs(step_name: str, principal: PrincipalDep, service: 
 @router.delete("/{step_name}")
 async def delete_step(step_name: str, state: AppStateDep, principal: PrincipalDep,
                       force_dependents_deletion: bool = False) -> dict[str, Any]:
-    from gristmill_platform.deployments.routes import deployment_services
 
     stopped: list[str] = []
     running: list[Any] = []
     async with transaction(state) as session:
-        service = StepService(StepRepository(session), state.datastore(session), state.settings)
+        service = state.factories.steps(session)
         if force_dependents_deletion:
             step = await service.get(step_name)
-            deployments = deployment_services(state, session)
+            deployments = state.factories.deployments(session)
             for pipeline in await service.repository.pipelines_using(step.id):
                 removed, handles = await deployments.delete_for_pipeline(pipeline, principal,
                                                                          force=True)

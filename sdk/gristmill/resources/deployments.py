@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-import gristmill
+from gristmill._version import __version__
 from gristmill.errors import CreationFailedError, CreationTimeoutError, api_error_from_body
 from gristmill.io import InputSource, OutputDestination
 from gristmill.resources._base import ClientBase, expect_dict, expect_list, path_segment
@@ -128,7 +128,7 @@ class DeploymentsMixin(ClientBase):
 
     def _endpoint_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"EndpointToken {token}",
-                "gristmill-client": f"gristmill@{gristmill.__version__}"}
+                "gristmill-client": f"gristmill@{__version__}"}
 
     def trigger_endpoint(self, endpoint_name: str, endpoint_token: str,
                          inputs: Mapping[str, Any] | None = None,

@@ -220,9 +220,9 @@ def k8s_runtime(tmp_path: Path) -> ExecutionRuntime:
     from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 
     built = ExecutionRuntime.__new__(ExecutionRuntime)
-    built.state = SimpleNamespace(settings=settings(  # type: ignore[assignment]
-        data_dir=tmp_path, secret_key="k", internal_url="http://control.gm.svc"))
-    built.kubernetes = KubernetesExecutor(kubernetes_config(built.state.settings))
+    built.settings = settings(data_dir=tmp_path, secret_key="k",
+                              internal_url="http://control.gm.svc")
+    built.kubernetes = KubernetesExecutor(kubernetes_config(built.settings))
     return built
 
 

@@ -29,6 +29,7 @@ from gristmill_platform.db import migrate
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 from gristmill_platform.db.models.steps import Pipeline, Step
+from gristmill_platform.deployments.worker_records import DeploymentLogWriter, deployment_records
 from gristmill_platform.deps import transaction
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes import manifests
@@ -205,7 +206,9 @@ async def cluster(emulator: Emulator, step_dir: Path) -> AsyncIterator[WorkerClu
 
 def make_pool(state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
               clock: Clock) -> KubernetesWorkerPool:
-    return KubernetesWorkerPool(state, executor, address=cluster.address,
+    return KubernetesWorkerPool(state.settings, state.transactions, deployment_records,
+                                DeploymentLogWriter(state.transactions), executor,
+                                address=cluster.address,
                                 clock=lambda: clock[0], refresh_s=0.05, log_copy_s=0.1)
 
 
@@ -621,15 +624,20 @@ def test_serve_listens_where_it_is_told() -> None:
 
 
 def test_the_pool_is_chosen_by_the_executor_setting(tmp_path: Path) -> None:
+    from gristmill_platform.app import warm_workers
     from gristmill_platform.executors.local_workers import LocalWorkerPool
-    from gristmill_platform.executors.pools import worker_pool
+    from gristmill_platform.steps.builds import StepBuilds
+    from gristmill_platform.steps.environments import EnvironmentBuilder
 
     local = build_state(Settings(data_dir=tmp_path / "a", secret_key=SECRET_KEY))
-    assert isinstance(worker_pool(local), LocalWorkerPool)
+    # the step builds of a local environment (the Kubernetes pool reads none)
+    builds = StepBuilds(local.settings, local.transactions, local.datastore,
+                        EnvironmentBuilder(tmp_path / "venvs", tmp_path / "runtime"))
+    assert isinstance(warm_workers(local, builds), LocalWorkerPool)
     kubernetes = build_state(Settings(data_dir=tmp_path / "b", secret_key=SECRET_KEY,
                                       executor="kubernetes", registry="registry.example/acme",
                                       kubernetes_namespace="gm-test"))
-    pool = worker_pool(kubernetes)
+    pool = warm_workers(kubernetes, builds)
     assert isinstance(pool, KubernetesWorkerPool)
     assert pool.executor.cfg.namespace == "gm-test"
     json.dumps(pool.pods("nothing"))  # an unknown deployment has no pods

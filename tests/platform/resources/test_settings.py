@@ -41,17 +41,13 @@ def test_bad_values_are_refused() -> None:
         Settings(resource_sample_interval_s=0)
 
 
-class _State:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-
 def test_prometheus_needs_its_url(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, resource_metrics_backend="prometheus")
     with pytest.raises(ValueError, match="GRISTMILL_PROMETHEUS_URL"):
-        ResourceMonitor(_State(settings))  # type: ignore[arg-type]
-    monitor = ResourceMonitor(_State(settings.model_copy(update={  # type: ignore[arg-type]
-        "prometheus_url": "http://prometheus:9090", "prometheus_scrape_interval_s": 15.0})))
+        ResourceMonitor(settings, transactions=None)  # type: ignore[arg-type]
+    monitor = ResourceMonitor(settings.model_copy(update={
+        "prometheus_url": "http://prometheus:9090", "prometheus_scrape_interval_s": 15.0}),
+        transactions=None)  # type: ignore[arg-type]
     source = monitor.source(session=None)  # type: ignore[arg-type]
     assert isinstance(source, PrometheusSource)
     assert source.url == "http://prometheus:9090" and source.min_step_s == 15.0

@@ -45,21 +45,25 @@ from sqlalchemy import func, select
 from gristmill.languages import default_language
 from gristmill_platform.db.models.deployments import DeploymentLog
 from gristmill_platform.db.models.steps import Pipeline, Step
-from gristmill_platform.deployments.repository import DeploymentRepository
-from gristmill_platform.deployments.rules import ram_bytes
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.executors.base import LogLine
-from gristmill_platform.executors.deployment_logs import DeploymentLogBuffer
+from gristmill_platform.executors.deployment_logs import (
+    DeploymentLogBuffer,
+    DeploymentLogSink,
+    DeploymentRecordsFor,
+)
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _raw
 from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+from gristmill_platform.units import ram_bytes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from gristmill_platform.state import AppState
+    from gristmill_platform.settings import Settings
 
 log = logging.getLogger("gristmill.workers.kubernetes")
 
@@ -194,17 +198,21 @@ class KubernetesWorkerPool:
     ``address`` says where a pod is reached (its IP inside a cluster; tests point it at
     127.0.0.1), ``clock`` is the time unschedulable pods are judged by."""
 
-    def __init__(self, state: AppState, executor: KubernetesExecutor, *,
+    def __init__(self, settings: Settings, transactions: Transactions,
+                 deployments: DeploymentRecordsFor, logs: DeploymentLogSink,
+                 executor: KubernetesExecutor, *,
                  address: PodAddress = pod_address, clock: Clock = _utcnow,
                  refresh_s: float = REFRESH_S, log_copy_s: float = LOG_COPY_S) -> None:
-        self.state = state
+        self.settings = settings
+        self.transactions = transactions
+        self.deployments = deployments
         self.executor = executor
         self.address = address
         self.clock = clock
         self.refresh_s = refresh_s
         self.log_copy_s = log_copy_s
         self._tracked: dict[str, _Tracked] = {}
-        self._logs = DeploymentLogBuffer(state)
+        self._logs = DeploymentLogBuffer(logs)
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -290,11 +298,9 @@ class KubernetesWorkerPool:
             tracked.pulse()
 
     async def resume(self) -> None:
-        from gristmill_platform.deps import transaction
-
         self._start_background()
-        async with transaction(self.state) as session:
-            names = [d.name for d in await DeploymentRepository(session).low_latency()
+        async with self.transactions() as session:
+            names = [d.name for d in await self.deployments(session).low_latency()
                      if d.is_enabled]
         for name in names:
             # known at once: executions triggered meanwhile wait for its pods
@@ -387,10 +393,8 @@ class KubernetesWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
-            deployment = await DeploymentRepository(session).by_name(name)
+        async with self.transactions() as session:
+            deployment = await self.deployments(session).by_name(name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
             step = await _step_of(session, deployment.pipeline_id)
@@ -424,11 +428,11 @@ class KubernetesWorkerPool:
         tracked.deployment_id = record.deployment_id
         tracked.generation = record.generation
         tracked.max_parallel = record.max_parallel
-        assert self.state.settings.secret_key
-        tracked.secret = worker_secret(self.state.settings.secret_key, record.deployment_id)
+        assert self.settings.secret_key
+        tracked.secret = worker_secret(self.settings.secret_key, record.deployment_id)
 
     def _spec(self, record: _Record) -> WorkerSpec:
-        settings = self.state.settings
+        settings = self.settings
         # where workers reach the control service, when it differs from the public URL
         url = settings.internal_url or settings.environment_url
         assert settings.secret_key
@@ -464,8 +468,6 @@ class KubernetesWorkerPool:
     async def _record(self, tracked: _Tracked, verdict: Verdict) -> None:
         """Write the deployment's status, unless this very verdict was written already, or
         the deployment was deleted or updated meanwhile (its new generation reports)."""
-        from gristmill_platform.deps import transaction
-
         if verdict == tracked.recorded:
             return
         tracked.recorded = verdict
@@ -475,8 +477,8 @@ class KubernetesWorkerPool:
             if verdict.status == "creation_failed" else None
         await self._flush_logs()  # the import-time output is in before the status says up
         try:
-            async with transaction(self.state) as session:
-                deployment = await DeploymentRepository(session).get(tracked.deployment_id)
+            async with self.transactions() as session:
+                deployment = await self.deployments(session).get(tracked.deployment_id)
                 if deployment is None or deployment.generation != tracked.generation:
                     return
                 deployment.status = verdict.status
@@ -624,9 +626,7 @@ class KubernetesWorkerPool:
     async def _stored_mark(self, tracked: _Tracked, pod: str) -> tuple[datetime, int] | None:
         """Where the copy of a pod's logs stopped, from the rows already stored (another
         replica, or this one before a restart): lines are never stored twice."""
-        from gristmill_platform.deps import transaction
-
-        async with transaction(self.state) as session:
+        async with self.transactions() as session:
             rows = DeploymentLog.deployment_id == tracked.deployment_id, \
                 DeploymentLog.pod_id == pod
             last = (await session.execute(select(func.max(DeploymentLog.timestamp))

@@ -1,0 +1,54 @@
+"""Units of work on the app's database: one transaction, its commit/rollback effects.
+
+Below the HTTP edge every service that opens its own transaction is given a
+``Transactions``; routes get theirs through deps.SessionDep, which uses the same one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gristmill_platform.db.hooks import run_effects
+
+Barrier = Callable[[], Awaitable[None]]
+
+
+class Transactions:
+    """Opens transactions on the app's database.
+
+    ``barrier`` runs before each one: the composition root points it at the execution
+    journal (executions/journal.py), so that what this process answered about is always in
+    the database its transactions read."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self.session_factory = session_factory
+        self.barrier: Barrier | None = None
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncSession]:
+        """Committed when the block ends, rolled back when it raises; the session's
+        commit/rollback effects (see db.hooks) run afterwards."""
+        if self.barrier is not None:
+            await self.barrier()
+        async with self.session_factory() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except BaseException:
+                run_effects(session, committed=False)
+                raise
+            run_effects(session, committed=True)
+
+
+class HasTransactions(Protocol):
+    @property
+    def transactions(self) -> Transactions: ...
+
+
+def transaction(owner: HasTransactions) -> AbstractAsyncContextManager[AsyncSession]:
+    """``async with transaction(x) as session``: a unit of work on x's database."""
+    return owner.transactions()
+
