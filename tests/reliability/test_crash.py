@@ -41,6 +41,11 @@ async def echo(text: str) -> dict:
 def slow(text: str) -> dict:
     time.sleep(2)
     return {"text": text}
+
+
+def sleepy(text: str) -> dict:
+    time.sleep(120)
+    return {"text": text}
 '''
 LOW_CALLS = 200
 ELASTIC_CALLS = 6
@@ -58,8 +63,10 @@ def archive() -> bytes:
 
 
 class Service:
-    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir, self.database_url = data_dir, database_url
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,7 +78,8 @@ class Service:
             command += ["--database-url", self.database_url]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL,
-                                        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"})
+                                        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning",
+                                             **self.env})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "gristmill up exited"

@@ -83,6 +83,8 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     body, files = await inputs_of(request)
     if endpoint is not None and endpoint.fast and not files:
         return await trigger_fast(state, request, endpoint, body)
+    if endpoint is None or endpoint.deployment.mode != "low_latency":
+        state.executions.check_room()  # 503 before anything is recorded when too many wait
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = state.factories.deployments(session)

@@ -64,6 +64,7 @@ async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
                        principal: PrincipalDep) -> dict[str, str]:
     policy.require_create(principal, "Running a pipeline")
     run = await _run_request(request)
+    state.executions.check_room()  # 503 before anything is recorded when too many wait
     async with transaction(state) as session:
         pipeline, step = await state.factories.pipelines(session).get(pipeline_name)
         launch = await state.factories.executions(session).create(pipeline, step, run, principal)
