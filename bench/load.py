@@ -45,6 +45,7 @@ import httpx
 from _env import BenchEnv, free_port  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
+SETTLE_S = 300.0
 POSTGRES_ADMIN = os.environ.get("GRISTMILL_TEST_POSTGRES_URL",
                                 "postgresql://postgres@127.0.0.1:5432/test")
 STEP = '''
@@ -300,9 +301,17 @@ def kill(work: Path, database: Database, elastic_calls: int, low_calls: int,
     # workers of the killed service may linger; the restarted one adopts or fails them
     restarted = start(data_dir, database, port)
     try:
-        time.sleep(max(10.0, seconds * 3))
+        # until nothing is Pending/Running (accepted work resumes; lost workers are failed
+        # by the reconciler), at most SETTLE_S
+        deadline = time.monotonic() + SETTLE_S
         with api_client(restarted) as api:
-            low_rows, elastic_rows = history(api, "kill-low"), history(api, "kill-elastic")
+            while True:
+                low_rows, elastic_rows = history(api, "kill-low"), history(api, "kill-elastic")
+                if time.monotonic() > deadline or not any(
+                        r["status"] in ("Pending", "Running")
+                        for r in (*low_rows.values(), *elastic_rows.values())):
+                    break
+                time.sleep(2)
     finally:
         restarted.stop()
     stuck = [r for r in (*low_rows.values(), *elastic_rows.values())

@@ -20,6 +20,7 @@ from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.datastore.blobs import BlobStore
+from gristmill_platform.datastore.housekeeping import DataStoreHousekeeping
 from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
@@ -206,6 +207,12 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         # resource metrics; its usage tracker watches local workers from the first one
         resources = services.resources
         await resources.start(executions.executor)
+        housekeeping = None
+        if state.settings.datastore_backend == "local" and state.settings.datastore_root:
+            housekeeping = DataStoreHousekeeping(state.transactions,
+                                                 BlobStore(state.settings.datastore_root))
+            await housekeeping.start()
+        await builds.prune_environments()  # steps deleted while no service ran
         await builds.resume()
         executions.start()
         await executions.workers.resume()
@@ -223,6 +230,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await executions.low_latency.shutdown()
             await executions.shutdown()
             await resources.shutdown()
+            if housekeeping is not None:
+                await housekeeping.shutdown()
             await builds.shutdown()
             await state.engine.dispose()
 

@@ -10,6 +10,7 @@ service: at start-up, then every few minutes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from gristmill_platform.datastore.blobs import BlobStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.db.hooks import on_commit
+from gristmill_platform.db.transactions import Transactions
+from gristmill_platform.db.types import utcnow
 
 log = logging.getLogger("gristmill.datastore")
 
@@ -64,3 +67,44 @@ async def sweep_orphans(repository: DataStoreRepository, blobs: BlobStore,
     if orphans:
         log.info("removed %d orphaned data store blob(s)", len(orphans))
     return len(orphans)
+
+
+SWEEP_EVERY_S = 600.0
+
+
+class DataStoreHousekeeping:
+    """The local data store's sweeps, for the app's lifetime: orphans and expired uploads
+    at start-up, expired uploads every SWEEP_EVERY_S after."""
+
+    def __init__(self, transactions: Transactions, blobs: BlobStore) -> None:
+        self.transactions = transactions
+        self.blobs = blobs
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            async with self.transactions() as session:
+                repository = DataStoreRepository(session)
+                await sweep_orphans(repository, self.blobs)
+                await expire_uploads(repository, self.blobs, utcnow())
+        except Exception:
+            log.exception("data store housekeeping failed at start-up")
+        self._task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                async with self.transactions() as session:
+                    expired = await expire_uploads(DataStoreRepository(session), self.blobs,
+                                                   utcnow())
+                if expired:
+                    log.info("removed %d multipart upload(s) never completed", expired)
+            except Exception:
+                log.exception("data store housekeeping failed")
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task

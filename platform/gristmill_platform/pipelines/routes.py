@@ -95,6 +95,7 @@ async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: Pri
         await state.executions.stop_worker(handle)
     for deployment in deployments:
         await state.executions.workers.stop(deployment["name"])
+    await state.builds.prune_environments()  # the pipeline's own step may be gone with it
     return {"pipeline": {"name": pipeline.name}, "deployments": deployments}
 
 
