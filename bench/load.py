@@ -205,6 +205,8 @@ async def fire(url: str, token: str, bodies: list[dict[str, Any]], concurrency: 
                         url, json=body, headers={"Authorization": f"EndpointToken {token}"})
                     call.status = response.status_code
                     call.execution_id = response.headers.get("craft-ai-execution-id")
+                    if call.execution_id is None and response.status_code == 200:
+                        call.execution_id = response.json().get("execution_id")
                     if response.status_code != 200:
                         call.error = response.text[:300]
                 except httpx.HTTPError as exc:

@@ -200,3 +200,6 @@ def test_kill_9_loses_no_answered_call(service: Service) -> None:
     assert active == [], f"still active {SETTLE_S} s after the restart: {active}"
     assert [e for e in everything if e["status"] == "Failed" and not e["status_reason"]] == []
     assert all(low[e]["status"] == "Succeeded" for e in answered)
+    # accepted elastic work is never dropped for want of a worker: queued again at start-up
+    assert [e for e in elastic.values()
+            if e["status_reason"] == "no worker was started for this execution"] == []

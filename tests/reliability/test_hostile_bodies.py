@@ -191,3 +191,15 @@ def test_a_failed_execution_answer_names_its_execution(gristmill_env, endpoints,
                           follow_redirects=True)
     body = assert_error(response, 500, "bad text")
     assert response.headers["craft-ai-execution-id"] == body["additional_data"]["execution_id"]
+
+
+def test_the_results_url_names_the_execution(gristmill_env, endpoints) -> None:
+    url, headers = endpoint(gristmill_env, endpoints, "echo", "elastic")
+    response = httpx.post(url, json=GOOD, headers={**headers, "craft-ai-client": "x"},
+                          timeout=60)
+    assert response.status_code == 303, response.text
+    execution_id = response.json()["execution_id"]
+    final = httpx.get(f"{gristmill_env.url}{response.headers['location']}", headers=headers,
+                      timeout=120, follow_redirects=True)
+    assert final.status_code == 200, final.text
+    assert final.headers["craft-ai-execution-id"] == execution_id

@@ -220,5 +220,8 @@ async def result(name: str, execution_id: str, request: Request, state: AppState
     if execution is None:
         # the same URL, token included: requests follows up to 30 redirects
         return JSONResponse({"execution_id": execution_id, "status": "Running"},
-                            status_code=307, headers={"Location": str(request.url)})
-    return await _result(state, name, execution)
+                            status_code=307, headers={"Location": str(request.url),
+                                                      "Craft-Ai-Execution-Id": execution_id})
+    response = await _result(state, name, execution)
+    response.headers["Craft-Ai-Execution-Id"] = execution.id  # as every gateway answer
+    return response

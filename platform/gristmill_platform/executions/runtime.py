@@ -373,8 +373,6 @@ class ExecutionRuntime:
 
     def start(self) -> None:
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
-        if self.admission is not None:
-            self._spawn(self._resume_waiting())
         if self.watcher is not None:
             self._spawn(self._adopt_pods())
             self.watcher.start()
@@ -415,6 +413,12 @@ class ExecutionRuntime:
                      len(launches))
 
     async def _reconcile_forever(self) -> None:
+        if self.admission is not None:
+            # first: the reconciler would fail them as "no worker was started"
+            try:
+                await self._resume_waiting()
+            except Exception:
+                log.exception("could not queue the waiting executions again")
         while True:
             try:
                 await self.reconcile()
