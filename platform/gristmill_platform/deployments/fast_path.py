@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gristmill_platform import middleware
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments.directory import Endpoint
+from gristmill_platform.deployments.endpoint_inputs import json_inputs
 from gristmill_platform.deployments.service import check_endpoint_token
 from gristmill_platform.errors import UNEXPECTED, AppError, error_document
 from gristmill_platform.http import limits
@@ -137,7 +138,7 @@ class EndpointFastPath:
             token = gateway.endpoint_token(
                 headers.get(b"authorization", b"").decode("latin-1"), query_token(scope))
             check_endpoint_token(name, endpoint.deployment, token)
-            body = gateway.json_inputs(await read_body(receive, headers.get(b"content-length")))
+            body = json_inputs(await read_body(receive, headers.get(b"content-length")))
             is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))
             ended = await gateway.run_fast(self.state, endpoint, body, wait=not is_sdk)
             if isinstance(ended, str):

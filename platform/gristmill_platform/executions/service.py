@@ -71,6 +71,8 @@ class Launch:
     deployment_id: str | None = None
     deployment_name: str | None = None
     low_latency: bool = False
+    # the deployment's execution_timeout_s: the worker is stopped after it
+    timeout_s: int | None = None
 
 
 class ExecutionService:
@@ -131,6 +133,7 @@ class ExecutionService:
             execution_rule=deployment.execution_rule if deployment else "run",
             status=t.PENDING, inputs=records, outputs=[p.record() for p in plans],
             created_by=created_by, created_at=utcnow(),
+            timeout_s=deployment.execution_timeout_s if deployment else None,
         )
         await self.repository.add(execution)
         token = await self.auth.create_sdk_token(
@@ -139,7 +142,8 @@ class ExecutionService:
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
                       deployment_id=deployment.id if deployment else None,
                       deployment_name=deployment.name if deployment else None,
-                      low_latency=bool(deployment and deployment.mode == "low_latency"))
+                      low_latency=bool(deployment and deployment.mode == "low_latency"),
+                      timeout_s=execution.timeout_s)
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
                                 files: Mapping[str, tuple[str, IO[bytes]]]) -> dict[str, Any]:
