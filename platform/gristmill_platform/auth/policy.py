@@ -63,6 +63,17 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("PUT", "/presigned/data-store/part"): Access.PUBLIC,
     ("GET", "/presigned/data-store/object"): Access.PUBLIC,
     ("POST", f"{_P}/auth/refresh"): Access.PUBLIC,
+    # craft-ai-sdk 0.74: a health check without a token, the results of an endpoint call
+    # (endpoint token)
+    ("GET", f"{_P}/environment-info"): Access.PUBLIC,
+    ("GET", "/endpoints/v1/{name}/executions/{execution_id}"): Access.PUBLIC,
+    ("GET", "/endpoints/v1/{name}/executions/{execution_id}/outputs/{output_name}"):
+        Access.PUBLIC,
+    # project settings (read by the 0.74 SDK, steps included); what is not supported here
+    ("GET", f"{_P}/project-information"): Access.SHARED,
+    ("GET", f"{_P}/pipeline-templates"): Access.READ,
+    ("GET", f"{_P}/pipeline-templates/{{name}}"): Access.READ,
+    ("GET", f"{_P}/environments/{{environment_id}}/vector-database"): Access.READ,
     # users
     ("GET", f"{_P}/users/me"): Access.SHARED,
     ("GET", f"{_P}/users/{{user_id}}"): Access.READ,
@@ -93,6 +104,7 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("GET", f"{_P}/pipelines/{{pipeline_name}}/executions/latest"): Access.READ,
     ("DELETE", f"{_P}/pipelines/{{pipeline_name}}"): Access.OWNER,
     ("GET", f"{_P}/pipelines/{{pipeline_name}}/download"): Access.READ,
+    ("POST", f"{_P}/pipelines/{{pipeline_name}}/logs"): Access.READ,
     # runs and executions
     ("POST", f"{_P}/pipelines/{{pipeline_name}}/run"): Access.CREATE,
     ("GET", f"{_P}/pipelines/{{pipeline_name}}/executions"): Access.READ,
@@ -120,6 +132,8 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("GET", f"{_P}/deployments/{{name}}"): Access.READ,
     ("GET", f"{_P}/deployments/{{name}}/executions/latest"): Access.READ,
     ("GET", f"{_P}/deployments/{{name}}/executions"): Access.READ,
+    # an endpoint triggered with an SDK token (craft-ai-sdk 0.74): as running a pipeline
+    ("POST", f"{_P}/deployments/{{name}}/executions"): Access.CREATE,
     ("PATCH", f"{_P}/deployments/{{name}}"): Access.OWNER,
     ("DELETE", f"{_P}/deployments/{{name}}"): Access.OWNER,
     ("POST", f"{_P}/deployments/{{name}}/logs"): Access.READ,

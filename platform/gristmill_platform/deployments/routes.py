@@ -126,6 +126,7 @@ async def deployment_executions(name: str, principal: PrincipalDep, service: Ser
 async def trigger_deployment(name: str, request: Request, state: AppStateDep,
                              principal: PrincipalDep) -> JSONResponse:
     body, files = await inputs_of(request)
+    state.executions.check_room()  # 503 before anything is recorded when too many wait
     async with transaction(state) as session:
         launch = await state.factories.deployments(session).trigger_as_user(
             name, body, files, principal)

@@ -273,7 +273,7 @@ class DeploymentService:
                               principal: Principal) -> Launch:
         """An endpoint triggered with an SDK token instead of its endpoint token
         (craft-ai-sdk 0.74's trigger_endpoint without endpoint_token)."""
-        principal.require_user_scope("Triggering a deployment")
+        policy.require_create(principal, "Triggering a deployment")
         deployment = await self.get(name)
         if deployment.execution_rule != "endpoint":
             raise BadRequest(f"Deployment {name!r} is periodic: it runs on its schedule and "
