@@ -182,7 +182,7 @@ def fill(world: World, method: str, template: str, *, destructive_allowed: bool)
                  and template == "/api/v1/executions/{execution_id}" else world.execution)
     values = {"name": name, "step_name": world.step, "pipeline_name": world.pipeline,
               "execution_id": execution, "input_name": "text", "output_name": "text",
-              "user_id": world.user_ids["member"]}
+              "user_id": world.user_ids["member"], "environment_id": "here"}
     return template.format(**values)
 
 
@@ -217,7 +217,8 @@ def test_route_by_caller(world: World, method: str, template: str, caller: str) 
         assert response.status_code == 401, response.text
     elif expected:
         assert response.status_code not in (401, 403), response.text
-        assert response.status_code < 500, response.text
+        # 501: what a self-hosted environment does not run (project/unsupported.py)
+        assert response.status_code < 500 or response.status_code == 501, response.text
     else:
         assert response.status_code == 403, response.text
     if response.status_code >= 400:
