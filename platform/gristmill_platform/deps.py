@@ -15,6 +15,7 @@ from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db.transactions import transaction
 from gristmill_platform.errors import Unauthorized
+from gristmill_platform.logs import bind_caller
 from gristmill_platform.state import AppState
 
 
@@ -83,6 +84,7 @@ async def current_principal(request: Request, state: AppStateDep) -> Principal:
     policy.check_route(principal, request.method, path, getattr(route, "path_format", None),
                        request.path_params)
     request.state.principal = principal
+    bind_caller(principal.user_id, principal.execution_id)
     return principal
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gristmill_platform.errors import AppError, PayloadTooLarge, error_document
 from gristmill_platform.http.limits import body_limit
+from gristmill_platform.logs import RequestContext, request_context
 
 
 class RequestIds:
@@ -48,7 +49,12 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        # what logs say they happened under (gristmill_platform/logs.py)
+        bound = request_context.set(RequestContext(request_id, scope))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_context.reset(bound)
 
 
 class BodyLimitMiddleware:
