@@ -56,6 +56,8 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("GET", "/docs/oauth2-redirect"): Access.PUBLIC,
     ("GET", "/healthz"): Access.PUBLIC,
     ("GET", "/readyz"): Access.PUBLIC,
+    # Prometheus scrapes with GRISTMILL_METRICS_TOKEN, not an SDK token (telemetry/)
+    ("GET", "/metrics"): Access.PUBLIC,
     ("POST", "/endpoints/{name}"): Access.PUBLIC,
     ("GET", "/endpoints/{name}/executions/{execution_id}"): Access.PUBLIC,
     ("POST", "/endpoints/{name}/executions/{execution_id}"): Access.PUBLIC,
