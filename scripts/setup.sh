@@ -9,9 +9,14 @@ VENV="${GRISTMILL_VENV:-.venv}"
 EXTRAS="${GRISTMILL_EXTRAS:-platform,infra,dev}"
 
 # System tools some tests drive for real (sshd for Git over SSH, Prometheus and its node
-# exporter for resource metrics). Installed only as root with apt; otherwise those tests
-# skip with a message. GRISTMILL_SYSTEM_PACKAGES=0 turns this off.
-SYSTEM_PACKAGES=(openssh-server prometheus prometheus-node-exporter)
+# exporter for resource metrics, Chromium for the console's browser tests; podman, buildah,
+# runc and debootstrap to build and run the images, only when the opt-in image tests are on:
+# GRISTMILL_IMAGE_TESTS=1). Installed only as root with apt; otherwise those tests skip with
+# a message. GRISTMILL_SYSTEM_PACKAGES=0 turns this off.
+SYSTEM_PACKAGES=(openssh-server prometheus prometheus-node-exporter chromium)
+if [ "${GRISTMILL_IMAGE_TESTS:-0}" = "1" ]; then
+  SYSTEM_PACKAGES+=(podman buildah runc debootstrap)
+fi
 if [ "${GRISTMILL_SYSTEM_PACKAGES:-1}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   missing=()
   for package in "${SYSTEM_PACKAGES[@]}"; do

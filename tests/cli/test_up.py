@@ -51,6 +51,7 @@ def test_up_prints_credentials_once_and_keeps_data_across_restarts(tmp_path) -> 
     output = stop(first)
     token = re.search(r"export GRISTMILL_SDK_TOKEN=(\S+)", output)
     assert token, output
+    assert f"Web console: {url}/" in output
     for line in ("GRISTMILL_ENVIRONMENT_URL", "CRAFT_AI_ENVIRONMENT_URL", "CRAFT_AI_CONTROL_URL",
                  "CRAFT_AI_SDK_TOKEN"):
         assert f"export {line}=" in output

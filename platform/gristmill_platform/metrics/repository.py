@@ -64,3 +64,7 @@ class MetricRepository:
         rows = await self.session.execute(
             query.order_by(*order).offset((page - 1) * per_page).limit(per_page))
         return rows.scalars().all(), int(total.scalar_one())
+
+    async def names(self, model: Any) -> Sequence[str]:
+        result = await self.session.execute(select(model.name).distinct().order_by(model.name))
+        return result.scalars().all()

@@ -95,6 +95,9 @@ def up(
             f"(data in {settings.data_dir}).\n"
             "Need an SDK token? [bold]gristmill token create[/bold]"
         )
+    # the web console: sign in there with the SDK token
+    console.print(f"Web console: [bold]{boot.environment_url}/[/bold] (sign in with an SDK "
+                  "token)")
     console.print("Press Ctrl+C to stop.")
     serve(settings)
 
@@ -104,8 +107,13 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
     database_url: DatabaseUrl = None,
+    migrate_on_start: Annotated[bool, typer.Option(
+        "--migrate/--no-migrate", envvar="GRISTMILL_MIGRATE_ON_START",
+        help="Apply the schema migrations before serving. With several replicas, turn it off "
+             "and run `gristmill db upgrade` once per upgrade (a Kubernetes Job) instead.",
+    )] = True,
 ) -> None:
-    """Run the control service (for containers: migrates, prints no credentials)."""
+    """Run the control service (for containers: prints no credentials)."""
     from gristmill_platform.db import migrate
     from gristmill_platform.server import serve
     from gristmill_platform.settings import resolve_settings
@@ -113,7 +121,8 @@ def serve_cmd(
     settings = resolve_settings(_settings(data_dir=data_dir, host=host, port=port,
                                           database_url=database_url))
     assert settings.database_url
-    migrate.upgrade(settings.database_url)
+    if migrate_on_start:
+        migrate.upgrade(settings.database_url)
     serve(settings)
 
 
