@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gristmill_platform.auth.policy import _ALLOWED, ROUTES, Access
+from gristmill_platform.auth.policy import _ALLOWED, CONSOLE_PREFIX, ROUTES, Access
 from tests.platform.helpers import run_admin
 from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
 from tests.platform.test_runs import STEP_CODE, run, wait
@@ -49,7 +49,8 @@ def app_routes(tmp_path: Path) -> set[tuple[str, str]]:
 
 
 def test_every_route_has_a_rule(tmp_path: Path) -> None:
-    routes = app_routes(tmp_path)
+    routes = {(m, p) for m, p in app_routes(tmp_path)
+              if p != CONSOLE_PREFIX and not p.startswith(CONSOLE_PREFIX + "/")}
     unclassified = sorted(routes - set(ROUTES))
     assert not unclassified, f"routes with no rule in auth/policy.py ROUTES: {unclassified}"
     stale = sorted(set(ROUTES) - routes)

@@ -53,7 +53,6 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/openapi.json"): Access.PUBLIC,
     ("GET", "/docs"): Access.PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): Access.PUBLIC,
     ("GET", "/healthz"): Access.PUBLIC,
     ("GET", "/readyz"): Access.PUBLIC,
     # Prometheus scrapes with GRISTMILL_METRICS_TOKEN, not an SDK token (telemetry/)
@@ -143,6 +142,11 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     # resource metrics of the environment
     ("GET", f"{_P}/resource-metrics"): Access.READ,
 }
+
+# The web console (console/) signs people in with a session of its own, not an SDK token;
+# it calls the same services, whose checks (require_owner, require_create, the token and
+# value visibility rules) apply to it alike. Its pages are outside this table.
+CONSOLE_PREFIX = "/console"
 
 # who passes each rule at the route (OWNER is then checked on the resource itself)
 _ALLOWED: Mapping[Access, frozenset[str]] = {
