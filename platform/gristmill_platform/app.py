@@ -44,6 +44,7 @@ from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.http import openapi
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
@@ -292,5 +293,6 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.include_router(console_router())
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
+    openapi.install(app)
     route_templates.learn(app.routes)
     return app

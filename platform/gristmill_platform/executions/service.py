@@ -35,6 +35,7 @@ from gristmill_platform.executions.io import (
 from gristmill_platform.executions.modes import ELASTIC, LOW_LATENCY, mode_of
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.strict_json import parse_json
 from gristmill_platform.telemetry import metrics
 
@@ -93,6 +94,12 @@ class ExecutionService:
         if execution is None:
             raise ExecutionNotFound(f"Execution {execution_id!r} not found")
         return execution
+
+    async def step_of(self, execution: Execution) -> Step | None:
+        """The step the execution ran (None once deleted): how it was built."""
+        if not execution.step_id:
+            return None
+        return await StepRepository(self.session).get(execution.step_id)
 
     # -- creating a run -----------------------------------------------------------------------
 
