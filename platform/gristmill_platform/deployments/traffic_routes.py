@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from gristmill_platform.auth import policy
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.deployments.export import export_executions, parse_request
 from gristmill_platform.deployments.traffic_service import TrafficService
@@ -66,6 +67,7 @@ async def export(name: str, request: Request, state: AppStateDep, principal: Pri
                  ) -> dict[str, Any]:
     """One row per execution to the data store (deployments/export.py)."""
     principal.require_user_scope("Exporting a deployment's executions")
+    policy.require_create(principal, "Exporting a deployment's executions")
     wanted = parse_request(await json_or_form(request))
     async with transaction(state) as session:
         deployment = await state.factories.deployments(session).get(name)

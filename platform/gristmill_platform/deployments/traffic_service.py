@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
@@ -40,6 +41,7 @@ class TrafficService:
                           ) -> tuple[Deployment, TrafficRule]:
         principal.require_user_scope("Changing a deployment's traffic")
         deployment = await self.deployments.get(name)
+        policy.require_owner(principal, deployment.created_by, f"Deployment {name!r}")
         rule = parse_rule(body)
         if rule.kind is not None and deployment.execution_rule != "endpoint":
             raise InvalidTraffic(f"Deployment {name!r} is periodic: traffic rules apply to "
@@ -55,6 +57,7 @@ class TrafficService:
                               ) -> tuple[Deployment, dict[str, str]]:
         principal.require_user_scope("Changing a deployment's validations")
         deployment = await self.deployments.get(name)
+        policy.require_owner(principal, deployment.created_by, f"Deployment {name!r}")
         validations = parse_validations(body)
         await self._store(deployment, principal, "validations", validations)
         return deployment, validations
