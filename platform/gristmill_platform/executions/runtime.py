@@ -49,6 +49,7 @@ from gristmill_platform.executors.spec import (
     WorkerState,
 )
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.executors.zygotes import ZygotePool
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.units import ram_bytes
@@ -130,7 +131,11 @@ class ExecutionRuntime:
         self.events = ExecutionEvents()
         # The local executor always exists: it runs elastic executions with the local
         # backend, and the resource monitor watches its processes.
-        self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited)
+        zygotes = (ZygotePool(settings.data_dir / "workers" / ".fork-servers",
+                              settings.local_fork_server_idle_s)
+                   if settings.local_fork_server else None)
+        self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited,
+                                      zygotes)
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
         if settings.executor == "kubernetes":
