@@ -36,13 +36,13 @@ class BenchEnv:
             self.process.kill()
 
 
-def start_env(data_dir: Path) -> BenchEnv:
+def start_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> BenchEnv:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
          "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"},
+        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning", **(extra_env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

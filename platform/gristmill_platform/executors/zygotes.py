@@ -24,8 +24,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -133,8 +134,8 @@ class Zygote:
         self.pid = int(json.loads(ready)["ready"])
         self._start(self._read())
 
-    def _start(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -154,7 +155,7 @@ class Zygote:
                     break
                 message = json.loads(data)
                 if "exited" in message:
-                    future = self._exits.get(int(message["exited"]))
+                    future = self._exits.pop(int(message["exited"]), None)
                     if future is not None and not future.done():
                         future.set_result(int(message["code"]))
                     continue
@@ -174,13 +175,13 @@ class Zygote:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ZygoteError("the fork server stopped"))
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(ZygoteError("the fork server stopped"))
         self._pending.clear()
-        for pid, future in self._exits.items():
-            if not future.done():
-                self._start(_watch_orphan(pid, future))
+        for pid, exited in self._exits.items():
+            if not exited.done():
+                self._start(_watch_orphan(pid, exited))
 
     async def fork(self, module: str, args: list[str], env: Mapping[str, str],
                    cwd: str) -> ForkedProcess:

@@ -25,8 +25,8 @@ import argparse
 import atexit
 import contextlib
 import gc
-import io
 import importlib
+import io
 import json
 import os
 import runpy
