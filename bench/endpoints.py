@@ -247,7 +247,7 @@ def deploy(env: BenchEnv, elastic_only: bool = False) -> tuple[httpx.Client, dic
         api.post("/pipelines", data={**fields, "pipeline_name": name,
                                      "function_name": function},
                  files={"step_file": ("step_file", archive())}).raise_for_status()
-    specs = {"low": ("async", {"mode": "low_latency"}),
+    specs: dict[str, tuple[str, dict[str, Any]]] = {"low": ("async", {"mode": "low_latency"}),
              "low-def": ("sync", {"mode": "low_latency"}),
              "low-parallel": ("async", {"mode": "low_latency",
                                         "enable_parallel_executions": True,
