@@ -81,6 +81,19 @@ def bare_costs(python: str, repeat: int = 20) -> dict[str, dict[str, float]]:
 MODES = {"fork_server": "1", "spawn": "0"}  # GRISTMILL_LOCAL_FORK_SERVER
 
 
+def worker_cpu_seconds(pid: int) -> float:
+    """CPU of the forked workers reaped so far (fork server mode only)."""
+    total = 0.0
+    for child in psutil.Process(pid).children():
+        try:
+            if "zygote" in child.cmdline():
+                ct = child.cpu_times()
+                total += ct.children_user + ct.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU of the control service and of every worker it started so far: its own time,
     its reaped children's (spawned workers), and each fork server's own and reaped
@@ -128,9 +141,11 @@ class Mode:
         self.python = str(next((work / name / "venvs").glob("*/bin/python")))
         self.rows: list[dict[str, float]] = []
         self.cpu_s = 0.0
+        self.worker_cpu_s = 0.0
 
     def run_once(self, i: int, counted: bool) -> None:
         cpu_before = cpu_seconds(self.env.process.pid)
+        worker_before = worker_cpu_seconds(self.env.process.pid)
         start = time.perf_counter()
         posted = self.api.post("/pipelines/echo/run",
                                data={"json_inputs": json.dumps({"text": f"hi {i}"})})
@@ -152,10 +167,12 @@ class Mode:
         while workers_running(self.env.process.pid) and time.monotonic() < deadline:
             time.sleep(0.005)
         cpu_after = cpu_seconds(self.env.process.pid)
+        worker_after = worker_cpu_seconds(self.env.process.pid)
         created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
         ended = ts(execution["end_date"])
         if counted:
             self.cpu_s += cpu_after - cpu_before
+            self.worker_cpu_s += worker_after - worker_before
             self.rows.append({
                 "total": done - start, "accept": accepted - start,
                 "launch": started - created_at, "run": ended - started,
@@ -169,6 +186,9 @@ class Mode:
                        for k in ("accept", "launch", "run", "deliver")},
             # includes the bench's own GET /executions/{id} per run (a few ms at most)
             "cpu_ms_per_execution": round(self.cpu_s / len(self.rows) * 1000, 1),
+            # of which the forked worker (0 when spawned: counted with the service)
+            "forked_worker_cpu_ms_per_execution": round(
+                self.worker_cpu_s / len(self.rows) * 1000, 1),
         }
 
 
@@ -210,6 +230,8 @@ def main() -> None:
         for phase, values in report["phases"].items():
             print(f"  {phase:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
         print(f"{'cpu per execution (ms)':<28}{report['cpu_ms_per_execution']:>8}")
+        print(f"{'  of which forked worker':<28}"
+              f"{report['forked_worker_cpu_ms_per_execution']:>8}")
     for name, values in bare.items():
         print(f"{'bare ' + name:<28}{values['p50_ms']:>8}{values['p95_ms']:>8}")
     print(f"written to {RESULTS}")
