@@ -99,6 +99,7 @@ class Zygote:
         self._pending: dict[str, asyncio.Future[dict[str, object]]] = {}
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -132,7 +133,7 @@ class Zygote:
             await self.stop()
             raise ZygoteError(f"the fork server of {self.python} did not start")
         self.pid = int(json.loads(ready)["ready"])
-        self._start(self._read())
+        self._reader = asyncio.get_running_loop().create_task(self._read())
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -165,7 +166,8 @@ class Zygote:
                 if pending is not None and not pending.done():
                     pending.set_result(message)
         except (OSError, ValueError):
-            log.exception("fork server %s: bad message", self.python)
+            if self.sock is not None:  # not closed by stop()
+                log.exception("fork server %s: lost its socket", self.python)
         finally:
             self._gone()
 
@@ -218,6 +220,11 @@ class Zygote:
         return ForkedProcess(pid, reader, self._exits[pid])
 
     async def stop(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            # off the event loop's reader list before its socket closes
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
         if self.sock is not None:
             self.sock.close()  # the zygote exits on EOF
             self.sock = None
