@@ -45,7 +45,9 @@ def start_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> BenchE
         env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning", **(extra_env or {})},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # a first start builds the runtime site; on a loaded shared machine that can take
+    # more than a minute
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("gristmill up exited early")

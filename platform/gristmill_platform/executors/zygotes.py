@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -133,10 +134,12 @@ class Zygote:
             await self.stop()
             raise ZygoteError(f"the fork server of {self.python} did not start")
         self.pid = int(json.loads(ready)["ready"])
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(), context=contextvars.Context())
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        # a context of its own: not the launching execution's (logging context variables)
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -321,7 +324,8 @@ class ZygotePool:
 
     def _ensure_janitor(self) -> None:
         if self._janitor is None or self._janitor.done():
-            self._janitor = asyncio.get_running_loop().create_task(self._evict_idle())
+            self._janitor = asyncio.get_running_loop().create_task(
+                self._evict_idle(), context=contextvars.Context())
 
     async def _evict_idle(self) -> None:
         while self._zygotes:
