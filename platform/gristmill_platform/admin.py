@@ -13,16 +13,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService, CreatedSdkToken
+from gristmill_platform.bootstrap import recorded_environment_url
 from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.auth import SdkToken, User
 from gristmill_platform.settings import Settings, resolve_settings
+from gristmill_platform.users import service as users
+from gristmill_platform.users.ownership import OwnershipRepository
+from gristmill_platform.users.service import Deleted
 
 
 class AdminConsole:
     def __init__(self, settings: Settings) -> None:
+        self._explicit_public_url = settings.public_url  # given, not derived from a port
         self.settings = resolve_settings(settings)
         self._engine: AsyncEngine | None = None
+
+    @property
+    def environment_url(self) -> str:
+        """Where the environment of this data directory serves: as its last `gristmill up`
+        recorded, else as these settings derive it."""
+        if self._explicit_public_url:
+            return self._explicit_public_url
+        return recorded_environment_url(self.settings.data_dir) or self.settings.environment_url
 
     async def __aenter__(self) -> AdminConsole:
         assert self.settings.database_url
@@ -44,17 +57,21 @@ class AdminConsole:
                               signing_key=self.settings.secret_key,
                               access_token_ttl_s=self.settings.access_token_ttl_s)
 
-    async def create_user(self, name: str, email: str, *, is_admin: bool = False) -> User:
+    async def create_user(self, name: str, email: str, *, is_admin: bool = False,
+                          is_viewer: bool = False) -> User:
         async with self._auth() as auth:
-            return await auth.create_user(name=name, email=email, is_admin=is_admin)
+            return await auth.create_user(name=name, email=email, is_admin=is_admin,
+                                          is_viewer=is_viewer)
 
     async def list_users(self) -> Sequence[User]:
         async with self._auth() as auth:
             return await auth.list_users()
 
-    async def delete_user(self, id_or_email: str) -> User:
+    async def delete_user(self, id_or_email: str, *, transfer_to: str | None = None
+                          ) -> Deleted:
         async with self._auth() as auth:
-            return await auth.delete_user(id_or_email)
+            return await users.delete_user(auth, OwnershipRepository(auth.users.session),
+                                           id_or_email, transfer_to=transfer_to)
 
     async def create_token(self, user: str, *, name: str = "",
                            expires_in: timedelta | None = None) -> CreatedSdkToken:

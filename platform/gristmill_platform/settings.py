@@ -144,10 +144,16 @@ class Settings(BaseSettings):
     # Service accounts of worker pods and image build Jobs; "" for the namespace default.
     kubernetes_worker_service_account: str | None = "gristmill-worker"
     kubernetes_builder_service_account: str | None = "gristmill-builder"
-    # A kubernetes.io/dockerconfigjson Secret Kaniko pushes with, when the builder's
-    # service account has no registry access of its own (IRSA on EKS does).
+    # A kubernetes.io/dockerconfigjson Secret BuildKit pushes with, when the builder's
+    # service account has no registry access of its own (IRSA on EKS with ECR does).
     kubernetes_registry_auth_secret: str | None = None
-    kubernetes_kaniko_image: str | None = None
+    # Rootless BuildKit, and the AWS CLI image that fetches the build context and logs in
+    # to ECR before it; None: the pinned defaults (executors/kubernetes/config.py).
+    kubernetes_buildkit_image: str | None = None
+    kubernetes_builder_tools_image: str | None = None
+    # Image builds run in their own namespace (Pod Security "privileged": rootless BuildKit
+    # needs unconfined seccomp); None: the workers' namespace.
+    kubernetes_build_namespace: str | None = None
     # Added to every object Gristmill creates (cost allocation, policies).
     kubernetes_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     kubernetes_gpu_node_selector: Annotated[dict[str, str], NoDecode] = Field(
@@ -170,6 +176,13 @@ class Settings(BaseSettings):
     kubernetes_watch_interval_s: float = Field(default=2.0, gt=0)
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
+    # Admission control of elastic executions on local workers (executions/admission.py):
+    # how many run at once (unset: two per CPU, bounded by memory), and how many may wait
+    # before new calls are refused with 503 and Retry-After.
+    worker_capacity: int | None = Field(default=None, ge=1)
+    elastic_queue_limit: int = Field(default=1000, ge=1)
+    # An elastic execution running longer is failed and its worker stopped.
+    execution_timeout_s: int = Field(default=24 * 3600, ge=1)
     # Long-polls hold a request this long before answering "not yet" (307 / redirect).
     long_poll_s: float = Field(default=20.0, gt=0)
 
@@ -241,7 +254,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("kubernetes_worker_service_account", "kubernetes_builder_service_account",
-                     "kubernetes_registry_auth_secret", "kubernetes_kaniko_image",
+                     "kubernetes_registry_auth_secret", "kubernetes_buildkit_image",
+                     "kubernetes_builder_tools_image", "kubernetes_build_namespace",
                      "kubernetes_kubeconfig", "kubernetes_context",
                      "kubernetes_runtime_sdk_version")
     @classmethod

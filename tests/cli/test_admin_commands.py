@@ -64,3 +64,46 @@ def test_duplicate_user_is_refused(data_dir) -> None:
     run("users", "create", "A", "a@example.com", "--data-dir", data_dir)
     result = run("users", "create", "A again", "a@example.com", "--data-dir", data_dir)
     assert result.exit_code == 1 and "already exists" in result.stderr
+
+
+def test_roles_and_transfer_options(data_dir) -> None:
+    created = run("users", "create", "Vi", "vi@example.com", "--role", "viewer",
+                  "--data-dir", data_dir)
+    assert created.exit_code == 0 and "Created viewer vi@example.com" in created.stdout
+    run("users", "create", "Mo", "mo@example.com", "--data-dir", data_dir)
+    listed = run("users", "list", "--data-dir", data_dir).stdout
+    assert re.search(r"vi@example\.com\s.*viewer", listed)
+    assert re.search(r"mo@example\.com\s.*member", listed)
+    bad_role = run("users", "create", "X", "x@example.com", "--role", "owner",
+                   "--data-dir", data_dir)
+    assert bad_role.exit_code != 0
+    # a viewer may not inherit resources; a member owning nothing is deleted at once
+    to_viewer = run("users", "delete", "mo@example.com", "--transfer-to", "vi@example.com",
+                    "--data-dir", data_dir)
+    assert to_viewer.exit_code == 1 and "viewer" in to_viewer.stderr
+    assert run("users", "delete", "mo@example.com", "--data-dir", data_dir).exit_code == 0
+
+
+@pytest.mark.parametrize("args", [("users", "list"), ("token", "list"), ("token", "create"),
+                                  ("users", "create", "A", "a@example.com")])
+def test_without_data_dir_nothing_is_created_in_home(tmp_path, monkeypatch, args) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("GRISTMILL_DATA_DIR", raising=False)
+    monkeypatch.delenv("GRISTMILL_DATABASE_URL", raising=False)
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "no environment in" in result.stderr and "--data-dir" in result.stderr
+    assert not (tmp_path / ".gristmill").exists()
+
+
+def test_token_create_prints_the_url_the_environment_was_started_at(data_dir) -> None:
+    from pathlib import Path
+
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+
+    prepare_environment(resolve_settings(Settings(data_dir=Path(data_dir), port=9321)))
+    token = run("token", "create", "--data-dir", data_dir)
+    assert token.exit_code == 0
+    assert "export GRISTMILL_ENVIRONMENT_URL=http://127.0.0.1:9321" in token.stdout
+    assert "8765" not in token.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.steps import Step
 from gristmill_platform.executions.transitions import DISPLAY
 from gristmill_platform.http.dates import iso
 
@@ -34,15 +35,32 @@ def _public_item(item: dict[str, Any], include_value: bool) -> dict[str, Any]:
     return public
 
 
-def execution_read(execution: Execution, *, include_io_values: bool = True) -> dict[str, Any]:
+def step_executions(execution: Execution, step: Step | None) -> list[dict[str, Any]]:
+    """The documented ``steps`` of an execution: its step's run, with how that step was
+    built (null when the step has since been deleted)."""
+    config = (step.container_config or {}) if step is not None else {}
+    return [{
+        "name": execution.step_name,
+        "status": DISPLAY.get(execution.status, execution.status),
+        "start_date": iso(execution.started_at),
+        "end_date": iso(execution.ended_at),
+        "commit_id": step.commit_id if step is not None else None,
+        "repository_url": config.get("repository_url"),
+        "repository_branch": config.get("repository_branch"),
+        "requirements_path": config.get("requirements_path"),
+        "origin": step.origin if step is not None else None,
+    }]
+
+
+def execution_list_item(execution: Execution, step: Step | None) -> dict[str, Any]:
+    return {**execution_summary(execution), "steps": step_executions(execution, step)}
+
+
+def execution_read(execution: Execution, *, include_io_values: bool = True,
+                   step: Step | None = None) -> dict[str, Any]:
     return {
         **execution_summary(execution),
-        "steps": [{
-            "name": execution.step_name,
-            "status": DISPLAY.get(execution.status, execution.status),
-            "start_date": iso(execution.started_at),
-            "end_date": iso(execution.ended_at),
-        }],
+        "steps": step_executions(execution, step),
         "worker": execution.worker,
         "resource_usage": execution.resource_usage,
         "inputs": [_public_item(i, include_io_values) for i in execution.inputs],
