@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +32,15 @@ class ExecutionRepository:
 
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(
-            select(Execution).where(Execution.pipeline_name == pipeline_name)
+            select(Execution).where(Execution.pipeline_name == pipeline_name,
+                                    Execution.parent_id.is_(None))
+            .order_by(Execution.created_at))
+        return result.scalars().all()
+
+    async def nodes(self, parent_id: str) -> Sequence[Execution]:
+        """The executions of a graph execution's nodes."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.parent_id == parent_id)
             .order_by(Execution.created_at))
         return result.scalars().all()
 
@@ -59,7 +68,18 @@ class ExecutionRepository:
         await self.session.flush()
 
     async def logs(self, execution_id: str, *, start: datetime | None, end: datetime | None,
-                   limit: int | None) -> Sequence[ExecutionLog]:
+                   limit: int | None, with_ids: Sequence[str] = ()
+                   ) -> Sequence[ExecutionLog]:
+        """An execution's log lines in order; with_ids adds other executions' (a graph's
+        nodes), interleaved by time."""
+        if with_ids:
+            ids = [execution_id, *with_ids]
+            query = select(ExecutionLog).where(ExecutionLog.execution_id.in_(ids))
+            query = _window(query, start, end).order_by(ExecutionLog.timestamp,
+                                                        ExecutionLog.id)
+            if limit is not None:
+                query = query.limit(limit)
+            return (await self.session.execute(query)).scalars().all()
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
         if start is not None:
             query = query.where(ExecutionLog.timestamp >= start)
@@ -70,3 +90,11 @@ class ExecutionRepository:
             query = query.limit(limit)
         result = await self.session.execute(query)
         return result.scalars().all()
+
+
+def _window(query: Any, start: datetime | None, end: datetime | None) -> Any:
+    if start is not None:
+        query = query.where(ExecutionLog.timestamp >= start)
+    if end is not None:
+        query = query.where(ExecutionLog.timestamp <= end)
+    return query

@@ -84,7 +84,10 @@ async def list_pipeline_executions(pipeline_name: str, state: AppStateDep, sessi
 @router.get("/executions/{execution_id}")
 async def get_execution(execution_id: str, principal: PrincipalDep, service: ServiceDep,
                         include_io_values: bool = True) -> dict[str, Any]:
-    return execution_read(await service.get(execution_id), include_io_values=include_io_values)
+    execution = await service.get(execution_id)
+    graph, nodes = await service.graph_of(execution)
+    return execution_read(execution, include_io_values=include_io_values, graph=graph,
+                          nodes=nodes)
 
 
 def _outputs_body(execution: Any) -> dict[str, Any]:
@@ -168,7 +171,12 @@ async def delete_execution(execution_id: str, state: AppStateDep, principal: Pri
                            service: ServiceDep) -> dict[str, str]:
     principal.require_user_scope("Deleting an execution")
     execution = await service.get(execution_id)
-    if execution.status in t.ACTIVE and execution.handle:
-        await state.executions.stop_worker(execution.handle)
+    # a graph's running nodes are stopped with it
+    _, nodes = await service.graph_of(execution)
+    for item in [*nodes, execution]:
+        if item.status in t.ACTIVE and item.handle:
+            await state.executions.stop_worker(item.handle)
+    for node in nodes:
+        await service.delete(node)
     await service.delete(execution)
     return {"execution_id": execution_id}

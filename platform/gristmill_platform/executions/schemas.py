@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
-from gristmill_platform.executions.transitions import DISPLAY
+from gristmill_platform.executions.transitions import DISPLAY, TERMINAL
 from gristmill_platform.http.dates import iso
+from gristmill_platform.pipelines.graph import upstream_of
 
 
 def execution_summary(execution: Execution) -> dict[str, Any]:
@@ -34,15 +36,42 @@ def _public_item(item: dict[str, Any], include_value: bool) -> dict[str, Any]:
     return public
 
 
-def execution_read(execution: Execution, *, include_io_values: bool = True) -> dict[str, Any]:
+def node_steps(execution: Execution, graph: Mapping[str, Any],
+               nodes: Sequence[Execution]) -> list[dict[str, Any]]:
+    """A graph execution's steps: one per node, in the graph's order. A node not started
+    is Waiting while the execution runs, Skipped once it ended."""
+    started = {n.node_name: n for n in nodes}
+    steps = []
+    for node in graph["nodes"]:
+        run = started.get(node["name"])
+        entry: dict[str, Any] = {"name": node["name"], "step_name": node["step_name"],
+                                 "execution_id": None, "status": "Waiting",
+                                 "status_reason": None, "start_date": None,
+                                 "end_date": None, "worker": None,
+                                 "upstream": sorted(upstream_of(node))}
+        if run is not None:
+            entry.update(execution_id=run.id,
+                         status=DISPLAY.get(run.status, run.status),
+                         status_reason=run.status_reason, start_date=iso(run.started_at),
+                         end_date=iso(run.ended_at), worker=run.worker)
+        elif execution.status in TERMINAL:
+            entry["status"] = "Skipped"
+        steps.append(entry)
+    return steps
+
+
+def execution_read(execution: Execution, *, include_io_values: bool = True,
+                   graph: Mapping[str, Any] | None = None,
+                   nodes: Sequence[Execution] = ()) -> dict[str, Any]:
+    steps = node_steps(execution, graph, nodes) if graph is not None else [{
+        "name": execution.step_name,
+        "status": DISPLAY.get(execution.status, execution.status),
+        "start_date": iso(execution.started_at),
+        "end_date": iso(execution.ended_at),
+    }]
     return {
         **execution_summary(execution),
-        "steps": [{
-            "name": execution.step_name,
-            "status": DISPLAY.get(execution.status, execution.status),
-            "start_date": iso(execution.started_at),
-            "end_date": iso(execution.ended_at),
-        }],
+        "steps": steps,
         "worker": execution.worker,
         "resource_usage": execution.resource_usage,
         "inputs": [_public_item(i, include_io_values) for i in execution.inputs],
