@@ -293,3 +293,85 @@ def test_deleting_a_step_used_by_a_graph_needs_force(api, steps, unique) -> None
     assert create(api, f"uses-{unique}", nodes, []).status_code == 201
     refused = api.delete(f"/steps/{steps['split']}")
     assert refused.status_code == 409 and f"uses-{unique}" in refused.json()["message"]
+
+
+def _rewind(env: Any, execution_id: str, *, node_running: str | None,
+            drop_node: str) -> None:
+    """Put a finished graph execution back as a control service that stopped mid-graph
+    would have left it: running and quiet, node ``drop_node`` never started, and
+    ``node_running`` (if any) running on a worker that is gone."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import delete, select
+
+    from gristmill_platform.db.engine import create_engine, create_session_factory
+    from gristmill_platform.db.models.executions import Execution
+    from gristmill_platform.db.types import utcnow
+
+    async def go() -> None:
+        engine = create_engine(env.settings.database_url)
+        try:
+            factory = create_session_factory(engine)
+            long_ago = utcnow() - timedelta(hours=1)
+            async with factory() as session, session.begin():
+                await session.execute(delete(Execution).where(
+                    Execution.parent_id == execution_id, Execution.node_name == drop_node))
+                parent = (await session.execute(select(Execution).where(
+                    Execution.id == execution_id))).scalar_one()
+                parent.status, parent.ended_at, parent.heartbeat_at = (
+                    "running", None, long_ago)
+                parent.outputs = [{**o, "value": None} for o in parent.outputs]
+                if node_running is not None:
+                    node = (await session.execute(select(Execution).where(
+                        Execution.parent_id == execution_id,
+                        Execution.node_name == node_running))).scalar_one()
+                    node.status, node.ended_at, node.heartbeat_at = (
+                        "running", None, long_ago)
+                    # a worker process that no longer exists
+                    node.handle = {**(node.handle or {}), "pid": 2**22 + 17,
+                                   "create_time": 1.0}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database) -> None:
+    from tests.conftest import start_environment
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            for function in ("split", "count"):
+                inputs, outputs = STEPS[function]
+                assert post_step(api, step_form(function, function_path="src/nodes.py",
+                                                function_name=function, inputs=inputs,
+                                                outputs=outputs), archive).status_code == 201
+            chain = [node("split", "split", text={"pipeline_input": "text"}),
+                     node("count", "count", words={"node": "split", "output": "words"})]
+            assert create(api, "chain", chain,
+                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            resumed, result = run_and_wait(api, "chain", {"text": "a b c"})
+            failed, _ = run_and_wait(api, "chain", {"text": "d e"})
+    finally:
+        server.stop()
+    _rewind(env, resumed, node_running=None, drop_node="count")
+    _rewind(env, failed, node_running="split", drop_node="count")
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            # the reconciler finds both quiet: one goes on where it stopped ...
+            assert outputs_of(wait(api, resumed)) == {"n": 3}
+            steps_read = api.get(f"/executions/{resumed}").json()["steps"]
+            assert [s["status"] for s in steps_read] == ["Succeeded", "Succeeded"]
+            # ... the other had a node whose worker is gone: it fails, naming the node
+            assert_error(wait(api, failed), 500, "node 'split' failed")
+            steps_read = api.get(f"/executions/{failed}").json()["steps"]
+            assert [s["status"] for s in steps_read] == ["Failed", "Skipped"]
+    finally:
+        server.stop()
