@@ -38,6 +38,7 @@ _EXPORTS = {
     "UnprocessableEntityError": "gristmill.errors",
     "step": "gristmill.authoring",
     "pipeline": "gristmill.authoring",
+    "check": "gristmill.authoring",
     "Input": "gristmill.io",
     "Output": "gristmill.io",
     "InputSource": "gristmill.io",
@@ -64,7 +65,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gristmill.authoring import pipeline, step
+    from gristmill.authoring import check, pipeline, step
     from gristmill.client import CraftAiSdk, Gristmill
     from gristmill.errors import (
         APIConnectionError,

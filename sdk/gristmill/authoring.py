@@ -62,6 +62,7 @@ class StepDefinition:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     single_output: bool
+    check: str | None = None  # the severity of a @check
 
     @property
     def entry_name(self) -> str:
@@ -235,9 +236,13 @@ class _Recording:
         while node_name in taken:
             count += 1
             node_name = f"{definition.name}-{count}"
-        self.nodes.append({"name": node_name, "step": definition.name,
-                           "inputs": {k: source_of(v, f"Input {k!r} of node {node_name!r}")
-                                      for k, v in bound.arguments.items()}})
+        node: dict[str, Any] = {
+            "name": node_name, "step": definition.name,
+            "inputs": {k: source_of(v, f"Input {k!r} of node {node_name!r}")
+                       for k, v in bound.arguments.items()}}
+        if definition.check is not None:
+            node["check"] = {"severity": definition.check}
+        self.nodes.append(node)
         return NodeHandle(node_name, definition.outputs, definition.single_output)
 
 
@@ -261,14 +266,17 @@ class PipelineGraph:
     nodes: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     steps: dict[str, StepDefinition]
+    metric_bounds: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline:
     """A ``@pipeline`` function. ``record()`` gives its graph; calling it runs the steps
     as plain Python, one after the other (for tests)."""
 
-    def __init__(self, function: Callable[..., Any]) -> None:
+    def __init__(self, function: Callable[..., Any],
+                 metric_bounds: Mapping[str, Any] | None = None) -> None:
         self.function = function
+        self.metric_bounds = dict(metric_bounds or {})
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -305,11 +313,50 @@ class Pipeline:
             outputs.append({"name": name, "node": value.node, "output": value.output})
         if not recording.nodes:
             raise AuthoringError(f"@pipeline {self.function.__name__} calls no step")
-        return PipelineGraph(recording.nodes, outputs, recording.steps)
+        return PipelineGraph(recording.nodes, outputs, recording.steps, self.metric_bounds)
 
 
-def pipeline(function: Callable[..., Any]) -> Pipeline:
+@overload
+def pipeline(function: Callable[..., Any]) -> Pipeline: ...
+
+
+@overload
+def pipeline(*, metric_bounds: Mapping[str, Any] | None = None
+             ) -> Callable[[Callable[..., Any]], Pipeline]: ...
+
+
+def pipeline(function: Callable[..., Any] | None = None, *,
+             metric_bounds: Mapping[str, Any] | None = None) -> Any:
     """Mark a function whose body calls steps as a multi-step pipeline; it returns a dict
     of pipeline outputs. Create it with ``Gristmill.create_pipeline(pipeline_name=...,
-    pipeline=<this function>)``."""
-    return Pipeline(function)
+    pipeline=<this function>)``.
+
+    Args:
+        metric_bounds: Bounds on the metrics the execution's steps record, checked once
+            every node succeeded: ``{"accuracy": {"min": 0.8, "severity": "error"}}``. A
+            metric out of bounds (or not recorded) fails the execution (``"error"``, the
+            default) or is listed in its ``warnings`` (``"warning"``).
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Pipeline:
+        return Pipeline(fn, metric_bounds)
+
+    return decorate(function) if function is not None else decorate
+
+
+def check(function: Callable[..., Any] | None = None, *, severity: str = "error",
+          name: str | None = None) -> Any:
+    """Mark a function taking node outputs and returning a bool as a check. In a pipeline
+    it is a node; when it returns False, an ``"error"`` check fails the execution naming
+    it, a ``"warning"`` check is listed in the execution's ``warnings``."""
+    if severity not in ("error", "warning"):
+        raise AuthoringError(f'@check severity is "error" or "warning", not {severity!r}')
+
+    def decorate(fn: Callable[..., Any]) -> Step:
+        definition = _define(fn, name, {}, {"result": "boolean"})
+        definition.single_output = True
+        definition.check = severity
+        _install_entry(definition)
+        return Step(definition)
+
+    return decorate(function) if function is not None else decorate

@@ -156,3 +156,75 @@ def test_create_run_and_read_a_decorated_pipeline(gm, tmp_path: Path, unique) ->
     node_logs = gm.get_pipeline_execution_logs(
         execution_id=execution["steps"][0]["execution_id"])
     assert "tokenizing 'a graph of steps'" in [line["message"] for line in node_logs]
+
+
+CHECKED_MODULE = '''
+from gristmill import Gristmill, check, pipeline, step
+
+
+@step
+def train(rows: int) -> float:
+    Gristmill(progress=False).record_metric_value("accuracy", rows / 10)
+    return rows / 10
+
+
+@check(severity="warning")
+def small(score: float) -> bool:
+    return score < 0.5
+
+
+@check(severity="error")
+def positive(score: float) -> bool:
+    return score > 0
+
+
+@pipeline(metric_bounds={"accuracy": {"min": 0.3, "severity": "error"}})
+def guarded(rows: int) -> dict:
+    score = train(rows)
+    small(score)
+    positive(score)
+    return {"score": score}
+'''
+
+
+def _load(folder: Path, name: str, code: str, unique: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(code))
+    spec = importlib.util.spec_from_file_location(f"{name}_{unique}", folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_checks_and_metric_bounds(gm, tmp_path: Path, unique) -> None:
+    from gristmill import ExecutionFailedError
+
+    module = _load(tmp_path / "checked", "guarded", CHECKED_MODULE, unique)
+    assert module.small(0.7) is False  # plain Python outside a pipeline
+    name = f"guarded-{unique}"
+    created = gm.create_pipeline(pipeline_name=name, pipeline=module.guarded,
+                                 container_config={"requirements_path": ""})
+    assert created["graph"]["metric_bounds"]["accuracy"]["min"] == 0.3
+    assert {n["name"]: n.get("check") for n in created["graph"]["nodes"]} == {
+        "train": None, "small": {"severity": "warning"}, "positive": {"severity": "error"}}
+
+    # a failed warning check is recorded, the execution succeeds
+    passed = gm.run_pipeline(name, inputs={"rows": 6})
+    assert passed["outputs"] == {"score": 0.6}
+    read = gm.get_pipeline_execution(passed["execution_id"])
+    assert read["status"] == "Succeeded"
+    assert read["warnings"] == [{"kind": "check", "name": "small",
+                                 "message": "check 'small' failed"}]
+    by_name = {s["name"]: s for s in read["steps"]}
+    assert by_name["small"]["check"] == {"severity": "warning", "passed": False}
+    assert by_name["positive"]["check"] == {"severity": "error", "passed": True}
+
+    # a failed error check fails it, naming the check
+    with pytest.raises(ExecutionFailedError, match="check 'positive' failed"):
+        gm.run_pipeline(name, inputs={"rows": 0})
+
+    # a metric out of its error bound fails it, naming the metric
+    with pytest.raises(ExecutionFailedError,
+                       match="metric 'accuracy' is 0.2, below its minimum 0.3"):
+        gm.run_pipeline(name, inputs={"rows": 2})

@@ -32,7 +32,7 @@ from gristmill_platform.executions.service import (
     with_values,
 )
 from gristmill_platform.executors.spec import Handle
-from gristmill_platform.pipelines.graph import node_named, progress
+from gristmill_platform.pipelines.graph import bound_violation, node_named, progress
 from gristmill_platform.pipelines.repository import PipelineRepository
 from gristmill_platform.steps.repository import StepRepository
 
@@ -94,11 +94,13 @@ class GraphScheduler:
                 graph = pipeline.graph
                 assert graph is not None
                 state = progress(graph, {name: n.status for name, n in nodes.items()})
+                self._judge_checks(parent, graph, nodes)
                 if state.failed is not None:
                     failed = nodes[state.failed]
                     raise GraphFailure(f"node {state.failed!r} failed: "
                                        f"{failed.status_reason or failed.status}")
                 if state.done:
+                    await self._judge_bounds(service, parent, graph, nodes)
                     await self._finish(service, parent, graph, nodes)
                     ended = True
                 else:
@@ -132,6 +134,37 @@ class GraphScheduler:
         if pipeline is None or pipeline.graph is None:
             raise GraphFailure("the pipeline was deleted while its execution ran")
         return pipeline
+
+    @staticmethod
+    def _judge_checks(parent: Execution, graph: Mapping[str, Any],
+                      nodes: Mapping[str, Execution]) -> None:
+        """A check node that returned False: an error fails the execution, a warning is
+        recorded on it."""
+        for node in graph["nodes"]:
+            check, run = node.get("check"), nodes.get(node["name"])
+            if check is None or run is None or run.status != t.SUCCEEDED:
+                continue
+            if check_passed(run):
+                continue
+            message = f"check {node['name']!r} failed"
+            if check["severity"] == "error":
+                raise GraphFailure(message)
+            _warn(parent, {"kind": "check", "name": node["name"], "message": message})
+
+    async def _judge_bounds(self, service: ExecutionService, parent: Execution,
+                            graph: Mapping[str, Any], nodes: Mapping[str, Execution]
+                            ) -> None:
+        bounds = graph.get("metric_bounds") or {}
+        if not bounds:
+            return
+        recorded = await service.repository.metric_values([n.id for n in nodes.values()])
+        for name, bound in bounds.items():
+            problem = bound_violation(name, bound, recorded.get(name))
+            if problem is None:
+                continue
+            if bound["severity"] == "error":
+                raise GraphFailure(f"metric bound: {problem}")
+            _warn(parent, {"kind": "metric_bound", "name": name, "message": problem})
 
     @staticmethod
     def _cancel_nodes(nodes: Sequence[Execution] | Any) -> list[Handle]:
@@ -185,6 +218,17 @@ class GraphScheduler:
         parent.status = t.transition(parent.status, t.SUCCEEDED)
         parent.ended_at = utcnow()
         await service.auth.revoke_execution_tokens(parent.id)
+
+
+def check_passed(run: Execution) -> bool:
+    """A check node passed when its one output is True (None or anything else fails)."""
+    return any(o.get("value") is True for o in run.outputs)
+
+
+def _warn(parent: Execution, warning: dict[str, str]) -> None:
+    warnings = list(parent.warnings or [])
+    if warning not in warnings:
+        parent.warnings = [*warnings, warning]
 
 
 def _output_item(node: Execution, name: str) -> dict[str, Any] | None:

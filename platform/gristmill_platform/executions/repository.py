@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue
 
 
 class ExecutionRepository:
@@ -36,6 +36,15 @@ class ExecutionRepository:
                                     Execution.parent_id.is_(None))
             .order_by(Execution.created_at))
         return result.scalars().all()
+
+    async def metric_values(self, execution_ids: Sequence[str]) -> dict[str, float]:
+        """The single-value metrics these executions recorded (the latest per name)."""
+        if not execution_ids:
+            return {}
+        result = await self.session.execute(
+            select(MetricValue).where(MetricValue.execution_id.in_(execution_ids))
+            .order_by(MetricValue.created_at, MetricValue.id))
+        return {row.name: row.value for row in result.scalars().all()}
 
     async def nodes(self, parent_id: str) -> Sequence[Execution]:
         """The executions of a graph execution's nodes."""

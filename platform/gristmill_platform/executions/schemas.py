@@ -49,6 +49,10 @@ def node_steps(execution: Execution, graph: Mapping[str, Any],
                                  "status_reason": None, "start_date": None,
                                  "end_date": None, "worker": None,
                                  "upstream": sorted(upstream_of(node))}
+        if "check" in node:
+            entry["check"] = {"severity": node["check"]["severity"],
+                              "passed": None if run is None or run.status != "succeeded"
+                              else any(o.get("value") is True for o in run.outputs)}
         if run is not None:
             entry.update(execution_id=run.id,
                          status=DISPLAY.get(run.status, run.status),
@@ -76,6 +80,8 @@ def execution_read(execution: Execution, *, include_io_values: bool = True,
         "resource_usage": execution.resource_usage,
         "inputs": [_public_item(i, include_io_values) for i in execution.inputs],
         "outputs": [_public_item(o, include_io_values) for o in execution.outputs],
+        # a graph's failed warning checks and metric bounds
+        **({"warnings": execution.warnings or []} if graph is not None else {}),
     }
 
 

@@ -30,6 +30,7 @@ MAX_NODES = 200
 # Step.origin of a multi-step pipeline's hidden step: it runs no code of its own
 GRAPH_ORIGIN = "graph"
 SOURCE_KINDS = ("pipeline_input", "node", "constant")
+SEVERITIES = ("error", "warning")
 
 
 class InvalidGraph(BadRequest):
@@ -56,7 +57,7 @@ def referenced_steps(raw_nodes: object) -> list[str]:
 
 
 def build_graph(raw_nodes: object, raw_outputs: object,
-                steps: Mapping[str, StepShape]) -> dict[str, Any]:
+                steps: Mapping[str, StepShape], raw_bounds: object = None) -> dict[str, Any]:
     """Check a creation request's graph against the steps it runs; the stored form, or
     InvalidGraph naming the first problem."""
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -75,8 +76,12 @@ def build_graph(raw_nodes: object, raw_outputs: object,
         _wire(node, nodes, steps, pipeline_inputs)
     order = _topological(nodes)
     outputs = _outputs(raw_outputs, nodes, steps)
-    return {"nodes": [nodes[name] for name in order],
-            "inputs": list(pipeline_inputs.values()), "outputs": outputs}
+    graph: dict[str, Any] = {"nodes": [nodes[name] for name in order],
+                             "inputs": list(pipeline_inputs.values()), "outputs": outputs}
+    bounds = metric_bounds(raw_bounds)
+    if bounds:
+        graph["metric_bounds"] = bounds
+    return graph
 
 
 def _node(raw: object, steps: Mapping[str, StepShape]) -> dict[str, Any]:
@@ -101,7 +106,63 @@ def _node(raw: object, steps: Mapping[str, StepShape]) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         raise InvalidGraph(f"The inputs of node {name!r} must be an object: input name -> "
                            "source")
-    return {"name": name, "step_name": step.name, "step_id": step.id, "inputs": inputs}
+    node = {"name": name, "step_name": step.name, "step_id": step.id, "inputs": inputs}
+    if raw.get("check") is not None:
+        node["check"] = _check(name, raw["check"], step)
+    return node
+
+
+def _check(node: str, raw: object, step: StepShape) -> dict[str, str]:
+    """A check node: its step returns one boolean; False fails the execution (error) or
+    is recorded on it (warning)."""
+    severity = raw.get("severity", "error") if isinstance(raw, dict) else None
+    if severity not in SEVERITIES:
+        raise InvalidGraph(f"Node {node!r}: check is {{\"severity\": \"error\" | "
+                           "\"warning\"}")
+    if [o["data_type"] for o in step.outputs] != ["boolean"]:
+        raise InvalidGraph(f"Node {node!r} is a check: its step {step.name!r} must have "
+                           "exactly one output, of type boolean")
+    return {"severity": str(severity)}
+
+
+def metric_bounds(raw: object) -> dict[str, dict[str, Any]]:
+    """{metric: {"min"?, "max"?, "severity"}} checked against the metrics the execution's
+    nodes record."""
+    if raw in (None, {}):
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidGraph("metric_bounds must be an object: metric name -> {min, max, "
+                           "severity}")
+    bounds = {}
+    for name, bound in raw.items():
+        where = f"metric_bounds[{name!r}]"
+        if not isinstance(bound, dict) or not ({"min", "max"} & set(bound)):
+            raise InvalidGraph(f"{where} needs min or max")
+        unknown = sorted(set(bound) - {"min", "max", "severity"})
+        if unknown:
+            raise InvalidGraph(f"{where}: unknown key(s) {', '.join(unknown)}")
+        for key in ("min", "max"):
+            value = bound.get(key)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+                raise InvalidGraph(f"{where}: {key} must be a number")
+        severity = bound.get("severity", "error")
+        if severity not in SEVERITIES:
+            raise InvalidGraph(f"{where}: severity is \"error\" or \"warning\"")
+        bounds[str(name)] = {"min": bound.get("min"), "max": bound.get("max"),
+                             "severity": severity}
+    return bounds
+
+
+def bound_violation(name: str, bound: Mapping[str, Any], value: float | None) -> str | None:
+    """Why a metric breaks its bound, or None."""
+    if value is None:
+        return f"metric {name!r} was not recorded"
+    if bound.get("min") is not None and value < bound["min"]:
+        return f"metric {name!r} is {value:g}, below its minimum {bound['min']:g}"
+    if bound.get("max") is not None and value > bound["max"]:
+        return f"metric {name!r} is {value:g}, above its maximum {bound['max']:g}"
+    return None
 
 
 def _source(node: str, input_name: str, raw: object) -> dict[str, Any]:

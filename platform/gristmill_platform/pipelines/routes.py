@@ -36,7 +36,7 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
         async with transaction(state) as session:
             pipeline, step = await state.factories.pipelines(session).create_graph(
                 name, fields["nodes"], fields.get("outputs"), principal,
-                fields.get("description"))
+                fields.get("description"), fields.get("metric_bounds"))
             body = pipeline_read(pipeline, step)
         return JSONResponse(body, status_code=201)
     if "step_names" in fields or "step_name" in fields:

@@ -24,9 +24,11 @@ def pipeline_outputs(step: Step) -> list[dict[str, Any]]:
 def graph_read(graph: dict[str, Any]) -> dict[str, Any]:
     """A multi-step pipeline's graph as clients (and the console) draw it."""
     return {"nodes": [{"name": n["name"], "step_name": n["step_name"],
-                       "inputs": n["inputs"]} for n in graph["nodes"]],
+                       "inputs": n["inputs"], **({"check": n["check"]} if "check" in n else {})}
+                      for n in graph["nodes"]],
             "outputs": [{"name": o["name"], "node": o["node"], "output": o["output"]}
-                        for o in graph["outputs"]]}
+                        for o in graph["outputs"]],
+            "metric_bounds": graph.get("metric_bounds", {})}
 
 
 def _graph_pipeline_read(pipeline: Pipeline, step: Step, graph: dict[str, Any]

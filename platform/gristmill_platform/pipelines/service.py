@@ -69,8 +69,8 @@ class PipelineService:
         return pipeline, step
 
     async def create_graph(self, name: object, raw_nodes: object, raw_outputs: object,
-                           principal: Principal, description: object = None
-                           ) -> tuple[Pipeline, Step]:
+                           principal: Principal, description: object = None,
+                           raw_bounds: object = None) -> tuple[Pipeline, Step]:
         """A multi-step pipeline: its graph checked (InvalidGraph, nothing written), then
         the pipeline and its hidden graph step, which declares the pipeline's inputs and
         outputs so that runs and deployments map them as for a one-step pipeline."""
@@ -82,7 +82,7 @@ class PipelineService:
             if found is not None and not found.is_hidden:
                 shapes[step_name] = StepShape(found.id, found.name, found.status,
                                               found.inputs, found.outputs)
-        graph = build_graph(raw_nodes, raw_outputs, shapes)
+        graph = build_graph(raw_nodes, raw_outputs, shapes, raw_bounds)
         await self._free_name(name)
         now = utcnow()
         step = Step(

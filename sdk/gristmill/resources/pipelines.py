@@ -132,9 +132,11 @@ class PipelinesMixin(CreationMixin):
             step_names[name] = created_name
         body: dict[str, Any] = {
             "pipeline_name": pipeline_name,
-            "nodes": [{"name": n["name"], "step_name": step_names[n["step"]],
-                       "inputs": n["inputs"]} for n in graph.nodes],
+            "nodes": [{**{k: v for k, v in n.items() if k != "step"},
+                       "step_name": step_names[n["step"]]} for n in graph.nodes],
             "outputs": graph.outputs}
+        if graph.metric_bounds:
+            body["metric_bounds"] = graph.metric_bounds
         if description is not None:
             body["description"] = description
         created = self._transport.request("POST", self._api_url("/pipelines"), json=body)

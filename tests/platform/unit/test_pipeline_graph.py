@@ -121,3 +121,41 @@ def test_progress_starts_what_is_ready_and_stops_at_the_first_failure() -> None:
     assert state.failed == "count" and state.ready == []
     done = progress(graph, dict.fromkeys(("load", "count", "size", "sum"), "succeeded"))
     assert done.done and done.ready == []
+
+
+CHECKED = {**STEPS, "positive": StepShape("s6", "positive", "ready",
+                                          [{"name": "n", "data_type": "number"}],
+                                          [{"name": "ok", "data_type": "boolean"}])}
+
+
+def test_checks_and_metric_bounds_are_checked() -> None:
+    nodes = [*diamond(), {"name": "big", "step_name": "positive",
+                          "inputs": {"n": {"node": "sum", "output": "total"}},
+                          "check": {"severity": "warning"}}]
+    graph = build_graph(nodes, OUTPUTS, CHECKED, {"accuracy": {"min": 0.8}})
+    assert graph["nodes"][-1]["check"] == {"severity": "warning"}
+    assert graph["metric_bounds"] == {"accuracy": {"min": 0.8, "max": None,
+                                                   "severity": "error"}}
+    nodes[-1]["check"] = {"severity": "fatal"}
+    with pytest.raises(BadRequest, match="check is"):
+        build_graph(nodes, OUTPUTS, CHECKED)
+    nodes[-1] = {**nodes[-1], "step_name": "sum", "check": {"severity": "error"},
+                 "inputs": {"a": {"constant": 1}, "b": {"constant": 2}}}
+    with pytest.raises(BadRequest, match="must have exactly one output, of type boolean"):
+        build_graph(nodes, OUTPUTS, CHECKED)
+    for bounds, fragment in [({"acc": {}}, "needs min or max"),
+                             ({"acc": {"min": "high"}}, "must be a number"),
+                             ({"acc": {"min": 1, "severity": "meh"}}, "severity"),
+                             ({"acc": {"min": 1, "step": 2}}, "unknown key")]:
+        with pytest.raises(BadRequest, match=fragment):
+            build_graph(diamond(), OUTPUTS, STEPS, bounds)
+
+
+def test_bound_violations_say_why() -> None:
+    from gristmill_platform.pipelines.graph import bound_violation
+
+    bound = {"min": 0.8, "max": 1.0, "severity": "error"}
+    assert bound_violation("acc", bound, 0.9) is None
+    assert bound_violation("acc", bound, 0.5) == "metric 'acc' is 0.5, below its minimum 0.8"
+    assert bound_violation("acc", bound, 2) == "metric 'acc' is 2, above its maximum 1"
+    assert bound_violation("acc", bound, None) == "metric 'acc' was not recorded"

@@ -42,6 +42,8 @@ class Execution(Base):
     # the node's name in it (executions/graph_scheduler.py)
     parent_id: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
     node_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # failed warning checks and metric bounds of a graph execution (it still succeeds)
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class ExecutionLog(Base):
