@@ -63,6 +63,7 @@ class StepDefinition:
     outputs: list[dict[str, Any]]
     single_output: bool
     check: str | None = None  # the severity of a @check
+    cache: bool = False
 
     @property
     def entry_name(self) -> str:
@@ -96,12 +97,13 @@ def step(function: F) -> F: ...
 
 @overload
 def step(*, name: str | None = None, inputs: Mapping[str, str] | None = None,
-         outputs: Mapping[str, str] | None = None) -> Callable[[F], F]: ...
+         outputs: Mapping[str, str] | None = None, cache: bool = False
+         ) -> Callable[[F], F]: ...
 
 
 def step(function: Callable[..., Any] | None = None, *, name: str | None = None,
-         inputs: Mapping[str, str] | None = None, outputs: Mapping[str, str] | None = None
-         ) -> Any:
+         inputs: Mapping[str, str] | None = None, outputs: Mapping[str, str] | None = None,
+         cache: bool = False) -> Any:
     """Mark a typed function as a step.
 
     Args:
@@ -111,10 +113,14 @@ def step(function: Callable[..., Any] | None = None, *, name: str | None = None,
         outputs: The outputs, name to data type: the function returns a dict of them.
             Without it the step has one output, ``result``, typed from the return
             annotation, and the function returns its value.
+        cache: In a pipeline, a node of this step whose code, environment and inputs are
+            those of an earlier succeeded node reuses its outputs instead of running (it
+            is marked ``cached`` in the execution's steps).
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:
         definition = _define(fn, name, inputs or {}, outputs)
+        definition.cache = cache
         _install_entry(definition)
         return Step(definition)
 
@@ -242,6 +248,8 @@ class _Recording:
                        for k, v in bound.arguments.items()}}
         if definition.check is not None:
             node["check"] = {"severity": definition.check}
+        if definition.cache:
+            node["cache"] = True
         self.nodes.append(node)
         return NodeHandle(node_name, definition.outputs, definition.single_output)
 

@@ -375,3 +375,41 @@ def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database
             assert [s["status"] for s in steps_read] == ["Failed", "Skipped"]
     finally:
         server.stop()
+
+
+def test_a_cached_node_reuses_the_outputs_of_an_identical_earlier_run(api, steps,
+                                                                      unique) -> None:
+    nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),
+             {**node("read", steps["read_doc"], doc={"node": "write", "output": "doc"}),
+              "cache": True},
+             {**node("split", steps["split"], text={"pipeline_input": "text"}),
+              "cache": True}]
+    outputs = [{"name": "size", "node": "read", "output": "size"},
+               {"name": "upper", "node": "read", "output": "upper"},
+               {"name": "words", "node": "split", "output": "words"}]
+    created = create(api, f"cache-{unique}", nodes, outputs)
+    assert created.status_code == 201, created.text
+    assert {n["name"]: n["cache"] for n in created.json()["graph"]["nodes"]} == {
+        "write": False, "read": True, "split": True}
+
+    def cached_nodes(execution_id: str) -> dict[str, bool]:
+        read = api.get(f"/executions/{execution_id}").json()
+        assert read["status"] == "Succeeded"
+        return {s["name"]: s["cached"] for s in read["steps"]}
+
+    first, result = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} x"})
+    assert outputs_of(result)["words"] == [unique, "x"]
+    assert cached_nodes(first) == {"write": False, "read": False, "split": False}
+    second, result = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} x"})
+    # same inputs (the file by content: 'write' ran again and wrote the same bytes)
+    assert cached_nodes(second) == {"write": False, "read": True, "split": True}
+    assert outputs_of(result)["size"] == 3 * len(f"{unique} x")
+    assert api.get(f"/executions/{second}/outputs/upper").content == \
+        (f"{unique} x" * 3).upper().encode()
+    split_node = next(s for s in api.get(f"/executions/{second}").json()["steps"]
+                      if s["name"] == "split")
+    logs = api.post(f"/executions/{split_node['execution_id']}/logs", json={}).json()[0]
+    assert any(line["message"].startswith("Cached: outputs reused from execution")
+               for line in logs)
+    third, _ = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} y"})
+    assert cached_nodes(third) == {"write": False, "read": False, "split": False}

@@ -228,3 +228,30 @@ def test_checks_and_metric_bounds(gm, tmp_path: Path, unique) -> None:
     with pytest.raises(ExecutionFailedError,
                        match="metric 'accuracy' is 0.2, below its minimum 0.3"):
         gm.run_pipeline(name, inputs={"rows": 2})
+
+
+def test_cache_and_check_are_recorded_on_their_nodes() -> None:
+    from gristmill import check
+
+    @step(cache=True)
+    def heavy(text: str) -> int:
+        return len(text)
+
+    @check(severity="warning")
+    def short(n: int) -> bool:
+        return n < 10
+
+    @pipeline(metric_bounds={"accuracy": {"min": 0.5}})
+    def cached(text: str) -> dict:
+        n = heavy(text)
+        short(n)
+        return {"n": n}
+
+    graph = cached.record()
+    assert graph.nodes[0]["cache"] is True and "check" not in graph.nodes[0]
+    assert graph.nodes[1]["check"] == {"severity": "warning"} and "cache" not in graph.nodes[1]
+    assert graph.steps["short"].outputs == [{"name": "result", "data_type": "boolean"}]
+    assert graph.metric_bounds == {"accuracy": {"min": 0.5}}
+    assert heavy("abc") == 3 and short(3) is True
+    with pytest.raises(AuthoringError, match="severity"):
+        check(severity="fatal")

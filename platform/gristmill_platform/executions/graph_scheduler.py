@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution
-from gristmill_platform.db.models.steps import Pipeline
+from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.errors import AppError
@@ -32,6 +34,7 @@ from gristmill_platform.executions.service import (
     with_values,
 )
 from gristmill_platform.executors.spec import Handle
+from gristmill_platform.pipelines.cache_keys import cache_key, code_digest, file_digest
 from gristmill_platform.pipelines.graph import bound_violation, node_named, progress
 from gristmill_platform.pipelines.repository import PipelineRepository
 from gristmill_platform.steps.repository import StepRepository
@@ -43,14 +46,21 @@ StopWorker = Callable[[Handle], Awaitable[None]]
 Notify = Callable[[str], None]
 
 
+# the handle of a cached node's execution: it ran nowhere, its outputs are a copy
+CACHE_BACKEND = "cache"
+
+
 class GraphFailure(Exception):
     """The graph's execution cannot go on; the message is its status reason."""
 
 
 class GraphScheduler:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
-                 launch: LaunchNode, stop_worker: StopWorker, notify: Notify) -> None:
+                 launch: LaunchNode, stop_worker: StopWorker, notify: Notify,
+                 code_dir: Callable[[str], Path]) -> None:
         self.transactions = transactions
+        self.code_dir = code_dir
+        self._code_digests: dict[str, str] = {}
         self.executions = executions
         self.launch = launch
         self.stop_worker = stop_worker
@@ -81,6 +91,7 @@ class GraphScheduler:
         launches: list[Launch] = []
         to_stop: list[Handle] = []
         ended = False
+        reused = False
         async with self.transactions() as session:
             service = self.executions(session)
             parent = await service.repository.get(parent_id, for_update=True)
@@ -107,9 +118,12 @@ class GraphScheduler:
                     for name in state.ready:
                         launch = await self._start_node(service, session, pipeline, parent,
                                                         node_named(graph, name), nodes)
+                        if launch is None:
+                            reused = True  # its outputs came from the cache
+                            continue
                         launches.append(launch)
                         self._parents[launch.execution_id] = parent_id
-                    if launches and parent.status == t.PENDING:
+                    if (launches or reused) and parent.status == t.PENDING:
                         parent.status = t.transition(parent.status, t.RUNNING)
                         parent.started_at = utcnow()
             except (GraphFailure, AppError) as failure:
@@ -127,6 +141,8 @@ class GraphScheduler:
             self.launch(launch)
         if ended:
             self.notify(parent_id)
+        elif reused:
+            await self._advance(parent_id)  # what follows a reused node may be ready now
 
     async def _pipeline(self, session: Any, parent: Execution) -> Pipeline:
         pipeline = (await PipelineRepository(session).get(parent.pipeline_id)
@@ -181,16 +197,64 @@ class GraphScheduler:
 
     async def _start_node(self, service: ExecutionService, session: Any, pipeline: Pipeline,
                           parent: Execution, node: Mapping[str, Any],
-                          nodes: Mapping[str, Execution]) -> Launch:
+                          nodes: Mapping[str, Execution]) -> Launch | None:
+        """Record a node's execution and return its launch; None when a cached node
+        reused an earlier run's outputs (it is then already succeeded)."""
         step = await StepRepository(session).get(node["step_id"])
         if step is None:
             raise GraphFailure(f"node {node['name']!r}: its step {node['step_name']!r} was "
                                "deleted")
         resolved = node_inputs(node, step.inputs, parent, nodes)
         plans = plan_outputs(step.outputs, [])
-        return await service.record(pipeline, step, resolved, plans, {},
-                                    created_by=parent.created_by, parent=parent,
-                                    node_name=node["name"])
+        key = await self._cache_key(service, step, resolved) if node.get("cache") else None
+        earlier = await service.repository.cached(key) if key else None
+        launch = await service.record(pipeline, step, resolved, plans, {},
+                                      created_by=parent.created_by, parent=parent,
+                                      node_name=node["name"])
+        execution = await service.repository.get(launch.execution_id)
+        assert execution is not None
+        execution.cache_key = key
+        if earlier is None:
+            return launch
+        await self._reuse(service, execution, earlier)
+        return None
+
+    async def _reuse(self, service: ExecutionService, execution: Execution,
+                     earlier: Execution) -> None:
+        outputs = []
+        for item in earlier.outputs:
+            copied = {**item}
+            if item.get("file"):
+                copied["file"] = await service.copy_object(
+                    execution.id, "outputs", item["pipeline_output_name"], item["file"])
+            outputs.append(copied)
+        execution.outputs = outputs
+        execution.status = t.transition(t.transition(execution.status, t.RUNNING),
+                                        t.SUCCEEDED)
+        execution.started_at = execution.ended_at = utcnow()
+        execution.handle = {"backend": CACHE_BACKEND, "execution_id": earlier.id}
+        await service.append_logs(execution.id, [system_line(
+            f"Cached: outputs reused from execution {earlier.id}")], heartbeat=False)
+        await service.auth.revoke_execution_tokens(execution.id)
+
+    async def _cache_key(self, service: ExecutionService, step: Step,
+                         resolved: Sequence[ResolvedInput]) -> str:
+        code = step.image or self._code_digests.get(step.id)
+        if code is None:
+            code = await asyncio.to_thread(code_digest, self.code_dir(step.id))
+            self._code_digests[step.id] = code
+        values: dict[str, Any] = {}
+        for item in resolved:
+            if item.file_source is None:
+                values[item.name] = item.value
+                continue
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / "input"
+                await service.datastore.download_to(item.file_source[1], local)
+                values[item.name] = {"file_sha256": await asyncio.to_thread(file_digest,
+                                                                             local)}
+        return cache_key(code, step.environment_key,
+                         f"{step.function_path}:{step.function_name}", values)
 
     async def _finish(self, service: ExecutionService, parent: Execution,
                       graph: Mapping[str, Any], nodes: Mapping[str, Execution]) -> None:

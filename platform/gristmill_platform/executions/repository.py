@@ -46,6 +46,14 @@ class ExecutionRepository:
             .order_by(MetricValue.created_at, MetricValue.id))
         return {row.name: row.value for row in result.scalars().all()}
 
+    async def cached(self, key: str) -> Execution | None:
+        """The latest succeeded node execution with this cache key."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.cache_key == key,
+                                    Execution.status == "succeeded")
+            .order_by(Execution.ended_at.desc()).limit(1))
+        return result.scalars().first()
+
     async def nodes(self, parent_id: str) -> Sequence[Execution]:
         """The executions of a graph execution's nodes."""
         result = await self.session.execute(

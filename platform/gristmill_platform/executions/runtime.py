@@ -147,7 +147,7 @@ class ExecutionRuntime:
                                                 environment, self.events, self._fail)
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
-                                     self.events.notify)
+                                     self.events.notify, steps.code_dir)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -48,12 +48,14 @@ def node_steps(execution: Execution, graph: Mapping[str, Any],
                                  "execution_id": None, "status": "Waiting",
                                  "status_reason": None, "start_date": None,
                                  "end_date": None, "worker": None,
-                                 "upstream": sorted(upstream_of(node))}
+                                 "upstream": sorted(upstream_of(node)),
+                                 "cached": False}
         if "check" in node:
             entry["check"] = {"severity": node["check"]["severity"],
                               "passed": None if run is None or run.status != "succeeded"
                               else any(o.get("value") is True for o in run.outputs)}
         if run is not None:
+            entry["cached"] = bool(run.handle and run.handle.get("backend") == "cache")
             entry.update(execution_id=run.id,
                          status=DISPLAY.get(run.status, run.status),
                          status_reason=run.status_reason, start_date=iso(run.started_at),

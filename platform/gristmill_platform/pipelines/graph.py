@@ -106,9 +106,14 @@ def _node(raw: object, steps: Mapping[str, StepShape]) -> dict[str, Any]:
     if not isinstance(inputs, dict):
         raise InvalidGraph(f"The inputs of node {name!r} must be an object: input name -> "
                            "source")
-    node = {"name": name, "step_name": step.name, "step_id": step.id, "inputs": inputs}
+    node: dict[str, Any] = {"name": name, "step_name": step.name, "step_id": step.id,
+                            "inputs": inputs}
     if raw.get("check") is not None:
         node["check"] = _check(name, raw["check"], step)
+    if raw.get("cache") not in (None, False):
+        if raw["cache"] is not True:
+            raise InvalidGraph(f"Node {name!r}: cache is true or false")
+        node["cache"] = True
     return node
 
 

@@ -24,7 +24,8 @@ def pipeline_outputs(step: Step) -> list[dict[str, Any]]:
 def graph_read(graph: dict[str, Any]) -> dict[str, Any]:
     """A multi-step pipeline's graph as clients (and the console) draw it."""
     return {"nodes": [{"name": n["name"], "step_name": n["step_name"],
-                       "inputs": n["inputs"], **({"check": n["check"]} if "check" in n else {})}
+                       "inputs": n["inputs"], "cache": bool(n.get("cache")),
+                       **({"check": n["check"]} if "check" in n else {})}
                       for n in graph["nodes"]],
             "outputs": [{"name": o["name"], "node": o["node"], "output": o["output"]}
                         for o in graph["outputs"]],
