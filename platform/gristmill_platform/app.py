@@ -46,6 +46,7 @@ from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.pipelines.factory import PipelineServices
+from gristmill_platform.project import routes as project_routes
 from gristmill_platform.resources import routes as resource_routes
 from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.runtime_site import ensure_runtime_site
@@ -163,6 +164,8 @@ def api_router() -> APIRouter:
     api.include_router(metric_routes.router)
     api.include_router(deployment_routes.router)
     api.include_router(resource_routes.router)
+    # craft-ai-sdk 0.74 (docs/compatibility.md)
+    api.include_router(project_routes.router)
     return api
 
 

@@ -76,7 +76,8 @@ class EndpointDirectory:
         self._reloads = BackgroundReloads(traffic)
 
     async def lookup(self, name: str) -> Endpoint | None:
-        """The endpoint deployment called name, or None."""
+        """The endpoint deployment answering at /endpoints/<name> (its URL path, by default
+        its name), or None."""
         entry = self._entries.get(name)
         if entry is None or entry.version != _version():
             return (await self._load(name)).endpoint
@@ -92,7 +93,7 @@ class EndpointDirectory:
         now = time.monotonic()
         # a plain session, not a Transactions: nothing here waits for the journal
         async with self.session_factory() as session:
-            deployment = await DeploymentRepository(session).by_name(name)
+            deployment = await DeploymentRepository(session).by_endpoint_path(name)
             endpoint = None
             if deployment is not None and deployment.execution_rule == "endpoint":
                 found = await PipelineRepository(session).with_step(deployment.pipeline_name)

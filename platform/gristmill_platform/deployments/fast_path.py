@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments.directory import Endpoint
+from gristmill_platform.deployments.endpoint_inputs import MAX_BODY, json_inputs
 from gristmill_platform.deployments.service import check_endpoint_token
 from gristmill_platform.errors import UNEXPECTED, AppError, BadRequest, error_document
 from gristmill_platform.state import AppState
@@ -87,7 +88,7 @@ async def read_body(receive: Receive) -> bytes:
         chunk: bytes = message.get("body", b"")
         if chunk:
             size += len(chunk)
-            if size > gateway.MAX_BODY:
+            if size > MAX_BODY:
                 raise BadRequest("The request body is too large")
             chunks.append(chunk)
         if not message.get("more_body", False):
@@ -130,7 +131,7 @@ class EndpointFastPath:
             token = gateway.endpoint_token(
                 headers.get(b"authorization", b"").decode("latin-1"), query_token(scope))
             check_endpoint_token(name, endpoint.deployment, token)
-            body = gateway.json_inputs(await read_body(receive))
+            body = json_inputs(await read_body(receive))
             is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))
             ended = await gateway.run_fast(self.state, endpoint, body, wait=not is_sdk)
             if isinstance(ended, str):

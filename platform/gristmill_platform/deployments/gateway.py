@@ -4,25 +4,22 @@ endpoint token, not an SDK token."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.deployments.directory import Endpoint
+from gristmill_platform.deployments.endpoint_inputs import inputs_of
 from gristmill_platform.deployments.service import check_endpoint_token, check_triggerable
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.responses import ExecutionFailed, stream_object
-from gristmill_platform.http.bodies import json_object
 from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
-MAX_BODY = 64 * 1024 * 1024
 # Several times the journal's write interval: how long an unknown execution id is looked
 # for before the answer is 404.
 VISIBILITY_WAIT_S = 1.0
@@ -39,31 +36,6 @@ def endpoint_token(authorization: str, query_token: str | None) -> str | None:
     if scheme.lower() == "endpointtoken" and value.strip():
         return value.strip()
     return query_token
-
-
-def json_inputs(raw: bytes) -> dict[str, Any]:
-    """The inputs of a JSON body, or the 400 to answer."""
-    return json_object(raw, MAX_BODY, too_large="The request body is too large",
-                       expected="a JSON object of inputs")
-
-
-async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    files: dict[str, tuple[str, Any]] = {}
-    if content_type == "multipart/form-data":
-        form = await request.form(max_files=10, max_fields=200)
-        body: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, str):
-                # plain clients send text fields; newer SDKs send JSON per field
-                try:
-                    body[key] = json.loads(value)
-                except ValueError:
-                    body[key] = value
-            else:
-                files[key] = (os.path.basename(value.filename or key), value.file)
-        return body, files
-    return json_inputs(await request.body()), {}
 
 
 def _is_sdk(request: Request) -> bool:
@@ -217,3 +189,52 @@ async def result(name: str, execution_id: str, request: Request, state: AppState
         return JSONResponse({"execution_id": execution_id, "status": "Running"},
                             status_code=307, headers={"Location": str(request.url)})
     return await _result(state, name, execution)
+
+
+def wrapped_outputs(execution: Any, files_url: str) -> dict[str, Any]:
+    """Each endpoint output of a succeeded execution, wrapped so that the client can tell a
+    value from a file to download (pure)."""
+    answer = outputs_answer(execution)  # raises the documented error if it failed
+    outputs: dict[str, Any] = {name: {"value": value}
+                               for name, value in answer["outputs"].items()}
+    for item in execution.outputs:
+        if item["mapping_type"] == "endpoint" and item["data_type"] == "file":
+            public = item["mapping_value"]["endpoint_output_name"]
+            outputs[public] = {"url": f"{files_url}/{public}" if item.get("file") else None}
+    return {"execution_id": execution.id, "outputs": outputs}
+
+
+# craft-ai-sdk 0.74 reads an endpoint's results here, with the endpoint token as ?token=:
+# {"execution_id", "outputs": {name: {"value": v} | {"url": file URL}}}, 307 to itself while
+# it runs. `name` is the endpoint's URL path (_wait_visible reads it under that name).
+@router.get("/v1/{name}/executions/{execution_id}")
+async def endpoint_results_v1(name: str, execution_id: str, request: Request,
+                           state: AppStateDep) -> Response:
+    async with transaction(state) as session:
+        deployment = await state.factories.deployments(session).authorize_endpoint(
+            name, token_of(request))
+    execution = await _wait_visible(state, deployment.id, execution_id, request)
+    if execution is None:
+        return JSONResponse({"execution_id": execution_id, "status": "Running"},
+                            status_code=307, headers={"Location": str(request.url)})
+    files_url = (f"{state.settings.environment_url}/endpoints/v1/{name}/executions/"
+                 f"{execution_id}/outputs")
+    return JSONResponse(wrapped_outputs(execution, files_url))
+
+
+@router.get("/v1/{name}/executions/{execution_id}/outputs/{output_name}")
+async def endpoint_file_output(name: str, execution_id: str, output_name: str,
+                               request: Request, state: AppStateDep) -> Response:
+    async with transaction(state) as session:
+        deployment = await state.factories.deployments(session).authorize_endpoint(
+            name, token_of(request))
+        service = state.factories.executions(session)
+        execution = await service.get(execution_id)
+        if execution.deployment_id != deployment.id or execution.status != t.SUCCEEDED:
+            raise NotFound(f"Execution {execution_id!r} of endpoint {name!r} has no result")
+        item = next((o for o in execution.outputs if o["mapping_type"] == "endpoint"
+                     and o["data_type"] == "file" and o.get("file")
+                     and o["mapping_value"]["endpoint_output_name"] == output_name), None)
+        if item is None:
+            raise NotFound(f"Execution {execution_id!r} has no file output {output_name!r}")
+        return await stream_object(service, item["file"]["object"], output_name)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
@@ -17,6 +17,15 @@ class DeploymentRepository:
     async def by_name(self, name: str) -> Deployment | None:
         result = await self.session.execute(select(Deployment).where(Deployment.name == name))
         return result.scalar_one_or_none()
+
+    async def by_endpoint_path(self, path: str) -> Deployment | None:
+        """The endpoint answering at /endpoints/<path>: its chosen path, or its name when it
+        has none (deployments created before paths could be chosen)."""
+        result = await self.session.execute(select(Deployment).where(
+            Deployment.execution_rule == "endpoint",
+            or_(Deployment.endpoint_url_path == path,
+                and_(Deployment.endpoint_url_path.is_(None), Deployment.name == path))))
+        return result.scalars().first()
 
     async def get(self, deployment_id: str) -> Deployment | None:
         return await self.session.get(Deployment, deployment_id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.deployments.endpoint_inputs import inputs_of
 from gristmill_platform.deployments.schemas import (
     deployment_list_item,
     deployment_log_read,
@@ -21,6 +23,8 @@ from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.state import AppState
 
 router = APIRouter(tags=["deployments"])
+# how often a client waiting for a deployment that is not up yet gets an answer
+PENDING_POLL_S = 1.0
 
 
 async def service_dep(state: AppStateDep, session: SessionDep) -> DeploymentService:
@@ -79,9 +83,21 @@ async def list_deployments(principal: PrincipalDep, service: ServiceDep
 
 @router.get("/deployments/{name}")
 async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
-                         service: ServiceDep) -> dict[str, Any]:
-    deployment, _, step = await service.with_step(name)
-    return render(state, service, deployment, step)
+                         wait_for_completion: bool = False) -> dict[str, Any]:
+    async def read() -> tuple[str, dict[str, Any]]:
+        async with transaction(state) as session:
+            service = state.factories.deployments(session)
+            deployment, _, step = await service.with_step(name)
+            return deployment.status, render(state, service, deployment, step)
+
+    status, body = await read()
+    if wait_for_completion and status == "creation_pending":
+        # craft-ai-sdk 0.74 asks again at once: hold the answer while workers start
+        await state.executions.workers.ensure(name, wait_s=state.settings.long_poll_s)
+        status, body = await read()
+        if status == "creation_pending":
+            await asyncio.sleep(PENDING_POLL_S)
+    return body
 
 
 @router.get("/deployments/{name}/executions/latest", response_model=None)
@@ -103,6 +119,20 @@ async def deployment_executions(name: str, principal: PrincipalDep, service: Ser
     # a multi-step pipeline's node executions show in their execution's steps, not here
     return [execution_summary(e) for e in sorted(rows, key=lambda e: e.created_at)
             if e.parent_id is None]
+
+
+# craft-ai-sdk 0.74's trigger_endpoint without an endpoint token: the SDK token instead;
+# the client then waits on /executions/<id>/outputs
+@router.post("/deployments/{name}/executions")
+async def trigger_deployment(name: str, request: Request, state: AppStateDep,
+                             principal: PrincipalDep) -> JSONResponse:
+    body, files = await inputs_of(request)
+    async with transaction(state) as session:
+        launch = await state.factories.deployments(session).trigger_as_user(
+            name, body, files, principal)
+    state.executions.launch(launch)
+    return JSONResponse({"execution_id": launch.execution_id}, status_code=201,
+                        headers={"Craft-Ai-Execution-Id": launch.execution_id})
 
 
 @router.patch("/deployments/{name}")
@@ -143,9 +173,11 @@ async def deployment_logs(name: str, request: Request, principal: PrincipalDep,
 
 
 @router.post("/endpoints/{name}/generate-new-token")
-async def generate_new_token(name: str, principal: PrincipalDep, service: ServiceDep
-                             ) -> dict[str, str]:
-    return {"endpoint_token": await service.rotate_token(name, principal)}
+async def generate_new_token(name: str, request: Request, principal: PrincipalDep,
+                             service: ServiceDep) -> dict[str, str]:
+    # craft-ai-sdk 0.74 may send the new token it chose (a form field)
+    chosen = (await json_or_form(request)).get("endpoint_token")
+    return {"endpoint_token": await service.rotate_token(name, principal, chosen)}
 
 
 __all__ = ["ExecutionRepository", "router"]

@@ -35,10 +35,12 @@ def deployment_read(deployment: Deployment, step_inputs: list[dict[str, Any]],
         "created_at": iso(deployment.created_at), "created_by": deployment.created_by,
         "updated_at": iso(deployment.updated_at), "updated_by": deployment.updated_by,
         "version": deployment.generation,
+        "execution_timeout_s": deployment.execution_timeout_s,
     }
     if deployment.execution_rule == "endpoint":
         # only the hash is stored: the token itself is shown once, when it is created
         body["endpoint_token"] = token
+        body["endpoint_url_path"] = deployment.endpoint_url_path or deployment.name
     if deployment.execution_rule == "periodic" and deployment.schedule:
         body["schedule"] = deployment.schedule
         body["human_readable_schedule"] = human_readable(deployment.schedule)

@@ -13,6 +13,11 @@ from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments import tokens
+from gristmill_platform.deployments.endpoint_options import (
+    chosen_endpoint_token,
+    endpoint_url_path,
+    execution_timeout,
+)
 from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.rules import (
     InvalidDeployment,
@@ -109,10 +114,17 @@ class DeploymentService:
         timeout = body.get("timeout_s", 180)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise InvalidDeployment("timeout_s must be a positive number of seconds")
+        url_path = endpoint_url_path(body.get("endpoint_url_path"), rule, name)
+        chosen_token = chosen_endpoint_token(body.get("endpoint_token"), rule)
+        execution_timeout_s = execution_timeout(body.get("execution_timeout_s"))
         if await self.repository.by_name(name) is not None:
             raise Conflict(f"A deployment named {name!r} already exists", name="AlreadyExists")
+        if url_path is not None and await self.repository.by_endpoint_path(url_path) is not None:
+            raise Conflict(f"Another endpoint already answers at /endpoints/{url_path}",
+                           name="EndpointUrlPathTaken")
         now = utcnow()
-        token = tokens.new_endpoint_token(self.secret_key) if rule == "endpoint" else None
+        token = tokens.new_endpoint_token(self.secret_key, chosen_token) \
+            if rule == "endpoint" else None
         deployment = Deployment(
             id=str(uuid.uuid4()), name=name, pipeline_id=pipeline.id,
             pipeline_name=pipeline.name, execution_rule=rule, mode=mode,
@@ -124,7 +136,8 @@ class DeploymentService:
             enable_parallel_executions=options.enable_parallel_executions,
             max_parallel_executions_per_pod=options.max_parallel_executions_per_pod,
             ram_request=options.ram_request, gpu_request=options.gpu_request,
-            timeout_s=timeout, token_hash=token.digest if token else None,
+            timeout_s=timeout, execution_timeout_s=execution_timeout_s,
+            endpoint_url_path=url_path, token_hash=token.digest if token else None,
             token_encrypted=token.encrypted if token else None, generation=1,
             created_by=principal.user_id, updated_by=principal.user_id,
             created_at=now, updated_at=now,
@@ -161,11 +174,31 @@ class DeploymentService:
                 deployment.next_fire_at = next_fire(deployment.schedule, utcnow())
         if "description" in body:
             deployment.description = body["description"] or None
+        if body.get("schedule") is not None:
+            if deployment.execution_rule != "periodic":
+                raise InvalidDeployment("schedule only applies to periodic deployments")
+            deployment.schedule = validate_schedule(body["schedule"])
+            deployment.next_fire_at = next_fire(deployment.schedule, utcnow())
+        if body.get("inputs_mapping") is not None or body.get("outputs_mapping") is not None:
+            await self._remap(deployment, body)
+        if "execution_timeout_s" in body:
+            deployment.execution_timeout_s = execution_timeout(body["execution_timeout_s"])
         if deployment.mode == "low_latency" and body.get("reload", True):
             deployment.generation += 1  # workers roll to pick up code and env changes
             deployment.status = "creation_pending"
         deployment.updated_by, deployment.updated_at = principal.user_id, utcnow()
         return deployment
+
+    async def _remap(self, deployment: Deployment, body: Mapping[str, Any]) -> None:
+        """New mappings, checked as at creation; a side left out keeps its mappings."""
+        _, step = await self.pipelines.get(deployment.pipeline_name)
+        inputs, outputs = complete_mappings(
+            deployment.execution_rule, step.inputs, step.outputs,
+            deployment.inputs_mapping if body.get("inputs_mapping") is None
+            else parse_mapping_field(body["inputs_mapping"], "inputs_mapping"),
+            deployment.outputs_mapping if body.get("outputs_mapping") is None
+            else parse_mapping_field(body["outputs_mapping"], "outputs_mapping"))
+        deployment.inputs_mapping, deployment.outputs_mapping = inputs, outputs
 
     async def delete(self, name: str, principal: Principal) -> tuple[Deployment, list[Any]]:
         """Deletes the deployment with its executions (as documented); returns the handles
@@ -200,12 +233,14 @@ class DeploymentService:
                             "execution_rule": deployment.execution_rule})
         return removed, running
 
-    async def rotate_token(self, name: str, principal: Principal) -> str:
+    async def rotate_token(self, name: str, principal: Principal, chosen: object = None
+                           ) -> str:
         principal.require_user_scope("Generating an endpoint token")
         deployment = await self.get(name)
         if deployment.execution_rule != "endpoint":
             raise BadRequest(f"Deployment {name!r} is periodic: it has no endpoint token")
-        token = tokens.new_endpoint_token(self.secret_key)
+        token = tokens.new_endpoint_token(self.secret_key,
+                                          chosen_endpoint_token(chosen, "endpoint"))
         deployment.token_hash, deployment.token_encrypted = token.digest, token.encrypted
         deployment.updated_by, deployment.updated_at = principal.user_id, utcnow()
         return token.plaintext
@@ -228,9 +263,22 @@ class DeploymentService:
 
     # -- executions ---------------------------------------------------------------------------
 
-    async def authorize_endpoint(self, name: str, token: str | None) -> Deployment:
-        deployment = await self.repository.by_name(name)
-        return check_endpoint_token(name, deployment, token)
+    async def authorize_endpoint(self, path: str, token: str | None) -> Deployment:
+        """The endpoint answering at /endpoints/<path>, if token is its token."""
+        deployment = await self.repository.by_endpoint_path(path)
+        return check_endpoint_token(path, deployment, token)
+
+    async def trigger_as_user(self, name: str, body: Mapping[str, Any],
+                              files: Mapping[str, tuple[str, IO[bytes]]],
+                              principal: Principal) -> Launch:
+        """An endpoint triggered with an SDK token instead of its endpoint token
+        (craft-ai-sdk 0.74's trigger_endpoint without endpoint_token)."""
+        principal.require_user_scope("Triggering a deployment")
+        deployment = await self.get(name)
+        if deployment.execution_rule != "endpoint":
+            raise BadRequest(f"Deployment {name!r} is periodic: it runs on its schedule and "
+                             "cannot be triggered", name="NotAnEndpoint")
+        return await self.trigger(deployment, body, files)
 
     async def trigger(self, deployment: Deployment, body: Mapping[str, Any],
                       files: Mapping[str, tuple[str, IO[bytes]]]) -> Launch:

@@ -28,8 +28,10 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_endpoint_token(secret_key: str) -> EndpointToken:
-    plaintext = secrets.token_urlsafe(32)
+def new_endpoint_token(secret_key: str, chosen: str | None = None) -> EndpointToken:
+    """A random token, or the caller's (craft-ai-sdk 0.74 lets them choose; checked by
+    endpoint_options.chosen_endpoint_token)."""
+    plaintext = chosen if chosen is not None else secrets.token_urlsafe(32)
     return EndpointToken(plaintext, digest(plaintext),
                          _fernet(secret_key).encrypt(plaintext.encode()).decode())
 

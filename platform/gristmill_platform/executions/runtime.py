@@ -219,7 +219,7 @@ class ExecutionRuntime:
         }
         return LaunchSpec(
             execution_id=launch.execution_id, step_name="", pipeline_name="",
-            language="", argv=(str(python), *RUNNER), env=env,
+            language="", argv=(str(python), *RUNNER), env=env, timeout_s=launch.timeout_s,
         )
 
     def _kubernetes_spec(self, launch: Launch, context: LaunchContext) -> LaunchSpec:

@@ -77,6 +77,8 @@ class Launch:
     # the execution of a multi-step pipeline: its nodes are launched by the graph
     # scheduler (graph_scheduler.py), not a worker of its own
     graph: bool = False
+    # the deployment's execution_timeout_s: the worker is stopped after it
+    timeout_s: int | None = None
 
 
 class ExecutionService:
@@ -138,6 +140,7 @@ class ExecutionService:
             execution_rule=deployment.execution_rule if deployment else "run",
             status=t.PENDING, inputs=records, outputs=[p.record() for p in plans],
             created_by=created_by, created_at=utcnow(),
+            timeout_s=deployment.execution_timeout_s if deployment else None,
         )
         graph = step.origin == GRAPH_ORIGIN
         if graph:
@@ -148,6 +151,7 @@ class ExecutionService:
             execution.execution_rule = parent.execution_rule
             execution.deployment_id = parent.deployment_id
             execution.deployment_name = parent.deployment_name
+            execution.timeout_s = parent.timeout_s
         await self.repository.add(execution)
         token = await self.auth.create_sdk_token(
             created_by, name=f"execution {execution_id}", scope="execution",
@@ -156,7 +160,7 @@ class ExecutionService:
                       deployment_id=execution.deployment_id,
                       deployment_name=execution.deployment_name,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
-                      graph=graph)
+                      timeout_s=execution.timeout_s, graph=graph)
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
                                 files: Mapping[str, tuple[str, IO[bytes]]]) -> dict[str, Any]:

@@ -10,15 +10,21 @@ import os
 import shutil
 import signal
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
 from gristmill_platform.executors.base import LogLine
-from gristmill_platform.executors.spec import Handle, LaunchSpec, PollResult, WorkerState
+from gristmill_platform.executors.spec import (
+    FailureCode,
+    Handle,
+    LaunchSpec,
+    PollResult,
+    WorkerState,
+)
 
 TAIL_LINES = 200
 KILL_GRACE_S = 5.0
@@ -74,6 +80,7 @@ class _Worker:
         self.work_dir = work_dir
         self.tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
         self.outcome: PollResult | None = None
+        self.timed_out_after: int | None = None  # set when the deadline stopped it
 
 
 class LocalExecutor:
@@ -104,12 +111,29 @@ class LocalExecutor:
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
             self._observe("worker_started", spec.execution_id, process.pid)
-            task = asyncio.get_running_loop().create_task(self._watch(spec.execution_id, worker))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._watch(spec.execution_id, worker))
+            if spec.timeout_s is not None:
+                self._start(self._deadline(spec.execution_id, worker, spec.timeout_s))
         pid = worker.process.pid
         return {"backend": "local", "pid": pid, "started_at": _create_time(pid),
                 "execution_id": spec.execution_id}
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deadline(self, execution_id: str, worker: _Worker, timeout_s: int) -> None:
+        """Stop the worker once it has run for timeout_s (a deployment's
+        execution_timeout_s), as Kubernetes' activeDeadlineSeconds does for pods. SIGKILL,
+        not SIGTERM: the runner would report being terminated, and the execution's reason
+        must say it ran out of time."""
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.process.wait()), timeout_s)
+        except TimeoutError:
+            worker.timed_out_after = timeout_s
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
 
     async def _watch(self, execution_id: str, worker: _Worker) -> None:
         assert worker.process.stdout is not None
@@ -119,6 +143,11 @@ class LocalExecutor:
         self._observe("worker_exiting", execution_id)
         returncode = await worker.process.wait()
         worker.outcome = exit_outcome(returncode)
+        if worker.timed_out_after is not None:
+            worker.outcome = PollResult(
+                WorkerState.FAILED, f"The execution ran longer than its timeout "
+                f"({worker.timed_out_after} s) and was stopped.", exit_code=returncode,
+                code=FailureCode.DEADLINE_EXCEEDED)
         if self.observer is not None:
             try:
                 await self.observer.worker_exited(execution_id)

@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import NotFound
 from gristmill_platform.executions.schemas import execution_summary
-from gristmill_platform.http.bodies import structured_form
+from gristmill_platform.http.bodies import json_or_form, structured_form
 from gristmill_platform.pipelines.schemas import pipeline_list_item, pipeline_read
 from gristmill_platform.pipelines.service import PipelineService
+from gristmill_platform.pipelines.waiting import wait_for_build
+from gristmill_platform.project.unsupported import pipeline_templates_not_supported
 from gristmill_platform.steps.build_failures import creation_failed
 from gristmill_platform.steps.schemas import is_legacy_client
 
@@ -39,6 +41,8 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
                 fields.get("description"), fields.get("metric_bounds"))
             body = pipeline_read(pipeline, step)
         return JSONResponse(body, status_code=201)
+    if "pipeline_template_name" in fields:
+        pipeline_templates_not_supported()
     if "step_names" in fields or "step_name" in fields:
         async with transaction(state) as session:
             pipeline, step = await state.factories.pipelines(session).create_from_step(
@@ -68,9 +72,20 @@ async def list_pipelines(principal: PrincipalDep, service: ServiceDep) -> list[d
 
 
 @router.get("/{pipeline_name}")
-async def get_pipeline(pipeline_name: str, principal: PrincipalDep, service: ServiceDep,
-                       client: ClientHeader = None) -> dict[str, Any]:
-    pipeline, step = await service.get(pipeline_name)
+async def get_pipeline(pipeline_name: str, state: AppStateDep, principal: PrincipalDep,
+                       client: ClientHeader = None, wait_for_completion: bool = False
+                       ) -> dict[str, Any]:
+    async with transaction(state) as session:
+        pipeline, step = await state.factories.pipelines(session).get(pipeline_name)
+    if wait_for_completion and step.status == "creation_pending":
+        # craft-ai-sdk 0.74 asks again at once: hold the answer while the build runs
+        async def status() -> str:
+            async with transaction(state) as session:
+                return (await state.factories.pipelines(session).get(pipeline_name))[1].status
+
+        await wait_for_build(state.builds, step.id, state.settings.long_poll_s, status)
+        async with transaction(state) as session:
+            pipeline, step = await state.factories.pipelines(session).get(pipeline_name)
     if step.status == "creation_failed" and is_legacy_client(client):
         raise NotFound(f"Creation of pipeline {pipeline_name!r} failed: {step.status_reason}",
                        name="PipelineCreationFailed")
@@ -102,6 +117,12 @@ async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: Pri
     for deployment in deployments:
         await state.executions.workers.stop(deployment["name"])
     return {"pipeline": {"name": pipeline.name}, "deployments": deployments}
+
+
+@router.post("/{pipeline_name}/logs")
+async def pipeline_logs(pipeline_name: str, request: Request, principal: PrincipalDep,
+                        service: ServiceDep) -> list[dict[str, Any]]:
+    return await service.build_logs(pipeline_name, await json_or_form(request))
 
 
 @router.get("/{pipeline_name}/download")

@@ -48,6 +48,7 @@ def _graph_pipeline_read(pipeline: Pipeline, step: Step, graph: dict[str, Any]
                 "node_name": producer[o["name"]]["name"], "data_type": o["data_type"],
                 "description": o.get("description")} for o in step.outputs]
     return {
+        "parameters": pipeline_parameters(pipeline, step),
         "pipeline_name": pipeline.name,
         "created_at": iso(pipeline.created_at),
         "created_by": pipeline.created_by,
@@ -64,11 +65,29 @@ def _graph_pipeline_read(pipeline: Pipeline, step: Step, graph: dict[str, Any]
     }
 
 
+def pipeline_parameters(pipeline: Pipeline, step: Step) -> dict[str, Any]:
+    """What the pipeline was created from, where craft-ai-sdk 0.74 reads it (it runs
+    `parameters.inputs`); 0.50.1 reads the same things at the top level."""
+    return {
+        "pipeline_name": pipeline.name,
+        "function_path": step.function_path,
+        "function_name": step.function_name,
+        "description": step.description,
+        "inputs": [{"name": i["name"], "data_type": i["data_type"],
+                    "description": i.get("description"), "is_required": i.get("is_required", True),
+                    "default_value": i.get("default_value")} for i in step.inputs],
+        "outputs": [{"name": o["name"], "data_type": o["data_type"],
+                     "description": o.get("description")} for o in step.outputs],
+        "container_config": public_container_config(step),
+    }
+
+
 def pipeline_read(pipeline: Pipeline, step: Step) -> dict[str, Any]:
     if pipeline.graph is not None:
         return _graph_pipeline_read(pipeline, step, pipeline.graph)
     info = creation_info(step)
     return {
+        "parameters": pipeline_parameters(pipeline, step),
         "pipeline_name": pipeline.name,
         "created_at": iso(pipeline.created_at),
         "created_by": pipeline.created_by,
@@ -83,7 +102,8 @@ def pipeline_read(pipeline: Pipeline, step: Step) -> dict[str, Any]:
         "function_name": step.function_name,
         "description": step.description,
         "container_config": public_container_config(step),
-        "creation_info": {**info, "created_at": iso(pipeline.created_at)},
+        "creation_info": {**info, "created_at": iso(pipeline.created_at),
+                          "created_by": pipeline.created_by, "pipeline_template": None},
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.auth.principal import Principal
@@ -11,6 +11,7 @@ from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.errors import BadRequest, Conflict, NotFound
+from gristmill_platform.pipelines.build_logs import build_log_lines, log_window
 from gristmill_platform.pipelines.graph import (
     GRAPH_ORIGIN,
     StepShape,
@@ -143,3 +144,7 @@ class PipelineService:
 
         _, step = await self.get(name)
         return await self.steps.datastore.presign_download(archive_object_path(step.id))
+
+    async def build_logs(self, name: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        _, step = await self.get(name)
+        return build_log_lines(step, log_window(body))

@@ -37,6 +37,13 @@ class Deployment(Base):
     ram_request: Mapped[str | None] = mapped_column(String(32), nullable=True)
     gpu_request: Mapped[int | None] = mapped_column(Integer, nullable=True)
     timeout_s: Mapped[int] = mapped_column(Integer, default=180)
+    # the longest an execution of this deployment may run (craft-ai-sdk 0.74's
+    # execution_timeout_s); None: no limit
+    execution_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # where an endpoint answers, /endpoints/<path>; None (rows from before it existed):
+    # the deployment's name
+    endpoint_url_path: Mapped[str | None] = mapped_column(String(100), nullable=True,
+                                                          unique=True)
     # endpoint token: checked against its SHA-256 in constant time; also kept encrypted
     # with the environment's key, because get_deployment must show it (contract §4.2)
     token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)

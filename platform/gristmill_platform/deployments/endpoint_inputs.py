@@ -1,0 +1,39 @@
+"""The inputs of an endpoint call: a JSON object, or a multipart form of files and fields
+(the same parsing for the gateway and for triggers with an SDK token)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from fastapi import Request
+
+from gristmill_platform.http.bodies import json_object
+
+MAX_BODY = 64 * 1024 * 1024
+
+
+def json_inputs(raw: bytes) -> dict[str, Any]:
+    """The inputs of a JSON body, or the 400 to answer."""
+    return json_object(raw, MAX_BODY, too_large="The request body is too large",
+                       expected="a JSON object of inputs")
+
+
+async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    files: dict[str, tuple[str, Any]] = {}
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=10, max_fields=200)
+        body: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                # plain clients send text fields; newer SDKs send JSON per field
+                try:
+                    body[key] = json.loads(value)
+                except ValueError:
+                    body[key] = value
+            else:
+                files[key] = (os.path.basename(value.filename or key), value.file)
+        return body, files
+    return json_inputs(await request.body()), {}
