@@ -65,27 +65,37 @@ class GraphScheduler:
         self.launch = launch
         self.stop_worker = stop_worker
         self.notify = notify
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, its users
         # node execution -> graph execution, for the nodes this process started (others,
         # after a restart, are found by the reconciler)
         self._parents: dict[str, str] = {}
 
     async def node_ended(self, execution_id: str) -> None:
         parent_id = self._parents.pop(execution_id, None)
+        if parent_id is None:
+            # started by another replica, or before a restart: the database knows
+            async with self.transactions() as session:
+                node = await self.executions(session).repository.get(execution_id)
+                parent_id = node.parent_id if node is not None else None
         if parent_id is not None:
             await self.advance(parent_id)
 
     async def advance(self, parent_id: str) -> None:
-        """Start the nodes whose inputs are ready, or end the graph's execution."""
-        lock = self._locks.setdefault(parent_id, asyncio.Lock())
+        """Start the nodes whose inputs are ready, or end the graph's execution. One
+        advance at a time per graph in this process (two could start the same node)."""
+        lock, users = self._locks.get(parent_id, (asyncio.Lock(), 0))
+        self._locks[parent_id] = (lock, users + 1)
         try:
             async with lock:
                 await self._advance(parent_id)
         except Exception:
             log.exception("could not advance graph execution %s", parent_id)
         finally:
-            if not lock.locked():
-                self._locks.pop(parent_id, None)
+            lock, users = self._locks[parent_id]
+            if users == 1:
+                del self._locks[parent_id]
+            else:
+                self._locks[parent_id] = (lock, users - 1)
 
     async def _advance(self, parent_id: str) -> None:
         launches: list[Launch] = []
