@@ -5,12 +5,19 @@ per-node steps are the same, a failing node fails the graph and skips what follo
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.platform.backends.conftest import Backend
-from tests.platform.backends.test_elastic_executions import TEXT_IN, TEXT_OUT
-from tests.platform.stepkit import post_step, step_form
+from tests.platform.backends.test_elastic_executions import STEP_CODE, TEXT_IN, TEXT_OUT
+from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
 from tests.platform.test_auth import assert_error
 from tests.platform.test_runs import outputs_of, run_and_wait
+
+
+@pytest.fixture(scope="package")
+def graph_archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    folder = tmp_path_factory.mktemp("backend-graph-steps")
+    return archive_of(write_folder(folder, {"src/steps.py": STEP_CODE}))
 
 
 def make_step(api: httpx.Client, archive: bytes, name: str, function: str) -> str:
@@ -26,7 +33,8 @@ def text_of(node: str) -> dict[str, dict[str, str]]:
 
 
 def test_a_graph_runs_each_node_on_the_backend(backend: Backend, api: httpx.Client,
-                                               archive: bytes, unique: str) -> None:
+                                               graph_archive: bytes, unique: str) -> None:
+    archive = graph_archive
     upper = make_step(api, archive, f"gupper-{unique}", "upper")
     chatty = make_step(api, archive, f"gchatty-{unique}", "chatty")
     created = api.post("/pipelines", json={
@@ -49,7 +57,9 @@ def test_a_graph_runs_each_node_on_the_backend(backend: Backend, api: httpx.Clie
 
 
 def test_a_failing_node_fails_the_graph_on_the_backend(backend: Backend, api: httpx.Client,
-                                                       archive: bytes, unique: str) -> None:
+                                                       graph_archive: bytes, unique: str
+                                                       ) -> None:
+    archive = graph_archive
     upper = make_step(api, archive, f"fupper-{unique}", "upper")
     boom = make_step(api, archive, f"fboom-{unique}", "boom")
     created = api.post("/pipelines", json={
