@@ -109,7 +109,9 @@ class GraphScheduler:
                 return
             nodes = {n.node_name: n for n in await service.repository.nodes(parent_id)
                      if n.node_name}
-            parent.heartbeat_at = utcnow()
+            # no heartbeat written here: an advance that changes nothing stays read-only
+            # (twenty nodes ending together would otherwise queue twenty writes), and a
+            # graph quiet for long is only advanced again by the reconciler, harmlessly
             try:
                 pipeline = await self._pipeline(session, parent)
                 graph = pipeline.graph
