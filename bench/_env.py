@@ -47,8 +47,9 @@ def start_env(data_dir: Path, log_path: Path | None = None) -> BenchEnv:
         env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"},
     )
     url = f"http://127.0.0.1:{port}"
-    # a loaded machine (several engineers' test runs) can take over a minute to start it
-    deadline = time.monotonic() + 180
+    # a first start builds the runtime site; on a loaded shared machine that can take
+    # more than a minute
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("gristmill up exited early")

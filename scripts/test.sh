@@ -35,4 +35,9 @@ status=0
 run_pytest --ignore=tests/infra || status=$?
 echo "==> pytest (infrastructure, Pulumi mocks)"
 run_pytest tests/infra || status=$?
+# Bounded mutation testing: only the mutants of functions changed since the base branch
+# (on main: the last 10 commits), capped in time; `scripts/mutation.sh` runs them all.
+echo "==> mutation testing (changed functions; docs/development.md)"
+bash scripts/mutation.sh --changed --max-seconds "${GRISTMILL_MUTATION_MAX_SECONDS:-240}" \
+  || status=$?
 exit "$status"

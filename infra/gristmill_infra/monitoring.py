@@ -1,14 +1,23 @@
 """Cluster metrics: kube-prometheus-stack (node exporter, cAdvisor through the kubelet,
 kube-state-metrics, Prometheus) and NVIDIA's DCGM exporter on GPU nodes. The control
-service reads CPU, RAM, GPU, VRAM, disk and network per worker pod from this Prometheus."""
+service reads CPU, RAM, GPU, VRAM, disk and network per worker pod from this Prometheus.
+
+The control service's own metrics are scraped too (ControlServiceMonitoring): a Service on
+its metrics port, a ServiceMonitor, the alerts (PrometheusRule) and the Grafana dashboard
+(a ConfigMap Grafana's sidecar loads), both kept as files in monitoring_assets/."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
+from pulumi_kubernetes.core.v1 import ServiceSpecArgsDict
 
 from gristmill_infra import charts
 from gristmill_infra.config import MonitoringSettings
@@ -16,6 +25,13 @@ from gristmill_infra.labels import CPU_POOL, GPU_POOL, POOL_LABEL, gpu_toleratio
 
 NAMESPACE = "monitoring"
 RELEASE = "kube-prometheus-stack"
+ASSETS = Path(__file__).parent / "monitoring_assets"
+DASHBOARD_FILE = ASSETS / "gristmill-dashboard.json"
+ALERTS_FILE = ASSETS / "gristmill-alerts.yaml"
+# The control service's metrics listener (GRISTMILL_METRICS_PORT): reachable inside the
+# cluster only, never through the ingress, which routes the service's own port.
+METRICS_PORT = 9464
+METRICS_SERVICE = "gristmill-metrics"  # also the `job` label the alerts select
 
 
 def prometheus_url(namespace: str = NAMESPACE, release: str = RELEASE) -> str:
@@ -45,6 +61,8 @@ def kube_prometheus_stack_values(
                 # Pick up every ServiceMonitor (DCGM's included), not only this release's.
                 "serviceMonitorSelectorNilUsesHelmValues": False,
                 "podMonitorSelectorNilUsesHelmValues": False,
+                # ...and every PrometheusRule (Gristmill's alerts)
+                "ruleSelectorNilUsesHelmValues": False,
                 "nodeSelector": {POOL_LABEL: CPU_POOL},
                 "resources": {
                     "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -132,3 +150,94 @@ class Monitoring(pulumi.ComponentResource):
 
         self.prometheus_url = prometheus_url()
         self.register_outputs({"prometheus_url": self.prometheus_url})
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text())
+    return loaded
+
+
+def alert_rules() -> dict[str, Any]:
+    """The PrometheusRule spec: the rule file as promtool reads it."""
+    loaded: dict[str, Any] = yaml.safe_load(ALERTS_FILE.read_text())
+    return loaded
+
+
+def control_metrics_settings() -> dict[str, str]:
+    """What the control service needs in its environment to be scraped."""
+    return {"GRISTMILL_METRICS_PORT": str(METRICS_PORT), "GRISTMILL_METRICS_HOST": "0.0.0.0"}
+
+
+def metrics_service_spec(control_labels: Mapping[str, str]) -> ServiceSpecArgsDict:
+    return {
+        "selector": dict(control_labels),
+        "ports": [{"name": "metrics", "port": METRICS_PORT, "target_port": METRICS_PORT}],
+    }
+
+
+def service_monitor_spec(control_namespace: str) -> dict[str, Any]:
+    return {
+        "jobLabel": "app.kubernetes.io/instance",
+        "namespaceSelector": {"matchNames": [control_namespace]},
+        "selector": {"matchLabels": {"app.kubernetes.io/instance": METRICS_SERVICE}},
+        # every replica is a target of its own: each one's counters are its own
+        "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                       "scrapeTimeout": "10s"}],
+    }
+
+
+@dataclass(frozen=True)
+class ControlServiceMonitoringArgs:
+    control_namespace: str
+    control_labels: Mapping[str, str]
+    monitoring_namespace: str = NAMESPACE
+    # Grafana's dashboard sidecar (kube-prometheus-stack's, or your own Grafana's) loads
+    # ConfigMaps carrying this label
+    dashboard_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"grafana_dashboard": "1"})
+
+
+class ControlServiceMonitoring(pulumi.ComponentResource):
+    """Created after the control service (its namespace must exist)."""
+
+    def __init__(self, name: str, args: ControlServiceMonitoringArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gristmill:infra:ControlServiceMonitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/name": "gristmill",
+                  "app.kubernetes.io/instance": METRICS_SERVICE}
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=METRICS_SERVICE, namespace=args.control_namespace, labels=labels),
+            spec=metrics_service_spec(args.control_labels),
+            opts=child,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=METRICS_SERVICE, namespace=args.control_namespace, labels=labels),
+            spec=service_monitor_spec(args.control_namespace),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-alerts",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="gristmill-alerts", namespace=args.monitoring_namespace,
+                labels={**labels, "release": RELEASE}),
+            spec=alert_rules(),
+            opts=child,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{name}-dashboard",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="gristmill-dashboard", namespace=args.monitoring_namespace,
+                labels={**labels, **args.dashboard_labels}),
+            data={"gristmill-control-service.json": DASHBOARD_FILE.read_text()},
+            opts=child,
+        )
+        self.register_outputs({})

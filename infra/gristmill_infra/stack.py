@@ -14,7 +14,13 @@ from gristmill_infra.config import ConfigError, EnvironmentConfig, NetworkSettin
 from gristmill_infra.database import Database, DatabaseArgs
 from gristmill_infra.datastore import DataStore, DataStoreArgs
 from gristmill_infra.ingress import Ingress, IngressArgs
-from gristmill_infra.monitoring import Monitoring, MonitoringArgs
+from gristmill_infra.monitoring import (
+    ControlServiceMonitoring,
+    ControlServiceMonitoringArgs,
+    Monitoring,
+    MonitoringArgs,
+    control_metrics_settings,
+)
 from gristmill_infra.network import Network, NetworkArgs
 from gristmill_infra.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from gristmill_infra.nodepools import NodePools, NodePoolsArgs
@@ -23,6 +29,7 @@ from gristmill_infra.platform_service import (
     SERVICE_ACCOUNT,
     PlatformService,
     PlatformServiceArgs,
+    control_labels,
     control_settings,
 )
 from gristmill_infra.registry import Registry, RegistryArgs
@@ -211,17 +218,27 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
             control_role_arn=datastore.control_role_arn,
             builder_role_arn=registry.builder_role_arn,
             database_url=database.url,
-            service_settings=control_settings(
-                public_url=ingress.url,
-                workers_namespace=cfg.platform.workers_namespace,
-                registry=registry.url,
-                bucket=datastore.bucket_name,
-                region=cfg.region,
-                prometheus_url=monitoring.prometheus_url,
-                control_namespace=cfg.platform.namespace,
-            ),
+            service_settings={
+                **control_settings(
+                    public_url=ingress.url,
+                    workers_namespace=cfg.platform.workers_namespace,
+                    registry=registry.url,
+                    bucket=datastore.bucket_name,
+                    region=cfg.region,
+                    prometheus_url=monitoring.prometheus_url,
+                    control_namespace=cfg.platform.namespace,
+                ),
+                **control_metrics_settings(),
+            },
         ),
         on_kubernetes,
+    )
+    ControlServiceMonitoring(
+        f"{env}-control-monitoring",
+        ControlServiceMonitoringArgs(control_namespace=cfg.platform.namespace,
+                                     control_labels=control_labels()),
+        pulumi.ResourceOptions.merge(
+            on_kubernetes, pulumi.ResourceOptions(depends_on=[platform, monitoring])),
     )
     NetworkPolicies(
         f"{env}-network-policies",

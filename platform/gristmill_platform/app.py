@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 import gristmill_platform
-from gristmill_platform import errors, health
+from gristmill_platform import errors, health, route_templates
 from gristmill_platform.auth import routes as auth_routes
 from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
@@ -42,6 +42,7 @@ from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
@@ -56,12 +57,18 @@ from gristmill_platform.steps import routes as step_routes
 from gristmill_platform.steps.builds import StepBuilds
 from gristmill_platform.steps.environments import EnvironmentBuilder
 from gristmill_platform.steps.factory import StepServices
+from gristmill_platform.telemetry import live
+from gristmill_platform.telemetry.exposition import Telemetry
+from gristmill_platform.telemetry.http_metrics import HttpMetricsMiddleware
 from gristmill_platform.users import routes as user_routes
 
 
 def build_state(settings: Settings) -> AppState:
     settings = resolve_settings(settings)
     assert settings.database_url and settings.secret_key and settings.datastore_root
+    redactor.register(settings.secret_key, settings.step_default_repository_deploy_key,
+                      *(secret.get_secret_value() for secret in (
+                          settings.s3_secret_access_key, settings.metrics_token) if secret))
     engine = create_engine(settings.database_url)
     session_factory = create_session_factory(engine)
     signer = UrlSigner(key=settings.secret_key.encode())
@@ -103,6 +110,23 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
         builds=builds, executions=executions, scheduler=scheduler,
         endpoints=EndpointDirectory(state.session_factory, state.traffic),
         resources=ResourceMonitor(settings, transactions))
+
+
+def watch(telemetry: Telemetry, services: Services) -> None:
+    """Tell the scrape-time gauges where to read."""
+    pool = services.executions.workers
+    journal = services.executions.low_latency.journal
+
+    def warm() -> dict[tuple[str, ...], float]:
+        counts: dict[tuple[str, ...], float] = {}
+        for name in pool.deployment_names():
+            for pod in pool.pods(name):
+                key = (name, str(pod["status"]))
+                counts[key] = counts.get(key, 0.0) + 1
+        return counts
+
+    telemetry.live.provide(live.WARM_WORKERS, warm)
+    telemetry.live.provide(live.JOURNAL_BACKLOG, lambda: {(): float(journal.backlog)})
 
 
 def warm_workers(state: AppState, builds: StepBuildsView) -> WorkerPool:
@@ -188,6 +212,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     collector's sight (gc.freeze). The service's own process asks for it; tests, which
     start many apps in one process, do not."""
     state = build_state(settings or Settings())
+    telemetry = Telemetry(state.settings, state.session_factory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -203,6 +228,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         executions.start()
         await executions.workers.resume()
         scheduler.start()
+        watch(telemetry, services)
+        telemetry.start()
         if freeze_heap:
             # Hundreds of thousands of long-lived objects (the app, the ORM, pydantic):
             # left in the collected generations, the older collections that scan them
@@ -212,6 +239,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         try:
             yield
         finally:
+            await telemetry.shutdown()
             await scheduler.shutdown()
             await executions.low_latency.shutdown()
             await executions.shutdown()
@@ -230,12 +258,17 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     )
     app.state.gristmill = state
     app.add_middleware(RequestIdMiddleware, ids=request_ids)
+    # outermost: the time and status of every request, error handling included
+    app.add_middleware(HttpMetricsMiddleware)
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order
     app.include_router(gateway.router)
     app.include_router(health.router)
+    app.add_api_route("/metrics", telemetry.endpoint.handle, methods=["GET"],
+                      include_in_schema=False)
     app.include_router(api_router())
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
+    route_templates.learn(app.routes)
     return app

@@ -14,6 +14,7 @@ from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db.transactions import transaction
 from gristmill_platform.errors import Unauthorized
+from gristmill_platform.logs import bind_caller
 from gristmill_platform.state import AppState
 
 
@@ -67,6 +68,7 @@ def bearer_token(request: Request) -> str:
 async def current_principal(request: Request, auth: AuthServiceDep) -> Principal:
     principal = await auth.authenticate(bearer_token(request))
     request.state.principal = principal
+    bind_caller(principal.user_id, principal.execution_id)
     return principal
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gristmill_platform.logs import RequestContext, request_context
+
 
 class RequestIds:
     """Request ids only need to be unique, not secret: a random prefix per process and a
@@ -43,4 +45,9 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        # what logs say they happened under (gristmill_platform/logs.py)
+        bound = request_context.set(RequestContext(request_id, scope))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_context.reset(bound)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from gristmill_platform.app import create_app
+from gristmill_platform.logs import logging_config
 from gristmill_platform.settings import Settings
 
 
@@ -14,6 +15,7 @@ def uvicorn_config(settings: Settings, *, freeze_heap: bool = False) -> uvicorn.
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_format, settings.log_level),
         proxy_headers=True,
         # long-polls (run results, endpoint results) hold requests; keep-alive helps SDKs
         timeout_keep_alive=75,

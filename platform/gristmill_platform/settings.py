@@ -185,7 +185,17 @@ class Settings(BaseSettings):
     resource_sample_interval_s: float = Field(default=5.0, gt=0)
     resource_retention_h: float = Field(default=24.0, gt=0)
 
+    # The service's own Prometheus metrics (docs/operations.md#metrics), not public by
+    # default: served on a separate port (for the cluster network only; the ServiceMonitor
+    # scrapes it) and/or at /metrics behind a bearer token.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str | None = None  # default: host
+    metrics_token: SecretStr | None = None
+
     log_level: str = "info"
+    # "json": one JSON object per line (request id, route, user id, execution id) for log
+    # collectors; "text" for people. Secrets are masked in both (docs/operations.md#logs).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("public_url", "internal_url")
     @classmethod
@@ -193,6 +203,16 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters: it guards the environment's "
+                             "traffic figures (generate one with: openssl rand -hex 24)")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("kubernetes_namespace")
     @classmethod

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gristmill_infra.config import MonitoringSettings
 from gristmill_infra.monitoring import (
+    METRICS_PORT,
+    METRICS_SERVICE,
+    ControlServiceMonitoring,
+    ControlServiceMonitoringArgs,
     Monitoring,
     MonitoringArgs,
+    alert_rules,
+    control_metrics_settings,
+    dashboard,
     dcgm_exporter_values,
     kube_prometheus_stack_values,
     prometheus_url,
@@ -64,3 +73,49 @@ def test_releases_installed(mocks: GristmillMocks, gpu_enabled: bool) -> None:
         releases["kube-prometheus-stack"]["values"]["fullnameOverride"] == "kube-prometheus-stack"
     )
     assert ("dcgm-exporter" in releases) is gpu_enabled
+
+
+def test_kube_prometheus_stack_picks_up_every_rule() -> None:
+    spec = kube_prometheus_stack_values(SETTINGS, "gp3")["prometheus"]["prometheusSpec"]
+    assert spec["ruleSelectorNilUsesHelmValues"] is False
+
+
+def test_control_service_is_scraped_alerted_on_and_has_a_dashboard(
+        mocks: GristmillMocks) -> None:
+    control = {"app.kubernetes.io/name": "gristmill", "app.kubernetes.io/component": "control"}
+    run_pulumi(lambda: ControlServiceMonitoring(
+        "dev-control-monitoring",
+        ControlServiceMonitoringArgs(control_namespace="gristmill", control_labels=control),
+    ).urn)
+    service = mocks.one("kubernetes:core/v1:Service", "control-monitoring").inputs
+    assert service["metadata"]["namespace"] == "gristmill"
+    assert service["spec"]["selector"] == control
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT}]
+    assert control_metrics_settings()["GRISTMILL_METRICS_PORT"] == str(METRICS_PORT)
+
+    monitor = mocks.one("kubernetes:monitoring.coreos.com/v1:ServiceMonitor").inputs
+    assert monitor["metadata"]["namespace"] == "gristmill"
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # the alerts select the job Prometheus names after the Service
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    assert job == METRICS_SERVICE
+    rules = mocks.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule").inputs
+    assert rules["metadata"]["namespace"] == "monitoring"
+    assert rules["spec"] == alert_rules()
+    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    assert any(f'job="{job}"' in e for e in exprs)
+    alerts = {r["alert"] for g in rules["spec"]["groups"] for r in g["rules"]}
+    assert {"GristmillControlServiceDown", "GristmillHighErrorRate",
+            "GristmillElasticQueueWaitHigh", "GristmillSchedulerLagging",
+            "GristmillWorkerCrashLoop", "GristmillDataStoreErrors",
+            "GristmillDataDirDiskLow"} <= alerts
+
+    dashboard_map = mocks.one("kubernetes:core/v1:ConfigMap", "dashboard").inputs
+    assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard_map["metadata"]["namespace"] == "monitoring"
+    (content,) = dashboard_map["data"].values()
+    assert json.loads(content) == dashboard()
+    assert dashboard()["uid"] == "gristmill-control"

@@ -23,6 +23,9 @@ DEV_RESOURCE_TYPES = {
     "gristmill:infra:Database",
     "gristmill:infra:Ingress",
     "gristmill:infra:Monitoring",
+    "gristmill:infra:ControlServiceMonitoring",
+    "kubernetes:monitoring.coreos.com/v1:ServiceMonitor",
+    "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
     "gristmill:infra:PlatformService",
     "gristmill:infra:NetworkPolicies",
     # network
@@ -133,7 +136,7 @@ def test_dev_stack_outputs(mocks: GristmillMocks) -> None:
 
 def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> None:
     outputs = build()
-    settings = mocks.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    settings = mocks.one("kubernetes:core/v1:ConfigMap", "platform-settings").inputs["data"]
     assert settings == {
         "GRISTMILL_PUBLIC_URL": "https://dev.ml.example.com",
         "GRISTMILL_INTERNAL_URL": "http://gristmill-control.gristmill.svc.cluster.local",
@@ -145,6 +148,9 @@ def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> N
         "GRISTMILL_S3_REGION": "eu-west-3",
         "GRISTMILL_METRICS_BACKEND": "prometheus",
         "GRISTMILL_PROMETHEUS_URL": "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090",
+        # scraped by the ServiceMonitor on its own port, never through the ingress
+        "GRISTMILL_METRICS_PORT": "9464",
+        "GRISTMILL_METRICS_HOST": "0.0.0.0",
     }
     secret = reveal(mocks.one("kubernetes:core/v1:Secret").inputs["stringData"])
     rds = mocks.one("aws:rds/instance:Instance").state

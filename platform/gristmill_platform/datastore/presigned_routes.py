@@ -17,6 +17,7 @@ from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import AppError
 from gristmill_platform.state import AppState
+from gristmill_platform.telemetry.metrics import DATASTORE_ERRORS, DATASTORE_IN
 
 router = APIRouter(prefix=PRESIGNED_PREFIX, include_in_schema=False)
 
@@ -85,11 +86,14 @@ async def upload(request: Request, state: AppStateDep) -> Response:
         writer.abort()
         blobs.remove(blob)
         raise S3StyleError(400, exc.code, str(exc)) from exc
-    except BaseException:
+    except BaseException as exc:
         # an interrupted or refused upload leaves no object and no blob behind
         writer.abort()
         blobs.remove(blob)
+        if isinstance(exc, OSError):  # the disk's fault (full, failing), not the caller's
+            DATASTORE_ERRORS.labels("upload").inc()
         raise
+    DATASTORE_IN.inc(writer.size)
     return Response(status_code=204)
 
 
@@ -114,14 +118,17 @@ async def put_part(request: Request, state: AppStateDep) -> Response:
                 raise S3StyleError(400, "EntityTooLarge",
                                    f"A part may hold at most chunk_size ({chunk_size}) bytes")
         await writer.close()
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if isinstance(exc, OSError):
+            DATASTORE_ERRORS.labels("upload_part").inc()
         raise
     try:
         async with transaction(state) as session:
             etag = await _store(state, session).record_part(upload, number, writer.size)
     except AppError as exc:
         raise _as_s3(exc) from exc
+    DATASTORE_IN.inc(writer.size)
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
 

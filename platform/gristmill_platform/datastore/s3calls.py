@@ -12,6 +12,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gristmill_platform.errors import AppError
+from gristmill_platform.telemetry.metrics import DATASTORE_ERRORS
 
 
 class S3CallError(AppError):
@@ -35,15 +36,25 @@ class S3Unavailable(AppError):
     name = "DataStoreUnavailable"
 
 
+# refusals a caller's request explains (a missing key, a bad part): not the store's errors
+EXPECTED_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchUpload", "InvalidPart",
+                            "InvalidPartOrder", "EntityTooSmall", "EntityTooLarge"})
+
+
 async def call(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    operation = getattr(fn, "__name__", "s3")
     try:
         return await anyio.to_thread.run_sync(functools.partial(fn, **kwargs))
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get(
             "HTTPStatusCode", "Unknown"))
+        if code not in EXPECTED_CODES:
+            DATASTORE_ERRORS.labels(operation).inc()
         raise S3CallError(code, str(error.get("Message") or exc)) from exc
     except BotoCoreError as exc:
+        DATASTORE_ERRORS.labels(operation).inc()
         raise S3Unavailable(f"Cannot reach the S3 data store: {exc}") from exc
     except Boto3Error as exc:  # a transfer (upload_file) failed; S3's reason is in the text
+        DATASTORE_ERRORS.labels(operation).inc()
         raise S3CallError("TransferFailed", str(exc)) from exc

@@ -56,7 +56,7 @@ class UrlSigner:
         except ValueError as exc:
             raise SignatureError("The URL expiry is malformed") from exc
         if expiry < (now if now is not None else time.time()):
-            raise SignatureError("The URL has expired", code="AccessDenied")
+            raise SignatureError("The URL has expired")
 
     # -- S3-style POST policies ------------------------------------------------------------
 
@@ -92,12 +92,11 @@ class UrlSigner:
                 int(c[2]) for c in conditions
                 if isinstance(c, list) and c[0] == "content-length-range"
             )
-        except (ValueError, KeyError, TypeError, StopIteration) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, StopIteration) as exc:
             raise SignatureError("The policy document is malformed",
                                  code="InvalidPolicyDocument") from exc
         if expiration < (now if now is not None else time.time()):
-            raise SignatureError("The upload policy has expired", code="AccessDenied")
+            raise SignatureError("The upload policy has expired")
         if key != allowed_key:
-            raise SignatureError("The form's key does not match the policy",
-                                 code="AccessDenied")
+            raise SignatureError("The form's key does not match the policy")
         return key, max_size

@@ -13,6 +13,7 @@ import anyio
 from fastapi.responses import StreamingResponse
 
 from gristmill_platform.datastore.backend import ObjectInfo
+from gristmill_platform.telemetry.metrics import DATASTORE_ERRORS, DATASTORE_OUT
 
 READ_CHUNK = 2 * 1024 * 1024
 
@@ -33,7 +34,11 @@ async def blob_response(info: ObjectInfo, blob: Path, filename: str) -> Streamin
             while chunk := await upcoming:
                 upcoming = asyncio.ensure_future(
                     anyio.to_thread.run_sync(os.read, fd, READ_CHUNK))
+                DATASTORE_OUT.inc(len(chunk))
                 yield chunk
+        except OSError:
+            DATASTORE_ERRORS.labels("download").inc()
+            raise
         finally:
             if not upcoming.done():
                 upcoming.cancel()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
 
 from gristmill_platform.db.urls import sync_url
 
@@ -23,3 +28,28 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+@dataclass(frozen=True)
+class PendingMigration:
+    revision: str
+    description: str
+
+
+def current_revision(database_url: str) -> str | None:
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def pending(database_url: str) -> list[PendingMigration]:
+    """The migrations `upgrade` would apply, oldest first; nothing is written."""
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    current = current_revision(database_url)
+    steps = list(script.iterate_revisions("heads", current))
+    steps.reverse()
+    return [PendingMigration(s.revision, (s.doc or "").strip()) for s in steps
+            if s.revision != current]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +22,7 @@ from gristmill_platform.deployments.endpoint_inputs import MAX_BODY, json_inputs
 from gristmill_platform.deployments.service import check_endpoint_token
 from gristmill_platform.errors import UNEXPECTED, AppError, BadRequest, error_document
 from gristmill_platform.state import AppState
+from gristmill_platform.telemetry.metrics import observe_fast_path
 
 log = logging.getLogger("gristmill.gateway")
 
@@ -105,6 +107,7 @@ class EndpointFastPath:
         name = endpoint_name(scope)
         if name is None:
             return False
+        arrived = time.perf_counter()
         headers = request_headers(scope)
         if not is_json(headers):
             return False
@@ -116,13 +119,13 @@ class EndpointFastPath:
             return False
         self.state.traffic.enter()
         try:
-            await self._answer(name, endpoint, headers, scope, receive, send)
+            await self._answer(name, endpoint, headers, scope, receive, send, arrived)
         finally:
             self.state.traffic.leave()
         return True
 
     async def _answer(self, name: str, endpoint: Endpoint, headers: dict[bytes, bytes],
-                      scope: Scope, receive: Receive, send: Send) -> None:
+                      scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
         request_id = self.request_id()
         # as RequestIdMiddleware does, for anything that reads it from the scope
         scope.setdefault("state", {})["request_id"] = request_id
@@ -155,3 +158,5 @@ class EndpointFastPath:
             messages = json_body(500, error_document(*UNEXPECTED, request_id), [id_header])
         for message in messages:
             await send(message)
+        # the middleware's HTTP metrics, which this path runs before (pre-bound children)
+        observe_fast_path(messages[0]["status"], time.perf_counter() - arrived)

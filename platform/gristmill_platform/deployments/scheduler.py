@@ -16,6 +16,7 @@ from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.schedule import next_fire
 from gristmill_platform.errors import AppError
 from gristmill_platform.executions.service import Launch
+from gristmill_platform.telemetry.metrics import SCHEDULER_FIRES, SCHEDULER_LAG
 
 log = logging.getLogger("gristmill.scheduler")
 
@@ -50,10 +51,12 @@ class PeriodicScheduler:
         """Fire what is due; returns how many executions were started."""
         launches: list[Launch] = []
         failures: list[tuple[str, str]] = []
+        lags: list[tuple[str, float]] = []  # how late each fire is, once committed
         async with self.transactions() as session:
             service = self.deployments(session)
             now = utcnow()
             for deployment in await DeploymentRepository(session).due(now):
+                due_at = deployment.next_fire_at
                 try:
                     async with session.begin_nested():
                         launch = await service.fire(deployment, now)
@@ -62,6 +65,11 @@ class PeriodicScheduler:
                     continue
                 if launch is not None:
                     launches.append(launch)
+                    lag = (now - due_at).total_seconds() if due_at is not None else 0.0
+                    lags.append((deployment.name, max(lag, 0.0)))
+        for name, lag in lags:
+            SCHEDULER_LAG.labels(name).set(lag)
+            SCHEDULER_FIRES.labels(name).inc()
         for launch in launches:
             self.launch(launch)
         for deployment_id, reason in failures:

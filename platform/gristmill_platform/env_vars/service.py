@@ -8,6 +8,7 @@ from gristmill_platform.db.models.env_vars import EnvironmentVariable
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.errors import BadRequest, NotFound
+from gristmill_platform.logs import redactor
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 # The platform sets these in every execution (tokens, URLs, execution id); a user variable
@@ -55,6 +56,8 @@ class EnvVarService:
                 )
             if "\x00" in value:
                 raise BadRequest(f"Value of environment variable {name!r} contains a NUL byte")
+        # their values are often credentials: masked in every log line from now on
+        redactor.register(*variables.values())
         results = []
         for name, value in variables.items():
             existing = await self.repository.get(name)

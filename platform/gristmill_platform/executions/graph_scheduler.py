@@ -140,7 +140,7 @@ class GraphScheduler:
                         parent.started_at = utcnow()
             except (GraphFailure, AppError) as failure:
                 reason = str(failure) if isinstance(failure, GraphFailure) else failure.message
-                to_stop = self._cancel_nodes(nodes.values())
+                to_stop = self._cancel_nodes(service, nodes.values())
                 await service.fail(parent_id, reason)
                 await service.auth.revoke_execution_tokens(parent_id)
                 ended = True
@@ -195,14 +195,13 @@ class GraphScheduler:
             _warn(parent, {"kind": "metric_bound", "name": name, "message": problem})
 
     @staticmethod
-    def _cancel_nodes(nodes: Sequence[Execution] | Any) -> list[Handle]:
+    def _cancel_nodes(service: ExecutionService, nodes: Sequence[Execution] | Any
+                      ) -> list[Handle]:
         """Mark the nodes still active cancelled; the handles of their workers to stop."""
         handles: list[Handle] = []
         for node in nodes:
             if node.status in t.ACTIVE:
-                node.status = t.transition(node.status, t.CANCELLED)
-                node.status_reason = "another node of the pipeline failed"
-                node.ended_at = utcnow()
+                service.end(node, t.CANCELLED, "another node of the pipeline failed")
                 if node.handle:
                     handles.append(node.handle)
         return handles
@@ -241,10 +240,10 @@ class GraphScheduler:
                     execution.id, "outputs", item["pipeline_output_name"], item["file"])
             outputs.append(copied)
         execution.outputs = outputs
-        execution.status = t.transition(t.transition(execution.status, t.RUNNING),
-                                        t.SUCCEEDED)
-        execution.started_at = execution.ended_at = utcnow()
+        execution.status = t.transition(execution.status, t.RUNNING)
         execution.handle = {"backend": CACHE_BACKEND, "execution_id": earlier.id}
+        service.end(execution, t.SUCCEEDED)
+        execution.started_at = execution.ended_at
         await service.append_logs(execution.id, [system_line(
             f"Cached: outputs reused from execution {earlier.id}")], heartbeat=False)
         await service.auth.revoke_execution_tokens(execution.id)
@@ -291,8 +290,7 @@ class GraphScheduler:
         await service.deliver_outputs(parent, values)
         await service.append_logs(parent.id, [system_line(
             f"All {len(graph['nodes'])} nodes succeeded")], heartbeat=False)
-        parent.status = t.transition(parent.status, t.SUCCEEDED)
-        parent.ended_at = utcnow()
+        service.end(parent, t.SUCCEEDED)
         await service.auth.revoke_execution_tokens(parent.id)
 
 

@@ -53,19 +53,6 @@ class InvalidInputs(BadRequest):
     name = "InvalidInputs"
 
 
-def _mapping_list(raw: Any, what: str) -> list[Mapping[str, Any]]:
-    if raw in (None, ""):
-        return []
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInputs(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
-        raise InvalidInputs(f"{what} must be a list of objects")
-    return raw
-
-
 def _mapped_name(mapping: Mapping[str, Any], key: str, legacy: str, declared: set[str],
                  kind: str) -> str:
     name = mapping.get(key, mapping.get(legacy))
@@ -164,7 +151,7 @@ def resolve_inputs(
         elif item.get("is_required", True):
             missing.append(name)
         else:
-            resolved.append(ResolvedInput(name, data_type, "run", record, None))
+            resolved.append(ResolvedInput(name, data_type, "run", record))
     _check_complete(resolved, missing)
     return resolved
 
@@ -173,7 +160,8 @@ def _check_complete(resolved: Sequence[ResolvedInput], missing: Sequence[str]) -
     if missing:
         raise InvalidInputs(f"Missing required input(s): {', '.join(missing)}",
                             additional_data={"missing": list(missing)})
-    total = size_of([r.value for r in resolved if r.data_type != "file"])
+    # file inputs carry no value (their content travels apart), so they never count
+    total = size_of([r.value for r in resolved])
     if total > MAX_IO_BYTES:
         raise InvalidInputs(
             f"The non-file inputs total {total} bytes; the limit is 0.06 MB ({MAX_IO_BYTES} "
@@ -201,7 +189,7 @@ def _resolve_mapped(name: str, data_type: str, mapping: Mapping[str, Any],
     if mapping.get("is_null") is not None:
         if not parse_bool(mapping["is_null"], f"{where} is_null"):
             raise InvalidInputs(f"{where}: is_null must be true when given")
-        return ResolvedInput(name, data_type, "is_null", {"is_null": True}, None)
+        return ResolvedInput(name, data_type, "is_null", {"is_null": True})
     if mapping.get("datastore_path") is not None:
         path = mapping["datastore_path"]
         if data_type != "file":
@@ -336,7 +324,7 @@ def resolve_deployment_inputs(
             elif mapping.get("is_required", True):
                 missing.append(public)
             else:
-                resolved.append(ResolvedInput(name, data_type, "endpoint", record, None))
+                resolved.append(ResolvedInput(name, data_type, "endpoint", record))
             continue
         if public in files:
             raise InvalidInputs(f"{where} is of type {data_type}: send it as a value")
@@ -349,7 +337,7 @@ def resolve_deployment_inputs(
         elif mapping.get("is_required", True):
             missing.append(public)
         else:
-            resolved.append(ResolvedInput(name, data_type, "endpoint", record, None))
+            resolved.append(ResolvedInput(name, data_type, "endpoint", record))
     _check_complete(resolved, missing)
     order = {d["name"]: i for i, d in enumerate(declared)}
     return sorted(resolved, key=lambda r: order[r.name])

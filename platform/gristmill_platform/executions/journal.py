@@ -39,6 +39,7 @@ from gristmill_platform.db.types import utcnow
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.journal_writes import COLUMNS, Batch, BatchWriter
 from gristmill_platform.executions.records import ExecutionRecord
+from gristmill_platform.telemetry.metrics import JOURNAL_ROWS, JOURNAL_WRITE
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -84,6 +85,11 @@ class TrackingJournal:
         self._task: asyncio.Task[None] | None = None
         self._writer: BatchWriter | None = None
         self._closed = False
+
+    @property
+    def backlog(self) -> int:
+        """Executions recorded and not yet written (the metrics' journal backlog)."""
+        return len(self._executions)
 
     @property
     def pending(self) -> bool:
@@ -169,10 +175,13 @@ class TrackingJournal:
         if self._writer is None:
             self._writer = BatchWriter(self.engine, self.database_url,
                                        pause=self._between_slices)
+        started = time.perf_counter()
         written = await self._writer.write(Batch(
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,
             written_before=set(self._written), token_owner=self._token_owner,
             known_deployments=self._known_deployments()))
+        JOURNAL_WRITE.observe(time.perf_counter() - started)
+        JOURNAL_ROWS.inc(len(rows))
         confirmed, kept, tokens = written.confirmed_deployments, written.kept, written.tokens
         self._alive_deployments |= confirmed  # only once written: a retry checks again
         for token in tokens:

@@ -38,6 +38,7 @@ from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.io import resolve_deployment_inputs
 from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.modes import LOW_LATENCY, LOW_LATENCY_BACKEND
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.service import (
     MAX_LOG_LINES_PER_CALL,
@@ -51,15 +52,13 @@ from gristmill_platform.executions.service import (
     with_values,
 )
 from gristmill_platform.executors.workers import ExecutionLost, WorkerPool
+from gristmill_platform.telemetry import metrics
 
 log = logging.getLogger("gristmill.low_latency")
 
 # Under the reconciler's 45 s: executions waiting in line or running on a worker are
 # alive as long as this process holds them.
 HEARTBEAT_S = 10.0
-# The handle of an execution on a warm worker: who holds it sends heartbeats, so a quiet
-# one has lost its control service (ExecutionRuntime.reconcile fails it).
-LOW_LATENCY_BACKEND = "low-latency"
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
 
@@ -145,6 +144,7 @@ class LowLatencyDispatcher:
                  "scope": EXECUTION_SCOPE, "execution_id": execution.id, "created_at": now,
                  "expires_at": None, "revoked_at": None, "last_used_at": None}
         self.journal.created(execution, token)
+        metrics.execution_started(LOW_LATENCY, execution.execution_rule)
         tracked = Tracked(execution, asyncio.get_running_loop().create_future())
         task = asyncio.get_running_loop().create_task(
             self._run_tracked(tracked, step, deployment.name, fresh.token_id, fresh.plaintext))
@@ -195,6 +195,7 @@ class LowLatencyDispatcher:
                 execution.ended_at = ended_at or utcnow()
             self.journal.ended(execution, log_rows(execution.id, 0, lines), token_id,
                                utcnow())
+            metrics.execution_ended(LOW_LATENCY, execution.status, execution.execution_rule)
             self._release(execution.id)
             if not tracked.done.done():
                 tracked.done.set_result(execution)
@@ -220,7 +221,7 @@ class LowLatencyDispatcher:
             step = (await session.get(Step, execution.step_id)
                     if execution is not None else None)
             try:
-                payload = await service.start(execution_id, step)
+                payload = await service.start(execution_id, step, elastic=False)
             except (NotFound, Conflict):
                 return None  # deleted, cancelled or already started: nothing to run
             if execution is not None:

@@ -31,7 +31,8 @@ from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.graph_scheduler import GraphScheduler
 from gristmill_platform.executions.journal import TrackingJournal
-from gristmill_platform.executions.low_latency import LOW_LATENCY_BACKEND, LowLatencyDispatcher
+from gristmill_platform.executions.low_latency import LowLatencyDispatcher
+from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
@@ -50,6 +51,7 @@ from gristmill_platform.executors.spec import (
     WorkerState,
 )
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.logs import execution_context, redactor
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.units import ram_bytes
@@ -167,6 +169,8 @@ class ExecutionRuntime:
         self._spawn(self._launch(launch))
 
     async def _launch(self, launch: Launch) -> None:
+        # its own task (see _spawn): what it logs is about this execution only
+        execution_context.set(launch.execution_id)
         try:
             async with self.transactions() as session:
                 context = await self._context(session, launch)
@@ -199,6 +203,7 @@ class ExecutionRuntime:
     async def _context(self, session: AsyncSession, launch: Launch) -> LaunchContext:
         step = await StepRepository(session).get(launch.step_id)
         variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
+        redactor.register(*variables.values())
         if self.kubernetes is None:  # the local backend reads nothing more
             return LaunchContext(step, None, None, variables)
         execution = await ExecutionRepository(session).get(launch.execution_id)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
-from gristmill_platform.executions.transitions import DISPLAY, TERMINAL
+from gristmill_platform.executions.transitions import ACTIVE, DISPLAY
 from gristmill_platform.http.dates import iso
 from gristmill_platform.pipelines.graph import upstream_of
 
@@ -60,7 +60,7 @@ def node_steps(execution: Execution, graph: Mapping[str, Any],
                          status=DISPLAY.get(run.status, run.status),
                          status_reason=run.status_reason, start_date=iso(run.started_at),
                          end_date=iso(run.ended_at), worker=run.worker)
-        elif execution.status in TERMINAL:
+        elif execution.status not in ACTIVE:
             entry["status"] = "Skipped"
         steps.append(entry)
     return steps

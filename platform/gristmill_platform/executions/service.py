@@ -32,10 +32,12 @@ from gristmill_platform.executions.io import (
     plan_outputs,
     resolve_inputs,
 )
+from gristmill_platform.executions.modes import ELASTIC, LOW_LATENCY, mode_of
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
 from gristmill_platform.pipelines.repository import PipelineRepository
+from gristmill_platform.telemetry import metrics
 
 GRAPH_BACKEND = "graph"
 
@@ -153,6 +155,9 @@ class ExecutionService:
             execution.deployment_name = parent.deployment_name
             execution.timeout_s = parent.timeout_s
         await self.repository.add(execution)
+        mode = LOW_LATENCY if deployment and deployment.mode == LOW_LATENCY else ELASTIC
+        rule = execution.execution_rule
+        self.after_commit(lambda: metrics.execution_started(mode, rule))
         token = await self.auth.create_sdk_token(
             created_by, name=f"execution {execution_id}", scope="execution",
             execution_id=execution_id)
@@ -190,13 +195,19 @@ class ExecutionService:
         if principal.execution_id != execution_id:
             raise Forbidden("Only the worker of this execution may report on it")
 
-    async def start(self, execution_id: str, step: Step | None) -> dict[str, Any]:
+    async def start(self, execution_id: str, step: Step | None, *,
+                    elastic: bool = True) -> dict[str, Any]:
+        """elastic=False for a warm worker's start, which waited for no worker of its own
+        (not part of the elastic queue's wait)."""
         execution = await self._locked(execution_id)
         if execution.status != t.PENDING:
             raise Conflict(f"Execution {execution_id} is already {execution.status}",
                            name="AlreadyStarted")
         execution.status = t.transition(execution.status, t.RUNNING)
         execution.started_at = execution.heartbeat_at = utcnow()
+        if elastic:
+            waited = (execution.started_at - execution.created_at).total_seconds()
+            self.after_commit(lambda: metrics.QUEUE_WAIT.observe(max(waited, 0.0)))
         if step is None:
             raise Conflict(f"The step of execution {execution_id} was deleted")
         return runner_payload(execution, step)
@@ -285,11 +296,17 @@ class ExecutionService:
                 item["mapping_value"] = {**item["mapping_value"], "resolved_path": path}
         execution.outputs = outputs
 
+    def end(self, execution: Execution, status: str, reason: str | None = None) -> None:
+        """End an execution the scheduler decides the outcome of (a graph, its nodes)."""
+        self._end(execution, status, reason)
+
     def _end(self, execution: Execution, status: str, reason: str | None,
              ended_at: datetime | None = None) -> None:
         execution.status = t.transition(execution.status, status)
         execution.status_reason = reason
         execution.ended_at = ended_at or utcnow()
+        mode, rule = mode_of(execution.handle), execution.execution_rule
+        self.after_commit(lambda: metrics.execution_ended(mode, status, rule))
 
     async def fail(self, execution_id: str, reason: str, tail: Sequence[str] = ()) -> bool:
         """Fail an execution whose worker is gone; False if it had already ended."""

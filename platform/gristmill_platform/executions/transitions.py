@@ -4,7 +4,6 @@ from __future__ import annotations
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "pending", "running", "succeeded", "failed", "cancelled")
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({PENDING, RUNNING})
 
 _ALLOWED: dict[str, frozenset[str]] = {
@@ -22,8 +21,6 @@ DISPLAY = {PENDING: "Pending", RUNNING: "Running", SUCCEEDED: "Succeeded", FAILE
 class InvalidTransition(Exception):
     def __init__(self, current: str, target: str) -> None:
         super().__init__(f"an execution cannot go from {current} to {target}")
-        self.current = current
-        self.target = target
 
 
 def can_transition(current: str, target: str) -> bool:

@@ -47,6 +47,7 @@ from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnrea
 from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
 
 
 class StepBuildsView(Protocol):
@@ -241,6 +242,9 @@ class LocalWorkerPool:
             slot.bring_up.cancel()
         workers = [w for w in (slot.starting, slot.current, *slot.draining) if w is not None]
         await asyncio.gather(*(self._terminate(w) for w in workers))
+
+    def deployment_names(self) -> list[str]:
+        return list(self._slots)
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         slot = self._slots.get(deployment_name)
@@ -591,6 +595,7 @@ class LocalWorkerPool:
                 if record is None:
                     return
                 slot.restarts += 1
+                WORKER_RESTARTS.labels(slot.name).inc()
                 await self._launch(slot, record, after_crash=True)
         finally:
             slot.restarting = False

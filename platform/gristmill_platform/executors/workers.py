@@ -58,6 +58,9 @@ class WorkerPool(Protocol):
     async def stop(self, deployment_name: str) -> None:
         """Stop the deployment's worker (deployment deleted)."""
 
+    def deployment_names(self) -> list[str]:
+        """The deployments this pool keeps workers for (the metrics' warm workers)."""
+
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         """[{"pod_id": ..., "status": "starting|running|failed|stopped"}] for get_deployment."""
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from gristmill_platform.steps.environments import (
 from gristmill_platform.steps.git import clone, redact
 from gristmill_platform.steps.image_builds import ImageBuildError, ImageRequest, StepImages
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.telemetry.metrics import STEP_BUILD_DURATION, STEP_BUILDS
 
 if TYPE_CHECKING:
     from gristmill_platform.datastore.backend import DataStoreFor
@@ -149,10 +151,12 @@ class StepBuilds:
         note = build_log.note
         status, reason, commit_id, key, image = "creation_failed", None, None, None, None
         interrupted = False
+        started: float | None = None  # once there is a step to build (for the metrics)
         try:
             planned = await self._plan(step_id)
             if planned is None:
                 return
+            started = time.monotonic()
             plan, variables = planned
             commit_id = await self._prepare_code(plan, deploy_key, note)
             code = self.code_dir(step_id)
@@ -184,6 +188,10 @@ class StepBuilds:
             if not interrupted:
                 await self._record(step_id, status, reason, commit_id, key, build_log.lines,
                                    warnings, image)
+                if started is not None:
+                    outcome = "ready" if status == "ready" else "failed"
+                    STEP_BUILDS.labels(outcome).inc()
+                    STEP_BUILD_DURATION.labels(outcome).observe(time.monotonic() - started)
 
     @staticmethod
     def _check_code(plan: BuildPlan, code: Path) -> Path | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import typer
 
 import gristmill
-from gristmill.cli import platform_cmds
+from gristmill.cli import backup_cmds, platform_cmds
 
 app = typer.Typer(
     name="gristmill",
@@ -16,6 +16,8 @@ app.command("serve")(platform_cmds.serve_cmd)
 app.add_typer(platform_cmds.db_app, name="db")
 app.add_typer(platform_cmds.users_app, name="users")
 app.add_typer(platform_cmds.token_app, name="token")
+app.command("backup")(backup_cmds.backup)
+app.command("restore")(backup_cmds.restore)
 
 
 @app.command()

@@ -121,13 +121,29 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
 
 @db_app.command("upgrade")
-def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+def db_upgrade(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the migrations that "
+                                                            "would be applied")] = False,
+) -> None:
     """Apply the schema migrations."""
     from gristmill_platform.db import migrate
     from gristmill_platform.settings import resolve_settings
 
     settings = resolve_settings(_settings(data_dir=data_dir, database_url=database_url))
     assert settings.database_url
+    if dry_run:
+        steps = migrate.pending(settings.database_url)
+        current = migrate.current_revision(settings.database_url)
+        where = f"Database at revision {current}" if current else "Empty database"
+        if not steps:
+            console.print(f"{where}: up to date, nothing to apply.")
+            return
+        console.print(f"{where}: {len(steps)} migrations would be applied:")
+        for step in steps:
+            # plain text, one per line: scripts and reviewers read it
+            typer.echo(f"  {step.revision}  {step.description}")
+        return
     migrate.upgrade(settings.database_url)
     console.print("Database schema is up to date.")
 

@@ -57,3 +57,10 @@ def test_project_defaults_apply_unless_nulled_or_overridden() -> None:
     assert own.requirements_path == "other.txt" and key == "KEY"
     with pytest.raises(BadRequest, match="inside the step's folder"):
         resolve_container_config({"requirements_path": "../x.txt"}, defaults)
+
+
+def test_invalid_transition_names_both_statuses() -> None:
+    with pytest.raises(t.InvalidTransition) as caught:
+        t.transition(t.SUCCEEDED, t.RUNNING)
+    assert str(caught.value) == "an execution cannot go from succeeded to running"
+    assert not t.can_transition("unknown", t.RUNNING)

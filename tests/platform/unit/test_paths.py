@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gristmill_platform.datastore.paths import InvalidPath, validate_object_path
+from gristmill_platform.datastore.paths import InvalidPath, is_internal, validate_object_path
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,26 @@ def test_rejects_unsafe_keys_with_a_reason(path: str, reason: str) -> None:
         validate_object_path(path)
     assert reason in caught.value.message
     assert caught.value.status_code == 400
+
+
+@pytest.mark.parametrize("path", [None, 7, b"a/b", ""])
+def test_rejects_an_empty_or_non_string_path(path: object) -> None:
+    with pytest.raises(InvalidPath) as caught:
+        validate_object_path(path)  # type: ignore[arg-type]
+    assert caught.value.message == "The object path is empty"
+    assert (caught.value.status_code, caught.value.name) == (400, "InvalidPath")
+
+
+def test_length_limit_is_in_bytes_and_inclusive() -> None:
+    assert validate_object_path("ab", max_length=2) == "ab"
+    with pytest.raises(InvalidPath) as caught:
+        validate_object_path("é", max_length=1)
+    assert caught.value.message == "The object path is too long (2 bytes, at most 1)"
+
+
+@pytest.mark.parametrize(("path", "internal"), [
+    (".gristmill", True), (".gristmill/steps/a.tgz", True), (".gristmill2/x", False),
+    ("a/.gristmill/x", False), (".gristmil", False), ("gristmill/x", False),
+])
+def test_internal_prefix_is_a_whole_first_segment(path: str, internal: bool) -> None:
+    assert is_internal(path) is internal

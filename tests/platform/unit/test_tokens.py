@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import time
+
 import jwt
 import pytest
 
 from gristmill_platform.auth.tokens import (
+    AccessClaims,
     InvalidToken,
     decode_access_token,
     encode_access_token,
@@ -57,3 +63,119 @@ def test_forged_access_tokens_are_refused() -> None:
                           key="", algorithm="none")
     with pytest.raises(InvalidToken):
         decode_access_token(unsigned, key=KEY)
+
+
+# -- what mutation testing showed untested -------------------------------------------------
+
+def test_sdk_token_shape_length_and_entropy() -> None:
+    token = new_sdk_token()
+    prefix, token_id, secret = token.plaintext.split("_", 2)
+    assert (prefix, token_id) == ("gm", token.token_id)
+    # 8 random bytes of id (hex) and 32 of secret (URL-safe base64, unpadded): 256 bits
+    assert re.fullmatch(r"[0-9a-f]{16}", token_id)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", secret)
+    assert len(base64.urlsafe_b64decode(secret + "=")) == 32
+    assert token.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert len({new_sdk_token().plaintext.rsplit("_", 1)[-1] for _ in range(50)}) == 50
+
+
+def test_split_keeps_underscores_of_the_secret_and_ignores_surrounding_space() -> None:
+    assert split_sdk_token("  gm_abc_se_cr_et\n") == ("abc", "se_cr_et")
+
+
+@pytest.mark.parametrize("bad", ["gm_id_", "gm_id", "gm__", "GM_id_secret", "gm-id-secret"])
+def test_sdk_token_with_an_empty_part_or_another_prefix_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidToken) as caught:
+        split_sdk_token(bad)
+    assert str(caught.value) == "Invalid SDK token: not a Gristmill SDK token"
+
+
+def test_access_token_claims_are_pinned() -> None:
+    token, expires = encode_access_token(key=KEY, user_id="u", token_id="t", scope="user",
+                                         execution_id=None, ttl_s=600, now=1_700_000_000.9)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, KEY, algorithms=["HS256"], audience="gristmill",
+                        options={"verify_exp": False})
+    jti = claims.pop("jti")
+    assert claims == {"sub": "u", "tid": "t", "scope": "user", "iat": 1_700_000_000,
+                      "exp": 1_700_000_600, "aud": "gristmill"}
+    assert expires == 1_700_000_600
+    assert re.fullmatch(r"[0-9a-f]{32}", jti)
+
+
+def test_access_token_defaults_to_the_current_clock() -> None:
+    before = int(time.time())
+    token, expires = encode_access_token(key=KEY, user_id="u", token_id="t", scope="user",
+                                         execution_id=None, ttl_s=600)
+    assert before + 600 <= expires <= int(time.time()) + 600
+    assert decode_access_token(token, key=KEY).expires_at == expires
+
+
+def test_execution_token_carries_its_execution_id() -> None:
+    token, expires = encode_access_token(key=KEY, user_id="u", token_id="t", scope="execution",
+                                         execution_id="exec-1", ttl_s=600, now=1000)
+    assert jwt.decode(token, options={"verify_signature": False})["execution_id"] == "exec-1"
+    assert decode_access_token(token, key=KEY, now=1001) == AccessClaims(
+        user_id="u", token_id="t", scope="execution", execution_id="exec-1",
+        expires_at=expires)
+    plain, _ = encode_access_token(key=KEY, user_id="u", token_id="t", scope="user",
+                                   execution_id=None, ttl_s=600, now=1000)
+    assert "execution_id" not in jwt.decode(plain, options={"verify_signature": False})
+    assert decode_access_token(plain, key=KEY, now=1001).execution_id is None
+
+
+def test_access_token_is_valid_until_the_second_before_its_expiry() -> None:
+    token, expires = encode_access_token(key=KEY, user_id="u", token_id="t", scope="user",
+                                         execution_id=None, ttl_s=60, now=1000)
+    assert decode_access_token(token, key=KEY, now=expires - 0.001).expires_at == 1060
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key=KEY, now=expires)
+    assert str(caught.value) == "Access token expired: refresh it with your SDK token"
+
+
+def _signed(claims: dict[str, object]) -> str:
+    return jwt.encode({"aud": "gristmill", **claims}, KEY, algorithm="HS256")
+
+
+@pytest.mark.parametrize("dropped", ["exp", "iat", "sub", "tid"])
+def test_access_token_lacking_a_required_claim_is_refused(dropped: str) -> None:
+    claims: dict[str, object] = {"sub": "u", "tid": "t", "iat": 1000, "exp": 2000}
+    del claims[dropped]
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(_signed(claims), key=KEY, now=1001)
+    assert str(caught.value) == "Invalid access token"
+
+
+@pytest.mark.parametrize("claims", [
+    {"aud": "someone-else"},
+    {"aud": None},
+])
+def test_access_token_for_another_audience_is_refused(claims: dict[str, object]) -> None:
+    base: dict[str, object] = {"sub": "u", "tid": "t", "iat": 1000, "exp": 2000}
+    token = jwt.encode({**base, **claims} if claims["aud"] else base, KEY, algorithm="HS256")
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key=KEY, now=1001)
+    assert str(caught.value) == "Invalid access token"
+
+
+@pytest.mark.filterwarnings("ignore:The HMAC key")
+def test_access_token_with_another_algorithm_is_refused() -> None:
+    token = jwt.encode({"sub": "u", "tid": "t", "iat": 1000, "exp": 2000, "aud": "gristmill"},
+                       KEY, algorithm="HS512")
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key=KEY, now=1001)
+    assert str(caught.value) == "Invalid access token"
+
+
+def test_access_token_without_scope_is_a_user_token() -> None:
+    claims = decode_access_token(_signed({"sub": "u", "tid": "t", "iat": 1000, "exp": 2000}),
+                                 key=KEY, now=1001)
+    assert claims == AccessClaims(user_id="u", token_id="t", scope="user", execution_id=None,
+                                  expires_at=2000)
+
+
+def test_access_token_with_a_non_integer_expiry_is_refused() -> None:
+    token = _signed({"sub": "u", "tid": "t", "iat": 1000, "exp": 9_999_999_999.5})
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key=KEY, now=1001)
+    assert str(caught.value) == "Access token expired: refresh it with your SDK token"

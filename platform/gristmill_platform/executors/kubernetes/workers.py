@@ -58,6 +58,7 @@ from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerP
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
 from gristmill_platform.units import ram_bytes
 
 if TYPE_CHECKING:
@@ -256,6 +257,9 @@ class KubernetesWorkerPool:
             await self.executor.delete_worker(deployment_name)
         except Exception:
             log.exception("could not delete the worker of %s from the cluster", deployment_name)
+
+    def deployment_names(self) -> list[str]:
+        return list(self._tracked)
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         tracked = self._tracked.get(deployment_name)
@@ -565,6 +569,7 @@ class KubernetesWorkerPool:
                 self._event(tracked, pod.name, pod.problem)
             if old is not None and pod.restarts > old.restarts:
                 self._event(tracked, pod.name, f"The worker restarted: {pod.last_exit}")
+                WORKER_RESTARTS.labels(tracked.name).inc(pod.restarts - old.restarts)
             if pod.status == "ready" and (old is None or old.status != "ready"):
                 self._event(tracked, pod.name,
                             "Step module imported successfully; the worker is ready")

@@ -1,0 +1,1 @@
+"""The control service's own Prometheus metrics (docs/operations.md#metrics)."""
