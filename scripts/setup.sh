@@ -8,11 +8,17 @@ PYTHON="${PYTHON:-python3}"
 VENV="${GRISTMILL_VENV:-.venv}"
 EXTRAS="${GRISTMILL_EXTRAS:-platform,infra,dev}"
 
-# System tools some tests drive for real (sshd for Git over SSH, Prometheus and its node
-# exporter for resource metrics). Installed only as root with apt; otherwise those tests
-# skip with a message. GRISTMILL_SYSTEM_PACKAGES=0 turns this off.
-SYSTEM_PACKAGES=(openssh-server prometheus prometheus-node-exporter)
-if [ "${GRISTMILL_SYSTEM_PACKAGES:-1}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+# System tools only the tests drive for real (sshd for Git over SSH, Prometheus and its node
+# exporter for resource metrics, Chromium for the console's browser tests; podman, buildah,
+# runc and debootstrap for the opt-in image tests, GRISTMILL_IMAGE_TESTS=1): running
+# Gristmill needs none of them. Installed only when GRISTMILL_SYSTEM_PACKAGES=1
+# (scripts/test.sh sets it; scripts/up.sh does not), as root with apt; otherwise the tests
+# that need them skip with a message.
+SYSTEM_PACKAGES=(openssh-server prometheus prometheus-node-exporter chromium)
+if [ "${GRISTMILL_IMAGE_TESTS:-0}" = "1" ]; then
+  SYSTEM_PACKAGES+=(podman buildah runc debootstrap)
+fi
+if [ "${GRISTMILL_SYSTEM_PACKAGES:-0}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   missing=()
   for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

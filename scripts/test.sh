@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${GRISTMILL_VENV:-.venv}"
 
-bash scripts/setup.sh
+# the tests drive sshd and Prometheus for real: install them (as root) unless told not to
+GRISTMILL_SYSTEM_PACKAGES="${GRISTMILL_SYSTEM_PACKAGES:-1}" bash scripts/setup.sh
 echo "==> ruff"
 "$VENV/bin/ruff" check sdk platform infra tests bench examples
 echo "==> mypy"

@@ -7,7 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${GRISTMILL_VENV:-.venv}"
 DATA_DIR="${GRISTMILL_DATA_DIR:-$HOME/.gristmill}"
-GRISTMILL_EXTRAS="${GRISTMILL_EXTRAS:-platform}" bash scripts/setup.sh
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help)
+      # help only: no setup, no server, no example waiting for a server that never starts
+      if [ -x "$VENV/bin/gristmill" ]; then exec "$VENV/bin/gristmill" up --help; fi
+      sed -n '2,6s/^# \{0,1\}//p' "$0"
+      exit 0 ;;
+  esac
+done
+# running Gristmill needs no system package: the test-only ones are for scripts/test.sh
+GRISTMILL_SYSTEM_PACKAGES=0 GRISTMILL_EXTRAS="${GRISTMILL_EXTRAS:-platform}" bash scripts/setup.sh
 
 "$VENV/bin/gristmill" up --data-dir "$DATA_DIR" "$@" &
 server=$!

@@ -29,3 +29,6 @@ NVIDIA_DEVICE_PLUGIN = Chart(
 CLUSTER_AUTOSCALER = Chart(
     "cluster-autoscaler", "9.59.0", "https://kubernetes.github.io/autoscaler"
 )
+AWS_LOAD_BALANCER_CONTROLLER = Chart(
+    "aws-load-balancer-controller", "1.14.1", "https://aws.github.io/eks-charts"
+)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from gristmill_infra import eks_addons
 from gristmill_infra.config import ClusterSettings
-from gristmill_infra.iam import service_role
+from gristmill_infra.iam import irsa_role, managed_policy_arn, service_role
 from gristmill_infra.kubeconfig import build_kubeconfig
+from gristmill_infra.policies import VPC_CNI_SERVICE_ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Cluster(pulumi.ComponentResource):
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer_url: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
+    # Nodes wait for it: without the CNI they never turn Ready.
+    vpc_cni: aws.eks.Addon
 
     def __init__(
         self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
@@ -69,8 +73,9 @@ class Cluster(pulumi.ComponentResource):
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=list(args.subnet_ids),
                 endpoint_private_access=True,
-                endpoint_public_access=True,
-                public_access_cidrs=list(settings.endpoint_public_cidrs),
+                # No CIDR configured: reachable from inside the VPC only.
+                endpoint_public_access=bool(settings.endpoint_public_cidrs),
+                public_access_cidrs=list(settings.endpoint_public_cidrs) or None,
             ),
             enabled_cluster_log_types=list(settings.log_types),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
@@ -114,14 +119,33 @@ class Cluster(pulumi.ComponentResource):
             )
 
         # NetworkPolicy objects are only enforced when the VPC CNI runs its policy agent.
-        aws.eks.Addon(
+        # Its AWS permissions come through its own service account (IRSA), not the node
+        # role that every pod on the node could otherwise borrow.
+        cni_namespace, cni_service_account = VPC_CNI_SERVICE_ACCOUNT
+        cni_role = irsa_role(
+            f"{name}-vpc-cni",
+            oidc_provider_arn=oidc.arn,
+            oidc_issuer_url=issuer_url,
+            namespace=cni_namespace,
+            service_account=cni_service_account,
+            parent=self,
+        )
+        cni_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-vpc-cni",
+            role=cni_role.name,
+            policy_arn=managed_policy_arn(args.partition, "AmazonEKS_CNI_Policy"),
+            opts=pulumi.ResourceOptions(parent=cni_role),
+        )
+        self.vpc_cni = aws.eks.Addon(
             f"{name}-vpc-cni",
             cluster_name=cluster.name,
-            addon_name="vpc-cni",
+            addon_name=eks_addons.VPC_CNI,
+            addon_version=eks_addons.addon_version(settings.kubernetes_version, eks_addons.VPC_CNI),
+            service_account_role_arn=cni_role.arn,
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cni_policy]),
         )
 
         ca_data: pulumi.Output[str] = cluster.certificate_authority.data

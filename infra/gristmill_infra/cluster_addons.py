@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from gristmill_infra import charts
+from gristmill_infra import charts, eks_addons
 from gristmill_infra.iam import irsa_role, managed_policy_arn
 from gristmill_infra.labels import CPU_POOL, GPU_POOL, POOL_LABEL, gpu_toleration, pool_affinity
 from gristmill_infra.policies import (
@@ -147,12 +147,27 @@ class ClusterAddons(pulumi.ComponentResource):
         ebs_addon = aws.eks.Addon(
             f"{name}-ebs-csi",
             cluster_name=args.cluster_name,
-            addon_name="aws-ebs-csi-driver",
+            addon_name=eks_addons.EBS_CSI,
+            addon_version=eks_addons.addon_version(args.kubernetes_version, eks_addons.EBS_CSI),
             service_account_role_arn=ebs_role.arn,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ebs_policy, args.nodes]),
         )
+        # EKS installs these two unmanaged at creation and never upgrades them; as managed
+        # add-ons their versions are pinned and upgraded with the cluster.
+        for addon in (eks_addons.COREDNS, eks_addons.KUBE_PROXY):
+            aws.eks.Addon(
+                f"{name}-{addon}",
+                cluster_name=args.cluster_name,
+                addon_name=addon,
+                addon_version=eks_addons.addon_version(args.kubernetes_version, addon),
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                # CoreDNS only turns ACTIVE once its pods run on a node.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.nodes]),
+            )
+
         storage_class = k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=k8s.meta.v1.ObjectMetaArgs(

@@ -19,6 +19,9 @@ from typing import Literal, TypeVar
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from gristmill_infra.eks_addons import ADDON_VERSIONS
+from gristmill_infra.labels import GPU_ACCELERATORS, accelerator_label
+
 NAMESPACE = "gristmill"
 
 _T = TypeVar("_T")
@@ -50,6 +53,7 @@ _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 # which the NVIDIA x86_64 node image cannot run.
 _GPU_INSTANCE_TYPE = re.compile(r"(?!g4ad\.|g5g\.)[gp][0-9][a-z0-9-]*\.[a-z0-9]+")
 _DB_INSTANCE_CLASS = re.compile(r"db\.[a-z0-9-]+\.[a-z0-9]+")
+_SMALL_DB_CLASS = re.compile(r"db\.t[0-9]g?\.(micro|small)")
 _PG_VERSION = re.compile(r"[0-9]{2}(\.[0-9]+)?")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
@@ -57,6 +61,7 @@ _DURATION = re.compile(r"[1-9][0-9]*[hdwy]")
 _CPU_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?m?")
 _MEMORY_QUANTITY = re.compile(r"[0-9]+(Mi|Gi)")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?")
 _ECR_NAMESPACE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
 
 
@@ -87,6 +92,7 @@ class ClusterSettings:
     kubernetes_version: str
     log_types: tuple[str, ...]
     log_retention_days: int
+    # Empty: the API endpoint is private (reachable from inside the VPC only).
     endpoint_public_cidrs: tuple[str, ...]
     admin_role_arns: tuple[str, ...]
 
@@ -126,6 +132,7 @@ class DatabaseSettings:
     backup_retention_days: int
     deletion_protection: bool
     skip_final_snapshot: bool
+    performance_insights: bool
 
 
 @dataclass(frozen=True)
@@ -138,17 +145,28 @@ class IngressSettings:
 class MonitoringSettings:
     prometheus_retention: str
     prometheus_storage_gib: int
+    # Where Alertmanager posts firing alerts (Slack-compatible or any webhook); empty: the
+    # alerts are only listed in Alertmanager.
+    alert_webhook_url: str = ""
 
 
 @dataclass(frozen=True)
 class PlatformSettings:
     image: str
     namespace: str
-    # Step pods and image builds run here, apart from the control service.
+    # Step pods run here, apart from the control service.
     workers_namespace: str
+    # Image builds run here: rootless BuildKit needs an unconfined seccomp profile, which
+    # the workers' namespace (Pod Security "baseline") refuses.
+    builds_namespace: str
     replicas: int
     cpu: str
     memory: str
+    # Caps on what the workers' namespace may request in total (ResourceQuota).
+    workers_cpu_quota: str
+    workers_memory_quota: str
+    workers_gpu_quota: int
+    workers_pod_quota: int
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,9 @@ class EnvironmentConfig:
     ingress: IngressSettings
     monitoring: MonitoringSettings
     platform: PlatformSettings
+    # `protect` on the data store bucket, the database and the image repositories: Pulumi
+    # refuses to delete them (a `pulumi destroy` must first unprotect them).
+    protect_data: bool = True
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -312,6 +333,28 @@ def _is_private_vpc_cidr(value: str) -> bool:
     return _is_cidr(value, 16, 20) and ipaddress.IPv4Network(value).is_private
 
 
+def _endpoint_cidrs(r: _Reader) -> tuple[str, ...]:
+    """No default: an API endpoint open to the whole internet is a choice to write down.
+    `[]` keeps the endpoint private (then `pulumi up` must run from inside the VPC)."""
+    key = "clusterEndpointPublicCidrs"
+    expected = (
+        "a list of IPv4 CIDR blocks allowed to reach the Kubernetes API, such as "
+        '["203.0.113.0/24"], or [] for a private endpoint'
+    )
+    raw = r._get(key)
+    if raw is None:
+        r.problems.append(
+            f"{NAMESPACE}:{key} is required and must be {expected}: "
+            f"pulumi config set {NAMESPACE}:{key} '[\"203.0.113.0/24\"]'"
+        )
+        return ()
+    items = _split_list(raw) if raw != "[]" else []
+    if items is None or not all(map(_is_cidr, items)):
+        r.problem(key, expected, raw)
+        return ()
+    return tuple(items)
+
+
 def parse_config(
     values: Mapping[str, str], *, environment: str, region: str | None
 ) -> EnvironmentConfig:
@@ -431,12 +474,7 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
             allow_empty=True,
         ),
         log_retention_days=r.integer("clusterLogRetentionDays", 30, 1, 3653),
-        endpoint_public_cidrs=r.string_list(
-            "clusterEndpointPublicCidrs",
-            ("0.0.0.0/0",),
-            _is_cidr,
-            "a non-empty list of IPv4 CIDR blocks allowed to reach the Kubernetes API",
-        ),
+        endpoint_public_cidrs=_endpoint_cidrs(r),
         admin_role_arns=r.string_list(
             "clusterAdminRoleArns",
             (),
@@ -445,6 +483,12 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
             allow_empty=True,
         ),
     )
+    if cluster.kubernetes_version not in ADDON_VERSIONS:
+        r.problem(
+            "kubernetesVersion",
+            "a version the EKS add-ons are pinned for: " + ", ".join(sorted(ADDON_VERSIONS)),
+            cluster.kubernetes_version,
+        )
     if cluster.log_retention_days not in LOG_RETENTION_DAYS:
         r.problem(
             "clusterLogRetentionDays",
@@ -485,6 +529,17 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
         max_nodes=r.integer("gpuMaxNodes", 2, 1, 100),
         disk_size_gib=r.integer("gpuDiskSizeGiB", 100, 50, 16384),
     )
+    unknown = [t for t in gpu_settings.instance_types if accelerator_label(t) is None]
+    if unknown:
+        r.problem(
+            "gpuInstanceTypes",
+            "instance types of a GPU family Gristmill knows the accelerator of ("
+            + ", ".join(sorted(GPU_ACCELERATORS)) + ")",
+            json.dumps(list(gpu_settings.instance_types)),
+        )
+    if len(set(gpu_settings.instance_types)) != len(gpu_settings.instance_types):
+        r.problem("gpuInstanceTypes", "a list of distinct instance types",
+                  json.dumps(list(gpu_settings.instance_types)))
     if gpu_settings.max_nodes < gpu_settings.min_nodes:
         r.problem(
             "gpuMaxNodes",
@@ -511,7 +566,15 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
         backup_retention_days=r.integer("databaseBackupRetentionDays", 7, 0, 35),
         deletion_protection=r.boolean("databaseDeletionProtection", True),
         skip_final_snapshot=r.boolean("databaseSkipFinalSnapshot", False),
+        performance_insights=r.boolean("databasePerformanceInsights", True),
     )
+    if database.performance_insights and _SMALL_DB_CLASS.fullmatch(database.instance_class):
+        r.problem(
+            "databasePerformanceInsights",
+            f"false with {database.instance_class}: RDS offers Performance Insights from the "
+            "medium burstable classes up",
+            "true",
+        )
     if database.max_storage_gib < database.storage_gib:
         r.problem(
             "databaseMaxStorageGiB",
@@ -553,6 +616,12 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
             "a Prometheus retention such as 15d, 2w or 48h",
         ),
         prometheus_storage_gib=r.integer("prometheusStorageGiB", 50, 10, 16384),
+        alert_webhook_url=r.string(
+            "alertWebhookUrl",
+            "",
+            _matches(_HTTPS_URL),
+            "an https:// URL Alertmanager posts alerts to",
+        ),
     )
 
     platform = PlatformSettings(
@@ -569,6 +638,12 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
             _matches(_DNS_LABEL),
             "a Kubernetes namespace name (lowercase letters, digits, '-')",
         ),
+        builds_namespace=r.string(
+            "buildsNamespace",
+            "gristmill-builds",
+            _matches(_DNS_LABEL),
+            "a Kubernetes namespace name (lowercase letters, digits, '-')",
+        ),
         # Two or more, so the PodDisruptionBudget can keep one serving while a node drains.
         replicas=r.integer("platformReplicas", 2, 2, 20),
         cpu=r.string(
@@ -577,14 +652,33 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
         memory=r.string(
             "platformMemory", "1Gi", _matches(_MEMORY_QUANTITY), "a memory quantity such as 1Gi"
         ),
+        workers_cpu_quota=r.string(
+            "workersCpuQuota", "64", _matches(_CPU_QUANTITY), "a CPU quantity such as 64"
+        ),
+        workers_memory_quota=r.string(
+            "workersMemoryQuota",
+            "256Gi",
+            _matches(_MEMORY_QUANTITY),
+            "a memory quantity such as 256Gi",
+        ),
+        workers_gpu_quota=r.integer("workersGpuQuota", 8, 0, 1024),
+        workers_pod_quota=r.integer("workersPodQuota", 500, 10, 100000),
     )
     system_namespaces = ("default", "kube-system", "kube-public", "kube-node-lease")
     for key, value in (
         ("platformNamespace", platform.namespace),
         ("workersNamespace", platform.workers_namespace),
+        ("buildsNamespace", platform.builds_namespace),
     ):
         if value in system_namespaces:
             r.problem(key, "a namespace of its own, not a system one", value)
+    if platform.builds_namespace in (platform.namespace, platform.workers_namespace):
+        r.problem(
+            "buildsNamespace",
+            "a namespace of its own: image builds need a looser Pod Security level than "
+            "step pods and the control service",
+            platform.builds_namespace,
+        )
     if platform.namespace == platform.workers_namespace:
         r.problem(
             "workersNamespace",
@@ -612,6 +706,7 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
         ingress=IngressSettings(domain=domain, hosted_zone_id=hosted_zone_id),
         monitoring=monitoring,
         platform=platform,
+        protect_data=r.boolean("protectData", True),
         tags={"gristmill:environment": environment, "managed-by": "pulumi", **tags},
     )
 

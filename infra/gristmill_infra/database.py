@@ -40,6 +40,15 @@ class DatabaseArgs:
     subnet_ids: Sequence[pulumi.Input[str]]
     # Only these security groups (the cluster's) may open connections.
     client_security_group_ids: Sequence[pulumi.Input[str]]
+    # `protect`: Pulumi refuses to delete the instance.
+    protect: bool = False
+    log_retention_days: int = 30
+
+
+# PostgreSQL's own log (slow queries, errors, connections) and the upgrade log, in CloudWatch.
+LOG_EXPORTS = ["postgresql", "upgrade"]
+# Seven days of Performance Insights history are included in the instance price.
+PERFORMANCE_INSIGHTS_RETENTION_DAYS = 7
 
 
 class Database(pulumi.ComponentResource):
@@ -81,6 +90,16 @@ class Database(pulumi.ComponentResource):
             opts=child,
         )
         identifier = f"gristmill-{args.environment}"
+        # Owned here so exported logs expire; RDS would create them without a retention.
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-{log}-logs",
+                name=f"/aws/rds/instance/{identifier}/{log}",
+                retention_in_days=args.log_retention_days,
+                opts=child,
+            )
+            for log in LOG_EXPORTS
+        ]
         instance = aws.rds.Instance(
             f"{name}-postgres",
             identifier=identifier,
@@ -107,7 +126,15 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=None
             if settings.skip_final_snapshot
             else f"{identifier}-final",
-            opts=child,
+            # Automated backups outlive the instance (until their retention ends), so a
+            # deleted database can still be restored to a point in time.
+            delete_automated_backups=settings.skip_final_snapshot,
+            enabled_cloudwatch_logs_exports=LOG_EXPORTS,
+            performance_insights_enabled=settings.performance_insights,
+            performance_insights_retention_period=PERFORMANCE_INSIGHTS_RETENTION_DAYS
+            if settings.performance_insights
+            else None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=log_groups, protect=args.protect),
         )
 
         url = pulumi.Output.all(password.result, instance.address).apply(

@@ -69,6 +69,8 @@ class DataStoreArgs:
     # The control service's service account, the only one that may use the bucket.
     namespace: str
     service_account: str
+    # `protect`: Pulumi refuses to delete the bucket.
+    protect: bool = False
 
 
 class DataStore(pulumi.ComponentResource):
@@ -81,7 +83,6 @@ class DataStore(pulumi.ComponentResource):
     ) -> None:
         super().__init__("gristmill:infra:DataStore", name, None, opts)
         settings = args.settings
-        child = pulumi.ResourceOptions(parent=self)
 
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
@@ -89,7 +90,7 @@ class DataStore(pulumi.ComponentResource):
             bucket_prefix=f"gristmill-{args.environment}-data-",
             # False by default so `pulumi destroy` cannot erase data; dev stacks opt in.
             force_destroy=settings.force_destroy,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         bucket_child = pulumi.ResourceOptions(parent=bucket)
         ownership = aws.s3.BucketOwnershipControls(

@@ -1,12 +1,17 @@
 """The environment's front door: Traefik behind a Network Load Balancer that terminates TLS
 with an ACM certificate, and the DNS record that gives the environment its URL.
 
+The AWS Load Balancer Controller makes the load balancer (the in-tree cloud provider's
+NLB support gets no new features and cannot target pod IPs); it learns the VPC and region
+from its values, not from instance metadata, which pods cannot reach (nodepools.py).
+
 ingress-nginx, the usual choice, stopped receiving fixes in March 2026; Traefik is
 maintained and reads the same Ingress objects.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,15 +20,47 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from gristmill_infra import charts
+from gristmill_infra.iam import irsa_role
 from gristmill_infra.labels import CPU_POOL, POOL_LABEL
+from gristmill_infra.policies import (
+    LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
+    load_balancer_controller_policy,
+)
 
 NAMESPACE = "traefik"
 # Named like the chart, so the chart names its Service "traefik" too (read back below).
 RELEASE = "traefik"
 INGRESS_CLASS = "traefik"
-# The in-cluster AWS cloud provider reads these on a LoadBalancer Service.
+# The AWS Load Balancer Controller reads these on a LoadBalancer Service of its class.
 _LB = "service.beta.kubernetes.io/aws-load-balancer-"
+LOAD_BALANCER_CLASS = "service.k8s.aws/nlb"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+LBC_NAMESPACE, LBC_SERVICE_ACCOUNT = LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT
+
+
+def load_balancer_controller_values(
+    cluster_name: str, region: str, vpc_id: pulumi.Input[str], role_arn: pulumi.Input[str]
+) -> dict[str, Any]:
+    return {
+        "clusterName": cluster_name,
+        # Given here: the controller would otherwise ask the instance metadata service,
+        # out of reach of pods with a hop limit of 1.
+        "region": region,
+        "vpcId": vpc_id,
+        "replicaCount": 2,
+        "serviceAccount": {
+            "create": True,
+            "name": LBC_SERVICE_ACCOUNT,
+            "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+        },
+        # Only Services that ask for its class (Traefik's): it does not take over others.
+        "enableServiceMutatorWebhook": False,
+        "nodeSelector": {POOL_LABEL: CPU_POOL},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+    }
 
 
 def traefik_values(certificate_arn: pulumi.Input[str]) -> dict[str, Any]:
@@ -39,17 +76,22 @@ def traefik_values(certificate_arn: pulumi.Input[str]) -> dict[str, Any]:
             # HTTPS only: nothing listens on port 80, so no request travels in clear text.
             "web": {"expose": {"default": False}},
             # TLS ends at the load balancer, which forwards plain HTTP inside the VPC.
-            "websecure": {"tls": {"enabled": False}},
+            # Chart 39 moved the entry point's TLS under `http` and refuses unknown keys.
+            "websecure": {"http": {"tls": {"enabled": False}}},
         },
         "service": {
             "type": "LoadBalancer",
+            "spec": {"loadBalancerClass": LOAD_BALANCER_CLASS},
             "annotations": {
-                f"{_LB}type": "nlb",
+                f"{_LB}type": "external",
+                f"{_LB}scheme": "internet-facing",
+                # Straight to Traefik's pods, not through a node port.
+                f"{_LB}nlb-target-type": "ip",
                 f"{_LB}ssl-cert": certificate_arn,
                 f"{_LB}ssl-ports": "443",
                 f"{_LB}backend-protocol": "tcp",
                 f"{_LB}ssl-negotiation-policy": TLS_POLICY,
-                f"{_LB}cross-zone-load-balancing-enabled": "true",
+                f"{_LB}attributes": "load_balancing.cross_zone.enabled=true",
             },
         },
         "nodeSelector": {POOL_LABEL: CPU_POOL},
@@ -74,6 +116,11 @@ def traefik_values(certificate_arn: pulumi.Input[str]) -> dict[str, Any]:
 class IngressArgs:
     domain: str
     hosted_zone_id: str
+    cluster_name: str
+    region: str
+    vpc_id: pulumi.Input[str]
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer_url: pulumi.Input[str]
 
 
 class Ingress(pulumi.ComponentResource):
@@ -112,6 +159,35 @@ class Ingress(pulumi.ComponentResource):
             opts=child,
         )
 
+        controller_role = irsa_role(
+            f"{name}-load-balancer-controller",
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer_url=args.oidc_issuer_url,
+            namespace=LBC_NAMESPACE,
+            service_account=LBC_SERVICE_ACCOUNT,
+            parent=self,
+        )
+        controller_policy = aws.iam.RolePolicy(
+            f"{name}-load-balancer-controller",
+            role=controller_role.id,
+            policy=json.dumps(load_balancer_controller_policy()),
+            opts=pulumi.ResourceOptions(parent=controller_role),
+        )
+        controller = k8s.helm.v3.Release(
+            f"{name}-load-balancer-controller",
+            name="aws-load-balancer-controller",
+            chart=charts.AWS_LOAD_BALANCER_CONTROLLER.name,
+            version=charts.AWS_LOAD_BALANCER_CONTROLLER.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(
+                repo=charts.AWS_LOAD_BALANCER_CONTROLLER.repository
+            ),
+            namespace=LBC_NAMESPACE,
+            values=load_balancer_controller_values(
+                args.cluster_name, args.region, args.vpc_id, controller_role.arn
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[controller_policy]),
+        )
+
         release = k8s.helm.v3.Release(
             f"{name}-traefik",
             name=RELEASE,
@@ -122,7 +198,8 @@ class Ingress(pulumi.ComponentResource):
             create_namespace=True,
             # The load balancer's listener cannot use a certificate that is not issued yet.
             values=traefik_values(validation.certificate_arn),
-            opts=child,
+            # The controller must be running to give Traefik's Service its load balancer.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[controller]),
         )
         service = k8s.core.v1.Service.get(
             f"{name}-traefik-service",

@@ -42,3 +42,30 @@ def pool_affinity(pool: str) -> dict[str, object]:
             }
         }
     }
+
+
+# The cluster autoscaler's AWS provider knows a node is a GPU node by this label (its
+# `GPULabel`): without it, a node whose GPU is not advertised yet looks idle and unready,
+# and the autoscaler can remove it or add a second one for the same pod.
+ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+
+# The GPU each NVIDIA instance family carries, as the label's value.
+GPU_ACCELERATORS = {
+    "g4dn": "nvidia-tesla-t4",
+    "g5": "nvidia-a10g",
+    "g6": "nvidia-l4",
+    "g6e": "nvidia-l40s",
+    "gr6": "nvidia-l4",
+    "p3": "nvidia-tesla-v100",
+    "p3dn": "nvidia-tesla-v100",
+    "p4d": "nvidia-tesla-a100",
+    "p4de": "nvidia-tesla-a100",
+    "p5": "nvidia-h100",
+    "p5e": "nvidia-h200",
+    "p5en": "nvidia-h200",
+}
+
+
+def accelerator_label(instance_type: str) -> str | None:
+    """`g6e.2xlarge` -> `nvidia-l40s`; None for a family not in GPU_ACCELERATORS."""
+    return GPU_ACCELERATORS.get(instance_type.split(".", 1)[0])

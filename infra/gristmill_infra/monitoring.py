@@ -46,9 +46,11 @@ def kube_prometheus_stack_values(
     retention_size = f"{int(settings.prometheus_storage_gib * 0.85)}GB"
     return {
         "fullnameOverride": RELEASE,
-        # The control service is the consumer; dashboards and alert routing are opt-in.
+        # The control service is the consumer; dashboards are opt-in. The chart's default
+        # rules (nodes, pods, volumes, the API server) fire into Alertmanager.
         "grafana": {"enabled": False},
-        "alertmanager": {"enabled": False},
+        "defaultRules": {"create": True},
+        "alertmanager": alertmanager_values(settings.alert_webhook_url),
         # EKS runs these on the managed control plane, where they cannot be scraped.
         "kubeControllerManager": {"enabled": False},
         "kubeScheduler": {"enabled": False},
@@ -89,6 +91,44 @@ def kube_prometheus_stack_values(
         },
         # Disk and network of GPU nodes too, despite their taint.
         "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
+    }
+
+
+def alertmanager_config(webhook_url: str) -> dict[str, Any]:
+    """Every alert but the always-firing Watchdog goes to the webhook when one is set;
+    otherwise alerts are only listed by Alertmanager (`kubectl port-forward` to see them)."""
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    route: dict[str, Any] = {
+        "receiver": "null",
+        "group_by": ["namespace", "alertname"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "12h",
+        "routes": [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}],
+    }
+    if webhook_url:
+        receivers.append(
+            {
+                "name": "webhook",
+                "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
+            }
+        )
+        route["receiver"] = "webhook"
+    return {"route": route, "receivers": receivers}
+
+
+def alertmanager_values(webhook_url: str) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "config": alertmanager_config(webhook_url),
+        "alertmanagerSpec": {
+            "replicas": 1,
+            "nodeSelector": {POOL_LABEL: CPU_POOL},
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi"},
+            },
+        },
     }
 
 

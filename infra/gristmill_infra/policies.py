@@ -22,6 +22,8 @@ ECR_PUSH_ACTIONS = [
 
 EKS_CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = ("kube-system", "cluster-autoscaler")
 EBS_CSI_SERVICE_ACCOUNT = ("kube-system", "ebs-csi-controller-sa")
+VPC_CNI_SERVICE_ACCOUNT = ("kube-system", "aws-node")
+LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT = ("kube-system", "aws-load-balancer-controller")
 
 
 def service_trust_policy(service: str) -> PolicyDocument:
@@ -99,10 +101,16 @@ def bucket_access_policy(bucket_arn: str) -> PolicyDocument:
 
 
 def image_builder_policy(
-    push_repository_arns: list[str], pull_repository_arns: list[str], bucket_arn: str
+    push_repository_arns: list[str],
+    pull_repository_arns: list[str],
+    bucket_arn: str,
+    *,
+    context_prefix: str,
 ) -> PolicyDocument:
-    """What an in-cluster image build (Kaniko) needs: read its build context from the data
-    store, pull the runtime base images, push the step image and its layer cache."""
+    """What an in-cluster image build needs: read build contexts (only under the context
+    prefix of the data store, never users' data), pull the runtime base images, push the
+    step image and its layer cache. Tags of the step repository are immutable, so a build
+    can add an image but never replace another step's."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -129,7 +137,7 @@ def image_builder_policy(
                 "Sid": "ReadBuildContexts",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": f"{bucket_arn}/*",
+                "Resource": f"{bucket_arn}/{context_prefix}*",
             },
         ],
     }
@@ -197,24 +205,29 @@ def cluster_autoscaler_policy(cluster_name: str) -> PolicyDocument:
     }
 
 
-def ecr_lifecycle_policy(keep_images: int, untagged_days: int) -> PolicyDocument:
-    """Expire untagged layers first, then keep only the newest `keep_images` images.
+def ecr_lifecycle_policy(untagged_days: int, *, keep_images: int | None = None) -> PolicyDocument:
+    """Expire untagged images (layers of superseded pushes) after `untagged_days`; with
+    `keep_images`, also keep only the newest that many tagged images.
 
-    ECR evaluates the `any` rule last only if it has the highest priority number.
+    Never give a count rule to a repository whose tagged images may still be in use (step
+    images, runtime images): past the count, steps in use would fail to pull.
     """
-    return {
-        "rules": [
-            {
-                "rulePriority": 1,
-                "description": f"Expire untagged images after {untagged_days} days",
-                "selection": {
-                    "tagStatus": "untagged",
-                    "countType": "sinceImagePushed",
-                    "countUnit": "days",
-                    "countNumber": untagged_days,
-                },
-                "action": {"type": "expire"},
+    rules: list[dict[str, Any]] = [
+        {
+            "rulePriority": 1,
+            "description": f"Expire untagged images after {untagged_days} days",
+            "selection": {
+                "tagStatus": "untagged",
+                "countType": "sinceImagePushed",
+                "countUnit": "days",
+                "countNumber": untagged_days,
             },
+            "action": {"type": "expire"},
+        }
+    ]
+    if keep_images is not None:
+        # ECR evaluates the `any` rule last only if it has the highest priority number.
+        rules.append(
             {
                 "rulePriority": 2,
                 "description": f"Keep the newest {keep_images} images",
@@ -224,6 +237,134 @@ def ecr_lifecycle_policy(keep_images: int, untagged_days: int) -> PolicyDocument
                     "countNumber": keep_images,
                 },
                 "action": {"type": "expire"},
+            }
+        )
+    return {"rules": rules}
+
+
+def load_balancer_controller_policy() -> PolicyDocument:
+    """What the AWS Load Balancer Controller needs to run Network Load Balancers for
+    Services: read the VPC, and change only the load balancers, target groups and security
+    groups it created (which it tags `elbv2.k8s.aws/cluster`). No ALB, WAF, Shield or
+    Cognito rights: Gristmill only asks it for NLBs."""
+    owned = {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Describe",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeAccountAttributes",
+                    "ec2:DescribeAddresses",
+                    "ec2:DescribeAvailabilityZones",
+                    "ec2:DescribeInternetGateways",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeTags",
+                    "ec2:DescribeRouteTables",
+                    "ec2:GetSecurityGroupsForVpc",
+                    "elasticloadbalancing:DescribeLoadBalancers",
+                    "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                    "elasticloadbalancing:DescribeListeners",
+                    "elasticloadbalancing:DescribeListenerAttributes",
+                    "elasticloadbalancing:DescribeListenerCertificates",
+                    "elasticloadbalancing:DescribeSSLPolicies",
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    "elasticloadbalancing:DescribeTargetGroupAttributes",
+                    "elasticloadbalancing:DescribeTargetHealth",
+                    "elasticloadbalancing:DescribeTags",
+                    "acm:ListCertificates",
+                    "acm:DescribeCertificate",
+                ],
+                "Resource": "*",
             },
-        ]
+            {
+                "Sid": "ServiceLinkedRole",
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}
+                },
+            },
+            {
+                "Sid": "CreateTaggedSecurityGroups",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
+                           "ec2:RevokeSecurityGroupIngress"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "TagOnCreate",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": "arn:aws:ec2:*:*:security-group/*",
+                "Condition": {
+                    "StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"},
+                    "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"},
+                },
+            },
+            {
+                "Sid": "ChangeOwnSecurityGroups",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags", "ec2:DeleteTags", "ec2:DeleteSecurityGroup"],
+                "Resource": "arn:aws:ec2:*:*:security-group/*",
+                "Condition": {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}},
+            },
+            {
+                "Sid": "CreateTaggedLoadBalancers",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticloadbalancing:CreateLoadBalancer",
+                    "elasticloadbalancing:CreateTargetGroup",
+                ],
+                "Resource": "*",
+                "Condition": {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}},
+            },
+            {
+                "Sid": "TagLoadBalancers",
+                "Effect": "Allow",
+                "Action": ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+                "Resource": [
+                    "arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:listener/net/*/*/*",
+                ],
+            },
+            {
+                "Sid": "ChangeOwnLoadBalancers",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                    "elasticloadbalancing:SetIpAddressType",
+                    "elasticloadbalancing:SetSecurityGroups",
+                    "elasticloadbalancing:SetSubnets",
+                    "elasticloadbalancing:DeleteLoadBalancer",
+                    "elasticloadbalancing:ModifyTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroupAttributes",
+                    "elasticloadbalancing:DeleteTargetGroup",
+                    "elasticloadbalancing:RegisterTargets",
+                    "elasticloadbalancing:DeregisterTargets",
+                ],
+                "Resource": "*",
+                "Condition": owned,
+            },
+            {
+                "Sid": "Listeners",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticloadbalancing:CreateListener",
+                    "elasticloadbalancing:DeleteListener",
+                    "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:ModifyListenerAttributes",
+                    "elasticloadbalancing:AddListenerCertificates",
+                    "elasticloadbalancing:RemoveListenerCertificates",
+                ],
+                "Resource": "*",
+            },
+        ],
     }

@@ -11,12 +11,17 @@ import pulumi_aws as aws
 
 from gristmill_infra.config import RegistrySettings
 from gristmill_infra.iam import irsa_role
-from gristmill_infra.policies import ecr_lifecycle_policy, image_builder_policy
+from gristmill_infra.policies import PolicyDocument, ecr_lifecycle_policy, image_builder_policy
 
 # The names the control service's Kubernetes backend uses under the registry URL
 # (<registry>/gristmill-runtime/<family>, <registry>/gristmill-steps, <registry>/gristmill-cache).
 RUNTIME_REPOSITORIES = ("gristmill-runtime/python", "gristmill-runtime/python-cuda")
-STEP_REPOSITORIES = ("gristmill-steps", "gristmill-cache")
+STEP_REPOSITORY = "gristmill-steps"
+CACHE_REPOSITORY = "gristmill-cache"
+STEP_REPOSITORIES = (STEP_REPOSITORY, CACHE_REPOSITORY)
+# Where the control service uploads build contexts in the data store; the builder may read
+# nothing else.
+BUILD_CONTEXT_PREFIX = ".gristmill/builds/"
 
 
 def registry_url(repository_url: str, namespace: str) -> str:
@@ -36,6 +41,23 @@ class RegistryArgs:
     # The service account image-build Jobs run as.
     builder_namespace: str
     builder_service_account: str
+    # `protect`: Pulumi refuses to delete the repositories (and the images in use).
+    protect: bool = False
+
+
+def repository_lifecycle(short_name: str, settings: RegistrySettings) -> PolicyDocument:
+    """Runtime and step images are referenced by tag for as long as a step uses them, so
+    only their untagged leftovers expire; the build cache can always be rebuilt, so it is
+    also capped by count."""
+    keep = settings.keep_images if short_name == CACHE_REPOSITORY else None
+    return ecr_lifecycle_policy(settings.untagged_days, keep_images=keep)
+
+
+def tag_mutability(short_name: str) -> str:
+    """Step images are content-addressed: a tag, once pushed, never names other content,
+    and a build cannot overwrite another step's image. Runtime tags such as
+    python:3.12-slim move to rebuilt images, and the cache tag is rewritten by every build."""
+    return "IMMUTABLE" if short_name == STEP_REPOSITORY else "MUTABLE"
 
 
 class Registry(pulumi.ComponentResource):
@@ -48,7 +70,6 @@ class Registry(pulumi.ComponentResource):
     ) -> None:
         super().__init__("gristmill:infra:Registry", name, None, opts)
         settings = args.settings
-        lifecycle = json.dumps(ecr_lifecycle_policy(settings.keep_images, settings.untagged_days))
 
         self.repository_urls = {}
         arns: dict[str, pulumi.Output[str]] = {}
@@ -60,19 +81,17 @@ class Registry(pulumi.ComponentResource):
                 image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                     scan_on_push=True
                 ),
-                # Runtime tags such as python:3.12-slim move to rebuilt images when their
-                # base gets security fixes, so tags stay mutable.
-                image_tag_mutability="MUTABLE",
+                image_tag_mutability=tag_mutability(short_name),
                 encryption_configurations=[
                     aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
                 ],
                 force_delete=settings.force_delete,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
             )
             aws.ecr.LifecyclePolicy(
                 resource_name,
                 repository=repository.name,
-                policy=lifecycle,
+                policy=json.dumps(repository_lifecycle(short_name, settings)),
                 opts=pulumi.ResourceOptions(parent=repository),
             )
             self.repository_urls[short_name] = repository.repository_url
@@ -93,7 +112,11 @@ class Registry(pulumi.ComponentResource):
                 [arns[n] for n in STEP_REPOSITORIES],
                 [arns[n] for n in (*RUNTIME_REPOSITORIES, *STEP_REPOSITORIES)],
                 args.bucket_arn,
-            ).apply(lambda v: json.dumps(image_builder_policy(v[0], v[1], v[2]))),
+            ).apply(
+                lambda v: json.dumps(
+                    image_builder_policy(v[0], v[1], v[2], context_prefix=BUILD_CONTEXT_PREFIX)
+                )
+            ),
             opts=pulumi.ResourceOptions(parent=builder_role),
         )
 

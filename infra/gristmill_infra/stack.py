@@ -134,7 +134,8 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
             cpu=cfg.cpu_pool,
             gpu=cfg.gpu_pool,
         ),
-        on_aws,
+        # Nodes only turn Ready once the VPC CNI (with its IAM role) runs on them.
+        pulumi.ResourceOptions(providers=[aws_provider], depends_on=[cluster.vpc_cni]),
     )
     # Everything Kubernetes waits for CPU nodes: charts and the control service need a place
     # to run before Pulumi can see them ready.
@@ -169,6 +170,7 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
             oidc_issuer_url=cluster.oidc_issuer_url,
             namespace=cfg.platform.namespace,
             service_account=SERVICE_ACCOUNT,
+            protect=cfg.protect_data,
         ),
         on_aws,
     )
@@ -179,8 +181,9 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_issuer_url=cluster.oidc_issuer_url,
             bucket_arn=datastore.bucket_arn,
-            builder_namespace=cfg.platform.workers_namespace,
+            builder_namespace=cfg.platform.builds_namespace,
             builder_service_account=BUILDER_SERVICE_ACCOUNT,
+            protect=cfg.protect_data,
         ),
         on_aws,
     )
@@ -192,12 +195,22 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
             vpc_id=network.vpc_id,
             subnet_ids=network.database_subnet_ids,
             client_security_group_ids=[cluster.security_group_id],
+            protect=cfg.protect_data,
+            log_retention_days=cfg.cluster.log_retention_days,
         ),
         on_aws,
     )
     ingress = Ingress(
         f"{env}-ingress",
-        IngressArgs(domain=cfg.ingress.domain, hosted_zone_id=cfg.ingress.hosted_zone_id),
+        IngressArgs(
+            domain=cfg.ingress.domain,
+            hosted_zone_id=cfg.ingress.hosted_zone_id,
+            cluster_name=cfg.cluster.name,
+            region=cfg.region,
+            vpc_id=network.vpc_id,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_issuer_url=cluster.oidc_issuer_url,
+        ),
         on_both,
     )
     monitoring = Monitoring(
@@ -227,6 +240,7 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
                     region=cfg.region,
                     prometheus_url=monitoring.prometheus_url,
                     control_namespace=cfg.platform.namespace,
+                    builds_namespace=cfg.platform.builds_namespace,
                 ),
                 **control_metrics_settings(),
             },
@@ -240,15 +254,20 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
         pulumi.ResourceOptions.merge(
             on_kubernetes, pulumi.ResourceOptions(depends_on=[platform, monitoring])),
     )
-    NetworkPolicies(
-        f"{env}-network-policies",
-        NetworkPoliciesArgs(
-            namespace=platform.workers_namespace,
-            control_namespace=cfg.platform.namespace,
-            database_cidrs=network.plan.database,
-        ),
-        on_kubernetes,
-    )
+    # Step pods and image builds both run users' code: the same walls around both.
+    for suffix, namespace in (
+        ("network-policies", platform.workers_namespace),
+        ("builds-network-policies", platform.builds_namespace),
+    ):
+        NetworkPolicies(
+            f"{env}-{suffix}",
+            NetworkPoliciesArgs(
+                namespace=namespace,
+                control_namespace=cfg.platform.namespace,
+                database_cidrs=network.plan.database,
+            ),
+            on_kubernetes,
+        )
 
     return EnvironmentOutputs(
         environment_url=ingress.url,

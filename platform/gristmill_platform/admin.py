@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService, CreatedSdkToken
+from gristmill_platform.bootstrap import recorded_environment_url
 from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.auth import SdkToken, User
@@ -21,8 +22,17 @@ from gristmill_platform.settings import Settings, resolve_settings
 
 class AdminConsole:
     def __init__(self, settings: Settings) -> None:
+        self._explicit_public_url = settings.public_url  # given, not derived from a port
         self.settings = resolve_settings(settings)
         self._engine: AsyncEngine | None = None
+
+    @property
+    def environment_url(self) -> str:
+        """Where the environment of this data directory serves: as its last `gristmill up`
+        recorded, else as these settings derive it."""
+        if self._explicit_public_url:
+            return self._explicit_public_url
+        return recorded_environment_url(self.settings.data_dir) or self.settings.environment_url
 
     async def __aenter__(self) -> AdminConsole:
         assert self.settings.database_url

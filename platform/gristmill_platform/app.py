@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 import gristmill_platform
 from gristmill_platform import errors, health, route_templates
 from gristmill_platform.auth import routes as auth_routes
+from gristmill_platform.console.routes import console_router
 from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
 from gristmill_platform.datastore.backend import DataStoreBackend
@@ -42,6 +43,7 @@ from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.http import openapi
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
@@ -253,7 +255,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         title="Gristmill",
         version=gristmill_platform.__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs is the console's: Swagger UI from the package's own files (works offline)
+        docs_url=None,
         redoc_url=None,
     )
     app.state.gristmill = state
@@ -268,7 +271,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.add_api_route("/metrics", telemetry.endpoint.handle, methods=["GET"],
                       include_in_schema=False)
     app.include_router(api_router())
+    app.include_router(console_router())
     if state.settings.datastore_backend == "local":
         app.include_router(presigned_routes.router)
+    openapi.install(app)
     route_templates.learn(app.routes)
     return app

@@ -42,6 +42,23 @@ def write_credentials(data_dir: Path, environment_url: str, sdk_token: str) -> P
     return path
 
 
+ENVIRONMENT_URL_FILE = "environment-url"
+
+
+def record_environment_url(data_dir: Path, environment_url: str) -> None:
+    """Note where the environment serves, at every start: commands that administer the
+    data directory (`gristmill token create`) print that URL, not one derived from
+    their own defaults."""
+    (data_dir / ENVIRONMENT_URL_FILE).write_text(environment_url + "\n")
+
+
+def recorded_environment_url(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / ENVIRONMENT_URL_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 async def _ensure_admin(settings: Settings) -> tuple[str | None, str | None]:
     assert settings.database_url and settings.secret_key
     engine = create_engine(settings.database_url)
@@ -65,6 +82,7 @@ def prepare_environment(settings: Settings) -> Bootstrap:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
     email, token = asyncio.run(_ensure_admin(settings))
+    record_environment_url(settings.data_dir, settings.environment_url)
     credentials = (
         write_credentials(settings.data_dir, settings.environment_url, token) if token else None
     )

@@ -5,6 +5,7 @@ from sqlalchemy import text
 
 import gristmill_platform
 from gristmill_platform.deps import AppStateDep
+from gristmill_platform.settings import Settings
 
 router = APIRouter(tags=["health"])
 
@@ -21,12 +22,13 @@ async def readyz(state: AppStateDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/")
-async def root(state: AppStateDep) -> dict[str, str]:
+def service_info(settings: Settings) -> dict[str, str]:
+    """What ``GET /`` answers API clients (the console answers browsers, console/home.py)."""
     return {
         "name": "gristmill",
         "version": gristmill_platform.__version__,
-        "environment_url": state.settings.environment_url,
-        "api": f"{state.settings.environment_url}/api/v1",
-        "docs": f"{state.settings.environment_url}/docs",
+        "environment_url": settings.environment_url,
+        "api": f"{settings.environment_url}/api/v1",
+        "docs": f"{settings.environment_url}/docs",
+        "console": f"{settings.environment_url}/",
     }

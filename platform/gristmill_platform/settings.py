@@ -138,10 +138,16 @@ class Settings(BaseSettings):
     # Service accounts of worker pods and image build Jobs; "" for the namespace default.
     kubernetes_worker_service_account: str | None = "gristmill-worker"
     kubernetes_builder_service_account: str | None = "gristmill-builder"
-    # A kubernetes.io/dockerconfigjson Secret Kaniko pushes with, when the builder's
-    # service account has no registry access of its own (IRSA on EKS does).
+    # A kubernetes.io/dockerconfigjson Secret BuildKit pushes with, when the builder's
+    # service account has no registry access of its own (IRSA on EKS with ECR does).
     kubernetes_registry_auth_secret: str | None = None
-    kubernetes_kaniko_image: str | None = None
+    # Rootless BuildKit, and the AWS CLI image that fetches the build context and logs in
+    # to ECR before it; None: the pinned defaults (executors/kubernetes/config.py).
+    kubernetes_buildkit_image: str | None = None
+    kubernetes_builder_tools_image: str | None = None
+    # Image builds run in their own namespace (Pod Security "privileged": rootless BuildKit
+    # needs unconfined seccomp); None: the workers' namespace.
+    kubernetes_build_namespace: str | None = None
     # Added to every object Gristmill creates (cost allocation, policies).
     kubernetes_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     kubernetes_gpu_node_selector: Annotated[dict[str, str], NoDecode] = Field(
@@ -235,7 +241,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("kubernetes_worker_service_account", "kubernetes_builder_service_account",
-                     "kubernetes_registry_auth_secret", "kubernetes_kaniko_image",
+                     "kubernetes_registry_auth_secret", "kubernetes_buildkit_image",
+                     "kubernetes_builder_tools_image", "kubernetes_build_namespace",
                      "kubernetes_kubeconfig", "kubernetes_context",
                      "kubernetes_runtime_sdk_version")
     @classmethod

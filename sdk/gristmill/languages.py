@@ -36,6 +36,18 @@ SUPPORTED_LANGUAGES: tuple[str, ...] = (
     ),
 )
 
+# Languages the hosted platform's documentation lists that Gristmill builds no image for
+# (their Python is past its end of life, and current frameworks publish no wheels for it).
+# A step asking for one is accepted and runs on the nearest supported runtime (the same
+# CUDA line, the oldest Python Gristmill builds), with a warning that says so.
+NEAREST_SUPPORTED: dict[str, str] = {
+    "python:3.8-slim": "python:3.10-slim",
+    "python:3.9-slim": "python:3.10-slim",
+    "python-cuda:3.8-11.8": "python-cuda:3.10-11.8",
+    "python-cuda:3.9-11.8": "python-cuda:3.10-11.8",
+    "python-cuda:3.9-12.1": "python-cuda:3.10-12.1",
+}
+
 _CPU_FORMAT = re.compile(r"python:(?P<py>3\.\d+)-slim")
 _GPU_FORMAT = re.compile(r"python-cuda:(?P<py>3\.\d+)-(?P<cuda>\d+\.\d+)")
 
@@ -69,14 +81,29 @@ class UnsupportedLanguageError(ValueError):
         super().__init__(unsupported_language_message(language))
 
 
-def unsupported_language_message(language: object) -> str:
+def unsupported_language_message(language: object, default: str | None = None) -> str:
+    """Why ``language`` is refused and what to use; ``default`` is what a step without a
+    language gets in this environment (it depends on its configuration and backend)."""
     cpu = ", ".join(name for name in SUPPORTED_LANGUAGES if name.startswith(f"{PYTHON}:"))
     gpu = ", ".join(name for name in SUPPORTED_LANGUAGES if name.startswith(f"{PYTHON_CUDA}:"))
     return (
         f"Unsupported language {language!r}. Use python:3.X-slim for CPU steps "
         f"({cpu}) or python-cuda:3.X-Y.Z for GPU steps, where Y.Z is the CUDA version "
-        f"({gpu}). The default is {DEFAULT_LANGUAGE}."
+        f"({gpu}). Without a language, steps use {default or DEFAULT_LANGUAGE}."
     )
+
+
+def substitute_language(language: object) -> tuple[object, str | None]:
+    """(the language a step runs on, a warning when it is not the one asked for): a
+    documented language Gristmill does not build becomes its nearest supported one."""
+    if isinstance(language, str) and language in NEAREST_SUPPORTED:
+        nearest = NEAREST_SUPPORTED[language]
+        return nearest, (
+            f"Language {language!r} is documented by the hosted platform but Gristmill "
+            f"builds no runtime for it (its Python is past end of life): the step runs on "
+            f"{nearest!r}, the nearest supported runtime. Set language={nearest!r} to "
+            "silence this warning.")
+    return language, None
 
 
 def is_supported(language: object) -> bool:

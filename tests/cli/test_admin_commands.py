@@ -64,3 +64,28 @@ def test_duplicate_user_is_refused(data_dir) -> None:
     run("users", "create", "A", "a@example.com", "--data-dir", data_dir)
     result = run("users", "create", "A again", "a@example.com", "--data-dir", data_dir)
     assert result.exit_code == 1 and "already exists" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("users", "list"), ("token", "list"), ("token", "create"),
+                                  ("users", "create", "A", "a@example.com")])
+def test_without_data_dir_nothing_is_created_in_home(tmp_path, monkeypatch, args) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("GRISTMILL_DATA_DIR", raising=False)
+    monkeypatch.delenv("GRISTMILL_DATABASE_URL", raising=False)
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "no environment in" in result.stderr and "--data-dir" in result.stderr
+    assert not (tmp_path / ".gristmill").exists()
+
+
+def test_token_create_prints_the_url_the_environment_was_started_at(data_dir) -> None:
+    from pathlib import Path
+
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+
+    prepare_environment(resolve_settings(Settings(data_dir=Path(data_dir), port=9321)))
+    token = run("token", "create", "--data-dir", data_dir)
+    assert token.exit_code == 0
+    assert "export GRISTMILL_ENVIRONMENT_URL=http://127.0.0.1:9321" in token.stdout
+    assert "8765" not in token.stdout

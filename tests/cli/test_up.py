@@ -51,6 +51,7 @@ def test_up_prints_credentials_once_and_keeps_data_across_restarts(tmp_path) -> 
     output = stop(first)
     token = re.search(r"export GRISTMILL_SDK_TOKEN=(\S+)", output)
     assert token, output
+    assert f"Web console: {url}/" in output
     for line in ("GRISTMILL_ENVIRONMENT_URL", "CRAFT_AI_ENVIRONMENT_URL", "CRAFT_AI_CONTROL_URL",
                  "CRAFT_AI_SDK_TOKEN"):
         assert f"export {line}=" in output
@@ -75,3 +76,28 @@ def test_up_prints_credentials_once_and_keeps_data_across_restarts(tmp_path) -> 
         assert {"name": "KEPT", "value": "yes"} in listed
     finally:
         stop(third)
+
+
+def test_restart_banner_token_command_works_as_printed(tmp_path) -> None:
+    data_dir = tmp_path / "custom dir"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = start(data_dir, port)
+    wait_ready(url, first)
+    stop(first)
+    second = start(data_dir, port)
+    wait_ready(url, second)
+    output = stop(second)
+    command = re.search(r"Need an SDK token\? (gristmill token create.*)", output)
+    assert command, output
+    # as a user pastes it, in a shell whose HOME holds no environment
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
+    bin_dir = str(Path(sys.executable).parent)
+    created = subprocess.run(
+        ["bash", "-c", command.group(1).strip()], capture_output=True, text=True, timeout=120,
+        env={**env, "HOME": str(home), "PATH": f"{bin_dir}:{env['PATH']}", "COLUMNS": "200"})
+    assert created.returncode == 0, created.stderr
+    assert f"export GRISTMILL_ENVIRONMENT_URL={url}" in created.stdout
+    assert not (home / ".gristmill").exists()

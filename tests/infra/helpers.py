@@ -62,4 +62,5 @@ REQUIRED = {
     "domain": "ml.example.com",
     "hostedZoneId": "Z0123456789ABC",
     "platformImage": "ghcr.io/gristmill/platform:0.1.0",
+    "clusterEndpointPublicCidrs": '["203.0.113.0/24"]',
 }

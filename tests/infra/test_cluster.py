@@ -5,6 +5,7 @@ import json
 import pulumi
 
 from gristmill_infra.cluster import Cluster, ClusterArgs
+from gristmill_infra.eks_addons import ADDON_VERSIONS
 from tests.infra.helpers import run_pulumi, stack_config
 from tests.infra.mocks import OIDC_ISSUER, GristmillMocks
 
@@ -76,6 +77,30 @@ def test_vpc_cni_enforces_network_policies(mocks: GristmillMocks) -> None:
     assert json.loads(addon["configurationValues"]) == {"enableNetworkPolicy": "true"}
 
 
+def test_vpc_cni_gets_its_policy_through_its_own_service_account(mocks: GristmillMocks) -> None:
+    build(kubernetesVersion="1.35")
+    addon = mocks.one("aws:eks/addon:Addon", "vpc-cni").inputs
+    assert addon["addonVersion"] == ADDON_VERSIONS["1.35"]["vpc-cni"]
+    role = mocks.one("aws:iam/role:Role", "vpc-cni")
+    assert addon["serviceAccountRoleArn"] == role.state["arn"]
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]
+    assert "system:serviceaccount:kube-system:aws-node" in trust["StringEquals"].values()
+    attachment = mocks.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "vpc-cni")
+    assert attachment.inputs["policyArn"] == "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+
+
+def test_api_endpoint_is_private_without_allowed_cidrs(mocks: GristmillMocks) -> None:
+    build(clusterEndpointPublicCidrs="[]")
+    vpc = mocks.one("aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in vpc
+    mocks.reset()
+    build()
+    vpc = mocks.one("aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is True
+    assert vpc["publicAccessCidrs"] == ["203.0.113.0/24"]
+
+
 def test_admin_roles_get_access_entries(mocks: GristmillMocks) -> None:
     build(clusterAdminRoleArns='["arn:aws:iam::123456789012:role/platform-admins"]')
     entry = mocks.one("aws:eks/accessEntry:AccessEntry").inputs
@@ -92,9 +117,10 @@ def test_control_plane_role_has_the_cluster_policy_only(mocks: GristmillMocks) -
     attachments = [
         r.inputs["policyArn"]
         for r in mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if "control-plane" in r.name
     ]
     assert attachments == ["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]
-    role = mocks.one("aws:iam/role:Role").inputs
+    role = mocks.one("aws:iam/role:Role", "control-plane").inputs
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {
         "Service": "eks.amazonaws.com"
     }

@@ -108,3 +108,23 @@ def test_encrypted_gp3_is_the_default_storage_class(mocks: GristmillMocks) -> No
     ebs_role = mocks.one("aws:iam/role:Role", "ebs-csi")
     assert addon["addonName"] == "aws-ebs-csi-driver"
     assert addon["serviceAccountRoleArn"] == ebs_role.state["arn"]
+
+
+def test_system_add_ons_are_managed_and_pinned(mocks: GristmillMocks) -> None:
+    from gristmill_infra.eks_addons import ADDON_VERSIONS
+
+    build()
+    addons = {r.inputs["addonName"]: r.inputs for r in mocks.of_type("aws:eks/addon:Addon")}
+    assert set(addons) == {"coredns", "kube-proxy", "aws-ebs-csi-driver"}
+    for name, inputs in addons.items():
+        assert inputs["addonVersion"] == ADDON_VERSIONS["1.35"][name]
+
+
+def test_every_supported_version_pins_every_add_on() -> None:
+    from gristmill_infra.eks_addons import ADDON_VERSIONS, ADDONS, addon_version
+
+    for version, pins in ADDON_VERSIONS.items():
+        assert set(pins) == set(ADDONS), version
+        assert all(pin.startswith("v") and "-eksbuild." in pin for pin in pins.values())
+    with pytest.raises(KeyError, match="no pinned version of the coredns add-on"):
+        addon_version("1.20", "coredns")

@@ -84,7 +84,12 @@ def test_each_required_key_is_named_when_missing(key: str) -> None:
         ("clusterName", "1cluster", "must be an EKS cluster name"),
         ("clusterLogTypes", '["api", "debug"]', "must be a list of EKS control-plane log types"),
         ("clusterLogRetentionDays", "8", "must be a CloudWatch retention period"),
-        ("clusterEndpointPublicCidrs", "[]", "must be a non-empty list of IPv4 CIDR blocks"),
+        ("clusterEndpointPublicCidrs", '["10.0.0.300/24"]', "a list of IPv4 CIDR blocks"),
+        ("gpuInstanceTypes", '["g9x.xlarge"]', "a GPU family Gristmill knows the accelerator"),
+        ("gpuInstanceTypes", '["g5.xlarge", "g5.xlarge"]', "a list of distinct instance types"),
+        ("kubernetesVersion", "1.29", "a version the EKS add-ons are pinned for"),
+        ("buildsNamespace", "gristmill-workers", "a namespace of its own"),
+        ("alertWebhookUrl", "http://hooks.example.com/x", "an https:// URL"),
         ("clusterAdminRoleArns", '["arn:aws:iam::123456789012:user/bob"]', "IAM role ARNs"),
         ("cpuCapacityType", "spot", "must be one of ON_DEMAND, SPOT"),
         ("gpuCapacityType", "cheap", "must be one of ON_DEMAND, SPOT"),
@@ -170,7 +175,12 @@ def test_a_misspelt_key_is_reported_with_a_suggestion() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(
-            {"hostedZoneId": "Z0123456789ABC", "platformImage": "x:1", "cpuMinNodes": "zero"},
+            {
+                "hostedZoneId": "Z0123456789ABC",
+                "platformImage": "x:1",
+                "cpuMinNodes": "zero",
+                "clusterEndpointPublicCidrs": "[]",
+            },
             environment="dev",
             region="eu-west-3",
         )
@@ -232,6 +242,7 @@ def test_load_config_reads_the_stack_config() -> None:
             "gristmill:platformImage": "ghcr.io/gristmill/platform:0.1.0",
             "gristmill:gpuInstanceTypes": '["g6.xlarge"]',
             "gristmill:gpuMaxNodes": "3",
+            "gristmill:clusterEndpointPublicCidrs": '["203.0.113.0/24"]',
         }
     )
     cfg = load_config()
@@ -259,3 +270,26 @@ def test_docs_describe_every_setting() -> None:
     missing = sorted(key for key in known_keys() if f"`gristmill:{key}`" not in docs)
     assert missing == []
     assert len(known_keys()) >= 40
+
+
+def test_the_api_endpoint_has_no_open_default() -> None:
+    values = {k: v for k, v in REQUIRED.items() if k != "clusterEndpointPublicCidrs"}
+    message = problems_of(values)
+    assert "gristmill:clusterEndpointPublicCidrs is required" in message
+    assert "or [] for a private endpoint" in message
+    assert parse(clusterEndpointPublicCidrs="[]").cluster.endpoint_public_cidrs == ()
+    assert parse().cluster.endpoint_public_cidrs == ("203.0.113.0/24",)
+
+
+def test_performance_insights_is_refused_where_rds_has_none() -> None:
+    message = problems_of({**REQUIRED, "databaseInstanceClass": "db.t4g.micro"})
+    assert "gristmill:databasePerformanceInsights must be false with db.t4g.micro" in message
+    cfg = parse(databaseInstanceClass="db.t4g.micro", databasePerformanceInsights="false")
+    assert cfg.database.performance_insights is False
+    assert parse().database.performance_insights is True
+
+
+def test_stateful_resources_are_protected_unless_a_stack_opts_out() -> None:
+    assert parse().protect_data is True
+    assert stack_config("prod").protect_data is True
+    assert stack_config("dev").protect_data is False

@@ -96,3 +96,18 @@ def test_database_url_escapes_credentials() -> None:
     assert database_url("app", "p@ss/word", "db.internal", 5432, "gristmill") == (
         "postgresql+psycopg://app:p%40ss%2Fword@db.internal:5432/gristmill?sslmode=require"
     )
+
+
+def test_performance_insights_and_logs_with_a_bounded_retention(mocks: GristmillMocks) -> None:
+    build(databaseInstanceClass="db.t4g.medium", databasePerformanceInsights="true")
+    instance = mocks.one("aws:rds/instance:Instance").inputs
+    assert instance["performanceInsightsEnabled"] is True
+    assert instance["performanceInsightsRetentionPeriod"] == 7
+    assert instance["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade"]
+    groups = sorted(
+        r.inputs["name"] for r in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")
+    )
+    assert groups == [
+        "/aws/rds/instance/gristmill-dev/postgresql",
+        "/aws/rds/instance/gristmill-dev/upgrade",
+    ]

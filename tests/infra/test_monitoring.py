@@ -119,3 +119,20 @@ def test_control_service_is_scraped_alerted_on_and_has_a_dashboard(
     (content,) = dashboard_map["data"].values()
     assert json.loads(content) == dashboard()
     assert dashboard()["uid"] == "gristmill-control"
+
+
+def test_alerting_is_on_and_routes_to_the_webhook_when_one_is_set() -> None:
+    quiet = kube_prometheus_stack_values(SETTINGS, "gp3")
+    assert quiet["alertmanager"]["enabled"] is True
+    assert quiet["defaultRules"] == {"create": True}
+    assert quiet["alertmanager"]["config"]["route"]["receiver"] == "null"
+    loud = kube_prometheus_stack_values(
+        MonitoringSettings("30d", 100, alert_webhook_url="https://hooks.example.com/x"), "gp3"
+    )["alertmanager"]["config"]
+    assert loud["route"]["receiver"] == "webhook"
+    (webhook,) = [r for r in loud["receivers"] if r["name"] == "webhook"]
+    assert webhook["webhook_configs"] == [{"url": "https://hooks.example.com/x",
+                                           "send_resolved": True}]
+    # the Watchdog alert always fires by design: never paged
+    assert loud["route"]["routes"][0] == {"receiver": "null",
+                                          "matchers": ['alertname = "Watchdog"']}

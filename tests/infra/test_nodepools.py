@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from gristmill_infra.nodepools import NodePools, NodePoolsArgs
 from tests.infra.helpers import run_pulumi, stack_config
 from tests.infra.mocks import GristmillMocks
@@ -30,15 +32,54 @@ def node_groups(mocks: GristmillMocks) -> dict[str, dict[str, object]]:
 
 
 def test_gpu_pool_is_tainted_labelled_and_scales_to_zero(mocks: GristmillMocks) -> None:
-    build(gpuInstanceTypes='["g6.xlarge", "g6.2xlarge"]', gpuMaxNodes="4")
-    gpu = node_groups(mocks)["dev-nodes-gpu"]
-    assert gpu["amiType"] == "AL2023_x86_64_NVIDIA"
-    assert gpu["instanceTypes"] == ["g6.xlarge", "g6.2xlarge"]
-    assert gpu["labels"] == {"gristmill.io/pool": "gpu"}
-    assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-    assert gpu["scalingConfig"] == {"minSize": 0, "maxSize": 4, "desiredSize": 0}
-    assert gpu["capacityType"] == "SPOT"
-    assert gpu["subnetIds"] == ["subnet-a", "subnet-b"]
+    build(gpuInstanceTypes='["g6.xlarge", "g6e.2xlarge"]', gpuMaxNodes="4")
+    groups = node_groups(mocks)
+    # One group per instance type: the cluster autoscaler's simulation assumes every node
+    # of a group has the same CPU, memory and GPUs.
+    assert sorted(groups) == [
+        "dev-nodes-cpu", "dev-nodes-gpu-g6-xlarge", "dev-nodes-gpu-g6e-2xlarge"
+    ]
+    for name, (instance_type, accelerator) in {
+        "dev-nodes-gpu-g6-xlarge": ("g6.xlarge", "nvidia-l4"),
+        "dev-nodes-gpu-g6e-2xlarge": ("g6e.2xlarge", "nvidia-l40s"),
+    }.items():
+        gpu = groups[name]
+        assert gpu["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert gpu["instanceTypes"] == [instance_type]
+        assert gpu["labels"] == {
+            "gristmill.io/pool": "gpu",
+            "k8s.amazonaws.com/accelerator": accelerator,
+        }
+        assert gpu["taints"] == [
+            {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
+        ]
+        assert gpu["scalingConfig"] == {"minSize": 0, "maxSize": 4, "desiredSize": 0}
+        assert gpu["capacityType"] == "SPOT"
+        assert gpu["subnetIds"] == ["subnet-a", "subnet-b"]
+
+
+def test_nodes_boot_with_imdsv2_a_hop_limit_of_one_and_encrypted_disks(
+    mocks: GristmillMocks,
+) -> None:
+    build(cpuDiskSizeGiB="80", gpuDiskSizeGiB="200")
+    templates = {t.name: t for t in mocks.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    assert sorted(templates) == ["dev-nodes-cpu", "dev-nodes-gpu"]
+    for name, size in (("dev-nodes-cpu", 80), ("dev-nodes-gpu", 200)):
+        inputs = templates[name].inputs
+        assert inputs["metadataOptions"] == {
+            "httpEndpoint": "enabled",
+            "httpTokens": "required",
+            "httpPutResponseHopLimit": 1,
+        }
+        (disk,) = inputs["blockDeviceMappings"]
+        assert disk["ebs"]["volumeSize"] == size
+        assert disk["ebs"]["encrypted"] == "true"
+    for group in node_groups(mocks).values():
+        # EKS refuses diskSize beside a launch template: the size lives in the template.
+        assert "diskSize" not in group
+        template = templates["dev-nodes-gpu" if "gpu" in str(group["labels"]) else "dev-nodes-cpu"]
+        launch_template: Any = group["launchTemplate"]
+        assert launch_template["id"] == template.state.get("id", f"{template.name}-id")
 
 
 def test_cpu_pool_has_its_bounds_and_no_taint(mocks: GristmillMocks) -> None:
@@ -64,8 +105,8 @@ def test_nodes_can_only_pull_images(mocks: GristmillMocks) -> None:
         r.inputs["policyArn"]
         for r in mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     )
+    # No CNI policy: the VPC CNI has its own role (IRSA), pods cannot borrow the node's.
     assert policies == [
         "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
         "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-        "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     ]

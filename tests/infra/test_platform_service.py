@@ -60,7 +60,9 @@ def test_two_replicas_with_probes_on_the_health_endpoints(mocks: GristmillMocks)
     control = container(mocks)
     assert spec["replicas"] == 2
     assert control["image"] == "ghcr.io/gristmill/platform:0.1.0"
-    assert control["command"] == ["gristmill", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    assert control["command"] == [
+        "gristmill", "serve", "--host", "0.0.0.0", "--port", "8080", "--no-migrate"
+    ]
     assert control["ports"] == [{"name": "http", "containerPort": 8080}]
     assert control["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert control["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -85,6 +87,7 @@ def test_runs_as_non_root_without_privilege_escalation(mocks: GristmillMocks) ->
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container(mocks)["securityContext"] == {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
 
@@ -127,10 +130,10 @@ def test_workers_get_no_api_token_and_builds_get_the_builder_role(mocks: Gristmi
     accounts = service_accounts(mocks)
     worker = accounts["gristmill-worker"]
     builder = accounts["gristmill-builder"]
-    assert (
-        worker["metadata"]["namespace"] == builder["metadata"]["namespace"] == "gristmill-workers"
-    )
+    assert worker["metadata"]["namespace"] == "gristmill-workers"
+    assert builder["metadata"]["namespace"] == "gristmill-builds"
     assert worker["automountServiceAccountToken"] is False
+    assert builder["automountServiceAccountToken"] is False
     assert "annotations" not in worker["metadata"]
     assert builder["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": BUILDER_ROLE_ARN}
 
@@ -139,8 +142,10 @@ def test_rbac_covers_what_the_backend_launches_in_the_workers_namespace_only(
     mocks: GristmillMocks,
 ) -> None:
     build(mocks)
-    role = mocks.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs
-    binding = mocks.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
+    role = mocks.one("kubernetes:rbac.authorization.k8s.io/v1:Role", "platform-role").inputs
+    binding = mocks.one(
+        "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "platform-role-binding"
+    ).inputs
     assert role["metadata"]["namespace"] == "gristmill-workers"
     assert binding["metadata"]["namespace"] == "gristmill-workers"
     resources = {resource for rule in role["rules"] for resource in rule["resources"]}
@@ -193,3 +198,60 @@ def test_step_pods_reach_the_control_service_inside_the_cluster() -> None:
     assert settings["GRISTMILL_INTERNAL_URL"] == (
         "http://gristmill-control.gristmill.svc.cluster.local")
     assert "GRISTMILL_INTERNAL_URL" not in SETTINGS
+
+
+def test_the_root_filesystem_is_read_only_and_data_goes_to_a_volume(mocks: GristmillMocks) -> None:
+    build(mocks)
+    pod = mocks.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in container(mocks)["volumeMounts"]}
+    assert mounts == {"data": "/var/lib/gristmill", "tmp": "/tmp"}
+    assert {v["name"] for v in pod["volumes"]} == {"data", "tmp"}
+    assert all("emptyDir" in v for v in pod["volumes"])
+    assert SETTINGS["GRISTMILL_DATA_DIR"] == "/var/lib/gristmill"
+    assert pod["priorityClassName"] == "gristmill-control"
+
+
+def test_migrations_run_once_in_a_job_before_the_deployment(mocks: GristmillMocks) -> None:
+    build(mocks)
+    job = mocks.one("kubernetes:batch/v1:Job").inputs
+    pod = job["spec"]["template"]["spec"]
+    (migrate,) = pod["containers"]
+    assert migrate["command"] == ["gristmill", "db", "upgrade"]
+    assert migrate["image"] == "ghcr.io/gristmill/platform:0.1.0"
+    assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["restartPolicy"] == "Never"
+    env_from = container(mocks)["envFrom"]
+    assert migrate["envFrom"] == env_from
+
+
+def test_workers_namespace_has_a_quota_defaults_and_priorities(mocks: GristmillMocks) -> None:
+    build(mocks, workersCpuQuota="32", workersGpuQuota="4")
+    quota = mocks.one("kubernetes:core/v1:ResourceQuota").inputs
+    assert quota["metadata"]["namespace"] == "gristmill-workers"
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": "32",
+        "requests.memory": "256Gi",
+        "limits.memory": "256Gi",
+        "requests.nvidia.com/gpu": "4",
+        "pods": "500",
+    }
+    (limits,) = mocks.one("kubernetes:core/v1:LimitRange").inputs["spec"]["limits"]
+    assert limits["type"] == "Container"
+    assert set(limits["defaultRequest"]) == {"cpu", "memory", "ephemeral-storage"}
+    classes = {
+        r.inputs["metadata"]["name"]: r.inputs
+        for r in mocks.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")
+    }
+    order = sorted(classes, key=lambda name: -classes[name]["value"])
+    assert order == ["gristmill-control", "gristmill-warm-worker", "gristmill-step",
+                     "gristmill-build"]
+    assert classes["gristmill-build"]["preemptionPolicy"] == "Never"
+    assert not any(c["globalDefault"] for c in classes.values())
+
+
+def test_builds_have_their_own_namespace_and_rbac(mocks: GristmillMocks) -> None:
+    build(mocks)
+    role = mocks.one("kubernetes:rbac.authorization.k8s.io/v1:Role", "builds-role").inputs
+    assert role["metadata"]["namespace"] == "gristmill-builds"
+    resources = {resource for rule in role["rules"] for resource in rule["resources"]}
+    assert resources == {"jobs", "pods", "pods/log"}

@@ -84,13 +84,30 @@ DEV_RESOURCE_TYPES = {
     "kubernetes:policy/v1:PodDisruptionBudget",
     "kubernetes:networking.k8s.io/v1:Ingress",
     "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    "kubernetes:batch/v1:Job",
+    "kubernetes:core/v1:LimitRange",
+    "kubernetes:core/v1:ResourceQuota",
+    "kubernetes:scheduling.k8s.io/v1:PriorityClass",
+    # node launch templates (IMDSv2, hop limit 1)
+    "aws:ec2/launchTemplate:LaunchTemplate",
 }
+
+
+PROTECTED: set[str] = set()
+
+
+def _record_protect(args: pulumi.ResourceTransformationArgs) -> None:
+    """Resource options never reach the mocks: a stack transformation sees them."""
+    if args.opts.protect:
+        PROTECTED.add(args.name)
 
 
 def build(stack: str = "dev", **overrides: str) -> dict[str, object]:
     cfg = stack_config(stack, **overrides)
+    PROTECTED.clear()
 
     def program() -> dict[str, object]:
+        pulumi.runtime.register_stack_transformation(_record_protect)  # type: ignore[arg-type]
         outputs = build_environment(cfg).as_dict()
         return {
             **outputs,
@@ -107,11 +124,14 @@ def test_dev_stack_creates_the_whole_environment(mocks: GristmillMocks) -> None:
     assert set(mocks.releases()) == {
         "cluster-autoscaler",
         "nvidia-device-plugin",
+        "aws-load-balancer-controller",
         "traefik",
         "kube-prometheus-stack",
         "dcgm-exporter",
     }
-    assert len(mocks.of_type("aws:eks/nodeGroup:NodeGroup")) == 2
+    # the CPU group and one group per GPU type (g5.xlarge, g6.xlarge)
+    assert len(mocks.of_type("aws:eks/nodeGroup:NodeGroup")) == 3
+    assert set() == PROTECTED
     assert len(mocks.of_type("aws:ec2/natGateway:NatGateway")) == 1
     assert len(mocks.of_type("aws:ec2/subnet:Subnet")) == 6
 
@@ -142,6 +162,8 @@ def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> N
         "GRISTMILL_INTERNAL_URL": "http://gristmill-control.gristmill.svc.cluster.local",
         "GRISTMILL_EXECUTOR": "kubernetes",
         "GRISTMILL_KUBERNETES_NAMESPACE": "gristmill-workers",
+        "GRISTMILL_KUBERNETES_BUILD_NAMESPACE": "gristmill-builds",
+        "GRISTMILL_DATA_DIR": "/var/lib/gristmill",
         "GRISTMILL_REGISTRY": outputs["registry_url"],
         "GRISTMILL_DATASTORE_BACKEND": "s3",
         "GRISTMILL_S3_BUCKET": outputs["datastore_bucket"],
@@ -231,7 +253,9 @@ def test_every_resource_uses_the_stack_providers(mocks: GristmillMocks) -> None:
 def test_stack_without_gpus_has_no_gpu_pieces(mocks: GristmillMocks) -> None:
     build(gpuEnabled="false")
     assert [r.name for r in mocks.of_type("aws:eks/nodeGroup:NodeGroup")] == ["dev-nodes-cpu"]
-    assert set(mocks.releases()) == {"cluster-autoscaler", "traefik", "kube-prometheus-stack"}
+    assert set(mocks.releases()) == {
+        "cluster-autoscaler", "aws-load-balancer-controller", "traefik", "kube-prometheus-stack"
+    }
 
 
 def test_prod_stack_is_highly_available(mocks: GristmillMocks) -> None:
@@ -241,6 +265,28 @@ def test_prod_stack_is_highly_available(mocks: GristmillMocks) -> None:
     instance = mocks.one("aws:rds/instance:Instance").inputs
     assert instance["multiAz"] is True
     assert instance["deletionProtection"] is True
+    assert instance["performanceInsightsEnabled"] is True
+    assert instance["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade"]
+    assert instance["finalSnapshotIdentifier"] == "gristmill-prod-final"
+    assert instance["deleteAutomatedBackups"] is False
+    assert {
+        "prod-datastore-bucket",
+        "prod-database-postgres",
+        "prod-registry-gristmill-steps",
+        "prod-registry-gristmill-cache",
+        "prod-registry-gristmill-runtime-python",
+        "prod-registry-gristmill-runtime-python-cuda",
+    } == PROTECTED
+    alertmanager = mocks.releases()["kube-prometheus-stack"]["values"]["alertmanager"]
+    assert alertmanager["enabled"] is True
+    assert alertmanager["config"]["route"]["receiver"] == "webhook"
+    # one GPU node group per instance type (g6e.xlarge, g6e.2xlarge)
+    gpu_types = sorted(
+        r.inputs["instanceTypes"][0]
+        for r in mocks.of_type("aws:eks/nodeGroup:NodeGroup")
+        if "gpu" in r.name
+    )
+    assert gpu_types == ["g6e.2xlarge", "g6e.xlarge"]
     assert mocks.one("aws:eks/cluster:Cluster").inputs["vpcConfig"]["publicAccessCidrs"] == [
         "203.0.113.0/24"
     ]

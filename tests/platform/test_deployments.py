@@ -145,6 +145,22 @@ def test_file_input_and_file_output_through_an_endpoint(gristmill_env, api, step
         f"attachment; filename=files-{unique}_{execution_id}_result")
 
 
+def test_file_output_with_other_endpoint_outputs_is_refused_at_creation(
+        api, step_archive, unique) -> None:
+    pipeline = make_pipeline(api, step_archive, f"dep-mixed-{unique}", "files", FILE_CODE,
+                             FILE_OUT)
+    response = api.post("/endpoints", json={
+        "pipeline_name": pipeline, "name": f"mixed-{unique}", "mode": "elastic",
+        "inputs_mapping": [{"pipeline_input_name": "suffix", "constant_value": "!"}]})
+    body = assert_error(response, 400, "cannot return other outputs too")
+    assert "'size'" in body["message"]
+    assert api.get(f"/deployments/mixed-{unique}").status_code == 404  # nothing half-made
+    # not returning the other output makes it valid (the file is the whole answer)
+    assert endpoint(api, pipeline, f"mixed-{unique}", inputs_mapping=[
+        {"pipeline_input_name": "suffix", "constant_value": "!"}], outputs_mapping=[
+        {"pipeline_output_name": "size", "is_null": True}])
+
+
 def test_a_failed_execution_is_a_500_with_the_reason(gristmill_env, api, step_archive,
                                                      unique) -> None:
     pipeline = make_pipeline(api, step_archive, f"dep-boom-{unique}", "boom", CODE_IN, CODE_OUT)

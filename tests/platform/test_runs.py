@@ -343,3 +343,34 @@ def test_an_output_mapped_to_null_is_dropped(api, echo_pipeline) -> None:
         outputs_mapping=[{"pipeline_output_name": "n", "is_null": True}])
     assert outputs_of(result)["n"] is None
     assert api.get(f"/executions/{execution_id}/outputs/n").json() is None
+
+
+def test_executions_show_how_their_step_was_built(api, unique, tmp_path) -> None:
+    from tests.platform.stepkit import HELLO, git_repo
+
+    repo = tmp_path / "repo"
+    commit = git_repo(repo, {"src/hello.py": HELLO})
+    name = f"built-{unique}"
+    inputs = [{"name": "name", "data_type": "string", "description": "who to greet",
+               "is_required": "False", "default_value": "world"}]
+    created = post_step(api, step_form(name, inputs=inputs, outputs=[
+        {"name": "greeting", "data_type": "string"}], container_config={
+        "repository_url": str(repo), "repository_branch": "main",
+        "requirements_path": ""}), None)
+    assert created.status_code == 201, created.text
+    pipeline = api.post("/pipelines", data={"pipeline_name": name, "step_name": name})
+    assert pipeline.status_code == 201, pipeline.text
+    assert pipeline.json()["open_inputs"] == [{
+        "input_name": "name", "step_name": name, "data_type": "string",
+        "description": "who to greet", "default_value": "world", "is_required": False}]
+    execution_id, result = run_and_wait(api, name, {"name": "Ada"})
+    assert result.status_code == 200, result.text
+
+    expected = {"name": name, "commit_id": commit, "repository_url": str(repo),
+                "repository_branch": "main", "requirements_path": None,
+                "origin": "git_repository", "status": "Succeeded"}
+    (step,) = api.get(f"/executions/{execution_id}").json()["steps"]
+    assert expected.items() <= step.items() and step["start_date"] and step["end_date"]
+    (listed,) = api.get(f"/pipelines/{name}/executions").json()
+    assert listed["execution_id"] == execution_id
+    assert listed["steps"] == [step]

@@ -193,6 +193,52 @@ def test_git_errors_are_clear(api, unique, tmp_path) -> None:
     assert "s3cret" not in body["message"] and "s3cret" not in str(body["additional_data"])
 
 
+def test_git_error_keeps_its_cause(api, unique) -> None:
+    response = post_step(api, step_form(f"git-host-{unique}", container_config={
+        "repository_url": "git@nonexistent.invalid:team/repo.git"}), None)
+    body = assert_error(response, 400, "git clone failed")
+    # the cause, not only git's closing advice ("... and the repository exists.")
+    assert "Could not resolve hostname" in body["message"]
+
+
+def test_function_absent_from_its_file_is_refused_at_creation(api, unique, hello_archive
+                                                               ) -> None:
+    name = f"nofunc-{unique}"
+    response = post_step(api, step_form(name, function_name="predict"), hello_archive)
+    body = assert_error(response, 400, "'predict' is not defined in 'src/hello.py'")
+    assert body["name"] == "StepCreationFailed"
+    assert api.get(f"/steps/{name}").json()["creation_info"]["status"] == "creation_failed"
+
+
+def test_documented_old_language_runs_on_the_nearest_with_a_warning(api, unique,
+                                                                     hello_archive) -> None:
+    response = post_step(api, step_form(f"py39-{unique}",
+                                        container_config={"language": "python:3.9-slim"}),
+                         hello_archive)
+    assert response.status_code == 201, response.text
+    step = response.json()
+    assert step["parameters"]["container_config"]["language"] == "python:3.10-slim"
+    assert any("python:3.9-slim" in w and "nearest supported runtime" in w
+               for w in step["creation_info"]["warnings"])
+    again = api.get(f"/steps/py39-{unique}").json()
+    assert again["creation_info"]["warnings"] == step["creation_info"]["warnings"]
+
+
+def test_unsupported_language_names_the_real_default(api, unique, hello_archive,
+                                                     gristmill_env) -> None:
+    from gristmill_platform.steps.service import project_defaults
+
+    response = post_step(api, step_form(f"py27-{unique}",
+                                        container_config={"language": "python:2.7-slim"}),
+                         hello_archive)
+    body = assert_error(response, 400, "python:2.7-slim")
+    assert body["name"] == "UnsupportedLanguage"
+    default = project_defaults(gristmill_env.settings).language
+    assert f"Without a language, steps use {default}." in body["message"]
+    plain = post_step(api, step_form(f"nolang-{unique}"), hello_archive).json()
+    assert plain["parameters"]["container_config"]["language"] == default
+
+
 # -- pipelines --------------------------------------------------------------------------------
 
 def test_pipeline_from_step_and_from_function(api, unique, hello_archive) -> None:

@@ -89,6 +89,30 @@ class AuthService:
         )
         return IssuedAccessToken(access_token=access, expires_at=expires)
 
+    async def check_user_token(self, plaintext: str) -> SdkToken:
+        """A valid SDK token of the user scope (web console sign-in): an execution's token
+        only lets a running step report, never open a session."""
+        token = await self._check_sdk_token(plaintext)
+        if token.scope != USER_SCOPE:
+            raise Unauthorized("Sign in with your own SDK token, not an execution's",
+                               name="ForbiddenInExecution")
+        await self.tokens.touch(token, utcnow())
+        return token
+
+    async def principal_of_token(self, token_id: str) -> Principal:
+        """Who acts through an SDK token now: refused once it is revoked or expired, or its
+        user deleted (what a console session checks on every request)."""
+        token = await self.tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            raise Unauthorized("The SDK token of this session was revoked", name="TokenRevoked")
+        if token.expires_at is not None and token.expires_at <= utcnow():
+            raise Unauthorized("The SDK token of this session has expired", name="TokenExpired")
+        user = await self.users.get(token.user_id)
+        if user is None:
+            raise Unauthorized("The user of this token no longer exists")
+        return Principal(user_id=user.id, token_id=token.id, scope=token.scope,
+                         execution_id=token.execution_id, is_admin=user.is_admin)
+
     async def authenticate(self, access_token: str) -> Principal:
         try:
             claims = decode_access_token(access_token, key=self.signing_key)

@@ -177,7 +177,9 @@ def outputs_answer(execution: Any) -> dict[str, Any]:
 
 
 # POST too: `curl -L -X POST` keeps POST when it follows the trigger's 303
-@router.api_route("/{name}/executions/{execution_id}", methods=["GET", "POST"])
+# one operation per method, each with its own id (one route for both shared an id)
+@router.get("/{name}/executions/{execution_id}", operation_id="endpoint_result_get")
+@router.post("/{name}/executions/{execution_id}", operation_id="endpoint_result_post")
 async def result(name: str, execution_id: str, request: Request, state: AppStateDep
                  ) -> Response:
     async with transaction(state) as session:

@@ -167,6 +167,17 @@ def complete_mappings(
     if len(file_endpoint_outputs) > 1:
         raise InvalidDeployment("An endpoint can return at most one file output; map the "
                                 "others to the data store")
+    if file_endpoint_outputs:
+        # the answer is the file's bytes alone (the documented client has no way to read a
+        # file and JSON outputs from one answer): anything else would be silently dropped
+        others = [p.name for p in plans if p.mapping_type == "endpoint"
+                  and output_types[p.name] != "file"]
+        if others:
+            raise InvalidDeployment(
+                f"An endpoint returning the file output {file_endpoint_outputs[0].name!r} "
+                f"cannot return other outputs too (its answer is the file itself); map "
+                f"{', '.join(repr(n) for n in sorted(others))} to the data store or to null "
+                "(outputs_mapping), or the file output to the data store")
     outputs = [{"pipeline_output_name": p.name, **p.mapping_value} if p.mapping_type != "is_null"
                else {"pipeline_output_name": p.name, "is_null": True} for p in plans]
     return inputs, outputs

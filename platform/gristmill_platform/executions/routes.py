@@ -14,7 +14,7 @@ from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.responses import ExecutionFailed, stream_object
-from gristmill_platform.executions.schemas import execution_read, execution_summary, log_read
+from gristmill_platform.executions.schemas import execution_list_item, execution_read, log_read
 from gristmill_platform.executions.service import (
     ExecutionService,
     RunRequest,
@@ -22,6 +22,7 @@ from gristmill_platform.executions.service import (
 )
 from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.state import AppState
+from gristmill_platform.steps.repository import StepRepository
 
 router = APIRouter(tags=["executions"])
 
@@ -78,7 +79,8 @@ async def list_pipeline_executions(pipeline_name: str, state: AppStateDep, sessi
                                    principal: PrincipalDep) -> list[dict[str, Any]]:
     await state.factories.pipelines(session).get(pipeline_name)
     executions = await ExecutionRepository(session).for_pipeline(pipeline_name)
-    return [execution_summary(e) for e in executions]
+    steps = await StepRepository(session).by_ids(e.step_id for e in executions)
+    return [execution_list_item(e, steps.get(e.step_id or "")) for e in executions]
 
 
 @router.get("/executions/{execution_id}")
@@ -87,7 +89,7 @@ async def get_execution(execution_id: str, principal: PrincipalDep, service: Ser
     execution = await service.get(execution_id)
     graph, nodes = await service.graph_of(execution)
     return execution_read(execution, include_io_values=include_io_values, graph=graph,
-                          nodes=nodes)
+                          nodes=nodes, step=await service.step_of(execution))
 
 
 def _outputs_body(execution: Any) -> dict[str, Any]:

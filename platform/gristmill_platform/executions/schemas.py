@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.steps import Step
 from gristmill_platform.executions.transitions import ACTIVE, DISPLAY
 from gristmill_platform.http.dates import iso
 from gristmill_platform.pipelines.graph import upstream_of
@@ -66,18 +67,35 @@ def node_steps(execution: Execution, graph: Mapping[str, Any],
     return steps
 
 
-def execution_read(execution: Execution, *, include_io_values: bool = True,
-                   graph: Mapping[str, Any] | None = None,
-                   nodes: Sequence[Execution] = ()) -> dict[str, Any]:
-    steps = node_steps(execution, graph, nodes) if graph is not None else [{
+def step_executions(execution: Execution, step: Step | None) -> list[dict[str, Any]]:
+    """The documented ``steps`` of an execution: its step's run, with how that step was
+    built (null when the step has since been deleted)."""
+    config = (step.container_config or {}) if step is not None else {}
+    return [{
         "name": execution.step_name,
         "status": DISPLAY.get(execution.status, execution.status),
         "start_date": iso(execution.started_at),
         "end_date": iso(execution.ended_at),
+        "commit_id": step.commit_id if step is not None else None,
+        "repository_url": config.get("repository_url"),
+        "repository_branch": config.get("repository_branch"),
+        "requirements_path": config.get("requirements_path"),
+        "origin": step.origin if step is not None else None,
     }]
+
+
+def execution_list_item(execution: Execution, step: Step | None) -> dict[str, Any]:
+    return {**execution_summary(execution), "steps": step_executions(execution, step)}
+
+
+def execution_read(execution: Execution, *, include_io_values: bool = True,
+                   step: Step | None = None, graph: Mapping[str, Any] | None = None,
+                   nodes: Sequence[Execution] = ()) -> dict[str, Any]:
+    """``graph`` and ``nodes``: a multi-step pipeline's execution has one step per node."""
     return {
         **execution_summary(execution),
-        "steps": steps,
+        "steps": node_steps(execution, graph, nodes) if graph is not None
+        else step_executions(execution, step),
         "worker": execution.worker,
         "resource_usage": execution.resource_usage,
         "inputs": [_public_item(i, include_io_values) for i in execution.inputs],

@@ -37,6 +37,7 @@ from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
 from gristmill_platform.pipelines.repository import PipelineRepository
+from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.telemetry import metrics
 
 GRAPH_BACKEND = "graph"
@@ -99,6 +100,12 @@ class ExecutionService:
         if execution is None:
             raise ExecutionNotFound(f"Execution {execution_id!r} not found")
         return execution
+
+    async def step_of(self, execution: Execution) -> Step | None:
+        """The step the execution ran (None once deleted): how it was built."""
+        if not execution.step_id:
+            return None
+        return await StepRepository(self.session).get(execution.step_id)
 
     # -- creating a run -----------------------------------------------------------------------
 

@@ -45,9 +45,10 @@ class MetricRepository:
         self.session.add_all(rows)
         await self.session.flush()
 
-    async def list_count(self, execution_id: str) -> int:
+    async def list_count(self, execution_id: str, name: str) -> int:
         result = await self.session.execute(select(func.count()).select_from(ListMetricValue)
-                                            .where(ListMetricValue.execution_id == execution_id))
+                                            .where(ListMetricValue.execution_id == execution_id,
+                                                   ListMetricValue.name == name))
         return int(result.scalar_one())
 
     async def next_position(self, execution_id: str, name: str) -> int:
@@ -64,3 +65,7 @@ class MetricRepository:
         rows = await self.session.execute(
             query.order_by(*order).offset((page - 1) * per_page).limit(per_page))
         return rows.scalars().all(), int(total.scalar_one())
+
+    async def names(self, model: Any) -> Sequence[str]:
+        result = await self.session.execute(select(model.name).distinct().order_by(model.name))
+        return result.scalars().all()

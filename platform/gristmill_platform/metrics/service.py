@@ -12,6 +12,7 @@ from gristmill_platform.errors import BadRequest, Forbidden, NotFound
 from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+# per list metric of an execution, as documented: one long list does not use up another's
 MAX_LIST_VALUES_PER_EXECUTION = 50_000
 MAX_VALUES_PER_CALL = 10_000
 MAX_PER_PAGE = 5_000
@@ -68,11 +69,11 @@ class MetricService:
             raise BadRequest(f"At most {MAX_VALUES_PER_CALL} values per request")
         numbers = [_number(v, f"values[{i}]") for i, v in enumerate(values)]
         execution = await self._execution(principal, execution_id)
-        already = await self.repository.list_count(execution.id)
+        already = await self.repository.list_count(execution.id, name)
         if already + len(numbers) > MAX_LIST_VALUES_PER_EXECUTION:
             raise BadRequest(
-                f"An execution may record at most {MAX_LIST_VALUES_PER_EXECUTION} list metric "
-                f"values; this one has {already} and the request adds {len(numbers)}",
+                f"A list metric may hold at most {MAX_LIST_VALUES_PER_EXECUTION} values per "
+                f"execution; {name!r} has {already} and the request adds {len(numbers)}",
                 name="TooManyMetricValues")
         start = await self.repository.next_position(execution.id, name)
         now = utcnow()

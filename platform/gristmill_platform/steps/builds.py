@@ -25,7 +25,7 @@ from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.errors import AppError
 from gristmill_platform.steps.build_log import BuildLog
-from gristmill_platform.steps.code import extract_archive, select_included
+from gristmill_platform.steps.code import extract_archive, function_defined, select_included
 from gristmill_platform.steps.environments import (
     EnvironmentBuilder,
     EnvironmentBuildError,
@@ -72,6 +72,7 @@ class BuildPlan:
     system_dependencies: list[str]
     dockerfile_path: str | None = None
     step_name: str = ""
+    function_name: str = ""
 
 
 class StepBuilds:
@@ -140,6 +141,7 @@ class StepBuilds:
                 included_folders=list(config.get("included_folders") or ["/"]),
                 system_dependencies=list(config.get("system_dependencies") or []),
                 dockerfile_path=config.get("dockerfile_path"), step_name=step.name,
+                function_name=step.function_name,
             )
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             return plan, variables
@@ -196,9 +198,16 @@ class StepBuilds:
     @staticmethod
     def _check_code(plan: BuildPlan, code: Path) -> Path | None:
         """The files the step names exist in its code; returns the requirements file."""
-        if not (code / plan.function_path).is_file():
+        function_file = code / plan.function_path
+        if not function_file.is_file():
             raise EnvironmentBuildError(
                 f"function_path {plan.function_path!r} is not a file in the step's code")
+        source = function_file.read_text(encoding="utf-8", errors="replace")
+        if plan.function_name and function_defined(source, plan.function_name) is False:
+            raise EnvironmentBuildError(
+                f"function_name {plan.function_name!r} is not defined in "
+                f"{plan.function_path!r}: define it there (def {plan.function_name}(...):) "
+                "or give the name of a function of that file")
         if plan.dockerfile_path and not (code / plan.dockerfile_path).is_file():
             raise EnvironmentBuildError(
                 f"dockerfile_path {plan.dockerfile_path!r} is not a file in the step's code")
@@ -253,7 +262,10 @@ class StepBuilds:
             step.commit_id = commit_id or step.commit_id
             step.environment_key = key
             step.image = image
-            step.container_config = {**step.container_config, "warnings": warnings}
+            # warnings given at creation (a substituted language) stay, once each
+            earlier = step.container_config.get("warnings") or []
+            step.container_config = {**step.container_config,
+                                     "warnings": list(dict.fromkeys([*earlier, *warnings]))}
             step.updated_at = utcnow()
 
     async def _prepare_code(self, plan: BuildPlan, deploy_key: str | None,

@@ -131,3 +131,48 @@ def select_included(source: Path, destination: Path, included: list[str],
     if size > limit:
         raise _too_large(size)
     return size
+
+
+def function_defined(source: str, name: str) -> bool | None:
+    """Whether the module ``source`` defines ``name`` at top level, read with ``ast``
+    (user code is never imported by the control service). ``None`` when it cannot tell:
+    a syntax this Python does not parse (the step may target a newer one), a star import
+    or a module ``__getattr__``."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    unknowable = False
+
+    def visit(statements: list[ast.stmt]) -> None:
+        nonlocal unknowable
+        for node in statements:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+                continue  # what a function or class body defines is not module level
+            elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(n.id for t in targets for n in ast.walk(t)
+                             if isinstance(n, ast.Name))
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name == "*":
+                        unknowable = True
+                    names.add(alias.asname or alias.name.split(".")[0])
+            # definitions under `if`, `try`, `with` and loops are module level too
+            for field in ("body", "orelse", "finalbody"):
+                visit(getattr(node, field, None) or [])
+            for handler in getattr(node, "handlers", None) or []:
+                visit(handler.body)
+            for case in getattr(node, "cases", None) or []:
+                visit(case.body)
+
+    visit(tree.body)
+    if name in names:
+        return True
+    if unknowable or "__getattr__" in names:
+        return None
+    return False

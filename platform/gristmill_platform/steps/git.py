@@ -43,10 +43,24 @@ async def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
         await process.wait()
         raise GitError(f"git {args[0]} took longer than {int(timeout)} s") from None
     if process.returncode != 0:
-        message = redact(err.decode(errors="replace").strip().splitlines()[-1:][0]
-                         if err.strip() else f"exit code {process.returncode}")
-        raise GitError(f"git {args[0]} failed: {message}")
+        raise GitError(failure_message(args[0], err.decode(errors="replace"),
+                                       process.returncode))
     return out.decode().strip()
+
+
+MAX_ERROR_CHARS = 2000
+
+
+def failure_message(command: str, stderr: str, returncode: int | None) -> str:
+    """git's whole error, credentials removed: its last line is often only advice ("...and
+    the repository exists.") while the cause ("Could not resolve hostname") comes first.
+    Wrapped lines are joined; a very long output keeps its end."""
+    paragraphs = [" ".join(line.strip() for line in block.splitlines() if line.strip())
+                  for block in stderr.strip().split("\n\n")]
+    text = " ".join(p for p in paragraphs if p) or f"exit code {returncode}"
+    if len(text) > MAX_ERROR_CHARS:
+        text = "…" + text[-MAX_ERROR_CHARS:]
+    return f"git {command} failed: {redact(text)}"
 
 
 async def clone(url: str, branch: str | None, deploy_key: str | None, destination: Path

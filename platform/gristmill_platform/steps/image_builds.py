@@ -94,9 +94,9 @@ def check_settings(settings: Settings) -> None:
             "cannot be reached from the cluster.")
 
 
-def kaniko_env(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """Where Kaniko finds the bucket: AWS needs the region; MinIO and other S3-compatible
-    stores also need their endpoint and, usually, path-style addressing."""
+def builder_env(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Where the build's context fetcher finds the bucket: AWS needs the region; MinIO and
+    other S3-compatible stores also need their endpoint and, usually, path-style addressing."""
     env: list[tuple[str, str]] = []
     if settings.s3_region:
         env.append(("AWS_REGION", settings.s3_region))
@@ -108,7 +108,7 @@ def kaniko_env(settings: Settings) -> tuple[tuple[str, str], ...]:
 
 
 def context_url(store: DataStoreBackend, path: str) -> str:
-    """The ``s3://bucket/key`` Kaniko reads a context from."""
+    """The ``s3://bucket/key`` the build fetches its context from."""
     from gristmill_platform.datastore.s3 import S3DataStore
 
     if not isinstance(store, S3DataStore):
@@ -133,14 +133,14 @@ class StepImages:
         cfg: KubernetesConfig,
         executor: KubernetesExecutor,
         *,
-        kaniko_env: tuple[tuple[str, str], ...] = (),
+        builder_env: tuple[tuple[str, str], ...] = (),
         poll_interval_s: float = POLL_INTERVAL_S,
     ) -> None:
         self.transactions = transactions
         self.datastore = datastore
         self.cfg = cfg
         self.executor = executor
-        self.kaniko_env = kaniko_env
+        self.builder_env = builder_env
         self.poll_interval_s = poll_interval_s
 
     @classmethod
@@ -152,7 +152,7 @@ class StepImages:
         check_settings(settings)
         cfg = kubernetes_config(settings)
         return cls(transactions, datastore, cfg, KubernetesExecutor(cfg),
-                   kaniko_env=kaniko_env(settings), poll_interval_s=POLL_INTERVAL_S)
+                   builder_env=builder_env(settings), poll_interval_s=POLL_INTERVAL_S)
 
     async def build(self, request: ImageRequest, code: Path, build_log: BuildLog,
                     progress: Progress, *, resumed: bool) -> str:
@@ -189,7 +189,7 @@ class StepImages:
                 url = context_url(store, path)
         build = ImageBuild(step_name=request.step_name, language=request.language,
                            context_url=url, digest=digest, dockerfile=dockerfile,
-                           env=self.kaniko_env)
+                           env=self.builder_env)
         try:
             handle = await self.executor.submit_build(build, replace_failed=not resumed)
         except Exception as exc:  # the API refused or did not answer: say so

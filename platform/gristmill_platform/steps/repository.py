@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,13 @@ class StepRepository:
 
     async def get(self, step_id: str) -> Step | None:
         return await self.session.get(Step, step_id)
+
+    async def by_ids(self, step_ids: Iterable[str | None]) -> dict[str, Step]:
+        wanted = {i for i in step_ids if i}
+        if not wanted:
+            return {}
+        result = await self.session.execute(select(Step).where(Step.id.in_(wanted)))
+        return {step.id: step for step in result.scalars().all()}
 
     async def by_name(self, name: str) -> Step | None:
         result = await self.session.execute(select(Step).where(Step.name == name))

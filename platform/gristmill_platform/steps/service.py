@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import shutil
 import sys
 import tempfile
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gristmill.languages import is_supported, unsupported_language_message
+from gristmill.languages import is_supported, substitute_language, unsupported_language_message
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.db.hooks import on_commit
@@ -32,6 +34,8 @@ from gristmill_platform.steps.spec import (
 )
 
 MAX_ARCHIVE_BYTES = 10 * 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class StepNotFound(NotFound):
@@ -106,10 +110,14 @@ class StepService:
         description = fields.get("description") or None
         inputs = parse_inputs(fields.get("inputs"))
         outputs = parse_outputs(fields.get("outputs"))
-        config, deploy_key = resolve_container_config(
-            fields.get("container_config"), project_defaults(self.settings))
+        defaults = project_defaults(self.settings)
+        config, deploy_key = resolve_container_config(fields.get("container_config"), defaults)
+        language, language_warning = substitute_language(config.language)
+        if language_warning:
+            logger.warning("step %s: %s", name, language_warning)
+            config = dataclasses.replace(config, language=str(language))
         if not is_supported(config.language):
-            raise BadRequest(unsupported_language_message(config.language),
+            raise BadRequest(unsupported_language_message(config.language, defaults.language),
                              name="UnsupportedLanguage")
         if config.dockerfile_path and self.settings.executor == "local":
             raise BadRequest(
@@ -140,7 +148,9 @@ class StepService:
             id=str(uuid.uuid4()), name=name, function_path=function_path,
             function_name=function_name, description=description,
             inputs=[i.as_input() for i in inputs], outputs=[o.as_output() for o in outputs],
-            container_config=config.as_dict(), origin=origin, status="creation_pending",
+            container_config={**config.as_dict(),
+                              **({"warnings": [language_warning]} if language_warning else {})},
+            origin=origin, status="creation_pending",
             build_log="", is_hidden=hidden, created_by=principal.user_id,
             updated_by=principal.user_id, created_at=now, updated_at=now,
         )

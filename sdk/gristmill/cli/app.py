@@ -3,7 +3,7 @@ from __future__ import annotations
 import typer
 
 import gristmill
-from gristmill.cli import backup_cmds, platform_cmds
+from gristmill.cli import api_cmds, backup_cmds, platform_cmds
 
 app = typer.Typer(
     name="gristmill",
@@ -16,6 +16,13 @@ app.command("serve")(platform_cmds.serve_cmd)
 app.add_typer(platform_cmds.db_app, name="db")
 app.add_typer(platform_cmds.users_app, name="users")
 app.add_typer(platform_cmds.token_app, name="token")
+# daily work, through the HTTP API of the environment GRISTMILL_ENVIRONMENT_URL points at
+app.add_typer(api_cmds.steps_app, name="steps")
+app.add_typer(api_cmds.pipelines_app, name="pipelines")
+app.add_typer(api_cmds.deployments_app, name="deployments")
+app.add_typer(api_cmds.executions_app, name="executions")
+app.add_typer(api_cmds.env_app, name="env")
+app.add_typer(api_cmds.datastore_app, name="datastore")
 app.command("backup")(backup_cmds.backup)
 app.command("restore")(backup_cmds.restore)
 

@@ -1,10 +1,11 @@
 """Commands that run or administer an environment on this machine. They need the
-control service (``pip install 'gristmill[platform]'``), imported only when used so the
+control service (the ``platform`` extra), imported only when used so the
 SDK alone stays light."""
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
@@ -39,10 +40,25 @@ def _settings(**values: Any) -> Any:
     except ImportError:
         err_console.print(
             "[red]The Gristmill control service is not installed.[/red] "
-            "Install it with: pip install 'gristmill[platform]'"
+            "Install it from the clone with: pip install '.[platform]'"
         )
         raise typer.Exit(2) from None
     return Settings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _admin_settings(data_dir: Path | None, database_url: str | None) -> Any:
+    """Settings for a command that administers a data directory. Without --data-dir (or
+    GRISTMILL_DATA_DIR) nor a database URL, the default directory must already hold an
+    environment: a typo or a forgotten option must not silently create an empty one."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    if data_dir is None and settings.database_url is None \
+            and not settings.data_dir.expanduser().exists():
+        err_console.print(
+            f"[red]Error:[/red] no environment in {settings.data_dir} (nothing was created). "
+            "Pass the data directory of your environment with --data-dir DIR (or set "
+            "GRISTMILL_DATA_DIR), or start one there with `gristmill up`.")
+        raise typer.Exit(1)
+    return settings
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -93,10 +109,28 @@ def up(
         console.print(
             f"Gristmill environment at [bold]{boot.environment_url}[/bold] "
             f"(data in {settings.data_dir}).\n"
-            "Need an SDK token? [bold]gristmill token create[/bold]"
+            f"Need an SDK token? [bold]{_token_create_command(settings, database_url)}[/bold]",
+            soft_wrap=True,  # one line, to copy and paste as it is
         )
+    # the web console: sign in there with the SDK token
+    console.print(f"Web console: [bold]{boot.environment_url}/[/bold] (sign in with an SDK "
+                  "token)")
     console.print("Press Ctrl+C to stop.")
     serve(settings)
+
+
+def _token_create_command(settings: Any, database_url: str | None) -> str:
+    """The command that mints a token for this very environment, whatever directory,
+    database and user it was started with."""
+    from gristmill_platform.settings import default_data_dir
+
+    command = "gristmill token create"
+    if settings.data_dir != default_data_dir().expanduser().resolve():
+        command += f" --data-dir {shlex.quote(str(settings.data_dir))}"
+    if database_url:
+        # the URL may hold a password: name the variable rather than print it
+        command += ' --database-url "$GRISTMILL_DATABASE_URL"'
+    return command
 
 
 def serve_cmd(
@@ -104,8 +138,13 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
     database_url: DatabaseUrl = None,
+    migrate_on_start: Annotated[bool, typer.Option(
+        "--migrate/--no-migrate", envvar="GRISTMILL_MIGRATE_ON_START",
+        help="Apply the schema migrations before serving. With several replicas, turn it off "
+             "and run `gristmill db upgrade` once per upgrade (a Kubernetes Job) instead.",
+    )] = True,
 ) -> None:
-    """Run the control service (for containers: migrates, prints no credentials)."""
+    """Run the control service (for containers: prints no credentials)."""
     from gristmill_platform.db import migrate
     from gristmill_platform.server import serve
     from gristmill_platform.settings import resolve_settings
@@ -113,7 +152,8 @@ def serve_cmd(
     settings = resolve_settings(_settings(data_dir=data_dir, host=host, port=port,
                                           database_url=database_url))
     assert settings.database_url
-    migrate.upgrade(settings.database_url)
+    if migrate_on_start:
+        migrate.upgrade(settings.database_url)
     serve(settings)
 
 
@@ -161,7 +201,7 @@ def users_create(
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
-        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+        async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.create_user(name, email, is_admin=admin)
 
     user = _run(go())
@@ -174,7 +214,7 @@ def users_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> No
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
-        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+        async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.list_users()
 
     table = Table("id", "name", "email", "admin", "created")
@@ -190,7 +230,7 @@ def users_delete(user: str, data_dir: DataDir = None, database_url: DatabaseUrl 
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
-        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+        async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.delete_user(user)
 
     deleted = _run(go())
@@ -215,11 +255,11 @@ def token_create(
     except ValueError as exc:
         err_console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(2) from None
-    settings = _settings(data_dir=data_dir, database_url=database_url)
+    settings = _admin_settings(data_dir, database_url)
 
     async def go() -> Any:
         async with AdminConsole(settings) as c:
-            return c.settings.environment_url, await c.create_token(
+            return c.environment_url, await c.create_token(
                 user, name=name, expires_in=lifetime)
 
     environment_url, created = _run(go())
@@ -235,7 +275,7 @@ def token_list(
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
-        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+        async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.list_tokens(user)
 
     table = Table("id", "user", "name", "created", "expires", "last used", "status")
@@ -257,7 +297,7 @@ def token_revoke(token_id: str, data_dir: DataDir = None,
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
-        async with AdminConsole(_settings(data_dir=data_dir, database_url=database_url)) as c:
+        async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.revoke_token(token_id)
 
     _run(go())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from gristmill.errors import NotFoundError
 from gristmill.io import Input, Output
+from gristmill.languages import substitute_language
 from gristmill.resources._base import expect_dict, expect_list, path_segment
 from gristmill.resources._creation import CreationMixin, without_creation_id
 
@@ -52,6 +54,9 @@ class StepsMixin(CreationMixin):
             CreationFailedError: the build failed; the error shows the build log.
             CreationTimeoutError: still building after ``timeout_s``.
         """
+        _, language_warning = substitute_language((container_config or {}).get("language"))
+        if language_warning:
+            warnings.warn(language_warning, UserWarning, stacklevel=2)
         _, step = self._create_from_code(
             kind="step",
             collection="steps",

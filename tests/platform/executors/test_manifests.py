@@ -355,7 +355,7 @@ def test_build_job_never_retries_and_is_named_after_the_content() -> None:
     assert job["spec"]["backoffLimit"] == 0
     assert job["metadata"]["name"] == manifests.build_job_name(DIGEST)
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--destination={CFG.step_repository}:{DIGEST}" in args
+    assert f"--output=type=image,name={CFG.step_repository}:{DIGEST},push=true" in args
     other = ImageBuild("another-step", "python:3.12-slim", "s3://b/ctx.tar.gz", DIGEST)
     assert manifests.image_build_job(other, CFG)["metadata"]["name"] == job["metadata"]["name"]
 
@@ -395,3 +395,90 @@ def test_image_digest_changes_with_any_input() -> None:
         == 4
     )
     assert step_image_digest("b", "d", "c") == base
+
+
+ECR_CFG = KubernetesConfig(
+    registry="123456789012.dkr.ecr.eu-west-3.amazonaws.com/acme",
+    runtime_sdk_version="0.1.0",
+    build_namespace="gristmill-builds",
+)
+
+
+def _build_pod(job: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = job["spec"]["template"]["spec"]
+    return pod
+
+
+def test_build_pod_has_no_api_token_and_only_its_fetcher_gets_aws_credentials() -> None:
+    job = manifests.image_build_job(
+        ImageBuild("s", "python:3.12-slim", "s3://b/.gristmill/builds/x.tar.gz", DIGEST), ECR_CFG
+    )
+    pod = _build_pod(job)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "gristmill-builder"
+    assert job["metadata"]["namespace"] == "gristmill-builds"
+    # the IRSA webhook skips the container that runs users' RUN lines
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"eks.amazonaws.com/skip-containers": "buildkit"}
+    (fetch,) = pod["initContainers"]
+    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert env == {"CONTEXT_URL": "s3://b/.gristmill/builds/x.tar.gz", "ECR_LOGIN": "1"}
+    assert fetch["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_buildkit_runs_rootless_and_pushes_the_content_addressed_tag() -> None:
+    job = manifests.image_build_job(
+        ImageBuild("s", "python:3.12-slim", "s3://b/c.tar.gz", DIGEST, dockerfile="d/Dockerfile"),
+        ECR_CFG,
+    )
+    pod = _build_pod(job)
+    (builder,) = pod["containers"]
+    assert builder["image"].endswith("-rootless") and "moby/buildkit" in builder["image"]
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert builder["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in builder["securityContext"]
+    assert builder["command"][-1] == "build-step-image"
+    assert "exec buildctl-daemonless.sh" in builder["command"][2]
+    args = builder["args"]
+    assert args[0] == "build"
+    assert "--opt=filename=d/Dockerfile" in args
+    assert f"--output=type=image,name={ECR_CFG.step_repository}:{DIGEST},push=true" in args
+    cache = f"{ECR_CFG.cache_repository}:python-3.12-slim"
+    assert f"--import-cache=type=registry,ref={cache}" in args
+    assert any(a.startswith(f"--export-cache=type=registry,ref={cache},mode=max") for a in args)
+
+
+@pytest.mark.parametrize(
+    ("language", "request_gib"), [("python:3.12-slim", 10), ("python-cuda:3.11-12.1", 30)]
+)
+def test_builds_request_ephemeral_storage_sized_for_their_base(
+    language: str, request_gib: int
+) -> None:
+    job = manifests.image_build_job(ImageBuild("s", language, "s3://b/c.tar.gz", DIGEST), CFG)
+    (builder,) = _build_pod(job)["containers"]
+    assert builder["resources"]["requests"]["ephemeral-storage"] == f"{request_gib}Gi"
+    assert builder["resources"]["limits"]["ephemeral-storage"] == f"{request_gib * 3 // 2}Gi"
+
+
+def test_a_push_secret_replaces_the_ecr_login() -> None:
+    cfg = KubernetesConfig(
+        registry="123456789012.dkr.ecr.eu-west-3.amazonaws.com/acme",
+        runtime_sdk_version="0.1.0",
+        registry_auth_secret="registry-push",
+    )
+    pod = _build_pod(
+        manifests.image_build_job(ImageBuild("s", "python:3.12-slim", "s3://b/c", DIGEST), cfg)
+    )
+    (fetch,) = pod["initContainers"]
+    assert "ECR_LOGIN" not in {e["name"] for e in fetch["env"]}
+    (builder,) = pod["containers"]
+    assert {"mountPath": "/home/user/.docker", "name": "registry-auth", "readOnly": True} in (
+        builder["volumeMounts"]
+    )
+    # not ECR: no login either
+    other = KubernetesConfig(registry="ghcr.io/acme", runtime_sdk_version="0.1.0")
+    pod = _build_pod(
+        manifests.image_build_job(ImageBuild("s", "python:3.12-slim", "s3://b/c", DIGEST), other)
+    )
+    assert "ECR_LOGIN" not in {e["name"] for e in pod["initContainers"][0]["env"]}

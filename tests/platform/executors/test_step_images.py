@@ -23,8 +23,8 @@ from gristmill_platform.steps.build_failures import build_failure_reason
 from gristmill_platform.steps.build_log import BuildLog
 from gristmill_platform.steps.image_builds import (
     KubernetesSetupError,
+    builder_env,
     check_settings,
-    kaniko_env,
 )
 from gristmill_platform.steps.image_context import pack_context
 from tests.platform.executors.conftest import NAMESPACE, Emulator
@@ -110,26 +110,28 @@ def test_context_keeps_links_inside_the_code(tmp_path: Path) -> None:
 # --- the Kaniko Job -------------------------------------------------------------------------
 
 
-def test_kaniko_env_says_where_the_bucket_is() -> None:
+def test_builder_env_says_where_the_bucket_is() -> None:
     aws = Settings(datastore_backend="s3", s3_bucket="b", s3_region="eu-west-3")
-    assert kaniko_env(aws) == (("AWS_REGION", "eu-west-3"),)
+    assert builder_env(aws) == (("AWS_REGION", "eu-west-3"),)
     minio = Settings(datastore_backend="s3", s3_bucket="b", s3_endpoint_url="http://minio:9000")
-    assert dict(kaniko_env(minio)) == {"S3_ENDPOINT": "http://minio:9000",
+    assert dict(builder_env(minio)) == {"S3_ENDPOINT": "http://minio:9000",
                                        "S3_FORCE_PATH_STYLE": "true"}
     virtual = minio.model_copy(update={"s3_addressing_style": "virtual"})
-    assert dict(kaniko_env(virtual))["S3_FORCE_PATH_STYLE"] == "false"
+    assert dict(builder_env(virtual))["S3_FORCE_PATH_STYLE"] == "false"
 
 
 def test_build_job_carries_the_context_environment() -> None:
     build = ImageBuild("s", "python:3.12-slim", "s3://b/ctx.tar.gz", "a" * 64,
                        env=(("S3_ENDPOINT", "http://minio:9000"), ("AWS_REGION", "x")))
-    container = manifests.image_build_job(build, KubernetesConfig())["spec"]["template"][
-        "spec"]["containers"][0]
-    assert container["env"] == [{"name": "AWS_REGION", "value": "x"},
-                                {"name": "S3_ENDPOINT", "value": "http://minio:9000"}]
+    # the context is fetched by the init container: it is the one that needs the store
+    fetcher = manifests.image_build_job(build, KubernetesConfig())["spec"]["template"][
+        "spec"]["initContainers"][0]
+    assert fetcher["env"] == [{"name": "AWS_REGION", "value": "x"},
+                              {"name": "CONTEXT_URL", "value": "s3://b/ctx.tar.gz"},
+                              {"name": "S3_ENDPOINT", "value": "http://minio:9000"}]
     plain = ImageBuild("s", "python:3.12-slim", "s3://b/ctx.tar.gz", "a" * 64)
-    assert "env" not in manifests.image_build_job(plain, KubernetesConfig())["spec"][
-        "template"]["spec"]["containers"][0]
+    assert manifests.image_build_job(plain, KubernetesConfig())["spec"]["template"]["spec"][
+        "initContainers"][0]["env"] == [{"name": "CONTEXT_URL", "value": "s3://b/ctx.tar.gz"}]
     with pytest.raises(ValueError, match="environment variable"):
         ImageBuild("s", "python:3.12-slim", "s3://b", "a" * 64, env=(("BAD NAME", "x"),))
 

@@ -179,15 +179,21 @@ async def one_job(emulator: Emulator) -> dict[str, Any]:
     return dict(jobs[-1])
 
 
-def kaniko_args(job: dict[str, Any]) -> dict[str, str]:
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    pairs = [arg.removeprefix("--").split("=", 1) for arg in args]
-    return {key: value for key, value in pairs if key != "build-arg"} | {
-        value.split("=", 1)[0]: value.split("=", 1)[1]
-        for key, value in pairs if key == "build-arg"}
+def build_args(job: dict[str, Any]) -> dict[str, str]:
+    """The build's inputs, read from the BuildKit Job: where the context is, the Dockerfile,
+    the image pushed and the base image it starts from."""
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    opts = dict(a.removeprefix("--opt=").split("=", 1) for a in args if a.startswith("--opt="))
+    (output,) = [a for a in args if a.startswith("--output=")]
+    fields = dict(f.split("=", 1) for f in output.removeprefix("--output=").split(","))
+    env = {e["name"]: e["value"] for e in pod["initContainers"][0]["env"]}
+    return {"context": env["CONTEXT_URL"], "dockerfile": opts["filename"],
+            "destination": fields["name"],
+            "BASE_IMAGE": opts["build-arg:BASE_IMAGE"]}
 
 
-def play_kaniko(emulator: Emulator, job_name: str, log: str, *, exit_code: int) -> None:
+def play_build(emulator: Emulator, job_name: str, log: str, *, exit_code: int) -> None:
     """What the cluster does for a build: a pod of the Job (owned by its uid, as the Job
     controller makes it) runs Kaniko, then the Job records the end."""
     job = emulator.objects["batch/v1/jobs", NAMESPACE, job_name]
@@ -196,7 +202,7 @@ def play_kaniko(emulator: Emulator, job_name: str, log: str, *, exit_code: int) 
                             else "Error"}}
     emulator.add_pod(pod, {"job-name": job_name}, {
         "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "containerStatuses": [{"name": "kaniko", "image": "kaniko", "state": state}]})
+        "containerStatuses": [{"name": "buildkit", "image": "buildkit", "state": state}]})
     emulator.pod(pod).patch({"metadata": {"ownerReferences": [
         {"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
          "uid": job["metadata"]["uid"], "controller": True}]}})
@@ -256,7 +262,7 @@ HELLO_FILES = {"src/hello.py": HELLO, "requirements.txt": "httpx==0.28.1\n"}
 # --- tests ----------------------------------------------------------------------------------
 
 
-async def test_a_step_is_built_into_its_image_by_a_kaniko_job(
+async def test_a_step_is_built_into_its_image_by_a_buildkit_job(
         service: Service, environment: Environment, tmp_path: Path) -> None:
     created = await create_step(service.client, "hello-k8s", HELLO_FILES, tmp_path,
                                 requirements_path="requirements.txt",
@@ -265,7 +271,7 @@ async def test_a_step_is_built_into_its_image_by_a_kaniko_job(
     assert created.json()["creation_info"]["status"] == "creation_pending"
 
     job = await one_job(environment.emulator)
-    args = kaniko_args(job)
+    args = build_args(job)
     digest = args["destination"].rsplit(":", 1)[1]
     assert args["destination"] == f"{REGISTRY}/gristmill-steps:{digest}"
     assert args["BASE_IMAGE"] == BASE
@@ -273,9 +279,9 @@ async def test_a_step_is_built_into_its_image_by_a_kaniko_job(
     key = f".gristmill/builds/{digest}.tar.gz"
     assert args["context"] == f"s3://{environment.bucket}/{key}"
     env = {item["name"]: item["value"]
-           for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+           for item in job["spec"]["template"]["spec"]["initContainers"][0]["env"]}
     assert env == {"AWS_REGION": "eu-west-3", "S3_ENDPOINT": environment.moto.url,
-                   "S3_FORCE_PATH_STYLE": "true"}
+                   "S3_FORCE_PATH_STYLE": "true", "CONTEXT_URL": args["context"]}
 
     # the context Kaniko reads: the generated Dockerfile and, beside it, the code
     blob = environment.s3_object(key)
@@ -301,7 +307,7 @@ async def test_a_step_is_built_into_its_image_by_a_kaniko_job(
         "status"] == "creation_pending"
 
     environment.emulator.objects["v1/pods", NAMESPACE, pod].delete()
-    play_kaniko(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
     await wait_status(service, "hello-k8s", "ready")
 
     row = await step_row(service.state, "hello-k8s")
@@ -332,7 +338,7 @@ async def test_identical_steps_share_one_build_and_one_image(
     await until(both_joined, "both steps at their build")
     names = job_names(environment.emulator)
     assert len(names) == 1  # one Job: the second submission joined the first
-    play_kaniko(environment.emulator, names.pop(), KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, names.pop(), KANIKO_OK, exit_code=0)
     await wait_status(service, "twin-a", "ready")
     await wait_status(service, "twin-b", "ready")
     image = (await step_row(service.state, "twin-a")).image
@@ -354,7 +360,7 @@ async def test_identical_steps_share_one_build_and_one_image(
         requirements_path="requirements.txt")
     assert other.status_code == 206
     await until(lambda: _count(environment, 3), "the cousin's build")
-    assert kaniko_args(submitted_jobs(environment.emulator)[-1])["destination"] != image
+    assert build_args(submitted_jobs(environment.emulator)[-1])["destination"] != image
 
 
 async def _count(environment: Environment, jobs: int) -> bool:
@@ -369,13 +375,13 @@ async def test_a_step_with_its_own_dockerfile_is_built_from_it(
         dockerfile_path="docker/Dockerfile", language="python:3.11-slim")
     assert response.status_code == 206, response.text
     job = await one_job(environment.emulator)
-    args = kaniko_args(job)
+    args = build_args(job)
     assert args["dockerfile"] == "docker/Dockerfile"
     assert args["BASE_IMAGE"] == f"{REGISTRY}/gristmill-runtime/python:3.11-slim"
     blob = environment.s3_object(args["context"].split("/", 3)[3])
     assert blob is not None
     assert context_files(blob) == {"src/hello.py": HELLO, "docker/Dockerfile": dockerfile}
-    play_kaniko(environment.emulator, job["metadata"]["name"], "INFO[0001] done",
+    play_build(environment.emulator, job["metadata"]["name"], "INFO[0001] done",
                 exit_code=0)
     await wait_status(service, "own-dockerfile", "ready")
     assert (await step_row(service.state, "own-dockerfile")).image == args["destination"]
@@ -423,7 +429,7 @@ async def test_a_failed_build_fails_the_step_with_the_reason_and_the_log(
         requirements_path="requirements.txt")
     assert response.status_code == 206
     job = await one_job(environment.emulator)
-    play_kaniko(environment.emulator, job["metadata"]["name"], log, exit_code=1)
+    play_build(environment.emulator, job["metadata"]["name"], log, exit_code=1)
     body = await wait_status(service, "broken", "creation_failed")
     assert body["creation_info"]["status_reason"].startswith(expected)
     logs = (await service.client.get("/steps/broken/logs")).json()
@@ -450,7 +456,7 @@ async def test_a_failed_build_fails_the_step_with_the_reason_and_the_log(
 
     await until(rebuilding, "the failed Job replaced")
     assert (await step_row(service.state, "broken")).status == "creation_pending"
-    play_kaniko(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
     await wait_status(service, "broken", "ready")
 
 
@@ -473,9 +479,9 @@ async def test_a_restart_mid_build_follows_the_same_job(
 
         await until(joined, "the restarted service back at the build")
         assert job_names(environment.emulator) == {name}
-        play_kaniko(environment.emulator, name, KANIKO_OK, exit_code=0)
+        play_build(environment.emulator, name, KANIKO_OK, exit_code=0)
         await wait_status(second, "restarted", "ready")
-        assert (await step_row(second.state, "restarted")).image == kaniko_args(job)[
+        assert (await step_row(second.state, "restarted")).image == build_args(job)[
             "destination"]
         assert environment.emulator.sent("delete", "jobs") == []
         logs = (await second.client.get("/steps/restarted/logs")).json()["logs"]
@@ -489,7 +495,7 @@ async def test_a_restart_after_the_build_failed_reports_that_failure(
         await create_step(first.client, "failed-while-away", HELLO_FILES, tmp_path,
                           requirements_path="requirements.txt")
         job = await one_job(environment.emulator)
-    play_kaniko(environment.emulator, job["metadata"]["name"], PIP_FAILS, exit_code=1)
+    play_build(environment.emulator, job["metadata"]["name"], PIP_FAILS, exit_code=1)
     async with running(environment) as second:
         body = await wait_status(second, "failed-while-away", "creation_failed")
         assert body["creation_info"]["status_reason"].startswith("pip could not install")

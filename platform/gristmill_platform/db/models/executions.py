@@ -15,6 +15,14 @@ class Execution(Base):
     destination), where it ran, how it ended."""
 
     __tablename__ = "executions"
+    # the console's execution tracking (executions/listing.py): each filter or sort, then
+    # newest first with the id as tie-break, read from one index
+    __table_args__ = (
+        Index("ix_executions_created_id", "created_at", "id"),
+        Index("ix_executions_pipeline_created_id", "pipeline_name", "created_at", "id"),
+        Index("ix_executions_deployment_created_id", "deployment_name", "created_at", "id"),
+        Index("ix_executions_status_created_id", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
     pipeline_id: Mapped[str | None] = mapped_column(

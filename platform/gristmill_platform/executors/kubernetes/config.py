@@ -60,8 +60,18 @@ class KubernetesConfig:
     worker_health_path: str = "/healthz"
     worker_progress_deadline_s: int = 600
 
-    kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
+    # Rootless BuildKit (Kaniko was archived by its maintainers in 2025).
+    buildkit_image: str = "docker.io/moby/buildkit:v0.23.2-rootless"
+    # Fetches the build context from S3 and logs in to ECR, in an init container: the only
+    # container of the build pod that gets the builder's AWS identity.
+    builder_tools_image: str = "public.ecr.aws/aws-cli/aws-cli:2.27.50"
     builder_service_account: str | None = "gristmill-builder"
+    # None: builds run in `namespace` with the workers.
+    build_namespace: str | None = None
+    # Disk for the base image, the build's layers and their compressed copies: CUDA bases
+    # and the frameworks installed on them weigh tens of gigabytes unpacked.
+    build_ephemeral_storage_bytes: int = 10 * 1024**3
+    build_cuda_ephemeral_storage_bytes: int = 30 * 1024**3
     # Secret of type kubernetes.io/dockerconfigjson mounted for pushes; None when the
     # builder's service account already has registry access (IRSA on EKS with ECR).
     registry_auth_secret: str | None = None
@@ -74,6 +84,10 @@ class KubernetesConfig:
     in_cluster: bool | None = None
     serviceaccount_dir: str = DEFAULT_SERVICEACCOUNT_DIR
     api_timeout_s: float = 30.0
+
+    @property
+    def builds_namespace(self) -> str:
+        return self.build_namespace or self.namespace
 
     @property
     def runtime_images(self) -> str:
@@ -111,7 +125,10 @@ def kubernetes_config(settings: Settings) -> KubernetesConfig:
         gpu_node_selector=dict(settings.kubernetes_gpu_node_selector),
         cpu_node_selector=dict(settings.kubernetes_cpu_node_selector),
         unschedulable_timeout_s=settings.kubernetes_unschedulable_timeout_s,
-        kaniko_image=settings.kubernetes_kaniko_image or defaults.kaniko_image,
+        buildkit_image=settings.kubernetes_buildkit_image or defaults.buildkit_image,
+        builder_tools_image=settings.kubernetes_builder_tools_image
+        or defaults.builder_tools_image,
+        build_namespace=settings.kubernetes_build_namespace,
         builder_service_account=settings.kubernetes_builder_service_account,
         registry_auth_secret=settings.kubernetes_registry_auth_secret,
         kubeconfig=settings.kubernetes_kubeconfig,

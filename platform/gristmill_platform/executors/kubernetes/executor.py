@@ -282,7 +282,7 @@ class KubernetesExecutor:
         return {
             "backend": BACKEND,
             "kind": "Job",
-            "namespace": self.cfg.namespace,
+            "namespace": manifest["metadata"]["namespace"],
             "name": job.name,
             "uid": _raw(job).get("metadata", {}).get("uid"),
             "image": step_image_ref(self.cfg, build.digest),

@@ -63,7 +63,13 @@ MODE_ELASTIC = "elastic"
 MODE_LOW_LATENCY = "low-latency"
 
 CONTAINER = "runner"
-BUILD_CONTAINER = "kaniko"
+BUILD_CONTAINER = "buildkit"
+BUILD_FETCH_CONTAINER = "fetch-context"
+# The IAM-roles-for-service-accounts webhook projects the AWS web identity token into every
+# container but those named here: users' RUN lines run under BuildKit, never with it.
+ANNOTATION_IRSA_SKIP = "eks.amazonaws.com/skip-containers"
+BUILDKIT_UID = 1000  # the `user` of moby/buildkit's rootless image
+_ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 IO_VOLUME = "io"
 PORT_NAME = "http"
 
@@ -467,10 +473,70 @@ def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
 # --- step image builds ----------------------------------------------------------------------
 
 
+# Runs in the AWS CLI image as uid 1000: copies the context archive next to BuildKit and,
+# for ECR, writes a registry password that lives as long as the pod (12 hours at most).
+_FETCH_SCRIPT = """\
+export HOME=/tmp
+if [ -n "${S3_ENDPOINT:-}" ]; then set -- --endpoint-url "$S3_ENDPOINT"; fi
+if [ "${S3_FORCE_PATH_STYLE:-}" = true ]; then aws configure set s3.addressing_style path; fi
+aws "$@" s3 cp --only-show-errors "$CONTEXT_URL" /workspace/context.tar.gz
+if [ "${ECR_LOGIN:-}" = 1 ]; then aws ecr get-login-password > /auth/registry-password; fi
+"""
+
+# Runs in BuildKit's rootless image (busybox): unpacks the context, turns the ECR password
+# into a Docker config, then builds and pushes with a daemon that lives as long as the pod.
+_BUILD_SCRIPT = """\
+mkdir -p /workspace/context
+tar -xzf /workspace/context.tar.gz -C /workspace/context
+rm /workspace/context.tar.gz
+if [ -s /auth/registry-password ]; then
+  mkdir -p "$HOME/.docker"
+  auth=$(printf 'AWS:%s' "$(cat /auth/registry-password)" | base64 | tr -d '\\n')
+  printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY_HOST" "$auth" > "$HOME/.docker/config.json"
+fi
+exec buildctl-daemonless.sh "$@"
+"""
+
+
+def registry_host(cfg: KubernetesConfig) -> str:
+    return cfg.registry.split("/", 1)[0]
+
+
+def build_ephemeral_storage(build: ImageBuild, cfg: KubernetesConfig) -> int:
+    return (
+        cfg.build_cuda_ephemeral_storage_bytes
+        if parse_language(build.language).cuda_version
+        else cfg.build_ephemeral_storage_bytes
+    )
+
+
+def buildctl_args(build: ImageBuild, cfg: KubernetesConfig) -> list[str]:
+    """The build: the Dockerfile frontend on the unpacked context, the runtime image as
+    BASE_IMAGE, the step image pushed, and a layer cache per runtime image kept in the
+    cache repository (OCI manifests: what ECR stores)."""
+    cache = f"{cfg.cache_repository}:{re.sub(r'[^A-Za-z0-9_.-]', '-', build.language)}"
+    return [
+        "build",
+        "--progress=plain",
+        "--frontend=dockerfile.v0",
+        "--local=context=/workspace/context",
+        "--local=dockerfile=/workspace/context",
+        f"--opt=filename={build.dockerfile}",
+        f"--opt=build-arg:BASE_IMAGE={base_image(build.language, cfg)}",
+        f"--output=type=image,name={step_image_ref(cfg, build.digest)},push=true",
+        f"--import-cache=type=registry,ref={cache}",
+        f"--export-cache=type=registry,ref={cache},mode=max,image-manifest=true,"
+        "oci-mediatypes=true",
+    ]
+
+
 def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
-    """A Kaniko Job that builds one step image inside the cluster and pushes it.
+    """A Job that builds one step image with rootless BuildKit and pushes it.
 
     Named after the image's content digest: identical steps share one build and one image.
+    The build pod has no Kubernetes API token; only its init container, which fetches the
+    context and logs in to the registry, gets the builder's AWS identity (scoped to reading
+    build contexts and pushing to the step and cache repositories).
     """
     labels = _labels(
         cfg,
@@ -481,43 +547,75 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
             LABEL_IMAGE: build.digest[:32],
         },
     )
-    args = [
-        f"--context={build.context_url}",
-        f"--dockerfile={build.dockerfile}",
-        f"--destination={step_image_ref(cfg, build.digest)}",
-        f"--build-arg=BASE_IMAGE={base_image(build.language, cfg)}",
-        "--cache=true",
-        f"--cache-repo={cfg.cache_repository}",
-        "--snapshot-mode=redo",
-        "--push-retry=3",
+    ecr_login = _ECR_HOST.fullmatch(registry_host(cfg)) is not None and not cfg.registry_auth_secret
+    mounts = [
+        {"mountPath": "/workspace", "name": "workspace"},
+        {"mountPath": "/auth", "name": "auth"},
     ]
-    container: dict[str, Any] = {
-        "name": BUILD_CONTAINER,
-        "image": cfg.kaniko_image,
-        "args": args,
+    fetch_env = {"CONTEXT_URL": build.context_url, **dict(build.env)}
+    if ecr_login:
+        fetch_env["ECR_LOGIN"] = "1"
+    fetch: dict[str, Any] = {
+        "name": BUILD_FETCH_CONTAINER,
+        "image": cfg.builder_tools_image,
+        "command": ["/bin/sh", "-ec", _FETCH_SCRIPT],
+        "env": [{"name": k, "value": v} for k, v in sorted(fetch_env.items())],
         "resources": {
-            "limits": {"memory": bytes_quantity(build.memory_bytes)},
+            "limits": {"memory": "256Mi", "ephemeral-storage": "1Gi"},
+            "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    storage = build_ephemeral_storage(build, cfg)
+    builder: dict[str, Any] = {
+        "name": BUILD_CONTAINER,
+        "image": cfg.buildkit_image,
+        "command": ["/bin/sh", "-ec", _BUILD_SCRIPT, "build-step-image"],
+        "args": buildctl_args(build, cfg),
+        "env": [
+            # RUN lines share the daemon's process namespace: nothing else runs here, and
+            # a nested sandbox would need privileges the pod does not have.
+            {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
+            {"name": "REGISTRY_HOST", "value": registry_host(cfg)},
+        ],
+        "resources": {
+            "limits": {
+                "memory": bytes_quantity(build.memory_bytes),
+                "ephemeral-storage": bytes_quantity(storage * 3 // 2),
+            },
             "requests": {
                 "cpu": cpu_quantity(build.cpu),
                 "memory": bytes_quantity(build.memory_bytes),
+                "ephemeral-storage": bytes_quantity(storage),
             },
         },
+        # Rootless BuildKit maps users with the setuid newuidmap: privilege escalation
+        # stays allowed, inside its own user namespace, as uid 1000 with no capabilities.
+        "securityContext": {
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "Unconfined"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
+        "volumeMounts": [
+            *mounts,
+            {"mountPath": "/home/user/.local/share/buildkit", "name": "buildkitd"},
+        ],
     }
-    if build.env:
-        container["env"] = [{"name": name, "value": value} for name, value in sorted(build.env)]
-    pod_spec: dict[str, Any] = {
-        # Kaniko unpacks the base image's filesystem as root inside its own container;
-        # it runs unprivileged (no privileged flag, no host mounts), but not as uid 10001.
-        "automountServiceAccountToken": True,  # for IRSA: S3 context and registry push
-        "containers": [container],
-        "enableServiceLinks": False,
-        "restartPolicy": "Never",
-    }
-    if cfg.builder_service_account:
-        pod_spec["serviceAccountName"] = cfg.builder_service_account
+    volumes: list[dict[str, Any]] = [
+        {"emptyDir": {}, "name": "buildkitd"},
+        {"emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}, "name": "auth"},
+        {"emptyDir": {}, "name": "workspace"},
+    ]
     if cfg.registry_auth_secret:
-        container["volumeMounts"] = [{"mountPath": "/kaniko/.docker", "name": "registry-auth"}]
-        pod_spec["volumes"] = [
+        builder["volumeMounts"].append(
+            {"mountPath": "/home/user/.docker", "name": "registry-auth", "readOnly": True}
+        )
+        volumes.append(
             {
                 "name": "registry-auth",
                 "secret": {
@@ -525,13 +623,29 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
                     "secretName": cfg.registry_auth_secret,
                 },
             }
-        ]
+        )
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "containers": [builder],
+        "enableServiceLinks": False,
+        "initContainers": [fetch],
+        "restartPolicy": "Never",
+        "securityContext": {
+            "fsGroup": BUILDKIT_UID,
+            "runAsGroup": BUILDKIT_UID,
+            "runAsNonRoot": True,
+            "runAsUser": BUILDKIT_UID,
+        },
+        "volumes": volumes,
+    }
+    if cfg.builder_service_account:
+        pod_spec["serviceAccountName"] = cfg.builder_service_account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": build_job_name(build.digest),
-            "namespace": cfg.namespace,
+            "namespace": cfg.builds_namespace,
             "labels": labels,
             "annotations": {ANNOTATION_STEP: build.step_name},
         },
@@ -541,7 +655,10 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
             # registry outage: either way a retry is the user's or the service's call.
             "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {ANNOTATION_IRSA_SKIP: BUILD_CONTAINER},
+                },
                 "spec": dict(sorted(pod_spec.items())),
             },
             "ttlSecondsAfterFinished": cfg.build_ttl_s,

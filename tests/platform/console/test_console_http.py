@@ -1,0 +1,180 @@
+"""The console over HTTP, as a browser sends requests: who may see what, CSRF, sessions,
+and that every page renders from the same services as the API."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+
+from tests.platform.console.conftest import BROWSER, Console
+from tests.platform.helpers import run_admin
+
+pytestmark = pytest.mark.postgres
+
+
+def test_root_answers_api_clients_json_and_browsers_the_console(gristmill_env) -> None:
+    as_api = httpx.get(gristmill_env.url + "/")
+    assert as_api.status_code == 200
+    assert as_api.json()["api"] == f"{gristmill_env.url}/api/v1"
+    signed_out = httpx.get(gristmill_env.url + "/", headers=BROWSER)
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/console/sign-in?next=%2F"
+
+
+def test_sign_in_refuses_a_wrong_token_with_the_api_message(gristmill_env) -> None:
+    response = httpx.post(gristmill_env.url + "/console/sign-in",
+                          data={"token": "gm_nope_nope", "next": "/"}, headers=BROWSER)
+    assert response.status_code == 401
+    assert "Invalid refresh token" in response.text
+    assert "set-cookie" not in response.headers
+
+
+def test_session_cookie_is_httponly_lax_and_only_its_hash_is_stored(gristmill_env) -> None:
+    response = httpx.post(gristmill_env.url + "/console/sign-in",
+                          data={"token": gristmill_env.sdk_token, "next": "/console/pipelines"},
+                          headers=BROWSER)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/pipelines"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+    session_id = cookie.split(";", 1)[0].split("=", 1)[1]
+    assert gristmill_env.sdk_token not in cookie
+    import sqlalchemy
+
+    url = gristmill_env.database.url
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as connection:
+        stored = connection.execute(sqlalchemy.text(
+            "SELECT id_hash FROM console_sessions")).scalars().all()
+    engine.dispose()
+    assert hashlib.sha256(session_id.encode()).hexdigest() in stored
+    assert session_id not in stored
+
+
+def test_next_never_leaves_the_site(gristmill_env) -> None:
+    response = httpx.post(gristmill_env.url + "/console/sign-in",
+                          data={"token": gristmill_env.sdk_token, "next": "//evil.example"},
+                          headers=BROWSER)
+    assert response.headers["location"] == "/"
+
+
+def test_sign_in_from_another_site_is_refused(gristmill_env) -> None:
+    response = httpx.post(gristmill_env.url + "/console/sign-in",
+                          data={"token": gristmill_env.sdk_token, "next": "/"},
+                          headers={**BROWSER, "origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+
+
+def test_every_page_renders_with_the_security_headers(console: Console, echo_pipeline) -> None:
+    pages = ["/", "/console/pipelines", f"/console/pipelines/{echo_pipeline}",
+             f"/console/pipelines/{echo_pipeline}/deploy", "/console/deployments",
+             "/console/executions", "/console/monitoring/pipeline-metrics",
+             "/console/monitoring/resource-metrics", "/console/data-store",
+             "/console/environment-variables", "/console/settings"]
+    for page in pages:
+        response = console.get(page)
+        assert response.status_code == 200, (page, response.text[:500])
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "<script>" not in response.text, page
+
+
+def test_signed_out_pages_and_actions_are_refused(gristmill_env, echo_pipeline) -> None:
+    page = httpx.get(f"{gristmill_env.url}/console/settings", headers=BROWSER)
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/console/sign-in?next=")
+    action = httpx.post(f"{gristmill_env.url}/console/environment-variables",
+                        data={"name": "X", "value": "1"}, headers=BROWSER)
+    assert action.status_code == 401
+    htmx = httpx.get(f"{gristmill_env.url}/console/executions",
+                     headers={**BROWSER, "hx-request": "true"})
+    assert htmx.status_code == 401 and htmx.headers["hx-redirect"] == "/console/sign-in"
+
+
+def test_a_state_change_without_the_csrf_token_is_refused(console: Console, unique) -> None:
+    name = f"CSRF_{unique.upper()}"
+    response = console.http.post("/console/environment-variables",
+                                 data={"name": name, "value": "1"})
+    assert response.status_code == 403
+    assert "CSRF" in response.text
+    wrong = console.http.post("/console/environment-variables",
+                              data={"name": name, "value": "1", "csrf_token": "x" * 64})
+    assert wrong.status_code == 403
+    assert name not in console.get("/console/environment-variables").text
+    ok = console.post("/console/environment-variables", {"name": name, "value": "1"})
+    assert ok.status_code == 303
+    assert name in console.get("/console/environment-variables").text
+
+
+def test_environment_variables_hidden_until_revealed(console: Console, unique) -> None:
+    name, value = f"SECRET_{unique.upper()}", f"value-{unique}"
+    console.post("/console/environment-variables", {"name": name, "value": value})
+    page = console.get("/console/environment-variables").text
+    assert name in page and value not in page
+    revealed = console.get(f"/console/environment-variables/{name}/value")
+    assert value in revealed.text
+    console.post("/console/environment-variables", {"name": name, "value": "edited"})
+    assert "edited" in console.get(f"/console/environment-variables/{name}/value").text
+    assert console.post(f"/console/environment-variables/{name}/delete").status_code == 303
+    assert name not in console.get("/console/environment-variables").text
+
+
+def test_revoking_the_sdk_token_ends_its_console_sessions(gristmill_env, unique) -> None:
+    created = run_admin(gristmill_env.settings, "create_token", "admin@localhost",
+                        name=f"console-{unique}")
+    console = Console(gristmill_env.url, created.plaintext)
+    assert console.get("/console/settings").status_code == 200
+    run_admin(gristmill_env.settings, "revoke_token", created.token.id)
+    assert console.get("/console/settings").status_code == 303
+
+
+def test_sign_out_ends_the_session(gristmill_env) -> None:
+    console = Console(gristmill_env.url, gristmill_env.sdk_token)
+    cookie = dict(console.http.cookies)
+    assert console.post("/console/sign-out").status_code == 303
+    again = httpx.get(f"{gristmill_env.url}/console/settings", cookies=cookie, headers=BROWSER)
+    assert again.status_code == 303
+
+
+def test_deploy_form_creates_an_endpoint_that_answers(console: Console, gristmill_env,
+                                                      echo_pipeline, unique) -> None:
+    name = f"console-ep-{unique}"
+    bad = console.post(f"/console/pipelines/{echo_pipeline}/deploy",
+                       {"name": name, "execution_rule": "periodic", "mode": "elastic",
+                        "schedule": "not a cron", "in.text.source": "constant",
+                        "in.text.value": "x", "out.text.destination": "none"})
+    assert bad.status_code == 400
+    assert "Invalid schedule" in bad.text  # the service's own message
+    created = console.post(f"/console/pipelines/{echo_pipeline}/deploy",
+                           {"name": name, "execution_rule": "endpoint", "mode": "elastic",
+                            "in.text.source": "endpoint", "in.text.value": "",
+                            "out.text.destination": "endpoint", "out.text.value": ""})
+    assert created.status_code == 303, created.text
+    page = console.get(created.headers["location"])
+    assert page.status_code == 200
+    token = page.text.split('<code id="token-value" class="hidden">', 1)[1].split("<", 1)[0]
+    answer = httpx.post(f"{gristmill_env.url}/endpoints/{name}", json={"text": "hi"},
+                        headers={"Authorization": f"EndpointToken {token}"}, timeout=120,
+                        follow_redirects=True)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"]["text"] == "HI"
+
+    rotated = console.post(f"/console/deployments/{name}/rotate-token",
+                           headers={"hx-request": "true"})
+    new_token = rotated.text.split('<code id="token-value" class="">', 1)[1].split("<", 1)[0]
+    assert new_token != token
+    refused = httpx.post(f"{gristmill_env.url}/endpoints/{name}", json={"text": "hi"},
+                         headers={"Authorization": f"EndpointToken {token}"})
+    assert refused.status_code in (401, 403)
+
+    execution_page = console.get(f"/console/executions?deployment={name}")
+    assert execution_page.status_code == 200 and name in execution_page.text
+    assert console.post(f"/console/deployments/{name}/enabled",
+                        {"enable": "false"}).status_code == 303
+    assert ">Enable<" in console.get(f"/console/deployments/{name}").text
+    assert console.post(f"/console/deployments/{name}/delete").status_code == 303
+    assert console.get(f"/console/deployments/{name}").status_code == 404

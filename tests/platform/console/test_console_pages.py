@@ -1,0 +1,158 @@
+"""Console pages over HTTP with real executions, objects, tokens and users."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.platform.console.conftest import Console
+from tests.platform.helpers import new_user_token
+from tests.platform.test_runs import run, wait
+
+pytestmark = pytest.mark.postgres
+
+
+def _run(gristmill_env, pipeline: str, text: str) -> str:
+    with gristmill_env.client() as api:
+        response = run(api, pipeline, {"text": text})
+        assert response.status_code == 201, response.text
+        execution_id = response.json()["execution_id"]
+        assert wait(api, execution_id).status_code == 200
+        api.put("/metrics/single-value/score", json={"value": len(text),
+                                                    "execution_id": execution_id})
+        return str(execution_id)
+
+
+def test_execution_page_compare_run_again_and_paging(console: Console, gristmill_env,
+                                                     echo_pipeline) -> None:
+    first, second, third = (_run(gristmill_env, echo_pipeline, t) for t in ("a", "bb", "ccc"))
+    page = console.get(f"/console/executions/{first}")
+    assert page.status_code == 200
+    assert "Succeeded" in page.text or "succeeded" in page.text
+    assert "&#34;A&#34;" in page.text or '"A"' in page.text  # the output value
+    assert 'hx-get="/console/executions/' not in page.text.split('id="logs"')[1][:80]
+    ended = console.get(f"/console/executions/{first}/logs")
+    assert ended.headers["hx-refresh"] == "true"  # a live page reloads once when it ends
+
+    compare = console.get("/console/executions/compare",
+                          params=[("ids", first), ("ids", second)])
+    assert compare.status_code == 200
+    assert first in compare.text and second in compare.text and "metric score" in compare.text
+    one = console.get("/console/executions/compare", params=[("ids", first)])
+    assert one.status_code == 400 and "Select from 2" in one.text
+
+    # key paging: two per page, newest first, every execution once
+    seen: list[str] = []
+    url = f"/console/executions?pipeline={echo_pipeline}&limit=2"
+    while url:
+        listing = console.get(url)
+        assert listing.status_code == 200
+        seen += re.findall(r'<tr id="exec-([^"]+)"', listing.text)
+        found = re.search(r'rel="next" href="([^"]+)"', listing.text)
+        url = found.group(1).replace("&amp;", "&") if found else ""
+    assert seen[:3] == [third, second, first]
+    assert len(seen) == len(set(seen))
+    ascending = console.get(f"/console/executions?pipeline={echo_pipeline}&order=asc")
+    ids = re.findall(r'<tr id="exec-([^"]+)"', ascending.text)
+    assert ids.index(first) < ids.index(third)
+    bad = console.get("/console/executions?cursor=garbage!")
+    assert bad.status_code == 400
+
+    again = console.post(f"/console/executions/{second}/run-again")
+    assert again.status_code == 303
+    new_id = again.headers["location"].rsplit("/", 1)[1]
+    with gristmill_env.client() as api:
+        assert wait(api, new_id).json()["outputs"][0]["value"] == "BB"
+
+
+def test_data_store_info_download_delete(console: Console, gristmill_env, unique) -> None:
+    path = f"console/{unique}/hello.txt"
+    with gristmill_env.client() as api:
+        signed = api.get("/data-store/upload", params={"path_to_object": path}).json()
+    uploaded = httpx.post(signed["signed_url"], data=signed["fields"],
+                          files={"file": ("hello.txt", b"hello console")})
+    assert uploaded.status_code == 204
+    folder = console.get(f"/console/data-store?prefix=console/{unique}/")
+    assert "hello.txt" in folder.text
+    root = console.get("/console/data-store?prefix=console/")
+    assert f"{unique}/" in root.text
+    info = console.get(f"/console/data-store/info?path={path}")
+    assert "13 bytes" in info.text
+    download = console.get(f"/console/data-store/object?path={path}")
+    assert download.content == b"hello console"
+    assert console.post("/console/data-store/delete", {"path": path}).status_code == 303
+    missing = console.get(f"/console/data-store/info?path={path}")
+    assert missing.status_code == 404
+
+
+def test_upload_urls_come_from_the_api_service(console: Console, unique) -> None:
+    response = console.http.post("/console/data-store/upload-url",
+                                 json={"path": f"console/{unique}/x.bin"},
+                                 headers={"x-csrf-token": console.csrf,
+                                          "origin": console.url})
+    assert response.status_code == 200 and "fields" in response.json()
+    bad = console.http.post("/console/data-store/upload-url", json={"path": "../x"},
+                            headers={"x-csrf-token": console.csrf, "origin": console.url})
+    assert bad.status_code == 400 and bad.json()["message"]
+
+
+def test_sdk_tokens_shown_once_and_revoked(console: Console, gristmill_env, unique) -> None:
+    created = console.post("/console/settings/tokens",
+                           {"name": f"t-{unique}", "expires_in_days": "3"})
+    assert created.status_code == 200
+    secret = re.search(r'<pre id="new-token">([^<]+)</pre>', created.text).group(1)
+    assert httpx.post(f"{gristmill_env.url}/api/v1/auth/refresh",
+                      json={"refresh_token": secret}).status_code == 200
+    page = console.get("/console/settings").text
+    assert f"t-{unique}" in page and secret not in page
+    token_id = secret.split("_")[1]
+    assert console.post(f"/console/settings/tokens/{token_id}/revoke").status_code == 303
+    assert httpx.post(f"{gristmill_env.url}/api/v1/auth/refresh",
+                      json={"refresh_token": secret}).status_code == 401
+    bad = console.post("/console/settings/tokens", {"expires_in_days": "-1"})
+    assert bad.status_code == 400
+
+
+def test_users_are_managed_by_admins_only(console: Console, gristmill_env, unique) -> None:
+    email = f"console-{unique}@example.com"
+    assert console.post("/console/settings/users",
+                        {"name": "Someone", "email": email}).status_code == 303
+    assert email in console.get("/console/settings").text
+    duplicate = console.post("/console/settings/users", {"name": "Again", "email": email})
+    assert duplicate.status_code == 409 and "already exists" in duplicate.text
+
+    other = new_user_token(gristmill_env.settings, f"plain-{unique}@example.com")
+    user_console = Console(gristmill_env.url, other.plaintext)
+    refused = user_console.post("/console/settings/users",
+                                {"name": "X", "email": f"x-{unique}@example.com"})
+    assert refused.status_code == 403
+    assert "Users" not in user_console.get("/console/settings").text.split("<h2>SDK tokens")[0]
+
+
+def test_resource_metrics_csv_is_the_sdk_one(console: Console) -> None:
+    from gristmill_platform.resources.shape import CSV_HEADER
+
+    page = console.get("/console/monitoring/resource-metrics?range=15m")
+    assert page.status_code == 200 and "Download CSV" in page.text
+    csv = console.get("/console/monitoring/resource-metrics?range=15m&download=true")
+    assert csv.status_code == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0] == ",".join(CSV_HEADER)
+    assert console.get("/console/monitoring/resource-metrics?range=nope").status_code == 200
+
+
+def test_pipeline_metric_over_time(console: Console, gristmill_env, echo_pipeline) -> None:
+    _run(gristmill_env, echo_pipeline, "metric")
+    page = console.get(f"/console/monitoring/pipeline-metrics?name=score"
+                       f"&pipeline={echo_pipeline}")
+    assert page.status_code == 200
+    chart = re.search(r'id="metric-chart" data-chart="([^"]+)"', page.text).group(1)
+    import html
+    import json
+
+    spec = json.loads(html.unescape(chart))
+    assert spec["series"][0]["label"] == "score"
+    assert 6.0 in spec["series"][0]["values"]  # len("metric"), recorded by _run
+    assert len(spec["x"]) == len(spec["series"][0]["values"])
