@@ -5,16 +5,15 @@ function (unit-testable). Called inside a ``@pipeline`` function, it runs nothin
 records a node of the graph and returns a handle on the node's outputs, which later steps
 take as inputs and the pipeline returns as its outputs.
 
-The step runner calls a step through an entry point the decorator adds to the step's
-module (``_gristmill_step_<name>``): it returns the dict of outputs the runner expects,
-also for a step with one output whose function returns the bare value.
+The step runner finds the decorated function by its name and calls its entry point
+(``__gristmill_entry__``): it returns the dict of outputs the runner expects, also for a
+step with one output whose function returns the bare value.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -25,7 +24,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DATA_TYPES = ("string", "number", "boolean", "json", "array", "file")
 SINGLE_OUTPUT = "result"
-ENTRY_PREFIX = "_gristmill_step_"
 
 _PYTHON_TYPES: dict[Any, str] = {str: "string", int: "number", float: "number",
                                  bool: "boolean", dict: "json", list: "array",
@@ -67,7 +65,8 @@ class StepDefinition:
 
     @property
     def entry_name(self) -> str:
-        return ENTRY_PREFIX + self.function.__name__
+        """The function name the step is created with: the decorated function's."""
+        return self.function.__name__
 
     @property
     def module_file(self) -> str:
@@ -80,6 +79,7 @@ class Step:
     def __init__(self, definition: StepDefinition) -> None:
         self.definition = definition
         functools.update_wrapper(self, definition.function)
+        self.__gristmill_entry__ = _entry(definition)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         recording = _Recording.current
@@ -121,7 +121,6 @@ def step(function: Callable[..., Any] | None = None, *, name: str | None = None,
     def decorate(fn: Callable[..., Any]) -> Any:
         definition = _define(fn, name, inputs or {}, outputs)
         definition.cache = cache
-        _install_entry(definition)
         return Step(definition)
 
     return decorate(function) if function is not None else decorate
@@ -160,8 +159,8 @@ def _define(fn: Callable[..., Any], name: str | None, input_types: Mapping[str, 
     return StepDefinition(fn, name or fn.__name__, declared, produced, outputs is None)
 
 
-def _install_entry(definition: StepDefinition) -> None:
-    """Give the runner a function returning the dict of outputs, in the step's module."""
+def _entry(definition: StepDefinition) -> Callable[..., Any]:
+    """What the runner calls: the function, its one output wrapped in the dict of outputs."""
     fn = definition.function
 
     @functools.wraps(fn)
@@ -175,9 +174,7 @@ def _install_entry(definition: StepDefinition) -> None:
             return single()
         return {SINGLE_OUTPUT: result} if definition.single_output else result
 
-    module = sys.modules.get(fn.__module__)
-    if module is not None:
-        setattr(module, definition.entry_name, entry)
+    return entry
 
 
 # -- recording a pipeline ---------------------------------------------------------------------
@@ -364,7 +361,6 @@ def check(function: Callable[..., Any] | None = None, *, severity: str = "error"
         definition = _define(fn, name, {}, {"result": "boolean"})
         definition.single_output = True
         definition.check = severity
-        _install_entry(definition)
         return Step(definition)
 
     return decorate(function) if function is not None else decorate
