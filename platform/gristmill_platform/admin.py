@@ -18,6 +18,9 @@ from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.auth import SdkToken, User
 from gristmill_platform.settings import Settings, resolve_settings
+from gristmill_platform.users import service as users
+from gristmill_platform.users.ownership import OwnershipRepository
+from gristmill_platform.users.service import Deleted
 
 
 class AdminConsole:
@@ -54,17 +57,21 @@ class AdminConsole:
                               signing_key=self.settings.secret_key,
                               access_token_ttl_s=self.settings.access_token_ttl_s)
 
-    async def create_user(self, name: str, email: str, *, is_admin: bool = False) -> User:
+    async def create_user(self, name: str, email: str, *, is_admin: bool = False,
+                          is_viewer: bool = False) -> User:
         async with self._auth() as auth:
-            return await auth.create_user(name=name, email=email, is_admin=is_admin)
+            return await auth.create_user(name=name, email=email, is_admin=is_admin,
+                                          is_viewer=is_viewer)
 
     async def list_users(self) -> Sequence[User]:
         async with self._auth() as auth:
             return await auth.list_users()
 
-    async def delete_user(self, id_or_email: str) -> User:
+    async def delete_user(self, id_or_email: str, *, transfer_to: str | None = None
+                          ) -> Deleted:
         async with self._auth() as auth:
-            return await auth.delete_user(id_or_email)
+            return await users.delete_user(auth, OwnershipRepository(auth.users.session),
+                                           id_or_email, transfer_to=transfer_to)
 
     async def create_token(self, user: str, *, name: str = "",
                            expires_in: timedelta | None = None) -> CreatedSdkToken:

@@ -21,6 +21,7 @@ from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.datastore.blobs import BlobStore
+from gristmill_platform.datastore.housekeeping import DataStoreHousekeeping
 from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
@@ -38,7 +39,7 @@ from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.factory import ExecutionServices
-from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
@@ -46,7 +47,7 @@ from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.http import openapi
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
-from gristmill_platform.middleware import RequestIdMiddleware, RequestIds
+from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
 from gristmill_platform.pipelines import routes as pipeline_routes
 from gristmill_platform.pipelines.factory import PipelineServices
 from gristmill_platform.project import routes as project_routes
@@ -99,7 +100,8 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
     settings, transactions = state.settings, state.transactions
     builds = StepBuilds(settings, transactions, state.datastore,
                         EnvironmentBuilder(settings.data_dir / "venvs", runtime_site))
-    journal = TrackingJournal(state.engine, settings.database_url or "", state.traffic)
+    journal = TrackingJournal(state.engine, settings.database_url or "", state.traffic,
+                              spool_dir(settings.data_dir))
     executions = ExecutionRuntime(
         settings, transactions, state.factories.executions, builds,
         warm_workers(state, builds), journal,
@@ -199,14 +201,21 @@ class ControlApp(FastAPI):
     """The control service's application: warm endpoint calls are answered by the fast
     path (deployments/fast_path.py) before anything else; the rest is FastAPI's."""
 
-    def __init__(self, fast_path: EndpointFastPath, **options: Any) -> None:
+    def __init__(self, fast_path: EndpointFastPath, request_ids: RequestIds, **options: Any
+                 ) -> None:
         super().__init__(**options)
         self.fast_path = fast_path
+        # Outside Starlette's own stack (app.add_middleware would put them inside its
+        # ServerErrorMiddleware): an unhandled error's 500 carries the request id too.
+        self._outer = RequestIdMiddleware(BodyLimitMiddleware(self._starlette), request_ids)
+
+    async def _starlette(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and await self.fast_path.handle(scope, receive, send):
             return
-        await super().__call__(scope, receive, send)
+        await self._outer(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
@@ -220,12 +229,20 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime_site = await asyncio.to_thread(
             ensure_runtime_site, state.settings.data_dir / "runtime")
+        # answers a killed predecessor gave but had not written (executions/spool.py)
+        await replay_spools(state.session_factory, state.settings.data_dir)
         services = build_services(state, runtime_site)
         state.started = services
         builds, executions, scheduler = services.builds, services.executions, services.scheduler
         # resource metrics; its usage tracker watches local workers from the first one
         resources = services.resources
         await resources.start(executions.executor)
+        housekeeping = None
+        if state.settings.datastore_backend == "local" and state.settings.datastore_root:
+            housekeeping = DataStoreHousekeeping(state.transactions,
+                                                 BlobStore(state.settings.datastore_root))
+            await housekeeping.start()
+        await builds.prune_environments()  # steps deleted while no service ran
         await builds.resume()
         executions.start()
         await executions.workers.resume()
@@ -246,12 +263,15 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await executions.low_latency.shutdown()
             await executions.shutdown()
             await resources.shutdown()
+            if housekeeping is not None:
+                await housekeeping.shutdown()
             await builds.shutdown()
             await state.engine.dispose()
 
     request_ids = RequestIds()
     app = ControlApp(
         EndpointFastPath(state, request_ids),
+        request_ids,
         title="Gristmill",
         version=gristmill_platform.__version__,
         lifespan=lifespan,
@@ -260,8 +280,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         redoc_url=None,
     )
     app.state.gristmill = state
-    app.add_middleware(RequestIdMiddleware, ids=request_ids)
-    # outermost: the time and status of every request, error handling included
+    # the request id is given outside this stack, by ControlApp (its 500s carry it too)
     app.add_middleware(HttpMetricsMiddleware)
     errors.install_error_handlers(app)
     s3errors.install(app)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
@@ -38,7 +39,7 @@ async def db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-async def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
+def auth_for(state: AppState, session: AsyncSession) -> AuthService:
     signing_key = state.settings.secret_key
     assert signing_key is not None
     return AuthService(
@@ -47,6 +48,10 @@ async def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
         signing_key=signing_key,
         access_token_ttl_s=state.settings.access_token_ttl_s,
     )
+
+
+async def auth_service(state: AppStateDep, session: SessionDep) -> AuthService:
+    return auth_for(state, session)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(auth_service)]
@@ -65,8 +70,19 @@ def bearer_token(request: Request) -> str:
     return value.strip()
 
 
-async def current_principal(request: Request, auth: AuthServiceDep) -> Principal:
-    principal = await auth.authenticate(bearer_token(request))
+async def current_principal(request: Request, state: AppStateDep) -> Principal:
+    token = bearer_token(request)
+    # A transaction of its own, over before the handler runs: a long-poll holding the
+    # request's session for 20 s would hold a pooled connection with it.
+    async with transaction(state) as session:
+        principal = await auth_for(state, session).authenticate(token)
+    route = request.scope.get("route")
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    policy.check_route(principal, request.method, path, getattr(route, "path_format", None),
+                       request.path_params)
     request.state.principal = principal
     bind_caller(principal.user_id, principal.execution_id)
     return principal

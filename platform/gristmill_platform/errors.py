@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("gristmill.errors")
@@ -153,6 +155,24 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(request, *UNEXPECTED), status_code=500)
 
 
+def is_transient_database_error(exc: BaseException) -> bool:
+    """The database is busy, not broken: no connection free in time, or SQLite's write lock
+    held past busy_timeout. The request can be sent again."""
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_transient_database_error(exc):
+        return await _unhandled(request, exc)
+    log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body(request, "The service is busy: send the request again shortly",
+                   "ServiceBusy"),
+        status_code=503, headers={"Retry-After": "1"})
+
+
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return app_error_response(request, exc)
@@ -162,4 +182,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_error)
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

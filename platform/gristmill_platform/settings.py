@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     kubernetes_watch_interval_s: float = Field(default=2.0, gt=0)
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
+    # Admission control of elastic executions on local workers (executions/admission.py):
+    # how many run at once (unset: two per CPU, bounded by memory), and how many may wait
+    # before new calls are refused with 503 and Retry-After.
+    worker_capacity: int | None = Field(default=None, ge=1)
+    elastic_queue_limit: int = Field(default=1000, ge=1)
+    # An elastic execution running longer is failed and its worker stopped.
+    execution_timeout_s: int = Field(default=24 * 3600, ge=1)
     # Long-polls hold a request this long before answering "not yet" (307 / redirect).
     long_poll_s: float = Field(default=20.0, gt=0)
 

@@ -66,6 +66,24 @@ def test_duplicate_user_is_refused(data_dir) -> None:
     assert result.exit_code == 1 and "already exists" in result.stderr
 
 
+def test_roles_and_transfer_options(data_dir) -> None:
+    created = run("users", "create", "Vi", "vi@example.com", "--role", "viewer",
+                  "--data-dir", data_dir)
+    assert created.exit_code == 0 and "Created viewer vi@example.com" in created.stdout
+    run("users", "create", "Mo", "mo@example.com", "--data-dir", data_dir)
+    listed = run("users", "list", "--data-dir", data_dir).stdout
+    assert re.search(r"vi@example\.com\s.*viewer", listed)
+    assert re.search(r"mo@example\.com\s.*member", listed)
+    bad_role = run("users", "create", "X", "x@example.com", "--role", "owner",
+                   "--data-dir", data_dir)
+    assert bad_role.exit_code != 0
+    # a viewer may not inherit resources; a member owning nothing is deleted at once
+    to_viewer = run("users", "delete", "mo@example.com", "--transfer-to", "vi@example.com",
+                    "--data-dir", data_dir)
+    assert to_viewer.exit_code == 1 and "viewer" in to_viewer.stderr
+    assert run("users", "delete", "mo@example.com", "--data-dir", data_dir).exit_code == 0
+
+
 @pytest.mark.parametrize("args", [("users", "list"), ("token", "list"), ("token", "create"),
                                   ("users", "create", "A", "a@example.com")])
 def test_without_data_dir_nothing_is_created_in_home(tmp_path, monkeypatch, args) -> None:

@@ -150,7 +150,8 @@ def journal_state(database, tmp_path: Path) -> Iterator[Any]:
 
 
 def journal_of(state: Any) -> TrackingJournal:
-    return TrackingJournal(state.engine, state.settings.database_url, state.traffic)
+    return TrackingJournal(state.engine, state.settings.database_url, state.traffic,
+                           state.settings.data_dir / "journal")
 
 
 def record(deployment_id: str, status: str = t.SUCCEEDED, pipeline_id: str | None = None,

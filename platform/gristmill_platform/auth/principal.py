@@ -17,13 +17,15 @@ class Principal:
     scope: str
     execution_id: str | None
     is_admin: bool
+    is_viewer: bool = False
 
     @property
     def in_execution(self) -> bool:
         return self.scope == EXECUTION_SCOPE
 
     def require_user_scope(self, action: str) -> None:
-        """Execution-scoped tokens (handed to running steps) may not manage the platform."""
+        """Execution-scoped tokens (handed to running steps) may not manage the platform.
+        (Routes are checked by auth/policy.py; this guards work started off a route.)"""
         if self.scope != USER_SCOPE:
             raise Forbidden(
                 f"{action} is not allowed with an execution token: "

@@ -132,6 +132,7 @@ class AuthService:
             scope=claims.scope,
             execution_id=claims.execution_id,
             is_admin=user.is_admin,
+            is_viewer=user.is_viewer,
         )
 
     # -- SDK tokens ---------------------------------------------------------------------------
@@ -185,7 +186,8 @@ class AuthService:
 
     # -- users --------------------------------------------------------------------------------
 
-    async def create_user(self, *, name: str, email: str, is_admin: bool = False) -> User:
+    async def create_user(self, *, name: str, email: str, is_admin: bool = False,
+                          is_viewer: bool = False) -> User:
         name = name.strip()
         if not name or len(name) > 200:
             raise BadRequest("A user needs a name of 1 to 200 characters")
@@ -195,6 +197,7 @@ class AuthService:
         now = utcnow()
         user = User(
             id=str(uuid.uuid4()), name=name, email=email, is_admin=is_admin,
+            is_viewer=is_viewer and not is_admin,
             created_at=now, updated_at=now,
         )
         return await self.users.add(user)

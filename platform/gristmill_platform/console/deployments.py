@@ -47,7 +47,8 @@ def _health(state: Any, deployment: Any) -> str:
     return "ready" if any(p.get("status") == "running" for p in pods) else "unavailable"
 
 
-async def _page(request: Request, name: str, state: Any, session: Any, **extra: Any
+async def _page(request: Request, name: str, state: Any, session: Any, principal: Any,
+                **extra: Any
                 ) -> HTMLResponse:
     service = services.deployments(state, session)
     deployment, pipeline, step = await service.with_step(name)
@@ -71,7 +72,7 @@ async def _page(request: Request, name: str, state: Any, session: Any, **extra: 
     return render(request, "deployment.html", deployment=deployment, step=step,
                   pipeline=pipeline, pods=pods, executions=executions.rows, logs=logs,
                   charts=charts, schedule=schedule, health=_health(state, deployment),
-                  token=service.token_of(deployment),
+                  token=service.token_of(deployment, principal),
                   endpoint_url=f"{state.settings.environment_url}/endpoints/{deployment.name}",
                   **extra)
 
@@ -79,7 +80,7 @@ async def _page(request: Request, name: str, state: Any, session: Any, **extra: 
 @router.get("/deployments/{name}")
 async def deployment_page(name: str, request: Request, viewer: ViewerDep, state: AppStateDep,
                           session: SessionDep, created: bool = False) -> HTMLResponse:
-    return await _page(request, name, state, session, created=created)
+    return await _page(request, name, state, session, viewer.principal, created=created)
 
 
 @router.post("/deployments/{name}/rotate-token")

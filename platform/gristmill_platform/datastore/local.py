@@ -196,7 +196,7 @@ class LocalDataStore:
         if limit > self.max_object_bytes:
             raise AppError(
                 f"Object would exceed the data store's limit of {self.max_object_bytes} bytes",
-                status_code=413, name="EntityTooLarge",
+                status_code=400, name="EntityTooLarge",
             )
         params = self.signer.sign(
             "put-part",

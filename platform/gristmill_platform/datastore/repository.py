@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,3 +66,14 @@ class DataStoreRepository:
         )
         await self.session.delete(upload)
         await self.session.flush()
+
+    async def uploads_before(self, cutoff: datetime) -> Sequence[MultipartUpload]:
+        result = await self.session.execute(
+            select(MultipartUpload).where(MultipartUpload.created_at < cutoff))
+        return result.scalars().all()
+
+    async def referenced_blobs(self) -> set[str]:
+        """Every blob an object or a multipart upload points at."""
+        objects = await self.session.execute(select(DataStoreObject.blob))
+        uploads = await self.session.execute(select(MultipartUpload.blob))
+        return {*objects.scalars().all(), *uploads.scalars().all()}

@@ -203,7 +203,7 @@ class S3DataStore:
         if chunk_size * part_number > self.max_object_bytes:
             raise AppError(
                 f"Object would exceed the data store's limit of {self.max_object_bytes} bytes",
-                status_code=413, name="EntityTooLarge",
+                status_code=400, name="EntityTooLarge",
             )
         # Checked here, not only at the end: the client never looks at its PUTs' status, so
         # an unknown upload must be refused while it can still tell the user.

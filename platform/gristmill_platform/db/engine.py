@@ -14,6 +14,10 @@ from sqlalchemy.ext.asyncio import (
 
 from gristmill_platform.db.urls import async_url, is_sqlite
 
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
+POOL_TIMEOUT_S = 30.0
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -29,10 +33,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(database_url: str) -> AsyncEngine:
     url = async_url(database_url)
     if is_sqlite(database_url):
-        engine = create_async_engine(url)
+        # SQLite serializes writes itself; the pool only bounds how many requests hold a
+        # connection at once. Requests hold one briefly (long-polls and the principal's
+        # check use short transactions, deps.py), so a pool as large as PostgreSQL's
+        # never runs dry under the admitted load; past it a request waits, then 503.
+        engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                                     pool_timeout=POOL_TIMEOUT_S)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
+                               max_overflow=POOL_OVERFLOW, pool_timeout=POOL_TIMEOUT_S)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from fastapi import Request
 
 from gristmill_platform.http.bodies import json_object
-
-MAX_BODY = 64 * 1024 * 1024
+from gristmill_platform.http.limits import MAX_ENDPOINT_JSON_BODY
+from gristmill_platform.strict_json import strict_loads
 
 
 def json_inputs(raw: bytes) -> dict[str, Any]:
-    """The inputs of a JSON body, or the 400 to answer."""
-    return json_object(raw, MAX_BODY, too_large="The request body is too large",
+    """The inputs of a JSON body, or the 400 to answer (413 when too large)."""
+    return json_object(raw, MAX_ENDPOINT_JSON_BODY, too_large="The request body is too large",
                        expected="a JSON object of inputs")
 
 
@@ -29,8 +28,9 @@ async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[s
         for key, value in form.multi_items():
             if isinstance(value, str):
                 # plain clients send text fields; newer SDKs send JSON per field
+                # (NaN, infinities and deep nesting stay text: then refused by type)
                 try:
-                    body[key] = json.loads(value)
+                    body[key] = strict_loads(value)
                 except ValueError:
                     body[key] = value
             else:

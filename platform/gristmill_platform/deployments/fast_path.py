@@ -16,19 +16,21 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Message, Receive, Scope, Send
 
+from gristmill_platform import middleware
 from gristmill_platform.deployments import gateway
 from gristmill_platform.deployments.directory import Endpoint
-from gristmill_platform.deployments.endpoint_inputs import MAX_BODY, json_inputs
+from gristmill_platform.deployments.endpoint_inputs import json_inputs
 from gristmill_platform.deployments.service import check_endpoint_token
-from gristmill_platform.errors import UNEXPECTED, AppError, BadRequest, error_document
+from gristmill_platform.errors import UNEXPECTED, AppError, error_document
+from gristmill_platform.http import limits
 from gristmill_platform.state import AppState
 from gristmill_platform.telemetry.metrics import observe_fast_path
 
 log = logging.getLogger("gristmill.gateway")
 
 PREFIX = "/endpoints/"
-_WANTED = frozenset((b"authorization", b"content-type", b"craft-ai-client",
-                     b"gristmill-client"))
+_WANTED = frozenset((b"authorization", b"content-length", b"content-type",
+                     b"craft-ai-client", b"gristmill-client"))
 
 
 def endpoint_name(scope: Scope) -> str | None:
@@ -80,7 +82,12 @@ class ClientGone(Exception):
     """The caller disconnected before its body was read."""
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive, declared: bytes | None) -> bytes:
+    """The body, refused (413) from its declared length before any of it is read, or as
+    soon as it passes the limit when it has none."""
+    limit = limits.MAX_ENDPOINT_JSON_BODY
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise middleware.too_large(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -90,8 +97,8 @@ async def read_body(receive: Receive) -> bytes:
         chunk: bytes = message.get("body", b"")
         if chunk:
             size += len(chunk)
-            if size > MAX_BODY:
-                raise BadRequest("The request body is too large")
+            if size > limit:
+                raise middleware.too_large(size, limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -134,7 +141,7 @@ class EndpointFastPath:
             token = gateway.endpoint_token(
                 headers.get(b"authorization", b"").decode("latin-1"), query_token(scope))
             check_endpoint_token(name, endpoint.deployment, token)
-            body = json_inputs(await read_body(receive))
+            body = json_inputs(await read_body(receive, headers.get(b"content-length")))
             is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))
             ended = await gateway.run_fast(self.state, endpoint, body, wait=not is_sdk)
             if isinstance(ended, str):

@@ -54,6 +54,8 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     body, files = await inputs_of(request)
     if endpoint is not None and endpoint.fast and not files:
         return await trigger_fast(state, request, endpoint, body)
+    if endpoint is None or endpoint.deployment.mode != "low_latency":
+        state.executions.check_room()  # 503 before anything is recorded when too many wait
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = state.factories.deployments(session)
@@ -169,7 +171,9 @@ def outputs_answer(execution: Any) -> dict[str, Any]:
         raise ExecutionFailed(
             f"The execution failed: {execution.status_reason or execution.status}",
             additional_data={"execution_id": execution.id,
-                             "status": t.DISPLAY[execution.status]})
+                             "status": t.DISPLAY[execution.status]},
+            # as every other answer of the gateway (docs/deployments.md)
+            headers={"Craft-Ai-Execution-Id": execution.id})
     return {"execution_id": execution.id, "outputs": {
         o["mapping_value"]["endpoint_output_name"]: o.get("value")
         for o in execution.outputs
@@ -189,8 +193,11 @@ async def result(name: str, execution_id: str, request: Request, state: AppState
     if execution is None:
         # the same URL, token included: requests follows up to 30 redirects
         return JSONResponse({"execution_id": execution_id, "status": "Running"},
-                            status_code=307, headers={"Location": str(request.url)})
-    return await _result(state, name, execution)
+                            status_code=307, headers={"Location": str(request.url),
+                                                      "Craft-Ai-Execution-Id": execution_id})
+    response = await _result(state, name, execution)
+    response.headers["Craft-Ai-Execution-Id"] = execution.id  # as every gateway answer
+    return response
 
 
 def wrapped_outputs(execution: Any, files_url: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.deployments.endpoint_inputs import inputs_of
 from gristmill_platform.deployments.schemas import (
@@ -35,11 +36,11 @@ ServiceDep = Annotated[DeploymentService, Depends(service_dep)]
 
 
 def render(state: AppState, service: DeploymentService, deployment: Deployment,
-           step: Any) -> dict[str, Any]:
+           step: Any, principal: Principal) -> dict[str, Any]:
     pods = state.executions.workers.pods(deployment.name) \
         if deployment.mode == "low_latency" else None
     return deployment_read(deployment, step.inputs, step.outputs,
-                           token=service.token_of(deployment), pods=pods)
+                           token=service.token_of(deployment, principal), pods=pods)
 
 
 async def _create(rule: str, request: Request, state: AppState, principal: Any
@@ -54,7 +55,7 @@ async def _create(rule: str, request: Request, state: AppState, principal: Any
     async with transaction(state) as session:
         service = state.factories.deployments(session)
         deployment, _, step = await service.with_step(name)
-        body = render(state, service, deployment, step)
+        body = render(state, service, deployment, step, principal)
     if token:
         body["endpoint_token"] = token
     if deployment.status == "creation_failed":
@@ -88,7 +89,7 @@ async def get_deployment(name: str, state: AppStateDep, principal: PrincipalDep,
         async with transaction(state) as session:
             service = state.factories.deployments(session)
             deployment, _, step = await service.with_step(name)
-            return deployment.status, render(state, service, deployment, step)
+            return deployment.status, render(state, service, deployment, step, principal)
 
     status, body = await read()
     if wait_for_completion and status == "creation_pending":
@@ -127,6 +128,7 @@ async def deployment_executions(name: str, principal: PrincipalDep, service: Ser
 async def trigger_deployment(name: str, request: Request, state: AppStateDep,
                              principal: PrincipalDep) -> JSONResponse:
     body, files = await inputs_of(request)
+    state.executions.check_room()  # 503 before anything is recorded when too many wait
     async with transaction(state) as session:
         launch = await state.factories.deployments(session).trigger_as_user(
             name, body, files, principal)
@@ -148,7 +150,7 @@ async def update_deployment(name: str, request: Request, state: AppStateDep,
     async with transaction(state) as session:
         service = state.factories.deployments(session)
         deployment, _, step = await service.with_step(name)
-        return render(state, service, deployment, step)
+        return render(state, service, deployment, step, principal)
 
 
 @router.delete("/deployments/{name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cron_descriptor import get_description
-from croniter import croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from gristmill_platform.errors import BadRequest
 
@@ -19,7 +19,45 @@ def validate_schedule(schedule: object) -> str:
         raise BadRequest(f"Invalid schedule {schedule!r}: use 5 cron fields "
                          "(minute hour day-of-month month day-of-week), in UTC, e.g. "
                          "'*/15 * * * *'")
+    for field, (label, names) in zip(cleaned.split(" "), _FIELDS, strict=True):
+        inverted = _inverted_range(field, names)
+        if inverted:
+            raise BadRequest(f"Invalid schedule {schedule!r}: the {label} range {inverted!r} "
+                             "runs backwards; write the smaller value first")
+    try:
+        next_fire(cleaned, datetime(2000, 1, 1, tzinfo=UTC))
+    except (CroniterBadDateError, CroniterBadCronError, ValueError, OverflowError):
+        raise BadRequest(f"Invalid schedule {schedule!r}: it never fires (no such date, "
+                         "e.g. 31 February)") from None
     return cleaned
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FIELDS: tuple[tuple[str, dict[str, int]], ...] = (
+    ("minute", {}), ("hour", {}), ("day-of-month", {}),
+    ("month", {name: i for i, name in enumerate(_MONTHS, start=1)}),
+    ("day-of-week", {name: i for i, name in enumerate(_DAYS)}),
+)
+
+
+def _inverted_range(field: str, names: dict[str, int]) -> str | None:
+    """The first ``a-b`` item of a cron field with a > b (croniter reads it as a wrap
+    around, which is rarely what was meant), or None."""
+    for item in field.split(","):
+        low, dash, high = item.split("/")[0].partition("-")
+        if not dash:
+            continue
+        first, last = _value(low, names), _value(high, names)
+        if first is not None and last is not None and first > last:
+            return item
+    return None
+
+
+def _value(part: str, names: dict[str, int]) -> int | None:
+    if part.isdigit():
+        return int(part)
+    return names.get(part.lower())
 
 
 def human_readable(schedule: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
 from gristmill_platform.db.models.steps import Pipeline, Step
@@ -86,7 +87,7 @@ class DeploymentService:
 
     async def create(self, rule: str, body: Mapping[str, Any], principal: Principal
                      ) -> tuple[Deployment, str | None]:
-        principal.require_user_scope("Creating a deployment")
+        policy.require_create(principal, "Creating a deployment")
         name = validate_resource_name(body.get("name") or body.get("deployment_name"),
                                       "deployment")
         rule, mode = check_rule_and_mode(rule, body.get("mode", "elastic"))
@@ -156,7 +157,10 @@ class DeploymentService:
         pipeline, step = await self.pipelines.get(deployment.pipeline_name)
         return deployment, pipeline, step
 
-    def token_of(self, deployment: Deployment) -> str | None:
+    def token_of(self, deployment: Deployment, principal: Principal) -> str | None:
+        """The endpoint token, for those allowed to see it (auth/policy.py), else None."""
+        if not policy.endpoint_token_visible(principal, deployment.created_by):
+            return None
         return tokens.reveal(deployment.token_encrypted, self.secret_key)
 
     async def all(self) -> Sequence[Deployment]:
@@ -164,8 +168,8 @@ class DeploymentService:
 
     async def update(self, name: str, body: Mapping[str, Any], principal: Principal
                      ) -> Deployment:
-        principal.require_user_scope("Updating a deployment")
         deployment = await self.get(name)
+        policy.require_owner(principal, deployment.created_by, f"Deployment {name!r}")
         if "is_enabled" in body:
             if not isinstance(body["is_enabled"], bool):
                 raise BadRequest("is_enabled must be true or false")
@@ -203,8 +207,8 @@ class DeploymentService:
     async def delete(self, name: str, principal: Principal) -> tuple[Deployment, list[Any]]:
         """Deletes the deployment with its executions (as documented); returns the handles
         of executions still running so their workers can be stopped."""
-        principal.require_user_scope("Deleting a deployment")
         deployment = await self.get(name)
+        policy.require_owner(principal, deployment.created_by, f"Deployment {name!r}")
         running = []
         for execution in await self.repository.executions(deployment.id):
             if execution.status in t.ACTIVE and execution.handle:
@@ -235,8 +239,8 @@ class DeploymentService:
 
     async def rotate_token(self, name: str, principal: Principal, chosen: object = None
                            ) -> str:
-        principal.require_user_scope("Generating an endpoint token")
         deployment = await self.get(name)
+        policy.require_owner(principal, deployment.created_by, f"Deployment {name!r}")
         if deployment.execution_rule != "endpoint":
             raise BadRequest(f"Deployment {name!r} is periodic: it has no endpoint token")
         token = tokens.new_endpoint_token(self.secret_key,
@@ -273,7 +277,7 @@ class DeploymentService:
                               principal: Principal) -> Launch:
         """An endpoint triggered with an SDK token instead of its endpoint token
         (craft-ai-sdk 0.74's trigger_endpoint without endpoint_token)."""
-        principal.require_user_scope("Triggering a deployment")
+        policy.require_create(principal, "Triggering a deployment")
         deployment = await self.get(name)
         if deployment.execution_rule != "endpoint":
             raise BadRequest(f"Deployment {name!r} is periodic: it runs on its schedule and "

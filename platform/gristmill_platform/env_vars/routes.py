@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from gristmill_platform.auth import policy
 from gristmill_platform.deps import PrincipalDep, SessionDep
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.env_vars.schemas import (
@@ -28,7 +29,7 @@ ServiceDep = Annotated[EnvVarService, Depends(env_var_service)]
 async def upsert(
     body: EnvVarsUpsert, principal: PrincipalDep, service: ServiceDep
 ) -> EnvVarsUpserted:
-    principal.require_user_scope("Changing environment variables")
+    policy.require_create(principal, "Changing environment variables")
     results = await service.upsert_many(body.environment_variables)
     return EnvVarsUpserted(
         environment_variables=[
@@ -39,11 +40,13 @@ async def upsert(
 
 @router.get("", response_model=list[EnvVarRead])
 async def list_variables(principal: PrincipalDep, service: ServiceDep) -> list[EnvVarRead]:
-    return [EnvVarRead(name=v.name, value=v.value) for v in await service.list()]
+    visible = policy.env_var_values_visible(principal)
+    return [EnvVarRead(name=v.name, value=v.value if visible else None)
+            for v in await service.list()]
 
 
 @router.delete("/{name}", response_model=EnvVarRead)
 async def delete(name: str, principal: PrincipalDep, service: ServiceDep) -> EnvVarRead:
-    principal.require_user_scope("Deleting environment variables")
+    policy.require_create(principal, "Deleting environment variables")
     variable = await service.delete(name)
     return EnvVarRead(name=variable.name, value=variable.value)

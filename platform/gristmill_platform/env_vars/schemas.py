@@ -25,7 +25,8 @@ class EnvVarsUpsert(BaseModel):
 
 class EnvVarRead(BaseModel):
     name: str
-    value: str
+    # None for callers who may not see values (viewers, execution tokens: auth/policy.py)
+    value: str | None
 
 
 class EnvVarUpserted(BaseModel):

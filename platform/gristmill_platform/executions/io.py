@@ -4,6 +4,7 @@ mappings resolved (pure; the service fetches what these functions ask for)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.http.forms import parse_bool
 from gristmill_platform.steps.spec import check_value
+from gristmill_platform.strict_json import strict_loads
 
 # The documented 0.06 MB for all non-file inputs together (and for outputs).
 MAX_IO_BYTES = 60_000
@@ -64,21 +66,29 @@ def _mapped_name(mapping: Mapping[str, Any], key: str, legacy: str, declared: se
     return name
 
 
+def _env_number(raw: str, where: str) -> int | float:
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        number = float(raw)
+    except ValueError:
+        raise InvalidInputs(f"{where} must be a number, got {raw!r}") from None
+    if not math.isfinite(number):
+        raise InvalidInputs(f"{where} must be a finite number, got {raw!r}")
+    return number
+
+
 def _env_value(raw: str, data_type: str, where: str) -> Any:
     if data_type == "string":
         return raw
     if data_type == "number":
-        try:
-            return int(raw)
-        except ValueError:
-            try:
-                return float(raw)
-            except ValueError:
-                raise InvalidInputs(f"{where} must be a number, got {raw!r}") from None
+        return _env_number(raw, where)
     if data_type == "boolean":
         return parse_bool(raw, where)
     try:
-        value = json.loads(raw)
+        value = strict_loads(raw)
     except ValueError:
         raise InvalidInputs(f"{where} must hold JSON, got {raw!r}") from None
     return check_value(value, data_type, where)

@@ -20,7 +20,11 @@ for it. Another control service process sharing the database sees an ended execu
 once its batch is written (under FLUSH_INTERVAL_S plus a write), and a running one once
 it has run for RUNNING_VISIBLE_AFTER_S. What a crash of this process can lose is the
 tracking of the executions answered in the last FLUSH_INTERVAL_S and of those running
-for less than RUNNING_VISIBLE_AFTER_S.
+for less than RUNNING_VISIBLE_AFTER_S, were it not for the spool: every ended execution
+is also appended to a file before its answer leaves (executions/spool.py), and the files
+of a killed process are written to the database at the next start (replay_spools). What
+a crash loses is then the tracking of executions still running, which the reconciler
+fails when it finds them (or never sees them, if they ran under RUNNING_VISIBLE_AFTER_S).
 """
 
 from __future__ import annotations
@@ -31,14 +35,19 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gristmill_platform.db import changes
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.types import utcnow
+from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.types import UTCDateTime, utcnow
 from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.journal_writes import COLUMNS, Batch, BatchWriter
+from gristmill_platform.executions.journal_writes import COLUMNS, EXECUTIONS, Batch, BatchWriter
 from gristmill_platform.executions.records import ExecutionRecord
+from gristmill_platform.executions.spool import Spool, orphaned_spools, read_spool
 from gristmill_platform.telemetry.metrics import JOURNAL_ROWS, JOURNAL_WRITE
 
 if TYPE_CHECKING:
@@ -66,7 +75,8 @@ def _row(execution: ExecutionRecord) -> dict[str, Any]:
 
 
 class TrackingJournal:
-    def __init__(self, engine: AsyncEngine, database_url: str, traffic: Traffic) -> None:
+    def __init__(self, engine: AsyncEngine, database_url: str, traffic: Traffic,
+                 spool: Path) -> None:
         self.engine = engine
         self.database_url = database_url
         self.traffic = traffic
@@ -85,6 +95,7 @@ class TrackingJournal:
         self._task: asyncio.Task[None] | None = None
         self._writer: BatchWriter | None = None
         self._closed = False
+        self._spool = Spool(spool)
 
     @property
     def backlog(self) -> int:
@@ -113,6 +124,11 @@ class TrackingJournal:
         if logs:
             self._logs.setdefault(execution.id, []).extend(logs)
         self._revoked[token_id] = when
+        try:
+            # before the answer leaves (low_latency.py answers after this returns)
+            self._spool.append(_row(execution))
+        except OSError:
+            log.exception("could not spool execution %s", execution.id)
         self._poke()
 
     def _poke(self) -> None:
@@ -135,6 +151,8 @@ class TrackingJournal:
         async with self._lock:
             if not self.pending:
                 return
+            # every ended execution is due: the batch holds all the rotated files hold
+            spooled = self._spool.rotate()
             due = self._executions.values() if everything else self._due()
             # rows copied now: executions keep changing while the batch is written
             rows = [_row(e) for e in due]
@@ -145,9 +163,11 @@ class TrackingJournal:
                       if (token := self._tokens.pop(row["id"], None)) is not None]
             revoked, self._revoked = self._revoked, {}
             if not rows and not revoked:
+                self._spool.written(spooled)
                 return
             try:
                 await self._write(rows, logs, tokens, revoked)
+                self._spool.written(spooled)
             except Exception:
                 # One bad row (say, its owner was deleted meanwhile) must not take the
                 # others with it: write them one at a time, drop what still fails.
@@ -160,7 +180,10 @@ class TrackingJournal:
                             [row], [x for x in logs if x["execution_id"] == row["id"]], own,
                             {x["id"]: revoked[x["id"]] for x in own if x["id"] in revoked})
                     except Exception:
+                        # kept in the spool: the next start replays it
                         log.exception("dropped the tracking of execution %s", row["id"])
+                        spooled = []
+                self._spool.written(spooled)
 
     def _due(self) -> list[ExecutionRecord]:
         """Ended executions, those already in the database, and those running for long
@@ -231,5 +254,52 @@ class TrackingJournal:
             with contextlib.suppress(BaseException):
                 await self._task
         await self.flush()
+        self._spool.close()
         if self._writer is not None:
             self._writer.close()
+
+
+def spool_dir(data_dir: Path) -> Path:
+    return data_dir / "journal"
+
+
+_DATETIMES = frozenset(c.key for c in EXECUTIONS.columns
+                       if isinstance(c.type, UTCDateTime))
+
+
+async def replay_spools(session_factory: async_sessionmaker[AsyncSession], data_dir: Path
+                        ) -> int:
+    """Write the ended executions a killed control service spooled but had not written
+    (executions/spool.py); call at start-up, before the reconciler looks for stuck ones.
+    Returns how many rows were written."""
+    files = orphaned_spools(spool_dir(data_dir))
+    if not files:
+        return 0
+    rows: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for row in read_spool(path, _DATETIMES):
+            rows[row["id"]] = row
+    written = 0
+    async with session_factory() as session, session.begin():
+        for row in rows.values():
+            values = {column: row.get(column) for column in COLUMNS}
+            existing = await session.get(Execution, row["id"])
+            if existing is not None and existing.status not in t.ACTIVE:
+                continue
+            try:
+                async with session.begin_nested():
+                    if existing is None:
+                        session.add(Execution(**values))
+                    else:
+                        for column, value in values.items():
+                            setattr(existing, column, value)
+                    await session.flush()
+                written += 1
+            except Exception:
+                # its deployment or pipeline was deleted meanwhile: nothing to keep it for
+                log.warning("could not replay execution %s", row["id"], exc_info=True)
+    for path in files:
+        path.unlink(missing_ok=True)
+    if written:
+        log.info("replayed %d ended execution(s) from the spool", written)
+    return written

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue
 
 
@@ -60,6 +61,16 @@ class ExecutionRepository:
             select(Execution).where(Execution.parent_id == parent_id)
             .order_by(Execution.created_at))
         return result.scalars().all()
+
+    async def waiting_elastic(self) -> list[Execution]:
+        """Pending elastic executions no worker was started for, oldest first."""
+        result = await self.session.execute(
+            select(Execution, Deployment.mode)
+            .outerjoin(Deployment, Execution.deployment_id == Deployment.id)
+            .where(Execution.status == "pending")
+            .order_by(Execution.created_at))
+        return [execution for execution, mode in result.all()
+                if execution.handle is None and mode != "low_latency"]
 
     async def active(self) -> Sequence[Execution]:
         result = await self.session.execute(

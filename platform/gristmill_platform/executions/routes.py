@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.auth import policy
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
@@ -23,6 +23,7 @@ from gristmill_platform.executions.service import (
 from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.state import AppState
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.strict_json import parse_json
 
 router = APIRouter(tags=["executions"])
 
@@ -49,10 +50,7 @@ async def _run_request(request: Request) -> RunRequest:
         fields = await json_or_form(request)
     raw_inputs = fields.get("json_inputs", fields.get("inputs", {}))
     if isinstance(raw_inputs, str):
-        try:
-            raw_inputs = json.loads(raw_inputs) if raw_inputs.strip() else {}
-        except ValueError as exc:
-            raise BadRequest(f"json_inputs is not valid JSON: {exc}") from exc
+        raw_inputs = parse_json(raw_inputs, "json_inputs") if raw_inputs.strip() else {}
     if not isinstance(raw_inputs, dict):
         raise BadRequest("json_inputs must be a JSON object of input values")
     return RunRequest(
@@ -65,8 +63,9 @@ async def _run_request(request: Request) -> RunRequest:
 @router.post("/pipelines/{pipeline_name}/run", status_code=201)
 async def run_pipeline(pipeline_name: str, request: Request, state: AppStateDep,
                        principal: PrincipalDep) -> dict[str, str]:
-    principal.require_user_scope("Running a pipeline")
+    policy.require_create(principal, "Running a pipeline")
     run = await _run_request(request)
+    state.executions.check_room()  # 503 before anything is recorded when too many wait
     async with transaction(state) as session:
         pipeline, step = await state.factories.pipelines(session).get(pipeline_name)
         launch = await state.factories.executions(session).create(pipeline, step, run, principal)
@@ -171,8 +170,8 @@ async def execution_logs(execution_id: str, request: Request, principal: Princip
 @router.delete("/executions/{execution_id}")
 async def delete_execution(execution_id: str, state: AppStateDep, principal: PrincipalDep,
                            service: ServiceDep) -> dict[str, str]:
-    principal.require_user_scope("Deleting an execution")
     execution = await service.get(execution_id)
+    policy.require_owner(principal, execution.created_by, f"Execution {execution_id!r}")
     # a graph's running nodes are stopped with it
     _, nodes = await service.graph_of(execution)
     for item in [*nodes, execution]:

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +27,7 @@ from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import transitions as t
+from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.graph_scheduler import GraphScheduler
@@ -150,6 +151,12 @@ class ExecutionRuntime:
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
                                      self.events.notify, steps.code_dir)
+        # local workers only: Kubernetes schedules pods itself
+        self.admission: ElasticAdmission | None = None
+        if self.kubernetes is None:
+            self.admission = ElasticAdmission(
+                settings.worker_capacity or machine_capacity(), settings.elastic_queue_limit,
+                self._launch)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -158,15 +165,29 @@ class ExecutionRuntime:
 
     # -- launching ----------------------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """Refuse (503, Retry-After) a new elastic execution when too many already wait;
+        call before recording it."""
+        if self.admission is not None:
+            self.admission.check_room()
+
     def launch(self, launch: Launch) -> None:
-        """Start the worker; call once the execution is committed."""
+        """Start the worker, or queue it for a free one; call once the execution is
+        committed. A graph's execution has no worker: its scheduler starts its nodes,
+        each through this same path (and its admission)."""
         if launch.graph:
             self._spawn(self.graphs.advance(launch.execution_id))
             return
         if launch.low_latency:
             self._spawn(self.low_latency.dispatch(launch))
-            return
-        self._spawn(self._launch(launch))
+        elif self.admission is not None:
+            self.admission.admit(launch.execution_id, launch)
+        else:
+            self._spawn(self._launch(launch))
+
+    def _release(self, execution_id: str) -> None:
+        if self.admission is not None:
+            self.admission.release(execution_id)
 
     async def _launch(self, launch: Launch) -> None:
         # its own task (see _spawn): what it logs is about this execution only
@@ -174,6 +195,10 @@ class ExecutionRuntime:
         try:
             async with self.transactions() as session:
                 context = await self._context(session, launch)
+                if self.kubernetes is None and await ExecutionRepository(session).get(
+                        launch.execution_id) is None:
+                    self._release(launch.execution_id)  # deleted while it waited
+                    return
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
                 handle = await self.kubernetes.submit(spec)
@@ -280,6 +305,7 @@ class ExecutionRuntime:
         await self._fail(execution_id, reason, [line.message for line in tail][-50:],
                          only_if_silent=outcome.state == WorkerState.SUCCEEDED)
         await self.executor.cleanup({"execution_id": execution_id})
+        self._release(execution_id)  # its process is gone: the next one may start
 
     async def _pod_ended(self, execution_id: str, handle: Handle, outcome: PollResult) -> bool:
         """A pod ended (or is gone): keep its logs, delete it, and fail the execution with
@@ -354,6 +380,10 @@ class ExecutionRuntime:
                 await service.auth.revoke_execution_tokens(execution_id)
         finally:
             self.events.notify(execution_id)
+            if self.admission is not None and not self.executor.has_worker(execution_id):
+                # failed before its worker started (a worker that did is released when
+                # its process exits)
+                self._release(execution_id)
             self._spawn(self.graphs.node_ended(execution_id))
 
     # -- reconciling --------------------------------------------------------------------------
@@ -374,7 +404,38 @@ class ExecutionRuntime:
         for handle in handles:
             self.watcher.follow(handle)
 
+    async def _resume_waiting(self) -> None:
+        """At start-up, queue again the elastic executions a previous control service
+        accepted but had not started (Pending, no worker), oldest first, each with a fresh
+        execution token: accepted work is never dropped for lack of a worker."""
+        async with self.transactions() as session:
+            waiting = await ExecutionRepository(session).waiting_elastic()
+            service = self.executions(session)
+            launches = []
+            for execution in waiting:
+                if execution.created_by is None or execution.step_id is None:
+                    continue
+                await service.auth.revoke_execution_tokens(execution.id)
+                token = await service.auth.create_sdk_token(
+                    execution.created_by, name=f"execution {execution.id}",
+                    scope="execution", execution_id=execution.id)
+                launches.append(Launch(execution_id=execution.id, step_id=execution.step_id,
+                                       sdk_token=token.plaintext,
+                                       deployment_id=execution.deployment_id,
+                                       deployment_name=execution.deployment_name))
+        for launch in launches:
+            self.launch(launch)
+        if launches:
+            log.info("queued again %d elastic execution(s) accepted before a restart",
+                     len(launches))
+
     async def _reconcile_forever(self) -> None:
+        if self.admission is not None:
+            # first: the reconciler would fail them as "no worker was started"
+            try:
+                await self._resume_waiting()
+            except Exception:
+                log.exception("could not queue the waiting executions again")
         while True:
             try:
                 await self.reconcile()
@@ -388,7 +449,15 @@ class ExecutionRuntime:
             active = await ExecutionRepository(session).active()
             now = utcnow()
             quiet = [(e.id, e.handle) for e in active
-                     if (e.heartbeat_at or e.created_at) < now - HEARTBEAT_TIMEOUT]
+                     if (e.heartbeat_at or e.created_at) < now - HEARTBEAT_TIMEOUT
+                     and not (self.admission and self.admission.holds(e.id))]
+            overdue = [(e.id, e.handle) for e in active
+                       if e.handle and e.handle.get("backend") == "local" and e.started_at
+                       and timed_out(e.started_at, self.settings.execution_timeout_s, now)]
+        for execution_id, running in overdue:
+            await self._fail(execution_id, f"the execution ran longer than its timeout "
+                             f"({self.settings.execution_timeout_s} s): its worker was stopped")
+            await self.executor.cancel(running)
         for execution_id, handle in quiet:
             if handle is not None and handle.get("backend") == GRAPH_BACKEND:
                 # its nodes are executions of their own; this resumes the graph (after a
@@ -434,6 +503,10 @@ class ExecutionRuntime:
         await self.executor.shutdown()
         for task in list(self._tasks):
             task.cancel()
+
+
+def timed_out(started_at: datetime, timeout_s: int, now: datetime) -> bool:
+    return started_at + timedelta(seconds=timeout_s) < now
 
 
 def is_pod(handle: Mapping[str, Any]) -> bool:

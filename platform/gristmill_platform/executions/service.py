@@ -4,7 +4,6 @@ logs, values, deletion. Launching workers and waking waiters happen after commit
 
 from __future__ import annotations
 
-import json
 import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -13,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.datastore.backend import DataStoreBackend
@@ -22,7 +22,7 @@ from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.env_vars.repository import EnvVarRepository
-from gristmill_platform.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from gristmill_platform.errors import AppError, BadRequest, Conflict, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.io import (
     OutputPlan,
@@ -38,6 +38,7 @@ from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
 from gristmill_platform.pipelines.repository import PipelineRepository
 from gristmill_platform.steps.repository import StepRepository
+from gristmill_platform.strict_json import parse_json
 from gristmill_platform.telemetry import metrics
 
 GRAPH_BACKEND = "graph"
@@ -199,8 +200,7 @@ class ExecutionService:
     # -- the runner's side -------------------------------------------------------------------
 
     def require_runner(self, principal: Principal, execution_id: str) -> None:
-        if principal.execution_id != execution_id:
-            raise Forbidden("Only the worker of this execution may report on it")
+        policy.require_runner(principal, execution_id)
 
     async def start(self, execution_id: str, step: Step | None, *,
                     elastic: bool = True) -> dict[str, Any]:
@@ -458,10 +458,7 @@ def parse_mapping_field(raw: Any, what: str) -> list[Mapping[str, Any]]:
     if raw in (None, ""):
         return []
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+        raw = parse_json(raw, what)
     if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
         raise BadRequest(f"{what} must be a list of objects")
     return raw

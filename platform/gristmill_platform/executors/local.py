@@ -91,6 +91,10 @@ class LocalExecutor:
         self._tasks: set[asyncio.Task[None]] = set()
         self.observer: WorkerObserver | None = None
 
+    def has_worker(self, execution_id: str) -> bool:
+        """Whether this executor started a worker for the execution, not yet cleaned up."""
+        return execution_id in self._workers
+
     def io_dir(self, execution_id: str) -> Path:
         return self.work_root / execution_id / "io"
 

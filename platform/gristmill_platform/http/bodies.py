@@ -3,12 +3,12 @@ routes url-encoded, others multipart, others JSON)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
 
 from gristmill_platform.errors import BadRequest, PayloadTooLarge
+from gristmill_platform.strict_json import parse_json
 
 MAX_SMALL_BODY = 1024 * 1024
 
@@ -24,15 +24,12 @@ async def json_or_form(request: Request) -> dict[str, Any]:
 
 def json_object(raw: bytes, limit: int, *, too_large: str = "Request body too large",
                 expected: str = "a JSON object") -> dict[str, Any]:
-    """A JSON object body (empty: no fields), or the 400 to answer."""
+    """A JSON object body (empty: no fields), or the 400 (413 when too large) to answer."""
     if len(raw) > limit:
-        raise BadRequest(too_large)
+        raise PayloadTooLarge(too_large)
     if not raw.strip():
         return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
+    parsed = parse_json(raw, "The request body")
     if not isinstance(parsed, dict):
         raise BadRequest(f"The request body must be {expected}")
     return parsed

@@ -5,10 +5,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.executions import Execution, ListMetricValue, MetricValue
 from gristmill_platform.db.types import utcnow
-from gristmill_platform.errors import BadRequest, Forbidden, NotFound
+from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -16,6 +17,9 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 MAX_LIST_VALUES_PER_EXECUTION = 50_000
 MAX_VALUES_PER_CALL = 10_000
 MAX_PER_PAGE = 5_000
+# (MAX_PAGE - 1) * MAX_PER_PAGE rows is far beyond any history, and fits every database's
+# integer offset
+MAX_PAGE = 1_000_000
 
 
 def _number(value: Any, where: str) -> float:
@@ -31,8 +35,7 @@ class MetricService:
     async def _execution(self, principal: Principal, execution_id: Any) -> Execution:
         if not isinstance(execution_id, str) or not execution_id:
             raise BadRequest("execution_id is required: metrics are recorded from inside a step")
-        if principal.in_execution and principal.execution_id != execution_id:
-            raise Forbidden("A step may only record metrics for its own execution")
+        policy.require_own_execution(principal, execution_id, "Recording a metric")
         execution = await self.repository.session.get(Execution, execution_id)
         if execution is None:
             raise NotFound(f"Execution {execution_id!r} not found")
@@ -86,8 +89,9 @@ class MetricService:
 
     async def page(self, model: Any, filters: MetricFilters, page: int, per_page: int
                    ) -> tuple[Sequence[Any], int]:
-        if page < 1:
-            raise BadRequest("page starts at 1")
+        if not 1 <= page <= MAX_PAGE:
+            # beyond it the row offset overflows the database's integers (SQLite, bigint)
+            raise BadRequest(f"page must be between 1 and {MAX_PAGE}")
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise BadRequest(f"items_per_page must be between 1 and {MAX_PER_PAGE}")
         return await self.repository.page(model, filters, page=page, per_page=per_page)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from gristmill_platform.auth import policy
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import NotFound
 from gristmill_platform.executions.schemas import execution_summary
@@ -108,7 +109,7 @@ async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: Pri
     async with transaction(state) as session:
         pipelines = state.factories.pipelines(session)
         found, _ = await pipelines.get(pipeline_name)
-        principal.require_user_scope("Deleting a pipeline")
+        policy.require_owner(principal, found.created_by, f"Pipeline {pipeline_name!r}")
         deployments, running = await state.factories.deployments(session).delete_for_pipeline(
             found, principal, force=force_deployments_deletion)
         pipeline, _ = await pipelines.delete(pipeline_name, principal)
@@ -116,6 +117,7 @@ async def delete_pipeline(pipeline_name: str, state: AppStateDep, principal: Pri
         await state.executions.stop_worker(handle)
     for deployment in deployments:
         await state.executions.workers.stop(deployment["name"])
+    await state.builds.prune_environments()  # the pipeline's own step may be gone with it
     return {"pipeline": {"name": pipeline.name}, "deployments": deployments}
 
 

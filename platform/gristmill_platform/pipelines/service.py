@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline, Step
@@ -50,7 +51,7 @@ class PipelineService:
 
     async def create_from_step(self, name: object, step_names: object,
                                principal: Principal) -> tuple[Pipeline, Step]:
-        principal.require_user_scope("Creating a pipeline")
+        policy.require_create(principal, "Creating a pipeline")
         name = validate_resource_name(name, "pipeline")
         if isinstance(step_names, str):
             step_names = [step_names]
@@ -132,8 +133,8 @@ class PipelineService:
 
     async def delete(self, name: str, principal: Principal) -> tuple[Pipeline, Step]:
         """Delete a pipeline whose deployments are already gone."""
-        principal.require_user_scope("Deleting a pipeline")
         pipeline, step = await self.get(name)
+        policy.require_owner(principal, pipeline.created_by, f"Pipeline {name!r}")
         await self.repository.delete(pipeline)
         if pipeline.owns_step:
             await self.steps._remove(step)

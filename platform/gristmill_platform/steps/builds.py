@@ -120,6 +120,19 @@ class StepBuilds:
             self.schedule(step_id, self.settings.step_default_repository_deploy_key,
                           resumed=True)
 
+    async def prune_environments(self) -> list[str]:
+        """Remove the local environments no step uses any more (after a step is deleted,
+        and at start-up). Skipped while a build runs: it may have made an environment and
+        not yet recorded its key on its step."""
+        if any(not task.done() for task in self._tasks.values()):
+            return []
+        async with self.transactions() as session:
+            used = await StepRepository(session).environment_keys()
+        removed = await self.environments.remove_unused(used)
+        if removed:
+            log.info("removed %d unused step environment(s)", len(removed))
+        return removed
+
     async def shutdown(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()

@@ -152,6 +152,22 @@ class EnvironmentBuilder:
             scratch.rename(target)
             return target
 
+    async def remove_unused(self, used: set[str]) -> list[str]:
+        """Remove the environments no step uses any more (their steps were deleted). The
+        caller makes sure no build is between creating an environment and recording its
+        key on the step (steps/builds.py prune_environments)."""
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for path in sorted(self.root.iterdir()):
+            key = path.name
+            if key.startswith(".") or key in used or not path.is_dir():
+                continue
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            removed.append(key)
+        return removed
+
     async def _run(self, args: list[str], env: Mapping[str, str], log: Callable[[str], None],
                    *, timeout: float, what: str | None = None) -> str:
         process = await asyncio.create_subprocess_exec(

@@ -52,3 +52,9 @@ class StepRepository:
     async def delete(self, step: Step) -> None:
         await self.session.delete(step)
         await self.session.flush()
+
+    async def environment_keys(self) -> set[str]:
+        """The local environments some step still uses."""
+        result = await self.session.execute(
+            select(Step.environment_key).where(Step.environment_key.is_not(None)))
+        return {key for key in result.scalars().all() if key}

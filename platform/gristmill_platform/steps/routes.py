@@ -105,6 +105,7 @@ async def delete_step(step_name: str, state: AppStateDep, principal: PrincipalDe
         await state.executions.stop_worker(handle)
     for name in stopped:
         await state.executions.workers.stop(name)
+    await state.builds.prune_environments()
     return body
 
 

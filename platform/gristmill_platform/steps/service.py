@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gristmill.languages import is_supported, substitute_language, unsupported_language_message
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.datastore.backend import DataStoreBackend
 from gristmill_platform.db.hooks import on_commit
@@ -97,7 +98,7 @@ class StepService:
         name: str,
         hidden: bool = False,
     ) -> NewStep:
-        principal.require_user_scope("Creating a step")
+        policy.require_create(principal, "Creating a step")
         if not hidden:
             validate_resource_name(name, "step")
         function_path = relative_path(fields.get("function_path"), "function_path")
@@ -184,9 +185,11 @@ class StepService:
 
     async def delete(self, name: str, principal: Principal, *, force: bool
                      ) -> tuple[Step, Sequence[Pipeline]]:
-        principal.require_user_scope("Deleting a step")
         step = await self.get(name)
+        policy.require_owner(principal, step.created_by, f"Step {name!r}")
         pipelines = await self.repository.pipelines_using(step.id)
+        for pipeline in pipelines:
+            policy.require_owner(principal, pipeline.created_by, f"Pipeline {pipeline.name!r}")
         if pipelines and not force:
             names = ", ".join(p.name for p in pipelines)
             raise Conflict(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +11,7 @@ from typing import Any
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.http.forms import parse_bool, revive_json_leaves
 from gristmill_platform.steps.names import validate_io_name
+from gristmill_platform.strict_json import strict_loads
 
 DATA_TYPES = ("string", "number", "boolean", "json", "array", "file")
 CONTAINER_KEYS = (
@@ -113,7 +114,7 @@ def coerce_value(value: Any, data_type: str, where: str) -> Any:
     if data_type == "array":
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = strict_loads(value)
             except ValueError:
                 raise BadRequest(f"{where} must be an array, got {value!r}") from None
         if not isinstance(value, list):
@@ -138,6 +139,8 @@ def check_value(value: Any, data_type: str, where: str) -> Any:
     assert expected is not None
     if not isinstance(value, expected) or (data_type == "number" and isinstance(value, bool)):
         raise BadRequest(f"{where} must be of type {data_type}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRequest(f"{where} must be a finite number, got {value!r}")
     return value
 
 

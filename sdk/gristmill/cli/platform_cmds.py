@@ -194,18 +194,29 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 @users_app.command("create")
 def users_create(
     name: str, email: str,
-    admin: Annotated[bool, typer.Option("--admin", help="Give admin rights")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Same as --role admin")] = False,
+    role: Annotated[str, typer.Option(
+        help="admin, member (reads all, changes what they own) or viewer (reads only)")
+    ] = "member",
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
 ) -> None:
     """Create a user (then give them a token with `gristmill token create --user EMAIL`)."""
     from gristmill_platform.admin import AdminConsole
 
+    if role not in ("admin", "member", "viewer"):
+        raise typer.BadParameter("--role must be admin, member or viewer")
+
     async def go() -> Any:
         async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
-            return await c.create_user(name, email, is_admin=admin)
+            return await c.create_user(name, email, is_admin=admin or role == "admin",
+                                       is_viewer=role == "viewer" and not admin)
 
     user = _run(go())
-    console.print(f"Created user {user.email} (id {user.id}).")
+    console.print(f"Created {_role(user)} {user.email} (id {user.id}).")
+
+
+def _role(user: Any) -> str:
+    return "admin" if user.is_admin else "viewer" if user.is_viewer else "member"
 
 
 @users_app.command("list")
@@ -217,24 +228,35 @@ def users_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> No
         async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
             return await c.list_users()
 
-    table = Table("id", "name", "email", "admin", "created")
+    table = Table("id", "name", "email", "role", "created")
     for user in _run(go()):
-        table.add_row(user.id, user.name, user.email, "yes" if user.is_admin else "",
+        table.add_row(user.id, user.name, user.email, _role(user),
                       user.created_at.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
 
 @users_app.command("delete")
-def users_delete(user: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+def users_delete(
+    user: str,
+    transfer_to: Annotated[str | None, typer.Option(
+        "--transfer-to", help="Hand everything the user owns (deployments, pipelines, steps, "
+        "executions) to this user (email or id); needed when they own deployments")] = None,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+) -> None:
     """Delete a user (by id or email) and their tokens."""
     from gristmill_platform.admin import AdminConsole
 
     async def go() -> Any:
         async with AdminConsole(_admin_settings(data_dir, database_url)) as c:
-            return await c.delete_user(user)
+            return await c.delete_user(user, transfer_to=transfer_to)
 
     deleted = _run(go())
-    console.print(f"Deleted user {deleted.email}.")
+    console.print(f"Deleted user {deleted.user.email}.")
+    if deleted.transferred_to is not None and deleted.owned.anything:
+        owned = deleted.owned
+        console.print(f"{deleted.transferred_to.email} now owns their "
+                      f"{len(owned.deployments)} deployment(s), {owned.pipelines} pipeline(s), "
+                      f"{owned.steps} step(s) and {owned.executions} execution(s).")
 
 
 token_app = typer.Typer(help="Manage SDK tokens.", no_args_is_help=True)
