@@ -127,7 +127,8 @@ def workers_running(pid: int) -> bool:
 class Mode:
     def __init__(self, name: str, work: Path) -> None:
         self.name = name
-        self.env = start_env(work / name, {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name]})
+        self.env = start_env(work / name,
+                             extra_env={"GRISTMILL_LOCAL_FORK_SERVER": MODES[name]})
         token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
                            json={"refresh_token": self.env.token}).json()["access_token"]
         self.api = httpx.Client(base_url=f"{self.env.url}/api/v1", timeout=120,

@@ -300,7 +300,7 @@ def elastic_only(calls: int) -> None:
     with ExitStack() as stack:
         targets: list[tuple[Target, BenchEnv, httpx.Client]] = []
         for name, flag in (("fork_server", "1"), ("spawn", "0")):
-            env = start_env(scratch / name, {"GRISTMILL_LOCAL_FORK_SERVER": flag})
+            env = start_env(scratch / name, extra_env={"GRISTMILL_LOCAL_FORK_SERVER": flag})
             stack.callback(env.stop)
             _, tokens = deploy(env, elastic_only=True)
             target = gristmill_target(env, tokens, "elastic", name)
