@@ -36,13 +36,17 @@ class BenchEnv:
             self.process.kill()
 
 
-def start_env(data_dir: Path) -> BenchEnv:
+def start_env(data_dir: Path, log_path: Path | None = None,
+              extra_env: dict[str, str] | None = None) -> BenchEnv:
+    """``log_path``: where the service's output goes (default: nowhere); ``extra_env``:
+    settings for this environment (GRISTMILL_* variables)."""
     port = free_port()
+    output = log_path.open("w") if log_path is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
          "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"},
+        stdout=output, stderr=output, text=True,
+        env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning", **(extra_env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     # a first start builds the runtime site; on a loaded shared machine that can take

@@ -9,7 +9,10 @@ whole `run + wait for results` round trip, and from the execution's own timestam
   run      from /start to /finish: inputs, user module import and call, result report
   deliver  from /finish to the client holding the outputs (long-poll wake-up)
 Beside it, the bare cost of starting the step's interpreter (`python -c pass`) and of
-importing the runner, on the same machine in the same run. Writes bench/results/elastic_run.json.
+importing the runner, on the same machine in the same run. Two environments run side by
+side, in turns: workers forked by the fork server (`fork_server`, the default) and spawned
+(`spawn`, GRISTMILL_LOCAL_FORK_SERVER=0); for each, the CPU time of the control service
+and its workers per execution. Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50]
 """
@@ -29,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 from _env import start_env  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "elastic_run.json"
@@ -74,74 +78,161 @@ def bare_costs(python: str, repeat: int = 20) -> dict[str, dict[str, float]]:
             "runner_import": summary(timed([python, "-c", "import gristmill.runtime.runner"]))}
 
 
+MODES = {"fork_server": "1", "spawn": "0"}  # GRISTMILL_LOCAL_FORK_SERVER
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    """CPU of the forked workers reaped so far (fork server mode only)."""
+    total = 0.0
+    for child in psutil.Process(pid).children():
+        try:
+            if "zygote" in child.cmdline():
+                ct = child.cpu_times()
+                total += ct.children_user + ct.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of the control service and of every worker it started so far: its own time,
+    its reaped children's (spawned workers), and each fork server's own and reaped
+    children's (forked workers). Workers still running are not counted: the bench reads
+    it between runs, when none is."""
+    root = psutil.Process(pid)
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children():
+        try:
+            if "zygote" in child.cmdline():
+                ct = child.cpu_times()
+                total += ct.user + ct.system + ct.children_user + ct.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return float(total)
+
+
+def workers_running(pid: int) -> bool:
+    """A worker of this control service still exists (spawned: its child; forked: a fork
+    server's child)."""
+    for child in psutil.Process(pid).children():
+        try:
+            if "zygote" not in child.cmdline() or child.children():
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
+
+
+class Mode:
+    def __init__(self, name: str, work: Path) -> None:
+        self.name = name
+        self.env = start_env(work / name,
+                             extra_env={"GRISTMILL_LOCAL_FORK_SERVER": MODES[name]})
+        token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
+                           json={"refresh_token": self.env.token}).json()["access_token"]
+        self.api = httpx.Client(base_url=f"{self.env.url}/api/v1", timeout=120,
+                                headers={"Authorization": f"Bearer {token}"})
+        created = self.api.post("/pipelines", data={
+            "pipeline_name": "echo", "function_path": "main.py", "function_name": "echo",
+            "inputs[0][name]": "text", "inputs[0][data_type]": "string",
+            "outputs[0][name]": "text", "outputs[0][data_type]": "string",
+        }, files={"step_file": ("step_file", archive())})
+        created.raise_for_status()
+        self.python = str(next((work / name / "venvs").glob("*/bin/python")))
+        self.rows: list[dict[str, float]] = []
+        self.cpu_s = 0.0
+        self.worker_cpu_s = 0.0
+
+    def run_once(self, i: int, counted: bool) -> None:
+        cpu_before = cpu_seconds(self.env.process.pid)
+        worker_before = worker_cpu_seconds(self.env.process.pid)
+        start = time.perf_counter()
+        posted = self.api.post("/pipelines/echo/run",
+                               data={"json_inputs": json.dumps({"text": f"hi {i}"})})
+        accepted = time.perf_counter()
+        execution_id = posted.json()["execution_id"]
+        while True:
+            result = self.api.get(f"/executions/{execution_id}/outputs",
+                                  params={"wait_for_results": "true"},
+                                  follow_redirects=False)
+            if result.status_code != 307:
+                break
+        done = time.perf_counter()
+        wall_done = time.time()
+        if result.status_code != 200:
+            raise SystemExit(f"run failed: {result.text}")
+        execution = self.api.get(f"/executions/{execution_id}").json()
+        # its CPU is in the reading once the worker has exited and been reaped
+        deadline = time.monotonic() + 5
+        while workers_running(self.env.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        cpu_after = cpu_seconds(self.env.process.pid)
+        worker_after = worker_cpu_seconds(self.env.process.pid)
+        created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
+        ended = ts(execution["end_date"])
+        if counted:
+            self.cpu_s += cpu_after - cpu_before
+            self.worker_cpu_s += worker_after - worker_before
+            self.rows.append({
+                "total": done - start, "accept": accepted - start,
+                "launch": started - created_at, "run": ended - started,
+                "deliver": max(0.0, wall_done - ended),
+            })
+
+    def report(self) -> dict[str, object]:
+        return {
+            "end_to_end": summary([r["total"] for r in self.rows]),
+            "phases": {k: summary([r[k] for r in self.rows])
+                       for k in ("accept", "launch", "run", "deliver")},
+            # includes the bench's own GET /executions/{id} per run (a few ms at most)
+            "cpu_ms_per_execution": round(self.cpu_s / len(self.rows) * 1000, 1),
+            # of which the forked worker (0 when spawned: counted with the service)
+            "forked_worker_cpu_ms_per_execution": round(
+                self.worker_cpu_s / len(self.rows) * 1000, 1),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
-        env = start_env(Path(work) / "env")
+        modes: list[Mode] = []
         try:
-            token = httpx.post(f"{env.url}/api/v1/auth/refresh",
-                               json={"refresh_token": env.token}).json()["access_token"]
-            api = httpx.Client(base_url=f"{env.url}/api/v1", timeout=120,
-                               headers={"Authorization": f"Bearer {token}"})
-            created = api.post("/pipelines", data={
-                "pipeline_name": "echo", "function_path": "main.py", "function_name": "echo",
-                "inputs[0][name]": "text", "inputs[0][data_type]": "string",
-                "outputs[0][name]": "text", "outputs[0][data_type]": "string",
-            }, files={"step_file": ("step_file", archive())})
-            created.raise_for_status()
-            python = str(next((Path(work) / "env" / "venvs").glob("*/bin/python")))
-            rows = []
+            for name in MODES:
+                modes.append(Mode(name, Path(work)))
+            # the modes take turns, so a machine whose speed drifts slows both alike
             for i in range(args.runs + 2):  # the first two warm caches; not counted
-                start = time.perf_counter()
-                wall_start = time.time()
-                posted = api.post("/pipelines/echo/run",
-                                  data={"json_inputs": json.dumps({"text": f"hi {i}"})})
-                accepted = time.perf_counter()
-                execution_id = posted.json()["execution_id"]
-                while True:
-                    result = api.get(f"/executions/{execution_id}/outputs",
-                                     params={"wait_for_results": "true"},
-                                     follow_redirects=False)
-                    if result.status_code != 307:
-                        break
-                done = time.perf_counter()
-                wall_done = time.time()
-                if result.status_code != 200:
-                    raise SystemExit(f"run failed: {result.text}")
-                execution = api.get(f"/executions/{execution_id}").json()
-                created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
-                ended = ts(execution["end_date"])
-                if i >= 2:
-                    rows.append({
-                        "total": done - start, "accept": accepted - start,
-                        "launch": started - created_at, "run": ended - started,
-                        "deliver": max(0.0, wall_done - ended),
-                        "client_to_created": max(0.0, created_at - wall_start),
-                    })
-            bare = bare_costs(python)
+                for mode in modes:
+                    mode.run_once(i, counted=i >= 2)
+            bare = bare_costs(modes[0].python)
         finally:
-            env.stop()
+            for mode in modes:
+                mode.env.stop()
 
     results = {
         "runs": args.runs,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "end_to_end": summary([r["total"] for r in rows]),
-        "phases": {k: summary([r[k] for r in rows])
-                   for k in ("accept", "launch", "run", "deliver")},
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                    "load_average_1m": round(__import__("os").getloadavg()[0], 1)},
+        "modes": {mode.name: mode.report() for mode in modes},
         "bare": bare,
-        "targets": {"p50_ms_below": 300},
+        "targets": {"p50_ms_at_most": 40, "cpu_ms_per_execution_at_most": 15},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"elastic run of a trivial step, {args.runs} runs (ms)")
-    print(f"{'':<28}{'p50':>8}{'p95':>8}")
-    line = results["end_to_end"]
-    print(f"{'end to end':<28}{line['p50_ms']:>8}{line['p95_ms']:>8}")
-    for name, values in results["phases"].items():
-        print(f"  {name:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
+    print(f"elastic run of a trivial step, {args.runs} runs per mode, in turns (ms)")
+    for name, report in results["modes"].items():  # type: ignore[attr-defined]
+        print(f"-- {name}")
+        print(f"{'':<28}{'p50':>8}{'p95':>8}")
+        line = report["end_to_end"]
+        print(f"{'end to end':<28}{line['p50_ms']:>8}{line['p95_ms']:>8}")
+        for phase, values in report["phases"].items():
+            print(f"  {phase:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
+        print(f"{'cpu per execution (ms)':<28}{report['cpu_ms_per_execution']:>8}")
+        print(f"{'  of which forked worker':<28}"
+              f"{report['forked_worker_cpu_ms_per_execution']:>8}")
     for name, values in bare.items():
         print(f"{'bare ' + name:<28}{values['p50_ms']:>8}{values['p95_ms']:>8}")
     print(f"written to {RESULTS}")

@@ -20,7 +20,7 @@ control service and the worker) is read from /proc. Every Gristmill call is a re
 tracked execution (inputs, outputs, logs). Writes bench/results/endpoints.json.
 
     .venv/bin/python bench/endpoints.py [--calls 1000] [--rounds 5] [--elastic-calls 50]
-                                        [--no-bentoml]
+                                        [--no-bentoml] [--elastic-only]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,7 @@ def archive() -> bytes:
     return buffer.getvalue()
 
 
-def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
+def deploy(env: BenchEnv, elastic_only: bool = False) -> tuple[httpx.Client, dict[str, str]]:
     token = httpx.post(f"{env.url}/api/v1/auth/refresh",
                        json={"refresh_token": env.token}).json()["access_token"]
     api = httpx.Client(base_url=f"{env.url}/api/v1", trust_env=False, timeout=300,
@@ -250,7 +250,7 @@ def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
         api.post("/pipelines", data={**fields, "pipeline_name": name,
                                      "function_name": function},
                  files={"step_file": ("step_file", archive())}).raise_for_status()
-    specs = {"low": ("async", {"mode": "low_latency"}),
+    specs: dict[str, tuple[str, dict[str, Any]]] = {"low": ("async", {"mode": "low_latency"}),
              "low-def": ("sync", {"mode": "low_latency"}),
              "low-parallel": ("async", {"mode": "low_latency",
                                         "enable_parallel_executions": True,
@@ -260,6 +260,8 @@ def deploy(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
              "elastic": ("sync", {"mode": "elastic"})}
     tokens = {}
     for name, (pipeline, options) in specs.items():
+        if elastic_only and name != "elastic":
+            continue
         created = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
                                                **options})
         created.raise_for_status()
@@ -285,13 +287,85 @@ def gristmill_target(env: BenchEnv, tokens: dict[str, str], name: str, label: st
                   {"Authorization": f"EndpointToken {tokens[name]}"}, env.process.pid)
 
 
+def elastic_only(calls: int) -> None:
+    """The elastic endpoint alone, fork server vs spawned workers, in turns: latency, and
+    CPU per call of the control service and its workers (forked workers are reaped by the
+    fork server, whose own and children's CPU is counted; spawned ones by the service)."""
+    def cpu(pid: int) -> float:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in root.children():
+            with suppress(psutil.NoSuchProcess):
+                if "zygote" in child.cmdline():
+                    ct = child.cpu_times()
+                    total += ct.user + ct.system + ct.children_user + ct.children_system
+        return float(total)
+
+    def idle(pid: int) -> bool:
+        for child in psutil.Process(pid).children():
+            with suppress(psutil.NoSuchProcess):
+                if "zygote" not in child.cmdline() or child.children():
+                    return False
+        return True
+
+    scratch = Path(tempfile.mkdtemp(prefix="gristmill-endpoints-"))
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                           "python": platform.python_version()},
+                               "method": {"calls": calls}}
+    with ExitStack() as stack:
+        targets: list[tuple[Target, BenchEnv, httpx.Client]] = []
+        for name, flag in (("fork_server", "1"), ("spawn", "0")):
+            env = start_env(scratch / name, extra_env={"GRISTMILL_LOCAL_FORK_SERVER": flag})
+            stack.callback(env.stop)
+            _, tokens = deploy(env, elastic_only=True)
+            target = gristmill_target(env, tokens, "elastic", name)
+            client = stack.enter_context(httpx.Client(trust_env=False, timeout=120,
+                                                      headers=target.headers))
+            targets.append((target, env, client))
+        for number in range(calls + 2):  # the first two warm up; not counted
+            for target, env, client in targets:
+                before = cpu(env.process.pid)
+                start = time.perf_counter()
+                client.post(target.url, json={"text": "hi"}).raise_for_status()
+                elapsed = time.perf_counter() - start
+                deadline = time.monotonic() + 5
+                while not idle(env.process.pid) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                if number >= 2:
+                    target.samples.append(elapsed)
+                    target.cpu_s += cpu(env.process.pid) - before
+                    target.cpu_calls += 1
+        for target, _, _ in targets:
+            results[target.name] = target.report()
+    results["load_average_1m"] = round(os.getloadavg()[0], 1)
+    results["targets"] = {"p50_ms_at_most": 40, "cpu_ms_per_call_at_most": 15}
+    out = RESULTS.parent / "endpoints_elastic.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"elastic endpoint, {calls} calls per mode, in turns")
+    print(f"{'':<16}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/call':>13}")
+    for name in ("fork_server", "spawn"):
+        seq = results[name]["sequential"]
+        print(f"{name:<16}{seq['p50_ms']:>9}{seq['p99_ms']:>9}"
+              f"{results[name]['server_cpu_ms_per_call']:>13}")
+    print(f"written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--elastic-calls", type=int, default=50)
     parser.add_argument("--no-bentoml", action="store_true")
+    parser.add_argument("--elastic-only", action="store_true",
+                        help="only the elastic endpoint, with workers forked by the fork "
+                             "server and spawned (GRISTMILL_LOCAL_FORK_SERVER=0), in turns; "
+                             "writes bench/results/endpoints_elastic.json")
     args = parser.parse_args()
+    if args.elastic_only:
+        elastic_only(args.elastic_calls)
+        return
     scratch = Path(tempfile.mkdtemp(prefix="gristmill-endpoints-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "python": platform.python_version()},

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     step_build_wait_s: float = Field(default=25.0, ge=0)
 
     executor: Literal["local", "kubernetes"] = "local"
+    # Local backend: elastic workers are forked by a fork server per step environment,
+    # which has the runner imported already (docs/runs-and-executions.md, "Isolation");
+    # off, each worker is a newly started interpreter. Idle fork servers stop after
+    # local_fork_server_idle_s.
+    local_fork_server: bool = True
+    local_fork_server_idle_s: float = Field(default=300.0, gt=0)
     # Where workers reach the control service (runner reports, SDK calls inside steps):
     # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
     # needs neither the ingress nor TLS. Defaults to the environment URL.

@@ -36,6 +36,9 @@ _EXPORTS = {
     "ServiceUnavailableError": "gristmill.errors",
     "StepCodeError": "gristmill.errors",
     "UnprocessableEntityError": "gristmill.errors",
+    "step": "gristmill.authoring",
+    "pipeline": "gristmill.authoring",
+    "check": "gristmill.authoring",
     "Input": "gristmill.io",
     "Output": "gristmill.io",
     "InputSource": "gristmill.io",
@@ -62,6 +65,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from gristmill.authoring import check, pipeline, step
     from gristmill.client import CraftAiSdk, Gristmill
     from gristmill.errors import (
         APIConnectionError,

@@ -62,7 +62,8 @@ class DeploymentRepository:
 
     async def latest_execution(self, deployment_id: str) -> Execution | None:
         result = await self.session.execute(
-            select(Execution).where(Execution.deployment_id == deployment_id)
+            select(Execution).where(Execution.deployment_id == deployment_id,
+                                    Execution.parent_id.is_(None))
             .order_by(Execution.created_at.desc()).limit(1))
         return result.scalar_one_or_none()
 

@@ -121,7 +121,9 @@ async def deployment_executions(name: str, principal: PrincipalDep, service: Ser
     deployment = await service.get(name)
     rows = await service.repository.executions(deployment.id)
     del session
-    return [execution_summary(e) for e in sorted(rows, key=lambda e: e.created_at)]
+    # a multi-step pipeline's node executions show in their execution's steps, not here
+    return [execution_summary(e) for e in sorted(rows, key=lambda e: e.created_at)
+            if e.parent_id is None]
 
 
 # craft-ai-sdk 0.74's trigger_endpoint without an endpoint token: the SDK token instead;

@@ -101,6 +101,10 @@ class DeploymentService:
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
+        if mode == "low_latency" and pipeline.graph is not None:
+            raise InvalidDeployment(
+                f"Pipeline {pipeline.name!r} has several steps: low_latency deployments run "
+                "one-step pipelines only for now; deploy it with mode elastic")
         if mode == "low_latency" and step.container_config.get("dockerfile_path"):
             raise InvalidDeployment("low_latency is not available for steps built from a "
                                     "dockerfile_path")

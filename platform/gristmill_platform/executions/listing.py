@@ -68,7 +68,8 @@ class ExecutionListing:
 
     @staticmethod
     def _where(filters: ExecutionFilters) -> list[Any]:
-        conditions: list[Any] = []
+        # a multi-step pipeline's node executions show inside their graph's execution
+        conditions: list[Any] = [Execution.parent_id.is_(None)]
         if filters.pipeline_name:
             conditions.append(Execution.pipeline_name == filters.pipeline_name)
         if filters.deployment_name:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue
 
 
 class ExecutionRepository:
@@ -32,7 +33,32 @@ class ExecutionRepository:
 
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(
-            select(Execution).where(Execution.pipeline_name == pipeline_name)
+            select(Execution).where(Execution.pipeline_name == pipeline_name,
+                                    Execution.parent_id.is_(None))
+            .order_by(Execution.created_at))
+        return result.scalars().all()
+
+    async def metric_values(self, execution_ids: Sequence[str]) -> dict[str, float]:
+        """The single-value metrics these executions recorded (the latest per name)."""
+        if not execution_ids:
+            return {}
+        result = await self.session.execute(
+            select(MetricValue).where(MetricValue.execution_id.in_(execution_ids))
+            .order_by(MetricValue.created_at, MetricValue.id))
+        return {row.name: row.value for row in result.scalars().all()}
+
+    async def cached(self, key: str) -> Execution | None:
+        """The latest succeeded node execution with this cache key."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.cache_key == key,
+                                    Execution.status == "succeeded")
+            .order_by(Execution.ended_at.desc()).limit(1))
+        return result.scalars().first()
+
+    async def nodes(self, parent_id: str) -> Sequence[Execution]:
+        """The executions of a graph execution's nodes."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.parent_id == parent_id)
             .order_by(Execution.created_at))
         return result.scalars().all()
 
@@ -70,7 +96,18 @@ class ExecutionRepository:
         await self.session.flush()
 
     async def logs(self, execution_id: str, *, start: datetime | None, end: datetime | None,
-                   limit: int | None) -> Sequence[ExecutionLog]:
+                   limit: int | None, with_ids: Sequence[str] = ()
+                   ) -> Sequence[ExecutionLog]:
+        """An execution's log lines in order; with_ids adds other executions' (a graph's
+        nodes), interleaved by time."""
+        if with_ids:
+            ids = [execution_id, *with_ids]
+            query = select(ExecutionLog).where(ExecutionLog.execution_id.in_(ids))
+            query = _window(query, start, end).order_by(ExecutionLog.timestamp,
+                                                        ExecutionLog.id)
+            if limit is not None:
+                query = query.limit(limit)
+            return (await self.session.execute(query)).scalars().all()
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
         if start is not None:
             query = query.where(ExecutionLog.timestamp >= start)
@@ -81,3 +118,11 @@ class ExecutionRepository:
             query = query.limit(limit)
         result = await self.session.execute(query)
         return result.scalars().all()
+
+
+def _window(query: Any, start: datetime | None, end: datetime | None) -> Any:
+    if start is not None:
+        query = query.where(ExecutionLog.timestamp >= start)
+    if end is not None:
+        query = query.where(ExecutionLog.timestamp <= end)
+    return query

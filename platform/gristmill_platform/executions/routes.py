@@ -86,8 +86,9 @@ async def list_pipeline_executions(pipeline_name: str, state: AppStateDep, sessi
 async def get_execution(execution_id: str, principal: PrincipalDep, service: ServiceDep,
                         include_io_values: bool = True) -> dict[str, Any]:
     execution = await service.get(execution_id)
-    return execution_read(execution, include_io_values=include_io_values,
-                          step=await service.step_of(execution))
+    graph, nodes = await service.graph_of(execution)
+    return execution_read(execution, include_io_values=include_io_values, graph=graph,
+                          nodes=nodes, step=await service.step_of(execution))
 
 
 def _outputs_body(execution: Any) -> dict[str, Any]:
@@ -171,7 +172,12 @@ async def delete_execution(execution_id: str, state: AppStateDep, principal: Pri
                            service: ServiceDep) -> dict[str, str]:
     execution = await service.get(execution_id)
     policy.require_owner(principal, execution.created_by, f"Execution {execution_id!r}")
-    if execution.status in t.ACTIVE and execution.handle:
-        await state.executions.stop_worker(execution.handle)
+    # a graph's running nodes are stopped with it
+    _, nodes = await service.graph_of(execution)
+    for item in [*nodes, execution]:
+        if item.status in t.ACTIVE and item.handle:
+            await state.executions.stop_worker(item.handle)
+    for node in nodes:
+        await service.delete(node)
     await service.delete(execution)
     return {"execution_id": execution_id}

@@ -30,11 +30,12 @@ from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
+from gristmill_platform.executions.graph_scheduler import GraphScheduler
 from gristmill_platform.executions.journal import TrackingJournal
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.repository import ExecutionRepository
-from gristmill_platform.executions.service import MAX_LOG_LINES_PER_CALL, Launch
+from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
 from gristmill_platform.executors.kubernetes.executor import BACKEND as KUBERNETES
@@ -51,6 +52,7 @@ from gristmill_platform.executors.spec import (
     WorkerState,
 )
 from gristmill_platform.executors.workers import WorkerPool
+from gristmill_platform.executors.zygotes import ZygotePool
 from gristmill_platform.logs import execution_context, redactor
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
@@ -133,7 +135,11 @@ class ExecutionRuntime:
         self.events = ExecutionEvents()
         # The local executor always exists: it runs elastic executions with the local
         # backend, and the resource monitor watches its processes.
-        self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited)
+        zygotes = (ZygotePool(settings.data_dir / "workers" / ".fork-servers",
+                              settings.local_fork_server_idle_s)
+                   if settings.local_fork_server else None)
+        self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited,
+                                      zygotes)
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
         if settings.executor == "kubernetes":
@@ -147,6 +153,9 @@ class ExecutionRuntime:
         self.workers = workers
         self.low_latency = LowLatencyDispatcher(transactions, executions, workers, journal,
                                                 environment, self.events, self._fail)
+        # multi-step pipelines: their nodes go through launch() like any execution
+        self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
+                                     self.events.notify, steps.code_dir)
         # local workers only: Kubernetes schedules pods itself
         self.admission: ElasticAdmission | None = None
         if self.kubernetes is None:
@@ -169,7 +178,11 @@ class ExecutionRuntime:
 
     def launch(self, launch: Launch) -> None:
         """Start the worker, or queue it for a free one; call once the execution is
-        committed."""
+        committed. A graph's execution has no worker: its scheduler starts its nodes,
+        each through this same path (and its admission)."""
+        if launch.graph:
+            self._spawn(self.graphs.advance(launch.execution_id))
+            return
         if launch.low_latency:
             self._spawn(self.low_latency.dispatch(launch))
         elif self.admission is not None:
@@ -286,6 +299,7 @@ class ExecutionRuntime:
     async def finished(self, execution_id: str) -> None:
         """After a runner's finish committed: wake waiters, tidy the worker."""
         self.events.notify(execution_id)
+        await self.graphs.node_ended(execution_id)
 
     async def _worker_exited(self, execution_id: str, outcome: PollResult,
                              tail: Sequence[LogLine]) -> None:
@@ -343,6 +357,8 @@ class ExecutionRuntime:
 
     async def stop_worker(self, handle: Handle) -> None:
         """Stop the worker of an execution being deleted (or cancelled)."""
+        if handle.get("backend") == GRAPH_BACKEND:
+            return  # no worker: its nodes are stopped one by one
         if handle.get("backend") == KUBERNETES:
             if self.kubernetes is None or self.watcher is None:
                 log.warning("execution %s ran on Kubernetes, but this service is configured "
@@ -373,6 +389,7 @@ class ExecutionRuntime:
                 # failed before its worker started (a worker that did is released when
                 # its process exits)
                 self._release(execution_id)
+            self._spawn(self.graphs.node_ended(execution_id))
 
     # -- reconciling --------------------------------------------------------------------------
 
@@ -447,6 +464,11 @@ class ExecutionRuntime:
                              f"({self.settings.execution_timeout_s} s): its worker was stopped")
             await self.executor.cancel(running)
         for execution_id, handle in quiet:
+            if handle is not None and handle.get("backend") == GRAPH_BACKEND:
+                # its nodes are executions of their own; this resumes the graph (after a
+                # restart) or ends it
+                await self.graphs.advance(execution_id)
+                continue
             if handle is None:
                 await self._fail(execution_id, "no worker was started for this execution")
                 continue

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Step
-from gristmill_platform.executions.transitions import DISPLAY
+from gristmill_platform.executions.transitions import ACTIVE, DISPLAY
 from gristmill_platform.http.dates import iso
+from gristmill_platform.pipelines.graph import upstream_of
 
 
 def execution_summary(execution: Execution) -> dict[str, Any]:
@@ -38,6 +40,36 @@ def _public_item(item: dict[str, Any], include_value: bool) -> dict[str, Any]:
     return public
 
 
+def node_steps(execution: Execution, graph: Mapping[str, Any],
+               nodes: Sequence[Execution]) -> list[dict[str, Any]]:
+    """A graph execution's steps: one per node, in the graph's order. A node not started
+    is Waiting while the execution runs, Skipped once it ended."""
+    started = {n.node_name: n for n in nodes}
+    steps = []
+    for node in graph["nodes"]:
+        run = started.get(node["name"])
+        entry: dict[str, Any] = {"name": node["name"], "step_name": node["step_name"],
+                                 "execution_id": None, "status": "Waiting",
+                                 "status_reason": None, "start_date": None,
+                                 "end_date": None, "worker": None,
+                                 "upstream": sorted(upstream_of(node)),
+                                 "cached": False}
+        if "check" in node:
+            entry["check"] = {"severity": node["check"]["severity"],
+                              "passed": None if run is None or run.status != "succeeded"
+                              else any(o.get("value") is True for o in run.outputs)}
+        if run is not None:
+            entry["cached"] = bool(run.handle and run.handle.get("backend") == "cache")
+            entry.update(execution_id=run.id,
+                         status=DISPLAY.get(run.status, run.status),
+                         status_reason=run.status_reason, start_date=iso(run.started_at),
+                         end_date=iso(run.ended_at), worker=run.worker)
+        elif execution.status not in ACTIVE:
+            entry["status"] = "Skipped"
+        steps.append(entry)
+    return steps
+
+
 def step_executions(execution: Execution, step: Step | None) -> list[dict[str, Any]]:
     """The documented ``steps`` of an execution: its step's run, with how that step was
     built (null when the step has since been deleted)."""
@@ -60,14 +92,19 @@ def execution_list_item(execution: Execution, step: Step | None) -> dict[str, An
 
 
 def execution_read(execution: Execution, *, include_io_values: bool = True,
-                   step: Step | None = None) -> dict[str, Any]:
+                   step: Step | None = None, graph: Mapping[str, Any] | None = None,
+                   nodes: Sequence[Execution] = ()) -> dict[str, Any]:
+    """``graph`` and ``nodes``: a multi-step pipeline's execution has one step per node."""
     return {
         **execution_summary(execution),
-        "steps": step_executions(execution, step),
+        "steps": node_steps(execution, graph, nodes) if graph is not None
+        else step_executions(execution, step),
         "worker": execution.worker,
         "resource_usage": execution.resource_usage,
         "inputs": [_public_item(i, include_io_values) for i in execution.inputs],
         "outputs": [_public_item(o, include_io_values) for o in execution.outputs],
+        # a graph's failed warning checks and metric bounds
+        **({"warnings": execution.warnings or []} if graph is not None else {}),
     }
 
 

@@ -38,9 +38,13 @@ from gristmill_platform.executions.modes import ELASTIC, LOW_LATENCY, mode_of
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executors.workers import variant_key
+from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
+from gristmill_platform.pipelines.repository import PipelineRepository
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.strict_json import parse_json
 from gristmill_platform.telemetry import metrics
+
+GRAPH_BACKEND = "graph"
 
 MAX_LOG_LINES_PER_CALL = 10_000
 MAX_LOG_LINE = 16_384
@@ -77,6 +81,9 @@ class Launch:
     deployment_id: str | None = None
     deployment_name: str | None = None
     low_latency: bool = False
+    # the execution of a multi-step pipeline: its nodes are launched by the graph
+    # scheduler (graph_scheduler.py), not a worker of its own
+    graph: bool = False
     # the deployment's execution_timeout_s: the worker is stopped after it
     timeout_s: int | None = None
     # a low-latency variant pipeline's warm workers (executors/workers.py variant_key);
@@ -124,7 +131,9 @@ class ExecutionService:
     async def record(self, pipeline: Pipeline, step: Step, resolved: Sequence[ResolvedInput],
                      plans: Sequence[OutputPlan],
                      files: Mapping[str, tuple[str, IO[bytes]]], *, created_by: str | None,
-                     deployment: Deployment | None = None, shadow: bool = False) -> Launch:
+                     deployment: Deployment | None = None,
+                     parent: Execution | None = None, node_name: str | None = None,
+                     shadow: bool = False) -> Launch:
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
@@ -151,6 +160,16 @@ class ExecutionService:
             timeout_s=deployment.execution_timeout_s if deployment else None,
             shadow=shadow,
         )
+        graph = step.origin == GRAPH_ORIGIN
+        if graph:
+            # no worker: the reconciler asks the graph scheduler about it instead
+            execution.handle = {"backend": GRAPH_BACKEND}
+        if parent is not None:
+            execution.parent_id, execution.node_name = parent.id, node_name
+            execution.execution_rule = parent.execution_rule
+            execution.deployment_id = parent.deployment_id
+            execution.deployment_name = parent.deployment_name
+            execution.timeout_s = parent.timeout_s
         await self.repository.add(execution)
         mode = LOW_LATENCY if deployment and deployment.mode == LOW_LATENCY else ELASTIC
         rule = execution.execution_rule
@@ -159,10 +178,10 @@ class ExecutionService:
             created_by, name=f"execution {execution_id}", scope="execution",
             execution_id=execution_id)
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
-                      deployment_id=deployment.id if deployment else None,
-                      deployment_name=deployment.name if deployment else None,
+                      deployment_id=execution.deployment_id,
+                      deployment_name=execution.deployment_name,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
-                      timeout_s=execution.timeout_s,
+                      timeout_s=execution.timeout_s, graph=graph,
                       worker_key=(variant_key(deployment.name, pipeline.name)
                                   if deployment and pipeline.name != deployment.pipeline_name
                                   else None))
@@ -268,6 +287,21 @@ class ExecutionService:
         self._end(execution, t.FAILED, reason, ended_at)
         return execution
 
+    async def copy_object(self, execution_id: str, kind: str, name: str,
+                          stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Copy another execution's stored file (a graph node's output) as this one's."""
+        target = execution_object_path(execution_id, kind, name)
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "object"
+            await self.datastore.download_to(stored["object"], local)
+            copied = await self.datastore.upload_from(local, target)
+        return {"object": target, "filename": stored.get("filename") or name,
+                "size": copied.size}
+
+    async def deliver_outputs(self, execution: Execution, values: Mapping[str, Any]) -> None:
+        """Set the output values and write the outputs mapped to the data store."""
+        await self._deliver_outputs(execution, values)
+
     async def _validate(self, execution: Execution) -> list[str] | None:
         """Its deployment's validations it violates (deployments/validations.py)."""
         assert execution.deployment_id is not None
@@ -290,6 +324,10 @@ class ExecutionService:
                 item["mapping_value"] = {**item["mapping_value"], "resolved_path": path}
         execution.outputs = outputs
 
+    def end(self, execution: Execution, status: str, reason: str | None = None) -> None:
+        """End an execution the scheduler decides the outcome of (a graph, its nodes)."""
+        self._end(execution, status, reason)
+
     def _end(self, execution: Execution, status: str, reason: str | None,
              ended_at: datetime | None = None) -> None:
         execution.status = t.transition(execution.status, status)
@@ -310,14 +348,16 @@ class ExecutionService:
     # -- reading ------------------------------------------------------------------------------
 
     async def logs(self, execution_id: str, body: Mapping[str, Any]) -> Sequence[ExecutionLog]:
-        await self.get(execution_id)
+        execution = await self.get(execution_id)
         start = _from_ms(body.get("from"), "from")
         end = _from_ms(body.get("to"), "to")
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
                                   or limit < 1):
             raise BadRequest("limit must be a positive integer")
-        return await self.repository.logs(execution_id, start=start, end=end, limit=limit)
+        nodes = await self.repository.nodes(execution_id) if is_graph(execution) else ()
+        return await self.repository.logs(execution_id, start=start, end=end, limit=limit,
+                                          with_ids=[n.id for n in nodes])
 
     def io_item(self, execution: Execution, kind: str, name: str) -> dict[str, Any]:
         items = execution.inputs if kind == "inputs" else execution.outputs
@@ -326,6 +366,16 @@ class ExecutionService:
         if item is None:
             raise NotFound(f"Execution {execution.id} has no {kind[:-1]} named {name!r}")
         return item
+
+    async def graph_of(self, execution: Execution
+                       ) -> tuple[dict[str, Any] | None, Sequence[Execution]]:
+        """A graph execution's graph and node executions; (None, ()) for one step."""
+        if not is_graph(execution):
+            return None, ()
+        pipeline = (await PipelineRepository(self.session).get(execution.pipeline_id)
+                    if execution.pipeline_id else None)
+        return (pipeline.graph if pipeline else {"nodes": [], "outputs": []},
+                await self.repository.nodes(execution.id))
 
     async def delete(self, execution: Execution) -> None:
         for item in [*execution.inputs, *execution.outputs]:
@@ -336,6 +386,10 @@ class ExecutionService:
 
     def after_commit(self, effect: Any) -> None:
         on_commit(self.session, effect)
+
+
+def is_graph(execution: Execution | ExecutionRecord) -> bool:
+    return bool(execution.handle and execution.handle.get("backend") == GRAPH_BACKEND)
 
 
 def runner_payload(execution: Execution | ExecutionRecord, step: Step) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Local backend: each elastic execution is a child process of the control service,
-running the runner in the step's virtual environment."""
+"""Local backend: each elastic execution is a process of its own, running the runner in
+the step's virtual environment: forked by that environment's fork server (zygotes.py) when
+there is one, else spawned as a child of the control service."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from gristmill_platform.executors.spec import (
     PollResult,
     WorkerState,
 )
+from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool
 
 TAIL_LINES = 200
 KILL_GRACE_S = 5.0
@@ -75,7 +77,8 @@ def exit_outcome(returncode: int) -> PollResult:
 
 
 class _Worker:
-    def __init__(self, process: asyncio.subprocess.Process, work_dir: Path) -> None:
+    def __init__(self, process: asyncio.subprocess.Process | ForkedProcess,
+                 work_dir: Path) -> None:
         self.process = process
         self.work_dir = work_dir
         self.tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
@@ -84,9 +87,12 @@ class _Worker:
 
 
 class LocalExecutor:
-    def __init__(self, work_root: Path, on_exit: ExitCallback) -> None:
+    def __init__(self, work_root: Path, on_exit: ExitCallback,
+                 zygotes: ZygotePool | None = None) -> None:
         self.work_root = work_root
         self.on_exit = on_exit
+        # None: every worker is spawned (settings.local_fork_server off)
+        self.zygotes = zygotes
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.observer: WorkerObserver | None = None
@@ -103,24 +109,34 @@ class LocalExecutor:
         if worker is None:
             work_dir = self.work_root / spec.execution_id
             (work_dir / "io").mkdir(parents=True, exist_ok=True)
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv,
-                env=dict(spec.env),
-                cwd=spec.env.get("GRISTMILL_STEP_DIR") or str(work_dir),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # so cancel can stop the whole process group
-            )
+            # Each execution's own temporary folder, removed with its work folder.
+            (work_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
+            env = {**spec.env, "TMPDIR": str(work_dir / "tmp")}
+            cwd = spec.env.get("GRISTMILL_STEP_DIR") or str(work_dir)
+            process: asyncio.subprocess.Process | ForkedProcess | None = None
+            if self.zygotes is not None:
+                process = await self.zygotes.fork(spec.argv, env, cwd)
+            if process is None:
+                process = await asyncio.create_subprocess_exec(
+                    *spec.argv,
+                    env=env,
+                    cwd=cwd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # so cancel can stop the whole process group
+                )
+            worker = self._workers.get(spec.execution_id)
+            if worker is not None:  # a concurrent submit of the same execution won
+                _signal_group(process.pid, signal.SIGKILL)
+                return _handle(spec.execution_id, worker.process.pid)
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
             self._observe("worker_started", spec.execution_id, process.pid)
             self._start(self._watch(spec.execution_id, worker))
             if spec.timeout_s is not None:
                 self._start(self._deadline(spec.execution_id, worker, spec.timeout_s))
-        pid = worker.process.pid
-        return {"backend": "local", "pid": pid, "started_at": _create_time(pid),
-                "execution_id": spec.execution_id}
+        return _handle(spec.execution_id, worker.process.pid)
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -136,8 +152,7 @@ class LocalExecutor:
             await asyncio.wait_for(asyncio.shield(worker.process.wait()), timeout_s)
         except TimeoutError:
             worker.timed_out_after = timeout_s
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL)
+            _signal_group(worker.process.pid, signal.SIGKILL)
 
     async def _watch(self, execution_id: str, worker: _Worker) -> None:
         assert worker.process.stdout is not None
@@ -147,6 +162,10 @@ class LocalExecutor:
         self._observe("worker_exiting", execution_id)
         returncode = await worker.process.wait()
         worker.outcome = exit_outcome(returncode)
+        if isinstance(worker.process, ForkedProcess) and worker.process.lost:
+            worker.outcome = PollResult(
+                WorkerState.FAILED, "the worker's fork server stopped while it ran: its "
+                "exit status is unknown", code=FailureCode.WORKER_LOST)
         if worker.timed_out_after is not None:
             worker.outcome = PollResult(
                 WorkerState.FAILED, f"The execution ran longer than its timeout "
@@ -189,14 +208,12 @@ class LocalExecutor:
             return
         if worker is None and _create_time(pid) != handle.get("started_at"):
             return  # that pid is someone else's now
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
         if worker is not None:
             try:
                 await asyncio.wait_for(worker.process.wait(), KILL_GRACE_S)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                _signal_group(pid, signal.SIGKILL)
 
     async def cleanup(self, handle: Handle) -> None:
         execution_id = str(handle.get("execution_id"))
@@ -209,6 +226,23 @@ class LocalExecutor:
                 await self.cancel({"execution_id": execution_id})
         for task in list(self._tasks):
             task.cancel()
+        if self.zygotes is not None:
+            await self.zygotes.shutdown()
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the worker's process group; the worker alone if it has none yet (a forked
+    worker makes its group a moment after the fork server answered)."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _handle(execution_id: str, pid: int) -> Handle:
+    return {"backend": "local", "pid": pid, "started_at": _create_time(pid),
+            "execution_id": execution_id}
 
 
 def _create_time(pid: int) -> float | None:

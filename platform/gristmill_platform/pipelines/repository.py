@@ -17,6 +17,9 @@ class PipelineRepository:
         result = await self.session.execute(select(Pipeline).where(Pipeline.name == name))
         return result.scalar_one_or_none()
 
+    async def get(self, pipeline_id: str) -> Pipeline | None:
+        return await self.session.get(Pipeline, pipeline_id)
+
     async def with_step(self, name: str) -> tuple[Pipeline, Step] | None:
         result = await self.session.execute(
             select(Pipeline, Step).join(Step, Step.id == Pipeline.step_id)
@@ -32,7 +35,8 @@ class PipelineRepository:
 
     async def latest_execution(self, pipeline_id: str) -> Execution | None:
         result = await self.session.execute(
-            select(Execution).where(Execution.pipeline_id == pipeline_id)
+            select(Execution).where(Execution.pipeline_id == pipeline_id,
+                                    Execution.parent_id.is_(None))
             .order_by(Execution.created_at.desc()).limit(1))
         return result.scalar_one_or_none()
 

@@ -35,6 +35,13 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
                           ) -> JSONResponse:
     fields, upload = await structured_form(request, "step_file")
     name = fields.get("pipeline_name")
+    if "nodes" in fields:  # a multi-step pipeline (docs/pipelines.md)
+        async with transaction(state) as session:
+            pipeline, step = await state.factories.pipelines(session).create_graph(
+                name, fields["nodes"], fields.get("outputs"), principal,
+                fields.get("description"), fields.get("metric_bounds"))
+            body = pipeline_read(pipeline, step)
+        return JSONResponse(body, status_code=201)
     if "pipeline_template_name" in fields:
         pipeline_templates_not_supported()
     if "step_names" in fields or "step_name" in fields:

@@ -37,7 +37,12 @@ class StepRepository:
 
     async def pipelines_using(self, step_id: str) -> Sequence[Pipeline]:
         result = await self.session.execute(select(Pipeline).where(Pipeline.step_id == step_id))
-        return result.scalars().all()
+        direct = list(result.scalars().all())
+        # multi-step pipelines name their steps in their graph's nodes
+        graphs = await self.session.execute(select(Pipeline).where(Pipeline.graph.is_not(None)))
+        return direct + [p for p in graphs.scalars().all()
+                         if p not in direct and p.graph is not None
+                         and any(n["step_id"] == step_id for n in p.graph["nodes"])]
 
     async def add(self, step: Step) -> Step:
         self.session.add(step)

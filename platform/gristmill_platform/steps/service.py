@@ -196,9 +196,14 @@ class StepService:
                 f"Step {name!r} is used by pipeline(s) {names}: delete them first, or pass "
                 "force_dependents_deletion=True to delete them with the step",
                 name="StepInUse", additional_data={"pipelines": [p.name for p in pipelines]})
+        hidden = [p.step_id for p in pipelines if p.owns_step and p.step_id != step.id]
         for pipeline in pipelines:
             await self.session.delete(pipeline)
         await self.session.flush()
+        for step_id in hidden:  # a multi-step pipeline's graph step goes with it
+            owned = await self.repository.get(step_id)
+            if owned is not None:
+                await self._remove(owned)
         await self._remove(step)
         return step, pipelines
 

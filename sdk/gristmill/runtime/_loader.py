@@ -194,6 +194,8 @@ def find_function(module: ModuleType, function_path: str, function_name: str) ->
             f"Function {name!r} not found in {function_path}.{hint}",
         )
     function = getattr(module, name)
+    # a @step function (gristmill.authoring): its entry returns the dict of outputs
+    function = getattr(function, "__gristmill_entry__", function)
     if not callable(function):
         raise StepFailure(
             "FunctionNotFoundError",

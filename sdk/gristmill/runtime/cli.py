@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=_SERVE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    zygote = commands.add_parser(
+        "zygote",
+        help="fork server for elastic executions (started by the local backend)",
+    )
+    zygote.add_argument("--fd", type=int, required=True,
+                        help="the descriptor of the executor's socket")
     return parser
 
 
@@ -77,5 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.runtime.serve import serve
 
         return serve()
+    if args.command == "zygote":
+        from gristmill.runtime.zygote import main as zygote
+
+        return zygote(["--fd", str(args.fd)])
     parser.print_help()
     return 2

@@ -57,6 +57,15 @@ class Execution(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # a node of a multi-step pipeline's execution: the execution of the whole graph, and
+    # the node's name in it (executions/graph_scheduler.py)
+    parent_id: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
+    node_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # a cached node's key (pipelines/cache_keys.py): a later node with the same key reuses
+    # this one's outputs once it succeeded
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # failed warning checks and metric bounds of a graph execution (it still succeeds)
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     # a copy of an endpoint call run by a shadow pipeline (docs/rollout.md): its answer
     # went to no one
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

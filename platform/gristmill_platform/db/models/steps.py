@@ -47,6 +47,10 @@ class Pipeline(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     step_id: Mapped[str] = mapped_column(ForeignKey("steps.id"), index=True)
     owns_step: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a multi-step pipeline's graph (pipelines/graph.py); None for a one-step pipeline.
+    # Its step is then a hidden "graph step" (origin "graph") declaring the pipeline's
+    # inputs and outputs, so runs and deployments resolve mappings as for one step.
+    graph: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -4,8 +4,8 @@ A deployment's traffic rule (random split, key split, shadow) and validations, t
 of each change to them, and on executions whether one was a shadow copy and which
 validations it violated (docs/rollout.md).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-05 11:40:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from gristmill_platform.db.types import UTCDateTime
 
-revision: str = '0009'
-down_revision: str | None = '0008'
+revision: str = '0010'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

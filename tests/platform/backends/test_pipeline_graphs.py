@@ -1,0 +1,76 @@
+"""Multi-step pipelines behave the same on every backend: each node is an elastic
+execution of its own on the backend (local process, pod), the graph's outputs and
+per-node steps are the same, a failing node fails the graph and skips what follows."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.platform.backends.conftest import Backend
+from tests.platform.backends.test_elastic_executions import STEP_CODE, TEXT_IN, TEXT_OUT
+from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
+from tests.platform.test_auth import assert_error
+from tests.platform.test_runs import outputs_of, run_and_wait
+
+
+@pytest.fixture(scope="package")
+def graph_archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    folder = tmp_path_factory.mktemp("backend-graph-steps")
+    return archive_of(write_folder(folder, {"src/steps.py": STEP_CODE}))
+
+
+def make_step(api: httpx.Client, archive: bytes, name: str, function: str) -> str:
+    response = post_step(api, step_form(name, function_path="src/steps.py",
+                                        function_name=function, inputs=TEXT_IN,
+                                        outputs=TEXT_OUT), archive)
+    assert response.status_code == 201, response.text
+    return name
+
+
+def text_of(node: str) -> dict[str, dict[str, str]]:
+    return {"text": {"node": node, "output": "text"}}
+
+
+def test_a_graph_runs_each_node_on_the_backend(backend: Backend, api: httpx.Client,
+                                               graph_archive: bytes, unique: str) -> None:
+    archive = graph_archive
+    upper = make_step(api, archive, f"gupper-{unique}", "upper")
+    chatty = make_step(api, archive, f"gchatty-{unique}", "chatty")
+    created = api.post("/pipelines", json={
+        "pipeline_name": f"graph-{unique}",
+        "nodes": [{"name": "first", "step_name": upper,
+                   "inputs": {"text": {"pipeline_input": "text"}}},
+                  {"name": "left", "step_name": chatty, "inputs": text_of("first")},
+                  {"name": "right", "step_name": upper, "inputs": text_of("first")}],
+        "outputs": [{"name": "left", "node": "left", "output": "text"},
+                    {"name": "right", "node": "right", "output": "text"}]})
+    assert created.status_code == 201, created.text
+    execution_id, result = run_and_wait(api, f"graph-{unique}", {"text": "ab"})
+    assert outputs_of(result) == {"left": "AB", "right": "AB"}
+    steps = api.get(f"/executions/{execution_id}").json()["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [
+        ("first", "Succeeded"), ("left", "Succeeded"), ("right", "Succeeded")]
+    assert len({s["worker"] for s in steps}) == 3  # one worker (process or pod) each
+    lines = api.post(f"/executions/{execution_id}/logs", json={}).json()[0]
+    assert "line 0 of AB" in [line["message"] for line in lines]
+
+
+def test_a_failing_node_fails_the_graph_on_the_backend(backend: Backend, api: httpx.Client,
+                                                       graph_archive: bytes, unique: str
+                                                       ) -> None:
+    archive = graph_archive
+    upper = make_step(api, archive, f"fupper-{unique}", "upper")
+    boom = make_step(api, archive, f"fboom-{unique}", "boom")
+    created = api.post("/pipelines", json={
+        "pipeline_name": f"fgraph-{unique}",
+        "nodes": [{"name": "first", "step_name": upper,
+                   "inputs": {"text": {"pipeline_input": "text"}}},
+                  {"name": "bad", "step_name": boom, "inputs": text_of("first")},
+                  {"name": "after", "step_name": upper, "inputs": text_of("bad")}],
+        "outputs": [{"name": "text", "node": "after", "output": "text"}]})
+    assert created.status_code == 201, created.text
+    execution_id, result = run_and_wait(api, f"fgraph-{unique}", {"text": "zz"})
+    assert_error(result, 500, "node 'bad' failed: ValueError: bad text 'ZZ'")
+    steps = api.get(f"/executions/{execution_id}").json()["steps"]
+    assert [s["status"] for s in steps] == ["Succeeded", "Failed", "Skipped"]

@@ -1,0 +1,415 @@
+"""Multi-step pipelines end to end on local workers: creation and its rejections, runs
+with per-node steps, failure propagation, files between nodes, deletion, deployments."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
+from tests.platform.test_auth import assert_error
+from tests.platform.test_runs import outputs_of, run, run_and_wait, wait
+
+NODES_CODE = '''
+import os
+import time
+
+
+def split(text: str) -> dict:
+    print(f"splitting {text!r}")
+    return {"words": text.split()}
+
+
+def count(words: list) -> dict:
+    return {"n": len(words)}
+
+
+def longest(words: list) -> dict:
+    return {"word": max(words, key=len)}
+
+
+def report(n: float, word: str, prefix: str) -> dict:
+    return {"line": f"{prefix}{n:g} words, longest {word}"}
+
+
+def boom(words: list) -> dict:
+    raise ValueError("no luck with " + " ".join(words))
+
+
+def slow(words: list) -> dict:
+    time.sleep(60)
+    return {"n": len(words)}
+
+
+def write_doc(text: str) -> dict:
+    path = os.path.join(os.environ["GRISTMILL_IO_DIR"], "doc.txt")
+    with open(path, "w") as handle:
+        handle.write(text * 3)
+    return {"doc": {"path": path}}
+
+
+def read_doc(doc: dict) -> dict:
+    with open(doc["path"]) as handle:
+        data = handle.read()
+    out = os.path.join(os.environ["GRISTMILL_IO_DIR"], "upper.txt")
+    with open(out, "w") as handle:
+        handle.write(data.upper())
+    return {"size": len(data), "upper": {"path": out}}
+'''
+
+WORDS = [{"name": "words", "data_type": "array"}]
+STEPS: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+    "split": ([{"name": "text", "data_type": "string"}], WORDS),
+    "count": (WORDS, [{"name": "n", "data_type": "number"}]),
+    "longest": (WORDS, [{"name": "word", "data_type": "string"}]),
+    "report": ([{"name": "n", "data_type": "number"}, {"name": "word", "data_type": "string"},
+                {"name": "prefix", "data_type": "string", "is_required": False,
+                 "default_value": ""}],
+               [{"name": "line", "data_type": "string"}]),
+    "boom": (WORDS, [{"name": "n", "data_type": "number"}]),
+    "slow": (WORDS, [{"name": "n", "data_type": "number"}]),
+    "write_doc": ([{"name": "text", "data_type": "string"}],
+                  [{"name": "doc", "data_type": "file"}]),
+    "read_doc": ([{"name": "doc", "data_type": "file"}],
+                 [{"name": "size", "data_type": "number"},
+                  {"name": "upper", "data_type": "file"}]),
+}
+
+
+@pytest.fixture(scope="module")
+def steps(gristmill_env, tmp_path_factory) -> dict[str, str]:
+    """The step of each function (its name on this environment)."""
+    archive = archive_of(write_folder(tmp_path_factory.mktemp("graph"),
+                                      {"src/nodes.py": NODES_CODE}))
+    names = {}
+    with gristmill_env.client() as api:
+        for function, (inputs, outputs) in STEPS.items():
+            name = f"g-{function.replace('_', '-')}-{gristmill_env.database.kind}"
+            response = post_step(api, step_form(name, function_path="src/nodes.py",
+                                                function_name=function, inputs=inputs,
+                                                outputs=outputs), archive)
+            assert response.status_code == 201, response.text
+            names[function] = name
+    return names
+
+
+def node(name: str, step: str, **inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "step_name": step, "inputs": inputs}
+
+
+def diamond(steps: dict[str, str], second: str = "longest") -> list[dict[str, Any]]:
+    return [
+        node("split", steps["split"], text={"pipeline_input": "text"}),
+        node("count", steps["count"], words={"node": "split", "output": "words"}),
+        node("pick", steps[second], words={"node": "split", "output": "words"}),
+        node("report", steps["report"], n={"node": "count", "output": "n"},
+             word={"node": "pick", "output": "word"}, prefix={"constant": "> "}),
+    ]
+
+
+def create(api: httpx.Client, name: str, nodes: list[dict[str, Any]],
+           outputs: list[dict[str, Any]]) -> httpx.Response:
+    return api.post("/pipelines", json={"pipeline_name": name, "nodes": nodes,
+                                        "outputs": outputs})
+
+
+REPORT = [{"name": "line", "node": "report", "output": "line"}]
+
+
+def test_a_diamond_runs_each_node_and_reports_per_node_steps(api, steps, unique) -> None:
+    created = create(api, f"dia-{unique}", diamond(steps), REPORT)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert [n["name"] for n in body["graph"]["nodes"]] == ["split", "count", "pick", "report"]
+    assert body["inputs"][0]["input_name"] == "text"
+    assert body["inputs"][0]["node_name"] == "split"
+    assert body["outputs"][0]["output_name"] == "line"
+    assert sorted(body["steps"]) == sorted(steps[f] for f in ("split", "count", "longest",
+                                                               "report"))
+    assert api.get(f"/pipelines/dia-{unique}").json() == body
+
+    execution_id, result = run_and_wait(api, f"dia-{unique}", {"text": "a graph of steps"})
+    assert outputs_of(result) == {"line": "> 4 words, longest graph"}
+    execution = api.get(f"/executions/{execution_id}").json()
+    assert execution["status"] == "Succeeded"
+    per_node = {s["name"]: s for s in execution["steps"]}
+    assert list(per_node) == ["split", "count", "pick", "report"]
+    assert all(s["status"] == "Succeeded" and s["start_date"] and s["end_date"]
+               and s["worker"].startswith("local-") for s in per_node.values())
+    assert per_node["report"]["upstream"] == ["count", "pick"]
+    # report started only once both of its inputs were there
+    assert per_node["report"]["start_date"] >= max(per_node["count"]["end_date"],
+                                                   per_node["pick"]["end_date"])
+    # a node's logs are its execution's; the graph's logs hold every node's
+    split_logs = api.post(f"/executions/{per_node['split']['execution_id']}/logs",
+                          json={}).json()[0]
+    assert "splitting 'a graph of steps'" in [line["message"] for line in split_logs]
+    all_logs = [line["message"] for line in
+                api.post(f"/executions/{execution_id}/logs", json={}).json()[0]]
+    assert "splitting 'a graph of steps'" in all_logs and "All 4 nodes succeeded" in all_logs
+    # the nodes are not executions of the pipeline of their own
+    listed = [e["execution_id"] for e in api.get(f"/pipelines/dia-{unique}/executions").json()]
+    assert listed == [execution_id]
+    node_read = api.get(f"/executions/{per_node['count']['execution_id']}").json()
+    assert node_read["inputs"][0]["mapping_type"] == "node_output"
+    assert node_read["inputs"][0]["value"] == ["a", "graph", "of", "steps"]
+
+
+def test_rejections_create_nothing(api, steps, unique) -> None:
+    bad_step = diamond(steps)
+    bad_step[1] = node("count", "no-such-step", words={"node": "split", "output": "words"})
+    assert_error(create(api, f"rej-{unique}", bad_step, REPORT), 400,
+                 "Node 'count' runs step 'no-such-step', which does not exist")
+    cycle = diamond(steps)
+    cycle[0] = node("split", steps["split"], text={"node": "report", "output": "line"})
+    assert_error(create(api, f"rej-{unique}", cycle, REPORT), 400, "The nodes form a cycle")
+    mismatch = diamond(steps)
+    mismatch[2] = node("pick", steps["longest"], words={"node": "split", "output": "nope"})
+    assert_error(create(api, f"rej-{unique}", mismatch, REPORT), 400, "has no such output")
+    typed = diamond(steps)
+    typed[3]["inputs"]["word"] = {"node": "count", "output": "n"}
+    assert_error(create(api, f"rej-{unique}", typed, REPORT), 400, "Type mismatch")
+    unconnected = diamond(steps)
+    del unconnected[3]["inputs"]["word"]
+    assert_error(create(api, f"rej-{unique}", unconnected, REPORT), 400,
+                 "Input 'word' of node 'report' is required and not connected")
+    twice = [*diamond(steps), node("count", steps["count"], words={"constant": []})]
+    assert_error(create(api, f"rej-{unique}", twice, REPORT), 400, "Two nodes are named")
+    assert api.get(f"/pipelines/rej-{unique}").status_code == 404
+    # the one-step form still names one step, and says where graphs go
+    two = api.post("/pipelines", json={"pipeline_name": f"rej-{unique}",
+                                       "step_names": [steps["split"], steps["count"]]})
+    assert_error(two, 400, "a multi-step pipeline is created with nodes")
+
+
+def test_a_failing_node_fails_the_execution_and_skips_what_follows(api, steps,
+                                                                   unique) -> None:
+    nodes = diamond(steps, second="boom")
+    nodes[2] = node("pick", steps["boom"], words={"node": "split", "output": "words"})
+    nodes[3]["inputs"]["n"] = {"node": "pick", "output": "n"}
+    nodes[3]["inputs"]["word"] = {"constant": "w"}
+    nodes[1] = node("count", steps["slow"], words={"node": "split", "output": "words"})
+    nodes.append(node("after", steps["count"], words={"node": "split", "output": "words"}))
+    del nodes[1]  # the slow branch, below, runs beside the failing one
+    nodes.append(node("sleepy", steps["slow"], words={"node": "split", "output": "words"}))
+    created = create(api, f"fail-{unique}", nodes, REPORT)
+    assert created.status_code == 201, created.text
+    execution_id, result = run_and_wait(api, f"fail-{unique}", {"text": "x y"})
+    assert_error(result, 500, "node 'pick' failed: ValueError: no luck with x y")
+    execution = api.get(f"/executions/{execution_id}").json()
+    assert execution["status"] == "Failed"
+    assert execution["status_reason"].startswith("node 'pick' failed")
+    per_node = {s["name"]: s for s in execution["steps"]}
+    assert per_node["split"]["status"] == "Succeeded"
+    assert per_node["pick"]["status"] == "Failed"
+    assert per_node["report"]["status"] == "Skipped" and per_node["report"]["execution_id"] is None
+    # the independent slow branch was running: it is stopped, not left behind
+    assert per_node["sleepy"]["status"] == "Cancelled"
+    sleepy = api.get(f"/executions/{per_node['sleepy']['execution_id']}").json()
+    assert sleepy["status"] == "Cancelled"
+
+
+def test_files_pass_between_nodes_through_the_data_store(api, steps, unique) -> None:
+    nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),
+             node("read", steps["read_doc"], doc={"node": "write", "output": "doc"})]
+    outputs = [{"name": "size", "node": "read", "output": "size"},
+               {"name": "upper", "node": "read", "output": "upper"}]
+    assert create(api, f"files-{unique}", nodes, outputs).status_code == 201
+    execution_id, result = run_and_wait(
+        api, f"files-{unique}", {"text": "ab"},
+        outputs_mapping=[{"pipeline_output_name": "upper",
+                          "datastore_path": f"graphs/{unique}/upper.txt"}])
+    assert outputs_of(result)["size"] == 6
+    assert api.get(f"/executions/{execution_id}/outputs/upper").content == b"ABABAB"
+    info = api.post("/data-store/information",
+                    json={"path_to_object": f"graphs/{unique}/upper.txt"})
+    assert info.status_code == 200 and info.json()["size"] == 6
+
+
+def test_deleting_a_running_graph_stops_its_nodes(api, steps, unique) -> None:
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("a", steps["slow"], words={"node": "split", "output": "words"}),
+             node("b", steps["slow"], words={"node": "split", "output": "words"})]
+    assert create(api, f"del-{unique}", nodes, []).status_code == 201
+    started = run(api, f"del-{unique}", {"text": "x"})
+    execution_id = started.json()["execution_id"]
+    running: list[str] = []
+    for _ in range(300):
+        steps_now = api.get(f"/executions/{execution_id}").json()["steps"]
+        running = [s["execution_id"] for s in steps_now
+                   if s["name"] in ("a", "b") and s["status"] == "Running"]
+        if len(running) == 2:
+            break
+        time.sleep(0.2)
+    assert len(running) == 2, steps_now
+    assert api.delete(f"/executions/{execution_id}").status_code == 200
+    for node_id in [execution_id, *running]:
+        assert api.get(f"/executions/{node_id}").status_code == 404
+
+
+def test_endpoint_and_periodic_deployments_of_a_graph(gristmill_env, api, steps,
+                                                      unique) -> None:
+    from tests.platform.test_deployments import call, fire_now, results
+
+    assert create(api, f"dep-{unique}", diamond(steps), REPORT).status_code == 201
+    created = api.post("/endpoints", json={
+        "pipeline_name": f"dep-{unique}", "name": f"gep-{unique}", "mode": "elastic",
+        "inputs_mapping": [{"pipeline_input_name": "text", "endpoint_input_name": "sentence"}],
+        "outputs_mapping": [{"pipeline_output_name": "line", "endpoint_output_name": "out"}]})
+    assert created.status_code == 201, created.text
+    token = created.json()["endpoint_token"]
+    triggered = call(gristmill_env, f"gep-{unique}", token, {"sentence": "one two three"})
+    assert triggered.status_code == 303, triggered.text
+    execution_id = triggered.headers["craft-ai-execution-id"]
+    final = results(gristmill_env, f"gep-{unique}", execution_id, token)
+    assert final.json()["outputs"] == {"out": "> 3 words, longest three"}
+    listed = api.get(f"/deployments/gep-{unique}/executions").json()
+    assert [e["execution_id"] for e in listed] == [execution_id]
+
+    periodic = api.post("/periodic-deployment", json={
+        "pipeline_name": f"dep-{unique}", "name": f"gcron-{unique}", "mode": "elastic",
+        "schedule": "*/5 * * * *",
+        "inputs_mapping": [{"pipeline_input_name": "text", "constant_value": "tick tock"}],
+        "outputs_mapping": [{"pipeline_output_name": "line", "is_null": True}]})
+    assert periodic.status_code == 201, periodic.text
+    fire_now(gristmill_env, f"gcron-{unique}")
+    fired = api.get(f"/deployments/gcron-{unique}/executions").json()
+    assert len(fired) == 1
+    assert outputs_of(wait(api, fired[0]["execution_id"])) == {"line": None}
+    read = api.get(f"/executions/{fired[0]['execution_id']}").json()
+    assert read["status"] == "Succeeded" and read["execution_rule"] == "periodic"
+    assert [s["status"] for s in read["steps"]] == ["Succeeded"] * 4
+
+    low = api.post("/endpoints", json={"pipeline_name": f"dep-{unique}",
+                                       "name": f"glow-{unique}", "mode": "low_latency"})
+    assert_error(low, 400, "low_latency deployments run one-step pipelines only")
+
+
+def test_deleting_a_step_used_by_a_graph_needs_force(api, steps, unique) -> None:
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"})]
+    assert create(api, f"uses-{unique}", nodes, []).status_code == 201
+    refused = api.delete(f"/steps/{steps['split']}")
+    assert refused.status_code == 409 and f"uses-{unique}" in refused.json()["message"]
+
+
+def _rewind(env: Any, execution_id: str, *, node_running: str | None,
+            drop_node: str) -> None:
+    """Put a finished graph execution back as a control service that stopped mid-graph
+    would have left it: running and quiet, node ``drop_node`` never started, and
+    ``node_running`` (if any) running on a worker that is gone."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import delete, select
+
+    from gristmill_platform.db.engine import create_engine, create_session_factory
+    from gristmill_platform.db.models.executions import Execution
+    from gristmill_platform.db.types import utcnow
+
+    async def go() -> None:
+        engine = create_engine(env.settings.database_url)
+        try:
+            factory = create_session_factory(engine)
+            long_ago = utcnow() - timedelta(hours=1)
+            async with factory() as session, session.begin():
+                await session.execute(delete(Execution).where(
+                    Execution.parent_id == execution_id, Execution.node_name == drop_node))
+                parent = (await session.execute(select(Execution).where(
+                    Execution.id == execution_id))).scalar_one()
+                parent.status, parent.ended_at, parent.heartbeat_at = (
+                    "running", None, long_ago)
+                parent.outputs = [{**o, "value": None} for o in parent.outputs]
+                if node_running is not None:
+                    node = (await session.execute(select(Execution).where(
+                        Execution.parent_id == execution_id,
+                        Execution.node_name == node_running))).scalar_one()
+                    node.status, node.ended_at, node.heartbeat_at = (
+                        "running", None, long_ago)
+                    # a worker process that no longer exists
+                    node.handle = {**(node.handle or {}), "pid": 2**22 + 17,
+                                   "create_time": 1.0}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database) -> None:
+    from tests.conftest import start_environment
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            for function in ("split", "count"):
+                inputs, outputs = STEPS[function]
+                assert post_step(api, step_form(function, function_path="src/nodes.py",
+                                                function_name=function, inputs=inputs,
+                                                outputs=outputs), archive).status_code == 201
+            chain = [node("split", "split", text={"pipeline_input": "text"}),
+                     node("count", "count", words={"node": "split", "output": "words"})]
+            assert create(api, "chain", chain,
+                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            resumed, result = run_and_wait(api, "chain", {"text": "a b c"})
+            failed, _ = run_and_wait(api, "chain", {"text": "d e"})
+    finally:
+        server.stop()
+    _rewind(env, resumed, node_running=None, drop_node="count")
+    _rewind(env, failed, node_running="split", drop_node="count")
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            # the reconciler finds both quiet: one goes on where it stopped ...
+            assert outputs_of(wait(api, resumed)) == {"n": 3}
+            steps_read = api.get(f"/executions/{resumed}").json()["steps"]
+            assert [s["status"] for s in steps_read] == ["Succeeded", "Succeeded"]
+            # ... the other had a node whose worker is gone: it fails, naming the node
+            assert_error(wait(api, failed), 500, "node 'split' failed")
+            steps_read = api.get(f"/executions/{failed}").json()["steps"]
+            assert [s["status"] for s in steps_read] == ["Failed", "Skipped"]
+    finally:
+        server.stop()
+
+
+def test_a_cached_node_reuses_the_outputs_of_an_identical_earlier_run(api, steps,
+                                                                      unique) -> None:
+    nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),
+             {**node("read", steps["read_doc"], doc={"node": "write", "output": "doc"}),
+              "cache": True},
+             {**node("split", steps["split"], text={"pipeline_input": "text"}),
+              "cache": True}]
+    outputs = [{"name": "size", "node": "read", "output": "size"},
+               {"name": "upper", "node": "read", "output": "upper"},
+               {"name": "words", "node": "split", "output": "words"}]
+    created = create(api, f"cache-{unique}", nodes, outputs)
+    assert created.status_code == 201, created.text
+    assert {n["name"]: n["cache"] for n in created.json()["graph"]["nodes"]} == {
+        "write": False, "read": True, "split": True}
+
+    def cached_nodes(execution_id: str) -> dict[str, bool]:
+        read = api.get(f"/executions/{execution_id}").json()
+        assert read["status"] == "Succeeded"
+        return {s["name"]: s["cached"] for s in read["steps"]}
+
+    first, result = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} x"})
+    assert outputs_of(result)["words"] == [unique, "x"]
+    assert cached_nodes(first) == {"write": False, "read": False, "split": False}
+    second, result = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} x"})
+    # same inputs (the file by content: 'write' ran again and wrote the same bytes)
+    assert cached_nodes(second) == {"write": False, "read": True, "split": True}
+    assert outputs_of(result)["size"] == 3 * len(f"{unique} x")
+    assert api.get(f"/executions/{second}/outputs/upper").content == \
+        (f"{unique} x" * 3).upper().encode()
+    split_node = next(s for s in api.get(f"/executions/{second}").json()["steps"]
+                      if s["name"] == "split")
+    logs = api.post(f"/executions/{split_node['execution_id']}/logs", json={}).json()[0]
+    assert any(line["message"].startswith("Cached: outputs reused from execution")
+               for line in logs)
+    third, _ = run_and_wait(api, f"cache-{unique}", {"text": f"{unique} y"})
+    assert cached_nodes(third) == {"write": False, "read": False, "split": False}
