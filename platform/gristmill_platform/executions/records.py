@@ -34,3 +34,9 @@ class ExecutionRecord:
     timeout_s: int | None = None
     shadow: bool = False
     validation_failures: list[str] | None = None
+    # graph executions' columns (executions/graph_scheduler.py): a fast-path execution is
+    # never a node, but the journal writes every column of the table
+    parent_id: str | None = None
+    node_name: str | None = None
+    cache_key: str | None = None
+    warnings: list[dict[str, Any]] | None = None
