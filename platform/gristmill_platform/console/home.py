@@ -21,6 +21,9 @@ from gristmill_platform.executions.listing import ExecutionFilters, ExecutionLis
 from gristmill_platform.health import service_info
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+# `/` is also the API's service description (JSON for every client but a browser), so it
+# stays in the OpenAPI document, described there by http/openapi.py.
+root_router = APIRouter(route_class=ConsoleRoute, tags=["health"])
 
 
 def wants_html(request: Request) -> bool:
@@ -28,7 +31,7 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-@router.get("/", response_model=None)
+@root_router.get("/", response_model=None)
 async def root(request: Request, state: AppStateDep, session: SessionDep) -> Response:
     if not wants_html(request):
         return JSONResponse(service_info(state.settings))

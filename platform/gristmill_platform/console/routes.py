@@ -17,7 +17,9 @@ from gristmill_platform.console import (
 
 
 def console_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    # each module's router keeps itself out of the OpenAPI document; `/` alone is in it
+    router = APIRouter()
+    router.include_router(home.root_router)
     for module in (assets, home, pipelines, deployments, executions, monitoring, datastore,
                    environment):
         router.include_router(module.router)

@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 
 import httpx
-import pytest
 
 from tests.platform.console.conftest import BROWSER, Console
 from tests.platform.helpers import run_admin
-
-pytestmark = pytest.mark.postgres
 
 
 def test_root_answers_api_clients_json_and_browsers_the_console(gristmill_env) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import re
 
 import httpx
-import pytest
 
 from tests.platform.console.conftest import Console
 from tests.platform.helpers import new_user_token
 from tests.platform.test_runs import run, wait
-
-pytestmark = pytest.mark.postgres
 
 
 def _run(gristmill_env, pipeline: str, text: str) -> str:
