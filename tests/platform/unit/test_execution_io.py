@@ -142,6 +142,9 @@ def test_environment_variable_mapping_converts_to_the_declared_type(
 
 @pytest.mark.parametrize(("data_type", "raw", "expected"), [
     ("number", "ten", bad("Input 'x' must be a number, got 'ten'")),
+    ("number", "nan", bad("Input 'x' must be a finite number, got 'nan'")),
+    ("number", "-inf", bad("Input 'x' must be a finite number, got '-inf'")),
+    ("number", "1e999", bad("Input 'x' must be a finite number, got '1e999'")),
     ("boolean", "maybe", bad("Input 'x' must be a boolean (True or False), got 'maybe'",
                              "BadRequest")),
     ("json", "{oops", bad("Input 'x' must hold JSON, got '{oops'")),
