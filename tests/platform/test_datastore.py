@@ -139,6 +139,32 @@ def test_listing_pages_with_continuation_tokens(gristmill_env, api, unique) -> N
     assert pages > 1
 
 
+def test_listing_a_folder_lists_only_what_is_under_it(api, unique) -> None:
+    inside = [f"folder-{unique}/a/{i}" for i in range(3)] + [f"folder-{unique}/a/deep/x"]
+    outside = [f"folder-{unique}/ab", f"folder-{unique}/b/0", f"other-{unique}/a/0"]
+    for path in inside + outside:
+        upload(api, path, b"f")
+    for folder in (f"folder-{unique}/a", f"folder-{unique}/a/"):
+        listed = api.get("/data-store/list", params={"folder_path": folder}).json()
+        assert sorted(i["path"] for i in listed["items"]) == sorted(inside)
+        assert listed["continuation_token"] is None
+        seen: list[str] = []
+        token = None
+        while True:
+            params = {"folder_path": folder, "include_continuation_token": "True"}
+            if token:
+                params["continuation_token"] = token
+            page = api.get("/data-store/list", params=params).json()
+            seen += [i["path"] for i in page["items"]]
+            token = page["continuation_token"]
+            if not token:
+                break
+        assert sorted(seen) == sorted(inside)
+    assert api.get("/data-store/list", params={"folder_path": f"none-{unique}"}).json()[
+        "items"] == []
+    assert_error(api.get("/data-store/list", params={"folder_path": "../etc"}), 400, "path")
+
+
 def test_garbage_continuation_token_is_400(api) -> None:
     response = api.get("/data-store/list",
                        params={"include_continuation_token": "t", "continuation_token": "%%%"})

@@ -58,11 +58,14 @@ async def list_objects(
     service: ServiceDep,
     include_continuation_token: bool = False,
     continuation_token: str | None = None,
+    folder_path: str | None = Query(
+        None, description="Only the objects under this folder (craft-ai-sdk 0.74)"),
 ) -> ObjectList:
+    prefix = service.folder_prefix(folder_path)
     if not include_continuation_token:
-        items = await service.list_all()
+        items = await service.list_all(prefix=prefix)
         return ObjectList(items=[ObjectRead.of(i) for i in items], continuation_token=None)
-    page = await service.list_page(continuation_token or None)
+    page = await service.list_page(continuation_token or None, prefix=prefix)
     return ObjectList(
         items=[ObjectRead.of(i) for i in page.items],
         continuation_token=page.continuation_token,

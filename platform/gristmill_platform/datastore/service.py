@@ -57,16 +57,28 @@ class DataStoreService:
     async def information(self, path: str) -> ObjectInfo:
         return await self._existing(path)
 
-    async def list_page(self, continuation_token: str | None) -> ListPage:
-        return await self.backend.list(
+    def folder_prefix(self, folder_path: str | None) -> str:
+        """The prefix of the objects in a folder (`a/b` or `a/b/` → `a/b/`; none: every
+        object). The folder is checked as an object path is: same refusals, same messages."""
+        folder = (folder_path or "").rstrip("/")
+        return self._path(folder) + "/" if folder else ""
+
+    async def list_page(self, continuation_token: str | None, *, prefix: str = "") -> ListPage:
+        # A filtered page may be short, even empty, while a token says more follow: callers
+        # page on until no token comes back, as they do with S3.
+        page = await self.backend.list(
             continuation_token=continuation_token, page_size=self.page_size
         )
+        if not prefix:
+            return page
+        return ListPage(items=[i for i in page.items if i.path.startswith(prefix)],
+                        continuation_token=page.continuation_token)
 
-    async def list_all(self) -> list[ObjectInfo]:
+    async def list_all(self, *, prefix: str = "") -> list[ObjectInfo]:
         items: list[ObjectInfo] = []
         token: str | None = None
         while True:
-            page = await self.list_page(token)
+            page = await self.list_page(token, prefix=prefix)
             items.extend(page.items)
             token = page.continuation_token
             if not token:
