@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +38,31 @@ class BenchEnv:
             self.process.kill()
 
 
+def step_archive(code: str, name: str = "main.py") -> bytes:
+    """A step folder of one file, as the `step_file` upload of POST /pipelines takes it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = code.encode()
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def start_env(data_dir: Path, log_path: Path | None = None,
-              extra_env: dict[str, str] | None = None) -> BenchEnv:
+              extra_env: dict[str, str] | None = None, *, port: int | None = None,
+              database_url: str | None = None) -> BenchEnv:
     """``log_path``: where the service's output goes (default: nowhere); ``extra_env``:
-    settings for this environment (GRISTMILL_* variables)."""
-    port = free_port()
+    settings for this environment (GRISTMILL_* variables); ``port``: a fixed port (a
+    restart on the same URL); ``database_url``: another database than the SQLite file."""
+    port = port or free_port()
     output = log_path.open("w") if log_path is not None else subprocess.DEVNULL
+    command = [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
+               "--port", str(port)]
+    if database_url:
+        command += ["--database-url", database_url]
     process = subprocess.Popen(
-        [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
-         "--port", str(port)],
+        command,
         stdout=output, stderr=output, text=True,
         env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning", **(extra_env or {})},
     )

@@ -23,12 +23,10 @@ alone (target: within 2x). Writes bench/results/dag.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import statistics
-import tarfile
 import tempfile
 import time
 from datetime import datetime
@@ -36,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import start_env  # type: ignore[import-not-found]
+from _env import start_env, step_archive  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / (
     "dag.json" if os.environ.get("DAG_BENCH_WIDTH", "20") == "20"
@@ -64,13 +62,7 @@ NUMBER_OUT = [{"name": "y", "data_type": "number"}]
 
 
 def archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = CODE.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return step_archive(CODE)
 
 
 def ts(value: str) -> float:

@@ -20,12 +20,10 @@ and its workers per execution. Writes bench/results/elastic_run.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from datetime import datetime
@@ -33,20 +31,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _env import start_env  # type: ignore[import-not-found]
+from _env import start_env, step_archive  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "elastic_run.json"
 STEP = 'def echo(text: str) -> dict:\n    return {"text": text}\n'
 
 
 def archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = STEP.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return step_archive(STEP)
 
 
 def ts(value: str) -> float:

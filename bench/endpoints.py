@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -35,7 +34,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,7 +44,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _env import BenchEnv, start_env  # type: ignore[import-not-found]
+from _env import BenchEnv, start_env, step_archive  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "endpoints.json"
@@ -228,13 +226,7 @@ def ensure_bentoml() -> Path | None:
 
 
 def archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = STEP.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return step_archive(STEP)
 
 
 def deploy(env: BenchEnv, elastic_only: bool = False) -> tuple[httpx.Client, dict[str, str]]:

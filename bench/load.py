@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
 import signal
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -42,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import BenchEnv, free_port  # type: ignore[import-not-found]
+from _env import BenchEnv, start_env, step_archive  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
 SETTLE_S = 300.0
@@ -64,13 +60,7 @@ async def echo(text: str) -> dict:
 
 
 def archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = STEP.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return step_archive(STEP)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,27 +108,8 @@ def new_database(kind: str) -> Database:
 
 
 def start(data_dir: Path, database: Database, port: int | None = None) -> BenchEnv:
-    port = port or free_port()
-    command = [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
-               "--port", str(port)]
-    if database.url:
-        command += ["--database-url", database.url]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               text=True, env={**os.environ, "GRISTMILL_LOG_LEVEL": "warning"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("gristmill up exited early")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    token = next(line.split("=", 1)[1].strip()
-                 for line in (data_dir / "credentials.env").read_text().splitlines()
-                 if "GRISTMILL_SDK_TOKEN=" in line)
-    return BenchEnv(url=url, token=token, process=process, data_dir=data_dir)
+    return start_env(data_dir, extra_env={"GRISTMILL_LOG_LEVEL": "warning"}, port=port,
+                     database_url=database.url)
 
 
 def api_client(env: BenchEnv) -> httpx.Client:
