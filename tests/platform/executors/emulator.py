@@ -6,10 +6,11 @@ the behavioural suite (tests/platform/backends), which serves it from a thread o
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import itertools
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ import kmock
 from kmock._internal import enums
 
 NAMESPACE = "gm-test"
+
+
+# The request being matched against the reactions, in the task that serves it (see
+# Emulator.__iter__).
+_MATCHING: contextvars.ContextVar[kmock.Request | None] = contextvars.ContextVar(
+    "matching", default=None)
 
 
 @dataclass
@@ -98,6 +105,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.faults: list[Fault] = []
         self._changed = asyncio.Event()
         self._watch_epoch = 0
+        self.open_watches = 0
         self._buses = _Buses(self)  # type: ignore[assignment]
         # A real server lists an empty collection; kmock answers 404 for a resource it has
         # never seen an object of, unless the resource is declared.
@@ -138,6 +146,15 @@ class Emulator(kmock.KubernetesEmulator):
         return listed
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        epoch = self._watch_epoch
+        self.open_watches += 1
+        try:
+            async for event in self._watch_events(request, epoch):
+                yield event
+        finally:
+            self.open_watches -= 1
+
+    async def _watch_events(self, request: kmock.Request, epoch: int) -> AsyncIterator[Any]:
         yield b""  # the headers go out at once
         since = int(request.params.get("resourceVersion") or 0)
         if since < self.compacted:
@@ -146,10 +163,9 @@ class Emulator(kmock.KubernetesEmulator):
                 "code": 410, "message": f"too old resource version: {since} ({self.compacted})"}}
             return
         wanted = _selector(request.params.get("labelSelector"))
-        epoch = self._watch_epoch
         position = 0
         while True:
-            while position < len(self.history):
+            while position < len(self.history) and epoch == self._watch_epoch:
                 version, resource, namespace, kind, obj = self.history[position]
                 position += 1
                 if (version > since and resource == request.resource
@@ -184,7 +200,22 @@ class Emulator(kmock.KubernetesEmulator):
                 and r.resource is not None and r.resource.plural == resource
                 and r.params.get("watch") != "true"]
 
+    def __iter__(self) -> Iterator[kmock.Request]:
+        """Every request received; while one is served, only that one.
+
+        kmock decides which reaction answers a request by checking that the request is
+        among the reaction's (filtered) requests, which iterates over every request the
+        server ever received: quadratic, minutes for a few thousand requests. Views built
+        on this server (reactions) see only the request being served, in its own task.
+        """
+        matching = _MATCHING.get()
+        if matching is not None:
+            yield matching
+            return
+        yield from super().__iter__()
+
     async def _handle(self, request: kmock.Request) -> Any:
+        _MATCHING.set(request)
         fault = next((fault for fault in self.faults if fault.matches(request)), None)
         if fault is not None:
             fault.times -= 1

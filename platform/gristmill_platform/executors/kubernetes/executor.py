@@ -252,13 +252,18 @@ class KubernetesExecutor:
         self._api = api
         self._log_sink = log_sink
         self._clock = clock
+        self._connecting = asyncio.Lock()
 
     def now(self) -> datetime:
         return self._clock()
 
     async def api(self) -> kr8s.asyncio.Api:
         if self._api is None:
-            self._api = await connect(self.cfg)
+            # one connection for all: a hundred concurrent first calls must not each
+            # connect (and ask the server its version)
+            async with self._connecting:
+                if self._api is None:
+                    self._api = await connect(self.cfg)
         return self._api
 
     # -- elastic executions ------------------------------------------------------------------

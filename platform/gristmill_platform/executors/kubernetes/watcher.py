@@ -194,6 +194,7 @@ class PodWatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running = False
+        self.passes = 0  # full passes done, for the tests
 
     def follow(self, handle: Handle) -> None:
         execution_id = str(handle["execution_id"])
@@ -251,6 +252,8 @@ class PodWatcher:
         from the informers' caches."""
         ids = set(self._dirty) if only_changed else set(self._handles)
         self._dirty -= ids
+        if not only_changed:
+            self.passes += 1
         for execution_id in sorted(ids):
             handle = self._handles.get(execution_id)
             if handle is None:
