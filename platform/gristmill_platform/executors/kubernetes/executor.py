@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -633,7 +633,7 @@ class KubernetesExecutor:
         namespace: str,
         selector: Mapping[str, str],
         since: str,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The events (``{"type", "object"}``) of one watch from ``since``, until the
         server ends it (``watch_timeout_s``). Not retried: the caller decides (410 Gone:
         list again; anything else: back off, then list again)."""

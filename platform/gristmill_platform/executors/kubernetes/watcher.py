@@ -143,11 +143,14 @@ class PodInformer:
 
     async def _watch(self) -> None:
         self.watches += 1
+        events = self.executor.watch_objects(
+            Pod, self.namespace, self.selector, self.resource_version
+        )
         try:
-            async for event in self.executor.watch_objects(
-                Pod, self.namespace, self.selector, self.resource_version
-            ):
-                self._apply(event)
+            # closed at once when an event ends the watch (410): no stream left open
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    self._apply(event)
         except kr8s.ServerError as error:
             if error.response is not None and error.response.status_code == 410:
                 raise WatchExpired() from error
@@ -218,7 +221,8 @@ class PodWatcher:
             return None
         pod = informer.pods.get(str(handle["name"]))
         if pod is not None:
-            self._seen.add(execution_id)
+            if execution_id in self._handles:
+                self._seen.add(execution_id)
             return status.pod_outcome(
                 pod,
                 now=self.executor.now(),
