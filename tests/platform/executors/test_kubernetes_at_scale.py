@@ -592,3 +592,65 @@ def test_priority_classes_are_those_the_infra_program_creates():
     unset = dataclasses.replace(cfg, step_priority_class=None)
     assert "priorityClassName" not in manifests.execution_pod(launch("a"), unset)["spec"]
 
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_the_settings_reach_the_executor(monkeypatch: pytest.MonkeyPatch):
+    from gristmill_platform.executors.kubernetes.config import kubernetes_config
+    from gristmill_platform.settings import Settings
+
+    for name, value in {"GRISTMILL_KUBERNETES_API_RETRIES": "2",
+                        "GRISTMILL_KUBERNETES_API_BACKOFF_S": "0.5",
+                        "GRISTMILL_KUBERNETES_API_BACKOFF_MAX_S": "4",
+                        "GRISTMILL_KUBERNETES_WATCH_TIMEOUT_S": "120",
+                        "GRISTMILL_KUBERNETES_SWEEP_INTERVAL_S": "0",
+                        "GRISTMILL_KUBERNETES_SWEEP_GRACE_S": "30",
+                        "GRISTMILL_KUBERNETES_LOG_CAP_BYTES": "65536",
+                        "GRISTMILL_KUBERNETES_STEP_PRIORITY_CLASS": "",
+                        "GRISTMILL_KUBERNETES_BUILD_PRIORITY_CLASS": "batch-low"}.items():
+        monkeypatch.setenv(name, value)
+    cfg = kubernetes_config(Settings(executor="kubernetes", registry="r.example/a").resolve())
+    assert (cfg.api_retries, cfg.api_backoff_s, cfg.api_backoff_max_s) == (2, 0.5, 4.0)
+    assert (cfg.watch_timeout_s, cfg.sweep_interval_s, cfg.sweep_grace_s) == (120, 0.0, 30.0)
+    assert cfg.log_cap_bytes == 65536
+    assert cfg.step_priority_class is None  # "": the cluster's default priority
+    assert cfg.warm_worker_priority_class == "gristmill-warm-worker"
+    assert cfg.build_priority_class == "batch-low"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("kubernetes_api_retries", -1),
+    ("kubernetes_api_backoff_s", 0),
+    ("kubernetes_api_backoff_max_s", 0),
+    ("kubernetes_watch_timeout_s", 5),
+    ("kubernetes_sweep_interval_s", -1),
+    ("kubernetes_sweep_grace_s", -1),
+    ("kubernetes_log_cap_bytes", 100),
+])
+def test_bad_settings_are_refused_with_their_name(name: str, value: Any):
+    from pydantic import ValidationError
+
+    from gristmill_platform.settings import Settings
+
+    with pytest.raises(ValidationError, match=name):
+        Settings(executor="kubernetes", registry="r.example/a", **{name: value})
+
+
+async def test_the_sweeper_runs_at_start_up_unless_turned_off(
+    fast_config: KubernetesConfig, fast: KubernetesExecutor, emulator: Emulator
+):
+    off = sweeper_for(KubernetesExecutor(dataclasses.replace(fast_config, sweep_interval_s=0)),
+                      live=set())
+    off.start()
+    await asyncio.sleep(0.2)  # time it would have had to list
+    await off.shutdown()
+    assert emulator.lists() == [] and emulator.lists("jobs") == []
+
+    on = sweeper_for(fast, live=set())
+    on.start()
+    try:
+        await eventually(lambda: len(emulator.lists("jobs")) == 1, "a sweep at start-up")
+    finally:
+        await on.shutdown()
