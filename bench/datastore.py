@@ -114,6 +114,18 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """A moto S3 server in its own process, so it does not share the GIL with the SDK."""
@@ -125,15 +137,7 @@ def moto_server() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
+        wait_for(url, process, "the moto server")
         yield url
     finally:
         process.terminate()
@@ -183,15 +187,7 @@ def bare_server(work: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/object"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the bare app did not start") from None
-                time.sleep(0.1)
+        wait_for(url, process, "the bare app")
         yield url
     finally:
         process.terminate()
