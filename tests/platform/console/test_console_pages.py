@@ -153,3 +153,14 @@ def test_pipeline_metric_over_time(console: Console, gristmill_env, echo_pipelin
     assert spec["series"][0]["label"] == "score"
     assert 6.0 in spec["series"][0]["values"]  # len("metric"), recorded by _run
     assert len(spec["x"]) == len(spec["series"][0]["values"])
+
+
+def test_the_graph_fragment_is_refused_for_a_one_step_or_unknown_execution(
+        console: Console, gristmill_env, echo_pipeline) -> None:
+    execution_id = _run(gristmill_env, echo_pipeline, "one step")
+    page = console.get(f"/console/executions/{execution_id}")
+    assert 'id="execution-graph"' not in page.text  # one step: the page as before
+    one = console.get(f"/console/executions/{execution_id}/graph")
+    assert one.status_code == 400 and "has no graph" in one.text
+    unknown = console.get("/console/executions/no-such-execution/graph")
+    assert unknown.status_code == 404 and "no-such-execution" in unknown.text
