@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from gristmill_platform.console import services
 from gristmill_platform.console.charts import chart_spec
-from gristmill_platform.console.rollout import CHANGES_SHOWN, traffic_view
+from gristmill_platform.console.rollout import traffic_section
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.db.models.executions import MetricValue
 from gristmill_platform.db.types import utcnow
@@ -70,12 +70,8 @@ async def _page(request: Request, name: str, state: Any, session: Any, principal
         schedule = {"text": human_readable(deployment.schedule),
                     "next": next_fire_times(deployment.schedule, utcnow())
                     if deployment.is_enabled else []}
-    traffic = state.factories.deployments.traffic(session)
-    changes = [(c.changed_by, c.changed_at, c.what, c.value)
-               for c in (await traffic.changes(deployment))[:CHANGES_SHOWN]]
-    rollout = traffic_view(deployment.name, deployment.pipeline_name,
-                           deployment.execution_rule == "endpoint",
-                           await traffic.summary(deployment), changes)
+    rollout = await traffic_section(state.factories.deployments.traffic(session),
+                                    services.auth(state, session).users, deployment)
     return render(request, "deployment.html", deployment=deployment, step=step,
                   traffic=rollout,
                   pipeline=pipeline, pods=pods, executions=executions.rows, logs=logs,

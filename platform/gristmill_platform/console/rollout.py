@@ -1,6 +1,7 @@
 """A deployment's traffic rule, validations and per-variant comparison as the deployment
-page shows them (docs/rollout.md). Pure: the summary the deployment read returns
-(deployments/traffic_service.TrafficService.summary) in, rows ready to render out."""
+page shows them (docs/rollout.md): read through the API's service (the summary the
+deployment read returns, deployments/traffic_service.TrafficService.summary), then turned
+into rows ready to render (traffic_view, pure)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,26 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from gristmill_platform.auth.repository import UserRepository
+from gristmill_platform.db.models.deployments import Deployment
+from gristmill_platform.deployments.traffic_service import TrafficService
+
 CHANGES_SHOWN = 5
+
+
+async def traffic_section(traffic: TrafficService, users: UserRepository,
+                          deployment: Deployment) -> dict[str, Any]:
+    """The Traffic section of a deployment's page: its summary and its latest changes, each
+    with the email of who made it."""
+    recent = (await traffic.changes(deployment))[:CHANGES_SHOWN]
+    who: dict[str | None, str] = {None: "—"}
+    for user_id in {c.changed_by for c in recent} - {None}:
+        user = await users.get(str(user_id))
+        who[user_id] = user.email if user is not None else str(user_id)  # deleted: its id
+    changes = [(who[c.changed_by], c.changed_at, c.what, c.value) for c in recent]
+    return traffic_view(deployment.name, deployment.pipeline_name,
+                        deployment.execution_rule == "endpoint",
+                        await traffic.summary(deployment), changes)
 
 
 def _args(document: Mapping[str, Any]) -> str:

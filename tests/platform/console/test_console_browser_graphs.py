@@ -287,6 +287,11 @@ def test_deployments_show_their_split_and_shadow_rules_and_comparison(
         assert cells[4] == "0.0 %"
         assert cells[5] == f"{variant['latency_ms_p50']:g} ms"
         assert cells[6] == f"{variant['latency_ms_p95']:g} ms"
+    # the rule and the validations were set by the signed-in user: the latest changes say so
+    email = page.locator(".who").inner_text().split("<")[1].split(">")[0]
+    changes = page.locator("#traffic details tbody tr").all_text_contents()
+    assert len(changes) == 2 and all(email in c for c in changes)
+    assert "validations" in changes[0] and "traffic" in changes[1]  # newest first
     watched.shot("deployment-traffic", "#traffic")
 
     page.goto(env.url + f"/console/deployments/{rollout['shadow']}")

@@ -47,7 +47,7 @@ def test_each_node_sits_one_column_after_the_furthest_node_it_reads() -> None:
     assert boxes["a"].y < boxes["e"].y and boxes["b"].y < boxes["c"].y
     assert drawing.width == 3 * NODE_WIDTH + 2 * GAP_X + 2 * PAD
     # every box inside the drawing
-    assert all(0 <= b.y and b.y + drawing.node_height <= drawing.height for b in drawing.boxes)
+    assert all(b.y >= 0 and b.y + drawing.node_height <= drawing.height for b in drawing.boxes)
     assert sorted((e.source, e.target) for e in drawing.edges) == [
         ("a", "b"), ("a", "c"), ("a", "d"), ("b", "d"), ("c", "d")]
     shortcut = next(e for e in drawing.edges if (e.source, e.target) == ("a", "d"))
