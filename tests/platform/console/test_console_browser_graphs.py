@@ -263,6 +263,8 @@ def test_deployments_show_their_split_and_shadow_rules_and_comparison(
         watched: Watched, env, rollout) -> None:
     page = watched.page
     page.goto(env.url + f"/console/deployments/{rollout['split']}")
+    # the section comes after the page (htmx), with no reload
+    page.wait_for_selector("#traffic-rule")
     rule = page.locator("#traffic-rule").inner_text()
     assert "Random split" in rule
     assert f"{rollout['shout']}\n" in rule or f"{rollout['shout']} (own)" in rule
@@ -364,6 +366,7 @@ def test_sign_in_then_a_pipeline_and_a_deployment_by_keyboard_only(browser, env,
     _tab_to(page, f"el => el.tagName === 'A' && el.innerText === {json.dumps(rollout['split'])}")
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/console/deployments/{rollout['split']}")
+    page.wait_for_selector("#traffic-rule")
     assert "Random split" in page.locator("#traffic-rule").inner_text()
     # and on to the answering pipeline of the rule, still by keyboard
     _tab_to(page, "el => el.closest('#traffic-rule') && el.tagName === 'A' && "
@@ -389,7 +392,7 @@ def test_every_page_shows_where_the_keyboard_focus_is(watched: Watched, env, gra
         pages.append(f"/console/executions/{execution_id[0]['execution_id']}")
     for path in pages:
         page.goto(env.url + path)
-        page.wait_for_load_state("load")
+        page.wait_for_load_state("networkidle")  # sections htmx loads after the page
         seen: list[str] = []
         for _ in range(150):
             page.keyboard.press("Tab")
