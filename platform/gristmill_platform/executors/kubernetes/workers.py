@@ -306,8 +306,9 @@ class KubernetesWorkerPool:
 
     def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
         tracked = self._tracked.get(deployment_name)
-        if tracked is None or pod_id in tracked.replaced:
-            return
+        if tracked is None or pod_id in tracked.replaced or not (
+                pod_id in tracked.lanes or any(pod.name == pod_id for pod in tracked.pods)):
+            return  # replaced already, or gone
         tracked.replaced.add(pod_id)
         tracked.drop(pod_id)  # closed once the other executions on it have answered
         tracked.pulse()
