@@ -8,10 +8,8 @@ test knows which process runs which call and when every call is in flight."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reliability.test_crash import Service, service  # noqa: F401  (fixture)
+from tests.reliability.test_crash import Service, deploy, service  # noqa: F401  (fixture)
 
 STEP = '''
 import os
@@ -39,31 +37,6 @@ def hold(text: str) -> dict:
     return {"text": name}
 '''
 DEADLINE_S = 120
-
-
-def archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = STEP.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def deploy(api: httpx.Client, name: str, mode: str) -> str:
-    created = api.post("/pipelines", data={
-        "pipeline_name": name, "function_path": "main.py", "function_name": "hold",
-        "inputs[0][name]": "text", "inputs[0][data_type]": "string",
-        "outputs[0][name]": "text", "outputs[0][data_type]": "string"},
-        files={"step_file": ("step_file", archive())})
-    assert created.status_code == 201, created.text
-    options: dict[str, Any] = {"pipeline_name": name, "name": name, "mode": mode}
-    if mode == "low_latency":
-        options |= {"enable_parallel_executions": True, "max_parallel_executions_per_pod": 4}
-    endpoint = api.post("/endpoints", json=options)
-    assert endpoint.status_code == 201, endpoint.text
-    return str(endpoint.json()["endpoint_token"])
 
 
 def eventually(check: Any, what: str) -> Any:
@@ -116,7 +89,7 @@ def test_killed_elastic_workers_fail_alone(running: Service, tmp_path: Path) -> 
     folder = tmp_path / "elastic"
     folder.mkdir()
     with running.api() as api:
-        token = deploy(api, "killed-elastic", "elastic")
+        token = deploy(api, "killed-elastic", "hold", "elastic", STEP)
         names = ["a", "b", "c", "d"]
         accepted = {}
         for name in names:
@@ -157,7 +130,7 @@ def test_a_killed_low_latency_worker_fails_its_calls_and_comes_back(
     folder = tmp_path / "low"
     folder.mkdir()
     with running.api() as api:
-        token = deploy(api, "killed-low", "low_latency")
+        token = deploy(api, "killed-low", "hold", "low_latency", STEP)
         names = ["a", "b", "c"]
         with ThreadPoolExecutor(len(names)) as pool:
             futures = {name: pool.submit(call, running, "killed-low", token, f"{folder}|{name}")
