@@ -386,6 +386,17 @@ async def test_a_create_answered_500_after_it_went_through_adopts_its_pod(
     assert len(emulator.sent("POST", "pods")) == 2
 
 
+async def test_a_list_refused_with_503_is_tried_again(
+    fast: KubernetesExecutor, emulator: Emulator
+):
+    await fast.apply_worker(worker_spec())
+    emulator.add_pod("gm-ll-churn-api-a", manifests.worker_selector("churn-api"), RUNNING)
+    emulator.fail("get", "/pods", 503)
+    assert [pod["pod_id"] for pod in await fast.worker_pods("churn-api")] == [
+        "gm-ll-churn-api-a"]
+    assert len(emulator.lists()) == 2
+
+
 async def test_retries_stop_after_the_configured_number(
     fast: KubernetesExecutor, emulator: Emulator
 ):

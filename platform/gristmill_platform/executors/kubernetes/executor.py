@@ -664,16 +664,24 @@ class KubernetesExecutor:
                 if line.strip():
                     yield json.loads(line)
 
-    async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
+    async def _list_pods(self, namespace: str, selector: Mapping[str, str]) -> list[APIObject]:
+        """The pods matching ``selector`` as kr8s objects (a list, retried as any call)."""
         api = await self.api()
+
+        async def listed() -> list[APIObject]:
+            return [
+                pod
+                async for pod in api.async_get(
+                    Pod, namespace=namespace, label_selector=dict(selector)
+                )
+                if isinstance(pod, APIObject)
+            ]
+
+        return await self._retrying(listed, f"list pods in {namespace}")
+
+    async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
         selector = manifests.worker_selector(deployment_name)
-        pods = [
-            pod
-            async for pod in api.async_get(
-                Pod, namespace=self.cfg.namespace, label_selector=selector
-            )
-            if isinstance(pod, APIObject)
-        ]
+        pods = await self._list_pods(self.cfg.namespace, selector)
         # The selector is asked of the server and checked again here: a list must never
         # show another deployment's pods, whatever the server does with the selector.
         matching = [pod for pod in pods if _has_labels(_raw(pod), selector)]
@@ -683,14 +691,10 @@ class KubernetesExecutor:
         """The newest pod of the build Job. A Job replaced under the same name (a new
         attempt after a failure) may still have the old Job's pods around until the
         garbage collector removes them: a pod owned by another Job uid is not this one's."""
-        api = await self.api()
         pods = [
             pod
-            async for pod in api.async_get(
-                Pod, namespace=handle["namespace"], label_selector={"job-name": handle["name"]}
-            )
-            if isinstance(pod, APIObject)
-            and _has_labels(_raw(pod), {"job-name": handle["name"]})
+            for pod in await self._list_pods(handle["namespace"], {"job-name": handle["name"]})
+            if _has_labels(_raw(pod), {"job-name": handle["name"]})
             and _owned_by(_raw(pod), job_uid)
         ]
         return max(
