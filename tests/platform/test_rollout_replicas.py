@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_rollout import INFO_OUT, STEP_CODE, TEXT_IN
 from tests.platform.test_runs import make_pipeline
 from tests.platform.test_scheduler_replicas import replicas, serve, stop
-from tests.conftest import free_port
 
 __all__ = ["replicas"]  # the fixture: two processes on one fresh PostgreSQL database
 
