@@ -83,6 +83,14 @@ def worker_handle(pod_id: str, execution_id: str) -> dict[str, str]:
     return {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id, "execution_id": execution_id}
 
 
+def variant_version(endpoint: Endpoint) -> tuple[int, str, str]:
+    """What a variant's warm workers run: the deployment's generation (bumped by its
+    update), the pipeline's and its step's ids (new when either is created again)."""
+    return (endpoint.deployment.generation,
+            endpoint.pipeline.id if endpoint.pipeline is not None else "",
+            endpoint.step.id if endpoint.step is not None else "")
+
+
 class LowLatencyDispatcher:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
                  pool: WorkerPool, journal: TrackingJournal,
@@ -99,6 +107,7 @@ class LowLatencyDispatcher:
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._warming: dict[str, asyncio.Task[None]] = {}
+        self._warmed_for: dict[str, tuple[int, str, str]] = {}  # key -> variant_version
         self.journal = journal
         self.environment = environment
 
@@ -121,13 +130,22 @@ class LowLatencyDispatcher:
         finally:
             self._release(execution_id)
 
-    async def warm(self, key: str, *, wait_s: float) -> None:
+    async def warm(self, endpoint: Endpoint, *, wait_s: float) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py
-        variant_key) on its first call, once however many calls come at once."""
+        variant_key) on its first call, once however many calls come at once; and roll
+        them when what they run changed since (the deployment updated, the pipeline
+        deleted and created again under its name: a new pipeline or step), as the
+        deployment's own workers roll on its update. The endpoint is the directory's
+        (deployments/directory.py), so this follows a change made through any replica."""
+        key = endpoint.worker_key
+        version = variant_version(endpoint)
         task = self._warming.get(key)
-        if task is None or (task.done() and not self.pool.pods(key)):
-            task = asyncio.get_running_loop().create_task(self.pool.ensure(key, wait_s=wait_s))
+        restart = task is not None and self._warmed_for.get(key) != version
+        if task is None or restart or (task.done() and not self.pool.pods(key)):
+            task = asyncio.get_running_loop().create_task(
+                self.pool.ensure(key, wait_s=wait_s, restart=restart))
             self._warming[key] = task
+            self._warmed_for[key] = version
         await asyncio.shield(task)
 
     def shadow(self, endpoint: Endpoint, body: Mapping[str, Any],
@@ -136,7 +154,7 @@ class LowLatencyDispatcher:
         of it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own."""
         async def copy() -> None:
             try:
-                await self.warm(endpoint.worker_key, wait_s=wait_s)
+                await self.warm(endpoint, wait_s=wait_s)
                 step = endpoint.step
                 if step is None or step.status != "ready":
                     log.warning("shadow pipeline %s is not ready: no copy",
