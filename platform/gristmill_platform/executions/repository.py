@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue
+from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue, top_level
 
 
 class ExecutionRepository:
@@ -34,7 +34,7 @@ class ExecutionRepository:
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(
             select(Execution).where(Execution.pipeline_name == pipeline_name,
-                                    Execution.parent_id.is_(None))
+                                    top_level())
             .order_by(Execution.created_at))
         return result.scalars().all()
 

@@ -59,7 +59,13 @@ from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor,
 from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
-from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    StartHook,
+    WorkerAnswer,
+    split_key,
+    variant_key,
+)
 from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
 from gristmill_platform.units import ram_bytes
 
@@ -250,6 +256,10 @@ class KubernetesWorkerPool:
         await self._wait_for_verdict(tracked, record.generation, wait_s)
 
     async def stop(self, deployment_name: str) -> None:
+        if split_key(deployment_name)[1] is None:  # its variants' workers go with it
+            prefix = variant_key(deployment_name, "")
+            await asyncio.gather(*(self.stop(key) for key in list(self._tracked)
+                                   if key.startswith(prefix)))
         tracked = self._tracked.pop(deployment_name, None)
         if tracked is not None:
             tracked.stopped = True
@@ -421,23 +431,31 @@ class KubernetesWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
+        """The record of a deployment's workers, or of a variant pipeline's
+        (executors/workers.py variant_key): the deployment's, with that pipeline's step.
+        A variant's status starts afresh: the deployment's says nothing of it."""
+        deployment_name, variant = split_key(name)
         async with self.transactions() as session:
-            deployment = await self.deployments(session).by_name(name)
+            deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            step = await _step_of(session, deployment.pipeline_id)
+            pipeline_id = deployment.pipeline_id if variant is None else await session.scalar(
+                select(Pipeline.id).where(Pipeline.name == variant))
+            step = await _step_of(session, pipeline_id) if pipeline_id else None
             if step is None:
                 return None
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             config = step.container_config or {}
             return _Record(
-                deployment_id=deployment.id, name=deployment.name,
-                generation=deployment.generation, status=deployment.status,
-                status_reason=deployment.status_reason,
+                deployment_id=deployment.id, name=name,
+                generation=deployment.generation,
+                status=deployment.status if variant is None else "creation_pending",
+                status_reason=deployment.status_reason if variant is None else None,
                 max_parallel=(deployment.max_parallel_executions_per_pod
                               if deployment.enable_parallel_executions else 1),
                 timeout_s=deployment.timeout_s, step_name=step.name,
-                pipeline_name=deployment.pipeline_name, function_path=step.function_path,
+                pipeline_name=variant or deployment.pipeline_name,
+                function_path=step.function_path,
                 function_name=step.function_name,
                 language=str(config.get("language") or default_language()),
                 # the step's built image; none yet: the runtime image alone (manifests)
@@ -504,6 +522,8 @@ class KubernetesWorkerPool:
         tracked.failed = verdict.reason or "the worker could not be started" \
             if verdict.status == "creation_failed" else None
         await self._flush_logs()  # the import-time output is in before the status says up
+        if split_key(tracked.name)[1] is not None:
+            return  # a variant's workers say nothing of the deployment's status
         try:
             async with self.transactions() as session:
                 deployment = await self.deployments(session).get(tracked.deployment_id)
