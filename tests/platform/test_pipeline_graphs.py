@@ -283,9 +283,111 @@ def test_endpoint_and_periodic_deployments_of_a_graph(gristmill_env, api, steps,
     assert read["status"] == "Succeeded" and read["execution_rule"] == "periodic"
     assert [s["status"] for s in read["steps"]] == ["Succeeded"] * 4
 
-    low = api.post("/endpoints", json={"pipeline_name": f"dep-{unique}",
-                                       "name": f"glow-{unique}", "mode": "low_latency"})
-    assert_error(low, 400, "low_latency deployments run one-step pipelines only")
+
+
+def _low_latency(api: httpx.Client, pipeline: str, name: str, **mapping: Any
+                 ) -> dict[str, Any]:
+    created = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
+                                           "mode": "low_latency", **mapping})
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_env, api,
+                                                                     steps, unique) -> None:
+    from tests.platform.test_deployments import call
+
+    # "again" runs the step "count" runs: the two share that step's pool
+    nodes = [*diamond(steps),
+             node("again", steps["count"], words={"node": "split", "output": "words"})]
+    outputs = [*REPORT, {"name": "again", "node": "again", "output": "n"}]
+    assert create(api, f"llg-{unique}", nodes, outputs).status_code == 201
+    created = _low_latency(api, f"llg-{unique}", f"llg-{unique}", outputs_mapping=[
+        {"pipeline_output_name": "line", "endpoint_output_name": "out"},
+        {"pipeline_output_name": "again", "endpoint_output_name": "again"}])
+    # up once a worker of each distinct step serves: four pools for five nodes
+    assert created["status"] == "up", created
+    assert len(created["pods"]) == 4
+    assert {p["status"] for p in created["pods"]} == {"running"}
+    token = created["endpoint_token"]
+
+    workers: list[dict[str, str]] = []
+    for sentence, line in (("one two three", "> 3 words, longest three"),
+                           ("warm again", "> 2 words, longest again")):
+        answer = call(gristmill_env, f"llg-{unique}", token, {"text": sentence}, sdk=False)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"] == {"out": line, "again": len(sentence.split())}
+        execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+        assert execution["status"] == "Succeeded"
+        per_node = {s["name"]: s for s in execution["steps"]}
+        assert [s["status"] for s in per_node.values()] == ["Succeeded"] * 5
+        assert per_node["report"]["start_date"] >= max(per_node["count"]["end_date"],
+                                                       per_node["pick"]["end_date"])
+        workers.append({name: s["worker"] for name, s in per_node.items()})
+    pods = {p["pod_id"] for p in created["pods"]}
+    # every node ran on a warm worker of the deployment, the same ones for both calls
+    assert set(workers[0].values()) == pods and workers[0] == workers[1]
+    assert workers[0]["count"] == workers[0]["again"]
+    assert len({workers[0][n] for n in ("split", "count", "pick", "report")}) == 4
+    node_logs = api.post(f"/executions/{per_node['split']['execution_id']}/logs",
+                         json={}).json()[0]
+    assert "splitting 'warm again'" in [line["message"] for line in node_logs]
+    # one execution per call in the deployment's list: the nodes are in its steps
+    assert len(api.get(f"/deployments/llg-{unique}/executions").json()) == 2
+
+    # deleting the deployment stops every node pool's worker (each has a folder while up)
+    folders = [gristmill_env.data_dir / "low-latency" / pod for pod in pods]
+    assert all(folder.is_dir() for folder in folders)
+    assert api.delete(f"/deployments/llg-{unique}").status_code == 200
+    assert not any(folder.exists() for folder in folders)
+
+
+def test_a_failing_node_fails_a_low_latency_execution(gristmill_env, api, steps,
+                                                      unique) -> None:
+    from tests.platform.test_deployments import call
+
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("pick", steps["boom"], words={"node": "split", "output": "words"}),
+             node("report", steps["report"], n={"node": "pick", "output": "n"},
+                  word={"constant": "w"})]
+    assert create(api, f"llf-{unique}", nodes, REPORT).status_code == 201
+    token = _low_latency(api, f"llf-{unique}", f"llf-{unique}")["endpoint_token"]
+    answer = call(gristmill_env, f"llf-{unique}", token, {"text": "x y"}, sdk=False)
+    assert_error(answer, 500, "node 'pick' failed: ValueError: no luck with x y")
+    execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    assert execution["status"] == "Failed"
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("split", "Succeeded"), ("pick", "Failed"), ("report", "Skipped")]
+    # the failure did not take the warm workers down: the next call runs on them
+    again = call(gristmill_env, f"llf-{unique}", token, {"text": "z"}, sdk=False)
+    assert_error(again, 500, "node 'pick' failed: ValueError: no luck with z")
+
+
+def test_files_pass_between_low_latency_nodes_through_the_data_store(gristmill_env, api,
+                                                                     steps, unique) -> None:
+    from tests.platform.test_datastore import download
+    from tests.platform.test_deployments import call
+
+    nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),
+             node("read", steps["read_doc"], doc={"node": "write", "output": "doc"})]
+    outputs = [{"name": "size", "node": "read", "output": "size"},
+               {"name": "upper", "node": "read", "output": "upper"}]
+    assert create(api, f"llfile-{unique}", nodes, outputs).status_code == 201
+    token = _low_latency(api, f"llfile-{unique}", f"llfile-{unique}", outputs_mapping=[
+        {"pipeline_output_name": "size", "endpoint_output_name": "size"},
+        {"pipeline_output_name": "upper",
+         "datastore_path": f"graphs/{unique}/ll-upper.txt"}])["endpoint_token"]
+    answer = call(gristmill_env, f"llfile-{unique}", token, {"text": "ab"}, sdk=False)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == {"size": 6}
+    execution_id = answer.headers["craft-ai-execution-id"]
+    assert api.get(f"/executions/{execution_id}/outputs/upper").content == b"ABABAB"
+    read_node = api.get(f"/executions/{execution_id}").json()["steps"][1]
+    node_read = api.get(f"/executions/{read_node['execution_id']}").json()
+    # the downstream node's input is an object of the data store, copied from upstream's
+    assert node_read["inputs"][0]["mapping_type"] == "node_output"
+    assert download(api, f"graphs/{unique}/ll-upper.txt").content == b"ABABAB"
 
 
 def test_deleting_a_step_used_by_a_graph_needs_force(api, steps, unique) -> None:

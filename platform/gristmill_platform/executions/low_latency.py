@@ -66,6 +66,8 @@ SHUTDOWN_GRACE_S = 3.0
 
 # Fails an execution (reason, last lines of its output): ExecutionRuntime._fail.
 FailExecution = Callable[[str, str, Sequence[str]], Awaitable[None]]
+# A node of a multi-step pipeline ended: GraphScheduler.node_ended.
+NodeEnded = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -87,8 +89,9 @@ class LowLatencyDispatcher:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
                  pool: WorkerPool, journal: TrackingJournal,
                  environment: EnvironmentSnapshot, events: ExecutionEvents,
-                 fail: FailExecution) -> None:
+                 fail: FailExecution, node_ended: NodeEnded | None = None) -> None:
         self.transactions = transactions
+        self.node_ended = node_ended
         self.executions = executions
         self.pool = pool
         self.events = events
@@ -120,6 +123,8 @@ class LowLatencyDispatcher:
             await self._fail(execution_id, f"the low-latency worker could not run it: {exc}")
         finally:
             self._release(execution_id)
+            if launch.parent_id is not None and self.node_ended is not None:
+                await self.node_ended(execution_id)  # what follows the node may start
 
     async def warm(self, key: str, *, wait_s: float) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py

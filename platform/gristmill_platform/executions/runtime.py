@@ -151,8 +151,9 @@ class ExecutionRuntime:
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
         self.workers = workers
-        self.low_latency = LowLatencyDispatcher(transactions, executions, workers, journal,
-                                                environment, self.events, self._fail)
+        self.low_latency = LowLatencyDispatcher(
+            transactions, executions, workers, journal, environment, self.events, self._fail,
+            node_ended=lambda execution_id: self.graphs.node_ended(execution_id))
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
                                      self.events.notify, steps.code_dir)

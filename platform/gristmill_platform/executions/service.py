@@ -89,6 +89,8 @@ class Launch:
     # a low-latency variant pipeline's warm workers (executors/workers.py variant_key);
     # None: the deployment's own
     worker_key: str | None = None
+    # a node of a multi-step pipeline's execution: that execution's id
+    parent_id: str | None = None
 
 
 class ExecutionService:
@@ -182,6 +184,7 @@ class ExecutionService:
                       deployment_name=execution.deployment_name,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
                       timeout_s=execution.timeout_s, graph=graph,
+                      parent_id=execution.parent_id,
                       worker_key=(variant_key(deployment.name, pipeline.name)
                                   if deployment and pipeline.name != deployment.pipeline_name
                                   else None))

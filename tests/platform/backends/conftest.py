@@ -188,7 +188,7 @@ def _emulated(root: Path, moto: Moto) -> Iterator[Backend]:
     kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers)
     # the pool reaches worker pods where the double runs them, not at their (made-up) IPs;
     # it reads their statuses as often as the executor's watch does
-    pool = state.services.executions.workers
+    pool = state.services.executions.workers.inner  # the backend's, in GraphWorkerPools
     pool.address = workers.address
     pool.refresh_s = 0.2
 

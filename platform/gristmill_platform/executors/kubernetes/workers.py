@@ -57,7 +57,13 @@ from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor,
 from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
-from gristmill_platform.executors.workers import ExecutionLost, StartHook, WorkerAnswer
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    StartHook,
+    WorkerAnswer,
+    node_step,
+    split_key,
+)
 from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
 from gristmill_platform.units import ram_bytes
 
@@ -261,6 +267,19 @@ class KubernetesWorkerPool:
     def deployment_names(self) -> list[str]:
         return list(self._tracked)
 
+    def verdict(self, key: str) -> tuple[str, str | None]:
+        tracked = self._tracked.get(key)
+        if tracked is None or tracked.stopped:
+            return "failed", "the worker is not running"
+        if tracked.failed is not None:
+            return "failed", tracked.failed
+        # the current generation's verdict: a roll's new pods serve before it says up
+        recorded = tracked.recorded
+        if recorded is not None and recorded.status in ("up", "down_retrying") \
+                and tracked.was_up:
+            return "up", None
+        return "starting", None
+
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         tracked = self._tracked.get(deployment_name)
         if tracked is None:
@@ -397,17 +416,23 @@ class KubernetesWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
+        node = node_step(name)  # a pool of a multi-step pipeline's nodes
         async with self.transactions() as session:
-            deployment = await self.deployments(session).by_name(name)
+            deployment = await self.deployments(session).by_name(
+                split_key(name)[0] if node is not None else name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            step = await _step_of(session, deployment.pipeline_id)
+            if node is not None:
+                step = await session.scalar(select(Step).where(Step.name == node))
+            else:
+                # a multi-step pipeline's: its nodes' pools serve it (graph_workers.py)
+                step = await _step_of(session, deployment.pipeline_id)
             if step is None:
                 return None
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             config = step.container_config or {}
             return _Record(
-                deployment_id=deployment.id, name=deployment.name,
+                deployment_id=deployment.id, name=name,
                 generation=deployment.generation, status=deployment.status,
                 status_reason=deployment.status_reason,
                 max_parallel=(deployment.max_parallel_executions_per_pod
@@ -480,6 +505,8 @@ class KubernetesWorkerPool:
         tracked.failed = verdict.reason or "the worker could not be started" \
             if verdict.status == "creation_failed" else None
         await self._flush_logs()  # the import-time output is in before the status says up
+        if node_step(tracked.name) is not None:
+            return  # a node pool: graph_workers.py judges the deployment from all of them
         try:
             async with self.transactions() as session:
                 deployment = await self.deployments(session).get(tracked.deployment_id)
@@ -717,5 +744,8 @@ async def _pod_manifests(executor: KubernetesExecutor, deployment_name: str
 
 
 async def _step_of(session: AsyncSession, pipeline_id: str) -> Step | None:
+    """The step of a one-step pipeline; None for a multi-step one."""
     pipeline = await session.get(Pipeline, pipeline_id)
-    return await session.get(Step, pipeline.step_id) if pipeline is not None else None
+    if pipeline is None or pipeline.graph is not None:
+        return None
+    return await session.get(Step, pipeline.step_id)
