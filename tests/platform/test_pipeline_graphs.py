@@ -336,8 +336,18 @@ def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_e
     # one execution per call in the deployment's list: the nodes are in its steps
     assert len(api.get(f"/deployments/llg-{unique}/executions").json()) == 2
 
+    # an update rolls every node pool; the deployment is up once all the new ones serve
+    updated = api.patch(f"/deployments/llg-{unique}", json={"description": "rolled"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "up", updated.json()
+    rolled = {p["pod_id"] for p in updated.json()["pods"]}
+    assert len(rolled) == 4 and not rolled & pods
+    answer = call(gristmill_env, f"llg-{unique}", token, {"text": "a b"}, sdk=False)
+    assert answer.status_code == 200, answer.text
+    execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    assert {s["worker"] for s in execution["steps"]} == rolled
     # deleting the deployment stops every node pool's worker (each has a folder while up)
-    folders = [gristmill_env.data_dir / "low-latency" / pod for pod in pods]
+    folders = [gristmill_env.data_dir / "low-latency" / pod for pod in rolled]
     assert all(folder.is_dir() for folder in folders)
     assert api.delete(f"/deployments/llg-{unique}").status_code == 200
     assert not any(folder.exists() for folder in folders)

@@ -156,6 +156,25 @@ def test_create_run_and_read_a_decorated_pipeline(gm, tmp_path: Path, unique) ->
     assert "tokenizing 'a graph of steps'" in [line["message"] for line in node_logs]
 
 
+def test_a_decorated_pipeline_deployed_low_latency(gm, tmp_path: Path, unique) -> None:
+    module = _load(tmp_path / "flows", "words", FLOW_MODULE, unique)
+    name = f"llwords-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.flow,
+                       container_config={"requirements_path": ""})
+    deployed = gm.create_deployment(pipeline_name=name, deployment_name=name,
+                                    execution_rule="endpoint", mode="low_latency")
+    assert deployed["status"] == "up"
+    assert len(deployed["pods"]) == 3  # tokenize, stats, describe: one warm pool each
+    answer = gm.trigger_endpoint(name, deployed["endpoint_token"],
+                                 inputs={"text": "warm graph nodes"})
+    assert answer["outputs"] == {"line": "3 words, longest graph", "count": 3}
+    execution = gm.get_pipeline_execution(answer["execution_id"])
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("tokenize", "Succeeded"), ("stats", "Succeeded"), ("describe", "Succeeded")]
+    assert {s["worker"] for s in execution["steps"]} == {p["pod_id"] for p in deployed["pods"]}
+    gm.delete_deployment(name)
+
+
 CHECKED_MODULE = '''
 from gristmill import Gristmill, check, pipeline, step
 

@@ -74,3 +74,47 @@ def test_a_failing_node_fails_the_graph_on_the_backend(backend: Backend, api: ht
     assert_error(result, 500, "node 'bad' failed: ValueError: bad text 'ZZ'")
     steps = api.get(f"/executions/{execution_id}").json()["steps"]
     assert [s["status"] for s in steps] == ["Succeeded", "Failed", "Skipped"]
+
+
+
+def test_a_low_latency_graph_runs_its_nodes_on_warm_workers_on_the_backend(
+        backend: Backend, api: httpx.Client, graph_archive: bytes, unique: str) -> None:
+    from tests.platform.backends.test_low_latency import deployment
+
+    if backend.name == "kubernetes-real":
+        pytest.skip("low-latency workers on a real cluster: the pool reaches pods at their "
+                    "IPs, which this machine does not route to")
+    archive = graph_archive
+    upper = make_step(api, archive, f"lupper-{unique}", "upper")
+    chatty = make_step(api, archive, f"lchatty-{unique}", "chatty")
+    name = f"lgraph-{unique}"
+    created = api.post("/pipelines", json={
+        "pipeline_name": name,
+        "nodes": [{"name": "first", "step_name": upper,
+                   "inputs": {"text": {"pipeline_input": "text"}}},
+                  {"name": "left", "step_name": chatty, "inputs": text_of("first")},
+                  {"name": "right", "step_name": upper, "inputs": text_of("first")}],
+        "outputs": [{"name": "left", "node": "left", "output": "text"},
+                    {"name": "right", "node": "right", "output": "text"}]})
+    assert created.status_code == 201, created.text
+    deployed = api.post("/endpoints", json={"pipeline_name": name, "name": name,
+                                            "mode": "low_latency"})
+    assert deployed.status_code == 201, deployed.text
+    body = deployed.json()
+    assert body["status"] == "up", (body["status_reason"], body.get("pods"))
+    pods = {pod["pod_id"] for pod in deployment(api, name)["pods"]}
+    assert len(pods) == 2  # one pool per distinct step: upper and chatty
+    answer = httpx.post(f"{backend.env.url}/endpoints/{name}", json={"text": "ab"},
+                        headers={"Authorization": f"EndpointToken {body['endpoint_token']}"},
+                        timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == {"left": "AB", "right": "AB"}
+    read = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    by_name = {s["name"]: s for s in read["steps"]}
+    assert [s["status"] for s in by_name.values()] == ["Succeeded"] * 3
+    # each node ran on the warm worker of its step
+    assert {s["worker"] for s in by_name.values()} == pods
+    assert by_name["first"]["worker"] == by_name["right"]["worker"] != by_name["left"]["worker"]
+    lines = api.post(f"/executions/{by_name['left']['execution_id']}/logs", json={}).json()[0]
+    assert "line 0 of AB" in [line["message"] for line in lines]
+    assert api.delete(f"/deployments/{name}").status_code == 200
