@@ -250,6 +250,63 @@ def test_deleting_a_running_graph_stops_its_nodes(api, steps, unique) -> None:
         assert api.get(f"/executions/{node_id}").status_code == 404
 
 
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_cancelling_a_graph_stops_its_running_nodes(api, steps, unique) -> None:
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("a", steps["slow"], words={"node": "split", "output": "words"}),
+             node("b", steps["slow"], words={"node": "split", "output": "words"}),
+             # waits for a: it never starts
+             node("last", steps["report"], n={"node": "a", "output": "n"},
+                  word={"constant": "w"})]
+    assert create(api, f"can-{unique}", nodes, []).status_code == 201
+    execution_id = run(api, f"can-{unique}", {"text": "x"}).json()["execution_id"]
+    running: dict[str, dict[str, Any]] = {}
+    for _ in range(300):
+        steps_now = api.get(f"/executions/{execution_id}").json()["steps"]
+        running = {s["name"]: s for s in steps_now
+                   if s["name"] in ("a", "b") and s["status"] == "Running"}
+        if len(running) == 2:
+            break
+        time.sleep(0.2)
+    assert len(running) == 2, steps_now
+    pids = [int(s["worker"].removeprefix("local-")) for s in running.values()]
+    assert not any(_gone(pid) for pid in pids)
+
+    cancelled = api.post(f"/executions/{execution_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "Cancelled"
+    read = api.get(f"/executions/{execution_id}").json()
+    assert read["status"] == "Cancelled"
+    assert read["status_reason"] == "the execution was cancelled"
+    assert [(s["name"], s["status"]) for s in read["steps"]] == [
+        ("split", "Succeeded"), ("a", "Cancelled"), ("b", "Cancelled"), ("last", "Skipped")]
+    # the running nodes' workers are stopped, the records kept
+    for _ in range(100):
+        if all(_gone(pid) for pid in pids):
+            break
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in pids)
+    for name in ("a", "b"):
+        node_read = api.get(f"/executions/{running[name]['execution_id']}").json()
+        assert node_read["status"] == "Cancelled"
+        assert node_read["status_reason"] == "its pipeline's execution was cancelled"
+    assert_error(wait(api, execution_id), 500, f"Execution {execution_id} was cancelled")
+    # what has ended cannot be cancelled; what does not exist is not found
+    assert_error(api.post(f"/executions/{execution_id}/cancel"), 409,
+                 "has already ended (status Cancelled)")
+    assert api.post(f"/executions/{execution_id}/cancel").json()["name"] == "ExecutionEnded"
+    assert api.post(f"/executions/nope-{unique}/cancel").status_code == 404
+
+
 def test_endpoint_and_periodic_deployments_of_a_graph(gristmill_env, api, steps,
                                                       unique) -> None:
     from tests.platform.test_deployments import call, fire_now, results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,64 @@ def test_a_decorated_pipeline_deployed_low_latency(gm, tmp_path: Path, unique) -
     assert [(s["name"], s["status"]) for s in execution["steps"]] == [
         ("tokenize", "Succeeded"), ("stats", "Succeeded"), ("describe", "Succeeded")]
     assert {s["worker"] for s in execution["steps"]} == {p["pod_id"] for p in deployed["pods"]}
+    gm.delete_deployment(name)
+
+
+NAP_MODULE = '''
+import time
+
+from gristmill import pipeline, step
+
+
+@step
+def nap(seconds: int) -> int:
+    time.sleep(seconds)
+    return seconds
+
+
+@step
+def double(n: int) -> int:
+    return 2 * n
+
+
+@pipeline
+def napping(seconds: int) -> dict:
+    return {"twice": double(nap(seconds))}
+'''
+
+
+def test_cancelling_a_low_latency_graph_execution(gm, tmp_path: Path, unique) -> None:
+    from gristmill import ConflictError
+
+    module = _load(tmp_path / "naps", "napping", NAP_MODULE, unique)
+    name = f"llnap-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.napping,
+                       container_config={"requirements_path": ""})
+    token = gm.create_deployment(pipeline_name=name, deployment_name=name,
+                                 execution_rule="endpoint",
+                                 mode="low_latency")["endpoint_token"]
+    started = gm.trigger_endpoint(name, token, inputs={"seconds": 4},
+                                  wait_for_results=False)
+    execution_id = started["execution_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        steps = gm.get_pipeline_execution(execution_id)["steps"]
+        if steps[0]["status"] == "Running":
+            break
+        time.sleep(0.1)
+    assert steps[0]["status"] == "Running", steps
+
+    cancelled = gm.cancel_pipeline_execution(execution_id)
+    assert cancelled["status"] == "Cancelled"
+    execution = gm.get_pipeline_execution(execution_id)
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("nap", "Cancelled"), ("double", "Skipped")]
+    with pytest.raises(ConflictError, match="has already ended"):
+        gm.cancel_pipeline_execution(execution_id)
+    # the warm workers serve the next call (the cancelled nap's result is dropped)
+    answer = gm.trigger_endpoint(name, token, inputs={"seconds": 0})
+    assert answer["outputs"] == {"twice": 0}
+    assert gm.get_pipeline_execution(execution_id)["status"] == "Cancelled"
     gm.delete_deployment(name)
 
 

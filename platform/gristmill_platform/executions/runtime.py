@@ -191,6 +191,14 @@ class ExecutionRuntime:
         else:
             self._spawn(self._launch(launch))
 
+    def cancelled(self, execution_ids: Sequence[str]) -> None:
+        """After executions were cancelled: those still waiting for a worker leave the
+        queue, and whoever waits on them is woken."""
+        for execution_id in execution_ids:
+            if self.admission is not None:
+                self.admission.withdraw(execution_id)
+            self.events.notify(execution_id)
+
     def _release(self, execution_id: str) -> None:
         if self.admission is not None:
             self.admission.release(execution_id)
@@ -201,10 +209,12 @@ class ExecutionRuntime:
         try:
             async with self.transactions() as session:
                 context = await self._context(session, launch)
-                if self.kubernetes is None and await ExecutionRepository(session).get(
-                        launch.execution_id) is None:
-                    self._release(launch.execution_id)  # deleted while it waited
-                    return
+                if self.kubernetes is None:
+                    waited = await ExecutionRepository(session).get(launch.execution_id)
+                    if waited is None or waited.status not in t.ACTIVE:
+                        # deleted or cancelled while it waited
+                        self._release(launch.execution_id)
+                        return
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
                 handle = await self.kubernetes.submit(spec)
