@@ -306,6 +306,64 @@ def test_checks_and_metric_bounds(gm, tmp_path: Path, unique) -> None:
         gm.run_pipeline(name, inputs={"rows": 2})
 
 
+CURVES_MODULE = '''
+from gristmill import Gristmill, pipeline, step
+
+
+@step
+def fit(losses: list) -> int:
+    client = Gristmill(progress=False)
+    client.record_list_metric_values("loss", losses[:2])
+    client.record_list_metric_values("loss", losses[2:])  # appended, in order
+    return len(losses)
+
+
+@pipeline(metric_bounds={"loss": {"max": 1.0, "list": "last"},
+                         "loss_every": {"max": 1.0, "severity": "warning"}})
+def curves(losses: list) -> dict:
+    return {"epochs": fit(losses)}
+'''
+
+
+def test_metric_bounds_on_list_metrics(gm, tmp_path: Path, unique) -> None:
+    """A bound judges every value of a list metric (default) or its last (list: last)."""
+    from gristmill import ExecutionFailedError
+
+    module = _load(tmp_path / "curves", "curves", CURVES_MODULE, unique)
+    name = f"curves-{unique}"
+    created = gm.create_pipeline(pipeline_name=name, pipeline=module.curves,
+                                 container_config={"requirements_path": ""})
+    assert created["graph"]["metric_bounds"]["loss"] == {
+        "min": None, "max": 1.0, "severity": "error", "list": "last"}
+    # the curve starts above the maximum but ends below it: "last" passes; the warning
+    # bound on a metric never recorded is a warning
+    passed = gm.run_pipeline(name, inputs={"losses": [3.0, 1.5, 0.8, 0.4]})
+    read = gm.get_pipeline_execution(passed["execution_id"])
+    assert read["status"] == "Succeeded"
+    assert read["warnings"] == [{"kind": "metric_bound", "name": "loss_every",
+                                 "message": "metric 'loss_every' was not recorded"}]
+    # ending above it fails, naming the last value
+    with pytest.raises(ExecutionFailedError,
+                       match="list metric 'loss' ends at 1.2, above its maximum 1"):
+        gm.run_pipeline(name, inputs={"losses": [0.5, 0.4, 0.9, 1.2]})
+
+
+def test_metric_bounds_judge_every_value_of_a_list_metric_by_default(gm, tmp_path: Path,
+                                                                    unique) -> None:
+    from gristmill import ExecutionFailedError
+
+    code = CURVES_MODULE.replace('{"max": 1.0, "list": "last"}', '{"max": 1.0}')
+    module = _load(tmp_path / "every", "curves", code, unique)
+    name = f"every-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.curves,
+                       container_config={"requirements_path": ""})
+    assert gm.run_pipeline(name, inputs={"losses": [0.9, 0.5, 0.3]})["outputs"] == {
+        "epochs": 3}
+    with pytest.raises(ExecutionFailedError,
+                       match="list metric 'loss' has 1.5 at position 2, above its maximum 1"):
+        gm.run_pipeline(name, inputs={"losses": [0.9, 0.5, 1.5, 0.3]})
+
+
 def test_cache_and_check_are_recorded_on_their_nodes() -> None:
     from gristmill import check
 

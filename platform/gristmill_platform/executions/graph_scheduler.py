@@ -204,9 +204,11 @@ class GraphScheduler:
         bounds = graph.get("metric_bounds") or {}
         if not bounds:
             return
-        recorded = await service.repository.metric_values([n.id for n in nodes.values()])
+        ran = [n.id for n in nodes.values()]
+        recorded = await service.repository.metric_values(ran)
+        listed = await service.repository.list_metric_values(ran)
         for name, bound in bounds.items():
-            problem = bound_violation(name, bound, recorded.get(name))
+            problem = bound_violation(name, bound, recorded.get(name), listed.get(name, ()))
             if problem is None:
                 continue
             if bound["severity"] == "error":
