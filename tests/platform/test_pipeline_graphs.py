@@ -546,6 +546,47 @@ def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database
         server.stop()
 
 
+def test_a_restarted_control_service_brings_a_low_latency_graph_up_again(tmp_path,
+                                                                        database) -> None:
+    from tests.conftest import start_environment
+    from tests.platform.test_deployments import call
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            for function in ("split", "count"):
+                inputs, outputs = STEPS[function]
+                assert post_step(api, step_form(function, function_path="src/nodes.py",
+                                                function_name=function, inputs=inputs,
+                                                outputs=outputs), archive).status_code == 201
+            chain = [node("split", "split", text={"pipeline_input": "text"}),
+                     node("count", "count", words={"node": "split", "output": "words"})]
+            assert create(api, "chain", chain,
+                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            token = _low_latency(api, "chain", "chain-ll")["endpoint_token"]
+            before = {p["pod_id"] for p in api.get("/deployments/chain-ll").json()["pods"]}
+            assert len(before) == 2
+    finally:
+        server.stop()
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            # the node pools start again at start-up; a call meanwhile waits for them
+            answer = call(env, "chain-ll", token, {"text": "a b c"}, sdk=False)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"] == {"n": 3}
+            shown = api.get("/deployments/chain-ll").json()
+            assert shown["status"] == "up"
+            assert {p["pod_id"] for p in shown["pods"]} == before
+            assert {p["status"] for p in shown["pods"]} == {"running"}
+    finally:
+        server.stop()
+
+
 def test_a_cached_node_reuses_the_outputs_of_an_identical_earlier_run(api, steps,
                                                                       unique) -> None:
     nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),

@@ -108,7 +108,8 @@ class GraphWorkerPools:
                      if d.is_enabled]
         for name in names:
             try:
-                await self.ensure(name, wait_s=0)
+                if await self._graph(name) is not None:  # the others: the inner pool's
+                    await self.ensure(name, wait_s=0)
             except Exception:
                 log.exception("could not bring the workers of %s up again", name)
 
