@@ -410,6 +410,42 @@ def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_e
     assert not any(folder.exists() for folder in folders)
 
 
+COLD_CODE = '''
+import os
+
+if os.environ.get("GRISTMILL_WORKER_SOCKET"):  # only a warm worker sets it
+    raise RuntimeError("this step cannot start warm")
+
+
+def count(words: list) -> dict:
+    return {"n": len(words)}
+'''
+
+
+def test_a_node_step_whose_worker_cannot_start_fails_the_deployment(
+        gristmill_env, api, steps, unique, tmp_path) -> None:
+    from tests.platform.test_deployments import call
+
+    cold = f"cold-{unique}"
+    archive = archive_of(write_folder(tmp_path / "cold", {"src/cold.py": COLD_CODE}))
+    assert post_step(api, step_form(cold, function_path="src/cold.py", function_name="count",
+                                    inputs=STEPS["count"][0], outputs=STEPS["count"][1]),
+                     archive).status_code == 201
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", cold, words={"node": "split", "output": "words"})]
+    assert create(api, f"cold-{unique}", nodes,
+                  [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+    # elastic, the step runs
+    assert outputs_of(run_and_wait(api, f"cold-{unique}", {"text": "a b"})[1]) == {"n": 2}
+    created = _low_latency(api, f"cold-{unique}", f"cold-{unique}")
+    assert created["status"] == "creation_failed"
+    assert created["status_reason"] == (f"the worker of step {cold!r} could not be started: "
+                                        "RuntimeError: this step cannot start warm")
+    refused = call(gristmill_env, f"cold-{unique}", created["endpoint_token"], {"text": "a"},
+                   sdk=False)
+    assert_error(refused, 409, "is not ready (status creation_failed)")
+
+
 def test_a_failing_node_fails_a_low_latency_execution(gristmill_env, api, steps,
                                                       unique) -> None:
     from tests.platform.test_deployments import call
