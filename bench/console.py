@@ -10,6 +10,9 @@ them (the ``Server-Timing: app;dur=`` header: handler and transaction, not the n
   executions sorted     by status
   execution page        one execution with its logs and metrics
   deployments page      the list of deployments
+  deployment page       one deployment: recent executions, metrics, logs
+  deployment traffic    its Traffic section (loaded after the page): the rule and the
+                        comparison of its last 10,000 executions
 
 Target: p95 <= 100 ms. Writes bench/results/console.json.
 
@@ -108,6 +111,8 @@ def measure(url: str, token: str, repeat: int) -> dict[str, dict[str, float]]:
         "executions sorted": "/console/executions?sort=status",
         "execution page": f"/console/executions/{sample}",
         "deployments page": "/console/deployments",
+        "deployment page": f"/console/deployments/{DEPLOYMENTS[0]}",
+        "deployment traffic": f"/console/deployments/{DEPLOYMENTS[0]}/traffic",
     }
     results: dict[str, dict[str, float]] = {}
     for name, path in cases.items():

@@ -1,9 +1,15 @@
-"""Data store throughput: 1 GiB through the SDK against `gristmill up`, beside `cp`, on
-the local backend and on the S3 backend (a moto server in its own process).
+"""Data store throughput: 1 GiB through the SDK against `gristmill up`, beside `cp` and
+beside a bare uvicorn app moving the same bytes, on the local backend and on the S3 backend
+(a moto server in its own process).
 
-Prints MB/s for cp, SDK upload and SDK download on each backend, their ratios to cp, and
-the control service's peak RSS growth during each transfer; writes the figures to
-bench/results/datastore.json (the S3 ones under "s3").
+The bare app (BARE_APP below) is the wire's reference: the same server stack (uvicorn,
+Starlette) with nothing but a PUT that writes the body to a file and a GET that streams a
+file back, called by a plain httpx client reading and writing 1 MiB pieces. No signing, no
+database, no multipart: what the local backend costs on top of that is its own overhead.
+
+Prints MB/s for cp, the bare app, SDK upload and SDK download on each backend, their ratios
+to cp and to the bare app, and the control service's peak RSS growth during each transfer;
+writes the figures to bench/results/datastore.json (the S3 ones under "s3").
 
     .venv/bin/python bench/datastore.py [--size-mib 1024] [--repeat 3] [--s3-size-mib N]
 
@@ -36,6 +42,32 @@ from gristmill import Gristmill
 
 RESULTS = Path(__file__).parent / "results" / "datastore.json"
 MIB = 1024 * 1024
+BARE_APP = """
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+ROOT = Path(os.environ["BARE_ROOT"])
+
+
+async def put(request: Request) -> Response:
+    with (ROOT / "object.bin").open("wb") as handle:
+        async for chunk in request.stream():
+            handle.write(chunk)
+    return Response(status_code=204)
+
+
+async def get(request: Request) -> FileResponse:
+    return FileResponse(ROOT / "object.bin")
+
+
+app = Starlette(routes=[Route("/object", put, methods=["PUT"]),
+                        Route("/object", get, methods=["GET"])])
+"""
 
 
 class RssSampler:
@@ -82,6 +114,18 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """A moto S3 server in its own process, so it does not share the GIL with the SDK."""
@@ -93,15 +137,7 @@ def moto_server() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
+        wait_for(url, process, "the moto server")
         yield url
     finally:
         process.terminate()
@@ -138,6 +174,55 @@ def s3_env(data_dir: Path, endpoint: str) -> Iterator[BenchEnv]:
         env.stop()
 
 
+@contextlib.contextmanager
+def bare_server(work: Path) -> Iterator[str]:
+    """The bare app under uvicorn, in its own process like the control service."""
+    (work / "bare").mkdir()
+    (work / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=work, env={**os.environ, "BARE_ROOT": str(work / "bare")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/object"
+    try:
+        wait_for(url, process, "the bare app")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def bare_transfers(url: str, source: Path, size: int, repeat: int, work: Path
+                   ) -> dict[str, list[float]]:
+    def pieces() -> Iterator[bytes]:
+        with source.open("rb") as handle:
+            while piece := handle.read(MIB):
+                yield piece
+
+    def upload() -> None:
+        response = client.put(url, content=pieces(), headers={"Content-Length": str(size)})
+        response.raise_for_status()
+
+    def download(target: Path) -> None:
+        with client.stream("GET", url) as response, target.open("wb") as handle:
+            response.raise_for_status()
+            for piece in response.iter_raw(MIB):
+                handle.write(piece)
+
+    figures: dict[str, list[float]] = {"upload": [], "download": []}
+    with httpx.Client(timeout=300, trust_env=False) as client:
+        for i in range(repeat):
+            figures["upload"].append(timed(upload))
+            target = work / f"bare-down-{i}.bin"
+            figures["download"].append(timed(lambda t=target: download(t)))
+            if target.stat().st_size != size:
+                raise SystemExit("the bare app returned another size: the benchmark is invalid")
+            target.unlink()
+    return figures
+
+
 def transfers(env: BenchEnv, source: Path, size: int, repeat: int, work: Path
               ) -> dict[str, list[float]]:
     """SDK upload and download of ``source``, ``repeat`` times, with the control
@@ -162,7 +247,8 @@ def transfers(env: BenchEnv, source: Path, size: int, repeat: int, work: Path
     return figures
 
 
-def summary(figures: dict[str, list[float]], size: int, cp_mib_s: float) -> dict[str, object]:
+def summary(figures: dict[str, list[float]], size: int, cp_mib_s: float,
+            bare: dict[str, float]) -> dict[str, object]:
     up = size / MIB / statistics.median(figures["upload"])
     down = size / MIB / statistics.median(figures["download"])
     return {
@@ -170,6 +256,8 @@ def summary(figures: dict[str, list[float]], size: int, cp_mib_s: float) -> dict
         "download_mib_s": round(down, 1),
         "upload_vs_cp": round(up / cp_mib_s, 3),
         "download_vs_cp": round(down / cp_mib_s, 3),
+        "upload_vs_bare": round(up / bare["upload_mib_s"], 3),
+        "download_vs_bare": round(down / bare["download_mib_s"], 3),
         "server_rss_growth_upload_mib": round(max(figures["upload_rss"]) / MIB, 1),
         "server_rss_growth_download_mib": round(max(figures["download_rss"]) / MIB, 1),
     }
@@ -195,6 +283,8 @@ def main() -> None:
             cp_s.append(timed(lambda c=copy: subprocess.run(["cp", str(source), str(c)],
                                                             check=True)))
             copy.unlink()
+        with bare_server(work) as url:
+            bare_s = bare_transfers(url, source, size, args.repeat, work)
         env = start_env(work / "env")
         try:
             local = transfers(env, source, size, args.repeat, work)
@@ -210,31 +300,39 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     cp_mib_s = size / MIB / statistics.median(cp_s)
+    bare = {f"{way}_mib_s": round(size / MIB / statistics.median(bare_s[way]), 1)
+            for way in ("upload", "download")}
     results = {
         "size_mib": args.size_mib,
         "repeat": args.repeat,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "system": platform.platform()},
         "cp_mib_s": round(cp_mib_s, 1),
-        **summary(local, size, cp_mib_s),
-        "raw_seconds": {"cp": cp_s, "upload": local["upload"], "download": local["download"]},
+        "bare_uvicorn": bare,
+        **summary(local, size, cp_mib_s, bare),
+        "raw_seconds": {"cp": cp_s, "upload": local["upload"], "download": local["download"],
+                        "bare_upload": bare_s["upload"], "bare_download": bare_s["download"]},
         "s3": {
             "size_mib": s3_size // MIB,
             "store": "moto server (own process) on 127.0.0.1",
-            **summary(s3, s3_size, cp_mib_s),
+            **summary(s3, s3_size, cp_mib_s, bare),
             "raw_seconds": {"upload": s3["upload"], "download": s3["download"]},
         },
-        "targets": {"vs_cp_at_least": 0.5, "rss_growth_below_mib": 100},
+        "targets": {"vs_bare_at_least": 0.8, "rss_growth_below_mib": 100},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     s3_results = results["s3"]
     assert isinstance(s3_results, dict)
-    print(f"{'transfer':<14}{'MiB/s':>10}{'vs cp':>10}{'server RSS +MiB':>18}")
-    print(f"{'cp':<14}{results['cp_mib_s']:>10}{1.0:>10}{'-':>18}")
+    print(f"{'transfer':<16}{'MiB/s':>10}{'vs cp':>10}{'vs bare':>10}{'server RSS +MiB':>18}")
+    print(f"{'cp':<16}{results['cp_mib_s']:>10}{1.0:>10}{'-':>10}{'-':>18}")
+    for way in ("upload", "download"):
+        print(f"{'bare ' + way:<16}{bare[f'{way}_mib_s']:>10}"
+              f"{round(bare[f'{way}_mib_s'] / cp_mib_s, 3):>10}{1.0:>10}{'-':>18}")
     for label, figures in (("", results), ("s3 ", s3_results)):
         for way in ("upload", "download"):
-            print(f"{label + way:<14}{figures[f'{way}_mib_s']:>10}{figures[f'{way}_vs_cp']:>10}"
+            print(f"{label + way:<16}{figures[f'{way}_mib_s']:>10}{figures[f'{way}_vs_cp']:>10}"
+                  f"{figures[f'{way}_vs_bare']:>10}"
                   f"{figures[f'server_rss_growth_{way}_mib']:>18}")
     s3_note = "" if s3_size == size else f"; S3: {s3_size // MIB} MiB"
     print(f"(median of {args.repeat}, {args.size_mib} MiB{s3_note}; written to {RESULTS})")

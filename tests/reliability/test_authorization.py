@@ -280,6 +280,21 @@ def test_a_member_cannot_touch_what_another_member_owns(world: World) -> None:
         assert member.get(f"/api/v1/executions/{world.execution}").status_code == 200
 
 
+def upload_owners(database_url: str, path: str) -> list[str | None]:
+    from sqlalchemy import create_engine, select
+
+    from gristmill_platform.db.models.datastore import MultipartUpload
+    from gristmill_platform.db.urls import sync_url
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(select(MultipartUpload.created_by)
+                                           .where(MultipartUpload.path == path)).scalars())
+    finally:
+        engine.dispose()
+
+
 def test_deleting_a_user_who_owns_deployments_needs_a_transfer(world: World) -> None:
     from gristmill_platform.errors import AppError
 
@@ -294,6 +309,11 @@ def test_deleting_a_user_who_owns_deployments_needs_a_transfer(world: World) -> 
                                "mode": "elastic"})
     assert created.status_code == 201, created.text
     endpoint_token = created.json()["endpoint_token"]
+    upload_path = f"authz-leaver-{kind}/half-uploaded.bin"
+    started = httpx.post(f"{env.url}/api/v1/data-store/upload/multipart", timeout=60,
+                         headers={"Authorization": f"Bearer {leaver}"},
+                         json={"path_to_object": upload_path})
+    assert started.status_code == 200, started.text
 
     with pytest.raises(AppError) as refused:
         run_admin(env.settings, "delete_user", email)
@@ -308,6 +328,7 @@ def test_deleting_a_user_who_owns_deployments_needs_a_transfer(world: World) -> 
     with world.client("admin") as admin:
         assert admin.get(f"/api/v1/deployments/{name}").json()["created_by"] == \
             world.user_ids["member"]
+    assert upload_owners(env.database.url, upload_path) == [world.user_ids["member"]]
     # the deployment keeps working, now as the heir
     called = httpx.post(f"{env.url}/endpoints/{name}", json={"text": "still"}, timeout=120,
                         headers={"Authorization": f"EndpointToken {endpoint_token}"},

@@ -52,10 +52,10 @@ ELASTIC_CALLS = 6
 SETTLE_S = 150
 
 
-def archive() -> bytes:
+def archive(code: str = STEP) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = STEP.encode()
+        data = code.encode()
         info = tarfile.TarInfo("main.py")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
@@ -130,12 +130,12 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
             _drop_postgres_database(admin, name)  # type: ignore[arg-type]
 
 
-def deploy(api: httpx.Client, name: str, function: str, mode: str) -> str:
+def deploy(api: httpx.Client, name: str, function: str, mode: str, code: str = STEP) -> str:
     created = api.post("/pipelines", data={
         "pipeline_name": name, "function_path": "main.py", "function_name": function,
         "inputs[0][name]": "text", "inputs[0][data_type]": "string",
         "outputs[0][name]": "text", "outputs[0][data_type]": "string"},
-        files={"step_file": ("step_file", archive())})
+        files={"step_file": ("step_file", archive(code))})
     assert created.status_code == 201, created.text
     options: dict[str, Any] = {"pipeline_name": name, "name": name, "mode": mode}
     if mode == "low_latency":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -16,15 +17,29 @@ class RequestLog:
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
+        self.responses: list[httpx.Response] = []
 
     def __call__(self, request: httpx.Request) -> None:
         self.requests.append(request)
 
+    def response(self, response: httpx.Response) -> None:
+        """A response hook: what the server answered to each try (retries included)."""
+        self.responses.append(response)
+
+    def hooks(self) -> dict[str, list[Any]]:
+        return {"request": [self], "response": [self.response]}
+
     def paths(self) -> list[str]:
         return [f"{r.method} {r.url.path}" for r in self.requests]
 
+    def answered(self, path: str, *, ok: bool = True) -> list[httpx.Response]:
+        """Responses to ``"METHOD /path"`` that succeeded (or, with ``ok=False``, did not)."""
+        return [r for r in self.responses
+                if f"{r.request.method} {r.request.url.path}" == path and r.is_success == ok]
+
     def clear(self) -> None:
         self.requests.clear()
+        self.responses.clear()
 
 
 @pytest.fixture
@@ -35,7 +50,7 @@ def request_log() -> RequestLog:
 @pytest.fixture
 def gm(gristmill_env: GristmillEnv, request_log: RequestLog) -> Iterator[Gristmill]:
     """A client of the test environment, progress bars off, logging its requests."""
-    http = httpx.Client(timeout=60, event_hooks={"request": [request_log]})
+    http = httpx.Client(timeout=60, event_hooks=request_log.hooks())
     client = Gristmill(
         gristmill_env.url,
         gristmill_env.sdk_token,

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from gristmill_platform.console import services
 from gristmill_platform.console.charts import chart_spec
+from gristmill_platform.console.rollout import traffic_section
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.db.models.executions import MetricValue
 from gristmill_platform.db.types import utcnow
@@ -81,6 +82,17 @@ async def _page(request: Request, name: str, state: Any, session: Any, principal
 async def deployment_page(name: str, request: Request, viewer: ViewerDep, state: AppStateDep,
                           session: SessionDep, created: bool = False) -> HTMLResponse:
     return await _page(request, name, state, session, viewer.principal, created=created)
+
+
+@router.get("/deployments/{name}/traffic")
+async def traffic(name: str, request: Request, viewer: ViewerDep, state: AppStateDep,
+                  session: SessionDep) -> HTMLResponse:
+    """The page's Traffic section, loaded after the page: its comparison reads the
+    deployment's last 10,000 executions, as the API's deployment read does."""
+    service = state.factories.deployments.traffic(session)
+    deployment = await service.deployments.get(name)
+    section = await traffic_section(service, services.auth(state, session).users, deployment)
+    return render(request, "_traffic.html", deployment=deployment, traffic=section)
 
 
 @router.post("/deployments/{name}/rotate-token")

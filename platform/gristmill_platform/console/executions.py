@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from gristmill_platform.console import services
 from gristmill_platform.console.charts import overlay_spec
+from gristmill_platform.console.graphs import execution_drawing
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.streaming import blob_response
@@ -129,9 +130,27 @@ async def execution_page(execution_id: str, request: Request, viewer: ViewerDep,
     for value in values:
         lists[value.name].append(value.value)
     logs = await service.logs(execution_id, {"limit": LOG_LINES})
+    graph, nodes = await service.graph_of(execution)
     return render(request, "execution.html", e=execution, singles=singles,
                   charts={name: overlay_spec({name: v}) for name, v in sorted(lists.items())},
-                  logs=logs, active=execution.status in t.ACTIVE, log_limit=LOG_LINES)
+                  logs=logs, active=execution.status in t.ACTIVE, log_limit=LOG_LINES,
+                  drawing=execution_drawing(execution, graph, nodes) if graph else None)
+
+
+@router.get("/executions/{execution_id}/graph")
+async def execution_graph(execution_id: str, request: Request, viewer: ViewerDep,
+                          state: AppStateDep, session: SessionDep) -> HTMLResponse:
+    """The graph of a running execution, polled by its page (it stops polling once the
+    execution ended: the answer then carries no trigger)."""
+    service = services.executions(state, session)
+    execution = await service.get(execution_id)
+    graph, nodes = await service.graph_of(execution)
+    if graph is None:
+        raise BadRequest(f"Execution {execution_id} is not a multi-step pipeline's: it has "
+                         "no graph")
+    return render(request, "_graph.html", execution=execution,
+                  drawing=execution_drawing(execution, graph, nodes),
+                  active=execution.status in t.ACTIVE)
 
 
 @router.get("/executions/{execution_id}/logs")

@@ -12,6 +12,7 @@ from gristmill_platform.console.deploy_form import (
     OUTPUT_CHOICES,
     deployment_body,
 )
+from gristmill_platform.console.graphs import draw, wiring
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.deployments.schedule import human_readable, validate_schedule
 from gristmill_platform.deps import AppStateDep, SessionDep, transaction
@@ -36,8 +37,11 @@ async def pipeline_page(name: str, request: Request, viewer: ViewerDep, state: A
         pipeline.id)
     executions = await ExecutionListing(session).page(ExecutionFilters(pipeline_name=name),
                                                       limit=20)
+    graph = pipeline.graph
     return render(request, "pipeline.html", pipeline=pipeline, step=step,
-                  deployments=deployments, executions=executions.rows)
+                  deployments=deployments, executions=executions.rows,
+                  drawing=draw(graph) if graph else None,
+                  wiring=wiring(graph) if graph else [])
 
 
 @router.get("/pipelines/{name}/deploy")

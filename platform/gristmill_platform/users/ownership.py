@@ -1,6 +1,8 @@
 """What a user owns (steps, pipelines, deployments, executions), and handing it to another
 user, so that a user can be deleted without breaking what runs in their name: deployments
-run their executions as their owner (executions/low_latency.py, deployments/service.py)."""
+run their executions as their owner (executions/low_latency.py, deployments/service.py).
+Their multipart uploads in progress go to the heir too, though they do not make a refusal:
+they expire on their own (datastore/housekeeping.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.db.models.datastore import MultipartUpload
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline, Step
 
-_OWNED = (Deployment, Pipeline, Step, Execution)
+_OWNED = (Deployment, Pipeline, Step, Execution, MultipartUpload)
 
 
 @dataclass(frozen=True)

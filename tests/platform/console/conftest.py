@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.platform.console.browserkit import CHROMIUM, FLAGS, Watched
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_runs import STEP_CODE, make_pipeline
 
@@ -57,3 +60,35 @@ def echo_pipeline(gristmill_env, tmp_path_factory, request) -> str:
         return make_pipeline(api, archive, f"console-echo-{module}-{gristmill_env.database.kind}",
                              "echo_async", [{"name": "text", "data_type": "string"}],
                              [{"name": "text", "data_type": "string"}])
+
+
+# -- the browser tests' fixtures (tests/platform/console/browserkit.py) ----------------------
+
+@pytest.fixture(scope="module")
+def env(gristmill_env) -> Any:
+    if gristmill_env.database.kind != "sqlite":
+        pytest.skip("browser tests run once, on SQLite")
+    return gristmill_env
+
+
+@pytest.fixture(scope="module")
+def browser(env) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium, or scripts/setup.sh "
+                    "as root): browser tests skipped")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright not installed: browser tests skipped")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def watched(browser, env) -> Iterator[Watched]:
+    page = Watched(browser, env.url)
+    page.sign_in(env.sdk_token)
+    yield page
+    page.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,13 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.platform.console.browserkit import CHROMIUM, Watched
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_runs import STEP_CODE, make_pipeline
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = os.environ.get("GRISTMILL_CONSOLE_SCREENSHOTS")
 
 TICKS = '''
 import time
@@ -40,76 +35,8 @@ def ticks(count: int) -> dict:
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium, or scripts/setup.sh as "
                 "root): browser tests skipped", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="playwright not installed: browser tests skipped")
-
-
-@pytest.fixture(scope="module")
-def env(gristmill_env) -> Any:
-    if gristmill_env.database.kind != "sqlite":
-        pytest.skip("browser tests run once, on SQLite")
-    return gristmill_env
-
-
-@pytest.fixture(scope="module")
-def browser(env) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-class Watched:
-    """A page whose requests to any other host are refused and recorded, and whose console
-    errors are kept, so each test can assert there were none."""
-
-    def __init__(self, browser: Any, url: str) -> None:
-        self.host = urlsplit(url).netloc
-        self.url = url
-        self.context = browser.new_context(viewport={"width": 1280, "height": 860},
-                                           accept_downloads=True)
-        self.foreign: list[str] = []
-        self.errors: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.set_default_timeout(20_000)
-
-    def _route(self, route: Any) -> None:
-        if urlsplit(route.request.url).netloc != self.host:
-            self.foreign.append(route.request.url)
-            route.abort()
-        else:
-            route.continue_()
-
-    def sign_in(self, token: str) -> None:
-        self.page.goto(self.url + "/")
-        assert "/console/sign-in" in self.page.url
-        self.page.fill("#token", token)
-        self.page.click("button[type=submit]")
-        self.page.wait_for_url(self.url + "/")
-
-    def shot(self, name: str) -> None:
-        if SCREENSHOTS:
-            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.foreign == [], f"requests left the server: {self.foreign}"
-        # a 4xx the test provoked on purpose logs "Failed to load resource"; nothing else may
-        assert [e for e in self.errors if "Failed to load resource" not in e] == []
-
-
-@pytest.fixture
-def watched(browser, env) -> Iterator[Watched]:
-    page = Watched(browser, env.url)
-    page.sign_in(env.sdk_token)
-    yield page
-    page.close()
+pytest.importorskip("playwright.sync_api",
+                    reason="playwright not installed: browser tests skipped")
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,37 @@ def test_pipeline_metric_over_time(console: Console, gristmill_env, echo_pipelin
     assert spec["series"][0]["label"] == "score"
     assert 6.0 in spec["series"][0]["values"]  # len("metric"), recorded by _run
     assert len(spec["x"]) == len(spec["series"][0]["values"])
+
+
+def test_the_graph_fragment_is_refused_for_a_one_step_or_unknown_execution(
+        console: Console, gristmill_env, echo_pipeline) -> None:
+    execution_id = _run(gristmill_env, echo_pipeline, "one step")
+    page = console.get(f"/console/executions/{execution_id}")
+    assert 'id="execution-graph"' not in page.text  # one step: the page as before
+    one = console.get(f"/console/executions/{execution_id}/graph")
+    assert one.status_code == 400 and "has no graph" in one.text
+    unknown = console.get("/console/executions/no-such-execution/graph")
+    assert unknown.status_code == 404 and "no-such-execution" in unknown.text
+
+
+def test_the_traffic_section_of_a_periodic_and_of_an_unknown_deployment(
+        console: Console, gristmill_env, echo_pipeline, unique) -> None:
+    name = f"console-yearly-{unique}"
+    created = console.post(f"/console/pipelines/{echo_pipeline}/deploy",
+                           {"name": name, "execution_rule": "periodic", "mode": "elastic",
+                            "schedule": "0 0 1 1 *", "in.text.source": "constant",
+                            "in.text.value": "x", "out.text.destination": "none"})
+    assert created.status_code == 303, created.text
+    page = console.get(f"/console/deployments/{name}")
+    assert f'hx-get="/console/deployments/{name}/traffic"' in page.text
+    section = console.get(f"/console/deployments/{name}/traffic")
+    assert section.status_code == 200
+    assert "traffic rules apply to endpoints" in section.text
+    assert 'id="traffic-call"' not in section.text  # no rule to set on a periodic one
+    assert "No execution to compare yet" in section.text
+    unknown = console.get("/console/deployments/no-such-deployment/traffic")
+    assert unknown.status_code == 404 and "no-such-deployment" in unknown.text
+    signed_out = httpx.get(f"{gristmill_env.url}/console/deployments/{name}/traffic",
+                           headers={"hx-request": "true"})
+    assert signed_out.status_code == 401
+    assert console.post(f"/console/deployments/{name}/delete").status_code == 303
