@@ -104,11 +104,17 @@ class GraphWorkerPools:
     async def resume(self) -> None:
         await self.inner.resume()  # a multi-step pipeline's deployment: nothing (_load)
         async with self.transactions() as session:
-            names = [d.name for d in await self.deployments(session).low_latency()
-                     if d.is_enabled]
-        for name in names:
+            deployments = [(d.name, d.is_enabled)
+                           for d in await self.deployments(session).low_latency()]
+        for name, enabled in deployments:
             try:
-                if await self._graph(name) is not None:  # the others: the inner pool's
+                graph = await self._graph(name)
+                if graph is None:
+                    continue  # a one-step pipeline's: the inner pool's
+                # known even while disabled: deleting it stops its node pools (on
+                # Kubernetes they outlive this process)
+                self._graphs[name] = graph
+                if enabled:
                     await self.ensure(name, wait_s=0)
             except Exception:
                 log.exception("could not bring the workers of %s up again", name)
