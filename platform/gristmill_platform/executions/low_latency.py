@@ -123,8 +123,8 @@ class LowLatencyDispatcher:
             await self._fail(execution_id, f"the low-latency worker could not run it: {exc}")
         finally:
             self._release(execution_id)
-            if launch.parent_id is not None and self.node_ended is not None:
-                await self.node_ended(execution_id)  # what follows the node may start
+        if launch.parent_id is not None and self.node_ended is not None:
+            await self.node_ended(execution_id)  # what follows the node may start
 
     async def warm(self, key: str, *, wait_s: float) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py
