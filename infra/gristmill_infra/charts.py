@@ -1,7 +1,10 @@
 """Helm charts the environment installs, pinned so that `pulumi up` is repeatable.
 
 Upgrading a chart is a reviewed change to this file (see docs/environments-on-aws.md,
-"Upgrading"); the versions were current in November 2026.
+"Upgrade"). Every version below was checked on 2026-12-05 against the chart repository's own
+index or release tag, and the values Gristmill sets against that version's values.yaml
+(Traefik: its values.schema.json); the sources are listed in docs/environments-on-aws.md,
+"Pinned versions and where each was confirmed".
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ KUBE_PROMETHEUS_STACK = Chart(
     "kube-prometheus-stack", "87.21.0", "https://prometheus-community.github.io/helm-charts"
 )
 DCGM_EXPORTER = Chart(
-    "dcgm-exporter", "4.8.3", "https://nvidia.github.io/dcgm-exporter/helm-charts"
+    "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts"
 )
 NVIDIA_DEVICE_PLUGIN = Chart(
     "nvidia-device-plugin", "0.19.3", "https://nvidia.github.io/k8s-device-plugin"

@@ -3,8 +3,12 @@ and coredns or kube-proxy never drift from what was reviewed.
 
 Upgrading the cluster's minor version is a reviewed change here too: list what EKS offers
 with `aws eks describe-addon-versions --kubernetes-version 1.35 --addon-name <name>
---query 'addons[].addonVersions[].addonVersion'` and pin the newest. These were written
-without AWS access (December 2026): `pulumi preview` against a real account is the check.
+--query 'addons[].addonVersions[].addonVersion'` and pin the newest. Each pin's source is in
+docs/environments-on-aws.md ("Pinned versions and where each was confirmed"), checked on
+2026-12-05 without AWS access: vpc-cni, coredns and kube-proxy are the newest versions the EKS
+user guide's version tables list for each minor; the aws-ebs-csi-driver builds could not be
+confirmed from an AWS source (the upstream releases exist). `pulumi preview` against a real
+account is the check for all of them.
 """
 
 from __future__ import annotations
@@ -19,21 +23,21 @@ ADDONS = (VPC_CNI, COREDNS, KUBE_PROXY, EBS_CSI)
 
 ADDON_VERSIONS: Mapping[str, Mapping[str, str]] = {
     "1.33": {
-        VPC_CNI: "v1.20.4-eksbuild.1",
-        COREDNS: "v1.12.1-eksbuild.2",
-        KUBE_PROXY: "v1.33.3-eksbuild.6",
+        VPC_CNI: "v1.21.1-eksbuild.7",
+        COREDNS: "v1.13.2-eksbuild.4",
+        KUBE_PROXY: "v1.33.10-eksbuild.2",
         EBS_CSI: "v1.48.0-eksbuild.2",
     },
     "1.34": {
-        VPC_CNI: "v1.20.4-eksbuild.1",
-        COREDNS: "v1.12.3-eksbuild.1",
-        KUBE_PROXY: "v1.34.0-eksbuild.4",
+        VPC_CNI: "v1.21.1-eksbuild.7",
+        COREDNS: "v1.13.2-eksbuild.4",
+        KUBE_PROXY: "v1.34.6-eksbuild.2",
         EBS_CSI: "v1.48.0-eksbuild.2",
     },
     "1.35": {
-        VPC_CNI: "v1.21.1-eksbuild.1",
-        COREDNS: "v1.13.1-eksbuild.1",
-        KUBE_PROXY: "v1.35.0-eksbuild.2",
+        VPC_CNI: "v1.21.1-eksbuild.7",
+        COREDNS: "v1.13.2-eksbuild.4",
+        KUBE_PROXY: "v1.35.3-eksbuild.2",
         EBS_CSI: "v1.53.0-eksbuild.1",
     },
 }

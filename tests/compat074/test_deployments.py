@@ -192,6 +192,42 @@ def test_execution_timeout_stops_a_long_execution(client, folder, unique) -> Non
     assert found["execution"]["status"] == "Failed"
 
 
+def test_low_latency_execution_timeout(client, folder, unique) -> None:
+    found = client('''
+    from craft_ai_sdk.io import Input, Output
+
+    pipeline = "slowll-" + ARGS["unique"]
+    sdk.create_pipeline(pipeline, function_path="src/multiply.py", function_name="slow",
+                        container_config={"local_folder": ARGS["folder"]},
+                        inputs=[Input("seconds", "number")], outputs=[Output("slept", "number")])
+    warm = "shortll-" + ARGS["unique"]
+    created = sdk.create_deployment(pipeline, warm, "endpoint", mode="low_latency",
+                                    execution_timeout_s=1, wait_for_completion=True,
+                                    timeout_s=600)
+    token = created["endpoint_token"]
+    before = sdk.trigger_endpoint(warm, token, inputs={"seconds": 0})
+    started = sdk.trigger_endpoint(warm, inputs={"seconds": 60}, wait_for_completion=False)
+    stopped = error_of(sdk.retrieve_pipeline_execution_outputs, started["execution_id"])
+    execution = sdk.get_pipeline_execution(started["execution_id"])
+    with_token = error_of(sdk.trigger_endpoint, warm, token, inputs={"seconds": 60})
+    emit({"status": created["status"], "timeout": created["execution_timeout_s"],
+          "before": before, "stopped": stopped, "execution": execution,
+          "with_token": with_token,
+          "after": sdk.trigger_endpoint(warm, token, inputs={"seconds": 0})})
+    sdk.delete_pipeline(pipeline, force_deployments_deletion=True)
+    ''', unique=unique, folder=str(folder))
+    assert (found["status"], found["timeout"]) == ("up", 1)
+    assert found["before"]["outputs"] == {"slept": 0}
+    reason = "exceeded the deployment's execution timeout (1 s)"
+    # with the SDK token (recorded in the database) and with the endpoint token (fast path)
+    assert found["stopped"]["status_code"] == 500 and reason in found["stopped"]["message"]
+    assert found["with_token"]["status_code"] == 500
+    assert reason in found["with_token"]["message"]
+    assert found["execution"]["status"] == "Failed"
+    assert reason in found["execution"]["status_reason"]
+    assert found["after"]["outputs"] == {"slept": 0}  # on the new worker
+
+
 def test_low_latency_deployment(client, folder, unique) -> None:
     found = client(with_multiply('''
     warm = "warm-" + ARGS["unique"]

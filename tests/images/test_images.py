@@ -6,7 +6,11 @@
   unchanged with `--isolation chroot` on a stand-in base (scripts/standin-base.sh, Debian's
   packages, cached under GRISTMILL_IMAGE_CACHE) when the registry's base cannot be pulled;
   the control-service image then serves /readyz on a read-only root filesystem, writing
-  only to its data volume, and the runtime image runs its runner as uid 10001.
+  only to its data volume, and the runtime image runs its runner as uid 10001;
+- a real step execution inside the built runtime image: the Kubernetes executor on the API
+  emulator creates the pod, the kubelet double runs it with `podman run` in the runtime
+  image (the step's code as its /app, as a step image has it) against the running control
+  service, and the execution's outputs, output file and logs come back.
 
 Opt-in because a cold build installs the control service's dependencies from PyPI (about
 four minutes on two cores); see docs/images.md.
@@ -21,10 +25,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.datastore_conformance.conftest import moto  # noqa: F401  (the S3 fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = [
@@ -34,6 +41,9 @@ DOCKERFILES = [
 ]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_TIMEOUT_S = 900
+# a cold run builds a stand-in base and two images before the first test: more than the
+# suite's 300 s per test (pyproject.toml)
+pytestmark = pytest.mark.timeout(4 * BUILD_TIMEOUT_S)
 # podman on this kind of machine: runc (crun fails on hybrid cgroups), cgroupfs, and
 # limits no higher than the ones the machine itself runs under.
 RUN_FLAGS = ["--runtime", "runc", "--cgroup-manager", "cgroupfs",
@@ -162,3 +172,82 @@ def test_the_control_service_image_is_ready_on_a_read_only_root(
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True, timeout=60,
                        check=False)
+
+
+# --- a real execution inside the runtime image ---------------------------------------------
+
+PROBE_STEP = '''
+import json
+import os
+import sys
+
+
+def probe(text: str) -> dict:
+    out = os.path.join(os.environ["GRISTMILL_IO_DIR"], "shout.txt")
+    with open(out, "w") as handle:
+        handle.write(text.upper())
+    print(f"probing {text}", flush=True)
+    seen = {"uid": os.getuid(), "cwd": os.getcwd(), "python": sys.executable,
+            "hostname_is_the_pod": os.environ.get("HOSTNAME")}
+    return {"seen": json.dumps(seen), "shout": {"path": out}}
+'''
+
+
+def _podman_pod(image: str) -> Any:
+    """The kubelet double's container runner: the pod's command in ``image`` with podman,
+    its code folder as the image's /app (what a step image adds to the runtime image), its
+    I/O volume at the pod's mount, on the host's network (where the control service is)."""
+    def run(pod: Mapping[str, Any], env: Mapping[str, str], code: Path, io_dir: Path
+            ) -> list[str]:
+        io_dir.chmod(0o777)  # the step user (uid 10001) writes its outputs there
+        container = pod["spec"]["containers"][0]
+        command = list(container["command"])
+        argv = ["podman", "run", "--rm", *RUN_FLAGS, "--network", "host",
+                "--name", f"gm-{pod['metadata']['name']}", "--hostname", pod["metadata"]["name"],
+                "-v", f"{code}:/app:ro"]
+        if "GRISTMILL_IO_DIR" in env:
+            argv += ["-v", f"{io_dir}:{env['GRISTMILL_IO_DIR']}"]
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
+        return [*argv, "--entrypoint", command[0], image, *command[1:]]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def cluster(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+            moto: Any) -> Iterator[Any]:  # noqa: F811
+    from tests.platform.backends.conftest import _emulated
+
+    root = tmp_path_factory.mktemp("image-cluster")
+    yield from _emulated(root, moto, container=_podman_pod(images["runtime"]))
+
+
+def test_a_step_runs_inside_the_runtime_image_on_the_kubernetes_backend(
+        cluster: Any, tmp_path: Path) -> None:
+    """The Kubernetes executor's pod, run by the kubelet double with podman in the built
+    runtime image, executes a real step against the running control service."""
+    from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
+    from tests.platform.test_runs import run_and_wait
+
+    api = cluster.env.client()
+    archive = archive_of(write_folder(tmp_path / "step", {"src/steps.py": PROBE_STEP}))
+    created = post_step(api, step_form(
+        "image-probe", function_path="src/steps.py", function_name="probe",
+        inputs=[{"name": "text", "data_type": "string"}],
+        outputs=[{"name": "seen", "data_type": "string"},
+                 {"name": "shout", "data_type": "file"}],
+        name_field="pipeline_name"), archive, route="/pipelines")
+    assert created.status_code == 201, created.text
+    execution_id, result = run_and_wait(api, "image-probe", {"text": "from the image"})
+    assert result.status_code == 200, result.text
+    outputs = {o["pipeline_output_name"]: o for o in result.json()["outputs"]}
+    seen = json.loads(outputs["seen"]["value"])
+    # the runtime image's step user, working directory and interpreter, not this machine's
+    assert seen["uid"] == 10001 and seen["cwd"] == "/app", seen
+    assert not seen["python"].startswith(sys.prefix), seen
+    assert seen["hostname_is_the_pod"] and seen["hostname_is_the_pod"].startswith("gm-"), seen
+    shout = api.get(f"/executions/{execution_id}/outputs/shout", follow_redirects=True)
+    assert shout.status_code == 200 and shout.content == b"FROM THE IMAGE", shout.text
+    logs = api.post(f"/executions/{execution_id}/logs", json={}).json()[0]
+    assert "probing from the image" in [line["message"] for line in logs]

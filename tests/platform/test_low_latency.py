@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,6 +144,23 @@ def meet_threads(text: str, n: float) -> dict:
         return {"info": {"max_active": MAX_ACTIVE}}
     finally:
         _leave()
+
+
+def hold(text: str) -> dict:
+    """At once, or for "gate:<path>" once that file exists; writes "<path>.done" as it
+    returns (a call abandoned with its worker never does)."""
+    if text.startswith("gate:"):
+        gate = Path(text.split(":", 1)[1])
+        for _ in range(6000):
+            if gate.exists():
+                break
+            time.sleep(0.01)
+        Path(f"{gate}.done").write_text("done")
+    return {"info": _info(text)}
+
+
+def hold_file(doc: dict, text: str) -> dict:
+    return hold(text)
 
 
 def files(doc: dict, suffix: str) -> dict:
@@ -613,3 +631,107 @@ async def test_the_worker_client_reuses_connections_and_reports_broken_ones() ->
         await client.request("GET", "/healthz")  # closed client
     with pytest.raises(WorkerUnreachable):
         await WorkerClient(port, "s").request("GET", "/healthz")  # nobody listens
+
+
+TIMEOUT_REASON = "exceeded the deployment's execution timeout"
+
+
+def test_an_execution_past_the_timeout_fails_at_once_and_the_worker_is_replaced(
+        gristmill_env, api, archive, unique, tmp_path) -> None:
+    name = f"ll-timeout-{unique}"
+    created = low_latency(api, archive, name, "hold", execution_timeout_s=1)
+    assert created["execution_timeout_s"] == 1
+    token = created["endpoint_token"]
+    before = call(gristmill_env, name, token, {"text": "fast"})["info"]
+    gate = tmp_path / "gate"
+    held = trigger(gristmill_env, name, token, {"text": f"gate:{gate}"})
+    eventually(lambda: api.get(f"/executions/{held}").json()["status"] == "Running",
+               "the held execution to run")
+    queued = trigger(gristmill_env, name, token, {"text": "fast"})  # waits in line
+    body = assert_error(result(gristmill_env, name, token, held), 500,
+                        f"{TIMEOUT_REASON} (1 s)")
+    assert body["name"] == "ExecutionFailed"
+    # answered while the function still runs: the gate is closed, it has not returned
+    assert not Path(f"{gate}.done").exists()
+    shown = api.get(f"/executions/{held}").json()
+    assert shown["status"] == "Failed"
+    assert f"{TIMEOUT_REASON} (1 s)" in shown["status_reason"]
+    assert "worker is replaced" in shown["status_reason"]
+    lines = execution_logs(api, held)
+    assert lines[-1]["stream"] == "system" and TIMEOUT_REASON in lines[-1]["message"]
+    # the execution that waited in line runs on the new worker, which imported the module
+    response = result(gristmill_env, name, token, queued)
+    assert response.status_code == 200, response.text
+    after = response.json()["outputs"]["info"]
+    assert after["pid"] != before["pid"] and after["imports"] == before["imports"] + 1
+    plain = httpx.post(f"{gristmill_env.url}/endpoints/{name}", json={"text": "fast"},
+                       headers={"Authorization": f"EndpointToken {token}"}, timeout=60)
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["outputs"]["info"]["pid"] == after["pid"]
+    # the old worker stopped, and the abandoned call with it
+    eventually(lambda: process_gone(before["pid"]), "the replaced worker to stop")
+    assert not Path(f"{gate}.done").exists()
+    assert deployment(api, name)["status"] == "up"
+    assert deployment(api, name)["pods"] == [{"pod_id": f"local-{name}-1-1",
+                                              "status": "running"}]
+    messages = deployment_logs(api, name)
+    assert any("The worker is replaced" in m and held in m for m in messages), messages
+
+
+def test_a_timeout_lets_the_other_executions_of_the_worker_finish(
+        gristmill_env, api, archive, unique, tmp_path) -> None:
+    name = f"ll-timeout-par-{unique}"
+    token = low_latency(api, archive, name, "hold", execution_timeout_s=4,
+                        enable_parallel_executions=True,
+                        max_parallel_executions_per_pod=2)["endpoint_token"]
+    stuck_gate, other_gate = tmp_path / "stuck", tmp_path / "other"
+    stuck = trigger(gristmill_env, name, token, {"text": f"gate:{stuck_gate}"})
+    eventually(lambda: api.get(f"/executions/{stuck}").json()["status"] == "Running",
+               "the first execution to run")
+    # Not a timing claim: the second one starts later so that its own deadline is still
+    # ahead when the first one's has passed.
+    time.sleep(2)
+    other = trigger(gristmill_env, name, token, {"text": f"gate:{other_gate}"})
+    eventually(lambda: api.get(f"/executions/{other}").json()["status"] == "Running",
+               "the second execution to run beside it")
+    assert_error(result(gristmill_env, name, token, stuck), 500, f"{TIMEOUT_REASON} (4 s)")
+    other_gate.write_text("open")
+    response = result(gristmill_env, name, token, other)
+    assert response.status_code == 200, response.text  # not stopped with the old worker
+    old_pid = response.json()["outputs"]["info"]["pid"]
+    assert api.get(f"/executions/{other}").json()["status"] == "Succeeded"
+    fresh = call(gristmill_env, name, token, {"text": "fast"})["info"]
+    assert fresh["pid"] != old_pid
+    eventually(lambda: process_gone(old_pid), "the replaced worker to stop once idle")
+    assert not Path(f"{stuck_gate}.done").exists()
+
+
+def test_a_timeout_of_an_execution_with_files(gristmill_env, api, archive, unique,
+                                              tmp_path) -> None:
+    """Executions with files are recorded in the database, not on the fast path."""
+    name = f"ll-timeout-files-{unique}"
+    gate = tmp_path / "gate"
+    token = low_latency(
+        api, archive, name, "hold_file",
+        [{"name": "doc", "data_type": "file"}, {"name": "text", "data_type": "string"}],
+        inputs_mapping=[{"pipeline_input_name": "text", "constant_value": f"gate:{gate}"}],
+        execution_timeout_s=1)["endpoint_token"]
+
+    def send() -> tuple[str, httpx.Response]:
+        response = httpx.post(f"{gristmill_env.url}/endpoints/{name}",
+                              files={"doc": ("doc.txt", b"abc")}, timeout=60,
+                              headers={"Authorization": f"EndpointToken {token}",
+                                       "craft-ai-client": "x"})
+        assert response.status_code == 303, response.text
+        execution_id = response.json()["execution_id"]
+        return execution_id, result(gristmill_env, name, token, execution_id)
+
+    failed, response = send()
+    assert_error(response, 500, f"{TIMEOUT_REASON} (1 s)")
+    assert not Path(f"{gate}.done").exists()
+    shown = api.get(f"/executions/{failed}").json()
+    assert shown["status"] == "Failed" and TIMEOUT_REASON in shown["status_reason"]
+    gate.write_text("open")
+    _, response = send()
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"]["info"]["imports"] == 2  # on the new worker

@@ -10,6 +10,13 @@ Two ways to record them:
   execution token, start, end and logs are kept in memory and written in batches by the
   journal (executions/journal.py); the deployment, step and environment variables come
   from in-memory snapshots. No query stands between the caller and the worker.
+
+Both count the deployment's ``execution_timeout_s`` from the moment the worker takes the
+execution (``_run_within``). Past it the execution fails with ``timeout_reason`` and its
+caller gets its answer at once; the call is abandoned on the worker, which Python cannot
+make stop a function mid-call, so the worker is replaced (``WorkerPool.replace``): the next
+executions run on a new one, and the other executions still running on the old one finish
+there first.
 """
 
 from __future__ import annotations
@@ -52,7 +59,12 @@ from gristmill_platform.executions.service import (
     system_line,
     with_values,
 )
-from gristmill_platform.executors.workers import ExecutionLost, WorkerPool
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    StartHook,
+    WorkerAnswer,
+    WorkerPool,
+)
 from gristmill_platform.telemetry import metrics
 
 log = logging.getLogger("gristmill.low_latency")
@@ -62,6 +74,12 @@ log = logging.getLogger("gristmill.low_latency")
 HEARTBEAT_S = 10.0
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
+
+
+def timeout_reason(timeout_s: int) -> str:
+    """Why an execution that ran past its deployment's execution_timeout_s failed."""
+    return (f"The execution exceeded the deployment's execution timeout ({timeout_s} s) "
+            "and was stopped: its low-latency worker is replaced by a new one")
 
 
 # Fails an execution (reason, last lines of its output): ExecutionRuntime._fail.
@@ -110,8 +128,9 @@ class LowLatencyDispatcher:
         execution_id = launch.execution_id
         self._hold(execution_id)
         try:
-            answer = await self.pool.run(launch.worker_key or launch.deployment_name or "",
-                                         lambda pod_id: self._start(launch, pod_id))
+            answer = await self._run_within(
+                launch.worker_key or launch.deployment_name or "",
+                lambda pod_id: self._start(launch, pod_id), launch.timeout_s, execution_id)
             if answer is not None:
                 await self._finish(execution_id, answer.report, answer.answered_at)
         except ExecutionLost as lost:
@@ -185,14 +204,15 @@ class LowLatencyDispatcher:
         tracked = Tracked(execution, asyncio.get_running_loop().create_future())
         task = asyncio.get_running_loop().create_task(
             self._run_tracked(tracked, step, endpoint.worker_key, fresh.token_id,
-                              fresh.plaintext, endpoint.validations))
+                              fresh.plaintext, endpoint.validations,
+                              deployment.execution_timeout_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return tracked
 
     async def _run_tracked(self, tracked: Tracked, step: Step, worker_key: str,
-                           token_id: str, token: str, validations: Mapping[str, str]
-                           ) -> None:
+                           token_id: str, token: str, validations: Mapping[str, str],
+                           timeout_s: int | None = None) -> None:
         execution = tracked.execution
         self._hold(execution.id)
         lines: list[dict[str, Any]] = []
@@ -208,7 +228,7 @@ class LowLatencyDispatcher:
             return await self._request(runner_payload(execution, step), token)
 
         try:
-            answer = await self.pool.run(worker_key, start)
+            answer = await self._run_within(worker_key, start, timeout_s, execution.id)
             assert answer is not None
             report = answer.report
             ended_at = answer.answered_at
@@ -252,6 +272,40 @@ class LowLatencyDispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE_S)
         await self.journal.shutdown()
+
+    async def _run_within(self, key: str, start: StartHook, timeout_s: int | None,
+                          execution_id: str) -> WorkerAnswer | None:
+        """pool.run, the deployment's execution timeout counted from the moment the worker
+        takes the execution (start returns its request). Past it: ExecutionLost with
+        timeout_reason, the worker replaced and the request abandoned."""
+        if not timeout_s:
+            return await self.pool.run(key, start)
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[str] = loop.create_future()
+
+        async def timed_start(pod_id: str) -> dict[str, Any] | None:
+            body = await start(pod_id)
+            if body is not None and not taken.done():
+                taken.set_result(pod_id)
+            return body
+
+        run = loop.create_task(self.pool.run(key, timed_start))
+        try:
+            await asyncio.wait((run, taken), return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                await asyncio.wait((run,), timeout=timeout_s)
+            if run.done():
+                return run.result()
+            reason = timeout_reason(timeout_s)
+            self.pool.replace(key, taken.result(),
+                              f"execution {execution_id} exceeded the deployment's "
+                              f"execution timeout ({timeout_s} s)")
+            run.cancel()  # closes its connection: the worker's place is given back
+            await asyncio.wait((run,))
+            raise ExecutionLost(reason)
+        finally:
+            if not run.done():  # this dispatch was cancelled
+                run.cancel()
 
     # -- recording ----------------------------------------------------------------------------
 

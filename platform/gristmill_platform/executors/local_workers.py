@@ -13,7 +13,10 @@ several times more, on every execution), with a secret only this control service
 * notices when it dies: the executions it was running fail with the reason, a new worker
   starts (``down_retrying``, then ``up``), and one that keeps dying ends ``creation_failed``;
 * rolls it on update_deployment: the new worker starts, takes the new executions, and the
-  old one stops once the executions it runs are over.
+  old one stops once the executions it runs are over;
+* replaces it when an execution ran past the deployment's execution timeout (``replace``):
+  at once it takes no new executions, a new worker starts, and the old one stops once the
+  other executions it runs are over, the abandoned call with it.
 """
 
 from __future__ import annotations
@@ -299,6 +302,19 @@ class LocalWorkerPool:
                     worker.inflight -= 1
                     if worker.inflight == 0:
                         worker.idle.set()
+
+    def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
+        slot = self._slots.get(deployment_name)
+        worker = slot.current if slot is not None else None
+        if slot is None or worker is None or worker.pod_id != pod_id or worker.retired:
+            return  # replaced already: crashed, rolled, or another execution timed out
+        worker.retired = True  # no new executions; those waiting in line wait for the next
+        slot.current = None
+        slot.restarting = True  # set before waking them: they wait for the new worker
+        slot.pulse()
+        self._log(worker, f"The worker is replaced: {reason}")
+        self._spawn_task(self._drain(slot, worker))  # the others it runs still answer
+        self._spawn_task(self._relaunch(slot, 0.0))
 
     async def resume(self) -> None:
         self._start_background()

@@ -110,6 +110,15 @@ class WorkerPool(Protocol):
         Raises ExecutionLost when no worker will serve the deployment, or the worker
         crashed, was stopped, became unreachable or answered garbage mid-execution."""
 
+    def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
+        """Give up that worker because an execution it runs was abandoned (it ran past the
+        deployment's execution_timeout_s, executions/low_latency.py): Python cannot stop a
+        function mid-call, and the call would hold its place forever. At once the worker
+        takes no new executions (they wait for the new one); a new worker starts in the
+        background; the old one stops once the other executions it runs have answered.
+        ``reason`` goes to the deployment logs. Nothing happens if that worker was already
+        replaced (a crash, a roll, another timed-out execution)."""
+
     async def resume(self) -> None:
         """At start-up: bring up the workers of every enabled low-latency deployment."""
 

@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import GristmillEnv, ServerThread, free_port, mint_admin_token
 from tests.conftest import start_environment as start_local_environment
 from tests.datastore_conformance.conftest import Moto, moto
-from tests.platform.backends.kubelet import KubeletDouble
+from tests.platform.backends.kubelet import ContainerRunner, KubeletDouble
 from tests.platform.executors.emulator import NAMESPACE, Emulator, write_kubeconfig
 from tests.platform.executors.worker_cluster import WorkerCluster
 
@@ -172,7 +172,8 @@ def _worker_locator(state: Any, database: Path) -> Any:
     return locate
 
 
-def _emulated(root: Path, moto: Moto) -> Iterator[Backend]:
+def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
+              ) -> Iterator[Backend]:
     thread = EmulatorThread()
     emulator = thread.start()
     kubeconfig = write_kubeconfig(thread.url, root / "kubeconfig")
@@ -185,7 +186,8 @@ def _emulated(root: Path, moto: Moto) -> Iterator[Backend]:
         kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()))
     state = server.server.config.app.state.gristmill
     workers = WorkerCluster(emulator, NAMESPACE, locate=_worker_locator(state, database))
-    kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers)
+    kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers,
+                            container=container)
     # the pool reaches worker pods where the double runs them, not at their (made-up) IPs;
     # it reads their statuses as often as the executor's watch does
     pool = state.services.executions.workers.inner  # the backend's, in GraphWorkerPools

@@ -7,6 +7,8 @@ double stands at the edge, where a node would be:
 * a new elastic pod's container command runs locally with the pod's environment; the
   image's ``python`` is the step's interpreter and its ``/app`` the step's code folder on
   the control service (``state.builds.code_dir``), its I/O volume a temporary folder;
+  given ``container``, it runs in a real image instead (tests/images: podman), with the
+  code folder as ``/app`` and the I/O folder at the pod's mount;
 * the pod goes Running, then Succeeded or Failed with the exit code, ``OOMKilled`` when
   the process died of SIGKILL (what the kernel's OOM killer sends), ``DeadlineExceeded``
   when ``activeDeadlineSeconds`` ran out (this is also how the executor cancels);
@@ -51,6 +53,9 @@ MESSAGE_LINES = 80
 
 # (pod env) -> (python executable, code folder) for the pod's execution
 Locator = Callable[[Mapping[str, str]], tuple[str, Path]]
+# (pod, pod env, code folder, I/O folder) -> the command that runs the pod's container in
+# its image (tests/images runs it with podman); without one, the command runs locally
+ContainerRunner = Callable[[Mapping[str, Any], Mapping[str, str], Path, Path], list[str]]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -86,10 +91,12 @@ class RunningPod:
 
 class KubeletDouble:
     def __init__(self, emulator: Emulator, namespace: str, locate: Locator,
-                 workers: WorkerCluster | None = None) -> None:
+                 workers: WorkerCluster | None = None,
+                 container: ContainerRunner | None = None) -> None:
         self.emulator = emulator
         self.namespace = namespace
         self.locate = locate
+        self.container = container
         self.workers = workers  # runs the pods of worker Deployments
         self.seen: set[str] = set()
         self.running: dict[str, RunningPod] = {}
@@ -170,14 +177,19 @@ class KubeletDouble:
         python, code = self.locate(env)
         io_dir = self._scratch / name / "io"
         io_dir.mkdir(parents=True)
-        env["GRISTMILL_STEP_DIR"] = str(code)  # the image's /app
-        if "GRISTMILL_IO_DIR" in env:
-            env["GRISTMILL_IO_DIR"] = str(io_dir)
-        command = list(pod["spec"]["containers"][0]["command"])
-        if command[0] == "python":
-            command[0] = python
+        host_env = {k: v for k, v in os.environ.items() if k in HOST_ENV}
+        if self.container is not None:
+            command = self.container(pod, env, code, io_dir)
+            env = {}
+        else:
+            env["GRISTMILL_STEP_DIR"] = str(code)  # the image's /app
+            if "GRISTMILL_IO_DIR" in env:
+                env["GRISTMILL_IO_DIR"] = str(io_dir)
+            command = list(pod["spec"]["containers"][0]["command"])
+            if command[0] == "python":
+                command[0] = python
         process = await asyncio.create_subprocess_exec(
-            *command, env={**{k: v for k, v in os.environ.items() if k in HOST_ENV}, **env},
+            *command, env={**host_env, **env},
             cwd=str(code), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         running = RunningPod(name, process, datetime.now(timezone.utc))

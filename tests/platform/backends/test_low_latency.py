@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from tests.platform.test_runs import make_pipeline
 
 STEP_CODE = '''
 import os
+import time
 
 # Module-level code: runs once per worker process.
 CALLS = 0
@@ -43,6 +45,18 @@ def counter(text: str) -> dict:
 def boom(text: str) -> dict:
     print("about to fail", flush=True)
     raise ValueError(f"bad text {text!r}")
+
+
+def hold(text: str) -> dict:
+    """At once, or for "gate:<path>" until that file exists (or a minute has passed)."""
+    if text.startswith("gate:"):
+        gate = text.split(":", 1)[1]
+        for _ in range(6000):
+            if os.path.exists(gate):
+                break
+            time.sleep(0.01)
+        open(gate + ".done", "w").close()
+    return counter(text)
 
 
 def crash(text: str) -> dict:
@@ -80,10 +94,11 @@ def eventually(check: Callable[[], Any], what: str) -> Any:
     pytest.fail(f"never happened: {what}")
 
 
-def deploy(api: httpx.Client, archive: bytes, name: str, function: str) -> dict[str, Any]:
+def deploy(api: httpx.Client, archive: bytes, name: str, function: str,
+           **options: Any) -> dict[str, Any]:
     make_pipeline(api, archive, name, function, TEXT_IN, INFO_OUT)
     response = api.post("/endpoints", json={"pipeline_name": name, "name": name,
-                                            "mode": "low_latency"})
+                                            "mode": "low_latency", **options})
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     assert created["status"] == "up", (created["status_reason"], created.get("pods"))
@@ -201,6 +216,32 @@ def test_a_worker_crash_fails_its_execution_and_the_worker_comes_back(
     info = after["outputs"]["info"]
     # a new process: the module ran again, its counter started over
     assert info["pid"] != before["pid"] and info["calls"] == 1
+
+
+def test_an_execution_past_the_timeout_fails_and_the_next_call_gets_a_new_worker(
+        backend: Backend, api: httpx.Client, ll_archive: bytes, unique: str,
+        tmp_path: Path) -> None:
+    name = f"ll-timeout-{unique}"
+    token = deploy(api, ll_archive, name, "hold", execution_timeout_s=1)["endpoint_token"]
+    before = call(backend.env, name, token, "fast")["outputs"]["info"]
+    gate = tmp_path / "gate"
+    response = post(backend.env, name, token, f"gate:{gate}")
+    body = assert_error(response, 500,
+                        "exceeded the deployment's execution timeout (1 s)")
+    assert body["name"] == "ExecutionFailed"
+    # answered while the function still runs: its gate is closed, it has not returned
+    assert not Path(f"{gate}.done").exists()
+    shown = execution(api, body["additional_data"]["execution_id"])
+    assert shown["status"] == "Failed"
+    assert "exceeded the deployment's execution timeout (1 s)" in shown["status_reason"]
+    after = eventually(lambda: (lambda r: r.json() if r.status_code == 200 else None)(
+        post(backend.env, name, token, "fast")), "a call to succeed after the timeout")
+    info = after["outputs"]["info"]
+    # a new worker (the module ran again), and the old one stopped with the abandoned call
+    assert info["pid"] != before["pid"] and info["calls"] == 1
+    eventually(lambda: process_gone(before["pid"]), "the replaced worker to stop")
+    assert not Path(f"{gate}.done").exists()
+    eventually(lambda: deployment(api, name)["status"] == "up", "the deployment to be up")
 
 
 def test_deleting_the_deployment_stops_the_worker(backend: Backend, api: httpx.Client,

@@ -353,6 +353,8 @@ def test_sign_in_then_a_pipeline_and_a_deployment_by_keyboard_only(browser, env,
     page.keyboard.type(env.sdk_token)
     page.keyboard.press("Enter")
     page.wait_for_url(env.url + "/console/pipelines")
+    listed = page.locator(f"tr:has(a:text-is('{graphs['ok']}'))").inner_text()
+    assert "graph · 3 nodes" in listed
 
     _tab_to(page, f"el => el.tagName === 'A' && el.innerText === {json.dumps(graphs['ok'])}")
     page.keyboard.press("Enter")

@@ -377,6 +377,42 @@ async def test_a_pod_removed_mid_execution_loses_it_and_a_new_pod_takes_the_next
     assert answer.pod_id != old and answer.pod_id in cluster.names()
 
 
+async def test_a_replaced_pod_takes_nothing_more_and_a_new_pod_takes_the_next(
+        state: AppState, pool: KubernetesWorkerPool, cluster: WorkerCluster,
+        executor: KubernetesExecutor, tmp_path: Path) -> None:
+    # two places per pod: the replaced pod has a free one, and must not get the next
+    deployment_id = await add_deployment(state, parallel=2)
+    await pool.ensure("score-api", wait_s=DEADLINE_S)
+    [old] = cluster.names()
+    starts = Starts()
+    abandoned = asyncio.create_task(starts.run(pool, f"gate:{tmp_path / 'never'}"))
+
+    async def started() -> bool:
+        return bool(starts.pods)
+
+    await eventually(started, "the execution to start")
+    # another deployment's name: that pod is not its to delete
+    await executor.delete_worker_pod("other-api", old)
+    assert cluster.names() == [old]
+
+    pool.replace("score-api", old, "execution e-1 exceeded the deployment's execution "
+                 "timeout (1 s)")
+    pool.replace("score-api", old, "said once")  # replaced already: nothing more
+    abandoned.cancel()  # what the dispatcher does with the abandoned request
+
+    answer = await starts.run(pool, "next")
+    assert answer.report["status"] == "succeeded"
+    assert answer.pod_id != old and answer.pod_id in cluster.names()
+    assert old not in cluster.names()  # deleted; its ReplicaSet made the new one
+    pool.replace("score-api", "no-such-pod", "nothing to replace")  # not one of its pods
+    assert (await starts.run(pool, "again")).pod_id == answer.pod_id
+    await pool.copy_logs("score-api")
+    messages = await deployment_logs(state, deployment_id)
+    assert [m for m in messages if "is replaced" in m] == [
+        f"Pod {old} is replaced: execution e-1 exceeded the deployment's execution "
+        "timeout (1 s)"]
+
+
 # -- rollout and stop ---------------------------------------------------------------------------
 
 

@@ -244,6 +244,14 @@ class KubernetesExecutor:
             obj = kind({"metadata": {"name": name, "namespace": self.cfg.namespace}}, api=api)
             await self._delete(obj, propagation_policy="Background")
 
+    async def delete_worker_pod(self, deployment_name: str, pod_name: str) -> None:
+        """Delete one pod of a low-latency deployment's workers, gracefully (its termination
+        grace period lets it finish what it runs); its ReplicaSet starts another. Only a pod
+        of that deployment: another name is left alone."""
+        for pod in await self._worker_pod_objects(deployment_name):
+            if pod.name == pod_name:
+                await self._delete(pod)
+
     async def worker_pods(self, deployment_name: str) -> list[dict[str, str]]:
         """``[{"pod_id", "status"}]`` for a low-latency deployment, ordered by pod name."""
         pods = await self._worker_pod_objects(deployment_name)

@@ -12,7 +12,9 @@ low-latency deployment is a Deployment and a Service named ``gm-ll-<name>``
 * carries executions to the pods directly, at their addresses, not through the Service:
   start(pod_id) must name the pod before the request is sent, each pod takes at most the
   deployment's parallelism (the others wait in line here), and once a pod of a new
-  generation serves, the old one gets no new executions while it finishes what it runs.
+  generation serves, the old one gets no new executions while it finishes what it runs
+  (so does a pod given up because an execution ran past the deployment's execution
+  timeout, ``replace``: it is deleted, and its ReplicaSet starts a new one).
   A ClusterIP Service balances connections, not requests, and would hide all three; it stays
   as the deployment's stable name (tools, metrics). Knative's activator routes to pod IPs
   for the same reasons;
@@ -171,6 +173,7 @@ class _Tracked:
         # found at adoption (they were announced by whoever created them)
         self.seen: dict[str, WorkerPod] | None = None
         self.unreachable: set[str] = set()
+        self.replaced: set[str] = set()  # pods given up (replace): never picked again
         self.marks: dict[str, tuple[datetime, int]] = {}  # log lines copied, per pod
         self.changed = asyncio.Event()
 
@@ -319,6 +322,27 @@ class KubernetesWorkerPool:
             if lane.retired and not lane.inflight:
                 lane.client.close()  # its keep-alive connections let a draining pod exit
             tracked.pulse()
+
+    def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
+        tracked = self._tracked.get(deployment_name)
+        if tracked is None or pod_id in tracked.replaced or not (
+                pod_id in tracked.lanes or any(pod.name == pod_id for pod in tracked.pods)):
+            return  # replaced already, or gone
+        tracked.replaced.add(pod_id)
+        tracked.drop(pod_id)  # closed once the other executions on it have answered
+        tracked.pulse()
+        self._event(tracked, pod_id, f"Pod {pod_id} is replaced: {reason}")
+        WORKER_RESTARTS.labels(tracked.name).inc()
+        self._spawn(self._delete_pod(tracked, pod_id))
+
+    async def _delete_pod(self, tracked: _Tracked, pod_id: str) -> None:
+        """A graceful delete: the pod drains (GRISTMILL_WORKER_DRAIN_S, its termination grace
+        period) and its ReplicaSet starts a new one at once."""
+        try:
+            await self.executor.delete_worker_pod(tracked.name, pod_id)
+        except Exception:
+            log.exception("could not delete pod %s of %s", pod_id, tracked.name)
+        await self._refresh(tracked)
 
     async def resume(self) -> None:
         self._start_background()
@@ -558,7 +582,9 @@ class KubernetesWorkerPool:
     async def _sync_lanes(self, tracked: _Tracked) -> None:
         """A lane per ready pod that answers its health check; none for the others."""
         serving = {pod.name: pod for pod in tracked.pods
-                   if pod.status == "ready" and not pod.finished}
+                   if pod.status == "ready" and not pod.finished
+                   and pod.name not in tracked.replaced}
+        tracked.replaced.intersection_update(pod.name for pod in tracked.pods)  # gone: forgotten
         for name, lane in list(tracked.lanes.items()):
             pod = serving.get(name)
             if pod is None or pod.restarts != lane.restarts:
