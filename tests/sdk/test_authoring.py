@@ -227,10 +227,22 @@ def test_cancelling_a_low_latency_graph_execution(gm, tmp_path: Path, unique) ->
         ("nap", "Cancelled"), ("double", "Skipped")]
     with pytest.raises(ConflictError, match="has already ended"):
         gm.cancel_pipeline_execution(execution_id)
-    # the warm workers serve the next call (the cancelled nap's result is dropped)
+    # the nap's warm worker, which cannot stop a call midway, is replaced (the call stops
+    # with it); the next call runs on the new one
     answer = gm.trigger_endpoint(name, token, inputs={"seconds": 0})
     assert answer["outputs"] == {"twice": 0}
+    again = {s["name"]: s["worker"] for s in
+             gm.get_pipeline_execution(answer["execution_id"])["steps"]}
+    assert again["nap"] != steps[0]["worker"]
     assert gm.get_pipeline_execution(execution_id)["status"] == "Cancelled"
+    stopped = f"execution {steps[0]['execution_id']} was stopped"
+    deadline = time.monotonic() + 30  # the deployment logs are written every 0.5 s
+    while time.monotonic() < deadline:
+        logs = [line["message"] for line in gm.get_deployment_logs(name)]
+        if any(stopped in message for message in logs):
+            break
+        time.sleep(0.2)
+    assert any(stopped in message for message in logs), logs
     gm.delete_deployment(name)
 
 

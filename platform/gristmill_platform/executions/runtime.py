@@ -370,6 +370,11 @@ class ExecutionRuntime:
         """Stop the worker of an execution being deleted (or cancelled)."""
         if handle.get("backend") == GRAPH_BACKEND:
             return  # no worker: its nodes are stopped one by one
+        if handle.get("backend") == LOW_LATENCY_BACKEND:
+            # a warm worker others share: replaced, the call stopping with it
+            self.low_latency.abandon(str(handle.get("execution_id")),
+                                     "it was cancelled or deleted")
+            return
         if handle.get("backend") == KUBERNETES:
             if self.kubernetes is None or self.watcher is None:
                 log.warning("execution %s ran on Kubernetes, but this service is configured "

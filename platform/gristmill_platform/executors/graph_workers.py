@@ -101,6 +101,9 @@ class GraphWorkerPools:
     async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
         return await self.inner.run(deployment_name, start)
 
+    def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
+        self.inner.replace(deployment_name, pod_id, reason)
+
     async def resume(self) -> None:
         await self.inner.resume()  # a multi-step pipeline's deployment: nothing (_load)
         async with self.transactions() as session:
