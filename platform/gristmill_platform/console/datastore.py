@@ -41,7 +41,7 @@ def browse(paths: list[tuple[str, Any]], prefix: str
 @router.get("")
 async def datastore_page(request: Request, viewer: ViewerDep, state: AppStateDep,
                          session: SessionDep, prefix: str = "") -> HTMLResponse:
-    items = await services.datastore(state, session).list_all()
+    items = await services.datastore(state, session).list_all(prefix=prefix)
     folders, objects = browse([(i.path, i) for i in items], prefix)
     crumbs = []
     parts = [p for p in prefix.split("/") if p]

@@ -11,18 +11,17 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from gristmill_platform.console import services
+from gristmill_platform.console import rerun, services
 from gristmill_platform.console.charts import overlay_spec
 from gristmill_platform.console.graphs import execution_drawing
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.streaming import blob_response
 from gristmill_platform.db.models.executions import Execution, ListMetricValue, MetricValue
-from gristmill_platform.deps import AppStateDep, SessionDep, transaction
+from gristmill_platform.deps import AppStateDep, SessionDep
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.listing import ExecutionFilters, ExecutionListing
-from gristmill_platform.executions.service import RunRequest
 from gristmill_platform.metrics.repository import MetricFilters
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -192,26 +191,8 @@ async def download(execution_id: str, kind: str, name: str, viewer: ViewerDep,
 
 @router.post("/executions/{execution_id}/run-again", response_model=None)
 async def run_again(execution_id: str, viewer: ViewerDep, state: AppStateDep) -> Response:
-    """Runs the pipeline again with the inputs this execution received, as resolved (a
-    data store file input is read again from its path; an uploaded file is not kept for
-    re-sending, so such an execution is refused with a message)."""
-    viewer.principal.require_user_scope("Running a pipeline")
-    async with transaction(state) as session:
-        previous = await services.executions(state, session).get(execution_id)
-        files = [i["pipeline_input_name"] for i in previous.inputs
-                 if i.get("data_type") == "file" and i.get("mapping_type") != "datastore"]
-        if files:
-            raise BadRequest(f"Run again is not available for executions with uploaded "
-                             f"file inputs ({', '.join(files)}): run it from the SDK")
-        inputs = {i["pipeline_input_name"]: i.get("value") for i in previous.inputs
-                  if i.get("data_type") != "file" and i.get("mapping_type") != "is_null"}
-        mapping = [{"pipeline_input_name": i["pipeline_input_name"],
-                    "datastore_path": i["mapping_value"].get("datastore_path")}
-                   for i in previous.inputs if i.get("mapping_type") == "datastore"]
-        pipeline, step = await services.pipelines(state, session).get(previous.pipeline_name)
-        launch = await services.executions(state, session).create(
-            pipeline, step, RunRequest(inputs=inputs, files={}, inputs_mapping=mapping,
-                                       outputs_mapping=[]), viewer.principal)
+    """Runs the pipeline again with the inputs this execution received (console/rerun.py)."""
+    launch = await rerun.run_again(state, execution_id, viewer.principal)
     state.executions.launch(launch)
     return Response(status_code=303,
                     headers={"Location": f"/console/executions/{launch.execution_id}"})

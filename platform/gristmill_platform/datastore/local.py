@@ -115,9 +115,10 @@ class LocalDataStore:
         row = await self.repository.get(self.check_path(path))
         return _info(row) if row else None
 
-    async def list(self, *, continuation_token: str | None, page_size: int) -> ListPage:
+    async def list(self, *, continuation_token: str | None, page_size: int,
+                   prefix: str = "") -> ListPage:
         after = decode_continuation(continuation_token) if continuation_token else None
-        rows = list(await self.repository.page_after(after, page_size + 1))
+        rows = list(await self.repository.page_after(after, page_size + 1, prefix=prefix))
         more = len(rows) > page_size
         rows = rows[:page_size]
         token = encode_continuation(rows[-1].path) if more and rows else None

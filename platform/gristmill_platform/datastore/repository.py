@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.datastore.paths import INTERNAL_PREFIX
@@ -19,7 +19,8 @@ class DataStoreRepository:
     async def get(self, path: str) -> DataStoreObject | None:
         return await self.session.get(DataStoreObject, path)
 
-    async def page_after(self, after: str | None, limit: int) -> Sequence[DataStoreObject]:
+    async def page_after(self, after: str | None, limit: int, *, prefix: str = ""
+                         ) -> Sequence[DataStoreObject]:
         query = (
             select(DataStoreObject)
             .where(~DataStoreObject.path.startswith(INTERNAL_PREFIX + "/", autoescape=True))
@@ -28,6 +29,9 @@ class DataStoreRepository:
         )
         if after is not None:
             query = query.where(DataStoreObject.path > after)
+        if prefix:
+            # exact and case-sensitive on both databases (SQLite's LIKE ignores case)
+            query = query.where(func.substr(DataStoreObject.path, 1, len(prefix)) == prefix)
         result = await self.session.execute(query)
         return result.scalars().all()
 

@@ -121,12 +121,13 @@ class S3DataStore:
             raise
         return self._info(key, answer["ContentLength"], answer["LastModified"])
 
-    async def list(self, *, continuation_token: str | None, page_size: int) -> ListPage:
+    async def list(self, *, continuation_token: str | None, page_size: int,
+                   prefix: str = "") -> ListPage:
         # The token is the path to start after (as with the local backend), not S3's opaque
         # token: that is what lets a page skip the internal range.
         start_after = decode_continuation(continuation_token) if continuation_token else None
         while True:
-            request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix,
+            request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix,
                                        "MaxKeys": page_size}
             if start_after is not None:
                 request["StartAfter"] = self.prefix + start_after

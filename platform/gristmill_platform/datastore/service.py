@@ -64,15 +64,11 @@ class DataStoreService:
         return self._path(folder) + "/" if folder else ""
 
     async def list_page(self, continuation_token: str | None, *, prefix: str = "") -> ListPage:
-        # A filtered page may be short, even empty, while a token says more follow: callers
-        # page on until no token comes back, as they do with S3.
-        page = await self.backend.list(
-            continuation_token=continuation_token, page_size=self.page_size
+        # the backend filters (an index range, S3's Prefix): a folder of a large store
+        # costs its own objects, not the whole store's
+        return await self.backend.list(
+            continuation_token=continuation_token, page_size=self.page_size, prefix=prefix
         )
-        if not prefix:
-            return page
-        return ListPage(items=[i for i in page.items if i.path.startswith(prefix)],
-                        continuation_token=page.continuation_token)
 
     async def list_all(self, *, prefix: str = "") -> list[ObjectInfo]:
         items: list[ObjectInfo] = []

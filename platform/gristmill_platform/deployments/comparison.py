@@ -1,58 +1,63 @@
 """The per-variant comparison on a deployment's read (docs/rollout.md): for each pipeline
 that answered (and each shadow), its calls, failure rate, latency percentiles and
-validation failures. Pure: computed from execution rows."""
+validation failures. Pure: assembled from the figures the database computes over the
+deployment's recent executions (comparison_repository.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 # the executions compared: the most recent ones, so a read stays cheap on a busy endpoint
 WINDOW = 10_000
+PERCENTILES = (50, 95)
+
+Variant = tuple[str, bool]  # (pipeline name, shadow)
 
 
 @dataclass(frozen=True)
-class Row:
-    pipeline_name: str
-    shadow: bool
-    status: str
-    created_at: datetime
-    ended_at: datetime | None
-    validation_failures: Sequence[str] | None
+class Counts:
+    calls: int
+    ended: int
+    failed: int  # among the ended
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+def rank(count: int, q: int) -> int:
+    """The 1-based nearest rank of percentile ``q`` among ``count`` sorted values: the one
+    the database picks (comparison_repository.py does the same integer arithmetic)."""
+    return max(1, (count * q + 99) // 100)
+
+
+def percentile(sorted_values: Sequence[float], q: int) -> float | None:
     """Nearest-rank percentile of values sorted ascending."""
     if not sorted_values:
         return None
-    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil without floats drifting
-    return sorted_values[int(rank) - 1]
+    return sorted_values[rank(len(sorted_values), q) - 1]
 
 
-def compare(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, bool], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row.pipeline_name, row.shadow), []).append(row)
+def assemble(counts: Mapping[Variant, Counts],
+             latencies: Mapping[Variant, Mapping[int, float]],
+             failures: Iterable[tuple[Variant, Sequence[str]]]) -> list[dict[str, Any]]:
+    """One entry per variant, in (pipeline, shadow) order. ``latencies`` holds each
+    variant's latency percentiles in ms (by percentile), ``failures`` the validation
+    failures of each execution that had some."""
+    validation: dict[Variant, dict[str, int]] = {}
+    for variant, names in failures:
+        per = validation.setdefault(variant, {})
+        for name in names:
+            per[name] = per.get(name, 0) + 1
     variants = []
-    for (pipeline, shadow), members in sorted(groups.items()):
-        ended = [r for r in members if r.ended_at is not None]
-        failed = sum(1 for r in ended if r.status == "failed")
-        latencies = sorted((r.ended_at - r.created_at).total_seconds() * 1000
-                           for r in ended if r.ended_at is not None)
-        validation: dict[str, int] = {}
-        for r in members:
-            for name in r.validation_failures or ():
-                validation[name] = validation.get(name, 0) + 1
-        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    for (pipeline, shadow), figures in sorted(counts.items()):
+        at = latencies.get((pipeline, shadow), {})
+        p50, p95 = at.get(50), at.get(95)
         variants.append({
-            "pipeline_name": pipeline, "shadow": shadow, "calls": len(members),
-            "ended": len(ended),
-            "failure_rate": round(failed / len(ended), 4) if ended else None,
+            "pipeline_name": pipeline, "shadow": shadow, "calls": figures.calls,
+            "ended": figures.ended,
+            "failure_rate": round(figures.failed / figures.ended, 4) if figures.ended else None,
             "latency_ms_p50": round(p50, 2) if p50 is not None else None,
             "latency_ms_p95": round(p95, 2) if p95 is not None else None,
-            "validation_failures": validation,
+            "validation_failures": validation.get((pipeline, shadow), {}),
         })
     return variants
 

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.traffic import DeploymentTraffic, DeploymentTrafficChange
 from gristmill_platform.db.types import utcnow
-from gristmill_platform.deployments.comparison import WINDOW, Row, compare, validation_counts
+from gristmill_platform.deployments.comparison import WINDOW, validation_counts
+from gristmill_platform.deployments.comparison_repository import ComparisonRepository
 from gristmill_platform.deployments.service import DeploymentService
 from gristmill_platform.deployments.traffic import (
     InvalidTraffic,
@@ -74,12 +74,7 @@ class TrafficService:
     async def summary(self, deployment: Deployment) -> dict[str, Any]:
         """Its rule, validations, and how each pipeline did over the recent executions."""
         row = await self.row(deployment)
-        found = await self.session.execute(
-            select(Execution.pipeline_name, Execution.shadow, Execution.status,
-                   Execution.created_at, Execution.ended_at, Execution.validation_failures)
-            .where(Execution.deployment_name == deployment.name)
-            .order_by(Execution.created_at.desc()).limit(WINDOW))
-        variants = compare(Row(*r) for r in found.all())
+        variants = await ComparisonRepository(self.session).variants(deployment.name, WINDOW)
         return {"rule": row.rule if row is not None else {},
                 "validations": row.validations if row is not None else {},
                 "validation_counts": validation_counts(variants),

@@ -64,6 +64,40 @@ def test_execution_page_compare_run_again_and_paging(console: Console, gristmill
         assert wait(api, new_id).json()["outputs"][0]["value"] == "BB"
 
 
+def test_run_again_sends_an_uploaded_file_again(console: Console, gristmill_env,
+                                                echo_pipeline, unique) -> None:
+    from tests.platform.stepkit import archive_of, write_folder
+    from tests.platform.test_runs import STEP_CODE, make_pipeline
+
+    with gristmill_env.client() as api:
+        archive = archive_of(write_folder(gristmill_env.data_dir / f"rerun-{unique}",
+                                          {"src/steps.py": STEP_CODE}))
+        pipeline = make_pipeline(api, archive, f"console-files-{unique}", "files",
+                                 [{"name": "doc", "data_type": "file"},
+                                  {"name": "suffix", "data_type": "string"}],
+                                 [{"name": "result", "data_type": "file"},
+                                  {"name": "size", "data_type": "number"}])
+        started = run(api, pipeline, {"suffix": "!"}, files={"doc": ("doc.txt", b"kept")})
+        assert started.status_code == 201, started.text
+        first = started.json()["execution_id"]
+        assert wait(api, first).status_code == 200
+
+    again = console.post(f"/console/executions/{first}/run-again")
+    assert again.status_code == 303, again.text
+    second = again.headers["location"].rsplit("/", 1)[1]
+    assert second != first
+    with gristmill_env.client() as api:
+        outputs = {o["pipeline_output_name"]: o for o in wait(api, second).json()["outputs"]}
+        assert outputs["size"]["value"] == 4
+        assert api.get(f"/executions/{second}/inputs/doc").content == b"kept"
+        assert api.get(f"/executions/{second}/outputs/result").content == b"kept!"
+        read = api.get(f"/executions/{second}").json()
+        [doc] = [i for i in read["inputs"] if i["pipeline_input_name"] == "doc"]
+        assert doc["file"]["filename"] == "doc.txt"
+    missing = console.post("/console/executions/no-such-execution/run-again")
+    assert missing.status_code == 404
+
+
 def test_data_store_info_download_delete(console: Console, gristmill_env, unique) -> None:
     path = f"console/{unique}/hello.txt"
     with gristmill_env.client() as api:

@@ -131,18 +131,20 @@ def test_bad_validations_are_rejected(body: dict[str, Any], fragment: str) -> No
 
 
 def test_comparison_per_variant() -> None:
-    from datetime import UTC, datetime, timedelta
+    from gristmill_platform.deployments.comparison import (
+        Counts,
+        assemble,
+        percentile,
+        validation_counts,
+    )
 
-    from gristmill_platform.deployments.comparison import Row, compare, validation_counts
-
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [Row("a", False, "succeeded", t0, t0 + timedelta(milliseconds=ms), None)
-            for ms in range(1, 101)]
-    rows += [Row("b", False, "failed", t0, t0 + timedelta(milliseconds=10), ["low"]),
-             Row("b", False, "succeeded", t0, t0 + timedelta(milliseconds=30), ["low", "x"]),
-             Row("b", False, "running", t0, None, None),
-             Row("a", True, "succeeded", t0, t0 + timedelta(milliseconds=5), None)]
-    variants = compare(rows)
+    latencies = [float(ms) for ms in range(1, 101)]
+    variants = assemble(
+        {("b", False): Counts(3, 2, 1), ("a", True): Counts(1, 1, 0),
+         ("a", False): Counts(100, 100, 0)},
+        {("a", False): {50: percentile(latencies, 50), 95: percentile(latencies, 95)},
+         ("a", True): {50: 5.0, 95: 5.0}, ("b", False): {50: 10.0, 95: 30.0}},
+        [(("b", False), ["low"]), (("b", False), ["low", "x"])])
     assert [(v["pipeline_name"], v["shadow"]) for v in variants] == [
         ("a", False), ("a", True), ("b", False)]
     a, _, b = variants
@@ -151,3 +153,15 @@ def test_comparison_per_variant() -> None:
     assert (b["calls"], b["ended"], b["failure_rate"], b["latency_ms_p50"]) == (3, 2, 0.5, 10.0)
     assert b["validation_failures"] == {"low": 2, "x": 1}
     assert validation_counts(variants) == {"low": 2, "x": 1}
+    # nothing ended yet: no rate, no latency
+    [pending] = assemble({("c", False): Counts(2, 0, 0)}, {}, [])
+    assert (pending["failure_rate"], pending["latency_ms_p50"]) == (None, None)
+
+
+@pytest.mark.parametrize(("count", "q", "expected"), [
+    (1, 50, 1), (1, 95, 1), (2, 50, 1), (3, 50, 2), (100, 50, 50), (100, 95, 95),
+    (101, 95, 96), (20, 95, 19)])
+def test_the_nearest_rank(count: int, q: int, expected: int) -> None:
+    from gristmill_platform.deployments.comparison import rank
+
+    assert rank(count, q) == expected
