@@ -7,7 +7,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
-from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.executions import Execution, top_level
 
 
 class DeploymentRepository:
@@ -63,7 +63,7 @@ class DeploymentRepository:
     async def latest_execution(self, deployment_id: str) -> Execution | None:
         result = await self.session.execute(
             select(Execution).where(Execution.deployment_id == deployment_id,
-                                    Execution.parent_id.is_(None))
+                                    top_level())
             .order_by(Execution.created_at.desc()).limit(1))
         return result.scalar_one_or_none()
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.executions import Execution, top_level
 from gristmill_platform.errors import BadRequest
 
 SORTS: dict[str, tuple[Any, ...]] = {
@@ -69,7 +69,7 @@ class ExecutionListing:
     @staticmethod
     def _where(filters: ExecutionFilters) -> list[Any]:
         # a multi-step pipeline's node executions show inside their graph's execution
-        conditions: list[Any] = [Execution.parent_id.is_(None)]
+        conditions: list[Any] = [top_level()]
         if filters.pipeline_name:
             conditions.append(Execution.pipeline_name == filters.pipeline_name)
         if filters.deployment_name:
@@ -86,23 +86,32 @@ class ExecutionListing:
             conditions.append(Execution.created_at <= filters.until)
         return conditions
 
-    async def page(self, filters: ExecutionFilters, *, sort: str = "created_at",
-                   descending: bool = True, cursor: str | None = None, limit: int = 50
-                   ) -> ExecutionPage:
+    @classmethod
+    def query(cls, filters: ExecutionFilters, *, sort: str = "created_at",
+              descending: bool = True, cursor: str | None = None, limit: int = 50
+              ) -> Select[Execution]:
+        """The page's query: one row more than the page, to know whether another follows."""
         if sort not in SORTS:
             raise BadRequest(f"sort must be one of {', '.join(SORTS)}")
         if not 1 <= limit <= 500:
             raise BadRequest("limit must be from 1 to 500")
         columns = SORTS[sort]
-        query = select(Execution).where(*self._where(filters))
+        query = select(Execution).where(*cls._where(filters))
         if cursor:
             values = _decode(cursor, len(columns))
             last = tuple_(*(literal(v, c.type) for v, c in zip(values, columns, strict=True)))
             query = query.where(tuple_(*columns) < last if descending
                                 else tuple_(*columns) > last)
         order = [c.desc() if descending else c.asc() for c in columns]
-        rows = list((await self.session.execute(query.order_by(*order).limit(limit + 1)))
-                    .scalars().all())
+        return query.order_by(*order).limit(limit + 1)
+
+    async def page(self, filters: ExecutionFilters, *, sort: str = "created_at",
+                   descending: bool = True, cursor: str | None = None, limit: int = 50
+                   ) -> ExecutionPage:
+        columns = SORTS.get(sort, ())
+        query = self.query(filters, sort=sort, descending=descending, cursor=cursor,
+                           limit=limit)
+        rows = list((await self.session.execute(query)).scalars().all())
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]

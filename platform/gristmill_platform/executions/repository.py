@@ -13,6 +13,7 @@ from gristmill_platform.db.models.executions import (
     ExecutionLog,
     ListMetricValue,
     MetricValue,
+    top_level,
 )
 
 
@@ -39,7 +40,7 @@ class ExecutionRepository:
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(
             select(Execution).where(Execution.pipeline_name == pipeline_name,
-                                    Execution.parent_id.is_(None))
+                                    top_level())
             .order_by(Execution.created_at))
         return result.scalars().all()
 

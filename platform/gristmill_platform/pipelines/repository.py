@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.executions import Execution, top_level
 from gristmill_platform.db.models.steps import Pipeline, Step
 
 
@@ -36,7 +36,7 @@ class PipelineRepository:
     async def latest_execution(self, pipeline_id: str) -> Execution | None:
         result = await self.session.execute(
             select(Execution).where(Execution.pipeline_id == pipeline_id,
-                                    Execution.parent_id.is_(None))
+                                    top_level())
             .order_by(Execution.created_at.desc()).limit(1))
         return result.scalar_one_or_none()
 

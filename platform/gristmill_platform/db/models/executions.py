@@ -14,8 +14,10 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from gristmill_platform.db.base import Base
 from gristmill_platform.db.types import UTCDateTime, utcnow
@@ -71,6 +73,16 @@ class Execution(Base):
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # the names of the deployment's validations its inputs and outputs violated
     validation_failures: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+def top_level() -> ColumnElement[bool]:
+    """Executions that are not a node of a multi-step pipeline's execution.
+
+    Written through coalesce() on purpose: a bare ``parent_id IS NULL`` lets SQLite pick
+    the parent_id index (an equality on NULL), read every top-level execution and sort
+    them, 50 ms and more at 100,000 executions, instead of walking the index of the
+    query's order or filter and stopping after a page."""
+    return func.coalesce(Execution.parent_id, "") == ""
 
 
 class ExecutionLog(Base):
