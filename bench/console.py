@@ -87,7 +87,9 @@ def seed(database_url: str, count: int) -> None:
             {"execution_id": sample, "name": "score", "value": 0.5,
              "pipeline_name": rows[0]["pipeline_name"], "created_at": now}])
     if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
+        # committed, or the statistics are rolled back with the transaction: what
+        # autovacuum's analyze gives a real database a minute after such an insert
+        with engine.begin() as connection:
             connection.execute(sqlalchemy.text("ANALYZE executions"))
     engine.dispose()
 

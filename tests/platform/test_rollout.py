@@ -271,3 +271,32 @@ def test_sdk_sets_rules_validations_and_exports(gristmill_env, api, archive, uni
     bad = CliRunner().invoke(app, ["rollout", "export", name, "x", "--start", "soon"])
     assert bad.exit_code != 0 and "ISO 8601" in bad.output
 
+
+
+def test_low_latency_variant_workers_follow_their_pipeline(gristmill_env, api, archive,
+                                                           unique) -> None:
+    """A variant pipeline deleted and created again under its name (new code): its warm
+    workers roll to it, as the deployment's own roll on its update."""
+    name = f"fo-{unique}"
+    champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN, INFO_OUT)
+    variant = make_pipeline(api, archive, f"var-{unique}", "challenger", TEXT_IN, INFO_OUT)
+    token = endpoint(api, champion, name, "low_latency")
+    assert set_traffic(api, name, key="text", routes={"b": variant},
+                       default=champion).status_code == 200
+    assert ask(gristmill_env, name, token, "b")[:2] == (variant, "challenger")
+
+    deleted = api.delete(f"/pipelines/{variant}")
+    assert deleted.status_code == 200, deleted.text
+    assert make_pipeline(api, archive, variant, "gated", TEXT_IN, INFO_OUT) == variant
+    # the new code answers (gated: an existing file opens its gate at once)
+    gate = Path(gristmill_env.data_dir) / f"gate-{unique}"
+    gate.write_text("open")
+    assert ask(gristmill_env, name, token, str(gate))[:2] == (champion, "champion")
+    assert set_traffic(api, name, key="text", routes={str(gate): variant},
+                       default=champion).status_code == 200
+    assert ask(gristmill_env, name, token, str(gate))[:2] == (variant, "gated")
+
+    # the deployment's update rolls its variants' workers too: still the new code, served
+    updated = api.patch(f"/deployments/{name}", json={"description": "rolled"})
+    assert updated.status_code == 200, updated.text
+    assert ask(gristmill_env, name, token, str(gate))[:2] == (variant, "gated")

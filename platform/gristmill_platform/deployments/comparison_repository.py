@@ -53,45 +53,45 @@ class ComparisonRepository:
 
     async def variants(self, deployment_name: str, window: int = WINDOW
                        ) -> list[dict[str, Any]]:
+        # one pass over the window: each execution's latency, then per variant (window
+        # functions) its counts and each ended execution's rank by latency; only the rows
+        # that carry a figure come back (the first of each variant, those at the
+        # percentiles' ranks, those with validation failures)
         recent = (select(Execution.pipeline_name, Execution.shadow, Execution.status,
-                         Execution.created_at, Execution.ended_at,
-                         Execution.validation_failures)
+                         Execution.validation_failures,
+                         elapsed_ms(Execution.ended_at, Execution.created_at).label("ms"))
                   .where(Execution.deployment_name == deployment_name)
                   .order_by(Execution.created_at.desc()).limit(window).subquery())
         variant = (recent.c.pipeline_name, recent.c.shadow)
-        ended = recent.c.ended_at.is_not(None)
-
-        counted = await self.session.execute(
-            select(*variant, func.count(), func.count(recent.c.ended_at),
-                   func.sum(case((and_(ended, recent.c.status == "failed"), 1), else_=0)))
-            .group_by(*variant))
-        counts = {(pipeline, bool(shadow)): Counts(int(calls), int(done), int(failed or 0))
-                  for pipeline, shadow, calls, done, failed in counted.all()}
-
-        durations = (select(*variant,
-                            elapsed_ms(recent.c.ended_at, recent.c.created_at).label("ms"))
-                     .where(ended).subquery())
-        by = (durations.c.pipeline_name, durations.c.shadow)
-        timed = (select(*by, durations.c.ms,
-                        func.row_number().over(partition_by=by, order_by=durations.c.ms)
-                        .label("position"),
-                        func.count().over(partition_by=by).label("n"))
-                 .subquery())
-        # n >= 1 here, so the rank is at least 1 without comparison.rank's max()
-        ranks = [(q, (timed.c.n * q + 99) // 100) for q in PERCENTILES]
-        picked = await self.session.execute(
-            select(timed.c.pipeline_name, timed.c.shadow, timed.c.ms,
-                   *(case((timed.c.position == r, q), else_=None) for q, r in ranks))
-            .where(or_(*(timed.c.position == r for _, r in ranks))))
+        ms = recent.c.ms
+        ranked = select(
+            *variant, ms, recent.c.validation_failures,
+            # ended executions first, by latency: their positions are their ranks
+            func.row_number().over(partition_by=variant, order_by=(ms.is_(None), ms))
+            .label("position"),
+            func.count().over(partition_by=variant).label("calls"),
+            func.count(ms).over(partition_by=variant).label("ended"),
+            func.sum(case((and_(ms.is_not(None), recent.c.status == "failed"), 1), else_=0))
+            .over(partition_by=variant).label("failed"),
+        ).subquery()
+        # the nearest rank, as comparison.rank (ended >= 1 wherever it is compared)
+        ranks = [(q, (ranked.c.ended * q + 99) // 100) for q in PERCENTILES]
+        found = await self.session.execute(
+            select(ranked.c.pipeline_name, ranked.c.shadow, ranked.c.ms,
+                   ranked.c.validation_failures, ranked.c.calls, ranked.c.ended,
+                   ranked.c.failed,
+                   *(and_(ranked.c.ms.is_not(None), ranked.c.position == r) for _, r in ranks))
+            .where(or_(ranked.c.position == 1, ranked.c.validation_failures.is_not(None),
+                       *(ranked.c.position == r for _, r in ranks))))
+        counts: dict[Variant, Counts] = {}
         latencies: dict[Variant, dict[int, float]] = {}
-        for pipeline, shadow, ms, *which in picked.all():
-            for q in which:
-                if q is not None:
-                    latencies.setdefault((pipeline, bool(shadow)), {})[int(q)] = float(ms)
-
-        flagged = await self.session.execute(
-            select(*variant, recent.c.validation_failures)
-            .where(recent.c.validation_failures.is_not(None)))
-        failures: list[tuple[Variant, Sequence[str]]] = [
-            ((pipeline, bool(shadow)), names or ()) for pipeline, shadow, names in flagged.all()]
+        failures: list[tuple[Variant, Sequence[str]]] = []
+        for pipeline, shadow, latency, names, calls, ended, failed, *at in found.all():
+            key: Variant = (pipeline, bool(shadow))
+            counts[key] = Counts(int(calls), int(ended), int(failed or 0))
+            for (q, _), hit in zip(ranks, at, strict=True):
+                if hit:
+                    latencies.setdefault(key, {})[q] = float(latency)
+            if names:
+                failures.append((key, names))
         return assemble(counts, latencies, failures)

@@ -65,6 +65,7 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
         state.executions.check_room()  # 503 before anything is recorded when too many wait
     assert endpoint is not None  # check_endpoint_token let no missing one through
     answering, shadows = choose(state, endpoint, body)
+    await warm_variant(state, answering)
     # the database path (files, elastic): one transaction checks again and creates it
     async with transaction(state) as session:
         service = state.factories.deployments(session)
@@ -73,7 +74,7 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
                                        pipeline_name=answering.pipeline_name)
     state.executions.launch(launch)
     if shadows and not files:  # a file is read once: a call with files has no copies
-        start_shadows(state, deployment.name, [s.pipeline_name for s in shadows], body)
+        start_shadows(state, deployment.name, shadows, body)
     execution_id = launch.execution_id
     headers = {"Craft-Ai-Execution-Id": execution_id,
                PIPELINE_HEADER: answering.pipeline_name}
@@ -88,19 +89,31 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
     return _see_results(request, name, execution_id, headers)
 
 
-def start_shadows(state: AppState, name: str, pipelines: list[str], body: dict[str, Any]
+async def warm_variant(state: AppState, endpoint: Endpoint) -> None:
+    """A low-latency variant's warm workers up, and following their pipeline
+    (LowLatencyDispatcher.warm); the deployment's own are brought up with it."""
+    step = endpoint.step
+    if (endpoint.deployment.mode == "low_latency" and step is not None
+            and step.status == "ready" and endpoint.worker_key != endpoint.deployment.name):
+        await state.executions.low_latency.warm(endpoint,
+                                                wait_s=state.settings.step_build_wait_s)
+
+
+def start_shadows(state: AppState, name: str, shadows: list[Endpoint], body: dict[str, Any]
                   ) -> None:
     """Record and launch the shadow copies of a call after it: their failures (a pipeline
     not ready, a crash) are theirs alone."""
-    task = asyncio.get_running_loop().create_task(_run_shadows(state, name, pipelines, body))
+    task = asyncio.get_running_loop().create_task(_run_shadows(state, name, shadows, body))
     _shadows.add(task)
     task.add_done_callback(_shadows.discard)
 
 
-async def _run_shadows(state: AppState, name: str, pipelines: list[str], body: dict[str, Any]
-                       ) -> None:
-    for pipeline in pipelines:
+async def _run_shadows(state: AppState, name: str, shadows: list[Endpoint],
+                       body: dict[str, Any]) -> None:
+    for shadow in shadows:
+        pipeline = shadow.pipeline_name
         try:
+            await warm_variant(state, shadow)
             async with transaction(state) as session:
                 service = state.factories.deployments(session)
                 launch = await service.trigger(await service.get(name), body, {},
@@ -149,8 +162,7 @@ async def run_fast(state: AppState, endpoint: Endpoint, body: dict[str, Any], *,
                          name="PipelineNotReady")
     dispatcher = state.executions.low_latency
     environment = await dispatcher.environment.current()
-    if endpoint.worker_key != endpoint.deployment.name:
-        await dispatcher.warm(endpoint.worker_key, wait_s=state.settings.step_build_wait_s)
+    await warm_variant(state, endpoint)
     tracked = dispatcher.track(endpoint, body, environment)
     for shadow in shadows:
         # in the background: never delaying nor failing this call

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +75,9 @@ log = logging.getLogger("gristmill.low_latency")
 HEARTBEAT_S = 10.0
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
+# Shadow copies (docs/rollout.md) wait for a moment with no call in flight, at most this.
+SHADOW_QUIET_WAIT_S = 0.25
+SHADOW_QUEUE_LIMIT = 10_000
 
 
 def timeout_reason(timeout_s: int) -> str:
@@ -103,6 +107,14 @@ def worker_handle(pod_id: str, execution_id: str) -> dict[str, str]:
     return {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id, "execution_id": execution_id}
 
 
+def variant_version(endpoint: Endpoint) -> tuple[int, str, str]:
+    """What a variant's warm workers run: the deployment's generation (bumped by its
+    update), the pipeline's and its step's ids (new when either is created again)."""
+    return (endpoint.deployment.generation,
+            endpoint.pipeline.id if endpoint.pipeline is not None else "",
+            endpoint.step.id if endpoint.step is not None else "")
+
+
 class LowLatencyDispatcher:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
                  pool: WorkerPool, journal: TrackingJournal,
@@ -123,6 +135,11 @@ class LowLatencyDispatcher:
         # executions of the database path a worker has taken: their pool key, worker and
         # the task waiting for its answer (abandon)
         self._taken: dict[str, tuple[str, str, asyncio.Task[Any]]] = {}
+        self._warmed_for: dict[str, tuple[int, str, str]] = {}  # key -> variant_version
+        # shadow copies waiting for the calls in flight to be answered (shadow)
+        self._shadows: deque[tuple[Endpoint, Mapping[str, Any], Mapping[str, str], float]] \
+            = deque()
+        self._shadow_drain: asyncio.Task[None] | None = None
         self.journal = journal
         self.environment = environment
 
@@ -149,34 +166,59 @@ class LowLatencyDispatcher:
         if launch.parent_id is not None and self.node_ended is not None:
             await self.node_ended(execution_id)  # what follows the node may start
 
-    async def warm(self, key: str, *, wait_s: float) -> None:
+    async def warm(self, endpoint: Endpoint, *, wait_s: float) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py
-        variant_key) on its first call, once however many calls come at once."""
+        variant_key) on its first call, once however many calls come at once; and roll
+        them when what they run changed since (the deployment updated, the pipeline
+        deleted and created again under its name: a new pipeline or step), as the
+        deployment's own workers roll on its update. The endpoint is the directory's
+        (deployments/directory.py), so this follows a change made through any replica."""
+        key = endpoint.worker_key
+        version = variant_version(endpoint)
         task = self._warming.get(key)
-        if task is None or (task.done() and not self.pool.pods(key)):
-            task = asyncio.get_running_loop().create_task(self.pool.ensure(key, wait_s=wait_s))
+        restart = task is not None and self._warmed_for.get(key) != version
+        if task is None or restart or (task.done() and not self.pool.pods(key)):
+            task = asyncio.get_running_loop().create_task(
+                self.pool.ensure(key, wait_s=wait_s, restart=restart))
             self._warming[key] = task
+            self._warmed_for[key] = version
         await asyncio.shield(task)
 
     def shadow(self, endpoint: Endpoint, body: Mapping[str, Any],
                environment: Mapping[str, str], *, wait_s: float) -> None:
-        """A shadow copy of a call (docs/rollout.md), in the background: whatever becomes
-        of it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own."""
-        async def copy() -> None:
-            try:
-                await self.warm(endpoint.worker_key, wait_s=wait_s)
-                step = endpoint.step
-                if step is None or step.status != "ready":
-                    log.warning("shadow pipeline %s is not ready: no copy",
-                                endpoint.pipeline_name)
-                    return
-                self.track(endpoint, body, environment, shadow=True)
-            except Exception:
-                log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
+        """A shadow copy of a call (docs/rollout.md): queued, and dispatched once the calls
+        in flight have been answered (traffic.py), so none of its work (recording it,
+        sending it, its answer) runs between the caller's own steps. Whatever becomes of
+        it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own; past
+        SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (and logged)."""
+        if len(self._shadows) >= SHADOW_QUEUE_LIMIT:
+            log.warning("%d shadow copies wait already: the copy for %s is dropped",
+                        len(self._shadows), endpoint.pipeline_name)
+            return
+        self._shadows.append((endpoint, body, environment, wait_s))
+        if self._shadow_drain is None:
+            self._shadow_drain = asyncio.get_running_loop().create_task(self._drain_shadows())
 
-        task = asyncio.get_running_loop().create_task(copy())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _drain_shadows(self) -> None:
+        try:
+            while self._shadows:
+                # after the answers: under a load with no quiet moment, capped
+                await self.journal.traffic.quiet(SHADOW_QUIET_WAIT_S)
+                await self._copy(*self._shadows.popleft())
+        finally:
+            self._shadow_drain = None
+
+    async def _copy(self, endpoint: Endpoint, body: Mapping[str, Any],
+                    environment: Mapping[str, str], wait_s: float) -> None:
+        try:
+            step = endpoint.step
+            if step is None or step.status != "ready":
+                log.warning("shadow pipeline %s is not ready: no copy", endpoint.pipeline_name)
+                return
+            await self.warm(endpoint, wait_s=wait_s)
+            self.track(endpoint, body, environment, shadow=True)
+        except Exception:
+            log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
 
     def track(self, endpoint: Endpoint, body: Mapping[str, Any],
               environment: Mapping[str, str], *, shadow: bool = False) -> Tracked:
@@ -272,6 +314,8 @@ class LowLatencyDispatcher:
         get a moment to record it while the database is still there."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._shadow_drain is not None:
+            self._shadow_drain.cancel()  # copies not sent yet are dropped
         await self.pool.shutdown()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE_S)

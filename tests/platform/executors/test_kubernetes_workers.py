@@ -41,7 +41,7 @@ from gristmill_platform.executors.kubernetes.workers import (
     lines_after,
     worker_secret,
 )
-from gristmill_platform.executors.workers import ExecutionLost, WorkerAnswer
+from gristmill_platform.executors.workers import ExecutionLost, WorkerAnswer, variant_key
 from gristmill_platform.settings import Settings
 from gristmill_platform.state import AppState
 
@@ -511,6 +511,66 @@ async def test_shutdown_leaves_the_workers_and_the_next_service_adopts_them(
     assert answer.report["outputs"]["pid"] == pid  # the same warm process
     assert len(emulator.sent("POST")) + len(emulator.sent("PATCH")) + len(
         emulator.sent("DELETE")) == writes  # nothing applied or deleted again
+
+
+# -- variants (docs/rollout.md) -----------------------------------------------------------------
+
+
+async def add_variant(state: AppState, pipeline_name: str) -> None:
+    """Another pipeline a traffic rule may send the deployment's calls to."""
+    async with transaction(state) as session:
+        step = Step(id=str(uuid.uuid4()), name=f"{pipeline_name}-step",
+                    function_path="main.py", function_name="entry",
+                    container_config={"language": "python:3.12-slim"}, origin="local",
+                    status="ready", inputs=[], outputs=OUTPUTS)
+        session.add(step)
+        await session.flush()
+        session.add(Pipeline(id=str(uuid.uuid4()), name=pipeline_name, step_id=step.id))
+
+
+async def test_a_variant_pipeline_gets_warm_workers_of_its_own(
+        state: AppState, pool: KubernetesWorkerPool, executor: KubernetesExecutor,
+        cluster: WorkerCluster, emulator: Emulator, clock: Clock) -> None:
+    await add_deployment(state)
+    await add_variant(state, "challenger")
+    key = variant_key("score-api", "challenger")
+    await pool.ensure("score-api", wait_s=DEADLINE_S)
+    await pool.ensure(key, wait_s=DEADLINE_S)
+
+    # a Deployment of its own, running the variant's step, named after both
+    variant = emulator.objects["apps/v1/deployments", NAMESPACE, manifests.worker_name(key)]
+    labels = variant["spec"]["template"]["metadata"]["labels"]
+    assert (labels[manifests.LABEL_PIPELINE], labels[manifests.LABEL_STEP]) == (
+        "challenger", "challenger-step")
+    assert manifests.worker_name(key) != manifests.worker_name("score-api")
+    [own_pod] = pool.pods("score-api")
+    [variant_pod] = pool.pods(key)
+    assert variant_pod["status"] == "running" and variant_pod["pod_id"] != own_pod["pod_id"]
+
+    starts = Starts()
+    answer = await starts.run(pool, "to the challenger", deployment=key)
+    assert answer.report["status"] == "succeeded", answer.report
+    assert answer.pod_id == answer.report["outputs"]["pod"] == variant_pod["pod_id"]
+    own = await starts.run(pool, "to the champion")
+    assert own.pod_id == own_pod["pod_id"]
+    # the variant's workers say nothing of the deployment's status
+    assert (await deployment_row(state)).status == "up"
+
+    # a replica that never brought it up serves it too (adopts it at its first call)
+    second = make_pool(state, executor, cluster, clock)
+    try:
+        adopted = await starts.run(second, "through another replica", deployment=key)
+    finally:
+        await second.shutdown()
+    assert adopted.pod_id == variant_pod["pod_id"]
+
+    async with transaction(state) as session:  # the deployment goes, its variants with it
+        await session.delete((await session.execute(select(Deployment))).scalar_one())
+    await pool.stop("score-api")
+    assert not emulator.has("apps/v1/deployments", manifests.worker_name(key))
+    assert not emulator.has("apps/v1/deployments", manifests.worker_name("score-api"))
+    with pytest.raises(ExecutionLost, match="not running"):
+        await starts.run(pool, "too late", deployment=key)
 
 
 # -- creation failures ----------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from gristmill_platform.executors.workers import (
     WorkerAnswer,
     node_step,
     split_key,
+    variant_key,
 )
 from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
 from gristmill_platform.units import ram_bytes
@@ -256,6 +257,10 @@ class KubernetesWorkerPool:
         await self._wait_for_verdict(tracked, record.generation, wait_s)
 
     async def stop(self, deployment_name: str) -> None:
+        if split_key(deployment_name)[1] is None:  # its variants' workers go with it
+            prefix = variant_key(deployment_name, "")
+            await asyncio.gather(*(self.stop(key) for key in list(self._tracked)
+                                   if key.startswith(prefix)))
         tracked = self._tracked.pop(deployment_name, None)
         if tracked is not None:
             tracked.stopped = True
@@ -440,29 +445,38 @@ class KubernetesWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
-        node = node_step(name)  # a pool of a multi-step pipeline's nodes
+        """The record of a deployment's workers, of a variant pipeline's
+        (executors/workers.py variant_key): the deployment's, with that pipeline's step, or
+        of a multi-step pipeline's node pool (node_key): the deployment's, with that step.
+        A variant's or node pool's status starts afresh: the deployment's says nothing of
+        it."""
+        deployment_name, variant = split_key(name)
+        node = node_step(name)
         async with self.transactions() as session:
-            deployment = await self.deployments(session).by_name(
-                split_key(name)[0] if node is not None else name)
+            deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
             if node is not None:
                 step = await session.scalar(select(Step).where(Step.name == node))
             else:
-                # a multi-step pipeline's: its nodes' pools serve it (graph_workers.py)
-                step = await _step_of(session, deployment.pipeline_id)
+                # a multi-step pipeline has none: its nodes' pools serve it (graph_workers.py)
+                pipeline_id = deployment.pipeline_id if variant is None else \
+                    await session.scalar(select(Pipeline.id).where(Pipeline.name == variant))
+                step = await _step_of(session, pipeline_id) if pipeline_id else None
             if step is None:
                 return None
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             config = step.container_config or {}
             return _Record(
                 deployment_id=deployment.id, name=name,
-                generation=deployment.generation, status=deployment.status,
-                status_reason=deployment.status_reason,
+                generation=deployment.generation,
+                status=deployment.status if variant is None else "creation_pending",
+                status_reason=deployment.status_reason if variant is None else None,
                 max_parallel=(deployment.max_parallel_executions_per_pod
                               if deployment.enable_parallel_executions else 1),
                 timeout_s=deployment.timeout_s, step_name=step.name,
-                pipeline_name=deployment.pipeline_name, function_path=step.function_path,
+                pipeline_name=variant or deployment.pipeline_name,
+                function_path=step.function_path,
                 function_name=step.function_name,
                 language=str(config.get("language") or default_language()),
                 # the step's built image; none yet: the runtime image alone (manifests)
@@ -529,8 +543,10 @@ class KubernetesWorkerPool:
         tracked.failed = verdict.reason or "the worker could not be started" \
             if verdict.status == "creation_failed" else None
         await self._flush_logs()  # the import-time output is in before the status says up
-        if node_step(tracked.name) is not None:
-            return  # a node pool: graph_workers.py judges the deployment from all of them
+        if split_key(tracked.name)[1] is not None:
+            # a variant's or a node pool's workers say nothing of the deployment's status
+            # (graph_workers.py judges a multi-step pipeline's from all its node pools)
+            return
         try:
             async with self.transactions() as session:
                 deployment = await self.deployments(session).get(tracked.deployment_id)
