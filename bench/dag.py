@@ -14,10 +14,15 @@ From the executions' own timestamps, per node:
   run       from /start to /finish
 plus the last node's end to the graph's end (finishing the graph). For `sleep`, the time
 from the first fan-out node's creation to the last one's end, against one such node run
-alone (target: within 2x). Writes bench/results/dag.json.
+alone (target: within 2x). Elastic nodes go through admission control (a worker capacity
+per machine, 2 per CPU by default; the others wait), which bounds the sleeping fan-out.
+`sleep_low_latency` runs the same fan-out through a low-latency endpoint deployment
+(parallelism WIDTH): each node on the warm worker of its step, no admission queue, against
+one node alone deployed the same way. Writes bench/results/dag.json.
 
     .venv/bin/python bench/dag.py [--runs 3]
     DAG_BENCH_WIDTH=10 .venv/bin/python bench/dag.py   # a narrower fan (dag_width10.json)
+    DAG_BENCH_CAPACITY=24 .venv/bin/python bench/dag.py  # GRISTMILL_WORKER_CAPACITY=24
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from typing import Any
 import httpx
 from _env import start_env, step_archive  # type: ignore[import-not-found]
 
+CAPACITY = os.environ.get("DAG_BENCH_CAPACITY")  # elastic admission capacity, if set
 RESULTS = Path(__file__).parent / "results" / (
-    "dag.json" if os.environ.get("DAG_BENCH_WIDTH", "20") == "20"
-    else f"dag_width{os.environ['DAG_BENCH_WIDTH']}.json")
+    ("dag.json" if os.environ.get("DAG_BENCH_WIDTH", "20") == "20"
+     else f"dag_width{os.environ['DAG_BENCH_WIDTH']}.json").replace(
+        ".json", f"_capacity{CAPACITY}.json" if CAPACITY else ".json"))
 WIDTH = int(os.environ.get("DAG_BENCH_WIDTH", "20"))  # the issue's figure is for 20
 CHAIN = 10
 CODE = f'''
@@ -119,6 +126,29 @@ def run_graph(api: httpx.Client, pipeline: str) -> dict[str, Any]:
     return {"graph": graph, "nodes": nodes}
 
 
+def deploy_low_latency(api: httpx.Client, pipeline: str) -> str:
+    """A low-latency endpoint of the pipeline, WIDTH executions at once per warm worker;
+    its endpoint token."""
+    created = api.post("/endpoints", json={
+        "pipeline_name": pipeline, "name": f"{pipeline}-ll", "mode": "low_latency",
+        "enable_parallel_executions": True, "max_parallel_executions_per_pod": WIDTH})
+    if created.status_code != 201 or created.json()["status"] != "up":
+        raise SystemExit(f"{pipeline}-ll: {created.text}")
+    return str(created.json()["endpoint_token"])
+
+
+def call_graph(api: httpx.Client, url: str, pipeline: str, token: str) -> dict[str, Any]:
+    """One call of the pipeline's low-latency endpoint, read as run_graph reads a run."""
+    answer = httpx.post(f"{url}/endpoints/{pipeline}-ll", json={"x": 1}, timeout=300,
+                        headers={"Authorization": f"EndpointToken {token}"})
+    if answer.status_code != 200:
+        raise SystemExit(f"{pipeline}-ll failed: {answer.text}")
+    graph = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    nodes = {s["name"]: {**s, "read": api.get(f"/executions/{s['execution_id']}").json()}
+             for s in graph["steps"]}
+    return {"graph": graph, "nodes": nodes}
+
+
 def phases(run: dict[str, Any]) -> dict[str, Any]:
     graph, nodes = run["graph"], run["nodes"]
     created = ts(graph["created_at"])
@@ -164,7 +194,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         service_log = Path(work) / "service.log"
-        env = start_env(Path(work) / "env", log_path=service_log)
+        env = start_env(Path(work) / "env", log_path=service_log,
+                        extra_env={"GRISTMILL_WORKER_CAPACITY": CAPACITY} if CAPACITY else None)
         try:
             token = httpx.post(f"{env.url}/api/v1/auth/refresh",
                                json={"refresh_token": env.token}).json()["access_token"]
@@ -198,6 +229,15 @@ def main() -> None:
                     errors = [line for line in service_log.read_text().splitlines()
                               if "Error" in line]
                     failures[name + "_service_errors"] = " | ".join(errors[-3:])
+            for name in ("sleep", "one-nap"):
+                try:
+                    token = deploy_low_latency(api, name)
+                    call_graph(api, env.url, name, token)  # warm-up, not counted
+                    runs[f"{name}-ll"] = [call_graph(api, env.url, name, token)
+                                          for _ in range(args.runs)]
+                except (SystemExit, httpx.HTTPError) as failed:
+                    failures[f"{name}-ll"] = str(failed)
+                    print(f"{name}-ll: {failed}")
             elapsed = time.perf_counter() - started
         finally:
             env.stop()
@@ -212,6 +252,15 @@ def main() -> None:
         sleep_part.update(fan_out_span=ms(spans), one_node_alone=ms(one_node),
                           ratio_p50=round(statistics.median(spans)
                                           / statistics.median(one_node), 2))
+    ll_sleep, ll_alone = runs.get("sleep-ll", []), runs.get("one-nap-ll", [])
+    ll_part: dict[str, Any] = summarize(ll_sleep) if ll_sleep else {}
+    if ll_sleep and ll_alone:
+        ll_one = [ts(r["nodes"]["f0"]["read"]["end_date"])
+                  - ts(r["nodes"]["f0"]["read"]["created_at"]) for r in ll_alone]
+        ll_spans = [fan_out_span(r) for r in ll_sleep]
+        ll_part.update(fan_out_span=ms(ll_spans), one_node_alone=ms(ll_one),
+                       ratio_p50=round(statistics.median(ll_spans)
+                                       / statistics.median(ll_one), 2))
     results: dict[str, Any] = {
         "runs": args.runs,
         "width": WIDTH,
@@ -220,7 +269,9 @@ def main() -> None:
                     "note": "shared machine, other engineers' test runs in parallel"},
         "chain_10": summarize(chain) if chain else {},
         "fan_out_fan_in": summarize(fan) if fan else {},
+        "worker_capacity": CAPACITY or "default (2 per CPU, bounded by memory)",
         "sleep_fan_out": sleep_part,
+        "sleep_fan_out_low_latency": ll_part,
         "failures": failures,
         "targets": {"schedule_per_node_ms_at_most": 20, "sleep_fan_out_ratio_at_most": 2.0},
         "bench_seconds": round(elapsed, 1),
@@ -228,7 +279,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"multi-step pipelines, local backend, {args.runs} runs each (ms; p50 / max)")
-    for name in ("chain_10", "fan_out_fan_in", "sleep_fan_out"):
+    for name in ("chain_10", "fan_out_fan_in", "sleep_fan_out", "sleep_fan_out_low_latency"):
         part = results[name]
         if not part:
             print(f"{name}: failed")
@@ -236,10 +287,11 @@ def main() -> None:
         print(f"{name}: graph {part['graph_total']['p50_ms']}")
         for key in ("schedule_per_node", "launch_per_node", "run_per_node", "finish_graph"):
             print(f"  {key:<20}{part[key]['p50_ms']:>10}{part[key]['max_ms']:>10}")
-    if "ratio_p50" in sleep_part:
-        print(f"{WIDTH} x 1 s fan-out span {sleep_part['fan_out_span']['p50_ms']} vs one node "
-              f"alone {sleep_part['one_node_alone']['p50_ms']}: ratio "
-              f"{sleep_part['ratio_p50']}")
+    for label, part in (("elastic", sleep_part), ("low-latency", ll_part)):
+        if "ratio_p50" in part:
+            print(f"{label}: {WIDTH} x 1 s fan-out span {part['fan_out_span']['p50_ms']} vs "
+                  f"one node alone {part['one_node_alone']['p50_ms']}: ratio "
+                  f"{part['ratio_p50']}")
     print(f"written to {RESULTS}")
 
 

@@ -41,9 +41,9 @@ from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
-from gristmill_platform.executors.workers import WorkerPool
 from gristmill_platform.http import openapi
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
@@ -133,7 +133,7 @@ def watch(telemetry: Telemetry, services: Services) -> None:
     telemetry.live.provide(live.JOURNAL_BACKLOG, lambda: {(): float(journal.backlog)})
 
 
-def warm_workers(state: AppState, builds: StepBuildsView) -> WorkerPool:
+def warm_workers(state: AppState, builds: StepBuildsView) -> GraphWorkerPools:
     """The pool of the low-latency deployments' workers the settings choose."""
     return worker_pool(state.settings, state.transactions, deployment_records,
                        DeploymentLogWriter(state.transactions), builds)

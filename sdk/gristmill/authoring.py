@@ -340,7 +340,8 @@ def pipeline(function: Callable[..., Any] | None = None, *,
         metric_bounds: Bounds on the metrics the execution's steps record, checked once
             every node succeeded: ``{"accuracy": {"min": 0.8, "severity": "error"}}``. A
             metric out of bounds (or not recorded) fails the execution (``"error"``, the
-            default) or is listed in its ``warnings`` (``"warning"``).
+            default) or is listed in its ``warnings`` (``"warning"``). Of a list metric,
+            every value is judged, or only the last with ``"list": "last"``.
     """
 
     def decorate(fn: Callable[..., Any]) -> Pipeline:

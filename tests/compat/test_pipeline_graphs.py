@@ -89,3 +89,24 @@ def test_deploy_a_graph_as_endpoint_and_periodic(craft_sdk, graph, unique) -> No
                         InputSource(pipeline_input_name="z", constant_value=2)],
         outputs_mapping=[OutputDestination(pipeline_output_name="total", is_null=True)])
     assert periodic["execution_rule"] == "periodic"
+
+
+def test_deploy_a_graph_low_latency(craft_sdk, graph, unique) -> None:
+    from craft_ai_sdk.io import InputSource, OutputDestination
+
+    endpoint = craft_sdk.create_deployment(
+        pipeline_name=graph, deployment_name=f"gll-{unique}", execution_rule="endpoint",
+        mode="low_latency",
+        inputs_mapping=[InputSource(pipeline_input_name="x", endpoint_input_name="first"),
+                        InputSource(pipeline_input_name="z", endpoint_input_name="second")],
+        outputs_mapping=[OutputDestination(pipeline_output_name="total",
+                                           endpoint_output_name="sum")])
+    assert endpoint["status"] == "up"
+    result = craft_sdk.trigger_endpoint(f"gll-{unique}", endpoint["endpoint_token"],
+                                        inputs={"first": 10, "second": 1})
+    assert result["outputs"] == {"sum": 22}
+    execution = craft_sdk.get_pipeline_execution(result["execution_id"])
+    # left and right run the same step: one warm worker serves both
+    workers = {s["name"]: s["worker"] for s in execution["steps"]}
+    assert workers["left"] == workers["right"] != workers["sum"]
+    craft_sdk.delete_deployment(f"gll-{unique}")

@@ -250,6 +250,63 @@ def test_deleting_a_running_graph_stops_its_nodes(api, steps, unique) -> None:
         assert api.get(f"/executions/{node_id}").status_code == 404
 
 
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_cancelling_a_graph_stops_its_running_nodes(api, steps, unique) -> None:
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("a", steps["slow"], words={"node": "split", "output": "words"}),
+             node("b", steps["slow"], words={"node": "split", "output": "words"}),
+             # waits for a: it never starts
+             node("last", steps["report"], n={"node": "a", "output": "n"},
+                  word={"constant": "w"})]
+    assert create(api, f"can-{unique}", nodes, []).status_code == 201
+    execution_id = run(api, f"can-{unique}", {"text": "x"}).json()["execution_id"]
+    running: dict[str, dict[str, Any]] = {}
+    for _ in range(300):
+        steps_now = api.get(f"/executions/{execution_id}").json()["steps"]
+        running = {s["name"]: s for s in steps_now
+                   if s["name"] in ("a", "b") and s["status"] == "Running"}
+        if len(running) == 2:
+            break
+        time.sleep(0.2)
+    assert len(running) == 2, steps_now
+    pids = [int(s["worker"].removeprefix("local-")) for s in running.values()]
+    assert not any(_gone(pid) for pid in pids)
+
+    cancelled = api.post(f"/executions/{execution_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "Cancelled"
+    read = api.get(f"/executions/{execution_id}").json()
+    assert read["status"] == "Cancelled"
+    assert read["status_reason"] == "the execution was cancelled"
+    assert [(s["name"], s["status"]) for s in read["steps"]] == [
+        ("split", "Succeeded"), ("a", "Cancelled"), ("b", "Cancelled"), ("last", "Skipped")]
+    # the running nodes' workers are stopped, the records kept
+    for _ in range(100):
+        if all(_gone(pid) for pid in pids):
+            break
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in pids)
+    for name in ("a", "b"):
+        node_read = api.get(f"/executions/{running[name]['execution_id']}").json()
+        assert node_read["status"] == "Cancelled"
+        assert node_read["status_reason"] == "its pipeline's execution was cancelled"
+    assert_error(wait(api, execution_id), 500, f"Execution {execution_id} was cancelled")
+    # what has ended cannot be cancelled; what does not exist is not found
+    assert_error(api.post(f"/executions/{execution_id}/cancel"), 409,
+                 "has already ended (status Cancelled)")
+    assert api.post(f"/executions/{execution_id}/cancel").json()["name"] == "ExecutionEnded"
+    assert api.post(f"/executions/nope-{unique}/cancel").status_code == 404
+
+
 def test_endpoint_and_periodic_deployments_of_a_graph(gristmill_env, api, steps,
                                                       unique) -> None:
     from tests.platform.test_deployments import call, fire_now, results
@@ -283,9 +340,157 @@ def test_endpoint_and_periodic_deployments_of_a_graph(gristmill_env, api, steps,
     assert read["status"] == "Succeeded" and read["execution_rule"] == "periodic"
     assert [s["status"] for s in read["steps"]] == ["Succeeded"] * 4
 
-    low = api.post("/endpoints", json={"pipeline_name": f"dep-{unique}",
-                                       "name": f"glow-{unique}", "mode": "low_latency"})
-    assert_error(low, 400, "low_latency deployments run one-step pipelines only")
+
+
+def _low_latency(api: httpx.Client, pipeline: str, name: str, **mapping: Any
+                 ) -> dict[str, Any]:
+    created = api.post("/endpoints", json={"pipeline_name": pipeline, "name": name,
+                                           "mode": "low_latency", **mapping})
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_env, api,
+                                                                     steps, unique) -> None:
+    from tests.platform.test_deployments import call
+
+    # "again" runs the step "count" runs: the two share that step's pool
+    nodes = [*diamond(steps),
+             node("again", steps["count"], words={"node": "split", "output": "words"})]
+    outputs = [*REPORT, {"name": "again", "node": "again", "output": "n"}]
+    assert create(api, f"llg-{unique}", nodes, outputs).status_code == 201
+    created = _low_latency(api, f"llg-{unique}", f"llg-{unique}", outputs_mapping=[
+        {"pipeline_output_name": "line", "endpoint_output_name": "out"},
+        {"pipeline_output_name": "again", "endpoint_output_name": "again"}])
+    # up once a worker of each distinct step serves: four pools for five nodes
+    assert created["status"] == "up", created
+    assert len(created["pods"]) == 4
+    assert {p["status"] for p in created["pods"]} == {"running"}
+    token = created["endpoint_token"]
+
+    workers: list[dict[str, str]] = []
+    for sentence, line in (("one two three", "> 3 words, longest three"),
+                           ("warm again", "> 2 words, longest again")):
+        answer = call(gristmill_env, f"llg-{unique}", token, {"text": sentence}, sdk=False)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"] == {"out": line, "again": len(sentence.split())}
+        execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+        assert execution["status"] == "Succeeded"
+        per_node = {s["name"]: s for s in execution["steps"]}
+        assert [s["status"] for s in per_node.values()] == ["Succeeded"] * 5
+        assert per_node["report"]["start_date"] >= max(per_node["count"]["end_date"],
+                                                       per_node["pick"]["end_date"])
+        workers.append({name: s["worker"] for name, s in per_node.items()})
+    pods = {p["pod_id"] for p in created["pods"]}
+    # every node ran on a warm worker of the deployment, the same ones for both calls
+    assert set(workers[0].values()) == pods and workers[0] == workers[1]
+    assert workers[0]["count"] == workers[0]["again"]
+    assert len({workers[0][n] for n in ("split", "count", "pick", "report")}) == 4
+    node_logs = api.post(f"/executions/{per_node['split']['execution_id']}/logs",
+                         json={}).json()[0]
+    assert "splitting 'warm again'" in [line["message"] for line in node_logs]
+    # one execution per call in the deployment's list: the nodes are in its steps
+    assert len(api.get(f"/deployments/llg-{unique}/executions").json()) == 2
+
+    # an update rolls every node pool; the deployment is up once all the new ones serve
+    updated = api.patch(f"/deployments/llg-{unique}", json={"description": "rolled"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "up", updated.json()
+    rolled = {p["pod_id"] for p in updated.json()["pods"]}
+    assert len(rolled) == 4 and not rolled & pods
+    answer = call(gristmill_env, f"llg-{unique}", token, {"text": "a b"}, sdk=False)
+    assert answer.status_code == 200, answer.text
+    execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    assert {s["worker"] for s in execution["steps"]} == rolled
+    # deleting the deployment stops every node pool's worker (each has a folder while up)
+    folders = [gristmill_env.data_dir / "low-latency" / pod for pod in rolled]
+    assert all(folder.is_dir() for folder in folders)
+    assert api.delete(f"/deployments/llg-{unique}").status_code == 200
+    assert not any(folder.exists() for folder in folders)
+
+
+COLD_CODE = '''
+import os
+
+if os.environ.get("GRISTMILL_WORKER_SOCKET"):  # only a warm worker sets it
+    raise RuntimeError("this step cannot start warm")
+
+
+def count(words: list) -> dict:
+    return {"n": len(words)}
+'''
+
+
+def test_a_node_step_whose_worker_cannot_start_fails_the_deployment(
+        gristmill_env, api, steps, unique, tmp_path) -> None:
+    from tests.platform.test_deployments import call
+
+    cold = f"cold-{unique}"
+    archive = archive_of(write_folder(tmp_path / "cold", {"src/cold.py": COLD_CODE}))
+    assert post_step(api, step_form(cold, function_path="src/cold.py", function_name="count",
+                                    inputs=STEPS["count"][0], outputs=STEPS["count"][1]),
+                     archive).status_code == 201
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", cold, words={"node": "split", "output": "words"})]
+    assert create(api, f"cold-{unique}", nodes,
+                  [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+    # elastic, the step runs
+    assert outputs_of(run_and_wait(api, f"cold-{unique}", {"text": "a b"})[1]) == {"n": 2}
+    created = _low_latency(api, f"cold-{unique}", f"cold-{unique}")
+    assert created["status"] == "creation_failed"
+    assert created["status_reason"] == (f"the worker of step {cold!r} could not be started: "
+                                        "RuntimeError: this step cannot start warm")
+    refused = call(gristmill_env, f"cold-{unique}", created["endpoint_token"], {"text": "a"},
+                   sdk=False)
+    assert_error(refused, 409, "is not ready (status creation_failed)")
+
+
+def test_a_failing_node_fails_a_low_latency_execution(gristmill_env, api, steps,
+                                                      unique) -> None:
+    from tests.platform.test_deployments import call
+
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("pick", steps["boom"], words={"node": "split", "output": "words"}),
+             node("report", steps["report"], n={"node": "pick", "output": "n"},
+                  word={"constant": "w"})]
+    assert create(api, f"llf-{unique}", nodes, REPORT).status_code == 201
+    token = _low_latency(api, f"llf-{unique}", f"llf-{unique}")["endpoint_token"]
+    answer = call(gristmill_env, f"llf-{unique}", token, {"text": "x y"}, sdk=False)
+    assert_error(answer, 500, "node 'pick' failed: ValueError: no luck with x y")
+    execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+    assert execution["status"] == "Failed"
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("split", "Succeeded"), ("pick", "Failed"), ("report", "Skipped")]
+    # the failure did not take the warm workers down: the next call runs on them
+    again = call(gristmill_env, f"llf-{unique}", token, {"text": "z"}, sdk=False)
+    assert_error(again, 500, "node 'pick' failed: ValueError: no luck with z")
+
+
+def test_files_pass_between_low_latency_nodes_through_the_data_store(gristmill_env, api,
+                                                                     steps, unique) -> None:
+    from tests.platform.test_datastore import download
+    from tests.platform.test_deployments import call
+
+    nodes = [node("write", steps["write_doc"], text={"pipeline_input": "text"}),
+             node("read", steps["read_doc"], doc={"node": "write", "output": "doc"})]
+    outputs = [{"name": "size", "node": "read", "output": "size"},
+               {"name": "upper", "node": "read", "output": "upper"}]
+    assert create(api, f"llfile-{unique}", nodes, outputs).status_code == 201
+    token = _low_latency(api, f"llfile-{unique}", f"llfile-{unique}", outputs_mapping=[
+        {"pipeline_output_name": "size", "endpoint_output_name": "size"},
+        {"pipeline_output_name": "upper",
+         "datastore_path": f"graphs/{unique}/ll-upper.txt"}])["endpoint_token"]
+    answer = call(gristmill_env, f"llfile-{unique}", token, {"text": "ab"}, sdk=False)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == {"size": 6}
+    execution_id = answer.headers["craft-ai-execution-id"]
+    assert api.get(f"/executions/{execution_id}/outputs/upper").content == b"ABABAB"
+    read_node = api.get(f"/executions/{execution_id}").json()["steps"][1]
+    node_read = api.get(f"/executions/{read_node['execution_id']}").json()
+    # the downstream node's input is an object of the data store, copied from upstream's
+    assert node_read["inputs"][0]["mapping_type"] == "node_output"
+    assert download(api, f"graphs/{unique}/ll-upper.txt").content == b"ABABAB"
 
 
 def test_deleting_a_step_used_by_a_graph_needs_force(api, steps, unique) -> None:
@@ -373,6 +578,47 @@ def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database
             assert_error(wait(api, failed), 500, "node 'split' failed")
             steps_read = api.get(f"/executions/{failed}").json()["steps"]
             assert [s["status"] for s in steps_read] == ["Failed", "Skipped"]
+    finally:
+        server.stop()
+
+
+def test_a_restarted_control_service_brings_a_low_latency_graph_up_again(tmp_path,
+                                                                        database) -> None:
+    from tests.conftest import start_environment
+    from tests.platform.test_deployments import call
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            for function in ("split", "count"):
+                inputs, outputs = STEPS[function]
+                assert post_step(api, step_form(function, function_path="src/nodes.py",
+                                                function_name=function, inputs=inputs,
+                                                outputs=outputs), archive).status_code == 201
+            chain = [node("split", "split", text={"pipeline_input": "text"}),
+                     node("count", "count", words={"node": "split", "output": "words"})]
+            assert create(api, "chain", chain,
+                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            token = _low_latency(api, "chain", "chain-ll")["endpoint_token"]
+            before = {p["pod_id"] for p in api.get("/deployments/chain-ll").json()["pods"]}
+            assert len(before) == 2
+    finally:
+        server.stop()
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            # the node pools start again at start-up; a call meanwhile waits for them
+            answer = call(env, "chain-ll", token, {"text": "a b c"}, sdk=False)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"] == {"n": 3}
+            shown = api.get("/deployments/chain-ll").json()
+            assert shown["status"] == "up"
+            assert {p["pod_id"] for p in shown["pods"]} == before
+            assert {p["status"] for p in shown["pods"]} == {"running"}
     finally:
         server.stop()
 

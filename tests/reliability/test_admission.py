@@ -84,3 +84,26 @@ def test_admitting_twice_or_releasing_unknown_is_harmless() -> None:
         return started
 
     assert asyncio.run(scenario()) == ["a"]
+
+
+def test_a_cancelled_execution_leaves_the_queue_but_not_its_running_place() -> None:
+    async def scenario() -> list[str]:
+        started: list[str] = []
+
+        async def start(launch: str) -> None:
+            started.append(launch)
+
+        admission = ElasticAdmission(1, 10, start)
+        for name in ("a", "b", "c"):
+            admission.admit(name, name)
+        await asyncio.sleep(0)
+        admission.withdraw("b")  # cancelled while it waited: never started
+        assert not admission.holds("b") and admission.waiting == 1
+        admission.withdraw("a")  # cancelled while it ran: its worker still holds the place
+        await asyncio.sleep(0)
+        assert admission.running == 1 and started == ["a"]
+        admission.release("a")  # its worker is gone: the next one starts
+        await asyncio.sleep(0)
+        return started
+
+    assert asyncio.run(scenario()) == ["a", "c"]

@@ -179,8 +179,10 @@ def fill(world: World, method: str, template: str, *, destructive_allowed: bool)
         name = "authz"
     else:
         name = "text"
-    execution = (fresh_execution(world) if destructive_allowed and method == "DELETE"
-                 and template == "/api/v1/executions/{execution_id}" else world.execution)
+    changes = {("DELETE", "/api/v1/executions/{execution_id}"),
+               ("POST", "/api/v1/executions/{execution_id}/cancel")}
+    execution = (fresh_execution(world) if destructive_allowed
+                 and (method, template) in changes else world.execution)
     values = {"name": name, "step_name": world.step, "pipeline_name": world.pipeline,
               "execution_id": execution, "input_name": "text", "output_name": "text",
               "user_id": world.user_ids["member"], "environment_id": "here"}
@@ -268,7 +270,8 @@ def test_a_member_cannot_touch_what_another_member_owns(world: World) -> None:
         for method, path in (("DELETE", f"/api/v1/deployments/{world.deployment}"),
                              ("POST", f"/api/v1/endpoints/{world.deployment}/generate-new-token"),
                              ("DELETE", f"/api/v1/pipelines/{world.pipeline}"),
-                             ("DELETE", f"/api/v1/executions/{world.execution}")):
+                             ("DELETE", f"/api/v1/executions/{world.execution}"),
+                             ("POST", f"/api/v1/executions/{world.execution}/cancel")):
             response = send(other, method, path)
             assert response.status_code == 403, response.text
             assert response.json()["name"] == "NotOwner"

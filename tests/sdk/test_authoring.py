@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,95 @@ def test_create_run_and_read_a_decorated_pipeline(gm, tmp_path: Path, unique) ->
     assert "tokenizing 'a graph of steps'" in [line["message"] for line in node_logs]
 
 
+def test_a_decorated_pipeline_deployed_low_latency(gm, tmp_path: Path, unique) -> None:
+    module = _load(tmp_path / "flows", "words", FLOW_MODULE, unique)
+    name = f"llwords-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.flow,
+                       container_config={"requirements_path": ""})
+    deployed = gm.create_deployment(pipeline_name=name, deployment_name=name,
+                                    execution_rule="endpoint", mode="low_latency")
+    assert deployed["status"] == "up"
+    assert len(deployed["pods"]) == 3  # tokenize, stats, describe: one warm pool each
+    answer = gm.trigger_endpoint(name, deployed["endpoint_token"],
+                                 inputs={"text": "warm graph nodes"})
+    assert answer["outputs"] == {"line": "3 words, longest graph", "count": 3}
+    execution = gm.get_pipeline_execution(answer["execution_id"])
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("tokenize", "Succeeded"), ("stats", "Succeeded"), ("describe", "Succeeded")]
+    assert {s["worker"] for s in execution["steps"]} == {p["pod_id"] for p in deployed["pods"]}
+    gm.delete_deployment(name)
+
+
+NAP_MODULE = '''
+import time
+
+from gristmill import pipeline, step
+
+
+@step
+def nap(seconds: int) -> int:
+    time.sleep(seconds)
+    return seconds
+
+
+@step
+def double(n: int) -> int:
+    return 2 * n
+
+
+@pipeline
+def napping(seconds: int) -> dict:
+    return {"twice": double(nap(seconds))}
+'''
+
+
+def test_cancelling_a_low_latency_graph_execution(gm, tmp_path: Path, unique) -> None:
+    from gristmill import ConflictError
+
+    module = _load(tmp_path / "naps", "napping", NAP_MODULE, unique)
+    name = f"llnap-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.napping,
+                       container_config={"requirements_path": ""})
+    token = gm.create_deployment(pipeline_name=name, deployment_name=name,
+                                 execution_rule="endpoint",
+                                 mode="low_latency")["endpoint_token"]
+    started = gm.trigger_endpoint(name, token, inputs={"seconds": 4},
+                                  wait_for_results=False)
+    execution_id = started["execution_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        steps = gm.get_pipeline_execution(execution_id)["steps"]
+        if steps[0]["status"] == "Running":
+            break
+        time.sleep(0.1)
+    assert steps[0]["status"] == "Running", steps
+
+    cancelled = gm.cancel_pipeline_execution(execution_id)
+    assert cancelled["status"] == "Cancelled"
+    execution = gm.get_pipeline_execution(execution_id)
+    assert [(s["name"], s["status"]) for s in execution["steps"]] == [
+        ("nap", "Cancelled"), ("double", "Skipped")]
+    with pytest.raises(ConflictError, match="has already ended"):
+        gm.cancel_pipeline_execution(execution_id)
+    # the nap's warm worker, which cannot stop a call midway, is replaced (the call stops
+    # with it); the next call runs on the new one
+    answer = gm.trigger_endpoint(name, token, inputs={"seconds": 0})
+    assert answer["outputs"] == {"twice": 0}
+    again = {s["name"]: s["worker"] for s in
+             gm.get_pipeline_execution(answer["execution_id"])["steps"]}
+    assert again["nap"] != steps[0]["worker"]
+    assert gm.get_pipeline_execution(execution_id)["status"] == "Cancelled"
+    stopped = f"execution {steps[0]['execution_id']} was stopped"
+    deadline = time.monotonic() + 30  # the deployment logs are written every 0.5 s
+    while time.monotonic() < deadline:
+        logs = [line["message"] for line in gm.get_deployment_logs(name)]
+        if any(stopped in message for message in logs):
+            break
+        time.sleep(0.2)
+    assert any(stopped in message for message in logs), logs
+    gm.delete_deployment(name)
+
+
 CHECKED_MODULE = '''
 from gristmill import Gristmill, check, pipeline, step
 
@@ -226,6 +316,64 @@ def test_checks_and_metric_bounds(gm, tmp_path: Path, unique) -> None:
     with pytest.raises(ExecutionFailedError,
                        match="metric 'accuracy' is 0.2, below its minimum 0.3"):
         gm.run_pipeline(name, inputs={"rows": 2})
+
+
+CURVES_MODULE = '''
+from gristmill import Gristmill, pipeline, step
+
+
+@step
+def fit(losses: list) -> int:
+    client = Gristmill(progress=False)
+    client.record_list_metric_values("loss", losses[:2])
+    client.record_list_metric_values("loss", losses[2:])  # appended, in order
+    return len(losses)
+
+
+@pipeline(metric_bounds={"loss": {"max": 1.0, "list": "last"},
+                         "loss_every": {"max": 1.0, "severity": "warning"}})
+def curves(losses: list) -> dict:
+    return {"epochs": fit(losses)}
+'''
+
+
+def test_metric_bounds_on_list_metrics(gm, tmp_path: Path, unique) -> None:
+    """A bound judges every value of a list metric (default) or its last (list: last)."""
+    from gristmill import ExecutionFailedError
+
+    module = _load(tmp_path / "curves", "curves", CURVES_MODULE, unique)
+    name = f"curves-{unique}"
+    created = gm.create_pipeline(pipeline_name=name, pipeline=module.curves,
+                                 container_config={"requirements_path": ""})
+    assert created["graph"]["metric_bounds"]["loss"] == {
+        "min": None, "max": 1.0, "severity": "error", "list": "last"}
+    # the curve starts above the maximum but ends below it: "last" passes; the warning
+    # bound on a metric never recorded is a warning
+    passed = gm.run_pipeline(name, inputs={"losses": [3.0, 1.5, 0.8, 0.4]})
+    read = gm.get_pipeline_execution(passed["execution_id"])
+    assert read["status"] == "Succeeded"
+    assert read["warnings"] == [{"kind": "metric_bound", "name": "loss_every",
+                                 "message": "metric 'loss_every' was not recorded"}]
+    # ending above it fails, naming the last value
+    with pytest.raises(ExecutionFailedError,
+                       match="list metric 'loss' ends at 1.2, above its maximum 1"):
+        gm.run_pipeline(name, inputs={"losses": [0.5, 0.4, 0.9, 1.2]})
+
+
+def test_metric_bounds_judge_every_value_of_a_list_metric_by_default(gm, tmp_path: Path,
+                                                                    unique) -> None:
+    from gristmill import ExecutionFailedError
+
+    code = CURVES_MODULE.replace('{"max": 1.0, "list": "last"}', '{"max": 1.0}')
+    module = _load(tmp_path / "every", "curves", code, unique)
+    name = f"every-{unique}"
+    gm.create_pipeline(pipeline_name=name, pipeline=module.curves,
+                       container_config={"requirements_path": ""})
+    assert gm.run_pipeline(name, inputs={"losses": [0.9, 0.5, 0.3]})["outputs"] == {
+        "epochs": 3}
+    with pytest.raises(ExecutionFailedError,
+                       match="list metric 'loss' has 1.5 at position 2, above its maximum 1"):
+        gm.run_pipeline(name, inputs={"losses": [0.9, 0.5, 1.5, 0.3]})
 
 
 def test_cache_and_check_are_recorded_on_their_nodes() -> None:

@@ -115,6 +115,7 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("GET", f"{_P}/executions/{{execution_id}}/outputs/{{output_name}}"): Access.SHARED,
     ("POST", f"{_P}/executions/{{execution_id}}/logs"): Access.SHARED,
     ("DELETE", f"{_P}/executions/{{execution_id}}"): Access.OWNER,
+    ("POST", f"{_P}/executions/{{execution_id}}/cancel"): Access.OWNER,
     # what the step runner reports
     ("POST", f"{_RUN}/start"): Access.RUNNER,
     ("GET", f"{_RUN}/inputs/{{name}}"): Access.RUNNER,

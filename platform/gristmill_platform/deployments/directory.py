@@ -79,6 +79,8 @@ class Endpoint:
         """Tracked through the journal (executions/journal.py): a warm worker, and no file
         to copy in or out, which the data store would need a transaction for."""
         return (self.deployment.mode == "low_latency" and self.step is not None
+                # a multi-step pipeline's nodes are recorded in the database, one by one
+                and (self.pipeline is None or self.pipeline.graph is None)
                 and not any(io["data_type"] == "file"
                             for io in (*self.step.inputs, *self.step.outputs)))
 

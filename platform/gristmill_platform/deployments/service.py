@@ -38,6 +38,7 @@ from gristmill_platform.executions.service import (
 )
 from gristmill_platform.pipelines.service import PipelineService
 from gristmill_platform.steps.names import validate_resource_name
+from gristmill_platform.steps.repository import StepRepository
 
 MAX_LOG_LIMIT = 100_000
 
@@ -101,13 +102,12 @@ class DeploymentService:
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
-        if mode == "low_latency" and pipeline.graph is not None:
-            raise InvalidDeployment(
-                f"Pipeline {pipeline.name!r} has several steps: low_latency deployments run "
-                "one-step pipelines only for now; deploy it with mode elastic")
-        if mode == "low_latency" and step.container_config.get("dockerfile_path"):
-            raise InvalidDeployment("low_latency is not available for steps built from a "
-                                    "dockerfile_path")
+        if mode == "low_latency":
+            # a multi-step pipeline's nodes run on warm workers of their steps
+            for built in await self._steps_run_by(pipeline, step):
+                if built.container_config.get("dockerfile_path"):
+                    raise InvalidDeployment("low_latency is not available for steps built "
+                                            f"from a dockerfile_path ({built.name!r})")
         inputs, outputs = complete_mappings(
             rule, step.inputs, step.outputs,
             parse_mapping_field(body.get("inputs_mapping"), "inputs_mapping"),
@@ -145,6 +145,15 @@ class DeploymentService:
         )
         await self.repository.add(deployment)
         return deployment, token.plaintext if token else None
+
+    async def _steps_run_by(self, pipeline: Pipeline, step: Step) -> list[Step]:
+        """The steps whose code an execution of the pipeline runs: its step, or the steps of
+        a multi-step pipeline's nodes."""
+        if pipeline.graph is None:
+            return [step]
+        found = await StepRepository(self.session).by_ids(
+            node["step_id"] for node in pipeline.graph["nodes"])
+        return sorted(found.values(), key=lambda s: s.name)
 
     async def get(self, name: str) -> Deployment:
         deployment = await self.repository.by_name(name)

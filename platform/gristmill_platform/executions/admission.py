@@ -99,6 +99,12 @@ class ElasticAdmission:
         self._waiting[execution_id] = launch
         self._pump()
 
+    def withdraw(self, execution_id: str) -> None:
+        """An execution cancelled while it waited: its turn goes to the next one. One
+        already started keeps its place until its worker is gone (release)."""
+        if self._waiting.pop(execution_id, None) is not None:
+            self._pump()
+
     def release(self, execution_id: str) -> None:
         self._waiting.pop(execution_id, None)
         if execution_id in self._running:

@@ -1,7 +1,9 @@
 """Runs a multi-step pipeline's execution: each node of its graph is an execution of its
 own (``parent_id`` the graph's execution, ``node_name`` the node), started through the
 same launch path as any elastic execution (so the backend, and any admission control in
-front of it, applies per node) as soon as the nodes it reads have succeeded.
+front of it, applies per node) as soon as the nodes it reads have succeeded. The nodes of
+an execution of a low-latency deployment run on its warm workers instead: the pool of
+the node's step (executors/graph_workers.py).
 
 The scheduler keeps no state of its own: each step of progress reads the graph's
 execution and its nodes from the database (``advance``), so a control service restarted
@@ -16,9 +18,11 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.transactions import Transactions
@@ -34,6 +38,7 @@ from gristmill_platform.executions.service import (
     with_values,
 )
 from gristmill_platform.executors.spec import Handle
+from gristmill_platform.executors.workers import node_key
 from gristmill_platform.pipelines.cache_keys import cache_key, code_digest, file_digest
 from gristmill_platform.pipelines.graph import bound_violation, node_named, progress
 from gristmill_platform.pipelines.repository import PipelineRepository
@@ -127,12 +132,18 @@ class GraphScheduler:
                     await self._finish(service, parent, graph, nodes)
                     ended = True
                 else:
+                    warm = bool(state.ready) and await self._low_latency(session, parent)
                     for name in state.ready:
                         launch = await self._start_node(service, session, pipeline, parent,
                                                         node_named(graph, name), nodes)
                         if launch is None:
                             reused = True  # its outputs came from the cache
                             continue
+                        if warm:
+                            step_name = node_named(graph, name)["step_name"]
+                            assert parent.deployment_name is not None
+                            launch = replace(launch, low_latency=True, worker_key=node_key(
+                                parent.deployment_name, step_name))
                         launches.append(launch)
                         self._parents[launch.execution_id] = parent_id
                     if (launches or reused) and parent.status == t.PENDING:
@@ -155,6 +166,14 @@ class GraphScheduler:
             self.notify(parent_id)
         elif reused:
             await self._advance(parent_id)  # what follows a reused node may be ready now
+
+    @staticmethod
+    async def _low_latency(session: Any, parent: Execution) -> bool:
+        """Do the graph's nodes run on its deployment's warm workers?"""
+        if parent.deployment_id is None:
+            return False
+        deployment = await session.get(Deployment, parent.deployment_id)
+        return deployment is not None and deployment.mode == "low_latency"
 
     async def _pipeline(self, session: Any, parent: Execution) -> Pipeline:
         pipeline = (await PipelineRepository(session).get(parent.pipeline_id)
@@ -185,9 +204,11 @@ class GraphScheduler:
         bounds = graph.get("metric_bounds") or {}
         if not bounds:
             return
-        recorded = await service.repository.metric_values([n.id for n in nodes.values()])
+        ran = [n.id for n in nodes.values()]
+        recorded = await service.repository.metric_values(ran)
+        listed = await service.repository.list_metric_values(ran)
         for name, bound in bounds.items():
-            problem = bound_violation(name, bound, recorded.get(name))
+            problem = bound_violation(name, bound, recorded.get(name), listed.get(name, ()))
             if problem is None:
                 continue
             if bound["severity"] == "error":

@@ -88,6 +88,8 @@ def timeout_reason(timeout_s: int) -> str:
 
 # Fails an execution (reason, last lines of its output): ExecutionRuntime._fail.
 FailExecution = Callable[[str, str, Sequence[str]], Awaitable[None]]
+# A node of a multi-step pipeline ended: GraphScheduler.node_ended.
+NodeEnded = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -117,8 +119,9 @@ class LowLatencyDispatcher:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
                  pool: WorkerPool, journal: TrackingJournal,
                  environment: EnvironmentSnapshot, events: ExecutionEvents,
-                 fail: FailExecution) -> None:
+                 fail: FailExecution, node_ended: NodeEnded | None = None) -> None:
         self.transactions = transactions
+        self.node_ended = node_ended
         self.executions = executions
         self.pool = pool
         self.events = events
@@ -129,6 +132,9 @@ class LowLatencyDispatcher:
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._warming: dict[str, asyncio.Task[None]] = {}
+        # executions of the database path a worker has taken: their pool key, worker and
+        # the task waiting for its answer (abandon)
+        self._taken: dict[str, tuple[str, str, asyncio.Task[Any]]] = {}
         self._warmed_for: dict[str, tuple[int, str, str]] = {}  # key -> variant_version
         # shadow copies waiting for the calls in flight to be answered (shadow)
         self._shadows: deque[tuple[Endpoint, Mapping[str, Any], Mapping[str, str], float]] \
@@ -155,7 +161,10 @@ class LowLatencyDispatcher:
             log.exception("low-latency dispatch of %s failed", execution_id)
             await self._fail(execution_id, f"the low-latency worker could not run it: {exc}")
         finally:
+            self._taken.pop(execution_id, None)
             self._release(execution_id)
+        if launch.parent_id is not None and self.node_ended is not None:
+            await self.node_ended(execution_id)  # what follows the node may start
 
     async def warm(self, endpoint: Endpoint, *, wait_s: float) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py
@@ -362,7 +371,25 @@ class LowLatencyDispatcher:
             if execution is not None:
                 execution.worker = pod_id
                 execution.handle = worker_handle(pod_id, execution_id)
+        task = asyncio.current_task()
+        if task is not None:
+            key = launch.worker_key or launch.deployment_name or ""
+            self._taken[execution_id] = (key, pod_id, task)
         return await self._request(payload, launch.sdk_token)
+
+    def abandon(self, execution_id: str, reason: str) -> bool:
+        """An execution ended from outside while a worker runs it (cancelled, deleted, a
+        node of a graph stopped because another failed): as for a timeout (_run_within),
+        its worker is replaced, so that the call stops with it once the other executions
+        it runs have answered, and its request is abandoned. False when no worker of this
+        process runs it (not started, ended, or on the in-memory fast path)."""
+        taken = self._taken.pop(execution_id, None)
+        if taken is None:
+            return False
+        key, pod_id, task = taken
+        self.pool.replace(key, pod_id, f"execution {execution_id} was stopped: {reason}")
+        task.cancel()  # closes its connection: the worker's place is given back
+        return True
 
     async def _request(self, payload: dict[str, Any], token: str) -> dict[str, Any]:
         """The worker's request: the runner's payload, the execution token and the

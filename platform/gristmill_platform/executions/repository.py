@@ -8,7 +8,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
-from gristmill_platform.db.models.executions import Execution, ExecutionLog, MetricValue, top_level
+from gristmill_platform.db.models.executions import (
+    Execution,
+    ExecutionLog,
+    ListMetricValue,
+    MetricValue,
+    top_level,
+)
 
 
 class ExecutionRepository:
@@ -46,6 +52,20 @@ class ExecutionRepository:
             select(MetricValue).where(MetricValue.execution_id.in_(execution_ids))
             .order_by(MetricValue.created_at, MetricValue.id))
         return {row.name: row.value for row in result.scalars().all()}
+
+    async def list_metric_values(self, execution_ids: Sequence[str]
+                                 ) -> dict[str, list[float]]:
+        """The list metrics these executions recorded, each name's values in the order
+        they were recorded."""
+        if not execution_ids:
+            return {}
+        result = await self.session.execute(
+            select(ListMetricValue).where(ListMetricValue.execution_id.in_(execution_ids))
+            .order_by(ListMetricValue.created_at, ListMetricValue.id))
+        values: dict[str, list[float]] = {}
+        for row in result.scalars().all():
+            values.setdefault(row.name, []).append(row.value)
+        return values
 
     async def cached(self, key: str) -> Execution | None:
         """The latest succeeded node execution with this cache key."""

@@ -14,7 +14,12 @@ from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.responses import ExecutionFailed, stream_object
-from gristmill_platform.executions.schemas import execution_list_item, execution_read, log_read
+from gristmill_platform.executions.schemas import (
+    execution_list_item,
+    execution_read,
+    execution_summary,
+    log_read,
+)
 from gristmill_platform.executions.service import (
     ExecutionService,
     RunRequest,
@@ -165,6 +170,20 @@ async def execution_logs(execution_id: str, request: Request, principal: Princip
                          service: ServiceDep) -> list[list[dict[str, Any]]]:
     lines = await service.logs(execution_id, await json_or_form(request))
     return [[log_read(line) for line in lines]]
+
+
+@router.post("/executions/{execution_id}/cancel")
+async def cancel_execution(execution_id: str, state: AppStateDep, principal: PrincipalDep
+                           ) -> dict[str, Any]:
+    async with transaction(state) as session:
+        execution, cancelled, handles = await state.factories.executions(session).cancel(
+            execution_id, principal)
+        answer = execution_summary(execution)
+    # after the commit: a worker stopped now finds its execution ended already
+    state.executions.cancelled(cancelled)
+    for handle in handles:
+        await state.executions.stop_worker(handle)
+    return answer
 
 
 @router.delete("/executions/{execution_id}")

@@ -155,8 +155,9 @@ class ExecutionRuntime:
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
         self.workers = workers
-        self.low_latency = LowLatencyDispatcher(transactions, executions, workers, journal,
-                                                environment, self.events, self._fail)
+        self.low_latency = LowLatencyDispatcher(
+            transactions, executions, workers, journal, environment, self.events, self._fail,
+            node_ended=lambda execution_id: self.graphs.node_ended(execution_id))
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
                                      self.events.notify, steps.code_dir)
@@ -194,6 +195,14 @@ class ExecutionRuntime:
         else:
             self._spawn(self._launch(launch))
 
+    def cancelled(self, execution_ids: Sequence[str]) -> None:
+        """After executions were cancelled: those still waiting for a worker leave the
+        queue, and whoever waits on them is woken."""
+        for execution_id in execution_ids:
+            if self.admission is not None:
+                self.admission.withdraw(execution_id)
+            self.events.notify(execution_id)
+
     def _release(self, execution_id: str) -> None:
         if self.admission is not None:
             self.admission.release(execution_id)
@@ -204,10 +213,12 @@ class ExecutionRuntime:
         try:
             async with self.transactions() as session:
                 context = await self._context(session, launch)
-                if self.kubernetes is None and await ExecutionRepository(session).get(
-                        launch.execution_id) is None:
-                    self._release(launch.execution_id)  # deleted while it waited
-                    return
+                if self.kubernetes is None:
+                    waited = await ExecutionRepository(session).get(launch.execution_id)
+                    if waited is None or waited.status not in t.ACTIVE:
+                        # deleted or cancelled while it waited
+                        self._release(launch.execution_id)
+                        return
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
                 handle = await self.kubernetes.submit(spec)
@@ -363,6 +374,11 @@ class ExecutionRuntime:
         """Stop the worker of an execution being deleted (or cancelled)."""
         if handle.get("backend") == GRAPH_BACKEND:
             return  # no worker: its nodes are stopped one by one
+        if handle.get("backend") == LOW_LATENCY_BACKEND:
+            # a warm worker others share: replaced, the call stopping with it
+            self.low_latency.abandon(str(handle.get("execution_id")),
+                                     "it was cancelled or deleted")
+            return
         if handle.get("backend") == KUBERNETES:
             if self.kubernetes is None or self.watcher is None:
                 log.warning("execution %s ran on Kubernetes, but this service is configured "

@@ -89,6 +89,8 @@ class Launch:
     # a low-latency variant pipeline's warm workers (executors/workers.py variant_key);
     # None: the deployment's own
     worker_key: str | None = None
+    # a node of a multi-step pipeline's execution: that execution's id
+    parent_id: str | None = None
 
 
 class ExecutionService:
@@ -182,6 +184,7 @@ class ExecutionService:
                       deployment_name=execution.deployment_name,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
                       timeout_s=execution.timeout_s, graph=graph,
+                      parent_id=execution.parent_id,
                       worker_key=(variant_key(deployment.name, pipeline.name)
                                   if deployment and pipeline.name != deployment.pipeline_name
                                   else None))
@@ -376,6 +379,36 @@ class ExecutionService:
                     if execution.pipeline_id else None)
         return (pipeline.graph if pipeline else {"nodes": [], "outputs": []},
                 await self.repository.nodes(execution.id))
+
+    async def cancel(self, execution_id: str, principal: Principal
+                     ) -> tuple[Execution, list[str], list[dict[str, Any]]]:
+        """Cancel a running (or pending) execution, and every node of a multi-step
+        pipeline's execution that has not ended: all marked cancelled, their tokens
+        revoked. Returns the execution, the ids of those cancelled, and the handles of the
+        workers to stop once this is committed (so that a stopped worker's exit finds its
+        execution ended already)."""
+        execution = await self._locked(execution_id)
+        policy.require_owner(principal, execution.created_by, f"Execution {execution_id!r}")
+        if execution.status not in t.ACTIVE:
+            raise Conflict(f"Execution {execution_id!r} has already ended (status "
+                           f"{t.DISPLAY[execution.status]}): there is nothing to cancel",
+                           name="ExecutionEnded")
+        _, nodes = await self.graph_of(execution)
+        handles: list[dict[str, Any]] = []
+        cancelled: list[str] = []
+        for item in [*nodes, execution]:
+            if item.status not in t.ACTIVE:
+                continue
+            cancelled.append(item.id)
+            reason = ("the execution was cancelled" if item is execution
+                      else "its pipeline's execution was cancelled")
+            await self.append_logs(item.id, [system_line(f"Cancelled: {reason}")],
+                                   heartbeat=False)
+            self._end(item, t.CANCELLED, reason)
+            await self.auth.revoke_execution_tokens(item.id)
+            if item.handle and not is_graph(item):
+                handles.append(item.handle)
+        return execution, cancelled, handles
 
     async def delete(self, execution: Execution) -> None:
         for item in [*execution.inputs, *execution.outputs]:

@@ -51,6 +51,7 @@ from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
     WorkerAnswer,
+    node_step,
     split_key,
     variant_key,
 )
@@ -183,6 +184,7 @@ class _Slot:
         self.restarting = False
         self.failures = 0
         self.restarts = 0
+        self.failure: str | None = None  # why it ended creation_failed
         self.changed = asyncio.Event()
 
     @property
@@ -268,6 +270,20 @@ class LocalWorkerPool:
         if not workers and slot.last_failed is not None:
             workers = [slot.last_failed]
         return [{"pod_id": w.pod_id, "status": w.status} for w in workers]
+
+    def verdict(self, key: str) -> tuple[str, str | None]:
+        slot = self._slots.get(key)
+        if slot is None or slot.stopped:
+            return "failed", "the worker is not running"
+        worker = slot.current
+        if slot.starting is None and slot.bring_up is None and worker is not None \
+                and worker.status == "running" and not worker.retired:
+            return "up", None  # (a roll's new worker is not up before it serves)
+        if slot.failed or not slot.expecting:
+            failed = slot.last_failed
+            return "failed", slot.failure or (failed.exit_reason() if failed is not None
+                                              else "the worker could not be started")
+        return "starting", None
 
     async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
         slot = self._slots.get(deployment_name)
@@ -384,13 +400,20 @@ class LocalWorkerPool:
 
     async def _load(self, name: str) -> _Record | None:
         deployment_name, variant = split_key(name)
+        node = node_step(name)
         async with self.transactions() as session:
             deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            pipeline_id = (deployment.pipeline_id if variant is None
-                           else await self._pipeline_id(session, variant))
-            step = await StepRepository(session).get(await self._step_id(session, pipeline_id))
+            if node is not None:  # a pool of a multi-step pipeline's nodes
+                step = await StepRepository(session).by_name(node)
+            else:
+                pipeline_id = (deployment.pipeline_id if variant is None
+                               else await self._pipeline_id(session, variant))
+                if await self._is_graph(session, pipeline_id):
+                    return None  # its nodes' pools serve it (executors/graph_workers.py)
+                step = await StepRepository(session).get(
+                    await self._step_id(session, pipeline_id))
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             if step is None or not step.environment_key:
                 python = Path("/nonexistent")
@@ -417,6 +440,13 @@ class LocalWorkerPool:
         return str(found) if found is not None else ""
 
     @staticmethod
+    async def _is_graph(session: Any, pipeline_id: str) -> bool:
+        from gristmill_platform.db.models.steps import Pipeline
+
+        pipeline = await session.get(Pipeline, pipeline_id)
+        return pipeline is not None and pipeline.graph is not None
+
+    @staticmethod
     async def _step_id(session: Any, pipeline_id: str) -> str:
         from gristmill_platform.db.models.steps import Pipeline
 
@@ -432,6 +462,7 @@ class LocalWorkerPool:
         if slot.bring_up is not None:
             slot.bring_up.cancel()
         slot.failed = False  # a new attempt: executions wait for its outcome
+        slot.failure = None
         task = asyncio.get_running_loop().create_task(self._bring_up(slot, record, after_crash))
         slot.bring_up = task
         return task
@@ -641,6 +672,7 @@ class LocalWorkerPool:
 
     async def _give_up(self, slot: _Slot, record: _Record, reason: str) -> None:
         slot.failed = True
+        slot.failure = reason
         slot.restarting = False
         old, slot.current = slot.current, None
         slot.pulse()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 def worker_pool(settings: Settings, transactions: Transactions,
                 deployments: DeploymentRecordsFor, logs: DeploymentLogSink,
-                builds: StepBuildsView) -> WorkerPool:
+                builds: StepBuildsView) -> GraphWorkerPools:
     # imported here: a local environment never loads kr8s
     if settings.executor == "kubernetes":
         from gristmill_platform.executors.kubernetes.config import kubernetes_config
@@ -26,9 +27,14 @@ def worker_pool(settings: Settings, transactions: Transactions,
         from gristmill_platform.executors.kubernetes.workers import KubernetesWorkerPool
 
         # its own executor: it connects lazily, at first use
-        return KubernetesWorkerPool(settings, transactions, deployments, logs,
-                                    KubernetesExecutor(kubernetes_config(settings)))
-    from gristmill_platform.executors.local_workers import LocalWorkerPool
+        pool: WorkerPool = KubernetesWorkerPool(
+            settings, transactions, deployments, logs,
+            KubernetesExecutor(kubernetes_config(settings)))
+    else:
+        from gristmill_platform.executors.local_workers import LocalWorkerPool
 
-    return LocalWorkerPool(transactions, deployments, logs, builds,
-                           data_dir=settings.data_dir, environment_url=settings.environment_url)
+        pool = LocalWorkerPool(transactions, deployments, logs, builds,
+                               data_dir=settings.data_dir,
+                               environment_url=settings.environment_url)
+    # multi-step pipelines' deployments: one pool per distinct step of their nodes
+    return GraphWorkerPools(pool, transactions, deployments)

@@ -41,6 +41,23 @@ def split_key(key: str) -> tuple[str, str | None]:
     return deployment, (pipeline if separator else None)
 
 
+# A multi-step pipeline's deployment has one pool per distinct step its nodes run,
+# "<deployment>@#<step>": a key of the deployment's other workers, as a variant's ("#"
+# is in no name either), so that stopping the deployment stops them and they report
+# nothing on the deployment's status themselves (executors/graph_workers.py does).
+NODE_MARK = "#"
+
+
+def node_key(deployment_name: str, step_name: str) -> str:
+    return variant_key(deployment_name, f"{NODE_MARK}{step_name}")
+
+
+def node_step(key: str) -> str | None:
+    """The step name of a node pool's key, None for any other key."""
+    _, variant = split_key(key)
+    return variant[len(NODE_MARK):] if variant and variant.startswith(NODE_MARK) else None
+
+
 class ExecutionLost(Exception):
     """The execution could not run or its worker did not answer: no worker will serve the
     deployment, the worker crashed or was stopped mid-execution, or it answered garbage.
@@ -79,6 +96,11 @@ class WorkerPool(Protocol):
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         """[{"pod_id": ..., "status": "starting|running|failed|stopped"}] for get_deployment."""
+
+    def verdict(self, key: str) -> tuple[str, str | None]:
+        """("up" | "starting" | "failed", why it failed) of the workers under key, as this
+        pool last saw them: how a multi-step pipeline's deployment judges the pools of its
+        nodes (graph_workers.py), whose outcome no pool records on the deployment."""
 
     async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
         """Run one execution on the deployment's worker: wait for a serving worker (held

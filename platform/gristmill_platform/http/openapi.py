@@ -84,6 +84,8 @@ OPERATIONS: dict[tuple[str, str], Doc] = {
         Doc(response=w.ExecutionSummary, many=True),
     ("get", f"{API}/executions/{{execution_id}}"): Doc(response=w.Execution),
     ("delete", f"{API}/executions/{{execution_id}}"): Doc(response=w.Deleted),
+    ("post", f"{API}/executions/{{execution_id}}/cancel"):
+        Doc(response=w.ExecutionSummary, summary="Cancel an execution (every running node)"),
     ("get", f"{API}/executions/{{execution_id}}/outputs"): Doc(response=w.ExecutionOutputs),
     ("get", f"{API}/executions/{{execution_id}}/inputs/{{input_name}}"): Doc(response=BINARY),
     ("get", f"{API}/executions/{{execution_id}}/outputs/{{output_name}}"):

@@ -130,9 +130,14 @@ def _check(node: str, raw: object, step: StepShape) -> dict[str, str]:
     return {"severity": str(severity)}
 
 
+# Which values of a list metric a bound judges: every one, or the last recorded.
+LIST_MODES = ("every", "last")
+
+
 def metric_bounds(raw: object) -> dict[str, dict[str, Any]]:
-    """{metric: {"min"?, "max"?, "severity"}} checked against the metrics the execution's
-    nodes record."""
+    """{metric: {"min"?, "max"?, "severity", "list"}} checked against the metrics the
+    execution's nodes record (docs/pipelines.md: a single-value metric's value; of a list
+    metric, every value or the last one)."""
     if raw in (None, {}):
         return {}
     if not isinstance(raw, dict):
@@ -143,7 +148,7 @@ def metric_bounds(raw: object) -> dict[str, dict[str, Any]]:
         where = f"metric_bounds[{name!r}]"
         if not isinstance(bound, dict) or not ({"min", "max"} & set(bound)):
             raise InvalidGraph(f"{where} needs min or max")
-        unknown = sorted(set(bound) - {"min", "max", "severity"})
+        unknown = sorted(set(bound) - {"min", "max", "severity", "list"})
         if unknown:
             raise InvalidGraph(f"{where}: unknown key(s) {', '.join(unknown)}")
         for key in ("min", "max"):
@@ -154,19 +159,44 @@ def metric_bounds(raw: object) -> dict[str, dict[str, Any]]:
         severity = bound.get("severity", "error")
         if severity not in SEVERITIES:
             raise InvalidGraph(f"{where}: severity is \"error\" or \"warning\"")
+        mode = bound.get("list", "every")
+        if mode not in LIST_MODES:
+            raise InvalidGraph(f"{where}: list is \"every\" (every value of a list metric, "
+                               "the default) or \"last\" (its last value)")
         bounds[str(name)] = {"min": bound.get("min"), "max": bound.get("max"),
-                             "severity": severity}
+                             "severity": severity, "list": mode}
     return bounds
 
 
-def bound_violation(name: str, bound: Mapping[str, Any], value: float | None) -> str | None:
-    """Why a metric breaks its bound, or None."""
-    if value is None:
+def bound_violation(name: str, bound: Mapping[str, Any], value: float | None,
+                    values: Sequence[float] = ()) -> str | None:
+    """Why a metric breaks its bound, or None. ``value``: the single-value metric of that
+    name (the latest recorded), ``values``: the list metric of that name, in the order
+    recorded; each is judged when recorded, and one of them must be."""
+    if value is None and not values:
         return f"metric {name!r} was not recorded"
+    if value is not None:
+        problem = _outside(bound, value)
+        if problem is not None:
+            return f"metric {name!r} is {value:g}, {problem}"
+    if not values:
+        return None
+    if bound.get("list", "every") == "last":
+        problem = _outside(bound, values[-1])
+        return (f"list metric {name!r} ends at {values[-1]:g}, {problem}"
+                if problem is not None else None)
+    for position, item in enumerate(values):
+        problem = _outside(bound, item)
+        if problem is not None:
+            return (f"list metric {name!r} has {item:g} at position {position}, {problem}")
+    return None
+
+
+def _outside(bound: Mapping[str, Any], value: float) -> str | None:
     if bound.get("min") is not None and value < bound["min"]:
-        return f"metric {name!r} is {value:g}, below its minimum {bound['min']:g}"
+        return f"below its minimum {bound['min']:g}"
     if bound.get("max") is not None and value > bound["max"]:
-        return f"metric {name!r} is {value:g}, above its maximum {bound['max']:g}"
+        return f"above its maximum {bound['max']:g}"
     return None
 
 

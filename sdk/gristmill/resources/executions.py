@@ -295,6 +295,18 @@ class ExecutionsMixin(ClientBase):
             )
         return first
 
+    def cancel_pipeline_execution(self, execution_id: str) -> dict[str, Any]:
+        """Cancel a running execution: its worker is stopped and, for a multi-step
+        pipeline, every node still running is stopped and what has not started is
+        skipped. Returns the execution's summary, ``status`` ``"Cancelled"``. Raises
+        ``ConflictError`` when the execution has already ended."""
+        return expect_dict(
+            self._transport.request(
+                "POST", self._api_url(f"/executions/{path_segment(execution_id)}/cancel")
+            ),
+            "POST /executions/{id}/cancel",
+        )
+
     def delete_pipeline_execution(self, execution_id: str) -> dict[str, Any]:
         """Delete an execution; returns ``{"execution_id": ...}``."""
         return expect_dict(

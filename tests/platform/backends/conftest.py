@@ -190,7 +190,7 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
                             container=container)
     # the pool reaches worker pods where the double runs them, not at their (made-up) IPs;
     # it reads their statuses as often as the executor's watch does
-    pool = state.services.executions.workers
+    pool = state.services.executions.workers.inner  # the backend's, in GraphWorkerPools
     pool.address = workers.address
     pool.refresh_s = 0.2
 

@@ -729,11 +729,11 @@ def test_the_pool_is_chosen_by_the_executor_setting(tmp_path: Path) -> None:
     # the step builds of a local environment (the Kubernetes pool reads none)
     builds = StepBuilds(local.settings, local.transactions, local.datastore,
                         EnvironmentBuilder(tmp_path / "venvs", tmp_path / "runtime"))
-    assert isinstance(warm_workers(local, builds), LocalWorkerPool)
+    assert isinstance(warm_workers(local, builds).inner, LocalWorkerPool)
     kubernetes = build_state(Settings(data_dir=tmp_path / "b", secret_key=SECRET_KEY,
                                       executor="kubernetes", registry="registry.example/acme",
                                       kubernetes_namespace="gm-test"))
-    pool = warm_workers(kubernetes, builds)
+    pool = warm_workers(kubernetes, builds).inner  # wrapped in GraphWorkerPools
     assert isinstance(pool, KubernetesWorkerPool)
     assert pool.executor.cfg.namespace == "gm-test"
     json.dumps(pool.pods("nothing"))  # an unknown deployment has no pods

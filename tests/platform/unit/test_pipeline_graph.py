@@ -135,7 +135,9 @@ def test_checks_and_metric_bounds_are_checked() -> None:
     graph = build_graph(nodes, OUTPUTS, CHECKED, {"accuracy": {"min": 0.8}})
     assert graph["nodes"][-1]["check"] == {"severity": "warning"}
     assert graph["metric_bounds"] == {"accuracy": {"min": 0.8, "max": None,
-                                                   "severity": "error"}}
+                                                   "severity": "error", "list": "every"}}
+    assert build_graph(nodes, OUTPUTS, CHECKED, {"loss": {"max": 1, "list": "last"}})[
+        "metric_bounds"]["loss"]["list"] == "last"
     nodes[-1]["check"] = {"severity": "fatal"}
     with pytest.raises(BadRequest, match="check is"):
         build_graph(nodes, OUTPUTS, CHECKED)
@@ -146,7 +148,8 @@ def test_checks_and_metric_bounds_are_checked() -> None:
     for bounds, fragment in [({"acc": {}}, "needs min or max"),
                              ({"acc": {"min": "high"}}, "must be a number"),
                              ({"acc": {"min": 1, "severity": "meh"}}, "severity"),
-                             ({"acc": {"min": 1, "step": 2}}, "unknown key")]:
+                             ({"acc": {"min": 1, "step": 2}}, "unknown key"),
+                             ({"acc": {"min": 1, "list": "first"}}, "list is")]:
         with pytest.raises(BadRequest, match=fragment):
             build_graph(diamond(), OUTPUTS, STEPS, bounds)
 
@@ -159,3 +162,25 @@ def test_bound_violations_say_why() -> None:
     assert bound_violation("acc", bound, 0.5) == "metric 'acc' is 0.5, below its minimum 0.8"
     assert bound_violation("acc", bound, 2) == "metric 'acc' is 2, above its maximum 1"
     assert bound_violation("acc", bound, None) == "metric 'acc' was not recorded"
+
+
+def test_bounds_on_list_metrics_judge_every_value_or_the_last() -> None:
+    from gristmill_platform.pipelines.graph import bound_violation
+
+    every = {"min": 0.0, "max": 1.0, "severity": "error", "list": "every"}
+    last = {**every, "list": "last"}
+    assert bound_violation("loss", every, None, [0.9, 0.5, 0.1]) is None
+    assert bound_violation("loss", every, None, [0.9, 1.5, 0.1]) == (
+        "list metric 'loss' has 1.5 at position 1, above its maximum 1")
+    assert bound_violation("loss", every, None, [0.2, -3]) == (
+        "list metric 'loss' has -3 at position 1, below its minimum 0")
+    # last: only the value the list ends at
+    assert bound_violation("loss", last, None, [1.5, 0.1]) is None
+    assert bound_violation("loss", last, None, [0.1, 1.5]) == (
+        "list metric 'loss' ends at 1.5, above its maximum 1")
+    # a bound without "list" (stored before it existed) judges every value
+    assert bound_violation("loss", {"max": 1.0}, None, [2, 0]) is not None
+    # a name recorded both ways: both are judged
+    assert bound_violation("loss", every, 0.5, [2]) is not None
+    assert bound_violation("loss", every, 2, [0.5]) == "metric 'loss' is 2, above its maximum 1"
+    assert bound_violation("loss", every, None, []) == "metric 'loss' was not recorded"

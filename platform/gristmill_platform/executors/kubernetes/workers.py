@@ -63,6 +63,7 @@ from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
     WorkerAnswer,
+    node_step,
     split_key,
     variant_key,
 )
@@ -274,6 +275,19 @@ class KubernetesWorkerPool:
     def deployment_names(self) -> list[str]:
         return list(self._tracked)
 
+    def verdict(self, key: str) -> tuple[str, str | None]:
+        tracked = self._tracked.get(key)
+        if tracked is None or tracked.stopped:
+            return "failed", "the worker is not running"
+        if tracked.failed is not None:
+            return "failed", tracked.failed
+        # the current generation's verdict: a roll's new pods serve before it says up
+        recorded = tracked.recorded
+        if recorded is not None and recorded.status in ("up", "down_retrying") \
+                and tracked.was_up:
+            return "up", None
+        return "starting", None
+
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         tracked = self._tracked.get(deployment_name)
         if tracked is None:
@@ -431,17 +445,24 @@ class KubernetesWorkerPool:
     # -- records ------------------------------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
-        """The record of a deployment's workers, or of a variant pipeline's
-        (executors/workers.py variant_key): the deployment's, with that pipeline's step.
-        A variant's status starts afresh: the deployment's says nothing of it."""
+        """The record of a deployment's workers, of a variant pipeline's
+        (executors/workers.py variant_key): the deployment's, with that pipeline's step, or
+        of a multi-step pipeline's node pool (node_key): the deployment's, with that step.
+        A variant's or node pool's status starts afresh: the deployment's says nothing of
+        it."""
         deployment_name, variant = split_key(name)
+        node = node_step(name)
         async with self.transactions() as session:
             deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            pipeline_id = deployment.pipeline_id if variant is None else await session.scalar(
-                select(Pipeline.id).where(Pipeline.name == variant))
-            step = await _step_of(session, pipeline_id) if pipeline_id else None
+            if node is not None:
+                step = await session.scalar(select(Step).where(Step.name == node))
+            else:
+                # a multi-step pipeline has none: its nodes' pools serve it (graph_workers.py)
+                pipeline_id = deployment.pipeline_id if variant is None else \
+                    await session.scalar(select(Pipeline.id).where(Pipeline.name == variant))
+                step = await _step_of(session, pipeline_id) if pipeline_id else None
             if step is None:
                 return None
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
@@ -523,7 +544,9 @@ class KubernetesWorkerPool:
             if verdict.status == "creation_failed" else None
         await self._flush_logs()  # the import-time output is in before the status says up
         if split_key(tracked.name)[1] is not None:
-            return  # a variant's workers say nothing of the deployment's status
+            # a variant's or a node pool's workers say nothing of the deployment's status
+            # (graph_workers.py judges a multi-step pipeline's from all its node pools)
+            return
         try:
             async with self.transactions() as session:
                 deployment = await self.deployments(session).get(tracked.deployment_id)
@@ -763,5 +786,8 @@ async def _pod_manifests(executor: KubernetesExecutor, deployment_name: str
 
 
 async def _step_of(session: AsyncSession, pipeline_id: str) -> Step | None:
+    """The step of a one-step pipeline; None for a multi-step one."""
     pipeline = await session.get(Pipeline, pipeline_id)
-    return await session.get(Step, pipeline.step_id) if pipeline is not None else None
+    if pipeline is None or pipeline.graph is not None:
+        return None
+    return await session.get(Step, pipeline.step_id)
