@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
+from gristmill_platform.db.transactions import Transactions
 
 log = logging.getLogger("gristmill.workers")
 
@@ -33,6 +34,22 @@ class DeploymentRecords(Protocol):
 
 # The records of one transaction's session.
 DeploymentRecordsFor = Callable[[AsyncSession], DeploymentRecords]
+
+
+async def record_status(transactions: Transactions, deployments: DeploymentRecordsFor,
+                        deployment_id: str, generation: int, status: str,
+                        reason: str | None) -> None:
+    """Set a deployment's status, unless it was deleted or updated since (the newer
+    generation's workers record their own outcome)."""
+    try:
+        async with transactions() as session:
+            deployment = await deployments(session).get(deployment_id)
+            if deployment is None or deployment.generation != generation:
+                return
+            deployment.status = status
+            deployment.status_reason = reason
+    except Exception:
+        log.exception("could not record the status of deployment %s", deployment_id)
 
 
 class DeploymentLogSink(Protocol):

@@ -22,7 +22,7 @@ from typing import Any
 
 from gristmill_platform.db.models.steps import Pipeline
 from gristmill_platform.db.transactions import Transactions
-from gristmill_platform.executors.deployment_logs import DeploymentRecordsFor
+from gristmill_platform.executors.deployment_logs import DeploymentRecordsFor, record_status
 from gristmill_platform.executors.workers import (
     StartHook,
     WorkerAnswer,
@@ -167,13 +167,5 @@ class GraphWorkerPools:
             delay = min(delay * 2, SETTLE_POLL_MAX_S)
 
     async def _record(self, graph: _Graph, status: str, reason: str | None) -> None:
-        try:
-            async with self.transactions() as session:
-                deployment = await self.deployments(session).get(graph.deployment_id)
-                # deleted, or updated since: the newer ensure records its own outcome
-                if deployment is None or deployment.generation != graph.generation:
-                    return
-                deployment.status = status
-                deployment.status_reason = reason
-        except Exception:
-            log.exception("could not record the status of deployment %s", graph.deployment_id)
+        await record_status(self.transactions, self.deployments, graph.deployment_id,
+                            graph.generation, status, reason)

@@ -43,6 +43,7 @@ from gristmill_platform.executors.deployment_logs import (
     DeploymentLogBuffer,
     DeploymentLogSink,
     DeploymentRecordsFor,
+    record_status,
 )
 from gristmill_platform.executors.local import exit_outcome
 from gristmill_platform.executors.spec import PASSED_ENV
@@ -739,15 +740,8 @@ class LocalWorkerPool:
         if split_key(record.name)[1] is not None:
             return
         await self._flush_logs()  # the import-time output is in before the status says up
-        try:
-            async with self.transactions() as session:
-                deployment = await self.deployments(session).get(record.deployment_id)
-                if deployment is None or deployment.generation != record.generation:
-                    return
-                deployment.status = status
-                deployment.status_reason = reason
-        except Exception:
-            log.exception("could not record the status of deployment %s", record.name)
+        await record_status(self.transactions, self.deployments, record.deployment_id,
+                            record.generation, status, reason)
 
     def _log(self, worker: _Worker, message: str) -> None:
         self._logs.add(worker.deployment_id, datetime.now(UTC), worker.pod_id,
