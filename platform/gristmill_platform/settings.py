@@ -172,8 +172,28 @@ class Settings(BaseSettings):
     kubernetes_context: str | None = None
     kubernetes_in_cluster: bool | None = None
     kubernetes_api_timeout_s: float = Field(default=30.0, gt=0)
-    # How often this service reads the pods of the executions it launched.
+    # The pods of elastic executions are followed through one watch per namespace (list,
+    # then watch from the list's resourceVersion; docs/kubernetes.md). How often the pods
+    # it holds are judged again (time-based outcomes: unschedulable for too long); no API
+    # call. The API server ends each watch after kubernetes_watch_timeout_s.
     kubernetes_watch_interval_s: float = Field(default=2.0, gt=0)
+    kubernetes_watch_timeout_s: int = Field(default=300, ge=10)
+    # Retries of the executor's API calls on 429 (Retry-After honoured), 5xx and timeouts:
+    # exponential backoff with full jitter from backoff_s, at most backoff_max_s apart.
+    kubernetes_api_retries: int = Field(default=5, ge=0)
+    kubernetes_api_backoff_s: float = Field(default=0.25, gt=0)
+    kubernetes_api_backoff_max_s: float = Field(default=10.0, gt=0)
+    # The orphan sweeper: deletes managed-by=gristmill pods (and Jobs) of executions that
+    # are not live (ended, deleted, unknown) once orphaned for sweep_grace_s; 0: off.
+    kubernetes_sweep_interval_s: float = Field(default=300.0, ge=0)
+    kubernetes_sweep_grace_s: float = Field(default=600.0, ge=0)
+    # How much of a pod's log (its end) is kept at cleanup; what was cut is said in the log.
+    kubernetes_log_cap_bytes: int = Field(default=4 * 1024**2, ge=1024)
+    # PriorityClasses of elastic pods, warm workers and image builds (the infra program
+    # creates these three); "" leaves the cluster's default priority.
+    kubernetes_step_priority_class: str = "gristmill-step"
+    kubernetes_warm_worker_priority_class: str = "gristmill-warm-worker"
+    kubernetes_build_priority_class: str = "gristmill-build"
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Admission control of elastic executions on local workers (executions/admission.py):

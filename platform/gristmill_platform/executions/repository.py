@@ -97,6 +97,18 @@ class ExecutionRepository:
             select(Execution).where(Execution.status.in_(("pending", "running"))))
         return result.scalars().all()
 
+    async def active_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are executions still pending or running (the orphan sweeper's
+        question about the pods it finds), in chunks that keep the IN list small."""
+        live: set[str] = set()
+        unique = sorted(set(ids))
+        for first in range(0, len(unique), 500):
+            result = await self.session.execute(
+                select(Execution.id).where(Execution.id.in_(unique[first:first + 500]),
+                                           Execution.status.in_(("pending", "running"))))
+            live.update(result.scalars().all())
+        return live
+
     async def delete(self, execution: Execution) -> None:
         await self.session.execute(
             delete(ExecutionLog).where(ExecutionLog.execution_id == execution.id))

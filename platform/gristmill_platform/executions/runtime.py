@@ -41,6 +41,7 @@ from gristmill_platform.executors.kubernetes.config import kubernetes_config
 from gristmill_platform.executors.kubernetes.executor import BACKEND as KUBERNETES
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 from gristmill_platform.executors.kubernetes.pod_logs import unshipped
+from gristmill_platform.executors.kubernetes.sweeper import OrphanSweeper
 from gristmill_platform.executors.kubernetes.watcher import PodWatcher
 from gristmill_platform.executors.local import LocalExecutor
 from gristmill_platform.executors.spec import (
@@ -142,11 +143,14 @@ class ExecutionRuntime:
                                       zygotes)
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
+        self.sweeper: OrphanSweeper | None = None
         if settings.executor == "kubernetes":
             self.kubernetes = KubernetesExecutor(kubernetes_config(settings),
                                                  log_sink=self._keep_pod_logs)
             self.watcher = PodWatcher(self.kubernetes, self._pod_ended,
                                       settings.kubernetes_watch_interval_s)
+            self.sweeper = OrphanSweeper(self.kubernetes, self._live_executions,
+                                         self.watcher.following)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
@@ -414,6 +418,13 @@ class ExecutionRuntime:
         if self.watcher is not None:
             self._spawn(self._adopt_pods())
             self.watcher.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
+
+    async def _live_executions(self, ids: Sequence[str]) -> set[str]:
+        """The orphan sweeper's question: which of these executions are still live."""
+        async with self.transactions() as session:
+            return await ExecutionRepository(session).active_ids(ids)
 
     async def _adopt_pods(self) -> None:
         """At start-up, follow the pods of every active execution launched on Kubernetes:
@@ -507,7 +518,8 @@ class ExecutionRuntime:
             await self._fail(execution_id, "the execution ran on Kubernetes, but this "
                              "service is now configured for local workers")
             return
-        result = await self.kubernetes.poll(handle)
+        # the watch's cache when it knows the pod: no GET per quiet execution
+        result = self.watcher.outcome(handle) or await self.kubernetes.poll(handle)
         if result.state in (WorkerState.RUNNING, WorkerState.PENDING):
             self.watcher.follow(handle)
             return
@@ -515,6 +527,8 @@ class ExecutionRuntime:
             self.watcher.follow(handle)
 
     async def shutdown(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.shutdown()
         if self.watcher is not None:
             await self.watcher.shutdown()
         if self._reconciler is not None:

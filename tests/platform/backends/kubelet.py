@@ -167,7 +167,7 @@ class KubeletDouble:
             return  # build pods and warm workers are not run by this double
         self._serve_logs(name)
         if wants_gpu(pod):
-            obj.patch({"status": {"phase": "Pending", "conditions": [{
+            self._patch(name, {"status": {"phase": "Pending", "conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                 "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
                 # long ago: whatever the patience configured, no GPU node is coming
@@ -195,11 +195,15 @@ class KubeletDouble:
         running = RunningPod(name, process, datetime.now(timezone.utc))
         self.running[name] = running
         self.pids[name] = process.pid
-        obj.patch({"spec": {"nodeName": NODE}, "status": {
+        self._patch(name, {"spec": {"nodeName": NODE}, "status": {
             "phase": "Running", "startTime": rfc3339(running.started),
             "containerStatuses": [{"name": "runner", "image": pod["spec"]["containers"][0][
                 "image"], "state": {"running": {"startedAt": rfc3339(running.started)}}}]}})
         asyncio.get_running_loop().create_task(self._follow(running))
+
+    def _patch(self, name: str, changes: dict[str, Any]) -> None:
+        """As the kubelet writes a pod's status: a new resourceVersion, a watch event."""
+        self.emulator.update("v1/pods", self.namespace, name, changes)
 
     def _serve_logs(self, name: str) -> None:
         def logs() -> bytes:
@@ -250,7 +254,7 @@ class KubeletDouble:
                 terminated["message"] = "\n".join(tail)
         status["containerStatuses"] = [{"name": "runner", "image": "step",
                                         "state": {"terminated": terminated}}]
-        obj.patch({"status": status})
+        self._patch(pod.name, {"status": status})
 
     async def _kill(self, pod: RunningPod) -> None:
         """As the kubelet stops a container: SIGTERM, then SIGKILL after the grace."""

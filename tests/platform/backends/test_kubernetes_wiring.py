@@ -22,8 +22,6 @@ from gristmill_platform.executions.service import Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
 from gristmill_platform.executors.kubernetes.pod_logs import MAX_LINE_CHARS, unshipped
-from gristmill_platform.executors.kubernetes.watcher import MAX_ATTEMPTS, PodWatcher
-from gristmill_platform.executors.spec import FailureCode, PollResult, WorkerState
 from gristmill_platform.settings import Settings
 
 K8S = {"executor": "kubernetes", "registry": "registry.example/acme"}
@@ -130,66 +128,12 @@ def test_one_different_line_does_not_shift_the_others() -> None:
     assert [line.message for line in kept] == ["token=secret"]
 
 
-# --- the pod watcher ------------------------------------------------------------------------
-
-
-class FakeExecutor:
-    def __init__(self) -> None:
-        self.outcomes: dict[str, PollResult] = {}
-        self.down = False
-
-    async def poll(self, handle: dict[str, Any]) -> PollResult:
-        if self.down:
-            raise OSError("API unreachable")
-        return self.outcomes.get(handle["execution_id"], PollResult(WorkerState.RUNNING))
+# --- the pod watcher (its hand-over and give-up: test_kubernetes_at_scale.py) -------------
 
 
 def handle(execution_id: str) -> dict[str, Any]:
     return {"backend": "kubernetes", "kind": "Pod", "namespace": "ns",
             "name": f"gm-exec-{execution_id}", "execution_id": execution_id}
-
-
-async def test_the_watcher_hands_ended_pods_over_until_they_are_cleaned() -> None:
-    executor = FakeExecutor()
-    ended: list[str] = []
-    results = iter([False, True])  # the first cleanup fails, the second works
-
-    async def on_end(execution_id: str, _handle: Any, outcome: PollResult) -> bool:
-        ended.append(f"{execution_id}:{outcome.code}")
-        return next(results)
-
-    watcher = PodWatcher(executor, on_end, 1.0)  # type: ignore[arg-type]
-    watcher.follow(handle("a"))
-    watcher.follow(handle("b"))
-    await watcher.check()
-    assert ended == [] and watcher.following() == ["a", "b"]  # both still running
-
-    executor.down = True
-    await watcher.check()  # the API is down: nothing is concluded, nothing forgotten
-    assert watcher.following() == ["a", "b"]
-
-    executor.down = False
-    executor.outcomes["a"] = PollResult(WorkerState.FAILED, "oom", code=FailureCode.OOM_KILLED)
-    await watcher.check()
-    await watcher.check()
-    assert ended == ["a:FailureCode.OOM_KILLED"] * 2
-    assert watcher.following() == ["b"]
-
-
-async def test_the_watcher_gives_up_on_a_pod_it_can_never_clean() -> None:
-    executor = FakeExecutor()
-    executor.outcomes["a"] = PollResult(WorkerState.SUCCEEDED)
-
-    async def on_end(*_: Any) -> bool:
-        raise OSError("database down")
-
-    watcher = PodWatcher(executor, on_end, 1.0)  # type: ignore[arg-type]
-    watcher.follow(handle("a"))
-    for _ in range(MAX_ATTEMPTS - 1):
-        await watcher.check()
-    assert watcher.following() == ["a"]
-    await watcher.check()
-    assert watcher.following() == []
 
 
 def test_pod_handles_are_told_from_the_others() -> None:

@@ -130,10 +130,26 @@ async def test_submit_refuses_a_pod_that_belongs_to_another_execution(
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "gristmill"},
             "annotations": {"gristmill.io/execution-id": "someone-else"},
         }
     }
     with pytest.raises(KubernetesExecutorError, match="someone-else"):
+        await executor.submit(launch())
+
+
+async def test_submit_never_adopts_a_pod_gristmill_did_not_create(
+    executor: KubernetesExecutor, emulator: Emulator
+):
+    name = manifests.execution_pod_name("run-7")
+    emulator.objects["v1/pods", NAMESPACE, name] = {
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "annotations": {"gristmill.io/execution-id": "run-7"},  # claims, but unlabelled
+        }
+    }
+    with pytest.raises(KubernetesExecutorError, match="not created by Gristmill"):
         await executor.submit(launch())
 
 

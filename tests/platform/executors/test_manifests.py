@@ -103,6 +103,7 @@ CASES: dict[str, Any] = {
     ),
     "deployment_low_latency": lambda: manifests.worker_deployment(worker_spec(), CFG),
     "service_low_latency": lambda: manifests.worker_service(worker_spec(), CFG),
+    "pdb_low_latency": lambda: manifests.worker_disruption_budget(worker_spec(), CFG),
     "deployment_low_latency_gpu": lambda: manifests.worker_deployment(
         worker_spec(language="python-cuda:3.11-12.1", replicas=1, file_io=True), CFG
     ),

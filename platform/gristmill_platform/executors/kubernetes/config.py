@@ -84,6 +84,27 @@ class KubernetesConfig:
     in_cluster: bool | None = None
     serviceaccount_dir: str = DEFAULT_SERVICEACCOUNT_DIR
     api_timeout_s: float = 30.0
+    # Calls refused with 429 (Retry-After honoured), failed with a 5xx, timed out or cut off
+    # are tried again this many times, after exponential backoff with full jitter.
+    api_retries: int = 5
+    api_backoff_s: float = 0.25
+    api_backoff_max_s: float = 10.0
+
+    # The watch of the executions' pods (one per namespace and label selector): the API
+    # server ends it after this long, and it resumes from the last resourceVersion.
+    watch_timeout_s: int = 300
+    # Orphan sweeper: pods (and Jobs) of executions that are no longer live are deleted
+    # once they have been orphans for this long; None or 0 for the interval: no sweeper.
+    sweep_interval_s: float = 300.0
+    sweep_grace_s: float = 600.0
+    # The most of a pod's log (its end) kept when the pod is cleaned up.
+    log_cap_bytes: int = 4 * 1024**2
+
+    # PriorityClasses the infra program creates (infra/gristmill_infra/platform_service.py);
+    # None: the cluster's default priority.
+    step_priority_class: str | None = "gristmill-step"
+    warm_worker_priority_class: str | None = "gristmill-warm-worker"
+    build_priority_class: str | None = "gristmill-build"
 
     @property
     def builds_namespace(self) -> str:
@@ -135,4 +156,14 @@ def kubernetes_config(settings: Settings) -> KubernetesConfig:
         context=settings.kubernetes_context,
         in_cluster=settings.kubernetes_in_cluster,
         api_timeout_s=settings.kubernetes_api_timeout_s,
+        api_retries=settings.kubernetes_api_retries,
+        api_backoff_s=settings.kubernetes_api_backoff_s,
+        api_backoff_max_s=settings.kubernetes_api_backoff_max_s,
+        watch_timeout_s=settings.kubernetes_watch_timeout_s,
+        sweep_interval_s=settings.kubernetes_sweep_interval_s,
+        sweep_grace_s=settings.kubernetes_sweep_grace_s,
+        log_cap_bytes=settings.kubernetes_log_cap_bytes,
+        step_priority_class=settings.kubernetes_step_priority_class or None,
+        warm_worker_priority_class=settings.kubernetes_warm_worker_priority_class or None,
+        build_priority_class=settings.kubernetes_build_priority_class or None,
     )

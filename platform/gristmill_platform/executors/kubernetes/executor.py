@@ -6,16 +6,31 @@ from ``status``. What is left is the order of calls and what to do with API erro
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import functools
+import json
+import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import httpx
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, Deployment, Job, Pod, Service
+from kr8s.asyncio.objects import (
+    APIObject,
+    Deployment,
+    Job,
+    Pod,
+    PodDisruptionBudget,
+    Service,
+)
 
 from gristmill_platform.executors.base import Executor, LogLine
 from gristmill_platform.executors.kubernetes import apply, manifests, status
@@ -31,6 +46,11 @@ from gristmill_platform.executors.spec import (
 )
 
 BACKEND = "kubernetes"
+log = logging.getLogger("gristmill.executors.kubernetes")
+T = TypeVar("T")
+
+# A Retry-After longer than this is not waited for within one call (the caller retries).
+MAX_RETRY_AFTER_S = 120.0
 
 LogSink = Callable[[Handle, Sequence[LogLine]], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -78,6 +98,58 @@ async def connect(cfg: KubernetesConfig) -> kr8s.asyncio.Api:
     return api
 
 
+# --- retries (pure) -------------------------------------------------------------------------
+
+
+def retry_after_s(response: httpx.Response | None, now: datetime | None = None) -> float | None:
+    """The server's Retry-After, in seconds (delta-seconds or an HTTP date), if any."""
+    if response is None:
+        return None
+    raw = response.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max((when - (now or _utcnow())).total_seconds(), 0.0)
+
+
+def retry_delay(
+    error: BaseException,
+    attempt: int,
+    base_s: float,
+    max_s: float,
+    draw: Callable[[], float] = random.random,
+) -> float | None:
+    """How long to wait before trying a failed API call again, or None if it must not be.
+
+    Retried: 429 Too Many Requests (at least its Retry-After), any 5xx, a timeout, and a
+    connection that failed or broke. Exponential backoff with full jitter: a uniform draw
+    in [0, min(max_s, base_s * 2**attempt)], so that many callers refused together do not
+    come back together. Anything else (4xx: our request is wrong, 404, 409) is an answer.
+    """
+    backoff = float(draw() * min(max_s, base_s * 2**attempt))
+    if isinstance(error, kr8s.ServerError):
+        response: httpx.Response | None = error.response
+        code = response.status_code if response is not None else None
+        if code == 429:
+            after = retry_after_s(response)
+            if after is not None and after > MAX_RETRY_AFTER_S:
+                return None
+            return max(after or 0.0, backoff)
+        if code is not None and code >= 500:
+            return backoff
+        return None
+    if isinstance(error, (kr8s.APITimeoutError, httpx.TransportError)):
+        return backoff
+    return None
+
+
 # --- log lines ------------------------------------------------------------------------------
 
 
@@ -118,6 +190,46 @@ def parse_logs(text_lines: Sequence[str]) -> list[LogLine]:
     return lines
 
 
+class LogTail:
+    """The last ``cap_bytes`` of a log read as a stream, line by line, and what was cut.
+
+    Memory stays within the cap (plus one line) whatever the log's size: lines are
+    dropped from the front as new ones come. The kubelet serves at most the container's
+    current log file (containerLogMaxSize, 10 MiB by default), so the read ends.
+    """
+
+    def __init__(self, cap_bytes: int) -> None:
+        self.cap_bytes = cap_bytes
+        self.lines: collections.deque[str] = collections.deque()
+        self.kept_bytes = 0
+        self.dropped_bytes = 0
+        self.dropped_lines = 0
+
+    def add(self, line: str) -> None:
+        size = len(line.encode()) + 1
+        self.lines.append(line)
+        self.kept_bytes += size
+        while self.kept_bytes > self.cap_bytes and self.lines:
+            dropped = self.lines.popleft()
+            cost = len(dropped.encode()) + 1
+            self.kept_bytes -= cost
+            self.dropped_bytes += cost
+            self.dropped_lines += 1
+
+    def result(self) -> list[LogLine]:
+        lines = parse_logs(list(self.lines))
+        if not self.dropped_bytes:
+            return lines
+        total = self.dropped_bytes + self.kept_bytes
+        note = (
+            f"[gristmill] the pod log was truncated: its first {self.dropped_bytes} bytes "
+            f"({self.dropped_lines} lines) of {total} were not kept (the cap is "
+            f"{self.cap_bytes} bytes, GRISTMILL_KUBERNETES_LOG_CAP_BYTES)"
+        )
+        first = lines[0].timestamp if lines else datetime.fromtimestamp(0, timezone.utc)
+        return [LogLine(first, "stdout", note), *lines]
+
+
 # --- the executor ---------------------------------------------------------------------------
 
 
@@ -140,10 +252,18 @@ class KubernetesExecutor:
         self._api = api
         self._log_sink = log_sink
         self._clock = clock
+        self._connecting = asyncio.Lock()
+
+    def now(self) -> datetime:
+        return self._clock()
 
     async def api(self) -> kr8s.asyncio.Api:
         if self._api is None:
-            self._api = await connect(self.cfg)
+            # one connection for all: a hundred concurrent first calls must not each
+            # connect (and ask the server its version)
+            async with self._connecting:
+                if self._api is None:
+                    self._api = await connect(self.cfg)
         return self._api
 
     # -- elastic executions ------------------------------------------------------------------
@@ -176,8 +296,9 @@ class KubernetesExecutor:
         )
 
     async def logs(self, handle: Handle) -> Sequence[LogLine]:
-        """Every line the runner wrote so far, with the times the node recorded."""
-        return await self._read_logs(handle["namespace"], handle["name"])
+        """The lines the runner wrote so far, with the times the node recorded: the last
+        ``log_cap_bytes`` of them, after a line saying how much was cut, if any."""
+        return await self._read_logs(handle["namespace"], handle["name"], self.cfg.log_cap_bytes)
 
     async def cancel(self, handle: Handle) -> None:
         """Stop the execution.
@@ -195,23 +316,30 @@ class KubernetesExecutor:
         if not (_raw(pod).get("spec") or {}).get("nodeName"):
             await self._delete(pod)
             return
-        await pod.patch(
-            {
-                "metadata": {"annotations": {manifests.ANNOTATION_CANCELLED: "true"}},
-                "spec": {"activeDeadlineSeconds": 1},
-            }
+        await self._retrying(
+            lambda: pod.patch(
+                {
+                    "metadata": {"annotations": {manifests.ANNOTATION_CANCELLED: "true"}},
+                    "spec": {"activeDeadlineSeconds": 1},
+                }
+            ),
+            f"cancel pod {pod.name}",
         )
 
     async def cleanup(self, handle: Handle) -> None:
         """Hand the logs to the log sink, then delete the pod.
 
-        If the sink fails the pod is kept, so the logs can still be read on a retry.
+        The log is read as a stream, of which the last ``log_cap_bytes`` are kept (and a
+        first line saying how much was cut). If the sink fails the pod is kept, so the logs
+        can still be read on a retry.
         """
         pod = await self._get(Pod, handle)
         if pod is None:
             return
         if self._log_sink is not None:
-            lines = await self._read_logs(handle["namespace"], handle["name"])
+            lines = await self._read_logs(
+                handle["namespace"], handle["name"], self.cfg.log_cap_bytes
+            )
             await self._log_sink(handle, lines)
         await self._delete(pod)
 
@@ -225,6 +353,9 @@ class KubernetesExecutor:
         """
         deployment = await self._apply(Deployment, manifests.worker_deployment(spec, self.cfg))
         service = await self._apply(Service, manifests.worker_service(spec, self.cfg))
+        await self._apply(
+            PodDisruptionBudget, manifests.worker_disruption_budget(spec, self.cfg)
+        )
         return {
             "backend": BACKEND,
             "kind": "Deployment",
@@ -237,10 +368,11 @@ class KubernetesExecutor:
         }
 
     async def delete_worker(self, deployment_name: str) -> None:
-        """Delete the Deployment (its ReplicaSets and pods follow) and the Service."""
+        """Delete the Deployment (its ReplicaSets and pods follow), the Service and the
+        PodDisruptionBudget."""
         name = manifests.worker_name(deployment_name)
         api = await self.api()
-        for kind in (Deployment, Service):
+        for kind in (Deployment, Service, PodDisruptionBudget):
             obj = kind({"metadata": {"name": name, "namespace": self.cfg.namespace}}, api=api)
             await self._delete(obj, propagation_policy="Background")
 
@@ -348,23 +480,51 @@ class KubernetesExecutor:
 
     # -- kr8s plumbing -----------------------------------------------------------------------
 
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """``call()``, tried again on 429, 5xx, timeouts and broken connections
+        (``retry_delay``), at most ``api_retries`` more times."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as error:
+                delay = retry_delay(
+                    error, attempt, self.cfg.api_backoff_s, self.cfg.api_backoff_max_s
+                )
+                if delay is None or attempt >= self.cfg.api_retries:
+                    raise
+                attempt += 1
+                log.info("%s failed (%s); try %d of %d in %.2f s", what,
+                         _describe(error), attempt + 1, self.cfg.api_retries + 1, delay)
+                await asyncio.sleep(delay)
+
     async def _create_or_get(self, kind: type[APIObject], manifest: dict[str, Any]) -> APIObject:
-        """Create the object; on 409 Conflict, return the one that is already there."""
+        """Create the object; on 409 AlreadyExists, return the one that is already there.
+
+        Names are deterministic (one per execution, deployment or image), so a create
+        tried again after a timeout or a 5xx, whose first attempt did reach the server,
+        meets 409 and adopts what it created. An object of that name that does not carry
+        ``app.kubernetes.io/managed-by=gristmill`` is not ours: refused, never adopted.
+        """
         api = await self.api()
+        name = manifest["metadata"]["name"]
         obj = kind(manifest, api=api)
         try:
-            await obj.create()
+            await self._retrying(obj.create, f"create {kind.kind} {name}")
             return obj
         except kr8s.ServerError as error:
             if _status_code(error) != 409:
                 raise
         existing = await self._get(
-            kind,
-            {"namespace": manifest["metadata"]["namespace"], "name": manifest["metadata"]["name"]},
+            kind, {"namespace": manifest["metadata"]["namespace"], "name": name}
         )
         if existing is None:  # deleted between our create and our read
+            raise KubernetesExecutorError(f"{kind.kind} {name} conflicted but is gone; retry")
+        if not _has_labels(_raw(existing), {manifests.LABEL_MANAGED_BY: "gristmill"}):
             raise KubernetesExecutorError(
-                f"{kind.kind} {manifest['metadata']['name']} conflicted but is gone; retry"
+                f"{kind.kind} {name} exists but was not created by Gristmill (no "
+                f"{manifests.LABEL_MANAGED_BY}=gristmill label); delete it or choose "
+                "another name"
             )
         return existing
 
@@ -383,49 +543,145 @@ class KubernetesExecutor:
                 "delete it or choose another deployment name"
             )
         if patch:
-            await obj.patch(patch)
+            await self._retrying(lambda: obj.patch(patch), f"update {kind.kind} {obj.name}")
         return obj
 
     async def _get(self, kind: type[APIObject], ref: Mapping[str, Any]) -> APIObject | None:
         api = await self.api()
         obj = kind({"metadata": {"name": ref["name"], "namespace": ref["namespace"]}}, api=api)
         try:
-            await obj.refresh()
+            await self._retrying(obj.refresh, f"read {kind.kind} {ref['name']}")
         except kr8s.NotFoundError:
             return None
         return obj
 
     async def _delete(self, obj: APIObject, propagation_policy: str | None = None) -> None:
         with contextlib.suppress(kr8s.NotFoundError):  # already gone: what we wanted
-            await obj.delete(propagation_policy=propagation_policy)
+            await self._retrying(
+                lambda: obj.delete(propagation_policy=propagation_policy),
+                f"delete {obj.kind} {obj.name}",
+            )
 
-    async def _read_logs(self, namespace: str, pod_name: str) -> list[LogLine]:
-        api = await self.api()
-        try:
+    async def _read_logs(
+        self, namespace: str, pod_name: str, cap_bytes: int | None = None
+    ) -> list[LogLine]:
+        """The pod's log, read as a stream; with ``cap_bytes``, only its last bytes are
+        kept (``LogTail``)."""
+
+        async def read() -> list[LogLine]:
+            api = await self.api()
+            tail = LogTail(cap_bytes) if cap_bytes is not None else None
+            raw: list[str] = []
             async with api.call_api(
                 "GET",
                 version="v1",
                 namespace=namespace,
                 url=f"pods/{pod_name}/log",
                 params={"timestamps": "true"},
+                stream=True,
             ) as response:
-                return parse_logs(response.text.splitlines())
+                async for line in response.aiter_lines():
+                    line = line.rstrip("\r\n")
+                    if tail is not None:
+                        tail.add(line)
+                    else:
+                        raw.append(line)
+            return tail.result() if tail is not None else parse_logs(raw)
+
+        try:
+            return await self._retrying(read, f"read the log of pod {pod_name}")
         except kr8s.ServerError as error:
             # 404: the pod is gone. 400: its container has not started, so no logs yet.
             if _status_code(error) in (400, 404):
                 return []
             raise
 
-    async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
+    # -- the executions' pods, for the watch and the sweeper ---------------------------------
+
+    async def list_objects(
+        self, kind: type[APIObject], namespace: str, selector: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``kind`` matching ``selector`` (pages of 500), and the
+        resourceVersion of the list, from which a watch starts."""
         api = await self.api()
-        selector = manifests.worker_selector(deployment_name)
-        pods = [
-            pod
-            async for pod in api.async_get(
-                Pod, namespace=self.cfg.namespace, label_selector=selector
+        params: dict[str, Any] = {"labelSelector": _selector_text(selector), "limit": 500}
+        items: list[dict[str, Any]] = []
+        version = ""
+        async def page(query: dict[str, Any]) -> dict[str, Any]:
+            async with api.call_api(
+                "GET", version=kind.version, namespace=namespace, url=kind.endpoint,
+                params=query,
+            ) as response:
+                body: dict[str, Any] = response.json()
+                return body
+
+        while True:
+            body = await self._retrying(
+                functools.partial(page, dict(params)), f"list {kind.endpoint} in {namespace}"
             )
-            if isinstance(pod, APIObject)
-        ]
+            metadata = body.get("metadata") or {}
+            version = str(metadata.get("resourceVersion") or version)
+            # asked of the server and checked again here, whatever it does with selectors
+            items.extend(
+                item for item in body.get("items") or [] if _has_labels(item, selector)
+            )
+            if not metadata.get("continue"):
+                return items, version
+            params["continue"] = metadata["continue"]
+
+    async def delete_object(self, kind: type[APIObject], namespace: str, name: str) -> None:
+        """Delete one object (and, in the background, what it owns); gone already is fine."""
+        api = await self.api()
+        obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
+        await self._delete(obj, propagation_policy="Background")
+
+    async def watch_objects(
+        self,
+        kind: type[APIObject],
+        namespace: str,
+        selector: Mapping[str, str],
+        since: str,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The events (``{"type", "object"}``) of one watch from ``since``, until the
+        server ends it (``watch_timeout_s``). Not retried: the caller decides (410 Gone:
+        list again; anything else: back off, then list again)."""
+        api = await self.api()
+        params = {
+            "watch": "true",
+            "labelSelector": _selector_text(selector),
+            "resourceVersion": since,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self.cfg.watch_timeout_s),
+        }
+        # No read timeout beyond the server's own end of the watch (and a margin): a quiet
+        # namespace sends nothing for minutes.
+        timeout = httpx.Timeout(self.cfg.api_timeout_s, read=self.cfg.watch_timeout_s + 30)
+        async with api.call_api(
+            "GET", version=kind.version, namespace=namespace, url=kind.endpoint,
+            params=params, stream=True, timeout=timeout,
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    async def _list_pods(self, namespace: str, selector: Mapping[str, str]) -> list[APIObject]:
+        """The pods matching ``selector`` as kr8s objects (a list, retried as any call)."""
+        api = await self.api()
+
+        async def listed() -> list[APIObject]:
+            return [
+                pod
+                async for pod in api.async_get(
+                    Pod, namespace=namespace, label_selector=dict(selector)
+                )
+                if isinstance(pod, APIObject)
+            ]
+
+        return await self._retrying(listed, f"list pods in {namespace}")
+
+    async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
+        selector = manifests.worker_selector(deployment_name)
+        pods = await self._list_pods(self.cfg.namespace, selector)
         # The selector is asked of the server and checked again here: a list must never
         # show another deployment's pods, whatever the server does with the selector.
         matching = [pod for pod in pods if _has_labels(_raw(pod), selector)]
@@ -435,14 +691,10 @@ class KubernetesExecutor:
         """The newest pod of the build Job. A Job replaced under the same name (a new
         attempt after a failure) may still have the old Job's pods around until the
         garbage collector removes them: a pod owned by another Job uid is not this one's."""
-        api = await self.api()
         pods = [
             pod
-            async for pod in api.async_get(
-                Pod, namespace=handle["namespace"], label_selector={"job-name": handle["name"]}
-            )
-            if isinstance(pod, APIObject)
-            and _has_labels(_raw(pod), {"job-name": handle["name"]})
+            for pod in await self._list_pods(handle["namespace"], {"job-name": handle["name"]})
+            if _has_labels(_raw(pod), {"job-name": handle["name"]})
             and _owned_by(_raw(pod), job_uid)
         ]
         return max(
@@ -475,6 +727,16 @@ def _raw(obj: APIObject) -> dict[str, Any]:
 
 def _status_code(error: kr8s.ServerError) -> int | None:
     return error.response.status_code if error.response is not None else None
+
+
+def _selector_text(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, kr8s.ServerError) and error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    return type(error).__name__
 
 
 def _has_labels(raw: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:

@@ -122,6 +122,12 @@ def worker_selector(deployment_name: str) -> dict[str, str]:
     }
 
 
+def execution_pods_selector() -> dict[str, str]:
+    """Labels of every elastic execution's pod (what the pod watcher watches, and the
+    orphan sweeper sweeps): Gristmill's, in elastic mode. Warm workers are another mode."""
+    return {LABEL_MANAGED_BY: "gristmill", LABEL_MODE: MODE_ELASTIC}
+
+
 # --- shared pieces --------------------------------------------------------------------------
 
 
@@ -311,6 +317,8 @@ def execution_pod(spec: LaunchSpec, cfg: KubernetesConfig) -> Manifest:
     }
     if spec.timeout_s is not None:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_s
+    if cfg.step_priority_class:
+        pod_spec["priorityClassName"] = cfg.step_priority_class
     if volumes:
         pod_spec["volumes"] = volumes
     annotations = _identity_annotations(
@@ -399,6 +407,8 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         **_scheduling(gpus, cfg),
         "terminationGracePeriodSeconds": max(cfg.termination_grace_s, drain_s + DRAIN_MARGIN_S),
     }
+    if cfg.warm_worker_priority_class:
+        pod_spec["priorityClassName"] = cfg.warm_worker_priority_class
     if volumes:
         pod_spec["volumes"] = volumes
     # A surge pod needs a second GPU that a small GPU pool rarely has, which would stall the
@@ -466,6 +476,33 @@ def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             ],
             "selector": worker_selector(spec.deployment_name),
             "type": "ClusterIP",
+        },
+    }
+
+
+def worker_disruption_budget(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
+    """The PodDisruptionBudget of a low-latency deployment's warm workers.
+
+    Voluntary disruptions (node drains, cluster-autoscaler scale-downs, upgrades) take at
+    most one warm worker at a time, so a deployment of several replicas keeps serving
+    through a drain. ``maxUnavailable: 1`` rather than ``minAvailable: replicas``: the
+    latter would block every drain of a node holding one of them, for ever. A worker that
+    is not ready (crash loop, bad image) may always be evicted: it serves nothing anyway,
+    and must not hold a node.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": worker_name(spec.deployment_name),
+            "namespace": cfg.namespace,
+            "labels": _worker_labels(spec, cfg),
+            "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
+        },
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": worker_selector(spec.deployment_name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 
@@ -640,6 +677,8 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
     }
     if cfg.builder_service_account:
         pod_spec["serviceAccountName"] = cfg.builder_service_account
+    if cfg.build_priority_class:
+        pod_spec["priorityClassName"] = cfg.build_priority_class
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
