@@ -176,6 +176,9 @@ class _Tracked:
         self.unreachable: set[str] = set()
         self.replaced: set[str] = set()  # pods given up (replace): never picked again
         self.marks: dict[str, tuple[datetime, int]] = {}  # log lines copied, per pod
+        # one copy of the logs at a time: two (the background's and copy_logs) reading the
+        # same mark across their awaits would both add the same lines
+        self.copying = asyncio.Lock()
         self.changed = asyncio.Event()
 
     def pulse(self) -> None:
@@ -683,19 +686,20 @@ class KubernetesWorkerPool:
     async def _copy_logs(self, tracked: _Tracked) -> None:
         """What the pods printed since the last copy (the runner's own output: module
         import, crash dumps; executions' output goes to the executions)."""
-        try:
-            logs = await self.executor.worker_logs(tracked.name)
-        except Exception as exc:
-            log.warning("could not read the logs of %s: %s", tracked.name, exc)
-            return
-        for pod, lines in logs.items():
-            mark = tracked.marks.get(pod) or await self._stored_mark(tracked, pod)
-            new, mark = lines_after(lines, mark)
-            if mark is not None:
-                tracked.marks[pod] = mark
-            for line in new:
-                self._logs.add(tracked.deployment_id, line.timestamp, pod,
-                               line.message[:MAX_LOG_LINE])
+        async with tracked.copying:
+            try:
+                logs = await self.executor.worker_logs(tracked.name)
+            except Exception as exc:
+                log.warning("could not read the logs of %s: %s", tracked.name, exc)
+                return
+            for pod, lines in logs.items():
+                mark = tracked.marks.get(pod) or await self._stored_mark(tracked, pod)
+                new, mark = lines_after(lines, mark)
+                if mark is not None:
+                    tracked.marks[pod] = mark
+                for line in new:
+                    self._logs.add(tracked.deployment_id, line.timestamp, pod,
+                                   line.message[:MAX_LOG_LINE])
 
     async def _stored_mark(self, tracked: _Tracked, pod: str) -> tuple[datetime, int] | None:
         """Where the copy of a pod's logs stopped, from the rows already stored (another
