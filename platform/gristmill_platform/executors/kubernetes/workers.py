@@ -89,6 +89,7 @@ LOST_WAIT_S = 15.0
 MAX_WAIT_S = 1800.0
 TAIL_LINES = 50
 MAX_LOG_LINE = 16_384
+SHUTDOWN_WAIT_S = 10.0  # for the pool's own background tasks to end once cancelled
 _SECRET_CONTEXT = b"gristmill low-latency worker secret v1\x00"
 _POD_STATUS = {"pending": "starting", "starting": "starting", "ready": "running",
                "failed": "failed", "terminating": "stopped"}
@@ -365,12 +366,20 @@ class KubernetesWorkerPool:
     async def shutdown(self) -> None:
         # Not a word to the cluster: the workers keep running for the next control service.
         self._closing = True
-        for task in [*([self._background] if self._background else []), *self._tasks]:
+        tasks = [*([self._background] if self._background else []), *self._tasks]
+        for task in tasks:
             task.cancel()
         for tracked in self._tracked.values():
             for name in list(tracked.lanes):
                 tracked.drop(name)
             tracked.pulse()
+        if tasks:
+            # let them end here, while the database and the API they may be using in a
+            # transaction or a request are still there, rather than at the loop's close
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
+            if pending:
+                log.warning("%d background tasks of the warm-worker pool did not stop "
+                            "within %.0f s", len(pending), SHUTDOWN_WAIT_S)
         await self._flush_logs()
 
     async def refresh(self, deployment_name: str) -> None:
