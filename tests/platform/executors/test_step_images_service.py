@@ -386,6 +386,29 @@ async def test_a_step_with_its_own_dockerfile_is_built_from_it(
     await wait_status(service, "own-dockerfile", "ready")
     assert (await step_row(service.state, "own-dockerfile")).image == args["destination"]
 
+    # such an image has no warm-worker server to rely on: low-latency is refused, for a
+    # one-step pipeline and for a graph one of whose nodes runs the step; elastic is not
+    refusal = "low_latency is not available for steps built from a dockerfile_path"
+    one = await service.client.post("/pipelines", data={"pipeline_name": "own-one",
+                                                         "step_name": "own-dockerfile"})
+    assert one.status_code == 201, one.text
+    graph = await service.client.post("/pipelines", json={
+        "pipeline_name": "own-graph",
+        "nodes": [{"name": "first", "step_name": "own-dockerfile", "inputs": {}},
+                  {"name": "second", "step_name": "own-dockerfile", "inputs": {}}],
+        "outputs": []})
+    assert graph.status_code == 201, graph.text
+    for pipeline in ("own-one", "own-graph"):
+        refused = await service.client.post("/endpoints", json={
+            "pipeline_name": pipeline, "name": f"{pipeline}-fast", "mode": "low_latency"})
+        assert refused.status_code == 400, refused.text
+        assert refusal in refused.json()["message"]
+        assert "'own-dockerfile'" in refused.json()["message"]
+        assert (await service.client.get(f"/deployments/{pipeline}-fast")).status_code == 404
+    elastic = await service.client.post("/endpoints", json={
+        "pipeline_name": "own-one", "name": "own-one-elastic", "mode": "elastic"})
+    assert elastic.status_code == 201, elastic.text
+
 
 async def test_a_missing_dockerfile_fails_before_any_build(
         service: Service, environment: Environment, tmp_path: Path) -> None:
