@@ -542,6 +542,19 @@ def _rewind(env: Any, execution_id: str, *, node_running: str | None,
     asyncio.run(go())
 
 
+def _split_count_chain(api: Any, archive: bytes) -> None:
+    """The steps split and count, and the pipeline "chain" running one then the other."""
+    for function in ("split", "count"):
+        inputs, outputs = STEPS[function]
+        assert post_step(api, step_form(function, function_path="src/nodes.py",
+                                        function_name=function, inputs=inputs,
+                                        outputs=outputs), archive).status_code == 201
+    chain = [node("split", "split", text={"pipeline_input": "text"}),
+             node("count", "count", words={"node": "split", "output": "words"})]
+    assert create(api, "chain", chain,
+                  [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+
+
 def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database) -> None:
     from tests.conftest import start_environment
 
@@ -552,15 +565,7 @@ def test_a_restarted_control_service_resumes_or_fails_a_graph(tmp_path, database
     server, env, _ = start_environment(tmp_path / "env", url)
     try:
         with env.client() as api:
-            for function in ("split", "count"):
-                inputs, outputs = STEPS[function]
-                assert post_step(api, step_form(function, function_path="src/nodes.py",
-                                                function_name=function, inputs=inputs,
-                                                outputs=outputs), archive).status_code == 201
-            chain = [node("split", "split", text={"pipeline_input": "text"}),
-                     node("count", "count", words={"node": "split", "output": "words"})]
-            assert create(api, "chain", chain,
-                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            _split_count_chain(api, archive)
             resumed, result = run_and_wait(api, "chain", {"text": "a b c"})
             failed, _ = run_and_wait(api, "chain", {"text": "d e"})
     finally:
@@ -594,15 +599,7 @@ def test_a_restarted_control_service_brings_a_low_latency_graph_up_again(tmp_pat
     server, env, _ = start_environment(tmp_path / "env", url)
     try:
         with env.client() as api:
-            for function in ("split", "count"):
-                inputs, outputs = STEPS[function]
-                assert post_step(api, step_form(function, function_path="src/nodes.py",
-                                                function_name=function, inputs=inputs,
-                                                outputs=outputs), archive).status_code == 201
-            chain = [node("split", "split", text={"pipeline_input": "text"}),
-                     node("count", "count", words={"node": "split", "output": "words"})]
-            assert create(api, "chain", chain,
-                          [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+            _split_count_chain(api, archive)
             token = _low_latency(api, "chain", "chain-ll")["endpoint_token"]
             before = {p["pod_id"] for p in api.get("/deployments/chain-ll").json()["pods"]}
             assert len(before) == 2

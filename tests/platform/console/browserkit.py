@@ -61,3 +61,18 @@ class Watched:
         assert self.foreign == [], f"requests left the server: {self.foreign}"
         # a 4xx the test provoked on purpose logs "Failed to load resource"; nothing else may
         assert [e for e in self.errors if "Failed to load resource" not in e] == []
+
+
+def run_pipeline(env: Any, pipeline: str, inputs: dict[str, Any], *, wait: bool = True
+                 ) -> str:
+    """Run a pipeline through the API; with ``wait``, until its outputs are ready."""
+    from tests.platform.test_runs import run
+    from tests.platform.test_runs import wait as wait_for_outputs
+
+    with env.client() as api:
+        response = run(api, pipeline, inputs)
+        assert response.status_code == 201, response.text
+        execution_id = str(response.json()["execution_id"])
+        if wait:
+            wait_for_outputs(api, execution_id)
+    return execution_id

@@ -11,13 +11,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.platform.console.browserkit import CHROMIUM, Watched
+from tests.platform.console.browserkit import CHROMIUM, Watched, run_pipeline
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_runs import STEP_CODE, make_pipeline
 
@@ -53,25 +52,10 @@ def pipelines(env, tmp_path_factory) -> dict[str, str]:
     return {"echo": echo, "ticks": ticks}
 
 
-def _run(env, pipeline: str, inputs: dict[str, Any], *, wait: bool = True) -> str:
-    import json
-
-    with env.client() as api:
-        response = api.post(f"/pipelines/{pipeline}/run",
-                            data={"json_inputs": json.dumps(inputs)})
-        assert response.status_code == 201, response.text
-        execution_id = str(response.json()["execution_id"])
-        while wait and api.get(f"/executions/{execution_id}/outputs",
-                               params={"wait_for_results": "true"},
-                               follow_redirects=False).status_code == 307:
-            pass
-    return execution_id
-
-
 def test_every_page_from_the_navigation_then_sign_out(watched: Watched, env, pipelines
                                                       ) -> None:
     page = watched.page
-    _run(env, pipelines["echo"], {"text": "nav"})
+    run_pipeline(env, pipelines["echo"], {"text": "nav"})
     watched.shot("home")
     for label, shot in (("Pipelines", "pipelines"), ("Deployments", "deployments"),
                         ("Execution tracking", "executions"),
@@ -147,7 +131,7 @@ def test_deploy_form_endpoint_answers_and_token_rotation(watched: Watched, env, 
 
 
 def test_live_logs_of_a_running_execution(watched: Watched, env, pipelines) -> None:
-    execution_id = _run(env, pipelines["ticks"], {"count": 12}, wait=False)
+    execution_id = run_pipeline(env, pipelines["ticks"], {"count": 12}, wait=False)
     page = watched.page
     page.goto(env.url + f"/console/executions/{execution_id}")
     url = page.url
@@ -163,8 +147,8 @@ def test_live_logs_of_a_running_execution(watched: Watched, env, pipelines) -> N
 
 
 def test_select_two_executions_and_compare(watched: Watched, env, pipelines) -> None:
-    first = _run(env, pipelines["echo"], {"text": "left"})
-    second = _run(env, pipelines["echo"], {"text": "right"})
+    first = run_pipeline(env, pipelines["echo"], {"text": "left"})
+    second = run_pipeline(env, pipelines["echo"], {"text": "right"})
     with env.client() as api:
         for execution_id, values in ((first, [0.9, 0.5, 0.2]), (second, [0.8, 0.6, 0.4, 0.1])):
             api.post("/metrics/list-values/loss", json={

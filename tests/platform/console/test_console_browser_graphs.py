@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.platform.console.browserkit import CHROMIUM, Watched
+from tests.platform.console.browserkit import CHROMIUM, Watched, run_pipeline
 from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
 from tests.platform.test_runs import make_pipeline
 
@@ -120,19 +120,6 @@ def graphs(env, archive) -> dict[str, str]:
     return names
 
 
-def _run(env, pipeline: str, inputs: dict[str, Any], *, wait: bool) -> str:
-    with env.client() as api:
-        response = api.post(f"/pipelines/{pipeline}/run",
-                            data={"json_inputs": json.dumps(inputs)})
-        assert response.status_code == 201, response.text
-        execution_id = str(response.json()["execution_id"])
-        while wait and api.get(f"/executions/{execution_id}/outputs",
-                               params={"wait_for_results": "true"},
-                               follow_redirects=False).status_code == 307:
-            pass
-    return execution_id
-
-
 def _statuses(page: Any) -> dict[str, str]:
     return page.eval_on_selector_all(
         "#execution-graph [data-node]",
@@ -155,7 +142,7 @@ def test_a_graph_run_shows_each_node_live_then_its_times_and_logs(watched: Watch
     assert xs[0] < xs[1] < xs[2]
     watched.shot("pipeline-graph")
 
-    execution_id = _run(env, graphs["ok"], {"text": "graphs in a browser", "seconds": 3},
+    execution_id = run_pipeline(env, graphs["ok"], {"text": "graphs in a browser", "seconds": 3},
                         wait=False)
     page.goto(env.url + f"/console/executions/{execution_id}")
     url = page.url
@@ -188,7 +175,7 @@ def test_a_graph_run_shows_each_node_live_then_its_times_and_logs(watched: Watch
 
 def test_a_failed_node_is_shown_failed_and_what_follows_skipped(watched: Watched, env,
                                                                 graphs) -> None:
-    execution_id = _run(env, graphs["failing"], {"text": "no luck"}, wait=True)
+    execution_id = run_pipeline(env, graphs["failing"], {"text": "no luck"}, wait=True)
     page = watched.page
     page.goto(env.url + f"/console/executions/{execution_id}")
     page.wait_for_selector("h1 .status-failed")
