@@ -200,6 +200,20 @@ def _outside(bound: Mapping[str, Any], value: float) -> str | None:
     return None
 
 
+def _node_output(nodes: Mapping[str, Mapping[str, Any]], steps: Mapping[str, StepShape],
+                 node: str, output: str, reader: str) -> Mapping[str, Any]:
+    """The declared output ``output`` of node ``node``, which ``reader`` reads."""
+    upstream = nodes.get(node)
+    if upstream is None:
+        raise InvalidGraph(f"{reader} reads node {node!r}, which is not in the pipeline")
+    produced = {o["name"]: o for o in steps[upstream["step_name"]].outputs}
+    found = produced.get(output)
+    if found is None:
+        raise InvalidGraph(f"{reader} reads output {output!r} of node {node!r}, whose step "
+                           "has no such output")
+    return found
+
+
 def _source(node: str, input_name: str, raw: object) -> dict[str, Any]:
     where = f"Input {input_name!r} of node {node!r}"
     if not isinstance(raw, dict):
@@ -248,15 +262,7 @@ def _wire(node: dict[str, Any], nodes: Mapping[str, Mapping[str, Any]],
             except BadRequest as exc:
                 raise InvalidGraph(exc.message) from None
         elif "node" in source:
-            upstream = nodes.get(source["node"])
-            if upstream is None:
-                raise InvalidGraph(f"{where} reads node {source['node']!r}, which is not in "
-                                   "the pipeline")
-            produced = {o["name"]: o for o in steps[upstream["step_name"]].outputs}
-            output = produced.get(source["output"])
-            if output is None:
-                raise InvalidGraph(f"{where} reads output {source['output']!r} of node "
-                                   f"{source['node']!r}, whose step has no such output")
+            output = _node_output(nodes, steps, source["node"], source["output"], where)
             if not compatible(output["data_type"], data_type):
                 raise InvalidGraph(
                     f"Type mismatch: output {source['output']!r} of node {source['node']!r} "
@@ -326,16 +332,9 @@ def _outputs(raw: object, nodes: Mapping[str, Mapping[str, Any]],
         name = validate_io_name(item["name"], "pipeline output")
         if any(o["name"] == name for o in outputs):
             raise InvalidGraph(f"Two pipeline outputs are named {name!r}")
-        node = nodes.get(item["node"])
-        if node is None:
-            raise InvalidGraph(f"Pipeline output {name!r} reads node {item['node']!r}, which "
-                               "is not in the pipeline")
-        produced = {o["name"]: o for o in steps[node["step_name"]].outputs}
-        output = produced.get(item["output"])
-        if output is None:
-            raise InvalidGraph(f"Pipeline output {name!r} reads output {item['output']!r} of "
-                               f"node {item['node']!r}, whose step has no such output")
-        outputs.append({"name": name, "node": node["name"], "output": output["name"],
+        output = _node_output(nodes, steps, item["node"], item["output"],
+                              f"Pipeline output {name!r}")
+        outputs.append({"name": name, "node": item["node"], "output": output["name"],
                         "data_type": output["data_type"],
                         "description": output.get("description")})
     return outputs
