@@ -144,6 +144,13 @@ def _locator(state: Any, database: Path) -> Any:
     """(pod env) -> (python, code folder) of an elastic pod's execution's step."""
 
     def locate(env: Mapping[str, str]) -> tuple[str, Path]:
+        if "GRISTMILL_EXECUTION_ID" not in env:  # an elastic pool's pod: its step's image
+            with sqlite3.connect(database) as db:
+                row = db.execute("SELECT id, environment_key FROM steps WHERE id = ?",
+                                 (env["GRISTMILL_POOL_STEP_ID"],)).fetchone()
+            if row is None:
+                raise LookupError(f"no step {env['GRISTMILL_POOL_STEP_ID']}")
+            return _image_of(state, *row)
         with sqlite3.connect(database) as db:
             row = db.execute(
                 "SELECT s.id, s.environment_key FROM executions e JOIN steps s "
