@@ -93,6 +93,7 @@ class Backend:
     kubelet: KubeletDouble | None = None
     emulator: Emulator | None = None
     real_api: Any = None  # kr8s.Api of the real cluster
+    state: Any = None  # the control service's AppState, on the emulator
 
     @property
     def on_kubernetes(self) -> bool:
@@ -179,8 +180,8 @@ def _worker_locator(state: Any, database: Path) -> Any:
     return locate
 
 
-def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
-              ) -> Iterator[Backend]:
+def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None,
+              **overrides: Any) -> Iterator[Backend]:
     thread = EmulatorThread()
     emulator = thread.start()
     kubeconfig = write_kubeconfig(thread.url, root / "kubeconfig")
@@ -190,7 +191,7 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
     server, env, _ = start_local_environment(
         root / "data", f"sqlite:///{database}", executor="kubernetes", registry=REGISTRY,
         kubernetes_namespace=NAMESPACE, kubernetes_kubeconfig=str(kubeconfig),
-        kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()))
+        kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()), **overrides)
     state = server.server.config.app.state.gristmill
     workers = WorkerCluster(emulator, NAMESPACE, locate=_worker_locator(state, database))
     kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers,
@@ -206,7 +207,7 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
 
     thread.call(start_kubelet())
     try:
-        yield Backend("kubernetes", env, kubelet=kubelet, emulator=emulator)
+        yield Backend("kubernetes", env, kubelet=kubelet, emulator=emulator, state=state)
     finally:
         server.stop()
         thread.call(kubelet.stop())
