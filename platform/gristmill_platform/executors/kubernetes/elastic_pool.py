@@ -126,6 +126,7 @@ class PoolStats:
 @dataclass
 class _Waiters:
     events: dict[str, asyncio.Event] = field(default_factory=dict)
+    claims: dict[str, int] = field(default_factory=dict)  # claims waiting, per pod
 
     def event(self, name: str) -> asyncio.Event:
         return self.events.setdefault(name, asyncio.Event())
@@ -272,9 +273,23 @@ class ElasticPool:
     async def wait_assigned(self, pod_name: str, timeout_s: float) -> None:
         """Until ``assigned(pod_name)`` on this replica, or ``timeout_s``."""
         event = self._waiters.event(pod_name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        self._waiters.claims[pod_name] = self._waiters.claims.get(pod_name, 0) + 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            self._waiters.claims[pod_name] -= 1
+            if not self._waiters.claims[pod_name]:
+                del self._waiters.claims[pod_name]
+                # a pod gone for good leaves nothing behind
+                if not event.is_set():
+                    self._waiters.events.pop(pod_name, None)
         event.clear()
+
+    def waiting(self, pod_name: str) -> bool:
+        """Whether the pod's runner is waiting in a claim on this replica (it has started
+        and reached the control service): for the bench and tests."""
+        return self._waiters.claims.get(pod_name, 0) > 0
 
     def verify(self, pod_name: str, step_id: str, token: str) -> bool:
         return token_matches(self.key, pod_name, step_id, token)
