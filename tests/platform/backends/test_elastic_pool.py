@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,8 +21,13 @@ import pytest
 
 from gristmill_platform.executors.kubernetes.elastic_pool import pool_token
 from gristmill_platform.executors.kubernetes.pool_manifests import MODE_POOL
+from tests.conftest import (
+    _create_postgres_database,
+    _drop_postgres_database,
+    _postgres_admin_url,
+)
 from tests.datastore_conformance.conftest import Moto
-from tests.platform.backends.conftest import Backend, _emulated
+from tests.platform.backends.conftest import Backend, _emulated, query_one
 from tests.platform.stepkit import archive_of, post_step, step_form, write_folder
 from tests.platform.test_auth import assert_error
 from tests.platform.test_runs import outputs_of, run, run_and_wait, wait
@@ -59,11 +63,23 @@ def eventually(condition: Callable[[], Any], what: str) -> Any:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def pooled(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Backend]:
-    root = tmp_path_factory.mktemp("pool")
-    yield from _emulated(root, moto, kubernetes_elastic_pool_size=1,
-                         kubernetes_elastic_pool_idle_s=600.0)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def pooled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           moto: Moto) -> Iterator[Backend]:
+    root = tmp_path_factory.mktemp(f"pool-{request.param}")
+    if request.param == "sqlite":
+        yield from _emulated(root, moto, kubernetes_elastic_pool_size=1,
+                             kubernetes_elastic_pool_idle_s=600.0)
+        return
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        pytest.skip("PostgreSQL is not reachable (GRISTMILL_TEST_POSTGRES_URL)")
+    name, url = _create_postgres_database(admin_url)
+    try:
+        yield from _emulated(root, moto, database_url=url, kubernetes_elastic_pool_size=1,
+                             kubernetes_elastic_pool_idle_s=600.0)
+    finally:
+        _drop_postgres_database(admin_url, name)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +106,14 @@ def pipeline(api: httpx.Client, archive: bytes, function: str) -> str:
     return name
 
 
-def database(backend: Backend) -> Path:
-    return Path(str(backend.env.settings.database_url).removeprefix("sqlite:///"))
+def database(backend: Backend) -> Path | str:
+    url = str(backend.env.settings.database_url)
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else url
 
 
 def step_of(backend: Backend, execution_id: str) -> str:
-    with sqlite3.connect(database(backend)) as db:
-        (step_id,) = db.execute("SELECT step_id FROM executions WHERE id = ?",
-                                (execution_id,)).fetchone()
+    (step_id,) = query_one(database(backend), "SELECT step_id FROM executions WHERE id = ?",
+                           (execution_id,))
     return str(step_id)
 
 
