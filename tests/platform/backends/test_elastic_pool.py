@@ -107,7 +107,7 @@ def pipeline(api: httpx.Client, archive: bytes, function: str) -> str:
 
 
 def database(backend: Backend) -> Path | str:
-    url = str(backend.env.settings.database_url)
+    url = str(backend.env.settings.database_url)  # type: ignore[attr-defined]
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else url
 
 
@@ -137,7 +137,7 @@ def ready_pool_pod(backend: Backend, step_id: str) -> str:
     def ready() -> str | None:
         for name in pool.idle_pods(step_id):
             if name in backend.kubelet.running:  # type: ignore[union-attr]
-                return name
+                return str(name)
         return None
 
     return str(eventually(ready, "a running pool pod"))
