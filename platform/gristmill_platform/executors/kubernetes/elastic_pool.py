@@ -322,6 +322,10 @@ class ElasticPool:
         items, _ = await self.executor.list_objects(Pod, self.cfg.namespace, pool_selector())
         self._pods = {str(raw["metadata"]["name"]): raw for raw in items}
         self._taken.clear()
+        for name in list(self._waiters.events):
+            # a wake-up no claim on this replica took (the pod claimed on another one)
+            if name not in self._pods and not self._waiters.claims.get(name):
+                del self._waiters.events[name]
         for name in list(self._creating):
             if name in self._pods:
                 del self._creating[name]
