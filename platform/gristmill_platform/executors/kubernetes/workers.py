@@ -253,9 +253,11 @@ class KubernetesWorkerPool:
     # -- WorkerPool ---------------------------------------------------------------------------
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
-        # restart: update_deployment bumped the generation, which is what rolls the pods
-        del restart
+                     restart: bool = False, background: bool = False) -> None:
+        # restart: update_deployment bumped the generation, which is what rolls the pods.
+        # background: not on this backend yet (a shadow variant's pods could get a lower
+        # PriorityClass and CPU request; the scheduler and kubelet then decide)
+        del restart, background
         if self._closing:
             return
         self._start_background()
