@@ -455,7 +455,7 @@ def run(environ: Mapping[str, str] | None = None) -> int:
     except ConfigError as error:
         _say(str(error))
         return EXIT_UNREACHABLE
-    if environ is None:
+    if environ is None or environ is os.environ:
         # the runner's own: the step's code (and its SDK) go through the execution token
         os.environ.pop(ACCESS_TOKEN_VAR, None)
     for warning in config.warnings:
