@@ -446,6 +446,72 @@ def test_a_node_step_whose_worker_cannot_start_fails_the_deployment(
     assert_error(refused, 409, "is not ready (status creation_failed)")
 
 
+FRAGILE_CODE = """
+import os
+
+BROKEN = {broken!r}
+
+if os.environ.get("GRISTMILL_WORKER_SOCKET") and os.path.exists(BROKEN):
+    raise RuntimeError("broken since the crash")
+
+
+def count(words: list) -> dict:
+    if words == ["die"]:  # the worker dies; its restarts cannot import this any more
+        open(BROKEN, "w").close()
+        os._exit(3)
+    return {{"n": len(words)}}
+"""
+
+
+def _status_becomes(api: httpx.Client, name: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        shown: dict[str, Any] = api.get(f"/deployments/{name}").json()
+        if shown["status"] == status or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.2)
+
+
+def test_a_node_pool_that_gives_up_after_the_deployment_is_up_shows_on_it(
+        gristmill_env, api, steps, unique, tmp_path) -> None:
+    from tests.platform.test_deployments import call
+
+    fragile, broken = f"fragile-{unique}", tmp_path / "broken"
+    archive = archive_of(write_folder(tmp_path / "fragile", {
+        "src/fragile.py": FRAGILE_CODE.format(broken=str(broken))}))
+    assert post_step(api, step_form(fragile, function_path="src/fragile.py",
+                                    function_name="count", inputs=STEPS["count"][0],
+                                    outputs=STEPS["count"][1]), archive).status_code == 201
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", fragile, words={"node": "split", "output": "words"})]
+    assert create(api, fragile, nodes,
+                  [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+    created = _low_latency(api, fragile, fragile)
+    assert created["status"] == "up", created
+    token = created["endpoint_token"]
+    assert call(gristmill_env, fragile, token, {"text": "a b"}, sdk=False).json()[
+        "outputs"] == {"n": 2}
+
+    # the count pool's worker dies and cannot start again: its pool gives up, and the
+    # deployment says so, naming the step, instead of staying up
+    assert call(gristmill_env, fragile, token, {"text": "die"}, sdk=False).status_code == 500
+    shown = _status_becomes(api, fragile, "creation_failed")
+    assert shown["status"] == "creation_failed", shown
+    assert shown["status_reason"].startswith(
+        f"the worker of step {fragile!r} failed: the worker keeps failing"), shown
+    refused = call(gristmill_env, fragile, token, {"text": "a"}, sdk=False)
+    assert_error(refused, 409, "is not ready (status creation_failed)")
+
+    # fixed and rolled: up again once every pool serves
+    broken.unlink()
+    updated = api.patch(f"/deployments/{fragile}", json={"description": "fixed"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "up", updated.json()
+    assert updated.json()["status_reason"] is None
+    assert call(gristmill_env, fragile, token, {"text": "a b c"}, sdk=False).json()[
+        "outputs"] == {"n": 3}
+
+
 def test_a_failing_node_fails_a_low_latency_execution(gristmill_env, api, steps,
                                                       unique) -> None:
     from tests.platform.test_deployments import call
@@ -615,6 +681,62 @@ def test_a_restarted_control_service_brings_a_low_latency_graph_up_again(tmp_pat
             shown = api.get("/deployments/chain-ll").json()
             assert shown["status"] == "up"
             assert {p["pod_id"] for p in shown["pods"]} == before
+            assert {p["status"] for p in shown["pods"]} == {"running"}
+    finally:
+        server.stop()
+
+
+def _interrupt_build(env: Any, step_name: str) -> None:
+    """Put a step back as a control service stopped mid-build leaves it: pending, with
+    no environment yet (the next start builds it again)."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from gristmill_platform.db.engine import create_engine, create_session_factory
+    from gristmill_platform.db.models.steps import Step
+
+    async def go() -> None:
+        engine = create_engine(env.settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                step = (await session.execute(select(Step).where(
+                    Step.name == step_name))).scalar_one()
+                step.status, step.environment_key = "creation_pending", None
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_control_service_starts_node_pools_once_their_step_is_built(
+        tmp_path, database) -> None:
+    from tests.conftest import start_environment
+    from tests.platform.test_deployments import call
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            _split_count_chain(api, archive)
+            token = _low_latency(api, "chain", "chain-ll")["endpoint_token"]
+    finally:
+        server.stop()
+    # the restart interrupted the build of the step "count" runs: its node pool waits for
+    # the build started again, instead of starting a worker without an environment
+    _interrupt_build(env, "count")
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            answer = call(env, "chain-ll", token, {"text": "a b c"}, sdk=False)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"] == {"n": 3}
+            assert api.get("/steps/count").json()["creation_info"]["status"] == "ready"
+            shown = api.get("/deployments/chain-ll").json()
+            assert shown["status"] == "up", shown
             assert {p["status"] for p in shown["pods"]} == {"running"}
     finally:
         server.stop()
