@@ -376,6 +376,21 @@ class KubernetesExecutor:
             obj = kind({"metadata": {"name": name, "namespace": self.cfg.namespace}}, api=api)
             await self._delete(obj, propagation_policy="Background")
 
+    async def delete_owned_workers(self, deployment_name: str) -> int:
+        """Delete every warm worker's objects that belong to the deployment by label
+        (manifests.owned_workers_selector): its variants' and graph nodes' pools too,
+        whether this process tracks them or not. How many objects were deleted."""
+        selector = manifests.owned_workers_selector(deployment_name)
+        deleted = 0
+        for kind in (Deployment, Service, PodDisruptionBudget):
+            items, _ = await self.list_objects(kind, self.cfg.namespace, selector)
+            for item in items:
+                name = str((item.get("metadata") or {}).get("name") or "")
+                if name:
+                    await self.delete_object(kind, self.cfg.namespace, name)
+                    deleted += 1
+        return deleted
+
     async def delete_worker_pod(self, deployment_name: str, pod_name: str) -> None:
         """Delete one pod of a low-latency deployment's workers, gracefully (its termination
         grace period lets it finish what it runs); its ReplicaSet starts another. Only a pod

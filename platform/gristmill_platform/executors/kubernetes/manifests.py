@@ -44,6 +44,10 @@ LABEL_EXECUTION = "gristmill.io/execution-id"
 LABEL_STEP = "gristmill.io/step"
 LABEL_PIPELINE = "gristmill.io/pipeline"
 LABEL_DEPLOYMENT = "gristmill.io/deployment"
+# On every warm worker's objects: the deployment they belong to, for a variant pipeline's
+# or a graph node's workers too (LABEL_DEPLOYMENT names their pool's key), so that deleting
+# a deployment finds them all by label, tracked by this process or not.
+LABEL_OWNER = "gristmill.io/owner"
 LABEL_IMAGE = "gristmill.io/image-digest"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -119,6 +123,17 @@ def worker_selector(deployment_name: str) -> dict[str, str]:
         LABEL_ROLE: ROLE_WORKER,
         LABEL_MODE: MODE_LOW_LATENCY,
         LABEL_DEPLOYMENT: label_value(deployment_name),
+    }
+
+
+def owned_workers_selector(deployment_name: str) -> dict[str, str]:
+    """Labels of every warm worker's objects (Deployment, Service, PodDisruptionBudget)
+    of a deployment: its own, its variant pipelines' and its graph nodes' pools."""
+    return {
+        LABEL_MANAGED_BY: "gristmill",
+        LABEL_ROLE: ROLE_WORKER,
+        LABEL_MODE: MODE_LOW_LATENCY,
+        LABEL_OWNER: label_value(deployment_name),
     }
 
 
@@ -346,6 +361,9 @@ def _worker_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
         **worker_selector(spec.deployment_name),
         LABEL_STEP: spec.step_name,
         LABEL_PIPELINE: spec.pipeline_name,
+        # a pool's key is "<deployment>" or "<deployment>@<variant or #step>"
+        # (executors/workers.py); names never hold "@"
+        LABEL_OWNER: label_value(spec.deployment_name.partition("@")[0]),
     }
     return _labels(cfg, spec.labels, ours)
 

@@ -273,6 +273,10 @@ class KubernetesWorkerPool:
             tracked.pulse()
         try:
             await self.executor.delete_worker(deployment_name)
+            if split_key(deployment_name)[1] is None:
+                # its variants' and graph nodes' workers this process never tracked (the
+                # deployment deleted before a restarted service adopted them)
+                await self.executor.delete_owned_workers(deployment_name)
         except Exception:
             log.exception("could not delete the worker of %s from the cluster", deployment_name)
 
