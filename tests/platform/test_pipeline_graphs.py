@@ -410,6 +410,65 @@ def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_e
     assert not any(folder.exists() for folder in folders)
 
 
+def test_a_multi_step_variant_runs_its_nodes_on_node_pools(gristmill_env, api, steps,
+                                                            unique) -> None:
+    from tests.platform.test_deployments import call
+
+    count_out = [{"name": "n", "node": "count", "output": "n"}]
+    chain = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", steps["count"], words={"node": "split", "output": "words"})]
+    own, variant, name = f"vown-{unique}", f"vgraph-{unique}", f"vdep-{unique}"
+    assert create(api, own, chain, count_out).status_code == 201
+    # the variant runs a step the deployment's own pipeline does not ("longest")
+    assert create(api, variant, [
+        *chain, node("pick", steps["longest"], words={"node": "split", "output": "words"})],
+        count_out).status_code == 201
+    created = _low_latency(api, own, name)
+    assert created["status"] == "up" and len(created["pods"]) == 2, created
+    own_pods = {p["pod_id"] for p in created["pods"]}
+    token = created["endpoint_token"]
+    assert api.put(f"/deployments/{name}/traffic",
+                   json={"split": {variant: 1}}).status_code == 200
+
+    for text, n in (("one two three", 3), ("four five", 2)):
+        answer = call(gristmill_env, name, token, {"text": text}, sdk=False)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Gristmill-Pipeline"] == variant
+        assert answer.json()["outputs"] == {"n": n}
+        execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+        assert execution["pipeline_name"] == variant
+        per_node = {s["name"]: s for s in execution["steps"]}
+        assert [s["status"] for s in per_node.values()] == ["Succeeded"] * 3
+    # the nodes ran on warm workers: the steps the two pipelines share on the same pools
+    assert {per_node["split"]["worker"], per_node["count"]["worker"]} == own_pods
+    assert per_node["pick"]["worker"] not in own_pods
+    assert per_node["pick"]["worker"] is not None
+    # the deployment's status and pods are its own pipeline's
+    shown = api.get(f"/deployments/{name}").json()
+    assert shown["status"] == "up" and {p["pod_id"] for p in shown["pods"]} == own_pods
+
+    # as a shadow: the own pipeline answers, the variant's copy runs on the node pools
+    assert api.put(f"/deployments/{name}/traffic",
+                   json={"shadow": [variant]}).status_code == 200
+    answer = call(gristmill_env, name, token, {"text": "a b c d"}, sdk=False)
+    assert answer.headers["X-Gristmill-Pipeline"] == own
+    assert answer.json()["outputs"] == {"n": 4}
+    deadline = time.monotonic() + 60
+    while True:
+        copies = [e for e in api.get(f"/deployments/{name}/executions").json()
+                  if e["shadow"] and e["status"] in ("Succeeded", "Failed")]
+        if copies or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(c["pipeline_name"], c["status"]) for c in copies] == [(variant, "Succeeded")]
+
+    # deleting the deployment stops the variant's node pools too
+    folder = gristmill_env.data_dir / "low-latency" / per_node["pick"]["worker"]
+    assert folder.is_dir()
+    assert api.delete(f"/deployments/{name}").status_code == 200
+    assert not folder.exists()
+
+
 COLD_CODE = '''
 import os
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.executors.deployment_logs import DeploymentRecordsFor, record_status
@@ -113,13 +115,19 @@ class GraphWorkerPools:
     async def ensure(self, deployment_name: str, *, wait_s: float,
                      restart: bool = False) -> None:
         graph = (await self._graph(deployment_name)
-                 if split_key(deployment_name)[1] is None else None)
+                 if node_step(deployment_name) is None else None)
         if graph is None:
             await self.inner.ensure(deployment_name, wait_s=wait_s, restart=restart)
             return
         self._graphs[deployment_name] = graph
         await asyncio.gather(*(self.inner.ensure(key, wait_s=0, restart=restart)
                                for key in graph.keys))
+        if split_key(deployment_name)[1] is not None:
+            # a multi-step variant pipeline (docs/rollout.md): the node pools of its steps,
+            # shared with the deployment's own where the step is the same; as any
+            # variant's workers, they say nothing of the deployment's status
+            await self._started(graph, wait_s)
+            return
         watch = self._watches.get(deployment_name)
         if watch is None or watch.task is None or watch.task.done():
             watch = _Watch()
@@ -135,6 +143,13 @@ class GraphWorkerPools:
 
     async def stop(self, deployment_name: str) -> None:
         graph = self._graphs.pop(deployment_name, None)
+        if split_key(deployment_name)[1] is not None:
+            # a variant's node pools may serve the deployment's own nodes: they stop with
+            # the deployment
+            await self.inner.stop(deployment_name)
+            return
+        for key in [k for k in self._graphs if split_key(k)[0] == deployment_name]:
+            del self._graphs[key]  # its variants' graphs: their node pools stop below
         watch = self._watches.pop(deployment_name, None)
         if watch is not None and watch.task is not None:
             watch.task.cancel()
@@ -230,14 +245,18 @@ class GraphWorkerPools:
 
     # -- multi-step pipelines -----------------------------------------------------------------
 
-    async def _graph(self, deployment_name: str) -> _Graph | None:
-        """The node pools of a low-latency deployment of a multi-step pipeline; None for
-        any other deployment."""
+    async def _graph(self, key: str) -> _Graph | None:
+        """The node pools of a low-latency deployment of a multi-step pipeline, or of a
+        multi-step variant pipeline of one (key "<deployment>@<pipeline>"); None for any
+        other."""
+        deployment_name, variant = split_key(key)
         async with self.transactions() as session:
             deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
-            pipeline = await session.get(Pipeline, deployment.pipeline_id)
+            pipeline = (await session.get(Pipeline, deployment.pipeline_id) if variant is None
+                        else await session.scalar(select(Pipeline).where(
+                            Pipeline.name == variant)))
             if pipeline is None or pipeline.graph is None:
                 return None
             steps = sorted({node["step_name"] for node in pipeline.graph["nodes"]})
@@ -245,6 +264,17 @@ class GraphWorkerPools:
             return _Graph(deployment.id, deployment.generation,
                           tuple(node_key(deployment_name, step) for step in steps),
                           tuple(step_ids))
+
+    async def _started(self, graph: _Graph, wait_s: float) -> None:
+        """Wait (at most wait_s) until none of the graph's node pools is still starting."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        delay = SETTLE_POLL_S
+        while any(self.inner.verdict(key)[0] == "starting" for key in graph.keys):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, SETTLE_POLL_MAX_S)
 
     async def _watch(self, deployment_name: str, watch: _Watch) -> None:
         """Record the deployment's status from its node pools for as long as it is known
