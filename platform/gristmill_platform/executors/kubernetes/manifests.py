@@ -35,6 +35,7 @@ from gristmill_platform.executors.kubernetes.images import (
 )
 from gristmill_platform.executors.kubernetes.naming import label_value, resource_name
 from gristmill_platform.executors.spec import LaunchSpec, Resources, WorkerSpec
+from gristmill_platform.executors.workers import split_key
 
 Manifest = dict[str, Any]
 
@@ -44,11 +45,12 @@ LABEL_EXECUTION = "gristmill.io/execution-id"
 LABEL_STEP = "gristmill.io/step"
 LABEL_PIPELINE = "gristmill.io/pipeline"
 LABEL_DEPLOYMENT = "gristmill.io/deployment"
-# On every warm worker's objects: the deployment they belong to, for a variant pipeline's
-# or a graph node's workers too (LABEL_DEPLOYMENT names their pool's key), so that deleting
-# a deployment finds them all by label, tracked by this process or not.
-LABEL_OWNER = "gristmill.io/owner"
 LABEL_IMAGE = "gristmill.io/image-digest"
+# The deployment a warm-worker object belongs to, whichever of its pools it serves (its own
+# pipeline, a variant pipeline of its traffic rule, a node of its multi-step pipeline):
+# what deleting the deployment deletes by, on every replica (executor.delete_workers_of).
+LABEL_DEPLOYMENT_NAME = "gristmill.io/deployment-name"
+LABEL_DEPLOYMENT_ID = "gristmill.io/deployment-id"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
 # Label values are cut to 63 characters; annotations keep the exact names.
@@ -126,14 +128,14 @@ def worker_selector(deployment_name: str) -> dict[str, str]:
     }
 
 
-def owned_workers_selector(deployment_name: str) -> dict[str, str]:
-    """Labels of every warm worker's objects (Deployment, Service, PodDisruptionBudget)
-    of a deployment: its own, its variant pipelines' and its graph nodes' pools."""
+def deployment_workers_selector(deployment_name: str) -> dict[str, str]:
+    """Labels of every warm-worker object (Deployment, Service, PodDisruptionBudget) of a
+    deployment: its own pipeline's, its variant pipelines' and its node pools'."""
     return {
         LABEL_MANAGED_BY: "gristmill",
         LABEL_ROLE: ROLE_WORKER,
         LABEL_MODE: MODE_LOW_LATENCY,
-        LABEL_OWNER: label_value(deployment_name),
+        LABEL_DEPLOYMENT_NAME: label_value(deployment_name),
     }
 
 
@@ -361,11 +363,18 @@ def _worker_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
         **worker_selector(spec.deployment_name),
         LABEL_STEP: spec.step_name,
         LABEL_PIPELINE: spec.pipeline_name,
-        # a pool's key is "<deployment>" or "<deployment>@<variant or #step>"
-        # (executors/workers.py); names never hold "@"
-        LABEL_OWNER: label_value(spec.deployment_name.partition("@")[0]),
     }
     return _labels(cfg, spec.labels, ours)
+
+
+def _worker_object_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
+    """The labels of the Deployment, Service and PodDisruptionBudget themselves: the pods'
+    and the owning deployment's name and id. Not on the pod template: adding them there
+    would roll every warm worker of an existing installation on upgrade, for nothing."""
+    owner = {LABEL_DEPLOYMENT_NAME: label_value(split_key(spec.deployment_name)[0])}
+    if spec.deployment_id:
+        owner[LABEL_DEPLOYMENT_ID] = label_value(spec.deployment_id)
+    return dict(sorted({**_worker_labels(spec, cfg), **owner}.items()))
 
 
 def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
@@ -440,7 +449,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": labels,
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": dict(
                 sorted({**identity, ANNOTATION_GENERATION: str(spec.generation)}.items())
             ),
@@ -485,7 +494,7 @@ def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": _worker_labels(spec, cfg),
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
         },
         "spec": {
@@ -514,7 +523,7 @@ def worker_disruption_budget(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifes
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": _worker_labels(spec, cfg),
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
         },
         "spec": {
