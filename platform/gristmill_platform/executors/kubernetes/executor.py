@@ -178,6 +178,13 @@ def _parse_rfc3339(stamp: str) -> datetime | None:
         return None
 
 
+def since_time(moment: datetime) -> str:
+    """``sinceTime`` of a log read: RFC 3339 to the second (what the API takes), rounded
+    down, so the lines of that second come again and the caller drops those it has."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_logs(text_lines: Sequence[str]) -> list[LogLine]:
     lines: list[LogLine] = []
     previous: datetime | None = None
@@ -198,8 +205,9 @@ class LogTail:
     current log file (containerLogMaxSize, 10 MiB by default), so the read ends.
     """
 
-    def __init__(self, cap_bytes: int) -> None:
+    def __init__(self, cap_bytes: int, what: str = "the pod log") -> None:
         self.cap_bytes = cap_bytes
+        self.what = what
         self.lines: collections.deque[str] = collections.deque()
         self.kept_bytes = 0
         self.dropped_bytes = 0
@@ -222,7 +230,7 @@ class LogTail:
             return lines
         total = self.dropped_bytes + self.kept_bytes
         note = (
-            f"[gristmill] the pod log was truncated: its first {self.dropped_bytes} bytes "
+            f"[gristmill] {self.what} was truncated: its first {self.dropped_bytes} bytes "
             f"({self.dropped_lines} lines) of {total} were not kept (the cap is "
             f"{self.cap_bytes} bytes, GRISTMILL_KUBERNETES_LOG_CAP_BYTES)"
         )
@@ -396,9 +404,18 @@ class KubernetesExecutor:
         return {name: problem for name, problem in problems.items() if problem}
 
     async def worker_logs(self, deployment_name: str) -> dict[str, list[LogLine]]:
-        """The logs of each current worker pod, by pod name (for deployment logs)."""
+        """The logs of each current worker pod, by pod name (for deployment logs); of
+        each, its last ``log_cap_bytes`` (``LogTail``)."""
         pods = await self._worker_pod_objects(deployment_name)
-        return {pod.name: await self._read_logs(self.cfg.namespace, pod.name) for pod in pods}
+        return {pod.name: await self.worker_pod_logs(pod.name) for pod in pods}
+
+    async def worker_pod_logs(self, pod_name: str, since: datetime | None = None
+                              ) -> list[LogLine]:
+        """One warm worker pod's log: from the second of ``since`` on (``sinceTime``, so
+        that a pod's whole log is not read again at every copy), at most its last
+        ``log_cap_bytes``, after a line saying how much was cut, if any."""
+        return await self._read_logs(self.cfg.namespace, pod_name, self.cfg.log_cap_bytes,
+                                     since=since)
 
     # -- step image builds -------------------------------------------------------------------
 
@@ -471,12 +488,19 @@ class KubernetesExecutor:
         )
 
     async def build_logs(self, handle: Handle) -> Sequence[LogLine]:
+        """The build pod's log: its last ``log_cap_bytes``, after a line saying how much
+        was cut (a build's failure is at its end)."""
         job = await self._get(Job, handle)
         uid = _raw(job).get("metadata", {}).get("uid") if job is not None else handle.get("uid")
         pod = await self._build_pod(handle, uid)
         if pod is None:
             return []
-        return await self._read_logs(handle["namespace"], pod.name)
+        return await self.build_pod_logs(handle["namespace"], pod.name)
+
+    async def build_pod_logs(self, namespace: str, pod_name: str) -> list[LogLine]:
+        """A build pod's log, capped as ``build_logs`` says (the pod named by the watch)."""
+        return await self._read_logs(namespace, pod_name, self.cfg.log_cap_bytes,
+                                     what="the build log")
 
     # -- kr8s plumbing -----------------------------------------------------------------------
 
@@ -563,21 +587,25 @@ class KubernetesExecutor:
             )
 
     async def _read_logs(
-        self, namespace: str, pod_name: str, cap_bytes: int | None = None
+        self, namespace: str, pod_name: str, cap_bytes: int | None = None, *,
+        since: datetime | None = None, what: str = "the pod log",
     ) -> list[LogLine]:
         """The pod's log, read as a stream; with ``cap_bytes``, only its last bytes are
-        kept (``LogTail``)."""
+        kept (``LogTail``); with ``since``, only from that second on."""
+        params = {"timestamps": "true"}
+        if since is not None:
+            params["sinceTime"] = since_time(since)
 
         async def read() -> list[LogLine]:
             api = await self.api()
-            tail = LogTail(cap_bytes) if cap_bytes is not None else None
+            tail = LogTail(cap_bytes, what) if cap_bytes is not None else None
             raw: list[str] = []
             async with api.call_api(
                 "GET",
                 version="v1",
                 namespace=namespace,
                 url=f"pods/{pod_name}/log",
-                params={"timestamps": "true"},
+                params=params,
                 stream=True,
             ) as response:
                 async for line in response.aiter_lines():
