@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -25,8 +26,12 @@ from gristmill_platform.deployments.worker_records import DeploymentLogWriter, d
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
+from gristmill_platform.executors.kubernetes.images import ImageBuild
 from gristmill_platform.executors.kubernetes.workers import KubernetesWorkerPool
+from gristmill_platform.executors.spec import WorkerState
 from gristmill_platform.state import AppState
+from gristmill_platform.steps.build_log import BuildLog
+from gristmill_platform.steps.image_builds import StepImages
 
 from .conftest import NAMESPACE, Emulator
 from .test_kubernetes_workers import (  # noqa: F401  (fixtures)
@@ -152,16 +157,15 @@ async def test_warm_worker_logs_are_read_since_the_last_copy_and_capped(
 ):
     deployment_id = await add_deployment(state, "api")
     emulator.add_pod("gm-ll-api-a", worker_labels("api"), RUNNING)
-    await pool.ensure("api", wait_s=0)
-    await eventually(lambda: bool(pool.pods("api")), "the pod seen")
     # 100 lines of 80 bytes: 8,000 bytes, eight times the cap
     lines = [f"2026-11-23T12:00:{n % 60:02d}.{n:06d}Z line {n:04d} " + "x" * 47
              for n in range(100)]
     lines.sort()
     emulator.serve_logs("gm-ll-api-a", "".join(f"{line}\n" for line in lines))
-    start = len(list(emulator))
+    await pool.ensure("api", wait_s=0)
+    await eventually(lambda: bool(pool.pods("api")), "the pod seen")
 
-    await pool.copy_logs("api")
+    await pool.copy_logs("api")  # (the background may have made the first copy already)
 
     stored = await deployment_logs(state, deployment_id)
     copied = [message for message in stored if message.startswith("line ")]
@@ -171,13 +175,155 @@ async def test_warm_worker_logs_are_read_since_the_last_copy_and_capped(
     assert sum(sizes[-len(copied):]) <= 1000
     note = f"[gristmill] the pod log was truncated: its first {sum(sizes[:-len(copied)])} " \
            f"bytes ({100 - len(copied)} lines) of {sum(sizes)} were not kept"
-    assert any(message.startswith(note) for message in stored)
-    [first] = log_reads(emulator, start)
-    assert "sinceTime" not in first.params  # nothing copied yet: from the start
+    assert [message for message in stored if message.startswith(note)] != []
 
-    # the next copy reads from the second of the last line copied, and adds nothing twice
+    # later copies read from the second of the last line copied, and add nothing twice
     await pool.copy_logs("api")
-    [second] = log_reads(emulator, start)[1:]
-    assert second.params["sinceTime"] == lines[-1][:19] + "Z"
-    again = await deployment_logs(state, deployment_id)
-    assert [m for m in again if m.startswith("line ")] == copied
+    first, *later = log_reads(emulator)
+    assert "sinceTime" not in first.params  # nothing copied yet: from the start
+    assert later and all(r.params["sinceTime"] == lines[-1][:19] + "Z" for r in later)
+    assert await deployment_logs(state, deployment_id) == stored
+
+
+# --- image builds ---------------------------------------------------------------------------
+
+
+def builds_following(executor: KubernetesExecutor) -> StepImages:
+    # only _follow is used here: no database, no data store
+    return StepImages(None, None, executor.cfg, executor,  # type: ignore[arg-type]
+                      poll_interval_s=0.02)
+
+
+async def no_progress() -> None:
+    return None
+
+
+def build(number: int) -> ImageBuild:
+    return ImageBuild(f"step-{number}", "python:3.12-slim", "s3://b/ctx.tar.gz",
+                      hashlib.sha256(str(number).encode()).hexdigest())
+
+
+def play_build_pod(emulator: Emulator, handle: Any, phase: str, log: str,
+                   container: dict[str, Any]) -> str:
+    """The Job controller's pod of a build: the template's labels, job-name, owned by the
+    Job's uid; its log served as the kubelet would."""
+    job = emulator.objects["batch/v1/jobs", NAMESPACE, handle["name"]]
+    pod = f"{handle['name']}-p"
+    emulator.serve_logs(pod, log)
+    emulator.add_pod(pod, {**job["spec"]["template"]["metadata"]["labels"],
+                           "job-name": handle["name"]},
+                     {"phase": phase, "containerStatuses": [{"name": "buildkit", **container}]})
+    emulator.update("v1/pods", NAMESPACE, pod, {"metadata": {"ownerReferences": [
+        {"kind": "Job", "name": handle["name"], "uid": job["metadata"]["uid"],
+         "controller": True}]}})
+    return pod
+
+
+def finish_job(emulator: Emulator, handle: Any, pod: str, code: int) -> None:
+    ended = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
+    emulator.set_pod_status(pod, {"phase": "Failed" if code else "Succeeded",
+                                  "containerStatuses": [{"name": "buildkit", "state": ended}]})
+    emulator.update("batch/v1/jobs", NAMESPACE, handle["name"], {"status": (
+        {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                                      "reason": "BackoffLimitExceeded"}]}
+        if code else {"succeeded": 1})})
+
+
+def build_requests(emulator: Emulator, start: int) -> list[Any]:
+    """Requests about build Jobs and pods since ``start``, but log reads and the creates."""
+    return [r for r in list(emulator)[start:]
+            if r.resource is not None and r.resource.plural in ("jobs", "pods")
+            and r.method.value.lower() == "get" and not str(r.url.path).endswith("/log")]
+
+
+async def test_ten_builds_are_followed_by_one_watch_of_jobs_and_one_of_pods(
+    capped: KubernetesConfig, emulator: Emulator
+):
+    executor = KubernetesExecutor(capped)
+    images = builds_following(executor)
+    handles = [await executor.submit_build(build(n)) for n in range(10)]
+    start = len(list(emulator))
+    logs = [BuildLog() for _ in handles]
+    follows = [asyncio.create_task(images._follow(handle, log, no_progress))
+               for handle, log in zip(handles, logs, strict=True)]
+    watcher = images.watcher
+    try:
+        await eventually(lambda: emulator.open_watches == 2, "watching Jobs and pods")
+        pods = [play_build_pod(emulator, handle, "Running",
+                               f"2026-11-23T12:00:01Z step {n}\n", {"state": {"running": {}}})
+                for n, handle in enumerate(handles)]
+        await eventually(lambda: all(f"step {n}" in log.lines for n, log in enumerate(logs)),
+                         "each running build's log copied in")
+        passes = watcher.pods.watches
+        for handle, pod in zip(handles, pods, strict=True):
+            finish_job(emulator, handle, pod, code=0)
+        outcomes = await asyncio.gather(*follows)
+    finally:
+        for follow in follows:
+            follow.cancel()
+
+    assert [outcome.state for outcome, _ in outcomes] == [WorkerState.SUCCEEDED] * 10
+    assert [lines for _, lines in outcomes] == [[f"step {n}"] for n in range(10)]
+    # Ten builds followed to their end: one list and one watch of Jobs, one of pods, and
+    # not one GET of a Job or list of one build's pods (before: both, every poll, per build).
+    requests = build_requests(emulator, start)
+    watches = [r for r in requests if r.params.get("watch") == "true"]
+    lists = [r for r in requests if r.params.get("watch") != "true" and r.name is None]
+    assert sorted(r.resource.plural for r in watches) == ["jobs", "pods"]
+    assert sorted(r.resource.plural for r in lists) == ["jobs", "pods"]
+    assert len(requests) == 4 and watcher.pods.watches == passes
+    assert {r.params["labelSelector"] for r in requests} == {
+        "app.kubernetes.io/managed-by=gristmill,gristmill.io/role=builder"}
+    # the watches end with the last build followed
+    await eventually(lambda: emulator.open_watches == 0, "no watch left once all ended")
+
+
+async def test_a_build_watch_lists_again_on_410_and_sees_the_end(
+    capped: KubernetesConfig, emulator: Emulator
+):
+    executor = KubernetesExecutor(capped)
+    images = builds_following(executor)
+    handle = await executor.submit_build(build(1))
+    follow = asyncio.create_task(images._follow(handle, BuildLog(), no_progress))
+    try:
+        await eventually(lambda: emulator.open_watches == 2, "watching")
+        jobs = images.watcher.jobs
+        emulator.drop_watches()  # resumed from the last version, not listed again
+        await eventually(lambda: jobs.watches == 2, "watching again")
+        assert jobs.lists == 1
+
+        emulator.compact()  # the end comes while the history is gone: 410, then a new list
+        pod = play_build_pod(emulator, handle, "Running", "", {"state": {"running": {}}})
+        finish_job(emulator, handle, pod, code=1)
+        outcome, _ = await asyncio.wait_for(follow, 30)
+    finally:
+        follow.cancel()
+    assert outcome.state == WorkerState.FAILED
+    assert outcome.reason is not None and outcome.reason.startswith("The image build failed.")
+    assert jobs.lists == 2 and len(emulator.lists("jobs")) == 2
+
+
+async def test_a_huge_build_log_keeps_its_end_after_a_line_saying_what_was_cut(
+    capped: KubernetesConfig, emulator: Emulator
+):
+    executor = KubernetesExecutor(capped)  # log_cap_bytes=1000
+    handle = await executor.submit_build(build(2))
+    lines = [f"2026-11-23T12:00:{n % 60:02d}.{n:06d}Z #{n:04d} " + "y" * 50 for n in range(100)]
+    lines.sort()
+    pod = play_build_pod(emulator, handle, "Running", "".join(f"{line}\n" for line in lines),
+                         {"state": {"running": {}}})
+    finish_job(emulator, handle, pod, code=1)
+
+    outcome, kept = await builds_following(executor)._follow(handle, BuildLog(), no_progress)
+
+    assert outcome.state == WorkerState.FAILED
+    sizes = [len(line.encode()) + 1 for line in lines]
+    tail = kept[1:]
+    assert 0 < len(tail) < 100 and sum(sizes[-len(tail):]) <= 1000
+    assert tail == [line.partition(" ")[2] for line in lines[-len(tail):]]
+    assert kept[0] == (
+        f"[gristmill] the build log was truncated: its first {sum(sizes[:-len(tail)])} "
+        f"bytes ({100 - len(tail)} lines) of {sum(sizes)} were not kept (the cap is 1000 "
+        "bytes, GRISTMILL_KUBERNETES_LOG_CAP_BYTES)")
+    # the executor's own read (a build followed again after a restart) is capped as well
+    assert [line.message for line in await executor.build_logs(handle)] == kept

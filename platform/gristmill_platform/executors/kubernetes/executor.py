@@ -33,11 +33,10 @@ from kr8s.asyncio.objects import (
 )
 
 from gristmill_platform.executors.base import Executor, LogLine
-from gristmill_platform.executors.kubernetes import apply, manifests, status
+from gristmill_platform.executors.kubernetes import apply, build_status, manifests, status
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.images import ImageBuild, step_image_ref
 from gristmill_platform.executors.spec import (
-    FailureCode,
     Handle,
     LaunchSpec,
     PollResult,
@@ -446,46 +445,18 @@ class KubernetesExecutor:
         }
 
     async def poll_build(self, handle: Handle) -> PollResult:
+        """One build's state, read from the API (the build watch reads every build's from
+        its cache instead); judged by ``build_status.build_outcome``."""
         job = await self._get(Job, handle)
         if job is None:
             return status.missing_pod_outcome()
-        job_status = _raw(job).get("status") or {}
-        if job_status.get("succeeded"):
+        if (_raw(job).get("status") or {}).get("succeeded"):
             return PollResult(WorkerState.SUCCEEDED, exit_code=0)
         pod = await self._build_pod(handle, _raw(job).get("metadata", {}).get("uid"))
-        failed = next(
-            (
-                condition
-                for condition in job_status.get("conditions") or []
-                if condition.get("type") == "Failed" and condition.get("status") == "True"
-            ),
-            None,
-        )
-        if failed is not None and failed.get("reason") == "DeadlineExceeded":
-            return PollResult(
-                WorkerState.FAILED,
-                reason=f"The image build took longer than {self.cfg.build_timeout_s} s.",
-                code=FailureCode.DEADLINE_EXCEEDED,
-            )
-        if failed is not None or job_status.get("failed"):
-            outcome = status.pod_outcome(_raw(pod)) if pod is not None else None
-            if outcome is not None and outcome.state == WorkerState.FAILED:
-                return PollResult(
-                    WorkerState.FAILED,
-                    reason=f"The image build failed. {outcome.reason}",
-                    exit_code=outcome.exit_code,
-                    code=outcome.code,
-                )
-            return PollResult(
-                WorkerState.FAILED,
-                reason="The image build failed; its logs say why.",
-                code=FailureCode.UNKNOWN,
-            )
-        if pod is None:
-            return PollResult(WorkerState.PENDING)
-        return status.pod_outcome(
-            _raw(pod), now=self._clock(), unschedulable_timeout_s=self.cfg.unschedulable_timeout_s
-        )
+        return build_status.build_outcome(
+            _raw(job), _raw(pod) if pod is not None else None, now=self._clock(),
+            build_timeout_s=self.cfg.build_timeout_s,
+            unschedulable_timeout_s=self.cfg.unschedulable_timeout_s)
 
     async def build_logs(self, handle: Handle) -> Sequence[LogLine]:
         """The build pod's log: its last ``log_cap_bytes``, after a line saying how much
@@ -716,28 +687,12 @@ class KubernetesExecutor:
         return sorted(matching, key=lambda pod: pod.name)
 
     async def _build_pod(self, handle: Handle, job_uid: str | None) -> APIObject | None:
-        """The newest pod of the build Job. A Job replaced under the same name (a new
-        attempt after a failure) may still have the old Job's pods around until the
-        garbage collector removes them: a pod owned by another Job uid is not this one's."""
-        pods = [
-            pod
-            for pod in await self._list_pods(handle["namespace"], {"job-name": handle["name"]})
-            if _has_labels(_raw(pod), {"job-name": handle["name"]})
-            and _owned_by(_raw(pod), job_uid)
-        ]
-        return max(
-            pods,
-            key=lambda pod: _raw(pod).get("metadata", {}).get("creationTimestamp", ""),
-            default=None,
-        )
-
-
-def _owned_by(raw: Mapping[str, Any], job_uid: str | None) -> bool:
-    owners = (raw.get("metadata") or {}).get("ownerReferences") or []
-    jobs = [owner for owner in owners if owner.get("kind") == "Job"]
-    if job_uid is None or not jobs:  # nothing to tell them apart by
-        return True
-    return any(owner.get("uid") == job_uid for owner in jobs)
+        """The newest pod of the build Job (``build_status.newest_build_pod``)."""
+        pods = {pod.name: pod for pod in await self._list_pods(
+            handle["namespace"], {build_status.JOB_NAME_LABEL: handle["name"]})}
+        newest = build_status.newest_build_pod(
+            [_raw(pod) for pod in pods.values()], handle["name"], job_uid)
+        return pods[newest["metadata"]["name"]] if newest is not None else None
 
 
 def _job_failed(raw: Mapping[str, Any]) -> bool:

@@ -92,6 +92,7 @@ class PodInformer:
         self.list_starts = 0
         self.lists = 0
         self.watches = 0  # watches opened, for the logs and the tests
+        self.failures = 0  # failed lists or watches in a row (410 Gone is not one)
         self.synced = asyncio.Event()
         self.resource_version = ""
         self._task: asyncio.Task[None] | None = None
@@ -112,7 +113,7 @@ class PodInformer:
         while True:
             try:
                 await self._list()
-                failures = 0
+                failures = self.failures = 0
                 while True:  # resume from the last version until it expires
                     await self._watch()
             except asyncio.CancelledError:
@@ -122,6 +123,7 @@ class PodInformer:
                          self.kind.endpoint, self.namespace)
             except Exception as error:
                 failures += 1
+                self.failures = failures
                 delay = relist_delay(failures)
                 log.warning("the watch of %s in %s failed (%s); listing again in %.1f s",
                             self.kind.endpoint, self.namespace, _describe(error), delay)
