@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import kr8s
 import pytest
+from kr8s.asyncio.objects import Pod
 
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
@@ -665,3 +666,95 @@ async def test_the_sweeper_runs_at_start_up_unless_turned_off(
         await eventually(lambda: len(emulator.lists("jobs")) == 1, "a sweep at start-up")
     finally:
         await on.shutdown()
+
+
+# --- two replicas, two sweepers -------------------------------------------------------------
+
+
+async def test_two_replicas_sweeping_at_once_spare_live_pods_and_clean_an_orphan_once(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    from gristmill_platform.executors.kubernetes.sweeper import ANNOTATION_SWEPT
+
+    keepers = [LogKeeper(), LogKeeper()]
+    # two control-service replicas: their own API clients, their own followed pods, one
+    # database (the live executions)
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    launched_by_a = await a.submit(launch("running-on-a"))
+    launched_by_b = await b.submit(launch("pending-on-b"))
+    emulator.set_pod_status(launched_by_a["name"], RUNNING, node="node-a")
+    orphans = [await a.submit(launch(f"ended-{n}")) for n in range(5)]
+    for orphan in orphans:
+        emulator.set_pod_status(orphan["name"], terminated(0))
+        emulator.serve_logs(orphan["name"], "2026-11-23T12:00:01Z last words\n")
+    live = {"running-on-a", "pending-on-b"}
+    sweepers = [sweeper_for(a, live, followed=("running-on-a",)),
+                sweeper_for(b, live, followed=("pending-on-b",))]
+    sweepers[0].replica, sweepers[1].replica = "replica-a", "replica-b"
+    clock[0] = NOW + timedelta(seconds=5 + fast_config.sweep_grace_s)
+
+    removed: list[str] = []
+    for _ in range(3):  # both at once, again and again
+        for found in await asyncio.gather(*(sweeper.sweep() for sweeper in sweepers)):
+            removed += found
+
+    # every orphan cleaned up once, by one replica or the other, its log kept once
+    assert sorted(removed) == sorted(f"Pod/{orphan['name']}" for orphan in orphans)
+    kept = [execution_id for keeper in keepers for execution_id in keeper.kept]
+    assert sorted(kept) == sorted(f"ended-{n}" for n in range(5))
+    assert not any(emulator.has("v1/pods", orphan["name"]) for orphan in orphans)
+    # the live executions' pods stay, whichever replica launched them
+    assert emulator.has("v1/pods", launched_by_a["name"])
+    assert emulator.has("v1/pods", launched_by_b["name"])
+    # each cleanup was claimed first, by exactly the replica that did it
+    claims = [r for r in emulator.sent("PATCH", "pods")
+              if ANNOTATION_SWEPT in ((r.data or {}).get("metadata") or {}).get("annotations", {})]
+    assert len([r for r in claims if r.name in {o["name"] for o in orphans}]) >= 5
+
+
+async def test_a_pod_claimed_by_another_replica_is_left_to_it_unless_that_claim_is_stale(
+    fast: KubernetesExecutor, emulator: Emulator, clock: list[datetime], log_keeper: LogKeeper
+):
+    from gristmill_platform.executors.kubernetes.sweeper import (
+        ANNOTATION_SWEPT,
+        claimed_by_another,
+    )
+
+    pod = await fast.submit(launch("ended"))
+    emulator.set_pod_status(pod["name"], terminated(0))
+    grace = fast.cfg.sweep_grace_s
+    now = NOW + timedelta(seconds=5 + grace)
+    clock[0] = now
+    # another replica claimed it a moment ago: it is cleaning it up
+    emulator.update("v1/pods", NAMESPACE, pod["name"], {"metadata": {"annotations": {
+        ANNOTATION_SWEPT: f"replica-b {(now - timedelta(seconds=1)).isoformat()}"}}})
+    sweeper = sweeper_for(fast, live=set())
+    assert await sweeper.sweep() == [] and emulator.has("v1/pods", pod["name"])
+    # ... and died: past the grace, its claim no longer holds
+    clock[0] = now + timedelta(seconds=grace)
+    assert await sweeper.sweep() == [f"Pod/{pod['name']}"]
+    assert "ended" in log_keeper.kept
+
+    orphan = candidate("Pod", {"metadata": {
+        "name": "p", "labels": dict(ELASTIC), "resourceVersion": "7", "annotations": {
+            "gristmill.io/execution-id": "e", ANNOTATION_SWEPT: f"b {NOW.isoformat()}"}}})
+    assert orphan is not None and orphan.resource_version == "7"
+    assert claimed_by_another(orphan, "a", NOW + timedelta(seconds=59), 60)
+    assert not claimed_by_another(orphan, "a", NOW + timedelta(seconds=60), 60)
+    assert not claimed_by_another(orphan, "b", NOW, 60)  # its own claim
+    garbled = candidate("Pod", {"metadata": {"name": "p", "labels": dict(ELASTIC), "annotations": {
+        "gristmill.io/execution-id": "e", ANNOTATION_SWEPT: "not a claim"}}})
+    assert garbled is not None and garbled.swept_by is None
+
+
+async def test_a_claim_fails_when_the_pod_changed_since_it_was_listed(
+    fast: KubernetesExecutor, emulator: Emulator
+):
+    pod = await fast.submit(launch("a"))
+    listed = emulator.pod(pod["name"])["metadata"]["resourceVersion"]
+    assert await fast.claim(Pod, NAMESPACE, pod["name"], listed, {"x": "1"})
+    # the first claim changed it: a second one from the same listing loses
+    assert not await fast.claim(Pod, NAMESPACE, pod["name"], listed, {"x": "2"})
+    assert emulator.pod(pod["name"])["metadata"]["annotations"]["x"] == "1"
+    assert not await fast.claim(Pod, NAMESPACE, "gm-exec-gone", "1", {"x": "1"})

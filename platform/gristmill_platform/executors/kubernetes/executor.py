@@ -628,6 +628,26 @@ class KubernetesExecutor:
                 return items, version
             params["continue"] = metadata["continue"]
 
+    async def claim(self, kind: type[APIObject], namespace: str, name: str,
+                    resource_version: str, annotations: Mapping[str, str]) -> bool:
+        """Annotate an object only if it is still at ``resource_version`` (optimistic
+        concurrency: the API server refuses with 409 Conflict a patch whose
+        resourceVersion is not the object's). False when it changed, or is gone: someone
+        else (another replica) may have claimed it."""
+        api = await self.api()
+        obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
+        patch = {"metadata": {"resourceVersion": resource_version,
+                              "annotations": dict(annotations)}}
+        try:
+            await self._retrying(lambda: obj.patch(patch), f"claim {kind.kind} {name}")
+        except kr8s.NotFoundError:
+            return False
+        except kr8s.ServerError as error:
+            if _status_code(error) in (404, 409):
+                return False
+            raise
+        return True
+
     async def delete_object(self, kind: type[APIObject], namespace: str, name: str) -> None:
         """Delete one object (and, in the background, what it owns); gone already is fine."""
         api = await self.api()

@@ -14,6 +14,18 @@ Pods are deleted through the executor's cleanup, so the log lines the runner cou
 send are still kept for an execution that exists. Warm workers of low-latency deployments
 (another mode; their Deployment owns them) are never touched, nor build Jobs, nor anything
 without an execution annotation.
+
+Every control-service replica runs its own sweeper, and that is safe by construction: what
+decides is the database all replicas share (is the execution pending or running?), never
+what one replica follows in memory, so a replica never deletes the pod of a live execution
+another replica launched. The one thing two sweepers could do together is clean the same
+orphan at once, each keeping its unsent log lines (twice). So before cleaning a pod, a
+sweeper claims it: it annotates the pod (``gristmill.io/swept-by``) with a patch that
+carries the resourceVersion it listed, which the API server refuses (409 Conflict) if the
+pod changed since, e.g. because another replica claimed it first. A pod claimed by another
+replica less than ``sweep_grace_s`` ago is left to it; one whose claimer died is claimed
+again after that. No Lease is needed: there is nothing to elect, only one write to win,
+and N replicas cost N lists every ``sweep_interval_s``.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +48,8 @@ log = logging.getLogger("gristmill.executors.kubernetes.sweeper")
 
 # ids -> those of live (pending or running) executions
 LiveExecutions = Callable[[Sequence[str]], Awaitable[set[str]]]
+# "<replica> <ISO time>": who is cleaning an orphaned pod up, since when
+ANNOTATION_SWEPT = "gristmill.io/swept-by"
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,8 @@ class Orphan:
     name: str
     execution_id: str
     finished_at: datetime | None
+    resource_version: str = ""  # as listed: the claim's precondition
+    swept_by: tuple[str, datetime] | None = None  # a claim already on it
 
 
 def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
@@ -62,7 +79,18 @@ def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
     ):
         return None
     return Orphan(kind, str(metadata.get("namespace") or ""), str(metadata["name"]),
-                  str(execution_id), _finished_at(raw))
+                  str(execution_id), _finished_at(raw),
+                  str(metadata.get("resourceVersion") or ""),
+                  _claim(annotations.get(ANNOTATION_SWEPT)))
+
+
+def claimed_by_another(orphan: Orphan, replica: str, now: datetime, grace_s: float) -> bool:
+    """Whether another replica claimed the orphan recently enough to be still cleaning it
+    up (pure); a claim older than the grace is of a replica that died meanwhile."""
+    if orphan.swept_by is None:
+        return False
+    who, when = orphan.swept_by
+    return who != replica and now - when < timedelta(seconds=grace_s)
 
 
 def due(orphan: Orphan, first_seen: datetime, now: datetime, grace_s: float) -> bool:
@@ -79,8 +107,11 @@ class OrphanSweeper:
         executor: KubernetesExecutor,
         live: LiveExecutions,
         followed: Callable[[], Collection[str]] = tuple,
+        replica: str | None = None,
     ) -> None:
         self.executor = executor
+        # this process, in the claims it writes (any unique name; a fresh one per start)
+        self.replica = replica or uuid.uuid4().hex[:12]
         self.live = live
         self.followed = followed
         self.interval_s = executor.cfg.sweep_interval_s
@@ -107,10 +138,14 @@ class OrphanSweeper:
                 continue
             current.add(key)
             first_seen = self._first_seen.setdefault(key, now)
-            if not due(orphan, first_seen, now, self.grace_s):
+            if not due(orphan, first_seen, now, self.grace_s) or \
+                    claimed_by_another(orphan, self.replica, now, self.grace_s):
                 continue
             try:
-                await self._remove(orphan)
+                if not await self._remove(orphan, now):
+                    log.info("orphan sweeper: %s %s is being cleaned up by another replica",
+                             orphan.kind, orphan.name)
+                    continue
             except Exception:
                 log.warning("could not delete the orphaned %s %s; next sweep",
                             orphan.kind, orphan.name, exc_info=True)
@@ -124,15 +159,23 @@ class OrphanSweeper:
                             if key in current}
         return removed
 
-    async def _remove(self, orphan: Orphan) -> None:
+    async def _remove(self, orphan: Orphan, now: datetime) -> bool:
+        """Clean the orphan up; False when another replica claimed it first."""
         if orphan.kind == "Pod":
+            claim = f"{self.replica} {now.isoformat()}"
+            if not await self.executor.claim(Pod, orphan.namespace, orphan.name,
+                                             orphan.resource_version,
+                                             {ANNOTATION_SWEPT: claim}):
+                return False
             # the log sink first (lines the runner could not send), then the delete
             await self.executor.cleanup({
                 "backend": BACKEND, "kind": "Pod", "namespace": orphan.namespace,
                 "name": orphan.name, "execution_id": orphan.execution_id,
             })
-            return
+            return True
+        # a Job has no log to keep: deleting it twice is harmless (404 is fine)
         await self.executor.delete_object(Job, orphan.namespace, orphan.name)
+        return True
 
     def start(self) -> None:
         if self.interval_s and self.interval_s > 0:
@@ -165,6 +208,14 @@ def _finished_at(raw: Mapping[str, Any]) -> datetime | None:
     parsed = [_parse(value) for value in times if isinstance(value, str)]
     found = [value for value in parsed if value is not None]
     return max(found) if found else None
+
+
+def _claim(value: object) -> tuple[str, datetime] | None:
+    if not isinstance(value, str):
+        return None
+    who, _, when = value.partition(" ")
+    parsed = _parse(when) if who and when else None
+    return (who, parsed) if parsed is not None else None
 
 
 def _parse(value: str) -> datetime | None:
