@@ -27,12 +27,18 @@ from kr8s.asyncio.objects import Pod
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.executor import (
+    ANNOTATION_CLEANING,
     KubernetesExecutor,
     KubernetesExecutorError,
     retry_after_s,
     retry_delay,
 )
-from gristmill_platform.executors.kubernetes.sweeper import OrphanSweeper, candidate, due
+from gristmill_platform.executors.kubernetes.sweeper import (
+    OrphanSweeper,
+    candidate,
+    claimed_by_another,
+    due,
+)
 from gristmill_platform.executors.kubernetes.watcher import (
     MAX_ATTEMPTS,
     PodWatcher,
@@ -668,19 +674,18 @@ async def test_the_sweeper_runs_at_start_up_unless_turned_off(
         await on.shutdown()
 
 
-# --- two replicas, two sweepers -------------------------------------------------------------
+# --- two replicas ---------------------------------------------------------------------------
 
 
 async def test_two_replicas_sweeping_at_once_spare_live_pods_and_clean_an_orphan_once(
     fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
 ):
-    from gristmill_platform.executors.kubernetes.sweeper import ANNOTATION_SWEPT
-
     keepers = [LogKeeper(), LogKeeper()]
     # two control-service replicas: their own API clients, their own followed pods, one
     # database (the live executions)
     a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
             for keeper in keepers]
+    a.replica, b.replica = "replica-a", "replica-b"
     launched_by_a = await a.submit(launch("running-on-a"))
     launched_by_b = await b.submit(launch("pending-on-b"))
     emulator.set_pod_status(launched_by_a["name"], RUNNING, node="node-a")
@@ -691,7 +696,6 @@ async def test_two_replicas_sweeping_at_once_spare_live_pods_and_clean_an_orphan
     live = {"running-on-a", "pending-on-b"}
     sweepers = [sweeper_for(a, live, followed=("running-on-a",)),
                 sweeper_for(b, live, followed=("pending-on-b",))]
-    sweepers[0].replica, sweepers[1].replica = "replica-a", "replica-b"
     clock[0] = NOW + timedelta(seconds=5 + fast_config.sweep_grace_s)
 
     removed: list[str] = []
@@ -707,45 +711,86 @@ async def test_two_replicas_sweeping_at_once_spare_live_pods_and_clean_an_orphan
     # the live executions' pods stay, whichever replica launched them
     assert emulator.has("v1/pods", launched_by_a["name"])
     assert emulator.has("v1/pods", launched_by_b["name"])
-    # each cleanup was claimed first, by exactly the replica that did it
-    claims = [r for r in emulator.sent("PATCH", "pods")
-              if ANNOTATION_SWEPT in ((r.data or {}).get("metadata") or {}).get("annotations", {})]
-    assert len([r for r in claims if r.name in {o["name"] for o in orphans}]) >= 5
 
 
-async def test_a_pod_claimed_by_another_replica_is_left_to_it_unless_that_claim_is_stale(
+async def test_two_replicas_following_the_same_ended_pod_keep_its_log_once(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    # after a restart every replica adopts every active execution: both see its pod end
+    keepers = [LogKeeper(), LogKeeper()]
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    handles = [await a.submit(launch(f"e-{n}")) for n in range(5)]
+    for handle in handles:
+        emulator.set_pod_status(handle["name"], terminated(0))
+        emulator.serve_logs(handle["name"], "2026-11-23T12:00:01Z last words\n")
+
+    await asyncio.gather(*(replica.cleanup(handle) for handle in handles for replica in (a, b)))
+
+    kept = [execution_id for keeper in keepers for execution_id in keeper.kept]
+    assert sorted(kept) == [f"e-{n}" for n in range(5)]
+    assert not any(emulator.has("v1/pods", handle["name"]) for handle in handles)
+
+
+async def test_a_cleanup_claim_holds_through_a_retry_and_expires_with_its_replica(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    keepers = [LogKeeper(), LogKeeper()]
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    handle = await a.submit(launch("e"))
+    emulator.set_pod_status(handle["name"], terminated(0))
+    emulator.serve_logs(handle["name"], "2026-11-23T12:00:01Z last words\n")
+    keepers[0].fail = True  # a's database is down: a claimed the pod, kept nothing
+    with pytest.raises(OSError):
+        await a.cleanup(handle)
+    assert emulator.pod(handle["name"])["metadata"]["annotations"][ANNOTATION_CLEANING] \
+        .startswith(f"{a.replica} ")
+    assert not await b.cleanup_claimed(handle)  # a is on it: b leaves the pod to a
+    assert emulator.has("v1/pods", handle["name"]) and keepers[1].kept == {}
+    keepers[0].fail = False
+    assert await a.cleanup_claimed(handle)  # a's retry: its own claim
+    assert list(keepers[0].kept) == ["e"] and not emulator.has("v1/pods", handle["name"])
+
+    # a replica that claimed a pod and died: after the grace, another takes it over
+    other = await a.submit(launch("f"))
+    emulator.update("v1/pods", NAMESPACE, other["name"], {"metadata": {"annotations": {
+        ANNOTATION_CLEANING: f"replica-gone {NOW.isoformat()}"}}})
+    assert not await b.cleanup_claimed(other)
+    clock[0] = NOW + timedelta(seconds=fast_config.sweep_grace_s)
+    assert await b.cleanup_claimed(other)
+    assert "f" in keepers[1].kept
+
+
+async def test_the_sweeper_leaves_a_pod_another_replica_is_cleaning_up(
     fast: KubernetesExecutor, emulator: Emulator, clock: list[datetime], log_keeper: LogKeeper
 ):
-    from gristmill_platform.executors.kubernetes.sweeper import (
-        ANNOTATION_SWEPT,
-        claimed_by_another,
-    )
-
     pod = await fast.submit(launch("ended"))
     emulator.set_pod_status(pod["name"], terminated(0))
     grace = fast.cfg.sweep_grace_s
     now = NOW + timedelta(seconds=5 + grace)
     clock[0] = now
-    # another replica claimed it a moment ago: it is cleaning it up
     emulator.update("v1/pods", NAMESPACE, pod["name"], {"metadata": {"annotations": {
-        ANNOTATION_SWEPT: f"replica-b {(now - timedelta(seconds=1)).isoformat()}"}}})
+        ANNOTATION_CLEANING: f"replica-b {(now - timedelta(seconds=1)).isoformat()}"}}})
     sweeper = sweeper_for(fast, live=set())
+    start = len(list(emulator))
     assert await sweeper.sweep() == [] and emulator.has("v1/pods", pod["name"])
+    # not even tried: no claim was sent
+    assert [r for r in list(emulator)[start:] if r.method.value.lower() == "patch"] == []
     # ... and died: past the grace, its claim no longer holds
     clock[0] = now + timedelta(seconds=grace)
     assert await sweeper.sweep() == [f"Pod/{pod['name']}"]
     assert "ended" in log_keeper.kept
 
-    orphan = candidate("Pod", {"metadata": {
-        "name": "p", "labels": dict(ELASTIC), "resourceVersion": "7", "annotations": {
-            "gristmill.io/execution-id": "e", ANNOTATION_SWEPT: f"b {NOW.isoformat()}"}}})
-    assert orphan is not None and orphan.resource_version == "7"
+    orphan = candidate("Pod", {"metadata": {"name": "p", "labels": dict(ELASTIC), "annotations": {
+        "gristmill.io/execution-id": "e", ANNOTATION_CLEANING: f"b {NOW.isoformat()}"}}})
+    assert orphan is not None
     assert claimed_by_another(orphan, "a", NOW + timedelta(seconds=59), 60)
     assert not claimed_by_another(orphan, "a", NOW + timedelta(seconds=60), 60)
     assert not claimed_by_another(orphan, "b", NOW, 60)  # its own claim
     garbled = candidate("Pod", {"metadata": {"name": "p", "labels": dict(ELASTIC), "annotations": {
-        "gristmill.io/execution-id": "e", ANNOTATION_SWEPT: "not a claim"}}})
-    assert garbled is not None and garbled.swept_by is None
+        "gristmill.io/execution-id": "e", ANNOTATION_CLEANING: "not a claim"}}})
+    assert garbled is not None and garbled.cleaned_by is None
 
 
 async def test_a_claim_fails_when_the_pod_changed_since_it_was_listed(

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import random
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -50,6 +51,10 @@ T = TypeVar("T")
 
 # A Retry-After longer than this is not waited for within one call (the caller retries).
 MAX_RETRY_AFTER_S = 120.0
+# "<replica> <ISO time>" on a pod being cleaned up: which control-service process keeps
+# its log and deletes it (two replicas following the same pod must not both keep it).
+ANNOTATION_CLEANING = "gristmill.io/cleaned-by"
+CLAIM_ATTEMPTS = 3
 
 LogSink = Callable[[Handle, Sequence[LogLine]], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -260,6 +265,8 @@ class KubernetesExecutor:
         self._log_sink = log_sink
         self._clock = clock
         self._connecting = asyncio.Lock()
+        # this process, in the cleanup claims it writes (unique; a fresh one per start)
+        self.replica = uuid.uuid4().hex[:12]
 
     def now(self) -> datetime:
         return self._clock()
@@ -338,17 +345,52 @@ class KubernetesExecutor:
 
         The log is read as a stream, of which the last ``log_cap_bytes`` are kept (and a
         first line saying how much was cut). If the sink fails the pod is kept, so the logs
-        can still be read on a retry.
+        can still be read on a retry. A pod another replica is cleaning up is left to it
+        (``cleanup_claimed``).
+        """
+        await self.cleanup_claimed(handle)
+
+    async def cleanup_claimed(self, handle: Handle) -> bool:
+        """``cleanup``; False when another control-service replica claimed the pod first.
+
+        Several replicas may follow the same pod (each adopts every active execution at
+        start-up; the orphan sweepers of all see every pod), so before its log is kept the
+        pod is claimed: annotated with this replica's name by a patch carrying the
+        resourceVersion just read, which the API server refuses (409) if the pod changed
+        since. A fresh claim of another replica (younger than ``sweep_grace_s``) is left
+        alone; an older one is of a replica that died mid-cleanup, and is taken over.
         """
         pod = await self._get(Pod, handle)
         if pod is None:
-            return
+            return True
         if self._log_sink is not None:
+            if not await self._claim_cleanup(pod, handle):
+                return False
             lines = await self._read_logs(
                 handle["namespace"], handle["name"], self.cfg.log_cap_bytes
             )
             await self._log_sink(handle, lines)
         await self._delete(pod)
+        return True
+
+    async def _claim_cleanup(self, pod: APIObject, handle: Handle) -> bool:
+        for _ in range(CLAIM_ATTEMPTS):
+            metadata = _raw(pod).get("metadata") or {}
+            now = self._clock()
+            held = parse_claim((metadata.get("annotations") or {}).get(ANNOTATION_CLEANING))
+            if held is not None and held[0] == self.replica:
+                return True  # ours: a retry after a failed sink
+            if held is not None and claim_is_fresh(held, now, self.cfg.sweep_grace_s):
+                return False
+            if await self.claim(Pod, handle["namespace"], handle["name"],
+                                str(metadata.get("resourceVersion") or ""),
+                                {ANNOTATION_CLEANING: f"{self.replica} {now.isoformat()}"}):
+                return True
+            fresh = await self._get(Pod, handle)  # changed meanwhile: look again
+            if fresh is None:
+                return False
+            pod = fresh
+        return False
 
     # -- low-latency deployments -------------------------------------------------------------
 
@@ -721,6 +763,25 @@ def _job_failed(raw: Mapping[str, Any]) -> bool:
         condition.get("type") == "Failed" and condition.get("status") == "True"
         for condition in job_status.get("conditions") or []
     )
+
+
+def parse_claim(value: object) -> tuple[str, datetime] | None:
+    """A cleanup claim (``ANNOTATION_CLEANING``): the replica and when, or None."""
+    if not isinstance(value, str):
+        return None
+    who, _, when = value.partition(" ")
+    if not who or not when:
+        return None
+    try:
+        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return who, moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def claim_is_fresh(claim: tuple[str, datetime], now: datetime, grace_s: float) -> bool:
+    """Whether the replica that claimed a cleanup may still be doing it (pure)."""
+    return now - claim[1] < timedelta(seconds=grace_s)
 
 
 def _raw(obj: APIObject) -> dict[str, Any]:

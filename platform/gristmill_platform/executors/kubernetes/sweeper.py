@@ -18,14 +18,13 @@ without an execution annotation.
 Every control-service replica runs its own sweeper, and that is safe by construction: what
 decides is the database all replicas share (is the execution pending or running?), never
 what one replica follows in memory, so a replica never deletes the pod of a live execution
-another replica launched. The one thing two sweepers could do together is clean the same
-orphan at once, each keeping its unsent log lines (twice). So before cleaning a pod, a
-sweeper claims it: it annotates the pod (``gristmill.io/swept-by``) with a patch that
-carries the resourceVersion it listed, which the API server refuses (409 Conflict) if the
-pod changed since, e.g. because another replica claimed it first. A pod claimed by another
-replica less than ``sweep_grace_s`` ago is left to it; one whose claimer died is claimed
-again after that. No Lease is needed: there is nothing to elect, only one write to win,
-and N replicas cost N lists every ``sweep_interval_s``.
+another replica launched. The one thing two sweepers (or a sweeper and a watcher) could do
+together is clean the same pod at once, each keeping its unsent log lines (twice): the
+executor's cleanup claims the pod first (``KubernetesExecutor.cleanup_claimed``: an
+annotation patched with the resourceVersion just read, 409 Conflict for the loser), and a
+pod listed with a fresh claim of another replica is not even tried. No Lease is needed:
+there is nothing to elect, only one write to win, and N replicas cost N lists every
+``sweep_interval_s``.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,14 +40,18 @@ from typing import Any
 from kr8s.asyncio.objects import Job, Pod
 
 from gristmill_platform.executors.kubernetes import manifests
-from gristmill_platform.executors.kubernetes.executor import BACKEND, KubernetesExecutor
+from gristmill_platform.executors.kubernetes.executor import (
+    ANNOTATION_CLEANING,
+    BACKEND,
+    KubernetesExecutor,
+    claim_is_fresh,
+    parse_claim,
+)
 
 log = logging.getLogger("gristmill.executors.kubernetes.sweeper")
 
 # ids -> those of live (pending or running) executions
 LiveExecutions = Callable[[Sequence[str]], Awaitable[set[str]]]
-# "<replica> <ISO time>": who is cleaning an orphaned pod up, since when
-ANNOTATION_SWEPT = "gristmill.io/swept-by"
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,7 @@ class Orphan:
     name: str
     execution_id: str
     finished_at: datetime | None
-    resource_version: str = ""  # as listed: the claim's precondition
-    swept_by: tuple[str, datetime] | None = None  # a claim already on it
+    cleaned_by: tuple[str, datetime] | None = None  # a cleanup claim already on it
 
 
 def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
@@ -80,17 +81,14 @@ def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
         return None
     return Orphan(kind, str(metadata.get("namespace") or ""), str(metadata["name"]),
                   str(execution_id), _finished_at(raw),
-                  str(metadata.get("resourceVersion") or ""),
-                  _claim(annotations.get(ANNOTATION_SWEPT)))
+                  parse_claim(annotations.get(ANNOTATION_CLEANING)))
 
 
 def claimed_by_another(orphan: Orphan, replica: str, now: datetime, grace_s: float) -> bool:
-    """Whether another replica claimed the orphan recently enough to be still cleaning it
-    up (pure); a claim older than the grace is of a replica that died meanwhile."""
-    if orphan.swept_by is None:
-        return False
-    who, when = orphan.swept_by
-    return who != replica and now - when < timedelta(seconds=grace_s)
+    """Whether another replica claimed the orphan's cleanup recently enough to be still
+    doing it (pure); a claim older than the grace is of a replica that died meanwhile."""
+    return orphan.cleaned_by is not None and orphan.cleaned_by[0] != replica \
+        and claim_is_fresh(orphan.cleaned_by, now, grace_s)
 
 
 def due(orphan: Orphan, first_seen: datetime, now: datetime, grace_s: float) -> bool:
@@ -107,11 +105,8 @@ class OrphanSweeper:
         executor: KubernetesExecutor,
         live: LiveExecutions,
         followed: Callable[[], Collection[str]] = tuple,
-        replica: str | None = None,
     ) -> None:
         self.executor = executor
-        # this process, in the claims it writes (any unique name; a fresh one per start)
-        self.replica = replica or uuid.uuid4().hex[:12]
         self.live = live
         self.followed = followed
         self.interval_s = executor.cfg.sweep_interval_s
@@ -139,10 +134,10 @@ class OrphanSweeper:
             current.add(key)
             first_seen = self._first_seen.setdefault(key, now)
             if not due(orphan, first_seen, now, self.grace_s) or \
-                    claimed_by_another(orphan, self.replica, now, self.grace_s):
+                    claimed_by_another(orphan, self.executor.replica, now, self.grace_s):
                 continue
             try:
-                if not await self._remove(orphan, now):
+                if not await self._remove(orphan):
                     log.info("orphan sweeper: %s %s is being cleaned up by another replica",
                              orphan.kind, orphan.name)
                     continue
@@ -159,20 +154,14 @@ class OrphanSweeper:
                             if key in current}
         return removed
 
-    async def _remove(self, orphan: Orphan, now: datetime) -> bool:
+    async def _remove(self, orphan: Orphan) -> bool:
         """Clean the orphan up; False when another replica claimed it first."""
         if orphan.kind == "Pod":
-            claim = f"{self.replica} {now.isoformat()}"
-            if not await self.executor.claim(Pod, orphan.namespace, orphan.name,
-                                             orphan.resource_version,
-                                             {ANNOTATION_SWEPT: claim}):
-                return False
-            # the log sink first (lines the runner could not send), then the delete
-            await self.executor.cleanup({
+            # claimed, the log sink (lines the runner could not send), then the delete
+            return await self.executor.cleanup_claimed({
                 "backend": BACKEND, "kind": "Pod", "namespace": orphan.namespace,
                 "name": orphan.name, "execution_id": orphan.execution_id,
             })
-            return True
         # a Job has no log to keep: deleting it twice is harmless (404 is fine)
         await self.executor.delete_object(Job, orphan.namespace, orphan.name)
         return True
@@ -208,14 +197,6 @@ def _finished_at(raw: Mapping[str, Any]) -> datetime | None:
     parsed = [_parse(value) for value in times if isinstance(value, str)]
     found = [value for value in parsed if value is not None]
     return max(found) if found else None
-
-
-def _claim(value: object) -> tuple[str, datetime] | None:
-    if not isinstance(value, str):
-        return None
-    who, _, when = value.partition(" ")
-    parsed = _parse(when) if who and when else None
-    return (who, parsed) if parsed is not None else None
 
 
 def _parse(value: str) -> datetime | None:
