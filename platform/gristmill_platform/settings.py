@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     kubernetes_step_priority_class: str = "gristmill-step"
     kubernetes_warm_worker_priority_class: str = "gristmill-warm-worker"
     kubernetes_build_priority_class: str = "gristmill-build"
+    # The elastic pool (executors/kubernetes/elastic_pool.py): pre-started pods per step,
+    # each taking one execution; this many idle ones per step and replica while the step
+    # is in use (0: no pool, every elastic execution starts a cold pod), deleted once no
+    # execution of the step came for kubernetes_elastic_pool_idle_s.
+    kubernetes_elastic_pool_size: int = Field(default=0, ge=0, le=20)
+    kubernetes_elastic_pool_idle_s: float = Field(default=300.0, gt=0)
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Admission control of elastic executions on local workers (executions/admission.py):

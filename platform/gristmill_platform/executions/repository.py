@@ -109,6 +109,14 @@ class ExecutionRepository:
             live.update(result.scalars().all())
         return live
 
+    async def active_on_worker(self, worker: str) -> Execution | None:
+        """The live execution a worker (an elastic pool pod) was given, if any."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.status.in_(("pending", "running")),
+                                    Execution.worker == worker)
+            .order_by(Execution.created_at.desc()).limit(1))
+        return result.scalars().first()
+
     async def delete(self, execution: Execution) -> None:
         await self.session.execute(
             delete(ExecutionLog).where(ExecutionLog.execution_id == execution.id))

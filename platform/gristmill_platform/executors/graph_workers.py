@@ -57,11 +57,12 @@ class GraphWorkerPools:
         self._settling: dict[str, asyncio.Task[None]] = {}
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
+                     restart: bool = False, background: bool = False) -> None:
         graph = (await self._graph(deployment_name)
                  if split_key(deployment_name)[1] is None else None)
         if graph is None:
-            await self.inner.ensure(deployment_name, wait_s=wait_s, restart=restart)
+            await self.inner.ensure(deployment_name, wait_s=wait_s, restart=restart,
+                                    background=background)
             return
         self._graphs[deployment_name] = graph
         await asyncio.gather(*(self.inner.ensure(key, wait_s=0, restart=restart)
