@@ -94,6 +94,7 @@ class Backend:
     emulator: Emulator | None = None
     real_api: Any = None  # kr8s.Api of the real cluster
     state: Any = None  # the control service's AppState, on the emulator
+    server: Any = None  # its ServerThread, on the emulator
 
     @property
     def on_kubernetes(self) -> bool:
@@ -216,10 +217,12 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None,
         kubelet.start()
 
     thread.call(start_kubelet())
+    backend = Backend("kubernetes", env, kubelet=kubelet, emulator=emulator, state=state,
+                      server=server)
     try:
-        yield Backend("kubernetes", env, kubelet=kubelet, emulator=emulator, state=state)
+        yield backend
     finally:
-        server.stop()
+        backend.server.stop()  # the one running now, if a test restarted it
         thread.call(kubelet.stop())
         thread.stop()
 

@@ -122,9 +122,10 @@ def pool_pods(backend: Backend, step_id: str) -> dict[str, Any]:
     assert backend.emulator is not None and backend.kubelet is not None
     found = {}
     for (resource, _, name), obj in list(backend.emulator.objects.items()):
+        if resource.plural != "pods" or obj.deleted:
+            continue
         metadata = obj.raw.get("metadata") or {}
-        if (resource.plural == "pods" and not obj.deleted
-                and (metadata.get("labels") or {}).get("gristmill.io/mode") == MODE_POOL
+        if ((metadata.get("labels") or {}).get("gristmill.io/mode") == MODE_POOL
                 and (metadata.get("annotations") or {}).get("gristmill.io/step-id") == step_id):
             found[name] = obj.raw
     return found
@@ -249,3 +250,31 @@ def test_an_execution_whose_pool_pod_dies_fails_with_a_reason(
     assert "memory" in api.get(f"/executions/{held}").json()["status_reason"].lower()
     eventually(lambda: not pooled.emulator.has("v1/pods", pod),  # type: ignore[union-attr]
                "the dead pool pod deleted")
+
+
+def test_after_a_restart_the_idle_pool_pod_is_adopted_and_runs_the_next_execution(
+        pooled: Backend, api: httpx.Client, archive: bytes) -> None:
+    """Last in the module: it restarts the control service its tests share."""
+    from tests.conftest import ServerThread
+
+    name = pipeline(api, archive, "env_of")
+    first, response = run_and_wait(api, name, {"text": SECRET_VARIABLE})
+    assert outputs_of(response) == {"text": SECRET_VALUE}
+    step_id = step_of(pooled, first)
+    pod = ready_pool_pod(pooled, step_id)
+
+    old = pooled.server
+    old.stop()
+    old.thread.join(90)  # a claim in flight holds the old server for its wait
+    assert not old.thread.is_alive()
+    assert pod in pooled.kubelet.running  # type: ignore[union-attr]  # the pod waits on
+    restarted = ServerThread(pooled.env.settings)
+    restarted.start(pooled.env.url)
+    pooled.server = restarted
+    pooled.state = restarted.server.config.app.state.gristmill
+
+    assert ready_pool_pod(pooled, step_id) == pod  # adopted: the same pod, none added
+    assert set(pool_pods(pooled, step_id)) == {pod}
+    second, response = run_and_wait(api, name, {"text": SECRET_VARIABLE})
+    assert outputs_of(response) == {"text": SECRET_VALUE}
+    assert worker_of(api, second) == pod
