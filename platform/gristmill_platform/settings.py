@@ -203,8 +203,9 @@ class Settings(BaseSettings):
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Admission control of elastic executions on local workers (executions/admission.py):
-    # how many run at once (unset: two per CPU, bounded by memory), and how many may wait
-    # before new calls are refused with 503 and Retry-After.
+    # how many run at once (unset: one per 512 MiB of available memory, at least two per
+    # CPU, at most 32), and how many may wait before new calls are refused with 503 and
+    # Retry-After.
     worker_capacity: int | None = Field(default=None, ge=1)
     elastic_queue_limit: int = Field(default=1000, ge=1)
     # An elastic execution running longer is failed and its worker stopped.

@@ -33,9 +33,12 @@ class ExecutionRepository:
             select(func.count()).select_from(Execution).where(Execution.id == execution_id))
         return bool(result.scalar_one())
 
-    async def add(self, execution: Execution) -> None:
+    async def add(self, execution: Execution, *, flush: bool = True) -> None:
+        """flush=False: written with the session's next flush (a graph's ready nodes, one
+        INSERT for all of them)."""
         self.session.add(execution)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
 
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(

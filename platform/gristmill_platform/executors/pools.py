@@ -37,4 +37,4 @@ def worker_pool(settings: Settings, transactions: Transactions,
                                data_dir=settings.data_dir,
                                environment_url=settings.environment_url)
     # multi-step pipelines' deployments: one pool per distinct step of their nodes
-    return GraphWorkerPools(pool, transactions, deployments)
+    return GraphWorkerPools(pool, transactions, deployments, builds)

@@ -41,7 +41,12 @@ from gristmill_platform.executors.kubernetes.workers import (
     lines_after,
     worker_secret,
 )
-from gristmill_platform.executors.workers import ExecutionLost, WorkerAnswer, variant_key
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    WorkerAnswer,
+    node_key,
+    variant_key,
+)
 from gristmill_platform.settings import Settings
 from gristmill_platform.state import AppState
 
@@ -488,6 +493,34 @@ async def test_stop_deletes_the_deployment_and_service(
         return not cluster.names()
 
     await eventually(no_pods, "the pods to go with their Deployment")
+
+
+async def test_a_deployment_deleted_before_a_restarted_service_adopted_its_node_pools(
+        state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
+        emulator: Emulator, clock: Clock) -> None:
+    """A graph deployment's node pools outlive the process that applied them; deleted
+    before the next process tracks them, its delete finds them by label."""
+    await add_deployment(state)
+    key = node_key("score-api", "score-api-step")
+    first = make_pool(state, executor, cluster, clock)
+    await first.ensure(key, wait_s=DEADLINE_S)
+    await first.shutdown()  # the workers stay in the cluster
+    name = manifests.worker_name(key)
+    assert emulator.has("apps/v1/deployments", name) and emulator.has("v1/services", name)
+    labels = worker_deployment(emulator, key)["metadata"]["labels"]
+    assert labels[manifests.LABEL_DEPLOYMENT_NAME] == "score-api"
+
+    second = make_pool(state, executor, cluster, clock)  # tracks nothing yet
+    try:
+        async with transaction(state) as session:  # the route deletes the record first
+            await session.delete((await session.execute(select(Deployment))).scalar_one())
+        await second.stop("score-api")
+    finally:
+        await second.shutdown()
+
+    assert not emulator.has("apps/v1/deployments", name)
+    assert not emulator.has("v1/services", name)
+    assert not emulator.has("policy/v1/poddisruptionbudgets", name)
 
 
 async def test_shutdown_leaves_the_workers_and_the_next_service_adopts_them(
