@@ -85,7 +85,8 @@ class LaunchRefused(Exception):
 
 
 def runner_env(url: str, sdk_token: str, execution_id: str, step_dir: str,
-               io_dir: str | None, variables: Mapping[str, str]) -> dict[str, str]:
+               io_dir: str | None, variables: Mapping[str, str],
+               access_token: str | None = None) -> dict[str, str]:
     """What the runner (and the SDKs inside the step) read, on either backend."""
     env = {
         **variables,
@@ -102,6 +103,9 @@ def runner_env(url: str, sdk_token: str, execution_id: str, step_dir: str,
     }
     if io_dir is not None:
         env["GRISTMILL_IO_DIR"] = io_dir
+    env.pop("GRISTMILL_ACCESS_TOKEN", None)  # never a variable's: the runner would use it
+    if access_token is not None:
+        env["GRISTMILL_ACCESS_TOKEN"] = access_token
     return env
 
 
@@ -314,7 +318,8 @@ class ExecutionRuntime:
             **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
             **runner_env(self.settings.environment_url, launch.sdk_token,
                          launch.execution_id, str(code),
-                         str(self.executor.io_dir(launch.execution_id)), variables),
+                         str(self.executor.io_dir(launch.execution_id)), variables,
+                         access_token=launch.access_token),
         }
         return LaunchSpec(
             execution_id=launch.execution_id, step_name="", pipeline_name="",
