@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gristmill_platform.executions.runtime import runner_env
+from gristmill_platform.executions.runner_env import runner_env
 
 
 def test_the_given_access_token_is_passed() -> None:
