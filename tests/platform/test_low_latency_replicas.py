@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from gristmill_platform.executors.workers import replica_key, replica_of
 from gristmill_platform.settings import Settings
-from tests.platform.test_low_latency import (  # archive: the module fixture
-    archive,
+from tests.platform.stepkit import archive_of, write_folder
+from tests.platform.test_low_latency import (
+    STEP_CODE,
     deployment,
     eventually,
     low_latency,
@@ -39,6 +40,12 @@ def worker_pids() -> set[int]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+@pytest.fixture(scope="module")
+def steps(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return archive_of(write_folder(tmp_path_factory.mktemp("steps"),
+                                   {"src/steps.py": STEP_CODE}))
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +73,11 @@ def test_a_deployment_needs_at_least_one_warm_worker(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, local_warm_workers=0)
 
 
-def test_two_workers_run_two_calls_at_once_and_stop_together(two_workers, archive,
+def test_two_workers_run_two_calls_at_once_and_stop_together(two_workers, steps,
                                                              tmp_path) -> None:
     env = two_workers
     with env.client() as api:
-        created = low_latency(api, archive, "ll-two", "gated")
+        created = low_latency(api, steps, "ll-two", "gated")
         assert created["status"] == "up", created["status_reason"]
         pods = created["pods"]
         assert sorted(pod["pod_id"] for pod in pods) == ["local-ll-two-1", "local-ll-two~1-1"]
