@@ -11,7 +11,8 @@
   elastic   a Gristmill elastic endpoint (a fresh worker per call)
   two       the parallel low-latency endpoint on a second control service with two warm
             workers per deployment (GRISTMILL_LOCAL_WARM_WORKERS=2): requests/s at 16
-            clients against the same endpoint with one
+            clients against the same endpoint with one; for the echo, and for a `def`
+            step doing about 4 ms of CPU work per call (busy, 16 threads per worker)
 
 All servers run at once and are called in turns: --rounds rounds, each giving every server
 --calls/--rounds sequential calls from one keep-alive client (plain HTTP client: the
@@ -63,6 +64,15 @@ def echo(text: str) -> dict:
 
 
 async def echo_async(text: str) -> dict:
+    return {"text": text}
+
+
+def busy(text: str) -> dict:
+    # about 4 ms of pure-Python work on this machine, unloaded: a stand-in for a small
+    # model's forward pass, so that the workers rather than the control service limit
+    total = 0
+    for number in range(100_000):
+        total += number * number
     return {"text": text}
 '''
 BARE_APP = '''
@@ -259,7 +269,7 @@ def deploy(env: BenchEnv, only: frozenset[str] | None = None
               "inputs[0][data_type]": "string", "outputs[0][name]": "text",
               "outputs[0][data_type]": "string"}
     for name, function in (("sync", "echo"), ("async", "echo_async"),
-                           ("async-b", "echo_async")):
+                           ("async-b", "echo_async"), ("busy", "busy")):
         api.post("/pipelines", data={**fields, "pipeline_name": name,
                                      "function_name": function},
                  files={"step_file": ("step_file", archive())}).raise_for_status()
@@ -268,6 +278,9 @@ def deploy(env: BenchEnv, only: frozenset[str] | None = None
              "low-parallel": ("async", {"mode": "low_latency",
                                         "enable_parallel_executions": True,
                                         "max_parallel_executions_per_pod": CONCURRENCY}),
+             "low-busy": ("busy", {"mode": "low_latency",
+                                   "enable_parallel_executions": True,
+                                   "max_parallel_executions_per_pod": CONCURRENCY}),
              "low-split": ("async", {"mode": "low_latency"}),
              "low-shadow": ("async", {"mode": "low_latency"}),
              "elastic": ("sync", {"mode": "elastic"})}
@@ -413,9 +426,11 @@ def main() -> None:
         env_two = start_env(scratch / "env-two-workers",
                             extra_env={"GRISTMILL_LOCAL_WARM_WORKERS": "2"})
         stack.callback(env_two.stop)
-        _, tokens_two = deploy(env_two, only=frozenset({"low-parallel"}))
+        _, tokens_two = deploy(env_two, only=frozenset({"low-parallel", "low-busy"}))
         two_workers = gristmill_target(env_two, tokens_two, "low-parallel",
                                        "low_latency_parallel_two_workers")
+        busy_one = gristmill_target(env, tokens, "low-busy", "busy_one_worker")
+        busy_two = gristmill_target(env_two, tokens_two, "low-busy", "busy_two_workers")
         low = gristmill_target(env, tokens, "low", "low_latency")
         low_def = gristmill_target(env, tokens, "low-def", "low_latency_def")
         parallel = gristmill_target(env, tokens, "low-parallel", "low_latency_parallel")
@@ -427,7 +442,7 @@ def main() -> None:
             print(f"round {number + 1}/{args.rounds} ...", flush=True)
             for target in sequential_targets:
                 sequential(target, per_round)
-            for target in (*targets, parallel, two_workers):
+            for target in (*targets, parallel, two_workers, busy_one, busy_two):
                 throughput(target, per_round)
         elastic = gristmill_target(env, tokens, "elastic", "elastic")
         with httpx.Client(trust_env=False, timeout=120, headers=elastic.headers) as client:
@@ -443,6 +458,8 @@ def main() -> None:
         results["low_latency_split"] = split.report()
         results["low_latency_shadow"] = shadow.report()
         results["low_latency_two_workers"] = two_workers.report()
+        results["busy_one_worker"] = busy_one.report()
+        results["busy_two_workers"] = busy_two.report()
         results["elastic"] = {"sequential": latency(elastic.samples)}
         executions = (len(api.get("/pipelines/async/executions").json())
                       + len(api.get("/pipelines/sync/executions").json()))
@@ -465,12 +482,15 @@ def main() -> None:
     one = results["low_latency"]["concurrent"]["requests_per_s"]
     two = results["low_latency_two_workers"]["concurrent"]["requests_per_s"]
     results["two_workers_throughput_ratio"] = round(two / one, 2)
+    busy = [results[key]["concurrent"]["requests_per_s"]
+            for key in ("busy_one_worker", "busy_two_workers")]
+    results["busy_two_workers_throughput_ratio"] = round(busy[1] / busy[0], 2)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}{'cpu ms/call':>13}")
     for key in ("bare_fastapi", "bentoml", "low_latency", "low_latency_def",
                 "low_latency_split", "low_latency_shadow", "low_latency_two_workers",
-                "elastic"):
+                "busy_one_worker", "busy_two_workers", "elastic"):
         if key in results:
             seq = results[key].get("sequential", {})
             conc = results[key].get("concurrent", {}).get("requests_per_s", "-")
@@ -485,7 +505,8 @@ def main() -> None:
           f"{spool['low_latency_p50_overhead_pct']} % of the low-latency p50 (target at most "
           f"{spool['target_overhead_pct_at_most']} %)")
     print(f"two warm workers: {results['two_workers_throughput_ratio']}x the requests/s of "
-          "one at 16 clients")
+          f"one at 16 clients (echo), {results['busy_two_workers_throughput_ratio']}x "
+          "(a step of about 4 ms of CPU)")
     print(f"load average (1 min) at the end: {results['load_average_1m']}")
     for check, passed in results["verdict"].items():
         print(f"{'MET   ' if passed else 'MISSED'} {check}")
