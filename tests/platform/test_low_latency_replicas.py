@@ -30,12 +30,14 @@ from tests.platform.test_low_latency import (
 )
 
 
-def worker_pids() -> set[int]:
-    """The warm workers of this test's control service (a thread of this process)."""
+def worker_pids(data_dir: Path) -> set[int]:
+    """The warm workers of the control service on data_dir (a thread of this process, as
+    other modules' services may be): they run in its step code folders."""
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "gristmill.runtime" in child.cmdline() and "serve" in child.cmdline():
+            if "gristmill.runtime" in child.cmdline() and "serve" in child.cmdline() \
+                    and Path(child.cwd()).is_relative_to(data_dir):
                 found.add(child.pid)
         except psutil.NoSuchProcess:
             continue
@@ -82,7 +84,7 @@ def test_two_workers_run_two_calls_at_once_and_stop_together(two_workers, steps,
         pods = created["pods"]
         assert sorted(pod["pod_id"] for pod in pods) == ["local-ll-two-1", "local-ll-two~1-1"]
         assert {pod["status"] for pod in pods} == {"running"}
-        pids = worker_pids()
+        pids = worker_pids(Path(env.data_dir).resolve())
         assert len(pids) == 2
         token = created["endpoint_token"]
         gate = tmp_path / "gate"
