@@ -15,7 +15,8 @@ From the executions' own timestamps, per node:
 plus the last node's end to the graph's end (finishing the graph). For `sleep`, the time
 from the first fan-out node's creation to the last one's end, against one such node run
 alone (target: within 2x). Elastic nodes go through admission control (a worker capacity
-per machine, 2 per CPU by default; the others wait), which bounds the sleeping fan-out.
+per machine, by default one per 512 MiB of available memory, at least 2 per CPU, at most
+32; the others wait), which bounds the sleeping fan-out.
 `sleep_low_latency` runs the same fan-out through a low-latency endpoint deployment
 (parallelism WIDTH): each node on the warm worker of its step, no admission queue, against
 one node alone deployed the same way. Writes bench/results/dag.json.
@@ -269,7 +270,7 @@ def main() -> None:
                     "note": "shared machine, other engineers' test runs in parallel"},
         "chain_10": summarize(chain) if chain else {},
         "fan_out_fan_in": summarize(fan) if fan else {},
-        "worker_capacity": CAPACITY or "default (2 per CPU, bounded by memory)",
+        "worker_capacity": CAPACITY or "default (1 per 512 MiB, 2 per CPU at least, 32 at most)",
         "sleep_fan_out": sleep_part,
         "sleep_fan_out_low_latency": ll_part,
         "failures": failures,

@@ -60,7 +60,8 @@ def control_labels() -> dict[str, str]:
 
 
 def control_rbac_rules() -> list[PolicyRuleArgsDict]:
-    """Step pods, image-build Jobs, warm-worker Deployments and their Services, in the
+    """Step pods, image-build Jobs, warm-worker Deployments, their Services and
+    PodDisruptionBudgets, in the
     workers' namespace only: no Secrets, nothing cluster-wide."""
     manage = ["get", "list", "watch", "create", "update", "patch", "delete"]
     return [
@@ -69,6 +70,9 @@ def control_rbac_rules() -> list[PolicyRuleArgsDict]:
         {"api_groups": [""], "resources": ["services"], "verbs": manage},
         {"api_groups": ["batch"], "resources": ["jobs"], "verbs": manage},
         {"api_groups": ["apps"], "resources": ["deployments"], "verbs": manage},
+        # the warm workers' disruption budgets (applied with their Deployment, deleted
+        # with it by label)
+        {"api_groups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": manage},
     ]
 
 

@@ -36,8 +36,8 @@ from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.deployments.worker_records import DeploymentLogWriter, deployment_records
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
+from gristmill_platform.executions import pool_routes, runtime_routes
 from gristmill_platform.executions import routes as execution_routes
-from gristmill_platform.executions import runtime_routes
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
@@ -189,6 +189,7 @@ def api_router() -> APIRouter:
     api.include_router(pipeline_routes.router)
     api.include_router(execution_routes.router)
     api.include_router(runtime_routes.router)
+    api.include_router(pool_routes.router)
     api.include_router(metric_routes.router)
     api.include_router(deployment_routes.router)
     api.include_router(traffic_routes.router)

@@ -198,11 +198,18 @@ class Settings(BaseSettings):
     kubernetes_step_priority_class: str = "gristmill-step"
     kubernetes_warm_worker_priority_class: str = "gristmill-warm-worker"
     kubernetes_build_priority_class: str = "gristmill-build"
+    # The elastic pool (executors/kubernetes/elastic_pool.py): pre-started pods per step,
+    # each taking one execution; this many idle ones per step and replica while the step
+    # is in use (0: no pool, every elastic execution starts a cold pod), deleted once no
+    # execution of the step came for kubernetes_elastic_pool_idle_s.
+    kubernetes_elastic_pool_size: int = Field(default=0, ge=0, le=20)
+    kubernetes_elastic_pool_idle_s: float = Field(default=300.0, gt=0)
     # how often each control service looks for periodic deployments that are due
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # Admission control of elastic executions on local workers (executions/admission.py):
-    # how many run at once (unset: two per CPU, bounded by memory), and how many may wait
-    # before new calls are refused with 503 and Retry-After.
+    # how many run at once (unset: one per 512 MiB of available memory, at least two per
+    # CPU, at most 32), and how many may wait before new calls are refused with 503 and
+    # Retry-After.
     worker_capacity: int | None = Field(default=None, ge=1)
     elastic_queue_limit: int = Field(default=1000, ge=1)
     # An elastic execution running longer is failed and its worker stopped.

@@ -149,7 +149,8 @@ def test_rbac_covers_what_the_backend_launches_in_the_workers_namespace_only(
     assert role["metadata"]["namespace"] == "gristmill-workers"
     assert binding["metadata"]["namespace"] == "gristmill-workers"
     resources = {resource for rule in role["rules"] for resource in rule["resources"]}
-    assert resources == {"pods", "pods/log", "services", "jobs", "deployments"}
+    assert resources == {"pods", "pods/log", "services", "jobs", "deployments",
+                         "poddisruptionbudgets"}
     verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
     assert "*" not in verbs and "escalate" not in verbs
     assert binding["subjects"] == [

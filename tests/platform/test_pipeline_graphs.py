@@ -410,6 +410,65 @@ def test_a_low_latency_deployment_runs_the_nodes_on_its_warm_workers(gristmill_e
     assert not any(folder.exists() for folder in folders)
 
 
+def test_a_multi_step_variant_runs_its_nodes_on_node_pools(gristmill_env, api, steps,
+                                                            unique) -> None:
+    from tests.platform.test_deployments import call
+
+    count_out = [{"name": "n", "node": "count", "output": "n"}]
+    chain = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", steps["count"], words={"node": "split", "output": "words"})]
+    own, variant, name = f"vown-{unique}", f"vgraph-{unique}", f"vdep-{unique}"
+    assert create(api, own, chain, count_out).status_code == 201
+    # the variant runs a step the deployment's own pipeline does not ("longest")
+    assert create(api, variant, [
+        *chain, node("pick", steps["longest"], words={"node": "split", "output": "words"})],
+        count_out).status_code == 201
+    created = _low_latency(api, own, name)
+    assert created["status"] == "up" and len(created["pods"]) == 2, created
+    own_pods = {p["pod_id"] for p in created["pods"]}
+    token = created["endpoint_token"]
+    assert api.put(f"/deployments/{name}/traffic",
+                   json={"split": {variant: 1}}).status_code == 200
+
+    for text, n in (("one two three", 3), ("four five", 2)):
+        answer = call(gristmill_env, name, token, {"text": text}, sdk=False)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Gristmill-Pipeline"] == variant
+        assert answer.json()["outputs"] == {"n": n}
+        execution = api.get(f"/executions/{answer.headers['craft-ai-execution-id']}").json()
+        assert execution["pipeline_name"] == variant
+        per_node = {s["name"]: s for s in execution["steps"]}
+        assert [s["status"] for s in per_node.values()] == ["Succeeded"] * 3
+    # the nodes ran on warm workers: the steps the two pipelines share on the same pools
+    assert {per_node["split"]["worker"], per_node["count"]["worker"]} == own_pods
+    assert per_node["pick"]["worker"] not in own_pods
+    assert per_node["pick"]["worker"] is not None
+    # the deployment's status and pods are its own pipeline's
+    shown = api.get(f"/deployments/{name}").json()
+    assert shown["status"] == "up" and {p["pod_id"] for p in shown["pods"]} == own_pods
+
+    # as a shadow: the own pipeline answers, the variant's copy runs on the node pools
+    assert api.put(f"/deployments/{name}/traffic",
+                   json={"shadow": [variant]}).status_code == 200
+    answer = call(gristmill_env, name, token, {"text": "a b c d"}, sdk=False)
+    assert answer.headers["X-Gristmill-Pipeline"] == own
+    assert answer.json()["outputs"] == {"n": 4}
+    deadline = time.monotonic() + 60
+    while True:
+        copies = [e for e in api.get(f"/deployments/{name}/executions").json()
+                  if e["shadow"] and e["status"] in ("Succeeded", "Failed")]
+        if copies or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(c["pipeline_name"], c["status"]) for c in copies] == [(variant, "Succeeded")]
+
+    # deleting the deployment stops the variant's node pools too
+    folder = gristmill_env.data_dir / "low-latency" / per_node["pick"]["worker"]
+    assert folder.is_dir()
+    assert api.delete(f"/deployments/{name}").status_code == 200
+    assert not folder.exists()
+
+
 COLD_CODE = '''
 import os
 
@@ -444,6 +503,72 @@ def test_a_node_step_whose_worker_cannot_start_fails_the_deployment(
     refused = call(gristmill_env, f"cold-{unique}", created["endpoint_token"], {"text": "a"},
                    sdk=False)
     assert_error(refused, 409, "is not ready (status creation_failed)")
+
+
+FRAGILE_CODE = """
+import os
+
+BROKEN = {broken!r}
+
+if os.environ.get("GRISTMILL_WORKER_SOCKET") and os.path.exists(BROKEN):
+    raise RuntimeError("broken since the crash")
+
+
+def count(words: list) -> dict:
+    if words == ["die"]:  # the worker dies; its restarts cannot import this any more
+        open(BROKEN, "w").close()
+        os._exit(3)
+    return {{"n": len(words)}}
+"""
+
+
+def _status_becomes(api: httpx.Client, name: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        shown: dict[str, Any] = api.get(f"/deployments/{name}").json()
+        if shown["status"] == status or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.2)
+
+
+def test_a_node_pool_that_gives_up_after_the_deployment_is_up_shows_on_it(
+        gristmill_env, api, steps, unique, tmp_path) -> None:
+    from tests.platform.test_deployments import call
+
+    fragile, broken = f"fragile-{unique}", tmp_path / "broken"
+    archive = archive_of(write_folder(tmp_path / "fragile", {
+        "src/fragile.py": FRAGILE_CODE.format(broken=str(broken))}))
+    assert post_step(api, step_form(fragile, function_path="src/fragile.py",
+                                    function_name="count", inputs=STEPS["count"][0],
+                                    outputs=STEPS["count"][1]), archive).status_code == 201
+    nodes = [node("split", steps["split"], text={"pipeline_input": "text"}),
+             node("count", fragile, words={"node": "split", "output": "words"})]
+    assert create(api, fragile, nodes,
+                  [{"name": "n", "node": "count", "output": "n"}]).status_code == 201
+    created = _low_latency(api, fragile, fragile)
+    assert created["status"] == "up", created
+    token = created["endpoint_token"]
+    assert call(gristmill_env, fragile, token, {"text": "a b"}, sdk=False).json()[
+        "outputs"] == {"n": 2}
+
+    # the count pool's worker dies and cannot start again: its pool gives up, and the
+    # deployment says so, naming the step, instead of staying up
+    assert call(gristmill_env, fragile, token, {"text": "die"}, sdk=False).status_code == 500
+    shown = _status_becomes(api, fragile, "creation_failed")
+    assert shown["status"] == "creation_failed", shown
+    assert shown["status_reason"].startswith(
+        f"the worker of step {fragile!r} failed: the worker keeps failing"), shown
+    refused = call(gristmill_env, fragile, token, {"text": "a"}, sdk=False)
+    assert_error(refused, 409, "is not ready (status creation_failed)")
+
+    # fixed and rolled: up again once every pool serves
+    broken.unlink()
+    updated = api.patch(f"/deployments/{fragile}", json={"description": "fixed"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "up", updated.json()
+    assert updated.json()["status_reason"] is None
+    assert call(gristmill_env, fragile, token, {"text": "a b c"}, sdk=False).json()[
+        "outputs"] == {"n": 3}
 
 
 def test_a_failing_node_fails_a_low_latency_execution(gristmill_env, api, steps,
@@ -615,6 +740,62 @@ def test_a_restarted_control_service_brings_a_low_latency_graph_up_again(tmp_pat
             shown = api.get("/deployments/chain-ll").json()
             assert shown["status"] == "up"
             assert {p["pod_id"] for p in shown["pods"]} == before
+            assert {p["status"] for p in shown["pods"]} == {"running"}
+    finally:
+        server.stop()
+
+
+def _interrupt_build(env: Any, step_name: str) -> None:
+    """Put a step back as a control service stopped mid-build leaves it: pending, with
+    no environment yet (the next start builds it again)."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from gristmill_platform.db.engine import create_engine, create_session_factory
+    from gristmill_platform.db.models.steps import Step
+
+    async def go() -> None:
+        engine = create_engine(env.settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                step = (await session.execute(select(Step).where(
+                    Step.name == step_name))).scalar_one()
+                step.status, step.environment_key = "creation_pending", None
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_control_service_starts_node_pools_once_their_step_is_built(
+        tmp_path, database) -> None:
+    from tests.conftest import start_environment
+    from tests.platform.test_deployments import call
+
+    if database.kind != "sqlite":
+        pytest.skip("one database is enough for the restart")
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    archive = archive_of(write_folder(tmp_path / "code", {"src/nodes.py": NODES_CODE}))
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            _split_count_chain(api, archive)
+            token = _low_latency(api, "chain", "chain-ll")["endpoint_token"]
+    finally:
+        server.stop()
+    # the restart interrupted the build of the step "count" runs: its node pool waits for
+    # the build started again, instead of starting a worker without an environment
+    _interrupt_build(env, "count")
+    server, env, _ = start_environment(tmp_path / "env", url)
+    try:
+        with env.client() as api:
+            answer = call(env, "chain-ll", token, {"text": "a b c"}, sdk=False)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"] == {"n": 3}
+            assert api.get("/steps/count").json()["creation_info"]["status"] == "ready"
+            shown = api.get("/deployments/chain-ll").json()
+            assert shown["status"] == "up", shown
             assert {p["status"] for p in shown["pods"]} == {"running"}
     finally:
         server.stop()

@@ -97,3 +97,34 @@ def test_a_rule_set_on_one_replica_applies_on_the_other(replicas: Any, tmp_path,
     finally:
         for process in processes:
             stop(process)
+
+
+def test_a_low_latency_endpoint_created_after_a_replica_started_is_served_there(
+        replicas: Any, tmp_path) -> None:
+    """Each local control service runs its own warm workers: one that started before the
+    endpoint was created (through the other) brings its worker up at the first call."""
+    data_dir, url, sdk_token = replicas
+    ports = [free_port(), free_port()]
+    processes = [serve(data_dir, url, port) for port in ports]  # both before the endpoint
+    try:
+        a, b = (f"http://127.0.0.1:{port}" for port in ports)
+        api = client(a, sdk_token)
+        archive = archive_of(write_folder(tmp_path / "code", {"src/steps.py": STEP_CODE}))
+        champion = make_pipeline(api, archive, "champion", "champion", TEXT_IN, INFO_OUT)
+        created = api.post("/endpoints", json={"pipeline_name": champion, "name": "late",
+                                               "mode": "low_latency"})
+        assert created.status_code == 201, created.text
+        token = created.json()["endpoint_token"]
+        for text in ("first", "second"):  # the first one waits for b's worker to start
+            answer = httpx.post(f"{b}/endpoints/late", json={"text": text}, timeout=120,
+                                headers={"Authorization": f"EndpointToken {token}"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"]["info"] == {"who": "champion", "text": text}
+            assert answer.headers["x-gristmill-pipeline"] == champion
+        # a name no deployment has is still a 404 there, and starts nothing
+        missing = httpx.post(f"{b}/endpoints/nothing", json={"text": "x"}, timeout=60,
+                             headers={"Authorization": f"EndpointToken {token}"})
+        assert missing.status_code == 404, missing.text
+    finally:
+        for process in processes:
+            stop(process)

@@ -5,21 +5,39 @@ dropped."""
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
 from gristmill_platform.executions.admission import (
     ElasticAdmission,
     QueueFull,
+    available_memory,
     default_capacity,
 )
 
 
-def test_default_capacity_follows_cpus_and_memory() -> None:
-    assert default_capacity(2, 64 * 1024**3) == 4
-    assert default_capacity(8, 2 * 1024**3) == 4  # memory bounds it
+def test_default_capacity_follows_memory_between_two_per_cpu_and_32() -> None:
+    assert default_capacity(2, 8 * 1024**3) == 16  # one per 512 MiB
+    assert default_capacity(2, 64 * 1024**3) == 32  # at most 32
+    assert default_capacity(64, 64 * 1024**3) == 32
+    assert default_capacity(8, 2 * 1024**3) == 16  # at least two per CPU
+    assert default_capacity(2, 100 * 1024**2) == 4
     assert default_capacity(None, None) == 2
-    assert default_capacity(1, 100 * 1024**2) == 1
+    assert default_capacity(1, None) == 2
+
+
+def test_available_memory_reads_memavailable(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       25165824 kB\nMemFree:         1048576 kB\n"
+                       "MemAvailable:    8388608 kB\n")
+    assert available_memory(meminfo) == 8 * 1024**3
+    # no MemAvailable line (or no /proc): the machine's physical memory
+    meminfo.write_text("MemTotal:       25165824 kB\n")
+    assert available_memory(meminfo) == os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES")
+    assert available_memory(tmp_path / "missing") == available_memory(meminfo)
 
 
 def test_runs_at_most_capacity_and_starts_in_order() -> None:

@@ -47,9 +47,10 @@ class TokenRepository:
     async def get(self, token_id: str) -> SdkToken | None:
         return await self.session.get(SdkToken, token_id)
 
-    async def add(self, token: SdkToken) -> SdkToken:
+    async def add(self, token: SdkToken, *, flush: bool = True) -> SdkToken:
         self.session.add(token)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
         return token
 
     async def list(

@@ -145,7 +145,9 @@ class AuthService:
         expires_in: timedelta | None = None,
         scope: str = USER_SCOPE,
         execution_id: str | None = None,
+        flush: bool = True,
     ) -> CreatedSdkToken:
+        """flush=False: the token row is written with the session's next flush."""
         if scope not in (USER_SCOPE, EXECUTION_SCOPE):
             raise BadRequest(f"Unknown token scope {scope!r}")
         if scope == EXECUTION_SCOPE and not execution_id:
@@ -163,7 +165,7 @@ class AuthService:
             created_at=utcnow(),
             expires_at=utcnow() + expires_in if expires_in else None,
         )
-        await self.tokens.add(token)
+        await self.tokens.add(token, flush=flush)
         return CreatedSdkToken(token=token, plaintext=fresh.plaintext)
 
     async def revoke_sdk_token(self, token_id: str) -> SdkToken:

@@ -16,16 +16,20 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from gristmill_platform.errors import AppError
 
 log = logging.getLogger("gristmill.admission")
 
-# A worker (interpreter, runner, a small step) holds 100-200 MB; 512 MB each leaves the
-# rest of the machine its share.
+# A forked worker (zygote child) holds ~6 MiB of its own (USS 5.7 MiB, PSS 6.6 MiB, RSS
+# 17 MiB measured for a sleeping step; docs/reliability.md): the runtime costs next to
+# nothing, so 512 MiB each is the budget of what a step loads while it runs (data, a model).
 MEMORY_PER_WORKER = 512 * 1024**2
 WORKERS_PER_CPU = 2
+# Peers' local defaults: Metaflow's local runtime 16 tasks, Airflow's LocalExecutor 32.
+MAX_DEFAULT_CAPACITY = 32
 
 
 class QueueFull(AppError):
@@ -34,21 +38,33 @@ class QueueFull(AppError):
 
 
 def default_capacity(cpus: int | None, memory_bytes: int | None) -> int:
-    """Elastic workers run at once when the setting is left unset: two per CPU, bounded by
-    memory."""
+    """Elastic workers run at once when the setting is left unset: one per 512 MiB of
+    available memory, at least two per CPU, at most 32. Workers are forked from a zygote,
+    so a worker that waits or sleeps costs little memory and no CPU: memory, not CPU
+    count, is what running many at once spends."""
     by_cpu = max(1, (cpus or 1) * WORKERS_PER_CPU)
-    if memory_bytes:
-        return max(1, min(by_cpu, memory_bytes // MEMORY_PER_WORKER))
-    return by_cpu
+    by_memory = memory_bytes // MEMORY_PER_WORKER if memory_bytes else 0
+    return min(MAX_DEFAULT_CAPACITY, max(by_cpu, by_memory))
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory available to new processes (MemAvailable: free plus reclaimable caches),
+    else the machine's physical memory; None when neither can be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def machine_capacity() -> int:
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = None
     return default_capacity(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else os.cpu_count(), memory)
+                            else os.cpu_count(), available_memory())
 
 
 class ElasticAdmission:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gristmill_platform.db.models.auth import User
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline, Step
@@ -71,6 +72,10 @@ class GraphScheduler:
         self.stop_worker = stop_worker
         self.notify = notify
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, its users
+        # graphs with an advance waiting for the lock that has not yet read the database:
+        # a further advance would read the same (or older) state after it, so it is not
+        # queued (twenty nodes ending together make one or two advances, not twenty)
+        self._pending: set[str] = set()
         # node execution -> graph execution, for the nodes this process started (others,
         # after a restart, are found by the reconciler)
         self._parents: dict[str, str] = {}
@@ -88,14 +93,22 @@ class GraphScheduler:
     async def advance(self, parent_id: str) -> None:
         """Start the nodes whose inputs are ready, or end the graph's execution. One
         advance at a time per graph in this process (two could start the same node)."""
+        if parent_id in self._pending:
+            return  # the waiting advance reads the database after what called this
         lock, users = self._locks.get(parent_id, (asyncio.Lock(), 0))
         self._locks[parent_id] = (lock, users + 1)
+        self._pending.add(parent_id)
+        waiting = True
         try:
             async with lock:
+                self._pending.discard(parent_id)
+                waiting = False
                 await self._advance(parent_id)
         except Exception:
             log.exception("could not advance graph execution %s", parent_id)
         finally:
+            if waiting:  # cancelled before its turn
+                self._pending.discard(parent_id)
             lock, users = self._locks[parent_id]
             if users == 1:
                 del self._locks[parent_id]
@@ -133,9 +146,17 @@ class GraphScheduler:
                     ended = True
                 else:
                     warm = bool(state.ready) and await self._low_latency(session, parent)
+                    # read once for all the ready nodes, and held: the session's identity
+                    # map keeps only what is referenced, and a look-up that misses it
+                    # would query (and flush) once per node
+                    steps = await StepRepository(session).by_ids(
+                        node_named(graph, name)["step_id"] for name in state.ready)
+                    _owner = (await session.get(User, parent.created_by)
+                              if state.ready and parent.created_by else None)
                     for name in state.ready:
-                        launch = await self._start_node(service, session, pipeline, parent,
-                                                        node_named(graph, name), nodes)
+                        node = node_named(graph, name)
+                        launch = await self._start_node(service, pipeline, parent, node,
+                                                        steps.get(node["step_id"]), nodes)
                         if launch is None:
                             reused = True  # its outputs came from the cache
                             continue
@@ -146,6 +167,7 @@ class GraphScheduler:
                                 parent.deployment_name, step_name))
                         launches.append(launch)
                         self._parents[launch.execution_id] = parent_id
+                    await session.flush()  # the ready nodes' rows, in one go
                     if (launches or reused) and parent.status == t.PENDING:
                         parent.status = t.transition(parent.status, t.RUNNING)
                         parent.started_at = utcnow()
@@ -227,12 +249,11 @@ class GraphScheduler:
                     handles.append(node.handle)
         return handles
 
-    async def _start_node(self, service: ExecutionService, session: Any, pipeline: Pipeline,
-                          parent: Execution, node: Mapping[str, Any],
+    async def _start_node(self, service: ExecutionService, pipeline: Pipeline,
+                          parent: Execution, node: Mapping[str, Any], step: Step | None,
                           nodes: Mapping[str, Execution]) -> Launch | None:
         """Record a node's execution and return its launch; None when a cached node
         reused an earlier run's outputs (it is then already succeeded)."""
-        step = await StepRepository(session).get(node["step_id"])
         if step is None:
             raise GraphFailure(f"node {node['name']!r}: its step {node['step_name']!r} was "
                                "deleted")
@@ -240,14 +261,14 @@ class GraphScheduler:
         plans = plan_outputs(step.outputs, [])
         key = await self._cache_key(service, step, resolved) if node.get("cache") else None
         earlier = await service.repository.cached(key) if key else None
+        # the ready nodes' rows go to the database together, with _advance's flush
         launch = await service.record(pipeline, step, resolved, plans, {},
                                       created_by=parent.created_by, parent=parent,
-                                      node_name=node["name"])
-        execution = await service.repository.get(launch.execution_id)
-        assert execution is not None
-        execution.cache_key = key
+                                      node_name=node["name"], cache_key=key, batch=True)
         if earlier is None:
             return launch
+        execution = await service.repository.get(launch.execution_id)
+        assert execution is not None
         await self._reuse(service, execution, earlier)
         return None
 

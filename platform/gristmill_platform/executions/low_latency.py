@@ -77,7 +77,11 @@ TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
 # Shadow copies (docs/rollout.md) wait for a moment with no call in flight, at most this.
 SHADOW_QUIET_WAIT_S = 0.25
+# Copies waiting to be sent; past this, new ones are dropped (logged and counted).
 SHADOW_QUEUE_LIMIT = 10_000
+# Copies sent and not answered yet: the others wait in the queue above, not as tasks in the
+# pool's line (a shadow worker running at a low CPU priority on a busy machine may be slow).
+SHADOW_IN_FLIGHT_LIMIT = 64
 
 
 def timeout_reason(timeout_s: int) -> str:
@@ -140,6 +144,12 @@ class LowLatencyDispatcher:
         self._shadows: deque[tuple[Endpoint, Mapping[str, Any], Mapping[str, str], float]] \
             = deque()
         self._shadow_drain: asyncio.Task[None] | None = None
+        self._shadows_in_flight = 0
+        self._shadow_room = asyncio.Event()
+        self._shadow_room.set()
+        self.shadows_dropped = 0
+        # keys whose warm workers run at a low CPU priority: started for shadow copies only
+        self._background: set[str] = set()
         self.journal = journal
         self.environment = environment
 
@@ -166,20 +176,29 @@ class LowLatencyDispatcher:
         if launch.parent_id is not None and self.node_ended is not None:
             await self.node_ended(execution_id)  # what follows the node may start
 
-    async def warm(self, endpoint: Endpoint, *, wait_s: float) -> None:
+    async def warm(self, endpoint: Endpoint, *, wait_s: float, background: bool = False
+                   ) -> None:
         """Bring up the warm workers of a variant pipeline (executors/workers.py
         variant_key) on its first call, once however many calls come at once; and roll
         them when what they run changed since (the deployment updated, the pipeline
         deleted and created again under its name: a new pipeline or step), as the
         deployment's own workers roll on its update. The endpoint is the directory's
-        (deployments/directory.py), so this follows a change made through any replica."""
+        (deployments/directory.py), so this follows a change made through any replica.
+
+        background: for shadow copies. Workers first started for them run at a low CPU
+        priority (WorkerPool.ensure), so that on a busy machine the answering workers and
+        this service go first; a call that a variant answers rolls such workers to the
+        normal priority (a process cannot be given back its priority without privileges)."""
         key = endpoint.worker_key
         version = variant_version(endpoint)
         task = self._warming.get(key)
-        restart = task is not None and self._warmed_for.get(key) != version
+        promote = not background and key in self._background
+        restart = task is not None and (self._warmed_for.get(key) != version or promote)
         if task is None or restart or (task.done() and not self.pool.pods(key)):
+            low = background and (task is None or key in self._background)
+            (self._background.add if low else self._background.discard)(key)
             task = asyncio.get_running_loop().create_task(
-                self.pool.ensure(key, wait_s=wait_s, restart=restart))
+                self.pool.ensure(key, wait_s=wait_s, restart=restart, background=low))
             self._warming[key] = task
             self._warmed_for[key] = version
         await asyncio.shield(task)
@@ -192,8 +211,12 @@ class LowLatencyDispatcher:
         it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own; past
         SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (and logged)."""
         if len(self._shadows) >= SHADOW_QUEUE_LIMIT:
-            log.warning("%d shadow copies wait already: the copy for %s is dropped",
-                        len(self._shadows), endpoint.pipeline_name)
+            self.shadows_dropped += 1
+            metrics.SHADOW_COPIES_DROPPED.labels(endpoint.deployment.name).inc()
+            log.warning("%d shadow copies wait already: the copy for %s of a call to %s is "
+                        "dropped (%d dropped so far)", len(self._shadows),
+                        endpoint.pipeline_name, endpoint.deployment.name,
+                        self.shadows_dropped)
             return
         self._shadows.append((endpoint, body, environment, wait_s))
         if self._shadow_drain is None:
@@ -202,6 +225,8 @@ class LowLatencyDispatcher:
     async def _drain_shadows(self) -> None:
         try:
             while self._shadows:
+                # at most SHADOW_IN_FLIGHT_LIMIT sent at once; the others wait here
+                await self._shadow_room.wait()
                 # after the answers: under a load with no quiet moment, capped
                 await self.journal.traffic.quiet(SHADOW_QUIET_WAIT_S)
                 await self._copy(*self._shadows.popleft())
@@ -215,10 +240,20 @@ class LowLatencyDispatcher:
             if step is None or step.status != "ready":
                 log.warning("shadow pipeline %s is not ready: no copy", endpoint.pipeline_name)
                 return
-            await self.warm(endpoint, wait_s=wait_s)
-            self.track(endpoint, body, environment, shadow=True)
+            await self.warm(endpoint, wait_s=wait_s, background=True)
+            tracked = self.track(endpoint, body, environment, shadow=True)
         except Exception:
             log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
+            return
+        self._shadows_in_flight += 1
+        if self._shadows_in_flight >= SHADOW_IN_FLIGHT_LIMIT:
+            self._shadow_room.clear()
+        tracked.done.add_done_callback(self._shadow_ended)
+
+    def _shadow_ended(self, _: asyncio.Future[ExecutionRecord]) -> None:
+        self._shadows_in_flight -= 1
+        if self._shadows_in_flight < SHADOW_IN_FLIGHT_LIMIT:
+            self._shadow_room.set()
 
     def track(self, endpoint: Endpoint, body: Mapping[str, Any],
               environment: Mapping[str, str], *, shadow: bool = False) -> Tracked:

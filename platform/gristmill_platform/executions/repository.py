@@ -33,9 +33,12 @@ class ExecutionRepository:
             select(func.count()).select_from(Execution).where(Execution.id == execution_id))
         return bool(result.scalar_one())
 
-    async def add(self, execution: Execution) -> None:
+    async def add(self, execution: Execution, *, flush: bool = True) -> None:
+        """flush=False: written with the session's next flush (a graph's ready nodes, one
+        INSERT for all of them)."""
         self.session.add(execution)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
 
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(
@@ -108,6 +111,14 @@ class ExecutionRepository:
                                            Execution.status.in_(("pending", "running"))))
             live.update(result.scalars().all())
         return live
+
+    async def active_on_worker(self, worker: str) -> Execution | None:
+        """The live execution a worker (an elastic pool pod) was given, if any."""
+        result = await self.session.execute(
+            select(Execution).where(Execution.status.in_(("pending", "running")),
+                                    Execution.worker == worker)
+            .order_by(Execution.created_at.desc()).limit(1))
+        return result.scalars().first()
 
     async def delete(self, execution: Execution) -> None:
         await self.session.execute(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,10 +35,12 @@ from gristmill_platform.executions.graph_scheduler import GraphScheduler
 from gristmill_platform.executions.journal import TrackingJournal
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
+from gristmill_platform.executions.pool_claims import PoolClaims
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
+from gristmill_platform.executors.kubernetes.elastic_pool import ElasticPool
 from gristmill_platform.executors.kubernetes.executor import BACKEND as KUBERNETES
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 from gristmill_platform.executors.kubernetes.pod_logs import unshipped
@@ -144,6 +147,7 @@ class ExecutionRuntime:
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
         self.sweeper: OrphanSweeper | None = None
+        self.pool: ElasticPool | None = None
         if settings.executor == "kubernetes":
             self.kubernetes = KubernetesExecutor(kubernetes_config(settings),
                                                  log_sink=self._keep_pod_logs)
@@ -151,6 +155,17 @@ class ExecutionRuntime:
                                       settings.kubernetes_watch_interval_s)
             self.sweeper = OrphanSweeper(self.kubernetes, self._live_executions,
                                          self.watcher.following)
+            if settings.kubernetes_elastic_pool_size > 0:
+                assert settings.secret_key
+                self.pool = ElasticPool(
+                    self.kubernetes, secret_key=settings.secret_key,
+                    size=settings.kubernetes_elastic_pool_size,
+                    idle_s=settings.kubernetes_elastic_pool_idle_s,
+                    environment_url=settings.worker_url,
+                    owner=f"{socket.gethostname()}-{settings.port}",
+                    interval_s=settings.kubernetes_watch_interval_s)
+        self.pool_claims = PoolClaims(transactions, executions, self.pool,
+                                      settings.worker_url)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
@@ -221,7 +236,9 @@ class ExecutionRuntime:
                         return
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
-                handle = await self.kubernetes.submit(spec)
+                handle = await self._pool_pod(spec, launch)
+                if handle is None:
+                    handle = await self.kubernetes.submit(spec)
                 worker = str(handle["name"])
             else:
                 step = context.step
@@ -231,11 +248,22 @@ class ExecutionRuntime:
                 spec = self._spec(launch, step.environment_key, context.variables)
                 handle = await self.executor.submit(spec)
                 worker = f"local-{handle['pid']}"
-            async with self.transactions() as session:
-                execution = await ExecutionRepository(session).get(launch.execution_id)
-                if execution is not None:
-                    execution.handle = handle
-                    execution.worker = worker
+            try:
+                async with self.transactions() as session:
+                    execution = await ExecutionRepository(session).get(launch.execution_id)
+                    if execution is not None:
+                        execution.handle = handle
+                        execution.worker = worker
+            except Exception:
+                if handle.get("pool"):
+                    await self._release_pool_pod(handle)
+                raise
+            if handle.get("pool"):
+                if execution is None:  # deleted meanwhile: its pod claims nothing
+                    await self._release_pool_pod(handle)
+                else:
+                    assert self.pool is not None
+                    self.pool.assigned(worker)
             if self.watcher is not None:
                 # followed even if the execution was deleted meanwhile: its pod must go
                 self.watcher.follow(handle)
@@ -244,6 +272,27 @@ class ExecutionRuntime:
         except Exception as exc:
             log.exception("could not launch %s", launch.execution_id)
             await self._fail(launch.execution_id, f"could not start the worker: {exc}")
+
+    async def _pool_pod(self, spec: LaunchSpec, launch: Launch) -> Handle | None:
+        """An idle pool pod given the execution, or None (a cold pod runs it). The pool
+        is never a reason for an execution not to run: its failures take the cold path."""
+        if self.pool is None:
+            return None
+        try:
+            return await self.pool.take(spec, launch.step_id)
+        except Exception:
+            log.warning("the elastic pool failed to give %s a pod; a cold pod runs it",
+                        launch.execution_id, exc_info=True)
+            return None
+
+    async def _release_pool_pod(self, handle: Handle) -> None:
+        """A pool pod given an execution that was not recorded: stop it (its execution,
+        if any, fails or was deleted), the watcher deletes it once ended."""
+        assert self.kubernetes is not None
+        try:
+            await self.kubernetes.cancel(handle)
+        except Exception:
+            log.warning("could not stop pool pod %s", handle.get("name"), exc_info=True)
 
     async def _context(self, session: AsyncSession, launch: Launch) -> LaunchContext:
         step = await StepRepository(session).get(launch.step_id)
@@ -420,6 +469,8 @@ class ExecutionRuntime:
             self.watcher.start()
         if self.sweeper is not None:
             self.sweeper.start()
+        if self.pool is not None:
+            self.pool.start()
 
     async def _live_executions(self, ids: Sequence[str]) -> set[str]:
         """The orphan sweeper's question: which of these executions are still live."""
@@ -527,6 +578,8 @@ class ExecutionRuntime:
             self.watcher.follow(handle)
 
     async def shutdown(self) -> None:
+        if self.pool is not None:
+            await self.pool.shutdown()
         if self.sweeper is not None:
             await self.sweeper.shutdown()
         if self.watcher is not None:

@@ -75,6 +75,10 @@ class StepBuildsView(Protocol):
 
 log = logging.getLogger("gristmill.workers")
 
+# The niceness of workers that only run shadow copies (docs/rollout.md): on a busy
+# machine the scheduler serves the answering workers and the control service first, and
+# a woken shadow worker does not preempt them.
+BACKGROUND_NICE = 19
 # Module imports that load a model can take minutes; past this the start has failed.
 START_TIMEOUT_S = 1800.0
 HEALTH_POLL_FIRST_S = 0.005
@@ -190,6 +194,7 @@ class _Slot:
         self.failures = 0
         self.restarts = 0
         self.failure: str | None = None  # why it ended creation_failed
+        self.background = False  # its workers start at a low CPU priority (ensure)
         self.changed = asyncio.Event()
 
     @property
@@ -223,6 +228,7 @@ class LocalWorkerPool:
         self.environment_url = environment_url
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
+        self._adopting: dict[str, asyncio.Task[_Slot | None]] = {}
         self._logs = DeploymentLogBuffer(logs)
         self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -231,13 +237,14 @@ class LocalWorkerPool:
     # -- WorkerPool ---------------------------------------------------------------------------
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
+                     restart: bool = False, background: bool = False) -> None:
         await asyncio.gather(*(self._ensure_one(replica_key(deployment_name, number),
-                                                wait_s=wait_s, restart=restart)
+                                                wait_s=wait_s, restart=restart,
+                                                background=background)
                                for number in range(self.replicas)))
 
-    async def _ensure_one(self, deployment_name: str, *, wait_s: float, restart: bool
-                          ) -> None:
+    async def _ensure_one(self, deployment_name: str, *, wait_s: float, restart: bool,
+                          background: bool) -> None:
         self._start_background()
         slot = self._slots.setdefault(deployment_name, _Slot(deployment_name))
         async with slot.lock:
@@ -245,6 +252,7 @@ class LocalWorkerPool:
             # stopped: deleted meanwhile (a new deployment of that name gets a new slot)
             if record is None or slot.stopped or self._closing:
                 return
+            slot.background = background  # for the workers started from now on
             slot.deployment_id = record.deployment_id
             if split_key(deployment_name)[1] is None and replica_of(deployment_name)[1] == 0:
                 self._names[record.deployment_id] = deployment_name
@@ -317,6 +325,8 @@ class LocalWorkerPool:
         return "starting", None
 
     async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
+        if self._slots.get(deployment_name) is None and not self._closing:
+            await self._adopt(deployment_name)
         while True:
             slot = self._choose(deployment_name)
             worker = await self._serving(slot)
@@ -371,6 +381,38 @@ class LocalWorkerPool:
         self._log(worker, f"The worker is replaced: {reason}")
         self._spawn_task(self._drain(slot, worker))  # the others it runs still answer
         self._spawn_task(self._relaunch(slot, 0.0))
+
+    async def _adopt(self, name: str) -> _Slot | None:
+        """_adopt_once, once however many calls come at once."""
+        task = self._adopting.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._adopt_once(name))
+            self._adopting[name] = task
+            task.add_done_callback(lambda _: self._adopting.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _adopt_once(self, name: str) -> _Slot | None:
+        """The workers of a deployment this process never brought up, at its first call:
+        one created through another control service sharing the database after this one
+        started (resume brought up those that existed then). Each control service runs
+        its own warm worker on this backend; the call waits for it to start, as the first
+        call of a new variant does. None when there is no such deployment."""
+        deployment_name, _ = split_key(name)
+        async with self.transactions() as session:
+            deployment = await self.deployments(session).by_name(deployment_name)
+            wanted = (deployment is not None and deployment.mode == "low_latency"
+                      and deployment.is_enabled)
+        if not wanted:
+            return None
+        log.info("bringing up a warm worker for %s, created through another control "
+                 "service", name)
+        await self.ensure(name, wait_s=0)
+        slot = self._slots.get(name)
+        if slot is not None and not slot.expecting and slot.current is None \
+                and not slot.failed:
+            self._slots.pop(name, None)  # nothing to run it after all (see _load)
+            return None
+        return slot
 
     async def resume(self) -> None:
         self._start_background()
@@ -587,7 +629,15 @@ class LocalWorkerPool:
             start_new_session=True,  # stop() takes the processes the step started too
         )
         worker = _Worker(record, pod_id, socket_path, secret, process, io_root)
-        self._log(worker, f"Pod {pod_id} created (pid {process.pid}); importing "
+        priority = ""
+        if slot.background:
+            # before the step module's import, so that what it starts inherits it too
+            try:
+                os.setpriority(os.PRIO_PROCESS, process.pid, BACKGROUND_NICE)
+                priority = f", at CPU priority nice {BACKGROUND_NICE} (shadow copies only)"
+            except OSError as exc:  # not fatal: the copies just compete as equals
+                log.warning("could not lower the CPU priority of worker %s: %s", pod_id, exc)
+        self._log(worker, f"Pod {pod_id} created (pid {process.pid}{priority}); importing "
                   f"{record.step.function_path}")
         loop = asyncio.get_running_loop()
         reader = loop.create_task(self._read_output(worker))

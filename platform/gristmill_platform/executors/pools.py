@@ -38,4 +38,4 @@ def worker_pool(settings: Settings, transactions: Transactions,
                                environment_url=settings.environment_url,
                                replicas=settings.local_warm_workers)
     # multi-step pipelines' deployments: one pool per distinct step of their nodes
-    return GraphWorkerPools(pool, transactions, deployments)
+    return GraphWorkerPools(pool, transactions, deployments, builds)

@@ -62,6 +62,7 @@ class WorkerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     generation: int = 1  # bumped by update_deployment to roll the workers
     file_io: bool = False  # as LaunchSpec.file_io, shared by the executions the worker runs
+    deployment_id: str = ""  # of the deployment the workers belong to (their objects' label)
 
 
 class WorkerState(str, enum.Enum):

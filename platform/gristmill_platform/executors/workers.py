@@ -98,11 +98,13 @@ class WorkerAnswer:
 
 class WorkerPool(Protocol):
     async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
+                     restart: bool = False, background: bool = False) -> None:
         """Start (or, with restart, roll) the deployment's worker from its current record,
         waiting up to wait_s for it to be ready. Records the outcome on the deployment:
         status "up", or "creation_failed" with status_reason, and its import-time output
-        in the deployment logs. Idempotent."""
+        in the deployment logs. Idempotent. background: the workers it starts (now and
+        after a crash) run at a low CPU priority where the backend can (shadow copies'
+        workers, docs/rollout.md); until the next start with it False."""
 
     async def stop(self, deployment_name: str) -> None:
         """Stop the deployment's worker (deployment deleted)."""

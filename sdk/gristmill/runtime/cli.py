@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=_SERVE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    commands.add_parser(
+        "pool",
+        help="wait for one elastic execution in a pre-started pod, run it and exit",
+        description="A pre-started pod of an elastic pool: claim one execution (POST "
+        "/api/v1/runtime/pool/claim with GRISTMILL_POOL_TOKEN), run it as `run` does, exit.",
+    )
     zygote = commands.add_parser(
         "zygote",
         help="fork server for elastic executions (started by the local backend)",
@@ -83,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.runtime.serve import serve
 
         return serve()
+    if args.command == "pool":
+        from gristmill.runtime.pool import pool
+
+        return pool()
     if args.command == "zygote":
         from gristmill.runtime.zygote import main as zygote
 

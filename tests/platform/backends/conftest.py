@@ -93,6 +93,8 @@ class Backend:
     kubelet: KubeletDouble | None = None
     emulator: Emulator | None = None
     real_api: Any = None  # kr8s.Api of the real cluster
+    state: Any = None  # the control service's AppState, on the emulator
+    server: Any = None  # its ServerThread, on the emulator
 
     @property
     def on_kubernetes(self) -> bool:
@@ -140,15 +142,32 @@ def _image_of(state: Any, step_id: str, environment_key: str | None) -> tuple[st
     return python, state.builds.code_dir(step_id)
 
 
-def _locator(state: Any, database: Path) -> Any:
+def query_one(database: Path | str, sql: str, params: tuple[Any, ...]) -> Any:
+    """One row of the control service's database: a SQLite file, or a PostgreSQL URL
+    (``?`` placeholders either way)."""
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as db:
+            return db.execute(sql, params).fetchone()
+    import psycopg
+
+    url = database.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as db:
+        return db.execute(sql.replace("?", "%s"), params).fetchone()
+
+
+def _locator(state: Any, database: Path | str) -> Any:
     """(pod env) -> (python, code folder) of an elastic pod's execution's step."""
 
     def locate(env: Mapping[str, str]) -> tuple[str, Path]:
-        with sqlite3.connect(database) as db:
-            row = db.execute(
-                "SELECT s.id, s.environment_key FROM executions e JOIN steps s "
-                "ON s.id = e.step_id WHERE e.id = ?", (env["GRISTMILL_EXECUTION_ID"],),
-            ).fetchone()
+        if "GRISTMILL_EXECUTION_ID" not in env:  # an elastic pool's pod: its step's image
+            row = query_one(database, "SELECT id, environment_key FROM steps WHERE id = ?",
+                            (env["GRISTMILL_POOL_STEP_ID"],))
+            if row is None:
+                raise LookupError(f"no step {env['GRISTMILL_POOL_STEP_ID']}")
+            return _image_of(state, *row)
+        row = query_one(
+            database, "SELECT s.id, s.environment_key FROM executions e JOIN steps s "
+            "ON s.id = e.step_id WHERE e.id = ?", (env["GRISTMILL_EXECUTION_ID"],))
         if row is None:
             raise LookupError(f"no step for execution {env['GRISTMILL_EXECUTION_ID']}")
         return _image_of(state, *row)
@@ -156,15 +175,14 @@ def _locator(state: Any, database: Path) -> Any:
     return locate
 
 
-def _worker_locator(state: Any, database: Path) -> Any:
+def _worker_locator(state: Any, database: Path | str) -> Any:
     """(worker pod) -> (python, code folder) of its step, named by the pod's annotation."""
     from gristmill_platform.executors.kubernetes.manifests import ANNOTATION_STEP
 
     def locate(pod: Mapping[str, Any]) -> tuple[str, Path]:
         step = (pod["metadata"].get("annotations") or {})[ANNOTATION_STEP]
-        with sqlite3.connect(database) as db:
-            row = db.execute("SELECT id, environment_key FROM steps WHERE name = ?",
-                             (step,)).fetchone()
+        row = query_one(database, "SELECT id, environment_key FROM steps WHERE name = ?",
+                        (step,))
         if row is None:
             raise LookupError(f"no step named {step}")
         return _image_of(state, *row)
@@ -172,18 +190,19 @@ def _worker_locator(state: Any, database: Path) -> Any:
     return locate
 
 
-def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
-              ) -> Iterator[Backend]:
+def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None,
+              database_url: str | None = None, **overrides: Any) -> Iterator[Backend]:
     thread = EmulatorThread()
     emulator = thread.start()
     kubeconfig = write_kubeconfig(thread.url, root / "kubeconfig")
-    database = root / "gristmill.sqlite3"
+    database: Path | str = database_url or root / "gristmill.sqlite3"
     # Kubernetes mode needs a data store the cluster reaches (Kaniko reads build contexts
     # from the bucket): S3, here moto's.
     server, env, _ = start_local_environment(
-        root / "data", f"sqlite:///{database}", executor="kubernetes", registry=REGISTRY,
+        root / "data", database_url or f"sqlite:///{database}", executor="kubernetes",
+        registry=REGISTRY,
         kubernetes_namespace=NAMESPACE, kubernetes_kubeconfig=str(kubeconfig),
-        kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()))
+        kubernetes_watch_interval_s=0.2, **moto.s3_settings(moto.new_bucket()), **overrides)
     state = server.server.config.app.state.gristmill
     workers = WorkerCluster(emulator, NAMESPACE, locate=_worker_locator(state, database))
     kubelet = KubeletDouble(emulator, NAMESPACE, _locator(state, database), workers=workers,
@@ -198,10 +217,12 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None
         kubelet.start()
 
     thread.call(start_kubelet())
+    backend = Backend("kubernetes", env, kubelet=kubelet, emulator=emulator, state=state,
+                      server=server)
     try:
-        yield Backend("kubernetes", env, kubelet=kubelet, emulator=emulator)
+        yield backend
     finally:
-        server.stop()
+        backend.server.stop()  # the one running now, if a test restarted it
         thread.call(kubelet.stop())
         thread.stop()
 

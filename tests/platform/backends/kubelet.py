@@ -163,7 +163,7 @@ class KubeletDouble:
     async def _admit(self, name: str, obj: Any) -> None:
         pod = obj.raw
         labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get("gristmill.io/mode") != "elastic":
+        if labels.get("gristmill.io/mode") not in ("elastic", "elastic-pool"):
             return  # build pods and warm workers are not run by this double
         self._serve_logs(name)
         if wants_gpu(pod):

@@ -244,6 +244,15 @@ class Emulator(kmock.KubernetesEmulator):
             elif request.action == enums.action.UPDATE and request.name is not None:
                 key = (request.resource, request.namespace, request.name)
                 if key in self.objects and not self.objects[key].deleted:
+                    # a resourceVersion in the patch is a precondition, as on a real server
+                    sent = metadata.get("resourceVersion")
+                    live_version = self.objects[key].get("metadata", {}).get("resourceVersion")
+                    if sent is not None and str(sent) != str(live_version):
+                        return aiohttp.web.json_response(
+                            {"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                             "code": 409, "reason": "Conflict",
+                             "message": "the object has been modified; please apply your "
+                             "changes to the latest version and try again"}, status=409)
                     if "spec" in request.data:
                         live = self.objects[key].get("metadata", {})
                         metadata["generation"] = live.get("generation", 1) + 1

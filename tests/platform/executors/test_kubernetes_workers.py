@@ -41,7 +41,12 @@ from gristmill_platform.executors.kubernetes.workers import (
     lines_after,
     worker_secret,
 )
-from gristmill_platform.executors.workers import ExecutionLost, WorkerAnswer, variant_key
+from gristmill_platform.executors.workers import (
+    ExecutionLost,
+    WorkerAnswer,
+    node_key,
+    variant_key,
+)
 from gristmill_platform.settings import Settings
 from gristmill_platform.state import AppState
 
@@ -490,6 +495,34 @@ async def test_stop_deletes_the_deployment_and_service(
     await eventually(no_pods, "the pods to go with their Deployment")
 
 
+async def test_a_deployment_deleted_before_a_restarted_service_adopted_its_node_pools(
+        state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
+        emulator: Emulator, clock: Clock) -> None:
+    """A graph deployment's node pools outlive the process that applied them; deleted
+    before the next process tracks them, its delete finds them by label."""
+    await add_deployment(state)
+    key = node_key("score-api", "score-api-step")
+    first = make_pool(state, executor, cluster, clock)
+    await first.ensure(key, wait_s=DEADLINE_S)
+    await first.shutdown()  # the workers stay in the cluster
+    name = manifests.worker_name(key)
+    assert emulator.has("apps/v1/deployments", name) and emulator.has("v1/services", name)
+    labels = worker_deployment(emulator, key)["metadata"]["labels"]
+    assert labels[manifests.LABEL_DEPLOYMENT_NAME] == "score-api"
+
+    second = make_pool(state, executor, cluster, clock)  # tracks nothing yet
+    try:
+        async with transaction(state) as session:  # the route deletes the record first
+            await session.delete((await session.execute(select(Deployment))).scalar_one())
+        await second.stop("score-api")
+    finally:
+        await second.shutdown()
+
+    assert not emulator.has("apps/v1/deployments", name)
+    assert not emulator.has("v1/services", name)
+    assert not emulator.has("policy/v1/poddisruptionbudgets", name)
+
+
 async def test_shutdown_leaves_the_workers_and_the_next_service_adopts_them(
         state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
         emulator: Emulator, clock: Clock) -> None:
@@ -571,6 +604,94 @@ async def test_a_variant_pipeline_gets_warm_workers_of_its_own(
     assert not emulator.has("apps/v1/deployments", manifests.worker_name("score-api"))
     with pytest.raises(ExecutionLost, match="not running"):
         await starts.run(pool, "too late", deployment=key)
+
+
+async def recreate_variant(state: AppState, pipeline_name: str) -> None:
+    """The variant pipeline deleted and created again under its name (new code): new
+    pipeline and step ids, the same names."""
+    async with transaction(state) as session:
+        pipeline = (await session.execute(select(Pipeline).where(
+            Pipeline.name == pipeline_name))).scalar_one()
+        step = await session.get(Step, pipeline.step_id)
+        await session.delete(pipeline)
+        await session.flush()
+        await session.delete(step)
+    await add_variant(state, pipeline_name)
+
+
+async def test_a_recreated_variant_rolls_and_only_its_new_pod_takes_calls(
+        state: AppState, pool: KubernetesWorkerPool, cluster: WorkerCluster,
+        emulator: Emulator) -> None:
+    await add_deployment(state)
+    await add_variant(state, "challenger")
+    key = variant_key("score-api", "challenger")
+    await pool.ensure(key, wait_s=DEADLINE_S)
+    [old] = cluster.names()
+    before = worker_deployment(emulator, key)["spec"]["template"]["metadata"]["annotations"][
+        manifests.ANNOTATION_GENERATION]
+    await recreate_variant(state, "challenger")
+    cluster.hold_rollouts = True  # the old pod still serves, as mid-rollout
+
+    await pool.ensure(key, wait_s=DEADLINE_S, restart=True)
+
+    after = worker_deployment(emulator, key)["spec"]["template"]["metadata"]["annotations"][
+        manifests.ANNOTATION_GENERATION]
+    assert after != before  # its own generation: the deployment's did not change
+    assert (await deployment_row(state)).generation == 1
+    new = [name for name in cluster.names() if name != old]
+    assert len(new) == 1  # the Deployment rolled
+    assert sorted(p["status"] for p in pool.pods(key)) == ["running", "running"]
+    starts = Starts()
+    for text in ("one", "two", "three"):  # the old pod, still ready, takes none of them
+        answer = await starts.run(pool, text, deployment=key)
+        assert answer.pod_id == new[0]
+
+
+async def test_stop_deletes_the_variant_workers_another_replica_brought_up(
+        state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
+        emulator: Emulator, clock: Clock) -> None:
+    deployment_id = await add_deployment(state)
+    await add_deployment(state, "score-api-2")  # a neighbour whose workers must stay
+    await add_variant(state, "challenger")
+    key = variant_key("score-api", "challenger")
+    neighbour_key = variant_key("score-api-2", "challenger")
+    first = make_pool(state, executor, cluster, clock)
+    second = make_pool(state, executor, cluster, clock)
+    try:
+        await first.ensure("score-api", wait_s=DEADLINE_S)
+        await second.ensure(key, wait_s=DEADLINE_S)  # only the second replica knows it
+        await second.ensure("score-api-2", wait_s=DEADLINE_S)
+        await second.ensure(neighbour_key, wait_s=DEADLINE_S)
+        assert key not in first.deployment_names()
+        variant = worker_deployment(emulator, key)
+        labels = variant["metadata"]["labels"]
+        assert labels[manifests.LABEL_DEPLOYMENT_NAME] == "score-api"
+        assert labels[manifests.LABEL_DEPLOYMENT_ID] == deployment_id
+        # not on the pods: that would roll every existing worker on upgrade
+        assert manifests.LABEL_DEPLOYMENT_NAME not in variant["spec"]["template"][
+            "metadata"]["labels"]
+
+        async with transaction(state) as session:  # the route deletes the record first
+            await session.delete((await session.execute(select(Deployment).where(
+                Deployment.name == "score-api"))).scalar_one())
+        await first.stop("score-api")
+
+        for name in ("score-api", key):
+            for resource in ("apps/v1/deployments", "v1/services",
+                             "policy/v1/poddisruptionbudgets"):
+                assert not emulator.has(resource, manifests.worker_name(name)), (resource, name)
+        for name in ("score-api-2", neighbour_key):  # never another deployment's
+            assert emulator.has("apps/v1/deployments", manifests.worker_name(name))
+
+        async def only_the_neighbours_pods() -> bool:
+            return cluster.names() == sorted(
+                cluster.names(manifests.worker_name("score-api-2"))
+                + cluster.names(manifests.worker_name(neighbour_key)))
+
+        await eventually(only_the_neighbours_pods, "the deleted deployment's pods to go")
+    finally:
+        await first.shutdown()
+        await second.shutdown()
 
 
 # -- creation failures ----------------------------------------------------------------------------

@@ -74,6 +74,7 @@ def worker_spec(**changes: Any) -> WorkerSpec:
         "resources": Resources(memory_bytes=2 * GIB),
         "image": STEP_IMAGE,
         "generation": 3,
+        "deployment_id": "5f0c8a1e-7d2b-4c1a-9e3f-0b6d2a4c8e71",
     }
     values.update(changes)
     return WorkerSpec(**values)

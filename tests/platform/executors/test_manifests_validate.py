@@ -30,3 +30,27 @@ def test_strict_validation_refuses_an_unknown_field() -> None:
     job["spec"]["template"]["spec"]["containers"][0]["tls"] = {"enabled": False}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
+def test_pool_pod_is_valid_for_the_cluster_version() -> None:
+    """The elastic pool's pre-started pod, and that pod once given an execution."""
+    from gristmill_platform.executors.kubernetes.config import KubernetesConfig
+    from gristmill_platform.executors.kubernetes.pool_manifests import (
+        PoolShape,
+        assignment_patch,
+        pool_env,
+        pool_pod,
+    )
+
+    cfg = KubernetesConfig(namespace="gm", registry="registry.example/acme",
+                           image_pull_secrets=("pull",), labels={"team": "ml"})
+    shape = PoolShape("step-1", "echo", "echo", "python:3.12-slim",
+                      "registry.example/acme/gristmill-steps:abc")
+    pod = pool_pod(shape, "gm-pool-step-1-ab12",
+                   pool_env("http://gristmill:8765", "t" * 64, "step-1", 20, cfg.io_dir), cfg)
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    patch = assignment_patch("exec-1", "dep", 90)
+    pod["metadata"]["labels"].update(patch["metadata"]["labels"])
+    pod["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    pod["spec"].update(patch["spec"])
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)

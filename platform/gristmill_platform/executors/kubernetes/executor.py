@@ -376,6 +376,22 @@ class KubernetesExecutor:
             obj = kind({"metadata": {"name": name, "namespace": self.cfg.namespace}}, api=api)
             await self._delete(obj, propagation_policy="Background")
 
+    async def delete_workers_of(self, deployment_name: str) -> list[str]:
+        """Delete every warm-worker object labelled as the deployment's (its own pipeline's,
+        its variant pipelines', its node pools'), whichever control service replica applied
+        them: what one replica remembers is not what the cluster holds. The names of the
+        Deployments deleted."""
+        selector = manifests.deployment_workers_selector(deployment_name)
+        deleted: list[str] = []
+        for kind in (Deployment, Service, PodDisruptionBudget):
+            for obj in await self._list(kind, self.cfg.namespace, selector):
+                # checked again here, as for pods: never another deployment's objects
+                if _has_labels(_raw(obj), selector):
+                    await self._delete(obj, propagation_policy="Background")
+                    if kind is Deployment:
+                        deleted.append(obj.name)
+        return sorted(deleted)
+
     async def delete_worker_pod(self, deployment_name: str, pod_name: str) -> None:
         """Delete one pod of a low-latency deployment's workers, gracefully (its termination
         grace period lets it finish what it runs); its ReplicaSet starts another. Only a pod
@@ -666,18 +682,24 @@ class KubernetesExecutor:
 
     async def _list_pods(self, namespace: str, selector: Mapping[str, str]) -> list[APIObject]:
         """The pods matching ``selector`` as kr8s objects (a list, retried as any call)."""
+        return await self._list(Pod, namespace, selector)
+
+    async def _list(
+        self, kind: type[APIObject], namespace: str, selector: Mapping[str, str]
+    ) -> list[APIObject]:
+        """The objects of a kind matching ``selector`` (a list, retried as any call)."""
         api = await self.api()
 
         async def listed() -> list[APIObject]:
             return [
-                pod
-                async for pod in api.async_get(
-                    Pod, namespace=namespace, label_selector=dict(selector)
+                obj
+                async for obj in api.async_get(
+                    kind, namespace=namespace, label_selector=dict(selector)
                 )
-                if isinstance(pod, APIObject)
+                if isinstance(obj, APIObject)
             ]
 
-        return await self._retrying(listed, f"list pods in {namespace}")
+        return await self._retrying(listed, f"list {kind.endpoint} in {namespace}")
 
     async def _worker_pod_objects(self, deployment_name: str) -> list[APIObject]:
         selector = manifests.worker_selector(deployment_name)

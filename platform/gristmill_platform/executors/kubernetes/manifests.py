@@ -35,6 +35,7 @@ from gristmill_platform.executors.kubernetes.images import (
 )
 from gristmill_platform.executors.kubernetes.naming import label_value, resource_name
 from gristmill_platform.executors.spec import LaunchSpec, Resources, WorkerSpec
+from gristmill_platform.executors.workers import split_key
 
 Manifest = dict[str, Any]
 
@@ -45,6 +46,11 @@ LABEL_STEP = "gristmill.io/step"
 LABEL_PIPELINE = "gristmill.io/pipeline"
 LABEL_DEPLOYMENT = "gristmill.io/deployment"
 LABEL_IMAGE = "gristmill.io/image-digest"
+# The deployment a warm-worker object belongs to, whichever of its pools it serves (its own
+# pipeline, a variant pipeline of its traffic rule, a node of its multi-step pipeline):
+# what deleting the deployment deletes by, on every replica (executor.delete_workers_of).
+LABEL_DEPLOYMENT_NAME = "gristmill.io/deployment-name"
+LABEL_DEPLOYMENT_ID = "gristmill.io/deployment-id"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
 # Label values are cut to 63 characters; annotations keep the exact names.
@@ -119,6 +125,17 @@ def worker_selector(deployment_name: str) -> dict[str, str]:
         LABEL_ROLE: ROLE_WORKER,
         LABEL_MODE: MODE_LOW_LATENCY,
         LABEL_DEPLOYMENT: label_value(deployment_name),
+    }
+
+
+def deployment_workers_selector(deployment_name: str) -> dict[str, str]:
+    """Labels of every warm-worker object (Deployment, Service, PodDisruptionBudget) of a
+    deployment: its own pipeline's, its variant pipelines' and its node pools'."""
+    return {
+        LABEL_MANAGED_BY: "gristmill",
+        LABEL_ROLE: ROLE_WORKER,
+        LABEL_MODE: MODE_LOW_LATENCY,
+        LABEL_DEPLOYMENT_NAME: label_value(deployment_name),
     }
 
 
@@ -350,6 +367,16 @@ def _worker_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
     return _labels(cfg, spec.labels, ours)
 
 
+def _worker_object_labels(spec: WorkerSpec, cfg: KubernetesConfig) -> dict[str, str]:
+    """The labels of the Deployment, Service and PodDisruptionBudget themselves: the pods'
+    and the owning deployment's name and id. Not on the pod template: adding them there
+    would roll every warm worker of an existing installation on upgrade, for nothing."""
+    owner = {LABEL_DEPLOYMENT_NAME: label_value(split_key(spec.deployment_name)[0])}
+    if spec.deployment_id:
+        owner[LABEL_DEPLOYMENT_ID] = label_value(spec.deployment_id)
+    return dict(sorted({**_worker_labels(spec, cfg), **owner}.items()))
+
+
 def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
     """The Deployment of warm workers running the runner's server mode."""
     if not spec.argv:
@@ -422,7 +449,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": labels,
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": dict(
                 sorted({**identity, ANNOTATION_GENERATION: str(spec.generation)}.items())
             ),
@@ -467,7 +494,7 @@ def worker_service(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": _worker_labels(spec, cfg),
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
         },
         "spec": {
@@ -496,7 +523,7 @@ def worker_disruption_budget(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifes
         "metadata": {
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
-            "labels": _worker_labels(spec, cfg),
+            "labels": _worker_object_labels(spec, cfg),
             "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_name},
         },
         "spec": {

@@ -110,6 +110,21 @@ def worker_secret(secret_key: str, deployment_id: str) -> str:
                     hashlib.sha256).hexdigest()
 
 
+def variant_generation(deployment_generation: int, pipeline_id: str, step_id: str) -> int:
+    """The generation of a variant pipeline's (or a node pool's) workers.
+
+    The deployment's own generation does not change when a variant's pipeline is deleted
+    and created again under its name (new code, perhaps the same step name and image tag):
+    with it, the re-created variant's pods would count as current while the old pod still
+    serves, and take calls. This changes with the deployment's generation and with the
+    pipeline's and step's ids, so the Deployment rolls and only the new pods take calls once
+    ready. A hash, not a counter: no replica has to store it; 48 bits fit the annotation's
+    digits and any Python int."""
+    digest = hashlib.sha256(
+        f"{deployment_generation}:{pipeline_id}:{step_id}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
 def pod_address(pod: WorkerPod) -> tuple[str, int] | None:
     """Where the control service reaches a pod inside the cluster: its IP and port."""
     return (pod.ip, pod.port) if pod.ip and pod.port else None
@@ -188,13 +203,16 @@ class _Tracked:
         self.changed = asyncio.Event()
 
     def pick(self) -> _Lane | None:
-        """The pod to run on: the newest generation serving (older ones only finish what
-        they run), the least busy, if it has a free place."""
+        """The pod to run on: of the current generation once one serves, else of the newest
+        serving (older ones only finish what they run), the least busy, if it has a free
+        place. A variant's generation is a hash (variant_generation), not ordered: the
+        current one is asked for by value."""
         if not self.lanes:
             return None
-        newest = max(lane.generation for lane in self.lanes.values())
+        generations = {lane.generation for lane in self.lanes.values()}
+        chosen = self.generation if self.generation in generations else max(generations)
         free = [lane for lane in self.lanes.values()
-                if lane.generation == newest and lane.inflight < self.max_parallel]
+                if lane.generation == chosen and lane.inflight < self.max_parallel]
         return min(free, key=lambda lane: (lane.inflight, lane.pod), default=None)
 
     def drop(self, name: str) -> None:
@@ -235,9 +253,11 @@ class KubernetesWorkerPool:
     # -- WorkerPool ---------------------------------------------------------------------------
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
-                     restart: bool = False) -> None:
-        # restart: update_deployment bumped the generation, which is what rolls the pods
-        del restart
+                     restart: bool = False, background: bool = False) -> None:
+        # restart: update_deployment bumped the generation, which is what rolls the pods.
+        # background: not on this backend yet (a shadow variant's pods could get a lower
+        # PriorityClass and CPU request; the scheduler and kubelet then decide)
+        del restart, background
         if self._closing:
             return
         self._start_background()
@@ -261,18 +281,27 @@ class KubernetesWorkerPool:
         await self._wait_for_verdict(tracked, record.generation, wait_s)
 
     async def stop(self, deployment_name: str) -> None:
-        if split_key(deployment_name)[1] is None:  # its variants' workers go with it
+        own = split_key(deployment_name)[1] is None
+        keys = [deployment_name]
+        if own:  # its variants' and node pools' workers go with it
             prefix = variant_key(deployment_name, "")
-            await asyncio.gather(*(self.stop(key) for key in list(self._tracked)
-                                   if key.startswith(prefix)))
-        tracked = self._tracked.pop(deployment_name, None)
-        if tracked is not None:
-            tracked.stopped = True
-            for name in list(tracked.lanes):
-                tracked.drop(name)
-            tracked.pulse()
+            keys += [key for key in self._tracked if key.startswith(prefix)]
+        for key in keys:
+            tracked = self._tracked.pop(key, None)
+            if tracked is not None:
+                tracked.stopped = True
+                for name in list(tracked.lanes):
+                    tracked.drop(name)
+                tracked.pulse()
         try:
             await self.executor.delete_worker(deployment_name)
+            if own:
+                # by label, not by what this replica tracks: another replica may have
+                # brought up a variant this one never served
+                deleted = await self.executor.delete_workers_of(deployment_name)
+                if deleted:
+                    log.info("deleted the warm workers of %s: %s", deployment_name,
+                             ", ".join(deleted))
         except Exception:
             log.exception("could not delete the worker of %s from the cluster", deployment_name)
 
@@ -468,6 +497,7 @@ class KubernetesWorkerPool:
             deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
                 return None
+            pipeline_id: str | None = deployment.pipeline_id
             if node is not None:
                 step = await session.scalar(select(Step).where(Step.name == node))
             else:
@@ -479,9 +509,11 @@ class KubernetesWorkerPool:
                 return None
             variables = {v.name: v.value for v in await EnvVarRepository(session).list()}
             config = step.container_config or {}
+            generation = deployment.generation if variant is None else variant_generation(
+                deployment.generation, pipeline_id or "", step.id)
             return _Record(
                 deployment_id=deployment.id, name=name,
-                generation=deployment.generation,
+                generation=generation,
                 status=deployment.status if variant is None else "creation_pending",
                 status_reason=deployment.status_reason if variant is None else None,
                 max_parallel=(deployment.max_parallel_executions_per_pod
@@ -542,6 +574,7 @@ class KubernetesWorkerPool:
                 memory_bytes=ram_bytes(record.ram_request) if record.ram_request else None,
                 gpu=record.gpu_request or 0),
             image=record.image, generation=record.generation, file_io=True,
+            deployment_id=record.deployment_id,
         )
 
     async def _record(self, tracked: _Tracked, verdict: Verdict) -> None:
