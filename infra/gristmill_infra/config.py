@@ -167,6 +167,10 @@ class PlatformSettings:
     workers_memory_quota: str
     workers_gpu_quota: int
     workers_pod_quota: int
+    # Pre-started step pods per step and replica that each take one elastic execution
+    # (docs/kubernetes.md, "Elastic pool"); 0 turns the pool off.
+    elastic_pool_size: int = 1
+    elastic_pool_idle_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -663,6 +667,8 @@ def _read(r: _Reader, environment: str, region: str | None) -> EnvironmentConfig
         ),
         workers_gpu_quota=r.integer("workersGpuQuota", 8, 0, 1024),
         workers_pod_quota=r.integer("workersPodQuota", 500, 10, 100000),
+        elastic_pool_size=r.integer("elasticPoolSize", 1, 0, 50),
+        elastic_pool_idle_s=r.integer("elasticPoolIdleSeconds", 300, 30, 86400),
     )
     system_namespaces = ("default", "kube-system", "kube-public", "kube-node-lease")
     for key, value in (

@@ -125,6 +125,8 @@ def control_settings(
     prometheus_url: str,
     control_namespace: str | None = None,
     builds_namespace: str | None = None,
+    elastic_pool_size: int = 0,
+    elastic_pool_idle_s: int = 300,
 ) -> dict[str, pulumi.Input[str]]:
     """The non-secret GRISTMILL_* settings that select the Kubernetes, S3 and Prometheus
     adapters of the control service."""
@@ -140,6 +142,9 @@ def control_settings(
         "GRISTMILL_EXECUTOR": "kubernetes",
         "GRISTMILL_KUBERNETES_NAMESPACE": workers_namespace,
         **builds,
+        # Warm pods per step so an elastic execution skips pod start-up (docs/kubernetes.md).
+        "GRISTMILL_KUBERNETES_ELASTIC_POOL_SIZE": str(elastic_pool_size),
+        "GRISTMILL_KUBERNETES_ELASTIC_POOL_IDLE_S": str(elastic_pool_idle_s),
         "GRISTMILL_DATA_DIR": DATA_DIR,
         "GRISTMILL_REGISTRY": registry,
         "GRISTMILL_DATASTORE_BACKEND": "s3",

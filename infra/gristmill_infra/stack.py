@@ -241,6 +241,8 @@ def build_environment(cfg: EnvironmentConfig) -> EnvironmentOutputs:
                     prometheus_url=monitoring.prometheus_url,
                     control_namespace=cfg.platform.namespace,
                     builds_namespace=cfg.platform.builds_namespace,
+                    elastic_pool_size=cfg.platform.elastic_pool_size,
+                    elastic_pool_idle_s=cfg.platform.elastic_pool_idle_s,
                 ),
                 **control_metrics_settings(),
             },

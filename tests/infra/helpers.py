@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from pulumi.runtime.settings import _get_rpc_manager
 
 from gristmill_infra.config import EnvironmentConfig, parse_config
 
@@ -28,8 +30,24 @@ def run_pulumi(build: Callable[[], Any]) -> Any:
     def program() -> pulumi.Output[Any]:
         return pulumi.Output.from_input(build()).apply(lambda value: resolved.update(value=value))
 
-    program()
+    try:
+        program()
+    except BaseException:
+        _settle_failed_program()
+        raise
     return resolved["value"]
+
+
+def _settle_failed_program() -> None:
+    """A program that failed (a test expecting a config error) leaves unfinished RPCs and its
+    first exception in the process-wide RPC manager; the next test's program would raise
+    them as its own. Let them end, then forget them."""
+    manager = _get_rpc_manager()
+    loop = asyncio.get_event_loop()
+    while manager.rpcs:
+        pending, manager.rpcs = manager.rpcs, []
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    manager.clear()
 
 
 def stack_file_values(stack: str) -> dict[str, str]:

@@ -154,6 +154,13 @@ def test_dev_stack_outputs(mocks: GristmillMocks) -> None:
     assert kubeconfig["current-context"] == "gristmill-dev"
 
 
+def test_the_elastic_pool_follows_the_config(mocks: GristmillMocks) -> None:
+    build(elasticPoolSize="0", elasticPoolIdleSeconds="60")
+    settings = mocks.one("kubernetes:core/v1:ConfigMap", "platform-settings").inputs["data"]
+    assert settings["GRISTMILL_KUBERNETES_ELASTIC_POOL_SIZE"] == "0"
+    assert settings["GRISTMILL_KUBERNETES_ELASTIC_POOL_IDLE_S"] == "60"
+
+
 def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> None:
     outputs = build()
     settings = mocks.one("kubernetes:core/v1:ConfigMap", "platform-settings").inputs["data"]
@@ -163,6 +170,8 @@ def test_control_service_is_wired_to_the_environment(mocks: GristmillMocks) -> N
         "GRISTMILL_EXECUTOR": "kubernetes",
         "GRISTMILL_KUBERNETES_NAMESPACE": "gristmill-workers",
         "GRISTMILL_KUBERNETES_BUILD_NAMESPACE": "gristmill-builds",
+        "GRISTMILL_KUBERNETES_ELASTIC_POOL_SIZE": "1",
+        "GRISTMILL_KUBERNETES_ELASTIC_POOL_IDLE_S": "300",
         "GRISTMILL_DATA_DIR": "/var/lib/gristmill",
         "GRISTMILL_REGISTRY": outputs["registry_url"],
         "GRISTMILL_DATASTORE_BACKEND": "s3",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +59,7 @@ from gristmill_platform.executions.service import (
     system_line,
     with_values,
 )
+from gristmill_platform.executions.shadow_queue import ShadowQueue
 from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
@@ -77,11 +77,9 @@ TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
 # Shadow copies (docs/rollout.md) wait for a moment with no call in flight, at most this.
 SHADOW_QUIET_WAIT_S = 0.25
-# Copies waiting to be sent; past this, new ones are dropped (logged and counted).
+# Copies waiting to be sent; past this, new ones are dropped (logged and counted). A copy
+# is sent when its shadow workers have a free place (shadow_queue.py).
 SHADOW_QUEUE_LIMIT = 10_000
-# Copies sent and not answered yet: the others wait in the queue above, not as tasks in the
-# pool's line (a shadow worker running at a low CPU priority on a busy machine may be slow).
-SHADOW_IN_FLIGHT_LIMIT = 64
 
 
 def timeout_reason(timeout_s: int) -> str:
@@ -109,6 +107,21 @@ def worker_handle(pod_id: str, execution_id: str) -> dict[str, str]:
     # share. Should this control service die while it runs, the reconciler finds this
     # handle and fails it (see LOW_LATENCY_BACKEND).
     return {"backend": LOW_LATENCY_BACKEND, "pod_id": pod_id, "execution_id": execution_id}
+
+
+@dataclass(frozen=True)
+class _ShadowCopy:
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    environment: Mapping[str, str]
+    wait_s: float
+
+
+def _places(copy: _ShadowCopy) -> int:
+    """How many executions the copy's shadow workers run at once (its deployment's)."""
+    deployment = copy.endpoint.deployment
+    return max(1, deployment.max_parallel_executions_per_pod or 1) \
+        if deployment.enable_parallel_executions else 1
 
 
 def variant_version(endpoint: Endpoint) -> tuple[int, str, str]:
@@ -141,12 +154,9 @@ class LowLatencyDispatcher:
         self._taken: dict[str, tuple[str, str, asyncio.Task[Any]]] = {}
         self._warmed_for: dict[str, tuple[int, str, str]] = {}  # key -> variant_version
         # shadow copies waiting for the calls in flight to be answered (shadow)
-        self._shadows: deque[tuple[Endpoint, Mapping[str, Any], Mapping[str, str], float]] \
-            = deque()
+        self._shadows: ShadowQueue[_ShadowCopy] = ShadowQueue()
         self._shadow_drain: asyncio.Task[None] | None = None
-        self._shadows_in_flight = 0
-        self._shadow_room = asyncio.Event()
-        self._shadow_room.set()
+        self._shadow_room = asyncio.Event()  # a copy in flight ended
         self.shadows_dropped = 0
         # keys whose warm workers run at a low CPU priority: started for shadow copies only
         self._background: set[str] = set()
@@ -208,9 +218,12 @@ class LowLatencyDispatcher:
         """A shadow copy of a call (docs/rollout.md): queued, and dispatched once the calls
         in flight have been answered (traffic.py), so none of its work (recording it,
         sending it, its answer) runs between the caller's own steps. Whatever becomes of
-        it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own; past
-        SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (and logged)."""
-        if len(self._shadows) >= SHADOW_QUEUE_LIMIT:
+        it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own. It is
+        sent when its shadow workers have a free place (shadow_queue.py); past
+        SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (logged and counted)."""
+        if not self._shadows.offer(endpoint.worker_key,
+                                   _ShadowCopy(endpoint, body, environment, wait_s),
+                                   SHADOW_QUEUE_LIMIT):
             self.shadows_dropped += 1
             metrics.SHADOW_COPIES_DROPPED.labels(endpoint.deployment.name).inc()
             log.warning("%d shadow copies wait already: the copy for %s of a call to %s is "
@@ -218,42 +231,42 @@ class LowLatencyDispatcher:
                         endpoint.pipeline_name, endpoint.deployment.name,
                         self.shadows_dropped)
             return
-        self._shadows.append((endpoint, body, environment, wait_s))
         if self._shadow_drain is None:
             self._shadow_drain = asyncio.get_running_loop().create_task(self._drain_shadows())
 
     async def _drain_shadows(self) -> None:
         try:
-            while self._shadows:
-                # at most SHADOW_IN_FLIGHT_LIMIT sent at once; the others wait here
-                await self._shadow_room.wait()
+            while len(self._shadows):
+                taken = self._shadows.take(_places)
+                if taken is None:  # every waiting copy's workers are busy with copies
+                    self._shadow_room.clear()
+                    await self._shadow_room.wait()
+                    continue
                 # after the answers: under a load with no quiet moment, capped
                 await self.journal.traffic.quiet(SHADOW_QUIET_WAIT_S)
-                await self._copy(*self._shadows.popleft())
+                await self._copy(*taken)
         finally:
             self._shadow_drain = None
 
-    async def _copy(self, endpoint: Endpoint, body: Mapping[str, Any],
-                    environment: Mapping[str, str], wait_s: float) -> None:
+    async def _copy(self, key: str, copy: _ShadowCopy) -> None:
+        endpoint = copy.endpoint
         try:
             step = endpoint.step
             if step is None or step.status != "ready":
                 log.warning("shadow pipeline %s is not ready: no copy", endpoint.pipeline_name)
+                self._shadow_ended(key)
                 return
-            await self.warm(endpoint, wait_s=wait_s, background=True)
-            tracked = self.track(endpoint, body, environment, shadow=True)
+            await self.warm(endpoint, wait_s=copy.wait_s, background=True)
+            tracked = self.track(endpoint, copy.body, copy.environment, shadow=True)
         except Exception:
             log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
+            self._shadow_ended(key)
             return
-        self._shadows_in_flight += 1
-        if self._shadows_in_flight >= SHADOW_IN_FLIGHT_LIMIT:
-            self._shadow_room.clear()
-        tracked.done.add_done_callback(self._shadow_ended)
+        tracked.done.add_done_callback(lambda _: self._shadow_ended(key))
 
-    def _shadow_ended(self, _: asyncio.Future[ExecutionRecord]) -> None:
-        self._shadows_in_flight -= 1
-        if self._shadows_in_flight < SHADOW_IN_FLIGHT_LIMIT:
-            self._shadow_room.set()
+    def _shadow_ended(self, key: str) -> None:
+        self._shadows.ended(key)
+        self._shadow_room.set()
 
     def track(self, endpoint: Endpoint, body: Mapping[str, Any],
               environment: Mapping[str, str], *, shadow: bool = False) -> Tracked:

@@ -8,7 +8,13 @@ digest of everything that goes into it, and then:
 2. otherwise uploads the context to the data store (S3, where Kaniko reads it) and
    submits the Kaniko Job named after the digest. Identical steps created while it runs
    join the same Job, so they share one build;
-3. polls the Job until it is over, copying Kaniko's log into the step's build log.
+3. follows the Job until it is over, copying the build's log into the step's build log.
+   Every build of this control service is followed by one shared watch of the build
+   Jobs and one of their pods (executors/kubernetes/build_watch.py), not by requests per
+   build; the only ones left per build read its pod's log, every ``poll_interval_s``
+   while a container of that pod runs and once at the end, at most its last
+   ``log_cap_bytes`` (GRISTMILL_KUBERNETES_LOG_CAP_BYTES), after a line saying what was
+   cut.
 
 The registry itself is not asked whether the image exists: the control service has no
 registry credentials (only the builder pushes). A finished Job stays a day
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from gristmill_platform.db.models.steps import Step
+from gristmill_platform.executors.kubernetes.build_status import container_running
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig, kubernetes_config
 from gristmill_platform.executors.kubernetes.images import (
     ImageBuild,
@@ -47,13 +54,17 @@ from gristmill_platform.steps.image_context import CODE_DIR, GENERATED_DOCKERFIL
 if TYPE_CHECKING:
     from gristmill_platform.datastore.backend import DataStoreBackend, DataStoreFor
     from gristmill_platform.db.transactions import Transactions
+    from gristmill_platform.executors.kubernetes.build_watch import BuildWatcher
     from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 
 log = logging.getLogger("gristmill.steps")
 
-POLL_INTERVAL_S = 5.0
-# Consecutive failed calls to the Kubernetes API before a build is given up.
+POLL_INTERVAL_S = 5.0  # how often a running build's log is read
+# Consecutive failed calls to the Kubernetes API (log reads, or the build watch's lists)
+# before a build is given up.
 MAX_API_FAILURES = 12
+# A build whose Job the watch has not shown after this long is asked for by name.
+UNSEEN_RECHECK_S = 30.0
 # Past the Job's own deadline and the wait for a node, the Job controller should have
 # failed it already; this only guards against a Job nobody ever updates.
 DEADLINE_GRACE_S = 600
@@ -142,6 +153,16 @@ class StepImages:
         self.executor = executor
         self.builder_env = builder_env
         self.poll_interval_s = poll_interval_s
+        self._watcher: BuildWatcher | None = None
+
+    @property
+    def watcher(self) -> BuildWatcher:
+        """The shared watch of every build this service follows (made at first use)."""
+        if self._watcher is None:
+            from gristmill_platform.executors.kubernetes.build_watch import BuildWatcher
+
+            self._watcher = BuildWatcher(self.executor)
+        return self._watcher
 
     @classmethod
     def from_settings(cls, settings: Settings, transactions: Transactions,
@@ -211,30 +232,69 @@ class StepImages:
 
     async def _follow(self, handle: Handle, build_log: BuildLog, progress: Progress
                       ) -> tuple[PollResult, list[str]]:
-        """Poll the Job until it is over; Kaniko's log is copied in as it grows."""
+        """Follow the Job through the shared build watch until it is over; the build's log
+        is copied in as it grows."""
+        watcher = self.watcher
+        watcher.follow(handle)
+        try:
+            return await self._watch(watcher, handle, build_log, progress)
+        finally:
+            await watcher.unfollow(handle)
+
+    async def _watch(self, watcher: BuildWatcher, handle: Handle, build_log: BuildLog,
+                     progress: Progress) -> tuple[PollResult, list[str]]:
         loop = asyncio.get_running_loop()
         deadline = (loop.time() + self.cfg.build_timeout_s + self.cfg.unschedulable_timeout_s
                     + DEADLINE_GRACE_S)
         failures = 0
         shown: list[str] = []
         waiting: str | None = None
+        asked = next_log = loop.time()
         while True:
+            outcome = watcher.outcome(handle)
+            pod = watcher.pod(handle)
+            lines: list[str] | None = None
             try:
-                outcome = await self.executor.poll_build(handle)
-                # read after the outcome: a finished build's log is then complete
-                lines = [line.message for line in await self.executor.build_logs(handle)]
+                if outcome is None and watcher.unseen_for(handle) >= UNSEEN_RECHECK_S \
+                        and loop.time() - asked >= UNSEEN_RECHECK_S:
+                    # the watch has not shown the Job: asked for by name, logs as well
+                    asked = loop.time()
+                    outcome = await self.executor.poll_build(handle)
+                    lines = [line.message for line in await self.executor.build_logs(handle)]
+                elif outcome is not None:
+                    if outcome.state == WorkerState.FAILED:
+                        # once per failed build, read afresh: the pod's last status (why
+                        # it failed) may still be on its way through the other watch
+                        outcome = await self.executor.poll_build(handle)
+                    ended = outcome.state in (WorkerState.SUCCEEDED, WorkerState.FAILED)
+                    # read after the outcome: a finished build's log is then complete
+                    if ended and pod is None:
+                        lines = [line.message
+                                 for line in await self.executor.build_logs(handle)]
+                    elif pod is not None and (ended or (container_running(pod)
+                                                        and loop.time() >= next_log)):
+                        next_log = loop.time() + self.poll_interval_s
+                        lines = [line.message for line in await self.executor.build_pod_logs(
+                            handle["namespace"], pod["metadata"]["name"])]
             except Exception as exc:
                 failures += 1
                 if failures >= MAX_API_FAILURES:
                     raise ImageBuildError(
                         "The Kubernetes API stopped answering while the image was being "
                         f"built: {type(exc).__name__}: {exc}") from None
-                log.warning("polling build %s failed (%d)", handle["name"], failures,
+                log.warning("following build %s failed (%d)", handle["name"], failures,
                             exc_info=True)
+                outcome = None
             else:
                 failures = 0
-                changed = lines != shown
-                if changed:
+            watch_failures = max(watcher.jobs.failures, watcher.pods.failures)
+            if watch_failures >= MAX_API_FAILURES:
+                raise ImageBuildError(
+                    "The Kubernetes API stopped answering while the image was being built: "
+                    f"the watch of the build failed {watch_failures} times in a row.")
+            if outcome is not None:
+                changed = lines is not None and lines != shown
+                if lines is not None and changed:
                     build_log.attach(lines)
                     shown = lines
                 if outcome.state == WorkerState.PENDING and outcome.reason != waiting:
@@ -243,14 +303,14 @@ class StepImages:
                         build_log.note(f"Waiting: {waiting}")
                         changed = True
                 if outcome.state in (WorkerState.SUCCEEDED, WorkerState.FAILED):
-                    return outcome, lines
+                    return outcome, shown
                 if changed:
                     await progress()
             if loop.time() > deadline:
                 raise ImageBuildError(
                     f"The image build did not finish: its Job {handle['name']} was still not "
                     "over long after its deadline.")
-            await asyncio.sleep(self.poll_interval_s)
+            await watcher.wait(handle, self.poll_interval_s)
 
     async def _ready_step_with(self, image: str) -> str | None:
         async with self.transactions() as session:

@@ -281,6 +281,13 @@ class Emulator(kmock.KubernetesEmulator):
                                            "resourceVersion": str(self._next_version())}})
         self._record(kmock.resource(resource), "MODIFIED", obj.raw)
 
+    def record_added(self, resource: str, namespace: str, name: str) -> None:
+        """An object the test stored directly (``objects[...] = ...``), announced to the
+        watches as created."""
+        obj = self.objects[resource, namespace, name]
+        obj.patch({"metadata": {"resourceVersion": str(self._next_version())}})
+        self._record(kmock.resource(resource), "ADDED", obj.raw)
+
     def remove(self, resource: str, namespace: str, name: str) -> None:
         """Delete an object from outside the API (a user's kubectl, the garbage collector)."""
         obj = self.objects[resource, namespace, name]

@@ -22,16 +22,23 @@ from typing import Any
 import httpx
 import kr8s
 import pytest
+from kr8s.asyncio.objects import Pod
 
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.executor import (
+    ANNOTATION_CLEANING,
     KubernetesExecutor,
     KubernetesExecutorError,
     retry_after_s,
     retry_delay,
 )
-from gristmill_platform.executors.kubernetes.sweeper import OrphanSweeper, candidate, due
+from gristmill_platform.executors.kubernetes.sweeper import (
+    OrphanSweeper,
+    candidate,
+    claimed_by_another,
+    due,
+)
 from gristmill_platform.executors.kubernetes.watcher import (
     MAX_ATTEMPTS,
     PodWatcher,
@@ -665,3 +672,134 @@ async def test_the_sweeper_runs_at_start_up_unless_turned_off(
         await eventually(lambda: len(emulator.lists("jobs")) == 1, "a sweep at start-up")
     finally:
         await on.shutdown()
+
+
+# --- two replicas ---------------------------------------------------------------------------
+
+
+async def test_two_replicas_sweeping_at_once_spare_live_pods_and_clean_an_orphan_once(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    keepers = [LogKeeper(), LogKeeper()]
+    # two control-service replicas: their own API clients, their own followed pods, one
+    # database (the live executions)
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    a.replica, b.replica = "replica-a", "replica-b"
+    launched_by_a = await a.submit(launch("running-on-a"))
+    launched_by_b = await b.submit(launch("pending-on-b"))
+    emulator.set_pod_status(launched_by_a["name"], RUNNING, node="node-a")
+    orphans = [await a.submit(launch(f"ended-{n}")) for n in range(5)]
+    for orphan in orphans:
+        emulator.set_pod_status(orphan["name"], terminated(0))
+        emulator.serve_logs(orphan["name"], "2026-11-23T12:00:01Z last words\n")
+    live = {"running-on-a", "pending-on-b"}
+    sweepers = [sweeper_for(a, live, followed=("running-on-a",)),
+                sweeper_for(b, live, followed=("pending-on-b",))]
+    clock[0] = NOW + timedelta(seconds=5 + fast_config.sweep_grace_s)
+
+    removed: list[str] = []
+    for _ in range(3):  # both at once, again and again
+        for found in await asyncio.gather(*(sweeper.sweep() for sweeper in sweepers)):
+            removed += found
+
+    # every orphan cleaned up once, by one replica or the other, its log kept once
+    assert sorted(removed) == sorted(f"Pod/{orphan['name']}" for orphan in orphans)
+    kept = [execution_id for keeper in keepers for execution_id in keeper.kept]
+    assert sorted(kept) == sorted(f"ended-{n}" for n in range(5))
+    assert not any(emulator.has("v1/pods", orphan["name"]) for orphan in orphans)
+    # the live executions' pods stay, whichever replica launched them
+    assert emulator.has("v1/pods", launched_by_a["name"])
+    assert emulator.has("v1/pods", launched_by_b["name"])
+
+
+async def test_two_replicas_following_the_same_ended_pod_keep_its_log_once(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    # after a restart every replica adopts every active execution: both see its pod end
+    keepers = [LogKeeper(), LogKeeper()]
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    handles = [await a.submit(launch(f"e-{n}")) for n in range(5)]
+    for handle in handles:
+        emulator.set_pod_status(handle["name"], terminated(0))
+        emulator.serve_logs(handle["name"], "2026-11-23T12:00:01Z last words\n")
+
+    await asyncio.gather(*(replica.cleanup(handle) for handle in handles for replica in (a, b)))
+
+    kept = [execution_id for keeper in keepers for execution_id in keeper.kept]
+    assert sorted(kept) == [f"e-{n}" for n in range(5)]
+    assert not any(emulator.has("v1/pods", handle["name"]) for handle in handles)
+
+
+async def test_a_cleanup_claim_holds_through_a_retry_and_expires_with_its_replica(
+    fast_config: KubernetesConfig, emulator: Emulator, clock: list[datetime]
+):
+    keepers = [LogKeeper(), LogKeeper()]
+    a, b = [KubernetesExecutor(fast_config, log_sink=keeper, clock=lambda: clock[0])
+            for keeper in keepers]
+    handle = await a.submit(launch("e"))
+    emulator.set_pod_status(handle["name"], terminated(0))
+    emulator.serve_logs(handle["name"], "2026-11-23T12:00:01Z last words\n")
+    keepers[0].fail = True  # a's database is down: a claimed the pod, kept nothing
+    with pytest.raises(OSError):
+        await a.cleanup(handle)
+    assert emulator.pod(handle["name"])["metadata"]["annotations"][ANNOTATION_CLEANING] \
+        .startswith(f"{a.replica} ")
+    assert not await b.cleanup_claimed(handle)  # a is on it: b leaves the pod to a
+    assert emulator.has("v1/pods", handle["name"]) and keepers[1].kept == {}
+    keepers[0].fail = False
+    assert await a.cleanup_claimed(handle)  # a's retry: its own claim
+    assert list(keepers[0].kept) == ["e"] and not emulator.has("v1/pods", handle["name"])
+
+    # a replica that claimed a pod and died: after the grace, another takes it over
+    other = await a.submit(launch("f"))
+    emulator.update("v1/pods", NAMESPACE, other["name"], {"metadata": {"annotations": {
+        ANNOTATION_CLEANING: f"replica-gone {NOW.isoformat()}"}}})
+    assert not await b.cleanup_claimed(other)
+    clock[0] = NOW + timedelta(seconds=fast_config.sweep_grace_s)
+    assert await b.cleanup_claimed(other)
+    assert "f" in keepers[1].kept
+
+
+async def test_the_sweeper_leaves_a_pod_another_replica_is_cleaning_up(
+    fast: KubernetesExecutor, emulator: Emulator, clock: list[datetime], log_keeper: LogKeeper
+):
+    pod = await fast.submit(launch("ended"))
+    emulator.set_pod_status(pod["name"], terminated(0))
+    grace = fast.cfg.sweep_grace_s
+    now = NOW + timedelta(seconds=5 + grace)
+    clock[0] = now
+    emulator.update("v1/pods", NAMESPACE, pod["name"], {"metadata": {"annotations": {
+        ANNOTATION_CLEANING: f"replica-b {(now - timedelta(seconds=1)).isoformat()}"}}})
+    sweeper = sweeper_for(fast, live=set())
+    start = len(list(emulator))
+    assert await sweeper.sweep() == [] and emulator.has("v1/pods", pod["name"])
+    # not even tried: no claim was sent
+    assert [r for r in list(emulator)[start:] if r.method.value.lower() == "patch"] == []
+    # ... and died: past the grace, its claim no longer holds
+    clock[0] = now + timedelta(seconds=grace)
+    assert await sweeper.sweep() == [f"Pod/{pod['name']}"]
+    assert "ended" in log_keeper.kept
+
+    orphan = candidate("Pod", {"metadata": {"name": "p", "labels": dict(ELASTIC), "annotations": {
+        "gristmill.io/execution-id": "e", ANNOTATION_CLEANING: f"b {NOW.isoformat()}"}}})
+    assert orphan is not None
+    assert claimed_by_another(orphan, "a", NOW + timedelta(seconds=59), 60)
+    assert not claimed_by_another(orphan, "a", NOW + timedelta(seconds=60), 60)
+    assert not claimed_by_another(orphan, "b", NOW, 60)  # its own claim
+    garbled = candidate("Pod", {"metadata": {"name": "p", "labels": dict(ELASTIC), "annotations": {
+        "gristmill.io/execution-id": "e", ANNOTATION_CLEANING: "not a claim"}}})
+    assert garbled is not None and garbled.cleaned_by is None
+
+
+async def test_a_claim_fails_when_the_pod_changed_since_it_was_listed(
+    fast: KubernetesExecutor, emulator: Emulator
+):
+    pod = await fast.submit(launch("a"))
+    listed = emulator.pod(pod["name"])["metadata"]["resourceVersion"]
+    assert await fast.claim(Pod, NAMESPACE, pod["name"], listed, {"x": "1"})
+    # the first claim changed it: a second one from the same listing loses
+    assert not await fast.claim(Pod, NAMESPACE, pod["name"], listed, {"x": "2"})
+    assert emulator.pod(pod["name"])["metadata"]["annotations"]["x"] == "1"
+    assert not await fast.claim(Pod, NAMESPACE, "gm-exec-gone", "1", {"x": "1"})

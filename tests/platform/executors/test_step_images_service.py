@@ -193,28 +193,36 @@ def build_args(job: dict[str, Any]) -> dict[str, str]:
             "BASE_IMAGE": opts["build-arg:BASE_IMAGE"]}
 
 
+def job_pod_labels(emulator: Emulator, job_name: str) -> dict[str, str]:
+    """The labels the Job controller gives the Job's pods: its template's, and job-name."""
+    job = emulator.objects["batch/v1/jobs", NAMESPACE, job_name]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    return {**labels, "job-name": job_name}
+
+
 def play_build(emulator: Emulator, job_name: str, log: str, *, exit_code: int) -> None:
     """What the cluster does for a build: a pod of the Job (owned by its uid, as the Job
-    controller makes it) runs Kaniko, then the Job records the end."""
+    controller makes it) runs BuildKit, then the Job records the end. Every change goes
+    through the emulator's watches, as a controller's writes do."""
     job = emulator.objects["batch/v1/jobs", NAMESPACE, job_name]
     pod = f"{job_name}-{uuid.uuid4().hex[:5]}"
     state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0
                             else "Error"}}
-    emulator.add_pod(pod, {"job-name": job_name}, {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "containerStatuses": [{"name": "buildkit", "image": "buildkit", "state": state}]})
-    emulator.pod(pod).patch({"metadata": {"ownerReferences": [
-        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-         "uid": job["metadata"]["uid"], "controller": True}]}})
     stamped = "".join(f"2026-11-23T12:00:{i:02d}Z {line}\n"
                       for i, line in enumerate(log.splitlines()))
     emulator.serve_logs(pod, stamped)
+    emulator.add_pod(pod, job_pod_labels(emulator, job_name), {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{"name": "buildkit", "image": "buildkit", "state": state}]})
+    emulator.update("v1/pods", NAMESPACE, pod, {"metadata": {"ownerReferences": [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+         "uid": job["metadata"]["uid"], "controller": True}]}})
     if exit_code == 0:
         status: dict[str, Any] = {"succeeded": 1}
     else:
         status = {"failed": 1, "conditions": [
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
-    emulator.objects["batch/v1/jobs", NAMESPACE, job_name].patch({"status": status})
+    emulator.update("batch/v1/jobs", NAMESPACE, job_name, {"status": status})
 
 
 async def create_step(client: httpx.AsyncClient, name: str, files: dict[str, str],
@@ -294,9 +302,10 @@ async def test_a_step_is_built_into_its_image_by_a_buildkit_job(
 
     # the build log grows while Kaniko runs (a first pod, gone before the one that ends)
     pod = f"{job['metadata']['name']}-first"
-    environment.emulator.add_pod(pod, {"job-name": job["metadata"]["name"]},
-                                 {"phase": "Running"})
     environment.emulator.serve_logs(pod, "2026-11-23T12:00:01Z INFO[0000] Unpacking rootfs\n")
+    environment.emulator.add_pod(pod, job_pod_labels(environment.emulator,
+                                                     job["metadata"]["name"]),
+                                 {"phase": "Running"})
 
     async def following() -> bool:
         logs = (await service.client.get("/steps/hello-k8s/logs")).json()
@@ -306,7 +315,7 @@ async def test_a_step_is_built_into_its_image_by_a_buildkit_job(
     assert (await service.client.get("/steps/hello-k8s")).json()["creation_info"][
         "status"] == "creation_pending"
 
-    environment.emulator.objects["v1/pods", NAMESPACE, pod].delete()
+    environment.emulator.remove("v1/pods", NAMESPACE, pod)
     play_build(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
     await wait_status(service, "hello-k8s", "ready")
 

@@ -148,7 +148,7 @@ class WorkerCluster:
 
     def evict(self, pod_name: str) -> None:
         """Delete the pod from the API at once, as an eviction or a lost node would."""
-        self.emulator.objects["v1/pods", self.namespace, pod_name].delete()
+        self.emulator.remove("v1/pods", self.namespace, pod_name)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class WorkerCluster:
                 self.pods.pop(pod.name, None)
             elif pod.terminating:
                 if pod.container is None or pod.container.process.returncode is not None:
-                    obj.delete()
+                    self.emulator.remove("v1/pods", self.namespace, pod.name)
                     self.pods.pop(pod.name, None)
             else:
                 await self._kubelet(pod, obj)
@@ -220,6 +220,7 @@ class WorkerCluster:
             "spec": json.loads(json.dumps(template["spec"])),
             "status": {"phase": "Pending"},
         }
+        self.emulator.record_added("v1/pods", self.namespace, name)
         pod = FakePod(name=name, deployment=deployment, template_hash=template_hash,
                       port=_free_port(), ip=f"10.1.0.{number}",
                       io_dir=self._scratch / name / "io")
@@ -231,13 +232,17 @@ class WorkerCluster:
         """A graceful delete: deletionTimestamp, SIGTERM, removed once the process is gone."""
         pod.terminating = True
         with contextlib.suppress(KeyError):
-            self.emulator.objects["v1/pods", self.namespace, pod.name].patch(
-                {"metadata": {"deletionTimestamp": _now()}})
+            self._patch(pod.name, {"metadata": {"deletionTimestamp": _now()}})
         if pod.container is not None and pod.container.process.returncode is None:
             task = asyncio.get_running_loop().create_task(
                 self._kill(pod.container, signal.SIGTERM))
             self._kills.add(task)
             task.add_done_callback(self._kills.discard)
+
+    def _patch(self, name: str, changes: Mapping[str, Any]) -> None:
+        """As the controllers and the kubelet write a pod: a new resourceVersion, and an
+        event for the watches (the pool follows warm workers through one)."""
+        self.emulator.update("v1/pods", self.namespace, name, changes)
 
     # -- the scheduler and the kubelet -------------------------------------------------------
 
@@ -248,20 +253,24 @@ class WorkerCluster:
         if not pod.started:
             limits = (container_spec.get("resources") or {}).get("limits") or {}
             if any(key.endswith("/gpu") for key in limits):
-                obj.patch({"status": {"phase": "Pending", "conditions": [{
+                conditions = [{
                     "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
-                    "lastTransitionTime": self.unschedulable_since}]}})
+                    "lastTransitionTime": self.unschedulable_since}]
+                if (raw.get("status") or {}).get("conditions") != conditions:  # said once
+                    self._patch(pod.name, {"status": {"phase": "Pending",
+                                                      "conditions": conditions}})
                 return
             image = container_spec["image"]
             if image in self.missing_images:
                 waiting = {"reason": "ImagePullBackOff",
                            "message": f'Back-off pulling image "{image}"'}
-                obj.patch({"spec": {"nodeName": NODE}, "status": {
-                    "phase": "Pending", "conditions": [
-                        {"type": "PodScheduled", "status": "True"}],
-                    "containerStatuses": [self._container_status(
-                        pod, container_spec, {"waiting": waiting})]}})
+                statuses = [self._container_status(pod, container_spec, {"waiting": waiting})]
+                if (raw.get("status") or {}).get("containerStatuses") != statuses:
+                    self._patch(pod.name, {"spec": {"nodeName": NODE}, "status": {
+                        "phase": "Pending", "conditions": [
+                            {"type": "PodScheduled", "status": "True"}],
+                        "containerStatuses": statuses}})
                 return
             pod.started = True
             await self._run(pod, raw)
@@ -346,7 +355,7 @@ class WorkerCluster:
                                               "message": "back-off restarting failed container"}})
         status = self._container_status(pod, container_spec, state)
         status["ready"] = ready
-        self.emulator.objects["v1/pods", self.namespace, pod.name].patch({
+        self._patch(pod.name, {
             "spec": {"nodeName": NODE},
             "status": {"phase": "Running", "podIP": pod.ip, "conditions": [
                 {"type": "PodScheduled", "status": "True"},

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import random
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -33,11 +34,10 @@ from kr8s.asyncio.objects import (
 )
 
 from gristmill_platform.executors.base import Executor, LogLine
-from gristmill_platform.executors.kubernetes import apply, manifests, status
+from gristmill_platform.executors.kubernetes import apply, build_status, manifests, status
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.images import ImageBuild, step_image_ref
 from gristmill_platform.executors.spec import (
-    FailureCode,
     Handle,
     LaunchSpec,
     PollResult,
@@ -51,6 +51,10 @@ T = TypeVar("T")
 
 # A Retry-After longer than this is not waited for within one call (the caller retries).
 MAX_RETRY_AFTER_S = 120.0
+# "<replica> <ISO time>" on a pod being cleaned up: which control-service process keeps
+# its log and deletes it (two replicas following the same pod must not both keep it).
+ANNOTATION_CLEANING = "gristmill.io/cleaned-by"
+CLAIM_ATTEMPTS = 3
 
 LogSink = Callable[[Handle, Sequence[LogLine]], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -178,6 +182,13 @@ def _parse_rfc3339(stamp: str) -> datetime | None:
         return None
 
 
+def since_time(moment: datetime) -> str:
+    """``sinceTime`` of a log read: RFC 3339 to the second (what the API takes), rounded
+    down, so the lines of that second come again and the caller drops those it has."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_logs(text_lines: Sequence[str]) -> list[LogLine]:
     lines: list[LogLine] = []
     previous: datetime | None = None
@@ -198,8 +209,9 @@ class LogTail:
     current log file (containerLogMaxSize, 10 MiB by default), so the read ends.
     """
 
-    def __init__(self, cap_bytes: int) -> None:
+    def __init__(self, cap_bytes: int, what: str = "the pod log") -> None:
         self.cap_bytes = cap_bytes
+        self.what = what
         self.lines: collections.deque[str] = collections.deque()
         self.kept_bytes = 0
         self.dropped_bytes = 0
@@ -222,7 +234,7 @@ class LogTail:
             return lines
         total = self.dropped_bytes + self.kept_bytes
         note = (
-            f"[gristmill] the pod log was truncated: its first {self.dropped_bytes} bytes "
+            f"[gristmill] {self.what} was truncated: its first {self.dropped_bytes} bytes "
             f"({self.dropped_lines} lines) of {total} were not kept (the cap is "
             f"{self.cap_bytes} bytes, GRISTMILL_KUBERNETES_LOG_CAP_BYTES)"
         )
@@ -253,6 +265,8 @@ class KubernetesExecutor:
         self._log_sink = log_sink
         self._clock = clock
         self._connecting = asyncio.Lock()
+        # this process, in the cleanup claims it writes (unique; a fresh one per start)
+        self.replica = uuid.uuid4().hex[:12]
 
     def now(self) -> datetime:
         return self._clock()
@@ -331,17 +345,52 @@ class KubernetesExecutor:
 
         The log is read as a stream, of which the last ``log_cap_bytes`` are kept (and a
         first line saying how much was cut). If the sink fails the pod is kept, so the logs
-        can still be read on a retry.
+        can still be read on a retry. A pod another replica is cleaning up is left to it
+        (``cleanup_claimed``).
+        """
+        await self.cleanup_claimed(handle)
+
+    async def cleanup_claimed(self, handle: Handle) -> bool:
+        """``cleanup``; False when another control-service replica claimed the pod first.
+
+        Several replicas may follow the same pod (each adopts every active execution at
+        start-up; the orphan sweepers of all see every pod), so before its log is kept the
+        pod is claimed: annotated with this replica's name by a patch carrying the
+        resourceVersion just read, which the API server refuses (409) if the pod changed
+        since. A fresh claim of another replica (younger than ``sweep_grace_s``) is left
+        alone; an older one is of a replica that died mid-cleanup, and is taken over.
         """
         pod = await self._get(Pod, handle)
         if pod is None:
-            return
+            return True
         if self._log_sink is not None:
+            if not await self._claim_cleanup(pod, handle):
+                return False
             lines = await self._read_logs(
                 handle["namespace"], handle["name"], self.cfg.log_cap_bytes
             )
             await self._log_sink(handle, lines)
         await self._delete(pod)
+        return True
+
+    async def _claim_cleanup(self, pod: APIObject, handle: Handle) -> bool:
+        for _ in range(CLAIM_ATTEMPTS):
+            metadata = _raw(pod).get("metadata") or {}
+            now = self._clock()
+            held = parse_claim((metadata.get("annotations") or {}).get(ANNOTATION_CLEANING))
+            if held is not None and held[0] == self.replica:
+                return True  # ours: a retry after a failed sink
+            if held is not None and claim_is_fresh(held, now, self.cfg.sweep_grace_s):
+                return False
+            if await self.claim(Pod, handle["namespace"], handle["name"],
+                                str(metadata.get("resourceVersion") or ""),
+                                {ANNOTATION_CLEANING: f"{self.replica} {now.isoformat()}"}):
+                return True
+            fresh = await self._get(Pod, handle)  # changed meanwhile: look again
+            if fresh is None:
+                return False
+            pod = fresh
+        return False
 
     # -- low-latency deployments -------------------------------------------------------------
 
@@ -412,9 +461,18 @@ class KubernetesExecutor:
         return {name: problem for name, problem in problems.items() if problem}
 
     async def worker_logs(self, deployment_name: str) -> dict[str, list[LogLine]]:
-        """The logs of each current worker pod, by pod name (for deployment logs)."""
+        """The logs of each current worker pod, by pod name (for deployment logs); of
+        each, its last ``log_cap_bytes`` (``LogTail``)."""
         pods = await self._worker_pod_objects(deployment_name)
-        return {pod.name: await self._read_logs(self.cfg.namespace, pod.name) for pod in pods}
+        return {pod.name: await self.worker_pod_logs(pod.name) for pod in pods}
+
+    async def worker_pod_logs(self, pod_name: str, since: datetime | None = None
+                              ) -> list[LogLine]:
+        """One warm worker pod's log: from the second of ``since`` on (``sinceTime``, so
+        that a pod's whole log is not read again at every copy), at most its last
+        ``log_cap_bytes``, after a line saying how much was cut, if any."""
+        return await self._read_logs(self.cfg.namespace, pod_name, self.cfg.log_cap_bytes,
+                                     since=since)
 
     # -- step image builds -------------------------------------------------------------------
 
@@ -445,54 +503,33 @@ class KubernetesExecutor:
         }
 
     async def poll_build(self, handle: Handle) -> PollResult:
+        """One build's state, read from the API (the build watch reads every build's from
+        its cache instead); judged by ``build_status.build_outcome``."""
         job = await self._get(Job, handle)
         if job is None:
             return status.missing_pod_outcome()
-        job_status = _raw(job).get("status") or {}
-        if job_status.get("succeeded"):
+        if (_raw(job).get("status") or {}).get("succeeded"):
             return PollResult(WorkerState.SUCCEEDED, exit_code=0)
         pod = await self._build_pod(handle, _raw(job).get("metadata", {}).get("uid"))
-        failed = next(
-            (
-                condition
-                for condition in job_status.get("conditions") or []
-                if condition.get("type") == "Failed" and condition.get("status") == "True"
-            ),
-            None,
-        )
-        if failed is not None and failed.get("reason") == "DeadlineExceeded":
-            return PollResult(
-                WorkerState.FAILED,
-                reason=f"The image build took longer than {self.cfg.build_timeout_s} s.",
-                code=FailureCode.DEADLINE_EXCEEDED,
-            )
-        if failed is not None or job_status.get("failed"):
-            outcome = status.pod_outcome(_raw(pod)) if pod is not None else None
-            if outcome is not None and outcome.state == WorkerState.FAILED:
-                return PollResult(
-                    WorkerState.FAILED,
-                    reason=f"The image build failed. {outcome.reason}",
-                    exit_code=outcome.exit_code,
-                    code=outcome.code,
-                )
-            return PollResult(
-                WorkerState.FAILED,
-                reason="The image build failed; its logs say why.",
-                code=FailureCode.UNKNOWN,
-            )
-        if pod is None:
-            return PollResult(WorkerState.PENDING)
-        return status.pod_outcome(
-            _raw(pod), now=self._clock(), unschedulable_timeout_s=self.cfg.unschedulable_timeout_s
-        )
+        return build_status.build_outcome(
+            _raw(job), _raw(pod) if pod is not None else None, now=self._clock(),
+            build_timeout_s=self.cfg.build_timeout_s,
+            unschedulable_timeout_s=self.cfg.unschedulable_timeout_s)
 
     async def build_logs(self, handle: Handle) -> Sequence[LogLine]:
+        """The build pod's log: its last ``log_cap_bytes``, after a line saying how much
+        was cut (a build's failure is at its end)."""
         job = await self._get(Job, handle)
         uid = _raw(job).get("metadata", {}).get("uid") if job is not None else handle.get("uid")
         pod = await self._build_pod(handle, uid)
         if pod is None:
             return []
-        return await self._read_logs(handle["namespace"], pod.name)
+        return await self.build_pod_logs(handle["namespace"], pod.name)
+
+    async def build_pod_logs(self, namespace: str, pod_name: str) -> list[LogLine]:
+        """A build pod's log, capped as ``build_logs`` says (the pod named by the watch)."""
+        return await self._read_logs(namespace, pod_name, self.cfg.log_cap_bytes,
+                                     what="the build log")
 
     # -- kr8s plumbing -----------------------------------------------------------------------
 
@@ -579,21 +616,25 @@ class KubernetesExecutor:
             )
 
     async def _read_logs(
-        self, namespace: str, pod_name: str, cap_bytes: int | None = None
+        self, namespace: str, pod_name: str, cap_bytes: int | None = None, *,
+        since: datetime | None = None, what: str = "the pod log",
     ) -> list[LogLine]:
         """The pod's log, read as a stream; with ``cap_bytes``, only its last bytes are
-        kept (``LogTail``)."""
+        kept (``LogTail``); with ``since``, only from that second on."""
+        params = {"timestamps": "true"}
+        if since is not None:
+            params["sinceTime"] = since_time(since)
 
         async def read() -> list[LogLine]:
             api = await self.api()
-            tail = LogTail(cap_bytes) if cap_bytes is not None else None
+            tail = LogTail(cap_bytes, what) if cap_bytes is not None else None
             raw: list[str] = []
             async with api.call_api(
                 "GET",
                 version="v1",
                 namespace=namespace,
                 url=f"pods/{pod_name}/log",
-                params={"timestamps": "true"},
+                params=params,
                 stream=True,
             ) as response:
                 async for line in response.aiter_lines():
@@ -644,6 +685,26 @@ class KubernetesExecutor:
             if not metadata.get("continue"):
                 return items, version
             params["continue"] = metadata["continue"]
+
+    async def claim(self, kind: type[APIObject], namespace: str, name: str,
+                    resource_version: str, annotations: Mapping[str, str]) -> bool:
+        """Annotate an object only if it is still at ``resource_version`` (optimistic
+        concurrency: the API server refuses with 409 Conflict a patch whose
+        resourceVersion is not the object's). False when it changed, or is gone: someone
+        else (another replica) may have claimed it."""
+        api = await self.api()
+        obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
+        patch = {"metadata": {"resourceVersion": resource_version,
+                              "annotations": dict(annotations)}}
+        try:
+            await self._retrying(lambda: obj.patch(patch), f"claim {kind.kind} {name}")
+        except kr8s.NotFoundError:
+            return False
+        except kr8s.ServerError as error:
+            if _status_code(error) in (404, 409):
+                return False
+            raise
+        return True
 
     async def delete_object(self, kind: type[APIObject], namespace: str, name: str) -> None:
         """Delete one object (and, in the background, what it owns); gone already is fine."""
@@ -710,28 +771,12 @@ class KubernetesExecutor:
         return sorted(matching, key=lambda pod: pod.name)
 
     async def _build_pod(self, handle: Handle, job_uid: str | None) -> APIObject | None:
-        """The newest pod of the build Job. A Job replaced under the same name (a new
-        attempt after a failure) may still have the old Job's pods around until the
-        garbage collector removes them: a pod owned by another Job uid is not this one's."""
-        pods = [
-            pod
-            for pod in await self._list_pods(handle["namespace"], {"job-name": handle["name"]})
-            if _has_labels(_raw(pod), {"job-name": handle["name"]})
-            and _owned_by(_raw(pod), job_uid)
-        ]
-        return max(
-            pods,
-            key=lambda pod: _raw(pod).get("metadata", {}).get("creationTimestamp", ""),
-            default=None,
-        )
-
-
-def _owned_by(raw: Mapping[str, Any], job_uid: str | None) -> bool:
-    owners = (raw.get("metadata") or {}).get("ownerReferences") or []
-    jobs = [owner for owner in owners if owner.get("kind") == "Job"]
-    if job_uid is None or not jobs:  # nothing to tell them apart by
-        return True
-    return any(owner.get("uid") == job_uid for owner in jobs)
+        """The newest pod of the build Job (``build_status.newest_build_pod``)."""
+        pods = {pod.name: pod for pod in await self._list_pods(
+            handle["namespace"], {build_status.JOB_NAME_LABEL: handle["name"]})}
+        newest = build_status.newest_build_pod(
+            [_raw(pod) for pod in pods.values()], handle["name"], job_uid)
+        return pods[newest["metadata"]["name"]] if newest is not None else None
 
 
 def _job_failed(raw: Mapping[str, Any]) -> bool:
@@ -740,6 +785,25 @@ def _job_failed(raw: Mapping[str, Any]) -> bool:
         condition.get("type") == "Failed" and condition.get("status") == "True"
         for condition in job_status.get("conditions") or []
     )
+
+
+def parse_claim(value: object) -> tuple[str, datetime] | None:
+    """A cleanup claim (``ANNOTATION_CLEANING``): the replica and when, or None."""
+    if not isinstance(value, str):
+        return None
+    who, _, when = value.partition(" ")
+    if not who or not when:
+        return None
+    try:
+        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return who, moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def claim_is_fresh(claim: tuple[str, datetime], now: datetime, grace_s: float) -> bool:
+    """Whether the replica that claimed a cleanup may still be doing it (pure)."""
+    return now - claim[1] < timedelta(seconds=grace_s)
 
 
 def _raw(obj: APIObject) -> dict[str, Any]:

@@ -14,6 +14,17 @@ Pods are deleted through the executor's cleanup, so the log lines the runner cou
 send are still kept for an execution that exists. Warm workers of low-latency deployments
 (another mode; their Deployment owns them) are never touched, nor build Jobs, nor anything
 without an execution annotation.
+
+Every control-service replica runs its own sweeper, and that is safe by construction: what
+decides is the database all replicas share (is the execution pending or running?), never
+what one replica follows in memory, so a replica never deletes the pod of a live execution
+another replica launched. The one thing two sweepers (or a sweeper and a watcher) could do
+together is clean the same pod at once, each keeping its unsent log lines (twice): the
+executor's cleanup claims the pod first (``KubernetesExecutor.cleanup_claimed``: an
+annotation patched with the resourceVersion just read, 409 Conflict for the loser), and a
+pod listed with a fresh claim of another replica is not even tried. No Lease is needed:
+there is nothing to elect, only one write to win, and N replicas cost N lists every
+``sweep_interval_s``.
 """
 
 from __future__ import annotations
@@ -29,7 +40,13 @@ from typing import Any
 from kr8s.asyncio.objects import Job, Pod
 
 from gristmill_platform.executors.kubernetes import manifests
-from gristmill_platform.executors.kubernetes.executor import BACKEND, KubernetesExecutor
+from gristmill_platform.executors.kubernetes.executor import (
+    ANNOTATION_CLEANING,
+    BACKEND,
+    KubernetesExecutor,
+    claim_is_fresh,
+    parse_claim,
+)
 
 log = logging.getLogger("gristmill.executors.kubernetes.sweeper")
 
@@ -44,6 +61,7 @@ class Orphan:
     name: str
     execution_id: str
     finished_at: datetime | None
+    cleaned_by: tuple[str, datetime] | None = None  # a cleanup claim already on it
 
 
 def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
@@ -62,7 +80,15 @@ def candidate(kind: str, raw: Mapping[str, Any]) -> Orphan | None:
     ):
         return None
     return Orphan(kind, str(metadata.get("namespace") or ""), str(metadata["name"]),
-                  str(execution_id), _finished_at(raw))
+                  str(execution_id), _finished_at(raw),
+                  parse_claim(annotations.get(ANNOTATION_CLEANING)))
+
+
+def claimed_by_another(orphan: Orphan, replica: str, now: datetime, grace_s: float) -> bool:
+    """Whether another replica claimed the orphan's cleanup recently enough to be still
+    doing it (pure); a claim older than the grace is of a replica that died meanwhile."""
+    return orphan.cleaned_by is not None and orphan.cleaned_by[0] != replica \
+        and claim_is_fresh(orphan.cleaned_by, now, grace_s)
 
 
 def due(orphan: Orphan, first_seen: datetime, now: datetime, grace_s: float) -> bool:
@@ -107,10 +133,14 @@ class OrphanSweeper:
                 continue
             current.add(key)
             first_seen = self._first_seen.setdefault(key, now)
-            if not due(orphan, first_seen, now, self.grace_s):
+            if not due(orphan, first_seen, now, self.grace_s) or \
+                    claimed_by_another(orphan, self.executor.replica, now, self.grace_s):
                 continue
             try:
-                await self._remove(orphan)
+                if not await self._remove(orphan):
+                    log.info("orphan sweeper: %s %s is being cleaned up by another replica",
+                             orphan.kind, orphan.name)
+                    continue
             except Exception:
                 log.warning("could not delete the orphaned %s %s; next sweep",
                             orphan.kind, orphan.name, exc_info=True)
@@ -124,15 +154,17 @@ class OrphanSweeper:
                             if key in current}
         return removed
 
-    async def _remove(self, orphan: Orphan) -> None:
+    async def _remove(self, orphan: Orphan) -> bool:
+        """Clean the orphan up; False when another replica claimed it first."""
         if orphan.kind == "Pod":
-            # the log sink first (lines the runner could not send), then the delete
-            await self.executor.cleanup({
+            # claimed, the log sink (lines the runner could not send), then the delete
+            return await self.executor.cleanup_claimed({
                 "backend": BACKEND, "kind": "Pod", "namespace": orphan.namespace,
                 "name": orphan.name, "execution_id": orphan.execution_id,
             })
-            return
+        # a Job has no log to keep: deleting it twice is harmless (404 is fine)
         await self.executor.delete_object(Job, orphan.namespace, orphan.name)
+        return True
 
     def start(self) -> None:
         if self.interval_s and self.interval_s > 0:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kr8s
-from kr8s.asyncio.objects import Pod
+from kr8s.asyncio.objects import APIObject, Pod
 
 from gristmill_platform.executors.kubernetes import manifests, status
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
@@ -69,8 +69,9 @@ class WatchExpired(Exception):
 
 
 class PodInformer:
-    """One list + watch of the pods of a namespace matching a label selector, and their
-    latest state (``pods``, by name). ``on_change(name)`` is called for each change."""
+    """One list + watch of the pods (or, with ``kind``, other objects: build Jobs) of a
+    namespace matching a label selector, and their latest state (``pods``, by name).
+    ``on_change(name)`` is called for each change."""
 
     def __init__(
         self,
@@ -78,8 +79,10 @@ class PodInformer:
         namespace: str,
         selector: Mapping[str, str],
         on_change: Callable[[str], None],
+        kind: type[APIObject] = Pod,
     ) -> None:
         self.executor = executor
+        self.kind = kind
         self.namespace = namespace
         self.selector = dict(selector)
         self.on_change = on_change
@@ -89,6 +92,7 @@ class PodInformer:
         self.list_starts = 0
         self.lists = 0
         self.watches = 0  # watches opened, for the logs and the tests
+        self.failures = 0  # failed lists or watches in a row (410 Gone is not one)
         self.synced = asyncio.Event()
         self.resource_version = ""
         self._task: asyncio.Task[None] | None = None
@@ -109,25 +113,27 @@ class PodInformer:
         while True:
             try:
                 await self._list()
-                failures = 0
+                failures = self.failures = 0
                 while True:  # resume from the last version until it expires
                     await self._watch()
             except asyncio.CancelledError:
                 raise
             except WatchExpired:
-                log.info("the watch of pods in %s expired (410 Gone); listing again",
-                         self.namespace)
+                log.info("the watch of %s in %s expired (410 Gone); listing again",
+                         self.kind.endpoint, self.namespace)
             except Exception as error:
                 failures += 1
+                self.failures = failures
                 delay = relist_delay(failures)
-                log.warning("the watch of pods in %s failed (%s); listing again in %.1f s",
-                            self.namespace, _describe(error), delay)
+                log.warning("the watch of %s in %s failed (%s); listing again in %.1f s",
+                            self.kind.endpoint, self.namespace, _describe(error), delay)
                 await asyncio.sleep(delay)
 
     async def _list(self) -> None:
         self.list_starts += 1
         number = self.list_starts
-        items, version = await self.executor.list_objects(Pod, self.namespace, self.selector)
+        items, version = await self.executor.list_objects(
+            self.kind, self.namespace, self.selector)
         fresh = {item["metadata"]["name"]: item for item in items}
         changed = [name for name in self.pods if name not in fresh]  # deleted meanwhile
         changed += [
@@ -144,7 +150,7 @@ class PodInformer:
     async def _watch(self) -> None:
         self.watches += 1
         events = self.executor.watch_objects(
-            Pod, self.namespace, self.selector, self.resource_version
+            self.kind, self.namespace, self.selector, self.resource_version
         )
         try:
             # closed at once when an event ends the watch (410): no stream left open

@@ -18,9 +18,15 @@ low-latency deployment is a Deployment and a Service named ``gm-ll-<name>``
   A ClusterIP Service balances connections, not requests, and would hide all three; it stays
   as the deployment's stable name (tools, metrics). Knative's activator routes to pod IPs
   for the same reasons;
-* keeps a cache of each deployment's pods, refreshed in the background (``pods()`` is
-  synchronous), and copies what the workers print outside executions into the deployment's
-  logs;
+* follows the pods of ALL its deployments with ONE list and watch (a ``PodInformer`` on
+  the warm-worker labels, shared by every deployment: the API-server load does not grow
+  with the number of pools); each event re-judges the deployments it concerns, from the
+  cache, and every ``refresh_s`` all of them are judged again (an unschedulable pod fails
+  after a while, with no event to say so), with no request to the API. ``pods()`` is
+  synchronous: it reads that cache;
+* copies what the workers print outside executions into the deployment's logs, every
+  ``log_copy_s``: only what each pod printed since the last copy (``sinceTime``), at most
+  ``log_cap_bytes`` of it per read (its end, after a line saying what was cut);
 * leaves the cluster alone at shutdown: workers outlive a restart of the control service,
   which adopts them again (``resume``).
 
@@ -55,7 +61,9 @@ from gristmill_platform.executors.deployment_logs import (
     DeploymentLogSink,
     DeploymentRecordsFor,
 )
-from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _raw
+from gristmill_platform.executors.kubernetes import manifests
+from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _has_labels
+from gristmill_platform.executors.kubernetes.watcher import PodInformer
 from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
@@ -80,7 +88,13 @@ log = logging.getLogger("gristmill.workers.kubernetes")
 WORKER_PORT = 8080  # every pod has its own IP: one fixed port is enough
 WORKER_ARGV = ("python", "-m", "gristmill.runtime", "serve")
 STEP_DIR = "/app"  # where step images hold the step's code (images.step_dockerfile)
-REFRESH_S = 2.0  # how often the pods of each deployment are read
+REFRESH_S = 2.0  # how often every deployment is judged again from the watch's cache
+# How long a refresh waits for the watch's first list (the API unreachable: the last known
+# pods are kept, and the informer keeps trying in the background).
+SYNC_WAIT_S = 5.0
+# Every warm worker pod, whatever its deployment: what the pool's one watch follows.
+WARM_WORKERS = {manifests.LABEL_ROLE: manifests.ROLE_WORKER,
+                manifests.LABEL_MODE: manifests.MODE_LOW_LATENCY}
 LOG_COPY_S = 5.0  # how often their output is copied into the deployment logs
 HEALTH_TIMEOUT_S = 3.0
 # After a connection broke mid-execution: how long the pod's status gets to explain it.
@@ -245,6 +259,10 @@ class KubernetesWorkerPool:
         self.refresh_s = refresh_s
         self.log_copy_s = log_copy_s
         self._tracked: dict[str, _Tracked] = {}
+        self._informer: PodInformer | None = None
+        self._dirty: set[str] = set()  # deployments an event concerned since the last pass
+        self._wake = asyncio.Event()
+        self.passes = 0  # full passes over every deployment, for the tests
         self._logs = DeploymentLogBuffer(logs)
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -398,6 +416,8 @@ class KubernetesWorkerPool:
         tasks = [*([self._background] if self._background else []), *self._tasks]
         for task in tasks:
             task.cancel()
+        if self._informer is not None:
+            await self._informer.stop()
         for tracked in self._tracked.values():
             for name in list(tracked.lanes):
                 tracked.drop(name)
@@ -412,7 +432,8 @@ class KubernetesWorkerPool:
         await self._flush_logs()
 
     async def refresh(self, deployment_name: str) -> None:
-        """Read the deployment's pods now (the background does it every refresh_s)."""
+        """Judge the deployment from its pods now, as the watch shows them (the background
+        does it at each event and every refresh_s)."""
         tracked = self._tracked.get(deployment_name)
         if tracked is not None:
             await self._refresh(tracked)
@@ -625,10 +646,8 @@ class KubernetesWorkerPool:
         async with tracked.refreshing:
             if tracked.stopped or self._closing:
                 return
-            try:
-                raws = await _pod_manifests(self.executor, tracked.name)
-            except Exception as exc:  # keep the last known pods; the next refresh retries
-                log.warning("could not read the pods of %s: %s", tracked.name, exc)
+            raws = await self._cached_pods(tracked.name)
+            if raws is None:  # never listed yet: keep the last known pods
                 return
             pods = sorted((read_pod(raw) for raw in raws), key=lambda pod: pod.name)
             self._announce(tracked, pods)
@@ -729,13 +748,17 @@ class KubernetesWorkerPool:
         """What the pods printed since the last copy (the runner's own output: module
         import, crash dumps; executions' output goes to the executions)."""
         async with tracked.copying:
-            try:
-                logs = await self.executor.worker_logs(tracked.name)
-            except Exception as exc:
-                log.warning("could not read the logs of %s: %s", tracked.name, exc)
-                return
-            for pod, lines in logs.items():
+            # the pods as the watch shows them: no list per deployment
+            for pod in [pod.name for pod in tracked.pods]:
                 mark = tracked.marks.get(pod) or await self._stored_mark(tracked, pod)
+                try:
+                    # only from the mark's second on (sinceTime), at most log_cap_bytes
+                    lines = await self.executor.worker_pod_logs(
+                        pod, since=mark[0] if mark is not None else None)
+                except Exception as exc:
+                    log.warning("could not read the logs of pod %s of %s: %s", pod,
+                                tracked.name, exc)
+                    continue
                 new, mark = lines_after(lines, mark)
                 if mark is not None:
                     tracked.marks[pod] = mark
@@ -765,24 +788,77 @@ class KubernetesWorkerPool:
 
     async def _watch_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        next_copy = loop.time()
+        next_full = next_copy = loop.time()
         while True:
-            copy = loop.time() >= next_copy
+            now = loop.time()
+            full, copy = now >= next_full, now >= next_copy
+            if full:
+                next_full = now + self.refresh_s
+                self.passes += 1
             if copy:
-                next_copy = loop.time() + self.log_copy_s
-            for tracked in list(self._tracked.values()):
+                next_copy = now + self.log_copy_s
+            self._wake.clear()
+            names = list(self._tracked) if full else sorted(self._dirty)
+            self._dirty.difference_update(names)
+            for name in names:
+                tracked = self._tracked.get(name)
+                if tracked is None:
+                    continue
                 try:
                     await self._refresh(tracked)
-                    if copy and tracked.deployment_id:
-                        await self._copy_logs(tracked)
                 except Exception:
                     log.exception("following the pods of %s failed", tracked.name)
+            if copy:
+                for tracked in list(self._tracked.values()):
+                    if tracked.deployment_id:
+                        try:
+                            await self._copy_logs(tracked)
+                        except Exception:
+                            log.exception("copying the logs of %s failed", tracked.name)
             await self._flush_logs()
-            await asyncio.sleep(self.refresh_s)
+            if not self._dirty:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(),
+                                           max(min(next_full, next_copy) - loop.time(), 0.0))
 
     def _start_background(self) -> None:
-        if self._background is None and not self._closing:
+        if self._closing:
+            return
+        if self._informer is None:
+            self._informer = PodInformer(self.executor, self.executor.cfg.namespace,
+                                         WARM_WORKERS, self._pod_changed)
+            self._informer.start()
+        if self._background is None:
             self._background = asyncio.get_running_loop().create_task(self._watch_forever())
+
+    def _pod_changed(self, pod_name: str) -> None:
+        """An event of the shared watch: the deployments that pod concerns are judged again
+        (its deployment's label; a deleted pod, those that knew it)."""
+        assert self._informer is not None
+        raw = self._informer.pods.get(pod_name)
+        for name, tracked in self._tracked.items():
+            if (raw is not None and _has_labels(raw, manifests.worker_selector(name))) or \
+                    any(pod.name == pod_name for pod in tracked.pods):
+                self._dirty.add(name)
+        if self._dirty:
+            self._wake.set()
+
+    async def _cached_pods(self, deployment_name: str) -> list[dict[str, Any]] | None:
+        """The deployment's pods in the shared watch's cache (its labels are checked here,
+        whatever the server did with the selector); None before the first list."""
+        self._start_background()
+        informer = self._informer
+        if informer is None:
+            return None
+        if not informer.synced.is_set():
+            try:
+                await asyncio.wait_for(informer.synced.wait(), SYNC_WAIT_S)
+            except TimeoutError:
+                log.warning("the pods of %s are not listed yet (the API does not answer)",
+                            deployment_name)
+                return None
+        selector = manifests.worker_selector(deployment_name)
+        return [raw for raw in list(informer.pods.values()) if _has_labels(raw, selector)]
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -821,14 +897,6 @@ async def _health_problem(lane: _Lane) -> str | None:
     if status != 200:
         return f"HTTP {status}: {content[:200].decode('utf-8', 'replace')}"
     return None
-
-
-async def _pod_manifests(executor: KubernetesExecutor, deployment_name: str
-                         ) -> list[dict[str, Any]]:
-    # The executor's worker_pods() summary (name, status) is not enough here: the pool also
-    # needs each pod's generation, address, restarts and last exit, so it reads the same
-    # list whole. KubernetesExecutor has no public method for it yet.
-    return [_raw(pod) for pod in await executor._worker_pod_objects(deployment_name)]
 
 
 async def _step_of(session: AsyncSession, pipeline_id: str) -> Step | None:
