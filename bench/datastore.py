@@ -273,6 +273,7 @@ def main() -> None:
     size = args.size_mib * MIB
     s3_size = (args.s3_size_mib or args.size_mib) * MIB
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gristmill-bench-", dir=os.environ.get("BENCH_DIR")))
     try:
         source = work / "source.bin"
@@ -306,7 +307,9 @@ def main() -> None:
         "size_mib": args.size_mib,
         "repeat": args.repeat,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "system": platform.platform()},
+                    "system": platform.platform(),
+                    # a shared machine: what else ran, at the start and at the end
+                    "load_average_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)]},
         "cp_mib_s": round(cp_mib_s, 1),
         "bare_uvicorn": bare,
         **summary(local, size, cp_mib_s, bare),
@@ -335,7 +338,8 @@ def main() -> None:
                   f"{figures[f'{way}_vs_bare']:>10}"
                   f"{figures[f'server_rss_growth_{way}_mib']:>18}")
     s3_note = "" if s3_size == size else f"; S3: {s3_size // MIB} MiB"
-    print(f"(median of {args.repeat}, {args.size_mib} MiB{s3_note}; written to {RESULTS})")
+    print(f"(median of {args.repeat}, {args.size_mib} MiB{s3_note}; load average "
+          f"{results['machine']['load_average_1m']}; written to {RESULTS})")
 
 
 if __name__ == "__main__":

@@ -352,6 +352,36 @@ def test_multipart_rejections(api, unique) -> None:
     assert too_big.status_code == 400 and s3_error(too_big)["Code"] == "EntityTooLarge"
 
 
+def test_interrupted_part_is_not_recorded(api, unique) -> None:
+    """A part whose PUT is cut mid-body (more than a write buffer through) never counts:
+    ending the upload with it is refused and no object appears; a retried PUT of the
+    part then completes it."""
+    path = f"mpcut-{unique}"
+    chunk_size = 4_000_000
+    config = start_multipart(api, path)
+    signed = api.post("/data-store/upload/multipart/part", json={
+        "path_to_object": path, "multipart_upload_configuration": config,
+        "chunk_size": chunk_size, "part_number": 1}).json()["signed_url"]
+    url = urlsplit(signed)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(
+            f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Length: {chunk_size}\r\n\r\n".encode() + os.urandom(2_500_000))
+        time.sleep(0.3)
+
+    def end(parts):
+        return api.post("/data-store/upload/multipart/end", json={
+            "path_to_object": path, "multipart_upload_configuration": config, "parts": parts})
+
+    assert_error(end([{"number": 1}]), 400, "never uploaded")
+    assert api.post("/data-store/information", json={"path_to_object": path}).status_code == 404
+    data = os.urandom(chunk_size)
+    retried = put_part(api, path, config, 1, data, chunk_size)
+    assert retried.status_code == 200
+    assert end([{"number": 1, "metadata": retried.headers["etag"]}]).status_code == 200
+    assert download(api, path).content == data
+
+
 def test_tampered_part_url_is_403(api, unique) -> None:
     path = f"mptamper-{unique}"
     config = start_multipart(api, path)

@@ -425,3 +425,38 @@ def test_file_input_that_cannot_be_saved_fails_the_execution(run_step: RunStep) 
     assert result.returncode == 1
     assert result.error["type"] == "InputError"
     assert result.error["message"].startswith("File input 'data' could not be saved: cannot")
+
+
+def test_a_given_access_token_is_used_without_an_exchange(run_step: RunStep) -> None:
+    double = ControlDouble()
+    result = run_step(
+        {"src/main.py": "import os\n\ndef entry():\n"
+                        "    return {'seen': os.environ.get('GRISTMILL_ACCESS_TOKEN', '')}\n"},
+        double, env={"GRISTMILL_ACCESS_TOKEN": double.access_token},
+        outputs=[{"name": "seen", "data_type": "string"}],
+    )
+    assert result.returncode == 0, result.stderr
+    assert double.refreshes == 0
+    assert result.double.routes() == [f"POST {PREFIX}/start", f"POST {PREFIX}/finish"]
+    # the runner's own: the step does not see it
+    assert result.finish["outputs"] == {"seen": ""}
+
+
+def test_a_refused_given_access_token_is_replaced_by_an_exchange(run_step: RunStep) -> None:
+    double = ControlDouble()
+    other = make_jwt(exp=time.time() + 7200)  # not the double's
+    result = run_step({"src/main.py": "def entry():\n    pass\n"}, double,
+                      env={"GRISTMILL_ACCESS_TOKEN": other})
+    assert result.returncode == 0, result.stderr
+    assert double.refreshes == 1
+    assert result.double.routes() == [f"POST {PREFIX}/start", "POST /api/v1/auth/refresh",
+                                      f"POST {PREFIX}/start", f"POST {PREFIX}/finish"]
+
+
+def test_a_given_access_token_near_its_expiry_is_not_used(run_step: RunStep) -> None:
+    double = ControlDouble()
+    result = run_step({"src/main.py": "def entry():\n    pass\n"}, double,
+                      env={"GRISTMILL_ACCESS_TOKEN": make_jwt(exp=time.time() + 5)})
+    assert result.returncode == 0, result.stderr
+    assert double.refreshes == 1
+    assert result.double.routes()[0] == "POST /api/v1/auth/refresh"

@@ -74,6 +74,11 @@ class AuthService:
     async def exchange(self, refresh_token: str) -> IssuedAccessToken:
         token = await self._check_sdk_token(refresh_token)
         await self.tokens.touch(token, utcnow())
+        return self.access_token_for(token)
+
+    def access_token_for(self, token: SdkToken) -> IssuedAccessToken:
+        """An access token for ``token``, as exchanging it would give (no check: for a
+        token just created, such as the one an execution's worker is launched with)."""
         ttl = self.access_token_ttl_s
         if token.expires_at is not None:
             # never let an access token outlive the SDK token it came from

@@ -19,6 +19,7 @@ from gristmill_platform.errors import Conflict, Forbidden, NotFound, Unauthorize
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
 from gristmill_platform.logs import redactor
 
 if TYPE_CHECKING:
@@ -70,8 +71,6 @@ class PoolClaims:
             await pool.wait_assigned(pod, min(left, RECHECK_S))
 
     async def _given(self, pod: str, step_id: str) -> Assignment | None:
-        from gristmill_platform.executions.runtime import IMAGE_STEP_DIR, runner_env
-
         async with self.transactions() as session:
             execution = await ExecutionRepository(session).active_on_worker(pod)
             if execution is None:

@@ -37,6 +37,7 @@ from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.pool_claims import PoolClaims
 from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
@@ -71,9 +72,8 @@ log = logging.getLogger("gristmill.executions")
 HEARTBEAT_TIMEOUT = timedelta(seconds=45)
 RECONCILE_EVERY_S = 5.0
 RUNNER = ("-m", "gristmill.runtime", "run")
-# In the runtime images (runtime-images/*/Dockerfile): the step's code is in the working
-# directory /app, and `python` is the image's venv (/opt/venv/bin is first on PATH).
-IMAGE_STEP_DIR = "/app"
+# In the runtime images (runtime-images/*/Dockerfile) `python` is the image's venv
+# (/opt/venv/bin is first on PATH).
 IMAGE_PYTHON = "python"
 # Pod log lines stored in the execution's logs are marked as coming from the worker, as the
 # local backend marks the tail of a worker that died.
@@ -82,27 +82,6 @@ WORKER_STREAM = "worker"
 
 class LaunchRefused(Exception):
     """The execution cannot be started as it stands; the message is for the user."""
-
-
-def runner_env(url: str, sdk_token: str, execution_id: str, step_dir: str,
-               io_dir: str | None, variables: Mapping[str, str]) -> dict[str, str]:
-    """What the runner (and the SDKs inside the step) read, on either backend."""
-    env = {
-        **variables,
-        "GRISTMILL_ENVIRONMENT_URL": url,
-        "CRAFT_AI_ENVIRONMENT_URL": url,
-        "CRAFT_AI_CONTROL_URL": url,
-        "GRISTMILL_SDK_TOKEN": sdk_token,
-        "CRAFT_AI_SDK_TOKEN": sdk_token,
-        "GRISTMILL_EXECUTION_ID": execution_id,
-        "CRAFT_AI_EXECUTION_ID": execution_id,
-        "GRISTMILL_STEP_DIR": step_dir,
-        "SDK_VERBOSE_LOG": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    if io_dir is not None:
-        env["GRISTMILL_IO_DIR"] = io_dir
-    return env
 
 
 def step_image(step: Step) -> str | None:
@@ -314,7 +293,8 @@ class ExecutionRuntime:
             **{k: v for k, v in os.environ.items() if k in PASSED_ENV},
             **runner_env(self.settings.environment_url, launch.sdk_token,
                          launch.execution_id, str(code),
-                         str(self.executor.io_dir(launch.execution_id)), variables),
+                         str(self.executor.io_dir(launch.execution_id)), variables,
+                         access_token=launch.access_token),
         }
         return LaunchSpec(
             execution_id=launch.execution_id, step_name="", pipeline_name="",

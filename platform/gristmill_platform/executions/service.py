@@ -79,6 +79,9 @@ class Launch:
     step_id: str
     sdk_token: str
     deployment_id: str | None = None
+    # minted with sdk_token: a local worker starts with it rather than exchanging the
+    # token first (GRISTMILL_ACCESS_TOKEN, docs/internals/runtime-protocol.md)
+    access_token: str | None = None
     deployment_name: str | None = None
     low_latency: bool = False
     # the execution of a multi-step pipeline: its nodes are launched by the graph
@@ -185,6 +188,7 @@ class ExecutionService:
             created_by, name=f"execution {execution_id}", scope="execution",
             execution_id=execution_id, flush=not batch)
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
+                      access_token=self.auth.access_token_for(token.token).access_token,
                       deployment_id=execution.deployment_id,
                       deployment_name=execution.deployment_name,
                       low_latency=bool(deployment and deployment.mode == "low_latency"),

@@ -30,6 +30,11 @@ ENVIRONMENT_URL_VARS = ("GRISTMILL_ENVIRONMENT_URL", "CRAFT_AI_ENVIRONMENT_URL")
 CONTROL_URL_VARS = ("GRISTMILL_CONTROL_URL", "CRAFT_AI_CONTROL_URL")
 SDK_TOKEN_VARS = ("GRISTMILL_SDK_TOKEN", "CRAFT_AI_SDK_TOKEN")
 EXECUTION_ID_VARS = ("GRISTMILL_EXECUTION_ID", "CRAFT_AI_EXECUTION_ID")
+# An access token the launcher minted with the execution token: the runner starts with it
+# instead of exchanging the execution token (one request and one database write less per
+# execution); it exchanges the execution token as usual once this one is near its expiry
+# or refused.
+ACCESS_TOKEN_VAR = "GRISTMILL_ACCESS_TOKEN"  # noqa: S105 - a variable name
 STEP_DIR_VAR = "GRISTMILL_STEP_DIR"
 IO_DIR_VAR = "GRISTMILL_IO_DIR"
 LOG_FLUSH_INTERVAL_VAR = "GRISTMILL_LOG_FLUSH_INTERVAL_S"
@@ -89,6 +94,7 @@ class RunnerConfig:
     retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
     exit_grace_s: float = DEFAULT_EXIT_GRACE_S
     warnings: tuple[str, ...] = ()
+    access_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RunnerConfig:
@@ -119,6 +125,7 @@ class RunnerConfig:
             retry_budget_s=budget,
             exit_grace_s=grace,
             warnings=tuple(warnings),
+            access_token=env.get(ACCESS_TOKEN_VAR, "").strip() or None,
         )
 
 
@@ -250,8 +257,9 @@ class ControlClient:
         self._sleep = sleep
         self._clock = clock
         self._token_lock = threading.Lock()
-        self._access_token: str | None = None
-        self._access_token_exp: float | None = None
+        self._access_token: str | None = config.access_token
+        self._access_token_exp: float | None = (
+            jwt_expiry(config.access_token) if config.access_token else None)
         quoted = urllib.parse.quote(config.execution_id, safe="")
         self._base = f"{config.environment_url}/api/v1/runtime/executions/{quoted}"
         # No redirect following: a redirect would replay a POST body we may have streamed
@@ -301,7 +309,7 @@ class ControlClient:
 
     def redact(self, text: str) -> str:
         """``text`` with every credential the runner holds masked."""
-        for secret in (self._config.sdk_token, self._access_token):
+        for secret in (self._config.sdk_token, self._config.access_token, self._access_token):
             if secret and len(secret) >= 8:
                 text = text.replace(secret, "***")
         return text

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from gristmill.runtime import _craft_context, context
 from gristmill.runtime._control import (
+    ACCESS_TOKEN_VAR,
     AlreadyStarted,
     ConfigError,
     ControlClient,
@@ -454,6 +455,9 @@ def run(environ: Mapping[str, str] | None = None) -> int:
     except ConfigError as error:
         _say(str(error))
         return EXIT_UNREACHABLE
+    if environ is None or environ is os.environ:
+        # the runner's own: the step's code (and its SDK) go through the execution token
+        os.environ.pop(ACCESS_TOKEN_VAR, None)
     for warning in config.warnings:
         _say(warning)
     client = ControlClient(config)
