@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # local_fork_server_idle_s.
     local_fork_server: bool = True
     local_fork_server_idle_s: float = Field(default=300.0, gt=0)
+    # Local backend: warm worker processes per low-latency deployment (and per variant
+    # pipeline). Calls go to the least busy one, so that throughput grows with cores
+    # (docs/deployments.md, "Several warm workers").
+    local_warm_workers: int = Field(default=1, ge=1, le=64)
     # Where workers reach the control service (runner reports, SDK calls inside steps):
     # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
     # needs neither the ingress nor TLS. Defaults to the environment URL.

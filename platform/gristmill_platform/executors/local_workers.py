@@ -1,4 +1,5 @@
-"""Low-latency deployments on this machine: one warm worker process per deployment.
+"""Low-latency deployments on this machine: warm worker processes per deployment (one by
+default; ``local_warm_workers`` of them, each in a pool slot of its own, see ``replicas``).
 
 A worker is the runner's server mode (``python -m gristmill.runtime serve``) in the step's
 virtual environment, listening on a Unix socket of its own (a loopback TCP round trip costs
@@ -53,6 +54,8 @@ from gristmill_platform.executors.workers import (
     StartHook,
     WorkerAnswer,
     node_step,
+    replica_key,
+    replica_of,
     split_key,
     variant_key,
 )
@@ -144,6 +147,7 @@ class _Worker:
         self.retired = False  # replaced or stopped: takes no new executions
         self.stopping = False  # we are stopping it: its exit is no crash
         self.inflight = 0
+        self.load = 0  # executions running on it or waiting for one of its places
         self.idle = asyncio.Event()
         self.idle.set()
         self.exited = asyncio.Event()
@@ -209,8 +213,15 @@ class LocalWorkerPool:
 
     def __init__(self, transactions: Transactions, deployments: DeploymentRecordsFor,
                  logs: DeploymentLogSink, builds: StepBuildsView, *, data_dir: Path,
-                 environment_url: str) -> None:
+                 environment_url: str, replicas: int = 1) -> None:
+        if replicas < 1:
+            raise ValueError("a low-latency deployment needs at least one warm worker")
         self.transactions = transactions
+        # Warm workers per key. Each is a slot of its own (workers.replica_key), with its own
+        # start, crash restarts, roll and replacement; the first one's outcome is the
+        # deployment's status, the others only log theirs. A call goes to the serving one
+        # with the fewest executions (_choose).
+        self.replicas = replicas
         self.deployments = deployments
         self.builds = builds
         self.data_dir = data_dir
@@ -227,6 +238,13 @@ class LocalWorkerPool:
 
     async def ensure(self, deployment_name: str, *, wait_s: float,
                      restart: bool = False, background: bool = False) -> None:
+        await asyncio.gather(*(self._ensure_one(replica_key(deployment_name, number),
+                                                wait_s=wait_s, restart=restart,
+                                                background=background)
+                               for number in range(self.replicas)))
+
+    async def _ensure_one(self, deployment_name: str, *, wait_s: float, restart: bool,
+                          background: bool) -> None:
         self._start_background()
         slot = self._slots.setdefault(deployment_name, _Slot(deployment_name))
         async with slot.lock:
@@ -236,7 +254,7 @@ class LocalWorkerPool:
                 return
             slot.background = background  # for the workers started from now on
             slot.deployment_id = record.deployment_id
-            if split_key(deployment_name)[1] is None:
+            if split_key(deployment_name)[1] is None and replica_of(deployment_name)[1] == 0:
                 self._names[record.deployment_id] = deployment_name
             live = slot.starting or slot.current
             if (not restart and live is not None and live.generation == record.generation
@@ -255,6 +273,10 @@ class LocalWorkerPool:
             prefix = variant_key(deployment_name, "")
             await asyncio.gather(*(self.stop(key) for key in list(self._slots)
                                    if key.startswith(prefix)))
+        if replica_of(deployment_name)[1] == 0:  # its other warm workers
+            await asyncio.gather(*(self.stop(key) for key in list(self._slots)
+                                   if key != deployment_name
+                                   and replica_of(key)[0] == deployment_name))
         slot = self._slots.pop(deployment_name, None)
         if slot is None:
             return
@@ -268,10 +290,14 @@ class LocalWorkerPool:
         await asyncio.gather(*(self._terminate(w) for w in workers))
 
     def deployment_names(self) -> list[str]:
-        return list(self._slots)
+        return [key for key in self._slots if replica_of(key)[1] == 0]
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
-        slot = self._slots.get(deployment_name)
+        return [pod for number in range(self.replicas)
+                for pod in self._pods(replica_key(deployment_name, number))]
+
+    def _pods(self, key: str) -> list[dict[str, Any]]:
+        slot = self._slots.get(key)
         if slot is None:
             return []
         workers = [w for w in (slot.current, slot.starting) if w is not None]
@@ -280,6 +306,11 @@ class LocalWorkerPool:
         return [{"pod_id": w.pod_id, "status": w.status} for w in workers]
 
     def verdict(self, key: str) -> tuple[str, str | None]:
+        """Up when any of its warm workers is; otherwise the first one's verdict."""
+        verdicts = [self._verdict(replica_key(key, number)) for number in range(self.replicas)]
+        return next((v for v in verdicts if v[0] == "up"), verdicts[0])
+
+    def _verdict(self, key: str) -> tuple[str, str | None]:
         slot = self._slots.get(key)
         if slot is None or slot.stopped:
             return "failed", "the worker is not running"
@@ -294,26 +325,51 @@ class LocalWorkerPool:
         return "starting", None
 
     async def run(self, deployment_name: str, start: StartHook) -> WorkerAnswer | None:
-        slot = self._slots.get(deployment_name)
-        if slot is None and not self._closing:
-            slot = await self._adopt(deployment_name)
+        if self._slots.get(deployment_name) is None and not self._closing:
+            await self._adopt(deployment_name)
         while True:
+            slot = self._choose(deployment_name)
             worker = await self._serving(slot)
             if worker is None:
                 raise ExecutionLost(self._unavailable(slot))
-            async with worker.slots:
-                if worker.retired or worker.status != "running":
-                    continue  # replaced or crashed while this one waited in line
-                worker.inflight += 1
-                worker.idle.clear()
-                try:
-                    return await self._run_on(worker, start)
-                finally:
-                    worker.inflight -= 1
-                    if worker.inflight == 0:
-                        worker.idle.set()
+            worker.load += 1
+            try:
+                async with worker.slots:
+                    if worker.retired or worker.status != "running":
+                        continue  # replaced or crashed while this one waited in line
+                    worker.inflight += 1
+                    worker.idle.clear()
+                    try:
+                        return await self._run_on(worker, start)
+                    finally:
+                        worker.inflight -= 1
+                        if worker.inflight == 0:
+                            worker.idle.set()
+            finally:
+                worker.load -= 1
+
+    def _choose(self, key: str) -> _Slot | None:
+        """The slot of the serving warm worker with the fewest executions (running or
+        waiting for a place; the first on a tie, whose caches are warmest), or the first
+        slot's when none serves (the call waits for it there)."""
+        if self.replicas == 1:
+            return self._slots.get(key)
+        best: _Slot | None = None
+        least = 0
+        for number in range(self.replicas):
+            slot = self._slots.get(replica_key(key, number))
+            worker = slot.current if slot is not None else None
+            if worker is None or worker.status != "running" or worker.retired:
+                continue
+            if best is None or worker.load < least:
+                best, least = slot, worker.load
+        return best if best is not None else self._slots.get(key)
 
     def replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
+        for number in range(self.replicas):
+            self._replace(replica_key(deployment_name, number), pod_id, reason)
+
+    def _replace(self, deployment_name: str, pod_id: str, reason: str) -> None:
         slot = self._slots.get(deployment_name)
         worker = slot.current if slot is not None else None
         if slot is None or worker is None or worker.pod_id != pod_id or worker.retired:
@@ -441,8 +497,8 @@ class LocalWorkerPool:
     # -- starting and stopping workers ------------------------------------------------------
 
     async def _load(self, name: str) -> _Record | None:
-        deployment_name, variant = split_key(name)
-        node = node_step(name)
+        deployment_name, variant = split_key(replica_of(name)[0])
+        node = node_step(replica_of(name)[0])
         async with self.transactions() as session:
             deployment = await self.deployments(session).by_name(deployment_name)
             if deployment is None or deployment.mode != "low_latency":
@@ -785,8 +841,9 @@ class LocalWorkerPool:
 
     async def _set_status(self, record: _Record, status: str, reason: str | None) -> None:
         """On the deployment, unless it was deleted or updated (a newer worker reports).
-        A variant's workers say nothing of the deployment's status."""
-        if split_key(record.name)[1] is not None:
+        A variant's workers say nothing of the deployment's status, nor its warm workers
+        after the first."""
+        if split_key(record.name)[1] is not None or replica_of(record.name)[1] != 0:
             return
         await self._flush_logs()  # the import-time output is in before the status says up
         await record_status(self.transactions, self.deployments, record.deployment_id,

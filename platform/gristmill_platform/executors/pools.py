@@ -35,6 +35,7 @@ def worker_pool(settings: Settings, transactions: Transactions,
 
         pool = LocalWorkerPool(transactions, deployments, logs, builds,
                                data_dir=settings.data_dir,
-                               environment_url=settings.environment_url)
+                               environment_url=settings.environment_url,
+                               replicas=settings.local_warm_workers)
     # multi-step pipelines' deployments: one pool per distinct step of their nodes
     return GraphWorkerPools(pool, transactions, deployments, builds)

@@ -58,6 +58,22 @@ def node_step(key: str) -> str | None:
     return variant[len(NODE_MARK):] if variant and variant.startswith(NODE_MARK) else None
 
 
+# A deployment (or variant, or node) key served by several local warm workers has one
+# pool slot per worker: the key itself for the first, "<key>~<n>" for the n-th (n >= 1).
+# "~" is in no name either.
+REPLICA_MARK = "~"
+
+
+def replica_key(key: str, number: int) -> str:
+    return key if number == 0 else f"{key}{REPLICA_MARK}{number}"
+
+
+def replica_of(key: str) -> tuple[str, int]:
+    """(the key all replicas share, this replica's number)."""
+    base, separator, number = key.rpartition(REPLICA_MARK)
+    return (base, int(number)) if separator and number.isdigit() else (key, 0)
+
+
 class ExecutionLost(Exception):
     """The execution could not run or its worker did not answer: no worker will serve the
     deployment, the worker crashed or was stopped mid-execution, or it answered garbage.
