@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.auth import SdkToken, User
@@ -47,6 +47,15 @@ class TokenRepository:
     async def get(self, token_id: str) -> SdkToken | None:
         return await self.session.get(SdkToken, token_id)
 
+    async def with_user(self, token_id: str) -> tuple[SdkToken | None, User | None]:
+        """The token and its user in one round trip (every authenticated request asks).
+        (None, None) when there is no such token; (token, None) when its user is gone."""
+        result = await self.session.execute(
+            select(SdkToken, User).outerjoin(User, User.id == SdkToken.user_id)
+            .where(SdkToken.id == token_id))
+        row = result.first()
+        return (None, None) if row is None else (row[0], row[1])
+
     async def add(self, token: SdkToken, *, flush: bool = True) -> SdkToken:
         self.session.add(token)
         if flush:
@@ -64,10 +73,14 @@ class TokenRepository:
         result = await self.session.execute(query)
         return result.scalars().all()
 
-    async def for_execution(self, execution_id: str) -> Sequence[SdkToken]:
-        result = await self.session.execute(
-            select(SdkToken).where(SdkToken.execution_id == execution_id))
-        return result.scalars().all()
+    async def revoke_for_execution(self, execution_id: str, when: datetime) -> None:
+        """Revoke the execution's tokens not yet revoked, in one UPDATE (no read first)."""
+        await self.session.execute(
+            update(SdkToken)
+            .where(SdkToken.execution_id == execution_id, SdkToken.revoked_at.is_(None))
+            .values(revoked_at=when)
+            # tokens of this session already loaded get the new value too
+            .execution_options(synchronize_session="evaluate"))
 
     async def touch(self, token: SdkToken, when: datetime) -> None:
         token.last_used_at = when

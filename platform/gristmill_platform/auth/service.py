@@ -107,12 +107,11 @@ class AuthService:
     async def principal_of_token(self, token_id: str) -> Principal:
         """Who acts through an SDK token now: refused once it is revoked or expired, or its
         user deleted (what a console session checks on every request)."""
-        token = await self.tokens.get(token_id)
+        token, user = await self.tokens.with_user(token_id)
         if token is None or token.revoked_at is not None:
             raise Unauthorized("The SDK token of this session was revoked", name="TokenRevoked")
         if token.expires_at is not None and token.expires_at <= utcnow():
             raise Unauthorized("The SDK token of this session has expired", name="TokenExpired")
-        user = await self.users.get(token.user_id)
         if user is None:
             raise Unauthorized("The user of this token no longer exists")
         return Principal(user_id=user.id, token_id=token.id, scope=token.scope,
@@ -123,13 +122,14 @@ class AuthService:
             claims = decode_access_token(access_token, key=self.signing_key)
         except InvalidToken as exc:
             raise Unauthorized(str(exc)) from exc
-        token = await self.tokens.get(claims.token_id)
+        # No cache: the token row is read on every request, so a revocation (on any
+        # replica) takes effect at once.
+        token, user = await self.tokens.with_user(claims.token_id)
         if token is None or token.revoked_at is not None:
             raise Unauthorized(
                 "The SDK token behind this access token was revoked", name="TokenRevoked"
             )
-        user = await self.users.get(claims.user_id)
-        if user is None:
+        if user is None or user.id != claims.user_id:
             raise Unauthorized("The user of this token no longer exists")
         return Principal(
             user_id=user.id,
@@ -183,10 +183,7 @@ class AuthService:
         return token
 
     async def revoke_execution_tokens(self, execution_id: str) -> None:
-        for token in await self.tokens.for_execution(execution_id):
-            if token.revoked_at is None:
-                token.revoked_at = utcnow()
-        await self.tokens.session.flush()
+        await self.tokens.revoke_for_execution(execution_id, utcnow())
 
     async def list_sdk_tokens(self, user_id: str | None = None) -> Sequence[SdkToken]:
         return await self.tokens.list(user_id=user_id)

@@ -47,6 +47,13 @@ from gristmill_platform.steps.repository import StepRepository
 
 log = logging.getLogger("gristmill.executions.graph")
 
+
+class UnknownParent:
+    """A parent id not known to the caller (None is known: no parent)."""
+
+
+UNKNOWN = UnknownParent()
+
 LaunchNode = Callable[[Launch], None]
 StopWorker = Callable[[Handle], Awaitable[None]]
 Notify = Callable[[str], None]
@@ -80,13 +87,18 @@ class GraphScheduler:
         # after a restart, are found by the reconciler)
         self._parents: dict[str, str] = {}
 
-    async def node_ended(self, execution_id: str) -> None:
-        parent_id = self._parents.pop(execution_id, None)
-        if parent_id is None:
-            # started by another replica, or before a restart: the database knows
-            async with self.transactions() as session:
-                node = await self.executions(session).repository.get(execution_id)
-                parent_id = node.parent_id if node is not None else None
+    async def node_ended(self, execution_id: str,
+                         parent_id: str | UnknownParent | None = UNKNOWN) -> None:
+        """parent_id: the ended execution's, when the caller has just read its row (the
+        database is then not asked again); UNKNOWN otherwise."""
+        started_here = self._parents.pop(execution_id, None)
+        if isinstance(parent_id, UnknownParent):
+            parent_id = started_here
+            if parent_id is None:
+                # started by another replica, or before a restart: the database knows
+                async with self.transactions() as session:
+                    node = await self.executions(session).repository.get(execution_id)
+                    parent_id = node.parent_id if node is not None else None
         if parent_id is not None:
             await self.advance(parent_id)
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
@@ -27,6 +27,14 @@ class ExecutionRepository:
                 select(Execution).where(Execution.id == execution_id).with_for_update())
             return result.scalar_one_or_none()
         return await self.session.get(Execution, execution_id)
+
+    async def set_columns(self, execution_id: str, **values: Any) -> bool:
+        """Write these columns of the execution's row without reading it first; False
+        when there is no such execution (deleted meanwhile)."""
+        result = await self.session.execute(
+            update(Execution).where(Execution.id == execution_id).values(**values)
+            .execution_options(synchronize_session=False))
+        return bool(getattr(result, "rowcount", 0))
 
     async def exists(self, execution_id: str) -> bool:
         result = await self.session.execute(

@@ -31,7 +31,11 @@ from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
 from gristmill_platform.executions.events import ExecutionEvents
 from gristmill_platform.executions.factory import ExecutionServices
-from gristmill_platform.executions.graph_scheduler import GraphScheduler
+from gristmill_platform.executions.graph_scheduler import (
+    UNKNOWN,
+    GraphScheduler,
+    UnknownParent,
+)
 from gristmill_platform.executions.journal import TrackingJournal
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
@@ -229,16 +233,14 @@ class ExecutionRuntime:
                 worker = f"local-{handle['pid']}"
             try:
                 async with self.transactions() as session:
-                    execution = await ExecutionRepository(session).get(launch.execution_id)
-                    if execution is not None:
-                        execution.handle = handle
-                        execution.worker = worker
+                    recorded = await ExecutionRepository(session).set_columns(
+                        launch.execution_id, handle=handle, worker=worker)
             except Exception:
                 if handle.get("pool"):
                     await self._release_pool_pod(handle)
                 raise
             if handle.get("pool"):
-                if execution is None:  # deleted meanwhile: its pod claims nothing
+                if not recorded:  # deleted meanwhile: its pod claims nothing
                     await self._release_pool_pod(handle)
                 else:
                     assert self.pool is not None
@@ -340,10 +342,11 @@ class ExecutionRuntime:
 
     # -- endings ------------------------------------------------------------------------------
 
-    async def finished(self, execution_id: str) -> None:
-        """After a runner's finish committed: wake waiters, tidy the worker."""
+    async def finished(self, execution_id: str, parent_id: str | None) -> None:
+        """After a runner's finish committed: wake waiters, and the graph the execution
+        is a node of (parent_id: its parent, read with it) goes on."""
         self.events.notify(execution_id)
-        await self.graphs.node_ended(execution_id)
+        await self.graphs.node_ended(execution_id, parent_id)
 
     async def _worker_exited(self, execution_id: str, outcome: PollResult,
                              tail: Sequence[LogLine]) -> None:
@@ -422,10 +425,13 @@ class ExecutionRuntime:
 
     async def _fail(self, execution_id: str, reason: str, tail: Sequence[str] = (),
                     *, only_if_silent: bool = False) -> None:
+        parent_id: str | UnknownParent | None = UNKNOWN
         try:
             async with self.transactions() as session:
                 service = self.executions(session)
                 execution = await service.repository.get(execution_id)
+                if execution is not None:
+                    parent_id = execution.parent_id
                 if execution is None or execution.status not in t.ACTIVE:
                     return
                 if only_if_silent and execution.status == t.PENDING:
@@ -438,7 +444,7 @@ class ExecutionRuntime:
                 # failed before its worker started (a worker that did is released when
                 # its process exits)
                 self._release(execution_id)
-            self._spawn(self.graphs.node_ended(execution_id))
+            self._spawn(self.graphs.node_ended(execution_id, parent_id))
 
     # -- reconciling --------------------------------------------------------------------------
 

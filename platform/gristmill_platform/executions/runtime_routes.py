@@ -14,7 +14,6 @@ from gristmill_platform.deps import AppStateDep, PrincipalDep, transaction
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions.responses import stream_object
 from gristmill_platform.http.bodies import json_or_form
-from gristmill_platform.steps.repository import StepRepository
 
 router = APIRouter(prefix="/runtime/executions/{execution_id}", tags=["runtime"],
                    include_in_schema=False)
@@ -27,9 +26,7 @@ async def start(execution_id: str, state: AppStateDep, principal: PrincipalDep
     async with transaction(state) as session:
         service = state.factories.executions(session)
         service.require_runner(principal, execution_id)
-        execution = await service.get(execution_id)
-        step = await StepRepository(session).get(execution.step_id or "")
-        return await service.start(execution_id, step)
+        return await service.start_elastic(execution_id)
 
 
 @router.get("/inputs/{name}")
@@ -91,5 +88,6 @@ async def finish(execution_id: str, request: Request, state: AppStateDep,
         execution = await service.finish(execution_id, report)
         await service.auth.revoke_execution_tokens(execution_id)
         status, reason = execution.status, execution.status_reason
-    await state.executions.finished(execution_id)
+        parent_id = execution.parent_id
+    await state.executions.finished(execution_id, parent_id)
     return {"status": status, "reason": reason}

@@ -229,7 +229,17 @@ class ExecutionService:
                     elastic: bool = True) -> dict[str, Any]:
         """elastic=False for a warm worker's start, which waited for no worker of its own
         (not part of the elastic queue's wait)."""
+        return self._mark_started(await self._locked(execution_id), step, elastic=elastic)
+
+    async def start_elastic(self, execution_id: str) -> dict[str, Any]:
+        """The runner's /start: the execution's row is read once, locked, and its step
+        read after it (not before the lock, which would read the row twice)."""
         execution = await self._locked(execution_id)
+        return self._mark_started(execution, await self.step_of(execution), elastic=True)
+
+    def _mark_started(self, execution: Execution, step: Step | None, *,
+                      elastic: bool) -> dict[str, Any]:
+        execution_id = execution.id
         if execution.status != t.PENDING:
             raise Conflict(f"Execution {execution_id} is already {execution.status}",
                            name="AlreadyStarted")

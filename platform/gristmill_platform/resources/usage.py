@@ -170,6 +170,5 @@ async def record_on_execution(transactions: Transactions, execution_id: str,
     from gristmill_platform.executions.repository import ExecutionRepository
 
     async with transactions() as session:
-        execution = await ExecutionRepository(session).get(execution_id)
-        if execution is not None:
-            execution.resource_usage = usage
+        # no read first: a deleted execution just matches no row
+        await ExecutionRepository(session).set_columns(execution_id, resource_usage=usage)

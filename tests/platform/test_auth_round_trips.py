@@ -1,0 +1,178 @@
+"""Authentication runs on every request (an elastic execution makes four: run, outputs,
+the runner's start and finish), so its database round trips are counted here: one
+statement to check an access token (the token and its user, joined), one to revoke an
+execution's tokens. Revocation still takes effect on the very next request: nothing is
+cached."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from gristmill_platform.auth.repository import TokenRepository, UserRepository
+from gristmill_platform.auth.service import AuthService
+from gristmill_platform.db import migrate
+from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.errors import Unauthorized
+from gristmill_platform.executions.repository import ExecutionRepository
+
+KEY = "k" * 32
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def database_url(database: Any) -> str:
+    migrate.upgrade(database.url)
+    return str(database.url)
+
+
+@contextmanager
+def counted(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements sent to the database while the block runs."""
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", keep)
+
+
+def run(database_url: str, scenario: Callable[[AsyncEngine, Any], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine = create_engine(database_url)
+        factory = create_session_factory(engine)
+
+        @asynccontextmanager
+        async def auth() -> AsyncIterator[tuple[AuthService, AsyncSession]]:
+            async with factory() as session, session.begin():
+                yield AuthService(UserRepository(session), TokenRepository(session),
+                                  signing_key=KEY, access_token_ttl_s=600), session
+        try:
+            return await scenario(engine, auth)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+async def new_user(auth: Any) -> str:
+    async with auth() as (service, _):
+        user = await service.create_user(name="u", email=f"{uuid.uuid4().hex}@example.com")
+        return str(user.id)
+
+
+def test_checking_an_access_token_is_one_statement(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        async with auth() as (service, _):
+            created = await service.create_sdk_token(user_id, scope="execution",
+                                                     execution_id="e-1")
+            access = service.access_token_for(created.token).access_token
+        async with auth() as (service, _):
+            with counted(engine) as statements:
+                principal = await service.authenticate(access)
+        assert len(statements) == 1, statements
+        assert "JOIN users" in statements[0]
+        assert (principal.user_id, principal.token_id, principal.scope,
+                principal.execution_id) == (user_id, created.token.id, "execution", "e-1")
+
+    run(database_url, scenario)
+
+
+def test_a_revoked_token_is_refused_at_once(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        async with auth() as (service, _):
+            created = await service.create_sdk_token(user_id)
+            access = service.access_token_for(created.token).access_token
+        async with auth() as (service, _):
+            await service.authenticate(access)
+            await service.revoke_sdk_token(created.token.id)
+        async with auth() as (service, _):
+            with pytest.raises(Unauthorized, match="revoked"):
+                await service.authenticate(access)
+
+    run(database_url, scenario)
+
+
+def test_a_token_whose_user_is_gone_is_refused(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        async with auth() as (service, _):
+            created = await service.create_sdk_token(user_id)
+            access = service.access_token_for(created.token).access_token
+        async with auth() as (service, _):
+            await service.delete_user(user_id)
+        async with auth() as (service, _):
+            with pytest.raises(Unauthorized):
+                await service.authenticate(access)
+            with pytest.raises(Unauthorized):
+                await service.principal_of_token(created.token.id)
+
+    run(database_url, scenario)
+
+
+def test_an_access_token_naming_another_user_than_its_token_is_refused(
+        database_url: str) -> None:
+    from gristmill_platform.auth.tokens import encode_access_token
+
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        owner, other = await new_user(auth), await new_user(auth)
+        async with auth() as (service, _):
+            created = await service.create_sdk_token(owner)
+        forged, _ = encode_access_token(key=KEY, user_id=other, token_id=created.token.id,
+                                        scope="user", execution_id=None, ttl_s=60)
+        async with auth() as (service, _):
+            with pytest.raises(Unauthorized):
+                await service.authenticate(forged)
+
+    run(database_url, scenario)
+
+
+def test_revoking_an_executions_tokens_is_one_statement(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        execution_id = f"e-{uuid.uuid4().hex}"
+        async with auth() as (service, _):
+            first = await service.create_sdk_token(user_id, scope="execution",
+                                                   execution_id=execution_id)
+            second = await service.create_sdk_token(user_id, scope="execution",
+                                                    execution_id=execution_id)
+            other = await service.create_sdk_token(user_id, scope="execution",
+                                                   execution_id="someone-else")
+        async with auth() as (service, session):
+            loaded = await service.tokens.get(first.token.id)
+            with counted(engine) as statements:
+                await service.revoke_execution_tokens(execution_id)
+            assert len(statements) == 1, statements
+            assert loaded is not None and loaded.revoked_at is not None  # in the session too
+        async with auth() as (service, _):
+            for token, revoked in ((first, True), (second, True), (other, False)):
+                row = await service.tokens.get(token.token.id)
+                assert row is not None and (row.revoked_at is not None) is revoked
+            access = service.access_token_for(second.token).access_token
+        async with auth() as (service, _):
+            with pytest.raises(Unauthorized, match="revoked"):
+                await service.authenticate(access)
+
+    run(database_url, scenario)
+
+
+def test_setting_columns_of_a_missing_execution_says_so(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        async with auth() as (_, session):
+            assert not await ExecutionRepository(session).set_columns(
+                "no-such-execution", worker="local-1")
+
+    run(database_url, scenario)
