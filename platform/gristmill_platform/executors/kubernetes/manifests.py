@@ -261,6 +261,27 @@ def _container_security(cfg: KubernetesConfig) -> dict[str, Any]:
     }
 
 
+def step_pod_spec(cfg: KubernetesConfig, container: dict[str, Any], gpus: int,
+                  volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every pod running a step's runner shares, an execution's own or a pre-started
+    pool pod: one container, never restarted (an execution runs once), the step priority."""
+    pod_spec: dict[str, Any] = {
+        **_pod_common(cfg, cfg.service_account),
+        "containers": [container],
+        "restartPolicy": "Never",
+        "securityContext": {
+            "fsGroup": cfg.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **_scheduling(gpus, cfg),
+    }
+    if cfg.step_priority_class:
+        pod_spec["priorityClassName"] = cfg.step_priority_class
+    if volumes:
+        pod_spec["volumes"] = volumes
+    return pod_spec
+
+
 def _pod_common(cfg: KubernetesConfig, service_account: str | None) -> dict[str, Any]:
     common: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -322,22 +343,9 @@ def execution_pod(spec: LaunchSpec, cfg: KubernetesConfig) -> Manifest:
     }
     if mounts:
         container["volumeMounts"] = mounts
-    pod_spec: dict[str, Any] = {
-        **_pod_common(cfg, cfg.service_account),
-        "containers": [container],
-        "restartPolicy": "Never",
-        "securityContext": {
-            "fsGroup": cfg.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        **_scheduling(gpus, cfg),
-    }
+    pod_spec = step_pod_spec(cfg, container, gpus, volumes)
     if spec.timeout_s is not None:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_s
-    if cfg.step_priority_class:
-        pod_spec["priorityClassName"] = cfg.step_priority_class
-    if volumes:
-        pod_spec["volumes"] = volumes
     annotations = _identity_annotations(
         spec.execution_id, spec.step_name, spec.pipeline_name, spec.deployment_name
     )

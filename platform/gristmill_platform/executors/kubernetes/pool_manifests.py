@@ -108,19 +108,8 @@ def pool_pod(shape: PoolShape, name: str, env: Mapping[str, str],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": manifests.IO_VOLUME, "mountPath": cfg.io_dir}],
     }
-    pod_spec: dict[str, Any] = {
-        **manifests._pod_common(cfg, cfg.service_account),
-        "containers": [container],
-        "restartPolicy": "Never",
-        "securityContext": {
-            "fsGroup": cfg.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumes": [{"name": manifests.IO_VOLUME, "emptyDir": {}}],
-        **manifests._scheduling(0, cfg),
-    }
-    if cfg.step_priority_class:
-        pod_spec["priorityClassName"] = cfg.step_priority_class
+    pod_spec = manifests.step_pod_spec(
+        cfg, container, 0, [{"name": manifests.IO_VOLUME, "emptyDir": {}}])
     annotations = {
         manifests.ANNOTATION_STEP: shape.step_name,
         manifests.ANNOTATION_PIPELINE: shape.pipeline_name,
