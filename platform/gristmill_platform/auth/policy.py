@@ -122,6 +122,9 @@ ROUTES: Mapping[tuple[str, str], Access] = {
     ("POST", f"{_RUN}/logs"): Access.RUNNER,
     ("PUT", f"{_RUN}/outputs/{{name}}"): Access.RUNNER,
     ("POST", f"{_RUN}/finish"): Access.RUNNER,
+    # a pre-started Kubernetes pool pod asks for its one execution with the pool token of
+    # its pod and step (an HMAC the route checks itself); it holds no SDK token yet
+    ("POST", f"{_P}/runtime/pool/claim"): Access.PUBLIC,
     # metrics
     ("PUT", f"{_P}/metrics/single-value/{{name}}"): Access.WORK,
     ("POST", f"{_P}/metrics/list-values/{{name}}"): Access.WORK,
