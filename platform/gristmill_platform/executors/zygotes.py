@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import io
 import itertools
 import json
 import logging
@@ -40,6 +41,18 @@ RETRY_AFTER_S = 60.0
 # A child whose zygote died: how often to look whether it is still there.
 ORPHAN_POLL_S = 0.2
 _STARTUP_NAMES = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+
+
+def pipe_file(fd: int, loop: asyncio.AbstractEventLoop) -> io.FileIO:
+    """The file object to hand ``loop.connect_read_pipe`` for the read end ``fd``.
+
+    uvloop's pipe transport closes the descriptor itself (libuv), then closes the file
+    object as well: with ``closefd`` that second close(2) can hit the same number already
+    given to another thread's new file (aiosqlite's, a data store upload's, a test's
+    client), which then fails with EBADF or, worse, writes elsewhere. asyncio's transport
+    closes only the file object, which must then own the descriptor."""
+    closes_fd_itself = type(loop).__module__.split(".")[0] == "uvloop"
+    return os.fdopen(fd, "rb", 0, closefd=not closes_fd_itself)
 
 
 class ZygoteError(Exception):
@@ -219,7 +232,7 @@ class Zygote:
         self.last_used = time.monotonic()
         reader = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     os.fdopen(read_fd, "rb", 0))
+                                     pipe_file(read_fd, loop))
         return ForkedProcess(pid, reader, self._exits[pid])
 
     async def stop(self) -> None:
