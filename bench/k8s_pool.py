@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.datastore_conformance.conftest import Moto  # noqa: E402
+from tests.datastore_conformance.conftest import Moto, moto_server  # noqa: E402
 from tests.platform.backends.conftest import Backend, _emulated  # noqa: E402
 from tests.platform.stepkit import archive_of, post_step, step_form, write_folder  # noqa: E402
 
@@ -61,24 +60,6 @@ def summary(values: list[float]) -> dict[str, float]:
             "p95_ms": round(percentile(values, 95) * 1000, 1),
             "mean_ms": round(statistics.fmean(values) * 1000, 1),
             "min_ms": round(min(values) * 1000, 1), "max_ms": round(max(values) * 1000, 1)}
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[Moto]:
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port
-
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
-        os.environ.pop(name, None)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield Moto(url=f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
 
 
 def until(condition: Any, what: str) -> Any:

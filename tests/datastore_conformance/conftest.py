@@ -4,6 +4,7 @@ backend and S3 (a moto server on 127.0.0.1). Every test taking ``store`` runs on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,12 +43,13 @@ class Moto:
                 "s3_endpoint_url": self.url, **FAKE_KEYS, **extra}
 
 
-@pytest.fixture(scope="session")
-def moto() -> Iterator[Moto]:
+@contextlib.contextmanager
+def moto_server() -> Iterator[Moto]:
+    """A moto S3 server on a free port, with no AWS credentials or config of the machine's
+    in the environment meanwhile (fake credentials come from the settings)."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as patch:
-        # fake credentials come from the settings; nothing may leak in from ~/.aws
         for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                      "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
             patch.delenv(name, raising=False)
@@ -60,6 +62,12 @@ def moto() -> Iterator[Moto]:
             yield Moto(url=f"http://127.0.0.1:{port}")
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    with moto_server() as server:
+        yield server
 
 
 @dataclass
