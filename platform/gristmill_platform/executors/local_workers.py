@@ -52,6 +52,7 @@ from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnrea
 from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
+    Version,
     WorkerAnswer,
     node_step,
     replica_key,
@@ -195,6 +196,7 @@ class _Slot:
         self.restarts = 0
         self.failure: str | None = None  # why it ended creation_failed
         self.background = False  # its workers start at a low CPU priority (ensure)
+        self.launched: Version | None = None  # what its last worker was started from
         self.changed = asyncio.Event()
 
     @property
@@ -257,7 +259,10 @@ class LocalWorkerPool:
             if split_key(deployment_name)[1] is None and replica_of(deployment_name)[1] == 0:
                 self._names[record.deployment_id] = deployment_name
             live = slot.starting or slot.current
+            # another id: the deployment was deleted and created again under its name
+            # (through another control service sharing the database)
             if (not restart and live is not None and live.generation == record.generation
+                    and live.deployment_id == record.deployment_id
                     and live.status in ("starting", "running")):
                 task = slot.bring_up
             else:
@@ -291,6 +296,20 @@ class LocalWorkerPool:
 
     def deployment_names(self) -> list[str]:
         return [key for key in self._slots if replica_of(key)[1] == 0]
+
+    def versions(self, deployment_name: str) -> set[Version]:
+        found: set[Version] = set()
+        for number in range(self.replicas):
+            slot = self._slots.get(replica_key(deployment_name, number))
+            # resuming: it starts from the record it reads once its step is built
+            if slot is None or slot.stopped or slot.resuming:
+                continue
+            for worker in (slot.current, slot.starting):
+                if worker is not None and not worker.retired:
+                    found.add((worker.deployment_id, worker.generation))
+            if slot.current is None and slot.starting is None and slot.launched is not None:
+                found.add(slot.launched)  # restarting after a crash, or creation_failed
+        return found
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         return [pod for number in range(self.replicas)
@@ -561,6 +580,7 @@ class LocalWorkerPool:
             slot.bring_up.cancel()
         slot.failed = False  # a new attempt: executions wait for its outcome
         slot.failure = None
+        slot.launched = (record.deployment_id, record.generation)
         task = asyncio.get_running_loop().create_task(self._bring_up(slot, record, after_crash))
         slot.bring_up = task
         return task
