@@ -174,6 +174,11 @@ class _Worker:
         return next((text for text in reversed(self.output_since(since)) if text.strip()), None)
 
 
+def _started_from(worker: _Worker, record: _Record) -> bool:
+    return (worker.deployment_id, worker.generation, worker.step.id) == (
+        record.deployment_id, record.generation, record.step.id)
+
+
 class _Slot:
     """One low-latency deployment's workers."""
 
@@ -254,6 +259,13 @@ class LocalWorkerPool:
             # stopped: deleted meanwhile (a new deployment of that name gets a new slot)
             if record is None or slot.stopped or self._closing:
                 return
+            starting = slot.starting
+            # A restart while a worker starts from this very record, at the same priority
+            # (executors/following.py, or a call, rolling to an update made through
+            # another control service, just before update_deployment's own roll here):
+            # that start is the restart; a second would start the same pod again.
+            rolling = (restart and starting is not None and starting.status == "starting"
+                       and _started_from(starting, record) and slot.background == background)
             slot.background = background  # for the workers started from now on
             slot.deployment_id = record.deployment_id
             if split_key(deployment_name)[1] is None and replica_of(deployment_name)[1] == 0:
@@ -261,9 +273,10 @@ class LocalWorkerPool:
             live = slot.starting or slot.current
             # another id: the deployment was deleted and created again under its name
             # (through another control service sharing the database)
-            if (not restart and live is not None and live.generation == record.generation
-                    and live.deployment_id == record.deployment_id
-                    and live.status in ("starting", "running")):
+            if rolling or (not restart and live is not None
+                           and live.generation == record.generation
+                           and live.deployment_id == record.deployment_id
+                           and live.status in ("starting", "running")):
                 task = slot.bring_up
             else:
                 slot.failures = 0
