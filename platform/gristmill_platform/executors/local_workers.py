@@ -115,7 +115,25 @@ def _socket_path() -> Path:
     return folder / f"{secrets.token_hex(8)}.sock"
 
 
-def _own_folder(pod_folder: Path) -> Path:
+class PodIds:
+    """The pod id of each worker a pool starts: local-<key>-<generation>, then -1, -2...
+    for the next workers of that key and generation: after a crash or a replacement, and
+    on a roll at an unchanged generation (a variant's pipeline, a node's step, or the
+    deployment itself deleted and created again under its name). Executions record it,
+    the deployment logs and a timed-out execution's replace go by it: two workers of one
+    process never share one. One count per (key, generation) ever started: a few bytes
+    per roll."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, int], int] = {}
+
+    def next(self, key: str, generation: int) -> str:
+        number = self._started.get((key, generation), 0)
+        self._started[(key, generation)] = number + 1
+        return f"local-{key}-{generation}" + (f"-{number}" if number else "")
+
+
+def own_folder(pod_folder: Path) -> Path:
     """The io folder of a new worker: <pod folder>/<a fresh name>/io. A folder of its own
     even when another worker has the same pod id (another control service sharing the
     data directory runs its own workers of the deployment under the same ids), so that
@@ -124,14 +142,14 @@ def _own_folder(pod_folder: Path) -> Path:
         pod_folder.mkdir(parents=True, exist_ok=True)
         try:
             own = Path(tempfile.mkdtemp(dir=pod_folder))
-        except FileNotFoundError:  # removed meanwhile, once empty (_remove_own_folder)
+        except FileNotFoundError:  # removed meanwhile, once empty (remove_own_folder)
             continue
         (own / "io").mkdir()
         return own / "io"
     raise RuntimeError(f"could not make a folder in {pod_folder}")
 
 
-def _remove_own_folder(own: Path) -> None:
+def remove_own_folder(own: Path) -> None:
     """A stopped worker's folder, and its pod's folder once no other worker uses it."""
     shutil.rmtree(own, ignore_errors=True)
     with contextlib.suppress(OSError):  # not empty: another worker's folder is in it
@@ -257,8 +275,7 @@ class LocalWorkerPool:
         self.environment_url = environment_url
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
-        # workers started per (key, generation): each gets a pod id of its own (_pod_id)
-        self._started: dict[tuple[str, int], int] = {}
+        self._pod_ids = PodIds()
         self._adopting: dict[str, asyncio.Task[_Slot | None]] = {}
         self._logs = DeploymentLogBuffer(logs)
         self._background: list[asyncio.Task[None]] = []
@@ -669,9 +686,9 @@ class LocalWorkerPool:
         return worker, await self._wait_ready(worker)
 
     async def _spawn(self, slot: _Slot, record: _Record) -> _Worker:
-        pod_id = self._pod_id(record)
+        pod_id = self._pod_ids.next(record.name, record.generation)
         secret = secrets.token_urlsafe(32)
-        io_root = await asyncio.to_thread(_own_folder, self.data_dir / "low-latency" / pod_id)
+        io_root = await asyncio.to_thread(own_folder, self.data_dir / "low-latency" / pod_id)
         socket_path = await asyncio.to_thread(_socket_path)
         env = self._environment(record, socket_path, secret, io_root)
         process = await asyncio.create_subprocess_exec(
@@ -697,17 +714,6 @@ class LocalWorkerPool:
         reader = loop.create_task(self._read_output(worker))
         worker.tasks = [reader, loop.create_task(self._watch(slot, worker, reader))]
         return worker
-
-    def _pod_id(self, record: _Record) -> str:
-        """local-<key>-<generation>, then -1, -2... for the next workers of that key and
-        generation in this process: after a crash or a replacement, and on a roll at an
-        unchanged generation (a variant's pipeline, a node's step or the deployment itself
-        deleted and created again under its name). Executions record it, the deployment
-        logs and a timed-out execution's replace go by it: two workers never share one."""
-        started = (record.name, record.generation)
-        number = self._started.get(started, 0)
-        self._started[started] = number + 1
-        return f"local-{record.name}-{record.generation}" + (f"-{number}" if number else "")
 
     def _environment(self, record: _Record, socket_path: Path, secret: str, io_root: Path
                      ) -> dict[str, str]:
@@ -885,7 +891,7 @@ class LocalWorkerPool:
         worker.client.close()
         with contextlib.suppress(FileNotFoundError):
             worker.socket_path.unlink()
-        await asyncio.to_thread(_remove_own_folder, worker.io_root.parent)
+        await asyncio.to_thread(remove_own_folder, worker.io_root.parent)
 
     async def _resume_one(self, slot: _Slot) -> None:
         try:
