@@ -334,6 +334,61 @@ def test_a_batch_gives_the_loop_a_turn_between_slices(journal_state, monkeypatch
     asyncio.run(scenario())
 
 
+def test_the_periodic_batch_copies_its_rows_a_slice_at_a_time(journal_state,
+                                                              monkeypatch) -> None:
+    """The loop runs between two slices of the periodic batch's copy; what is recorded
+    meanwhile is written then or in the next batch, nothing lost."""
+    from gristmill_platform.executions import journal as journal_module
+
+    flushing: list[bool] = []
+    copied: list[bool] = []  # per copied row: did the loop run since the batch began
+    arrived: list[asyncio.Event] = []
+    real_row = journal_module._row
+
+    def row(execution: ExecutionRecord) -> dict[str, Any]:
+        if not flushing:  # the spool's copy, as a call ends
+            return real_row(execution)
+        if not arrived:
+            arrived.append(asyncio.Event())
+            asyncio.get_running_loop().call_soon(arrived[0].set)  # as a call's data
+        copied.append(arrived[0].is_set())
+        return real_row(execution)
+
+    monkeypatch.setattr(journal_module, "_row", row)
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        first = [record(deployment_id) for _ in range(journal_module.COPY_SLICE * 2)]
+        later: list[ExecutionRecord] = []
+        real_pause = journal._between_slices
+
+        async def pause() -> None:
+            await real_pause()
+            if not later:  # a call ends while the batch is being copied
+                later.append(record(deployment_id))
+                journal.created(later[0], token_row(later[0], user_id))
+                journal.ended(later[0], [], "unused", utcnow())
+
+        monkeypatch.setattr(journal, "_between_slices", pause)
+        for execution in first:
+            journal.created(execution, token_row(execution, user_id))
+            journal.ended(execution, [], "unused", utcnow())
+        flushing.append(True)
+        await journal.flush(everything=False)
+        slice_size = journal_module.COPY_SLICE
+        assert copied[:slice_size] == [False] * slice_size
+        assert copied[slice_size] is True
+        ids = [e.id for e in first + later]
+        assert await stored(journal_state, *[e.id for e in first]) == {e.id for e in first}
+        await journal.flush(everything=False)
+        assert await stored(journal_state, *ids) == set(ids)
+        assert not journal.pending
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
     async def scenario() -> None:
         journal = journal_of(journal_state)
