@@ -389,6 +389,42 @@ def test_the_periodic_batch_copies_its_rows_a_slice_at_a_time(journal_state,
     asyncio.run(scenario())
 
 
+def test_the_heartbeat_does_not_wait_for_the_journal(journal_state) -> None:
+    """The heartbeat of held executions (every HEARTBEAT_S) updates the rows the database
+    has without writing what the journal holds first (on the event loop)."""
+    from gristmill_platform.executions.low_latency import LowLatencyDispatcher
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        running = record(deployment_id, status=t.RUNNING)
+        running.heartbeat_at = utcnow() - timedelta(minutes=5)
+        journal.created(running, token_row(running, user_id))
+        await journal.flush()
+        fresh = record(deployment_id, status=t.RUNNING)
+        journal.created(fresh, token_row(fresh, user_id))  # pending in the journal
+        barriers: list[int] = []
+
+        async def barrier() -> None:
+            barriers.append(1)
+
+        journal_state.transactions.barrier = barrier
+        # only what _beat uses of a dispatcher
+        dispatcher = object.__new__(LowLatencyDispatcher)
+        dispatcher.transactions = journal_state.transactions
+        before = utcnow()
+        await dispatcher._beat([running.id, fresh.id])
+        assert barriers == []
+        async with journal_state.session_factory() as session:
+            row = await session.get(Execution, running.id)
+            assert row is not None and row.heartbeat_at is not None
+            assert row.heartbeat_at >= before - timedelta(seconds=1)
+        assert journal.pending  # still the journal's to write
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
     async def scenario() -> None:
         journal = journal_of(journal_state)
