@@ -1,6 +1,9 @@
 """Local backend: each elastic execution is a process of its own, running the runner in
 the step's virtual environment: forked by that environment's fork server (zygotes.py) when
-there is one, else spawned as a child of the control service."""
+there is one, else spawned as a child of the control service.
+
+A forked runner is also given a channel (runner_channel.py) for its start, logs and
+finish: no HTTP request, no token to check, for the calls every execution makes."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -19,6 +23,12 @@ from typing import Any, Protocol
 import psutil
 
 from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.runner_channel import (
+    RUNTIME_FD,
+    RUNTIME_FD_VAR,
+    ChannelHandler,
+    serve_channel,
+)
 from gristmill_platform.executors.spec import (
     FailureCode,
     Handle,
@@ -26,7 +36,7 @@ from gristmill_platform.executors.spec import (
     PollResult,
     WorkerState,
 )
-from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool
+from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool, fork_target
 
 TAIL_LINES = 200
 KILL_GRACE_S = 5.0
@@ -88,11 +98,14 @@ class _Worker:
 
 class LocalExecutor:
     def __init__(self, work_root: Path, on_exit: ExitCallback,
-                 zygotes: ZygotePool | None = None) -> None:
+                 zygotes: ZygotePool | None = None,
+                 channel: ChannelHandler | None = None) -> None:
         self.work_root = work_root
         self.on_exit = on_exit
         # None: every worker is spawned (settings.local_fork_server off)
         self.zygotes = zygotes
+        # What answers a forked runner's calls over its channel; None: it uses HTTP.
+        self.channel = channel
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.observer: WorkerObserver | None = None
@@ -114,8 +127,9 @@ class LocalExecutor:
             env = {**spec.env, "TMPDIR": str(work_dir / "tmp")}
             cwd = spec.env.get("GRISTMILL_STEP_DIR") or str(work_dir)
             process: asyncio.subprocess.Process | ForkedProcess | None = None
+            channel: socket.socket | None = None
             if self.zygotes is not None:
-                process = await self.zygotes.fork(spec.argv, env, cwd)
+                process, channel = await self._fork(spec.argv, env, cwd)
             if process is None:
                 process = await asyncio.create_subprocess_exec(
                     *spec.argv,
@@ -129,7 +143,12 @@ class LocalExecutor:
             worker = self._workers.get(spec.execution_id)
             if worker is not None:  # a concurrent submit of the same execution won
                 _signal_group(process.pid, signal.SIGKILL)
+                if channel is not None:
+                    channel.close()
                 return _handle(spec.execution_id, worker.process.pid)
+            if channel is not None:
+                assert self.channel is not None
+                self._start(serve_channel(channel, spec.execution_id, self.channel))
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
             self._observe("worker_started", spec.execution_id, process.pid)
@@ -137,6 +156,30 @@ class LocalExecutor:
             if spec.timeout_s is not None:
                 self._start(self._deadline(spec.execution_id, worker, spec.timeout_s))
         return _handle(spec.execution_id, worker.process.pid)
+
+    async def _fork(self, argv: Sequence[str], env: dict[str, str], cwd: str
+                    ) -> tuple[ForkedProcess | None, socket.socket | None]:
+        """The worker forked by its environment's fork server, with its channel when it
+        is the runner (None, None: spawn it)."""
+        assert self.zygotes is not None
+        target = fork_target(argv)
+        if self.channel is None or target is None or target[1:] != ("gristmill.runtime",
+                                                                      ["run"]):
+            return await self.zygotes.fork(argv, env, cwd), None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await self.zygotes.fork(argv, {**env, RUNTIME_FD_VAR: str(RUNTIME_FD)},
+                                              cwd, channel_fd=theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker holds the only other end now
+        if process is None:
+            ours.close()
+            return None, None
+        ours.setblocking(False)
+        return process, ours
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
