@@ -215,14 +215,23 @@ class ExecutionRuntime:
         # its own task (see _spawn): what it logs is about this execution only
         execution_context.set(launch.execution_id)
         try:
+            start_answer: dict[str, Any] | None = None
             async with self.transactions() as session:
                 context = await self._context(session, launch)
                 if self.kubernetes is None:
-                    waited = await ExecutionRepository(session).get(launch.execution_id)
+                    service = self.executions(session)
+                    waited = await service.repository.get(launch.execution_id,
+                                                          for_update=True)
                     if waited is None or waited.status not in t.ACTIVE:
                         # deleted or cancelled while it waited
                         self._release(launch.execution_id)
                         return
+                    step = context.step
+                    if (waited.status == t.PENDING and step is not None
+                            and step.environment_key):
+                        # Started with the launch, in this transaction: the worker's
+                        # /start is answered over its channel without another one.
+                        start_answer = service.start_launched(waited, step)
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
                 handle = await self._pool_pod(spec, launch)
@@ -235,7 +244,7 @@ class ExecutionRuntime:
                     raise RuntimeError("the step's environment is missing; create the step "
                                        "again")
                 spec = self._spec(launch, step.environment_key, context.variables)
-                handle = await self.executor.submit(spec)
+                handle = await self.executor.submit(spec, start_answer)
                 worker = f"local-{handle['pid']}"
             try:
                 async with self.transactions() as session:

@@ -2,20 +2,22 @@
 the step's virtual environment: forked by that environment's fork server (zygotes.py) when
 there is one, else spawned as a child of the control service.
 
-A forked runner is also given a channel (runner_channel.py) for its start, logs and
-finish: no HTTP request, no token to check, for the calls every execution makes."""
+The runner is also given a channel (runner_channel.py) for its start, logs and finish: no
+HTTP request, no token to check, for the calls every execution makes; and its start may
+be recorded with the launch, its /start then answered from memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -117,7 +119,11 @@ class LocalExecutor:
     def io_dir(self, execution_id: str) -> Path:
         return self.work_root / execution_id / "io"
 
-    async def submit(self, spec: LaunchSpec) -> Handle:
+    async def submit(self, spec: LaunchSpec,
+                     start_answer: Mapping[str, Any] | None = None) -> Handle:
+        """``start_answer``: the execution was started with its launch, and this is what
+        the runner's /start gets over its channel (the runner must get one: spec.argv
+        runs the runner, and the executor has a channel handler)."""
         worker = self._workers.get(spec.execution_id)
         if worker is None:
             work_dir = self.work_root / spec.execution_id
@@ -131,15 +137,10 @@ class LocalExecutor:
             if self.zygotes is not None:
                 process, channel = await self._fork(spec.argv, env, cwd)
             if process is None:
-                process = await asyncio.create_subprocess_exec(
-                    *spec.argv,
-                    env=env,
-                    cwd=cwd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,  # so cancel can stop the whole process group
-                )
+                process, channel = await self._spawn(spec.argv, env, cwd)
+            if start_answer is not None and channel is None:
+                _signal_group(process.pid, signal.SIGKILL)
+                raise RuntimeError("a worker started with its launch must get a channel")
             worker = self._workers.get(spec.execution_id)
             if worker is not None:  # a concurrent submit of the same execution won
                 _signal_group(process.pid, signal.SIGKILL)
@@ -148,7 +149,9 @@ class LocalExecutor:
                 return _handle(spec.execution_id, worker.process.pid)
             if channel is not None:
                 assert self.channel is not None
-                self._start(serve_channel(channel, spec.execution_id, self.channel))
+                prepared = None if start_answer is None else json.dumps(start_answer).encode()
+                self._start(serve_channel(channel, spec.execution_id, self.channel,
+                                          prepared))
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
             self._observe("worker_started", spec.execution_id, process.pid)
@@ -157,14 +160,49 @@ class LocalExecutor:
                 self._start(self._deadline(spec.execution_id, worker, spec.timeout_s))
         return _handle(spec.execution_id, worker.process.pid)
 
+    def _wants_channel(self, argv: Sequence[str]) -> bool:
+        target = fork_target(argv)
+        return (self.channel is not None and target is not None
+                and target[1:] == ("gristmill.runtime", ["run"]))
+
+    async def _spawn(self, argv: Sequence[str], env: dict[str, str], cwd: str
+                     ) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
+        """The worker as a child of the control service, with its channel when it is the
+        runner (under the descriptor number it has here)."""
+        ours: socket.socket | None = None
+        passed: tuple[int, ...] = ()
+        if self._wants_channel(argv):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            passed = (theirs.fileno(),)
+            env = {**env, RUNTIME_FD_VAR: str(theirs.fileno())}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # so cancel can stop the whole process group
+                pass_fds=passed,
+            )
+        except BaseException:
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            if ours is not None:
+                theirs.close()  # the worker holds the only other end now
+        if ours is not None:
+            ours.setblocking(False)
+        return process, ours
+
     async def _fork(self, argv: Sequence[str], env: dict[str, str], cwd: str
                     ) -> tuple[ForkedProcess | None, socket.socket | None]:
         """The worker forked by its environment's fork server, with its channel when it
         is the runner (None, None: spawn it)."""
         assert self.zygotes is not None
-        target = fork_target(argv)
-        if self.channel is None or target is None or target[1:] != ("gristmill.runtime",
-                                                                      ["run"]):
+        if not self._wants_channel(argv):
             return await self.zygotes.fork(argv, env, cwd), None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -32,9 +32,11 @@ def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-async def serve_channel(sock: socket.socket, execution_id: str,
-                        handler: ChannelHandler) -> None:
-    """Answer the worker's calls until it closes its end."""
+async def serve_channel(sock: socket.socket, execution_id: str, handler: ChannelHandler,
+                        start_answer: bytes | None = None) -> None:
+    """Answer the worker's calls until it closes its end. ``start_answer``: the execution
+    was started with the launch; the first /start gets this (a second one goes to the
+    handler, which refuses it as the execution is no longer pending)."""
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
         while True:
@@ -48,9 +50,13 @@ async def serve_channel(sock: socket.socket, execution_id: str,
                             "its channel", execution_id, size)
                 return
             payload = await reader.readexactly(size)
-            path, _, body = payload.partition(b"\n")
-            status, answer = await handler(execution_id, path.decode("ascii", "replace"),
-                                           body)
+            raw_path, _, body = payload.partition(b"\n")
+            path = raw_path.decode("ascii", "replace")
+            if path == "/start" and start_answer is not None:
+                status, answer = 200, start_answer
+                start_answer = None
+            else:
+                status, answer = await handler(execution_id, path, body)
             writer.write(frame(b"%d\n" % status + answer))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

@@ -1,9 +1,10 @@
-"""The local channel: how a worker forked by the local backend's fork server makes its
-runtime calls without HTTP.
+"""The local channel: how a worker of the local backend makes its runtime calls without
+HTTP.
 
-The local backend hands such a worker one end of a socket (descriptor ``GRISTMILL_RUNTIME_FD``,
-not inherited by the step's own subprocesses) whose other end the control service holds
-for that execution only: holding it is the credential. ``/start``, ``/logs`` and
+The local backend hands its workers (forked, or spawned when there is no fork server) one
+end of a socket (descriptor ``GRISTMILL_RUNTIME_FD``, not inherited by the step's own
+subprocesses) whose other end the control service holds for that execution only: holding
+it is the credential. ``/start``, ``/logs`` and
 ``/finish`` go over it with the same bodies and answers as over HTTP; the control service
 runs the same code for both. File inputs and outputs still go over HTTP, and so does
 everything once the channel is gone (the control service restarted while the step ran:
@@ -18,6 +19,7 @@ Standard library only, like the rest of the runner.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -63,6 +65,8 @@ class Channel:
     """One request at a time (the main thread and the log shipper share it)."""
 
     def __init__(self, fd: int, timeout_s: float) -> None:
+        # A spawned worker gets it inheritable (pass_fds): the step's subprocesses must not.
+        os.set_inheritable(fd, False)
         self._sock = socket.socket(fileno=fd)
         self._sock.settimeout(timeout_s)
         self._lock = threading.Lock()

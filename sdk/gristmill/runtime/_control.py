@@ -118,6 +118,7 @@ class RunnerConfig:
         )
         budget = _seconds(env, RETRY_BUDGET_VAR, DEFAULT_RETRY_BUDGET_S, warnings, zero_ok=True)
         grace = _seconds(env, EXIT_GRACE_VAR, DEFAULT_EXIT_GRACE_S, warnings, zero_ok=True)
+        channel_fd = _descriptor(env, warnings)
         return cls(
             environment_url=environment_url,
             control_url=control_url,
@@ -130,7 +131,7 @@ class RunnerConfig:
             exit_grace_s=grace,
             warnings=tuple(warnings),
             access_token=env.get(ACCESS_TOKEN_VAR, "").strip() or None,
-            channel_fd=_descriptor(env, warnings),
+            channel_fd=channel_fd,
         )
 
 
