@@ -41,6 +41,7 @@ from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.executors.following import WorkerFollowing
 from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
@@ -248,6 +249,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await builds.resume()
         executions.start()
         await executions.workers.resume()
+        following = WorkerFollowing(executions.workers, state.transactions,
+                                    deployment_records,
+                                    interval_s=state.settings.worker_follow_s)
+        following.start()
         scheduler.start()
         watch(telemetry, services)
         telemetry.start()
@@ -262,6 +267,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         finally:
             await telemetry.shutdown()
             await scheduler.shutdown()
+            await following.shutdown()
             await executions.low_latency.shutdown()
             await executions.shutdown()
             await resources.shutdown()

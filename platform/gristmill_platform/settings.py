@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     # pipeline). Calls go to the least busy one, so that throughput grows with cores
     # (docs/deployments.md, "Several warm workers").
     local_warm_workers: int = Field(default=1, ge=1, le=64)
+    # Local backend: how often a control service checks the deployments whose warm
+    # workers it runs against the database, to stop those deleted and roll those updated
+    # through another control service sharing it (docs/rollout.md#replicas).
+    worker_follow_s: float = Field(default=0.5, gt=0)
     # Where workers reach the control service (runner reports, SDK calls inside steps):
     # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
     # needs neither the ingress nor TLS. Defaults to the environment URL.
