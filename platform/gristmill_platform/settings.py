@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     # pipeline). Calls go to the least busy one, so that throughput grows with cores
     # (docs/deployments.md, "Several warm workers").
     local_warm_workers: int = Field(default=1, ge=1, le=64)
+    # Local backend: shadow copies of low-latency calls (docs/rollout.md) are recorded and
+    # run by a process of their own at a low CPU priority (executions/shadow_runner.py),
+    # not on the event loop answering the calls. Off: run by the control service itself.
+    shadow_runner: bool = True
     # Where workers reach the control service (runner reports, SDK calls inside steps):
     # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
     # needs neither the ingress nor TLS. Defaults to the environment URL.
