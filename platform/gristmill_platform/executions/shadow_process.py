@@ -13,6 +13,7 @@ import logging
 import logging.config
 import os
 import pickle
+import signal
 import socket
 import sys
 from typing import Any
@@ -161,6 +162,9 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=connection)
     runner = CopyRunner(services.endpoints, executions.low_latency,
                         state.settings.step_build_wait_s, writer)
+    serving = asyncio.current_task()
+    if serving is not None:  # stopped on its own: what it recorded is written first
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
     try:
         await runner.serve(reader)
     finally:
@@ -183,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     with contextlib.suppress(OSError):
         os.nice(RUNNER_NICE)
+    # Ctrl-C in a terminal reaches the whole process group: the control service stops it
+    # (closing its end) once it has stopped taking calls
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(serve(settings, connection))
 
 
