@@ -84,6 +84,8 @@ def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill
         assert runner.process is not None
         first = psutil.Process(runner.process.pid)
         assert first.nice() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + RUNNER_NICE)
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(first.pid) == os.SCHED_IDLE
         [worker] = workers_of(variant_key(name, challenger))
         assert first.pid in [p.pid for p in worker.parents()]  # run by the runner
         assert not workers_of(variant_key(name, gated))

@@ -176,6 +176,18 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
         writer.close()
 
 
+def lower_priority() -> None:
+    """Nice RUNNER_NICE, and where Linux offers it the SCHED_IDLE policy: a CPU running
+    only such tasks counts as idle when the kernel places a waking task, so the answering
+    chain (the control service, its worker, the caller) takes it at once, which niceness
+    alone does not ensure. Its workers inherit both."""
+    with contextlib.suppress(OSError):
+        os.nice(RUNNER_NICE)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     connection = socket.socket(fileno=int(args[0]))
@@ -185,8 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     from gristmill_platform.logs import logging_config
 
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
-    with contextlib.suppress(OSError):
-        os.nice(RUNNER_NICE)
+    lower_priority()
     # Ctrl-C in a terminal reaches the whole process group: the control service stops it
     # (closing its end) once it has stopped taking calls
     signal.signal(signal.SIGINT, signal.SIG_IGN)
