@@ -164,10 +164,6 @@ class LowLatencyDispatcher:
         self.hand_off: ShadowRunner | None = None
         # the shadow runner's: told of each copy once it ended, was not run, or dropped
         self.on_settled: Callable[[Endpoint, bool], None] | None = None
-        # the shadow runner's: an execution and its token are written before its worker
-        # gets it, since a step's SDK calls reach the control service, whose journal
-        # does not hold them (here no caller waits for it)
-        self.write_before_run = False
         # keys whose warm workers run at a low CPU priority: started for shadow copies only
         self._background: set[str] = set()
         self.journal = journal
@@ -343,8 +339,6 @@ class LowLatencyDispatcher:
             execution.worker = pod_id
             execution.handle = worker_handle(pod_id, execution.id)
             self.journal.changed(execution)
-            if self.write_before_run:
-                await self.journal.barrier()
             return await self._request(runner_payload(execution, step), token)
 
         try:

@@ -159,7 +159,6 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
     services = build_services(state, runtime_site)
     state.started = services
     executions = services.executions
-    executions.low_latency.write_before_run = True
     reader, writer = await asyncio.open_unix_connection(sock=connection)
     runner = CopyRunner(services.endpoints, executions.low_latency,
                         state.settings.step_build_wait_s, writer)
