@@ -42,6 +42,7 @@ from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
 from gristmill_platform.executions.shadow_runner import ShadowRunner
+from gristmill_platform.executors.following import WorkerFollowing
 from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
@@ -252,6 +253,10 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             executions.low_latency.hand_off = ShadowRunner(
                 state.settings, lambda: low_latency.SHADOW_QUEUE_LIMIT)
         await executions.workers.resume()
+        following = WorkerFollowing(executions.workers, state.transactions,
+                                    deployment_records,
+                                    interval_s=state.settings.worker_follow_s)
+        following.start()
         scheduler.start()
         watch(telemetry, services)
         telemetry.start()
@@ -268,6 +273,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await scheduler.shutdown()
             if executions.low_latency.hand_off is not None:
                 await executions.low_latency.hand_off.shutdown()
+            await following.shutdown()
             await executions.low_latency.shutdown()
             await executions.shutdown()
             await resources.shutdown()

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     # run by a process of their own at a low CPU priority (executions/shadow_runner.py),
     # not on the event loop answering the calls. Off: run by the control service itself.
     shadow_runner: bool = True
+    # Local backend: how often a control service checks the deployments whose warm
+    # workers it runs against the database, to stop those deleted and roll those updated
+    # through another control service sharing it (docs/rollout.md#replicas).
+    worker_follow_s: float = Field(default=0.5, gt=0)
     # Where workers reach the control service (runner reports, SDK calls inside steps):
     # in a cluster, the Service's in-cluster URL (http://gristmill.gristmill:8000), which
     # needs neither the ingress nor TLS. Defaults to the environment URL.

@@ -28,8 +28,10 @@ from tests.platform.stepkit import archive_of, post_step, step_form, write_folde
 CODE = 'def tick(text: str) -> dict:\n    return {"text": text}\n'
 
 
-def serve(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GRISTMILL_SCHEDULER_TICK_S": "0.02", "GRISTMILL_LOG_LEVEL": "warning"}
+def serve(data_dir: Path, database_url: str, port: int,
+          settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GRISTMILL_SCHEDULER_TICK_S": "0.02", "GRISTMILL_LOG_LEVEL": "warning",
+           **(settings or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "gristmill.cli", "serve", "--data-dir", str(data_dir),
          "--port", str(port), "--database-url", database_url], env=env)

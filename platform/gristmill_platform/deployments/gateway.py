@@ -91,12 +91,19 @@ async def trigger(name: str, request: Request, state: AppStateDep) -> Response:
 
 async def warm_variant(state: AppState, endpoint: Endpoint) -> None:
     """A low-latency variant's warm workers up, and following their pipeline
-    (LowLatencyDispatcher.warm); the deployment's own are brought up with it."""
+    (LowLatencyDispatcher.warm); the deployment's own are brought up with it, and follow
+    it when another control service updated it (LowLatencyDispatcher.follow)."""
     step = endpoint.step
-    if (endpoint.deployment.mode == "low_latency" and step is not None
-            and step.status == "ready" and endpoint.worker_key != endpoint.deployment.name):
-        await state.executions.low_latency.warm(endpoint,
-                                                wait_s=state.settings.step_build_wait_s)
+    if (endpoint.deployment.mode != "low_latency" or step is None
+            or step.status != "ready"):
+        return
+    dispatcher, wait_s = state.executions.low_latency, state.settings.step_build_wait_s
+    deployment = endpoint.deployment
+    if endpoint.worker_key != deployment.name:
+        await dispatcher.warm(endpoint, wait_s=wait_s)
+    else:
+        await dispatcher.follow(deployment.name, deployment.id, deployment.generation,
+                                wait_s=wait_s)
 
 
 def start_shadows(state: AppState, name: str, shadows: list[Endpoint], body: dict[str, Any]

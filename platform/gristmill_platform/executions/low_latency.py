@@ -66,6 +66,7 @@ from gristmill_platform.executors.workers import (
     StartHook,
     WorkerAnswer,
     WorkerPool,
+    behind,
 )
 from gristmill_platform.telemetry import metrics
 
@@ -137,7 +138,8 @@ class LowLatencyDispatcher:
     def __init__(self, transactions: Transactions, executions: ExecutionServices,
                  pool: WorkerPool, journal: TrackingJournal,
                  environment: EnvironmentSnapshot, events: ExecutionEvents,
-                 fail: FailExecution, node_ended: NodeEnded | None = None) -> None:
+                 fail: FailExecution, node_ended: NodeEnded | None = None,
+                 follow_wait_s: float = 25.0) -> None:
         self.transactions = transactions
         self.node_ended = node_ended
         self.executions = executions
@@ -154,6 +156,10 @@ class LowLatencyDispatcher:
         # the task waiting for its answer (abandon)
         self._taken: dict[str, tuple[str, str, asyncio.Task[Any]]] = {}
         self._warmed_for: dict[str, tuple[int, str, str]] = {}  # key -> variant_version
+        # own workers rolling to the deployment a call read (follow), by key; and how
+        # long a call of the database path waits for them (the gateway's calls: theirs)
+        self._following: dict[str, asyncio.Task[None]] = {}
+        self.follow_wait_s = follow_wait_s
         # shadow copies waiting for the calls in flight to be answered (shadow)
         self._shadows: ShadowQueue[_ShadowCopy] = ShadowQueue()
         self._shadow_drain: asyncio.Task[None] | None = None
@@ -174,6 +180,11 @@ class LowLatencyDispatcher:
         execution_id = launch.execution_id
         self._hold(execution_id)
         try:
+            if (launch.worker_key is None and launch.deployment_id is not None
+                    and launch.generation is not None):
+                # a periodic fire, a call with an SDK token: as the gateway's calls
+                await self.follow(launch.deployment_name or "", launch.deployment_id,
+                                  launch.generation, wait_s=self.follow_wait_s)
             answer = await self._run_within(
                 launch.worker_key or launch.deployment_name or "",
                 lambda pod_id: self._start(launch, pod_id), launch.timeout_s, execution_id)
@@ -218,6 +229,28 @@ class LowLatencyDispatcher:
             self._warming[key] = task
             self._warmed_for[key] = version
         await asyncio.shield(task)
+
+    async def follow(self, key: str, deployment_id: str, generation: int, *, wait_s: float
+                     ) -> None:
+        """Before a call goes to a deployment's own warm workers: when they run an older
+        version of it than the one the call read (updated, or deleted and created again,
+        through another control service sharing the database: docs/rollout.md#replicas),
+        roll them and wait (up to wait_s) for the new ones, once however many calls come
+        at once, as a variant's first call does (warm). In memory when they are current;
+        executors/following.py rolls them within its interval even with no call."""
+        if not behind(self.pool.versions(key), deployment_id, generation):
+            return
+        task = self._following.get(key)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(
+                self.pool.ensure(key, wait_s=wait_s))
+            self._following[key] = task
+            task.add_done_callback(lambda done: self._forget_following(key, done))
+        await asyncio.shield(task)
+
+    def _forget_following(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._following.get(key) is task:
+            del self._following[key]
 
     def shadow(self, endpoint: Endpoint, body: Mapping[str, Any],
                environment: Mapping[str, str], *, wait_s: float) -> None:

@@ -155,7 +155,8 @@ class ExecutionRuntime:
         self.workers = workers
         self.low_latency = LowLatencyDispatcher(
             transactions, executions, workers, journal, environment, self.events, self._fail,
-            node_ended=lambda execution_id: self.graphs.node_ended(execution_id))
+            node_ended=lambda execution_id: self.graphs.node_ended(execution_id),
+            follow_wait_s=settings.step_build_wait_s)
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
                                      self.events.notify, steps.code_dir)

@@ -94,6 +94,9 @@ class Launch:
     worker_key: str | None = None
     # a node of a multi-step pipeline's execution: that execution's id
     parent_id: str | None = None
+    # the deployment's generation when it was recorded: its own warm workers run it (or
+    # a newer one) before the execution goes to them (LowLatencyDispatcher.follow)
+    generation: int | None = None
 
 
 class ExecutionService:
@@ -194,6 +197,7 @@ class ExecutionService:
                       low_latency=bool(deployment and deployment.mode == "low_latency"),
                       timeout_s=execution.timeout_s, graph=graph,
                       parent_id=execution.parent_id,
+                      generation=deployment.generation if deployment else None,
                       worker_key=(variant_key(deployment.name, pipeline.name)
                                   if deployment and pipeline.name != deployment.pipeline_name
                                   else None))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -30,6 +30,8 @@ class DeploymentRecords(Protocol):
     async def by_name(self, name: str) -> Deployment | None: ...
 
     async def get(self, deployment_id: str) -> Deployment | None: ...
+
+    async def generations(self, ids: Collection[str]) -> dict[str, int]: ...
 
 
 # The records of one transaction's session.

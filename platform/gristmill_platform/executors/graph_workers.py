@@ -28,6 +28,7 @@ from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.executors.deployment_logs import DeploymentRecordsFor, record_status
 from gristmill_platform.executors.workers import (
     StartHook,
+    Version,
     WorkerAnswer,
     WorkerPool,
     node_key,
@@ -163,6 +164,12 @@ class GraphWorkerPools:
 
     def deployment_names(self) -> list[str]:
         return self.inner.deployment_names()
+
+    def versions(self, deployment_name: str) -> set[Version]:
+        graph = self._graphs.get(deployment_name)
+        if graph is None:
+            return self.inner.versions(deployment_name)
+        return {version for key in graph.keys for version in self.inner.versions(key)}
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         graph = self._graphs.get(deployment_name)

@@ -52,6 +52,7 @@ from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnrea
 from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
+    Version,
     WorkerAnswer,
     node_step,
     replica_key,
@@ -173,6 +174,11 @@ class _Worker:
         return next((text for text in reversed(self.output_since(since)) if text.strip()), None)
 
 
+def _started_from(worker: _Worker, record: _Record) -> bool:
+    return (worker.deployment_id, worker.generation, worker.step.id) == (
+        record.deployment_id, record.generation, record.step.id)
+
+
 class _Slot:
     """One low-latency deployment's workers."""
 
@@ -195,6 +201,7 @@ class _Slot:
         self.restarts = 0
         self.failure: str | None = None  # why it ended creation_failed
         self.background = False  # its workers start at a low CPU priority (ensure)
+        self.launched: Version | None = None  # what its last worker was started from
         self.changed = asyncio.Event()
 
     @property
@@ -252,13 +259,24 @@ class LocalWorkerPool:
             # stopped: deleted meanwhile (a new deployment of that name gets a new slot)
             if record is None or slot.stopped or self._closing:
                 return
+            starting = slot.starting
+            # A restart while a worker starts from this very record, at the same priority
+            # (executors/following.py, or a call, rolling to an update made through
+            # another control service, just before update_deployment's own roll here):
+            # that start is the restart; a second would start the same pod again.
+            rolling = (restart and starting is not None and starting.status == "starting"
+                       and _started_from(starting, record) and slot.background == background)
             slot.background = background  # for the workers started from now on
             slot.deployment_id = record.deployment_id
             if split_key(deployment_name)[1] is None and replica_of(deployment_name)[1] == 0:
                 self._names[record.deployment_id] = deployment_name
             live = slot.starting or slot.current
-            if (not restart and live is not None and live.generation == record.generation
-                    and live.status in ("starting", "running")):
+            # another id: the deployment was deleted and created again under its name
+            # (through another control service sharing the database)
+            if rolling or (not restart and live is not None
+                           and live.generation == record.generation
+                           and live.deployment_id == record.deployment_id
+                           and live.status in ("starting", "running")):
                 task = slot.bring_up
             else:
                 slot.failures = 0
@@ -291,6 +309,20 @@ class LocalWorkerPool:
 
     def deployment_names(self) -> list[str]:
         return [key for key in self._slots if replica_of(key)[1] == 0]
+
+    def versions(self, deployment_name: str) -> set[Version]:
+        found: set[Version] = set()
+        for number in range(self.replicas):
+            slot = self._slots.get(replica_key(deployment_name, number))
+            # resuming: it starts from the record it reads once its step is built
+            if slot is None or slot.stopped or slot.resuming:
+                continue
+            for worker in (slot.current, slot.starting):
+                if worker is not None and not worker.retired:
+                    found.add((worker.deployment_id, worker.generation))
+            if slot.current is None and slot.starting is None and slot.launched is not None:
+                found.add(slot.launched)  # restarting after a crash, or creation_failed
+        return found
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         return [pod for number in range(self.replicas)
@@ -561,6 +593,7 @@ class LocalWorkerPool:
             slot.bring_up.cancel()
         slot.failed = False  # a new attempt: executions wait for its outcome
         slot.failure = None
+        slot.launched = (record.deployment_id, record.generation)
         task = asyncio.get_running_loop().create_task(self._bring_up(slot, record, after_crash))
         slot.bring_up = task
         return task

@@ -74,6 +74,18 @@ def replica_of(key: str) -> tuple[str, int]:
     return (base, int(number)) if separator and number.isdigit() else (key, 0)
 
 
+# What a deployment's warm workers were started from: (its id, its generation). A
+# deployment deleted and created again under its name has another id; update_deployment
+# bumps the generation.
+Version = tuple[str, int]
+
+
+def behind(versions: set[Version], deployment_id: str, generation: int) -> bool:
+    """Whether any of these workers runs something older than that deployment version:
+    another deployment of the name, or an older generation of it."""
+    return any(held_id != deployment_id or held < generation for held_id, held in versions)
+
+
 class ExecutionLost(Exception):
     """The execution could not run or its worker did not answer: no worker will serve the
     deployment, the worker crashed or was stopped mid-execution, or it answered garbage.
@@ -111,6 +123,14 @@ class WorkerPool(Protocol):
 
     def deployment_names(self) -> list[str]:
         """The deployments this pool keeps workers for (the metrics' warm workers)."""
+
+    def versions(self, deployment_name: str) -> set[Version]:
+        """What the workers this process holds under the key run, or are being rolled or
+        restarted to (a roll under way shows both versions): in memory, for a call to
+        check against the deployment it read (LowLatencyDispatcher.follow) and for the
+        periodic check against the database (following.py). Empty when it holds none,
+        and on Kubernetes, whose workers are shared Deployments that an update or a
+        deletion made through any control service rolls or removes."""
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         """[{"pod_id": ..., "status": "starting|running|failed|stopped"}] for get_deployment."""

@@ -70,6 +70,7 @@ from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnrea
 from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
+    Version,
     WorkerAnswer,
     node_step,
     split_key,
@@ -338,6 +339,9 @@ class KubernetesWorkerPool:
                 and tracked.was_up:
             return "up", None
         return "starting", None
+
+    def versions(self, deployment_name: str) -> set[Version]:
+        return set()  # shared Deployments: rolled or removed wherever the change is made
 
     def pods(self, deployment_name: str) -> list[dict[str, Any]]:
         tracked = self._tracked.get(deployment_name)
