@@ -37,11 +37,12 @@ from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.deployments.worker_records import DeploymentLogWriter, deployment_records
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
-from gristmill_platform.executions import pool_routes, runtime_routes
+from gristmill_platform.executions import low_latency, pool_routes, runtime_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.executions.shadow_runner import ShadowRunner
 from gristmill_platform.executors.following import WorkerFollowing
 from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
@@ -253,6 +254,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await builds.prune_environments()  # steps deleted while no service ran
         await builds.resume()
         executions.start()
+        if state.settings.shadow_runner and state.settings.executor == "local":
+            executions.low_latency.hand_off = ShadowRunner(
+                state.settings, lambda: low_latency.SHADOW_QUEUE_LIMIT)
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,
@@ -277,6 +281,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         finally:
             await telemetry.shutdown()
             await scheduler.shutdown()
+            if executions.low_latency.hand_off is not None:
+                await executions.low_latency.hand_off.shutdown()
             await following.shutdown()
             await executions.low_latency.shutdown()
             await executions.shutdown()
