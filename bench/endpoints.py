@@ -306,7 +306,20 @@ def deploy(env: BenchEnv, only: frozenset[str] | None = None
             httpx.post(f"{env.url}/endpoints/{name}", json={"text": "warm"}, timeout=300,
                        headers={"Authorization": f"EndpointToken {tokens[name]}"}
                        ).raise_for_status()
+    wait_for_copies(api, "low-shadow", 10)
     return api, tokens
+
+
+def wait_for_copies(api: httpx.Client, name: str, count: int, seconds: float = 300) -> None:
+    """Until count shadow copies of calls to name are recorded: the shadow runner and its
+    workers start at the first copies, which must not happen while measuring."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        comparison = api.get(f"/deployments/{name}").json()["traffic"]["comparison"]
+        if sum(v["ended"] for v in comparison if v["shadow"]) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name}: the shadow copies of the warm-up calls were not recorded")
 
 
 def gristmill_target(env: BenchEnv, tokens: dict[str, str], name: str, label: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,11 +37,12 @@ from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.deployments.worker_records import DeploymentLogWriter, deployment_records
 from gristmill_platform.env_vars import routes as env_var_routes
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
-from gristmill_platform.executions import pool_routes, runtime_routes
+from gristmill_platform.executions import low_latency, pool_routes, runtime_routes
 from gristmill_platform.executions import routes as execution_routes
 from gristmill_platform.executions.factory import ExecutionServices
 from gristmill_platform.executions.journal import TrackingJournal, replay_spools, spool_dir
 from gristmill_platform.executions.runtime import ExecutionRuntime
+from gristmill_platform.executions.shadow_runner import ShadowRunner
 from gristmill_platform.executors.following import WorkerFollowing
 from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
@@ -221,6 +223,10 @@ class ControlApp(FastAPI):
         await self._outer(scope, receive, send)
 
 
+# The interpreter's thread switch interval in the service's own process (create_app).
+SWITCH_INTERVAL_S = 0.0005
+
+
 def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
     """freeze_heap: once started, move what start-up allocated out of the garbage
     collector's sight (gc.freeze). The service's own process asks for it; tests, which
@@ -248,6 +254,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await builds.prune_environments()  # steps deleted while no service ran
         await builds.resume()
         executions.start()
+        if state.settings.shadow_runner and state.settings.executor == "local":
+            executions.low_latency.hand_off = ShadowRunner(
+                state.settings, lambda: low_latency.SHADOW_QUEUE_LIMIT)
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,
@@ -262,11 +271,18 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             # paused requests for up to 7 ms (measured, docs/deployments.md#latency).
             gc.collect()
             gc.freeze()
+            # The journal's thread (and the database driver's) share the interpreter lock
+            # with the event loop: while one of them works, the loop, back from each of a
+            # call's system calls, can wait up to the switch interval for the lock (5 ms
+            # by default) before it goes on (docs/deployments.md#latency).
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             yield
         finally:
             await telemetry.shutdown()
             await scheduler.shutdown()
+            if executions.low_latency.hand_off is not None:
+                await executions.low_latency.hand_off.shutdown()
             await following.shutdown()
             await executions.low_latency.shutdown()
             await executions.shutdown()

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     # pipeline). Calls go to the least busy one, so that throughput grows with cores
     # (docs/deployments.md, "Several warm workers").
     local_warm_workers: int = Field(default=1, ge=1, le=64)
+    # Local backend: shadow copies of low-latency calls (docs/rollout.md) are recorded and
+    # run by a process of their own at a low CPU priority (executions/shadow_runner.py),
+    # not on the event loop answering the calls. Off: run by the control service itself.
+    shadow_runner: bool = True
     # Local backend: how often a control service checks the deployments whose warm
     # workers it runs against the database, to stop those deleted and roll those updated
     # through another control service sharing it (docs/rollout.md#replicas).

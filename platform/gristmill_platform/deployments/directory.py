@@ -64,6 +64,11 @@ class Endpoint:
         return variant_key(self.deployment.name, self.pipeline.name)
 
     @property
+    def path(self) -> str:
+        """Where it answers: /endpoints/<path> (its chosen path, or its name)."""
+        return self.deployment.endpoint_url_path or self.deployment.name
+
+    @property
     def pipeline_name(self) -> str:
         return self.pipeline.name if self.pipeline is not None \
             else self.deployment.pipeline_name
@@ -121,6 +126,11 @@ class EndpointDirectory:
         if age is Freshness.AHEAD:
             self._reloads.start(name, lambda: self._load(name))
         return entry.endpoint
+
+    async def reload(self, name: str) -> Endpoint | None:
+        """lookup, read from the database now whatever this process has seen (a change
+        made through another process may be less than TTL_S old)."""
+        return (await self._load(name)).endpoint
 
     async def _load(self, name: str) -> _Entry:
         version = _version()  # before reading: a change committed meanwhile reloads again

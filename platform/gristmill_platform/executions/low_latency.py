@@ -60,6 +60,7 @@ from gristmill_platform.executions.service import (
     with_values,
 )
 from gristmill_platform.executions.shadow_queue import ShadowQueue
+from gristmill_platform.executions.shadow_runner import ShadowRunner
 from gristmill_platform.executors.workers import (
     ExecutionLost,
     StartHook,
@@ -164,6 +165,11 @@ class LowLatencyDispatcher:
         self._shadow_drain: asyncio.Task[None] | None = None
         self._shadow_room = asyncio.Event()  # a copy in flight ended
         self.shadows_dropped = 0
+        # set: copies are handed to the shadow runner process (shadow_runner.py) instead of
+        # being run here; that process runs them with this class, hand_off unset
+        self.hand_off: ShadowRunner | None = None
+        # the shadow runner's: told of each copy once it ended, was not run, or dropped
+        self.on_settled: Callable[[Endpoint, bool], None] | None = None
         # keys whose warm workers run at a low CPU priority: started for shadow copies only
         self._background: set[str] = set()
         self.journal = journal
@@ -253,19 +259,31 @@ class LowLatencyDispatcher:
         sending it, its answer) runs between the caller's own steps. Whatever becomes of
         it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own. It is
         sent when its shadow workers have a free place (shadow_queue.py); past
-        SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (logged and counted)."""
+        SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (logged and counted).
+
+        With a hand_off, the copy is only handed to the shadow runner process, which does
+        all of the above on its own event loop (shadow_runner.py)."""
+        if self.hand_off is not None:
+            if not self.hand_off.offer(endpoint.path, endpoint.deployment.name,
+                                       endpoint.pipeline_name, body):
+                self._dropped(endpoint, self.hand_off.waiting)
+            return
         if not self._shadows.offer(endpoint.worker_key,
                                    _ShadowCopy(endpoint, body, environment, wait_s),
                                    SHADOW_QUEUE_LIMIT):
-            self.shadows_dropped += 1
-            metrics.SHADOW_COPIES_DROPPED.labels(endpoint.deployment.name).inc()
-            log.warning("%d shadow copies wait already: the copy for %s of a call to %s is "
-                        "dropped (%d dropped so far)", len(self._shadows),
-                        endpoint.pipeline_name, endpoint.deployment.name,
-                        self.shadows_dropped)
+            self._dropped(endpoint, len(self._shadows))
             return
         if self._shadow_drain is None:
             self._shadow_drain = asyncio.get_running_loop().create_task(self._drain_shadows())
+
+    def _dropped(self, endpoint: Endpoint, waiting: int) -> None:
+        self.shadows_dropped += 1
+        metrics.SHADOW_COPIES_DROPPED.labels(endpoint.deployment.name).inc()
+        log.warning("%d shadow copies wait already: the copy for %s of a call to %s is "
+                    "dropped (%d dropped so far)", waiting, endpoint.pipeline_name,
+                    endpoint.deployment.name, self.shadows_dropped)
+        if self.on_settled is not None:
+            self.on_settled(endpoint, True)
 
     async def _drain_shadows(self) -> None:
         try:
@@ -287,19 +305,21 @@ class LowLatencyDispatcher:
             step = endpoint.step
             if step is None or step.status != "ready":
                 log.warning("shadow pipeline %s is not ready: no copy", endpoint.pipeline_name)
-                self._shadow_ended(key)
+                self._shadow_ended(key, endpoint)
                 return
             await self.warm(endpoint, wait_s=copy.wait_s, background=True)
             tracked = self.track(endpoint, copy.body, copy.environment, shadow=True)
         except Exception:
             log.exception("the shadow copy for %s was not run", endpoint.pipeline_name)
-            self._shadow_ended(key)
+            self._shadow_ended(key, endpoint)
             return
-        tracked.done.add_done_callback(lambda _: self._shadow_ended(key))
+        tracked.done.add_done_callback(lambda _: self._shadow_ended(key, endpoint))
 
-    def _shadow_ended(self, key: str) -> None:
+    def _shadow_ended(self, key: str, endpoint: Endpoint) -> None:
         self._shadows.ended(key)
         self._shadow_room.set()
+        if self.on_settled is not None:
+            self.on_settled(endpoint, False)
 
     def track(self, endpoint: Endpoint, body: Mapping[str, Any],
               environment: Mapping[str, str], *, shadow: bool = False) -> Tracked:
@@ -531,11 +551,19 @@ class LowLatencyDispatcher:
             if not held:
                 continue
             try:
-                async with self.transactions() as session:
-                    await session.execute(
-                        update(Execution)
-                        .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
-                        .values(heartbeat_at=utcnow())
-                        .execution_options(synchronize_session=False))
+                await self._beat(held)
             except Exception:
                 log.exception("could not record the heartbeat of low-latency executions")
+
+    async def _beat(self, held: list[str]) -> None:
+        """The heartbeat of the held executions the database has. A plain session, not a
+        transaction of Transactions, whose barrier would write what the journal holds on
+        the event loop, between warm calls (docs/deployments.md#latency): one not written
+        yet gets a heartbeat as fresh as this one when it is (its start or its creation,
+        under 2 s ago: RUNNING_VISIBLE_AFTER_S plus a batch)."""
+        async with self.transactions.session_factory() as session, session.begin():
+            await session.execute(
+                update(Execution)
+                .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
+                .values(heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False))

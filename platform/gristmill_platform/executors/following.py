@@ -86,7 +86,10 @@ class WorkerFollowing:
         if not held:
             return
         ids = {deployment_id for versions in held.values() for deployment_id, _ in versions}
-        async with self.transactions() as session:
+        # A plain session, not a transaction of Transactions: this reads deployments only,
+        # and the journal's barrier, run every interval, wrote whatever calls were
+        # pending on the event loop, running ones included (docs/deployments.md#latency).
+        async with self.transactions.session_factory() as session:
             current = await self.deployments(session).generations(ids)
         gone, rolls = judge(held, current)
         for name in gone:

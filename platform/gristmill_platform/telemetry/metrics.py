@@ -62,7 +62,8 @@ WORKER_RESTARTS = Counter(
     "after they exited or failed.", ["deployment"], registry=REGISTRY)
 SHADOW_COPIES_DROPPED = Counter(
     "gristmill_shadow_copies_dropped", "Shadow copies of low-latency calls not run because "
-    "too many were waiting already (docs/rollout.md).", ["deployment"], registry=REGISTRY)
+    "too many were waiting already, or lost with a shadow runner that died (docs/rollout.md).",
+    ["deployment"], registry=REGISTRY)
 JOURNAL_WRITE = Histogram(
     "gristmill_journal_write_seconds",
     "Time to write one batch of the in-memory execution journal to the database.",

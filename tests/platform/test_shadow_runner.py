@@ -1,0 +1,153 @@
+"""The shadow runner process (executions/shadow_runner.py): started at the first copy, not
+before; runs the copies (its workers are its children); started again after a kill, the
+copies the killed one had not run counted and logged, not silently lost; bad frames do
+not stop it; stopped with the service. Real control service, real processes, SQLite and
+PostgreSQL. No wall-clock claim."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from gristmill_platform.executions import shadow_frames as frames
+from gristmill_platform.executions.shadow_process import RUNNER_NICE
+from gristmill_platform.executions.shadow_runner import ShadowRunner
+from gristmill_platform.executors.workers import variant_key
+from gristmill_platform.telemetry.metrics import SHADOW_COPIES_DROPPED
+from tests.conftest import ServerThread, start_environment
+from tests.platform.test_low_latency import eventually
+from tests.platform.test_rollout import (
+    INFO_OUT,
+    TEXT_IN,
+    archive,
+    ask,
+    endpoint,
+    executions,
+    set_traffic,
+)
+from tests.platform.test_rollout_shadows import workers_of
+from tests.platform.test_runs import make_pipeline
+
+__all__ = ["archive"]  # the module's fixture: the step folder of test_rollout
+
+
+@pytest.fixture
+def service(database, tmp_path: Path) -> Iterator[tuple[ServerThread, Any]]:
+    server, env, _ = start_environment(tmp_path / "env", database.url)
+    try:
+        yield server, env
+    finally:
+        server.stop()
+
+
+def hand_off(server: ServerThread) -> ShadowRunner:
+    app: Any = server.server.config.app
+    runner = app.state.gristmill.started.executions.low_latency.hand_off
+    assert isinstance(runner, ShadowRunner)
+    return runner
+
+
+def shadows(api: Any, name: str, status: str = "Succeeded") -> list[dict[str, Any]]:
+    return [e for e in executions(api, name) if e["shadow"] and e["status"] == status]
+
+
+def dropped(name: str) -> float:
+    return float(SHADOW_COPIES_DROPPED.labels(name)._value.get())
+
+
+def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill(
+        service, archive, unique) -> None:
+    server, env = service
+    runner = hand_off(server)
+    with env.client() as api:
+        name = f"run-{unique}"
+        champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN,
+                                 INFO_OUT)
+        challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
+                                   INFO_OUT)
+        gated = make_pipeline(api, archive, f"gated-{unique}", "gated", TEXT_IN, INFO_OUT)
+        token = endpoint(api, champion, name, "low_latency")
+        assert ask(env, name, token, "plain")[:2] == (champion, "champion")
+        assert runner.process is None  # no copy yet: no runner
+
+        assert set_traffic(api, name, shadow=[challenger]).status_code == 200
+        assert ask(env, name, token, "a")[:2] == (champion, "champion")
+        [copy] = eventually(lambda: shadows(api, name), "the copy")
+        assert copy["pipeline_name"] == challenger
+        assert runner.process is not None
+        first = psutil.Process(runner.process.pid)
+        assert first.nice() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + RUNNER_NICE)
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(first.pid) == os.SCHED_IDLE
+        [worker] = workers_of(variant_key(name, challenger))
+        assert first.pid in [p.pid for p in worker.parents()]  # run by the runner
+        assert not workers_of(variant_key(name, gated))
+        eventually(lambda: runner.waiting == 0, "the copy accounted for")
+
+        # three copies held by their gate, then the runner killed: none silently lost
+        assert set_traffic(api, name, shadow=[gated]).status_code == 200
+        gate = Path(env.data_dir) / f"gate-{unique}"
+        before = dropped(name)
+        for _ in range(3):
+            assert ask(env, name, token, str(gate))[:2] == (champion, "champion")
+        assert runner.waiting == 3
+        eventually(lambda: workers_of(variant_key(name, gated)), "the gated copy running")
+        first.send_signal(signal.SIGKILL)
+        eventually(lambda: runner.lost == 3, "the lost copies counted")
+        assert dropped(name) == before + 3
+        assert runner.waiting == 0
+
+        # the next copy starts another runner, which runs it
+        gate.write_text("open")
+        assert ask(env, name, token, str(gate))[:2] == (champion, "champion")
+        eventually(lambda: shadows(api, name) and len(
+            [e for e in shadows(api, name) if e["pipeline_name"] == gated]) == 1,
+            "the copy after the kill")
+        assert runner.starts == 2
+        assert runner.process.pid != first.pid
+        second = runner.process
+    server.stop()  # the runner stops with the service, having written what it recorded
+    assert second.returncode == 0
+
+
+def test_bad_frames_do_not_stop_the_runner(service, archive, unique) -> None:
+    server, env = service
+    runner = hand_off(server)
+    with env.client() as api:
+        name = f"bad-{unique}"
+        champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN,
+                                 INFO_OUT)
+        challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
+                                   INFO_OUT)
+        token = endpoint(api, champion, name, "low_latency")
+        assert set_traffic(api, name, shadow=[challenger]).status_code == 200
+        assert ask(env, name, token, "a")[:2] == (champion, "champion")
+        eventually(lambda: shadows(api, name), "the first copy")
+        assert runner.process is not None
+        pid = runner.process.pid
+        before = dropped(name)
+
+        # written on the service's event loop, as the hand-off writes (another thread)
+        writer, loop = runner._writer, runner._task.get_loop() if runner._task else None
+        assert writer is not None and loop is not None
+        for payload in (b"not json", b"[1]", b'{"e": "%s", "p": 5}' % name.encode(),
+                        b'{"e": "nowhere", "p": "x", "b": {}}',
+                        frames.copy_frame(name, "not-a-shadow", {"text": "c"})[4:]):
+            data = frames.HEADER.pack(len(payload)) + payload
+            asyncio.run_coroutine_threadsafe(_write(writer, data), loop).result(timeout=10)
+        # the copy without its fields is accounted for as dropped, the others logged
+        eventually(lambda: dropped(name) == before + 1, "the bad copy counted")
+        assert ask(env, name, token, "b")[:2] == (champion, "champion")
+        eventually(lambda: len(shadows(api, name)) == 2, "the copy after the bad frames")
+        assert runner.process.pid == pid and runner.starts == 1
+
+
+async def _write(writer: Any, data: bytes) -> None:
+    writer.write(data)
