@@ -90,3 +90,43 @@ def test_a_variant_created_again_gets_a_worker_and_a_folder_of_its_own(
     # pipeline was deleted while it ran, another matter; its answer is checked above)
     ended = api.get(f"/executions/{new['execution_id']}").json()
     assert (ended["status"], ended["worker"]) == ("Succeeded", new["worker"]), ended
+
+
+def test_a_shadow_pipeline_that_starts_answering_keeps_its_files_when_the_copies_stop(
+        gristmill_env, api, archive, unique) -> None:
+    """The shadow runner process (executions/shadow_runner.py) runs a shadow pipeline's
+    copies on workers of its own, in the same data directory; once a split makes that
+    pipeline answer, the control service starts its own worker for it, under the same pod
+    id, and the runner stops its worker: that never removes the answering worker's files."""
+    name = f"sh-{unique}"
+    champion = make_pipeline(api, archive, f"sh-c-{unique}", "champion", TEXT_IN, INFO_OUT)
+    variant = make_pipeline(api, archive, f"sh-v-{unique}", "scratch", TEXT_IN, INFO_OUT)
+    token = endpoint(api, champion, name, "low_latency")
+    key = variant_key(name, variant)
+    gates = Path(gristmill_env.data_dir)
+    open_gate, new_gate = gates / f"open-{unique}", gates / f"held-{unique}"
+    open_gate.write_text("open")
+
+    assert set_traffic(api, name, shadow=[variant]).status_code == 200
+    answer = call(gristmill_env, name, token, str(open_gate))
+    assert answer.status_code == 200, answer.text
+    eventually(lambda: [e for e in api.get(f"/deployments/{name}/executions").json()
+                        if e["shadow"] and e["status"] == "Succeeded"], "the copy")
+    [shadow_process] = workers_of(key)
+    shadow_io = Path(shadow_process.environ()["GRISTMILL_IO_DIR"])
+
+    assert set_traffic(api, name, split={variant: 1}).status_code == 200
+    with ThreadPoolExecutor(1) as threads:
+        fresh = threads.submit(call, gristmill_env, name, token, str(new_gate))
+        eventually(lambda: Path(f"{new_gate}.started").exists(), "the answering call")
+        [answering] = [p for p in workers_of(key) if p.pid != shadow_process.pid]
+        new_io = Path(answering.environ()["GRISTMILL_IO_DIR"])
+        # no longer a shadow: the runner stops its worker, and its folder goes with it...
+        eventually(lambda: not shadow_io.exists(), "the shadow worker's folder removed")
+        # ...not the answering worker's, whose call still finds its file
+        assert new_io.is_dir()
+        new_gate.write_text("open")
+        answer = fresh.result()
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-gristmill-pipeline"] == variant
+    assert answer.json()["outputs"]["info"] == {"who": "scratch", "text": str(new_gate)}
