@@ -260,7 +260,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,
-                                    interval_s=state.settings.worker_follow_s)
+                                    interval_s=state.settings.worker_follow_s,
+                                    traffic=state.traffic)
         following.start()
         scheduler.start()
         watch(telemetry, services)
