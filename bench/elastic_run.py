@@ -4,10 +4,12 @@ time goes.
 For N runs of a step with no requirements (echo of a string), measures on the client the
 whole `run + wait for results` round trip, and from the execution's own timestamps:
   accept   POST /run answered (execution recorded, execution token minted)
-  launch   from the execution's creation to the runner's /start call: process spawn,
-           interpreter start, runner import, token refresh
-  run      from /start to /finish: inputs, user module import and call, result report
-  deliver  from /finish to the client holding the outputs (long-poll wake-up)
+  launch   from the execution's creation to its start, which the local backend records
+           with the launch (reading the step and the variables), before the worker exists
+  run      from the start to the end: the worker's fork (or spawn: interpreter start and
+           runner import), inputs, user module import and call, result report (start and
+           finish over the worker's local channel, not HTTP)
+  deliver  from the end to the client holding the outputs (long-poll wake-up)
 Beside it, the bare cost of starting the step's interpreter (`python -c pass`) and of
 importing the runner, on the same machine in the same run. Two environments run side by
 side, in turns: workers forked by the fork server (`fork_server`, the default) and spawned

@@ -1,10 +1,11 @@
 """Requests and SQL statements per elastic execution of a trivial step, counted in the
 control service (a SQLAlchemy ``before_cursor_execute`` listener, each statement charged to
-the HTTP request whose handling issued it, tasks it started included).
+the HTTP request whose handling issued it, tasks it started included: the launch, and
+the runner's start and finish, which a local worker sends over its channel, not HTTP).
 
 Starts `gristmill up` in a subprocess through this same file (``--serve``), which installs
 the listener first; runs 3 executions to warm up, then N counted ones (run + long-poll for
-the outputs; the runner adds its start and finish). Prints the counts per execution.
+the outputs). Prints the counts per execution.
 
     .venv/bin/python bench/elastic_sql.py [--runs 20]
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -224,6 +225,10 @@ class ControlApp(FastAPI):
         await self._outer(scope, receive, send)
 
 
+# The interpreter's thread switch interval in the service's own process (create_app).
+SWITCH_INTERVAL_S = 0.0005
+
+
 def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
     """freeze_heap: once started, move what start-up allocated out of the garbage
     collector's sight (gc.freeze). The service's own process asks for it; tests, which
@@ -257,7 +262,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,
-                                    interval_s=state.settings.worker_follow_s)
+                                    interval_s=state.settings.worker_follow_s,
+                                    traffic=state.traffic)
         following.start()
         scheduler.start()
         watch(telemetry, services)
@@ -268,6 +274,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             # paused requests for up to 7 ms (measured, docs/deployments.md#latency).
             gc.collect()
             gc.freeze()
+            # The journal's thread (and the database driver's) share the interpreter lock
+            # with the event loop: while one of them works, the loop, back from each of a
+            # call's system calls, can wait up to the switch interval for the lock (5 ms
+            # by default) before it goes on (docs/deployments.md#latency).
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             yield
         finally:

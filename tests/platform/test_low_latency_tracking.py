@@ -250,6 +250,181 @@ def test_a_bad_row_does_not_take_the_batch_with_it(journal_state) -> None:
     asyncio.run(scenario())
 
 
+def test_ended_calls_of_unchecked_deployments_are_inserted_off_the_loop(
+        journal_state, monkeypatch) -> None:
+    """The usual batch whose deployments have not been seen lately (every few seconds,
+    another process may have deleted one) is still written by the journal's thread:
+    the rows of a deployment that is gone are dropped there, with their logs, and
+    nothing goes through the general path, which runs on the event loop."""
+    from gristmill_platform.executions import journal_writes
+
+    if not journal_state.settings.database_url.startswith("sqlite"):
+        pytest.skip("the insert thread is SQLite's")
+    general: list[int] = []
+    real_write_batch = journal_writes.write_batch
+
+    def counted(connection: Any, batch: Any) -> Any:
+        general.append(len(batch.rows))
+        return real_write_batch(connection, batch)
+
+    monkeypatch.setattr(journal_writes, "write_batch", counted)
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        good = record(deployment_id)
+        gone = record(str(uuid.uuid4()))  # its deployment was deleted meanwhile
+        for execution in (good, gone):
+            journal.created(execution, token_row(execution, user_id))
+            journal.ended(execution, [{"execution_id": execution.id, "seq": 0,
+                                       "timestamp": utcnow(), "stream": "stdout",
+                                       "message": f"from {execution.id}"}],
+                          "unused", utcnow())
+        await journal.flush(everything=False)  # the periodic batch
+        assert general == []
+        assert await stored(journal_state, good.id, gone.id) == {good.id}
+        async with journal_state.session_factory() as session:
+            logs = (await session.scalars(select(ExecutionLog.message).where(
+                ExecutionLog.execution_id.in_([good.id, gone.id])))).all()
+        assert list(logs) == [f"from {good.id}"]
+        assert not journal.pending
+        # the deployment is known now: the next batch does not look for it again
+        again = record(deployment_id)
+        journal.created(again, token_row(again, user_id))
+        journal.ended(again, [], "unused", utcnow())
+        await journal.flush(everything=False)
+        assert general == [] and await stored(journal_state, again.id) == {again.id}
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_gives_the_loop_a_turn_between_slices(journal_state, monkeypatch) -> None:
+    """With no call in flight, the batch's conversion still lets the event loop poll
+    between two slices: a call that came meanwhile is read (and counted in flight) before
+    the next slice rather than after the whole batch."""
+    from gristmill_platform.executions import journal_writes
+
+    if not journal_state.settings.database_url.startswith("sqlite"):
+        pytest.skip("the insert thread is SQLite's")
+    turns: list[bool] = []  # per slice: did the loop run what came since the last one
+    arrived: list[asyncio.Event] = []
+    real_rows = journal_writes._Insert.rows
+
+    def rows(self: Any, values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        if values and "deployment_name" in values[0]:  # the executions, not their logs
+            turns.append(bool(arrived) and arrived[-1].is_set())
+            arrived.append(asyncio.Event())
+            asyncio.get_running_loop().call_soon(arrived[-1].set)  # as a call's data
+        return real_rows(self, values)
+
+    monkeypatch.setattr(journal_writes._Insert, "rows", rows)
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        for _ in range(journal_writes.CONVERT_SLICE * 3):
+            execution = record(deployment_id)
+            journal.created(execution, token_row(execution, user_id))
+            journal.ended(execution, [], "unused", utcnow())
+        await journal.flush(everything=False)
+        assert len(turns) == 3 and turns[1:] == [True, True]
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_the_periodic_batch_copies_its_rows_a_slice_at_a_time(journal_state,
+                                                              monkeypatch) -> None:
+    """The loop runs between two slices of the periodic batch's copy; what is recorded
+    meanwhile is written then or in the next batch, nothing lost."""
+    from gristmill_platform.executions import journal as journal_module
+
+    flushing: list[bool] = []
+    copied: list[bool] = []  # per copied row: did the loop run since the batch began
+    arrived: list[asyncio.Event] = []
+    real_row = journal_module._row
+
+    def row(execution: ExecutionRecord) -> dict[str, Any]:
+        if not flushing:  # the spool's copy, as a call ends
+            return real_row(execution)
+        if not arrived:
+            arrived.append(asyncio.Event())
+            asyncio.get_running_loop().call_soon(arrived[0].set)  # as a call's data
+        copied.append(arrived[0].is_set())
+        return real_row(execution)
+
+    monkeypatch.setattr(journal_module, "_row", row)
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        first = [record(deployment_id) for _ in range(journal_module.COPY_SLICE * 2)]
+        later: list[ExecutionRecord] = []
+        real_pause = journal._between_slices
+
+        async def pause() -> None:
+            await real_pause()
+            if not later:  # a call ends while the batch is being copied
+                later.append(record(deployment_id))
+                journal.created(later[0], token_row(later[0], user_id))
+                journal.ended(later[0], [], "unused", utcnow())
+
+        monkeypatch.setattr(journal, "_between_slices", pause)
+        for execution in first:
+            journal.created(execution, token_row(execution, user_id))
+            journal.ended(execution, [], "unused", utcnow())
+        flushing.append(True)
+        await journal.flush(everything=False)
+        slice_size = journal_module.COPY_SLICE
+        assert copied[:slice_size] == [False] * slice_size
+        assert copied[slice_size] is True
+        ids = [e.id for e in first + later]
+        assert await stored(journal_state, *[e.id for e in first]) == {e.id for e in first}
+        await journal.flush(everything=False)
+        assert await stored(journal_state, *ids) == set(ids)
+        assert not journal.pending
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_the_heartbeat_does_not_wait_for_the_journal(journal_state) -> None:
+    """The heartbeat of held executions (every HEARTBEAT_S) updates the rows the database
+    has without writing what the journal holds first (on the event loop)."""
+    from gristmill_platform.executions.low_latency import LowLatencyDispatcher
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        running = record(deployment_id, status=t.RUNNING)
+        running.heartbeat_at = utcnow() - timedelta(minutes=5)
+        journal.created(running, token_row(running, user_id))
+        await journal.flush()
+        fresh = record(deployment_id, status=t.RUNNING)
+        journal.created(fresh, token_row(fresh, user_id))  # pending in the journal
+        barriers: list[int] = []
+
+        async def barrier() -> None:
+            barriers.append(1)
+
+        journal_state.transactions.barrier = barrier
+        # only what _beat uses of a dispatcher
+        dispatcher = object.__new__(LowLatencyDispatcher)
+        dispatcher.transactions = journal_state.transactions
+        before = utcnow()
+        await dispatcher._beat([running.id, fresh.id])
+        assert barriers == []
+        async with journal_state.session_factory() as session:
+            row = await session.get(Execution, running.id)
+            assert row is not None and row.heartbeat_at is not None
+            assert row.heartbeat_at >= before - timedelta(seconds=1)
+        assert journal.pending  # still the journal's to write
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_an_execution_ended_elsewhere_is_not_overwritten(journal_state) -> None:
     async def scenario() -> None:
         journal = journal_of(journal_state)

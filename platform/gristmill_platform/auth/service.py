@@ -124,20 +124,20 @@ class AuthService:
             raise Unauthorized(str(exc)) from exc
         # No cache: the token row is read on every request, so a revocation (on any
         # replica) takes effect at once.
-        token, user = await self.tokens.with_user(claims.token_id)
-        if token is None or token.revoked_at is not None:
+        standing = await self.tokens.standing(claims.token_id)
+        if standing is None or standing.revoked_at is not None:
             raise Unauthorized(
                 "The SDK token behind this access token was revoked", name="TokenRevoked"
             )
-        if user is None or user.id != claims.user_id:
+        if standing.user_id is None or standing.user_id != claims.user_id:
             raise Unauthorized("The user of this token no longer exists")
         return Principal(
-            user_id=user.id,
-            token_id=token.id,
+            user_id=standing.user_id,
+            token_id=claims.token_id,
             scope=claims.scope,
             execution_id=claims.execution_id,
-            is_admin=user.is_admin,
-            is_viewer=user.is_viewer,
+            is_admin=standing.is_admin,
+            is_viewer=standing.is_viewer,
         )
 
     # -- SDK tokens ---------------------------------------------------------------------------

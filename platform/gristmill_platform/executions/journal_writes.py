@@ -20,6 +20,7 @@ PostgreSQL batches always use the async driver, which has no thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -116,9 +117,10 @@ def write_batch(connection: Connection, batch: Batch) -> Written:
 
 def only_inserts(batch: Batch) -> bool:
     """Whether writing the batch is inserting its rows and their logs, nothing else: no
-    row written before, no deployment to look for, no token to write or revoke."""
-    if any(r["id"] in batch.written_before or r["status"] in t.ACTIVE
-           or r["deployment_id"] not in batch.known_deployments for r in batch.rows):
+    row written before, no token to write or revoke. (Rows whose deployment is not known
+    to exist are dropped if it is gone, as write_batch does: SqliteInserts looks for them
+    in its own transaction.)"""
+    if any(r["id"] in batch.written_before or r["status"] in t.ACTIVE for r in batch.rows):
         return False
     return not any(batch.token_owner.get(key) in batch.written_before
                    for key in batch.revoked)
@@ -136,6 +138,10 @@ class _Insert:
         self._columns = [(name, table.c[name].type.dialect_impl(dialect)
                           .bind_processor(dialect)) for name in order]
 
+    def position(self, column: str) -> int:
+        """Where a column's value is in the rows of ``rows``."""
+        return next(n for n, (name, _) in enumerate(self._columns) if name == column)
+
     def rows(self, values: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         columns = self._columns
         return [tuple(convert(row[name]) if convert is not None else row[name]
@@ -146,6 +152,11 @@ Pause = Callable[[], Awaitable[None]]
 # Rows converted between two pauses: about a fifth of a millisecond on the 2-CPU machine
 # of docs/deployments.md.
 CONVERT_SLICE = 8
+
+
+# which of a JSON list of deployment ids exist (one statement whatever their number)
+_EXISTING_DEPLOYMENTS = (f"SELECT id FROM {Deployment.__tablename__} "  # noqa: S608 - a constant
+                         "WHERE id IN (SELECT value FROM json_each(?))")
 
 
 async def _no_pause() -> None:
@@ -164,6 +175,9 @@ class SqliteInserts:
         self._thread = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="gristmill-journal")
         self._connection: sqlite3.Connection | None = None  # the thread's own
+        self._deployment_at = self._executions.position("deployment_id")
+        self._id_at = self._executions.position("id")
+        self._log_owner_at = self._logs.position("execution_id")
 
     async def write(self, batch: Batch) -> Written:
         # Converted a slice at a time, with a pause between slices (the journal's: until
@@ -175,11 +189,21 @@ class SqliteInserts:
                 await self._pause()
             executions.extend(self._executions.rows(batch.rows[start:start + CONVERT_SLICE]))
         logs = self._logs.rows(batch.logs)
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._insert,
-                                                         executions, logs)
-        return Written(kept={r["id"] for r in batch.rows})
+        # Deployments not seen to exist lately (another process may have deleted them) are
+        # looked for by the thread, in the insert's transaction: on the loop, through
+        # write_batch, that look made a batch of a few hundred rows block the loop for
+        # ~10 ms once every DEPLOYMENTS_RECHECK_S (traced, docs/deployments.md#latency).
+        unknown = {r["deployment_id"] for r in batch.rows} - batch.known_deployments
+        confirmed = await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._insert, executions, logs, unknown)
+        gone = unknown - confirmed
+        kept = {r["id"] for r in batch.rows if r["deployment_id"] not in gone}
+        return Written(confirmed_deployments=confirmed, kept=kept)
 
-    def _insert(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]]) -> None:
+    def _insert(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+                unknown: set[Any]) -> set[Any]:
+        """Insert the rows whose deployment exists, in one transaction; returns which of
+        the unknown deployments do (deleted since: their executions went with them)."""
         connection = self._connection
         if connection is None:
             connection = self._connection = sqlite3.connect(self._path, isolation_level=None)
@@ -189,6 +213,17 @@ class SqliteInserts:
                 connection.execute(f"PRAGMA {pragma}")
         connection.execute("BEGIN IMMEDIATE")
         try:
+            confirmed: set[Any] = set()
+            if unknown:
+                confirmed = {found for (found,) in connection.execute(
+                    _EXISTING_DEPLOYMENTS, (json.dumps(sorted(unknown, key=str)),))}
+                gone = unknown - confirmed
+                if gone:
+                    dropped = {row[self._id_at] for row in executions
+                               if row[self._deployment_at] in gone}
+                    executions = [row for row in executions
+                                  if row[self._deployment_at] not in gone]
+                    logs = [row for row in logs if row[self._log_owner_at] not in dropped]
             if executions:
                 connection.executemany(self._executions.sql, executions)
             if logs:
@@ -197,6 +232,7 @@ class SqliteInserts:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        return confirmed
 
     def close(self) -> None:
         def close_connection() -> None:

@@ -551,11 +551,19 @@ class LowLatencyDispatcher:
             if not held:
                 continue
             try:
-                async with self.transactions() as session:
-                    await session.execute(
-                        update(Execution)
-                        .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
-                        .values(heartbeat_at=utcnow())
-                        .execution_options(synchronize_session=False))
+                await self._beat(held)
             except Exception:
                 log.exception("could not record the heartbeat of low-latency executions")
+
+    async def _beat(self, held: list[str]) -> None:
+        """The heartbeat of the held executions the database has. A plain session, not a
+        transaction of Transactions, whose barrier would write what the journal holds on
+        the event loop, between warm calls (docs/deployments.md#latency): one not written
+        yet gets a heartbeat as fresh as this one when it is (its start or its creation,
+        under 2 s ago: RUNNING_VISIBLE_AFTER_S plus a batch)."""
+        async with self.transactions.session_factory() as session, session.begin():
+            await session.execute(
+                update(Execution)
+                .where(Execution.id.in_(held), Execution.status.in_(t.ACTIVE))
+                .values(heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False))

@@ -37,11 +37,13 @@ from gristmill_platform.executions.graph_scheduler import (
     UnknownParent,
 )
 from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.local_channel import LocalChannelCalls
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.pool_claims import PoolClaims
 from gristmill_platform.executions.repository import ExecutionRepository
 from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
+from gristmill_platform.executions.runtime_calls import RuntimeCalls
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
 from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes.config import kubernetes_config
@@ -125,8 +127,10 @@ class ExecutionRuntime:
         zygotes = (ZygotePool(settings.data_dir / "workers" / ".fork-servers",
                               settings.local_fork_server_idle_s)
                    if settings.local_fork_server else None)
+        # the runner's start, logs and finish, over HTTP or a forked worker's channel
+        self.calls = RuntimeCalls(transactions, executions, self.finished)
         self.executor = LocalExecutor(settings.data_dir / "workers", self._worker_exited,
-                                      zygotes)
+                                      zygotes, LocalChannelCalls(self.calls))
         self.kubernetes: KubernetesExecutor | None = None
         self.watcher: PodWatcher | None = None
         self.sweeper: OrphanSweeper | None = None
@@ -150,6 +154,8 @@ class ExecutionRuntime:
         self.pool_claims = PoolClaims(transactions, executions, self.pool,
                                       settings.worker_url)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Local workers whose finish was recorded: their exit has nothing left to record.
+        self._reported: set[str] = set()
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
         self.workers = workers
@@ -210,14 +216,23 @@ class ExecutionRuntime:
         # its own task (see _spawn): what it logs is about this execution only
         execution_context.set(launch.execution_id)
         try:
+            start_answer: dict[str, Any] | None = None
             async with self.transactions() as session:
                 context = await self._context(session, launch)
                 if self.kubernetes is None:
-                    waited = await ExecutionRepository(session).get(launch.execution_id)
+                    service = self.executions(session)
+                    waited = await service.repository.get(launch.execution_id,
+                                                          for_update=True)
                     if waited is None or waited.status not in t.ACTIVE:
                         # deleted or cancelled while it waited
                         self._release(launch.execution_id)
                         return
+                    step = context.step
+                    if (waited.status == t.PENDING and step is not None
+                            and step.environment_key):
+                        # Started with the launch, in this transaction: the worker's
+                        # /start is answered over its channel without another one.
+                        start_answer = service.start_launched(waited, step)
             if self.kubernetes is not None:
                 spec = self._kubernetes_spec(launch, context)
                 handle = await self._pool_pod(spec, launch)
@@ -230,7 +245,7 @@ class ExecutionRuntime:
                     raise RuntimeError("the step's environment is missing; create the step "
                                        "again")
                 spec = self._spec(launch, step.environment_key, context.variables)
-                handle = await self.executor.submit(spec)
+                handle = await self.executor.submit(spec, start_answer)
                 worker = f"local-{handle['pid']}"
             try:
                 async with self.transactions() as session:
@@ -346,17 +361,24 @@ class ExecutionRuntime:
     async def finished(self, execution_id: str, parent_id: str | None) -> None:
         """After a runner's finish committed: wake waiters, and the graph the execution
         is a node of (parent_id: its parent, read with it) goes on."""
+        if self.executor.has_worker(execution_id):
+            self._reported.add(execution_id)  # popped when its process exits
         self.events.notify(execution_id)
         await self.graphs.node_ended(execution_id, parent_id)
 
     async def _worker_exited(self, execution_id: str, outcome: PollResult,
                              tail: Sequence[LogLine]) -> None:
-        if outcome.state == WorkerState.SUCCEEDED:
-            reason = "the worker exited without reporting a result"
+        if execution_id in self._reported:
+            # Its finish committed the end (and woke waiters and its graph): failing it
+            # would read it only to find it ended.
+            self._reported.discard(execution_id)
         else:
-            reason = outcome.reason or "the worker failed"
-        await self._fail(execution_id, reason, [line.message for line in tail][-50:],
-                         only_if_silent=outcome.state == WorkerState.SUCCEEDED)
+            if outcome.state == WorkerState.SUCCEEDED:
+                reason = "the worker exited without reporting a result"
+            else:
+                reason = outcome.reason or "the worker failed"
+            await self._fail(execution_id, reason, [line.message for line in tail][-50:],
+                             only_if_silent=outcome.state == WorkerState.SUCCEEDED)
         await self.executor.cleanup({"execution_id": execution_id})
         self._release(execution_id)  # its process is gone: the next one may start
 

@@ -1,4 +1,6 @@
-"""Routes the runner calls with its execution token (docs/internals/runtime-protocol.md)."""
+"""Routes the runner calls with its execution token (docs/internals/runtime-protocol.md).
+Start, logs and finish are runtime_calls.py's, which a forked local worker reaches over its
+channel instead (local_channel.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from gristmill_platform.auth import policy
 from gristmill_platform.deps import AppStateDep, PrincipalDep, transaction
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions.responses import stream_object
@@ -23,10 +26,8 @@ MAX_OUTPUT_FILE = 5 * 1024**3
 @router.post("/start")
 async def start(execution_id: str, state: AppStateDep, principal: PrincipalDep
                 ) -> dict[str, Any]:
-    async with transaction(state) as session:
-        service = state.factories.executions(session)
-        service.require_runner(principal, execution_id)
-        return await service.start_elastic(execution_id)
+    policy.require_runner(principal, execution_id)
+    return await state.executions.calls.start(execution_id)
 
 
 @router.get("/inputs/{name}")
@@ -45,13 +46,8 @@ async def input_file(execution_id: str, name: str, state: AppStateDep, principal
 async def logs(execution_id: str, request: Request, state: AppStateDep, principal: PrincipalDep
                ) -> dict[str, int]:
     body = await json_or_form(request)
-    lines = body.get("lines") or []
-    if not isinstance(lines, list):
-        raise BadRequest("lines must be a list")
-    async with transaction(state) as session:
-        service = state.factories.executions(session)
-        service.require_runner(principal, execution_id)
-        return {"accepted": await service.append_logs(execution_id, lines)}
+    policy.require_runner(principal, execution_id)
+    return await state.executions.calls.logs(execution_id, body)
 
 
 @router.put("/outputs/{name}", status_code=204)
@@ -80,14 +76,5 @@ async def output_file(execution_id: str, name: str, request: Request, state: App
 async def finish(execution_id: str, request: Request, state: AppStateDep,
                  principal: PrincipalDep) -> dict[str, Any]:
     report = await json_or_form(request)
-    if report.get("status") not in ("succeeded", "failed"):
-        raise BadRequest("status must be 'succeeded' or 'failed'")
-    async with transaction(state) as session:
-        service = state.factories.executions(session)
-        service.require_runner(principal, execution_id)
-        execution = await service.finish(execution_id, report)
-        await service.auth.revoke_execution_tokens(execution_id)
-        status, reason = execution.status, execution.status_reason
-        parent_id = execution.parent_id
-    await state.executions.finished(execution_id, parent_id)
-    return {"status": status, "reason": reason}
+    policy.require_runner(principal, execution_id)
+    return await state.executions.calls.finish(execution_id, report)

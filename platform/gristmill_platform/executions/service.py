@@ -241,19 +241,24 @@ class ExecutionService:
         execution = await self._locked(execution_id)
         return self._mark_started(execution, await self.step_of(execution), elastic=True)
 
+    def start_launched(self, execution: Execution, step: Step) -> dict[str, Any]:
+        """A local worker's start, recorded with its launch (read locked by the caller):
+        the answer its /start gets over its channel (executors/local.py)."""
+        return self._mark_started(execution, step, elastic=True)
+
     def _mark_started(self, execution: Execution, step: Step | None, *,
                       elastic: bool) -> dict[str, Any]:
         execution_id = execution.id
         if execution.status != t.PENDING:
             raise Conflict(f"Execution {execution_id} is already {execution.status}",
                            name="AlreadyStarted")
+        if step is None:
+            raise Conflict(f"The step of execution {execution_id} was deleted")
         execution.status = t.transition(execution.status, t.RUNNING)
         execution.started_at = execution.heartbeat_at = utcnow()
         if elastic:
             waited = (execution.started_at - execution.created_at).total_seconds()
             self.after_commit(lambda: metrics.QUEUE_WAIT.observe(max(waited, 0.0)))
-        if step is None:
-            raise Conflict(f"The step of execution {execution_id} was deleted")
         return runner_payload(execution, step)
 
     async def _locked(self, execution_id: str) -> Execution:

@@ -1,17 +1,23 @@
 """Local backend: each elastic execution is a process of its own, running the runner in
 the step's virtual environment: forked by that environment's fork server (zygotes.py) when
-there is one, else spawned as a child of the control service."""
+there is one, else spawned as a child of the control service.
+
+The runner is also given a channel (runner_channel.py) for its start, logs and finish: no
+HTTP request, no token to check, for the calls every execution makes; and its start may
+be recorded with the launch, its /start then answered from memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
+import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +25,12 @@ from typing import Any, Protocol
 import psutil
 
 from gristmill_platform.executors.base import LogLine
+from gristmill_platform.executors.runner_channel import (
+    RUNTIME_FD,
+    RUNTIME_FD_VAR,
+    ChannelHandler,
+    serve_channel,
+)
 from gristmill_platform.executors.spec import (
     FailureCode,
     Handle,
@@ -26,7 +38,7 @@ from gristmill_platform.executors.spec import (
     PollResult,
     WorkerState,
 )
-from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool
+from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool, fork_target
 
 TAIL_LINES = 200
 KILL_GRACE_S = 5.0
@@ -88,11 +100,14 @@ class _Worker:
 
 class LocalExecutor:
     def __init__(self, work_root: Path, on_exit: ExitCallback,
-                 zygotes: ZygotePool | None = None) -> None:
+                 zygotes: ZygotePool | None = None,
+                 channel: ChannelHandler | None = None) -> None:
         self.work_root = work_root
         self.on_exit = on_exit
         # None: every worker is spawned (settings.local_fork_server off)
         self.zygotes = zygotes
+        # What answers a forked runner's calls over its channel; None: it uses HTTP.
+        self.channel = channel
         self._workers: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.observer: WorkerObserver | None = None
@@ -104,7 +119,11 @@ class LocalExecutor:
     def io_dir(self, execution_id: str) -> Path:
         return self.work_root / execution_id / "io"
 
-    async def submit(self, spec: LaunchSpec) -> Handle:
+    async def submit(self, spec: LaunchSpec,
+                     start_answer: Mapping[str, Any] | None = None) -> Handle:
+        """``start_answer``: the execution was started with its launch, and this is what
+        the runner's /start gets over its channel (the runner must get one: spec.argv
+        runs the runner, and the executor has a channel handler)."""
         worker = self._workers.get(spec.execution_id)
         if worker is None:
             work_dir = self.work_root / spec.execution_id
@@ -114,22 +133,25 @@ class LocalExecutor:
             env = {**spec.env, "TMPDIR": str(work_dir / "tmp")}
             cwd = spec.env.get("GRISTMILL_STEP_DIR") or str(work_dir)
             process: asyncio.subprocess.Process | ForkedProcess | None = None
+            channel: socket.socket | None = None
             if self.zygotes is not None:
-                process = await self.zygotes.fork(spec.argv, env, cwd)
+                process, channel = await self._fork(spec.argv, env, cwd)
             if process is None:
-                process = await asyncio.create_subprocess_exec(
-                    *spec.argv,
-                    env=env,
-                    cwd=cwd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,  # so cancel can stop the whole process group
-                )
+                process, channel = await self._spawn(spec.argv, env, cwd)
+            if start_answer is not None and channel is None:
+                _signal_group(process.pid, signal.SIGKILL)
+                raise RuntimeError("a worker started with its launch must get a channel")
             worker = self._workers.get(spec.execution_id)
             if worker is not None:  # a concurrent submit of the same execution won
                 _signal_group(process.pid, signal.SIGKILL)
+                if channel is not None:
+                    channel.close()
                 return _handle(spec.execution_id, worker.process.pid)
+            if channel is not None:
+                assert self.channel is not None
+                prepared = None if start_answer is None else json.dumps(start_answer).encode()
+                self._start(serve_channel(channel, spec.execution_id, self.channel,
+                                          prepared))
             worker = _Worker(process, work_dir)
             self._workers[spec.execution_id] = worker
             self._observe("worker_started", spec.execution_id, process.pid)
@@ -137,6 +159,65 @@ class LocalExecutor:
             if spec.timeout_s is not None:
                 self._start(self._deadline(spec.execution_id, worker, spec.timeout_s))
         return _handle(spec.execution_id, worker.process.pid)
+
+    def _wants_channel(self, argv: Sequence[str]) -> bool:
+        target = fork_target(argv)
+        return (self.channel is not None and target is not None
+                and target[1:] == ("gristmill.runtime", ["run"]))
+
+    async def _spawn(self, argv: Sequence[str], env: dict[str, str], cwd: str
+                     ) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
+        """The worker as a child of the control service, with its channel when it is the
+        runner (under the descriptor number it has here)."""
+        ours: socket.socket | None = None
+        passed: tuple[int, ...] = ()
+        if self._wants_channel(argv):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            passed = (theirs.fileno(),)
+            env = {**env, RUNTIME_FD_VAR: str(theirs.fileno())}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # so cancel can stop the whole process group
+                pass_fds=passed,
+            )
+        except BaseException:
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            if ours is not None:
+                theirs.close()  # the worker holds the only other end now
+        if ours is not None:
+            ours.setblocking(False)
+        return process, ours
+
+    async def _fork(self, argv: Sequence[str], env: dict[str, str], cwd: str
+                    ) -> tuple[ForkedProcess | None, socket.socket | None]:
+        """The worker forked by its environment's fork server, with its channel when it
+        is the runner (None, None: spawn it)."""
+        assert self.zygotes is not None
+        if not self._wants_channel(argv):
+            return await self.zygotes.fork(argv, env, cwd), None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await self.zygotes.fork(argv, {**env, RUNTIME_FD_VAR: str(RUNTIME_FD)},
+                                              cwd, channel_fd=theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker holds the only other end now
+        if process is None:
+            ours.close()
+            return None, None
+        ours.setblocking(False)
+        return process, ours
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -202,7 +202,7 @@ class Zygote:
                 self._start(_watch_orphan(pid, exited))
 
     async def fork(self, module: str, args: list[str], env: Mapping[str, str],
-                   cwd: str) -> ForkedProcess:
+                   cwd: str, channel_fd: int | None = None) -> ForkedProcess:
         if not self.alive or self.sock is None:
             raise ZygoteError("the fork server is not running")
         loop = asyncio.get_running_loop()
@@ -213,7 +213,8 @@ class Zygote:
         payload = json.dumps({"id": request_id, "module": module, "args": args,
                               "env": dict(env), "cwd": cwd}).encode()
         try:
-            await _send_with_fd(self.sock, payload, write_fd)
+            await _send_with_fds(self.sock, payload,
+                                 [write_fd] if channel_fd is None else [write_fd, channel_fd])
         except OSError as error:
             self._pending.pop(request_id, None)
             os.close(read_fd)
@@ -256,12 +257,12 @@ class Zygote:
                 task.cancel()
 
 
-async def _send_with_fd(sock: socket.socket, payload: bytes, fd: int) -> None:
+async def _send_with_fds(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     # A request is a few kilobytes: the socket's buffer takes it at once unless the
     # zygote is far behind, in which case wait a little.
     for _ in range(1000):
         try:
-            socket.send_fds(sock, [payload], [fd])
+            socket.send_fds(sock, [payload], fds)
             return
         except BlockingIOError:
             await asyncio.sleep(0.005)
@@ -299,10 +300,12 @@ class ZygotePool:
     def zygotes(self) -> list[Zygote]:
         return list(self._zygotes.values())
 
-    async def fork(self, argv: Sequence[str], env: Mapping[str, str],
-                   cwd: str) -> ForkedProcess | None:
+    async def fork(self, argv: Sequence[str], env: Mapping[str, str], cwd: str,
+                   channel_fd: int | None = None) -> ForkedProcess | None:
         """The child running argv, or None when argv is not ``python -m ...`` or no zygote
-        can serve it (then the caller spawns, as without zygotes)."""
+        can serve it (then the caller spawns, as without zygotes). ``channel_fd``: a
+        descriptor the child gets as its descriptor 3 (the runner's channel); the caller
+        keeps and closes its own."""
         target = fork_target(argv)
         if target is None:
             return None
@@ -330,7 +333,7 @@ class ZygotePool:
             self._ensure_janitor()
             zygote.last_used = time.monotonic()
         try:
-            return await zygote.fork(module, args, env, cwd)
+            return await zygote.fork(module, args, env, cwd, channel_fd)
         except ZygoteError as error:
             log.warning("fork server %s: %s; spawning this worker instead", python, error)
             return None

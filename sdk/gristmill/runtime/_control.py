@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from gristmill.runtime._channel import CALLS, RUNTIME_FD_VAR, Channel
+
 ENVIRONMENT_URL_VARS = ("GRISTMILL_ENVIRONMENT_URL", "CRAFT_AI_ENVIRONMENT_URL")
 CONTROL_URL_VARS = ("GRISTMILL_CONTROL_URL", "CRAFT_AI_CONTROL_URL")
 SDK_TOKEN_VARS = ("GRISTMILL_SDK_TOKEN", "CRAFT_AI_SDK_TOKEN")
@@ -95,6 +97,8 @@ class RunnerConfig:
     exit_grace_s: float = DEFAULT_EXIT_GRACE_S
     warnings: tuple[str, ...] = ()
     access_token: str | None = field(default=None, repr=False)
+    # The local channel's descriptor (a worker forked by the local backend), or None.
+    channel_fd: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RunnerConfig:
@@ -114,6 +118,7 @@ class RunnerConfig:
         )
         budget = _seconds(env, RETRY_BUDGET_VAR, DEFAULT_RETRY_BUDGET_S, warnings, zero_ok=True)
         grace = _seconds(env, EXIT_GRACE_VAR, DEFAULT_EXIT_GRACE_S, warnings, zero_ok=True)
+        channel_fd = _descriptor(env, warnings)
         return cls(
             environment_url=environment_url,
             control_url=control_url,
@@ -126,7 +131,22 @@ class RunnerConfig:
             exit_grace_s=grace,
             warnings=tuple(warnings),
             access_token=env.get(ACCESS_TOKEN_VAR, "").strip() or None,
+            channel_fd=channel_fd,
         )
+
+
+def _descriptor(env: Mapping[str, str], warnings: list[str]) -> int | None:
+    raw = env.get(RUNTIME_FD_VAR, "").strip()
+    if not raw:
+        return None
+    try:
+        fd = int(raw)
+        os.fstat(fd)
+    except (ValueError, OSError):
+        warnings.append(f"{RUNTIME_FD_VAR}={raw!r} ignored: not an open descriptor; "
+                        "the control service is called over HTTP.")
+        return None
+    return fd
 
 
 def _first_optional(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
@@ -262,9 +282,19 @@ class ControlClient:
             jwt_expiry(config.access_token) if config.access_token else None)
         quoted = urllib.parse.quote(config.execution_id, safe="")
         self._base = f"{config.environment_url}/api/v1/runtime/executions/{quoted}"
-        # No redirect following: a redirect would replay a POST body we may have streamed
-        # from a file, and the runtime routes never redirect.
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener: urllib.request.OpenerDirector | None = None
+        self._channel: Channel | None = None
+        if config.channel_fd is not None:
+            self._channel = Channel(config.channel_fd, HTTP_TIMEOUT_S)
+
+    @property
+    def opener(self) -> urllib.request.OpenerDirector:
+        # Built on first use: a forked worker whose calls all go over the local channel
+        # never needs one. No redirect following: a redirect would replay a POST body we
+        # may have streamed from a file, and the runtime routes never redirect.
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(_NoRedirect)
+        return self._opener
 
     # -- public calls --
 
@@ -334,8 +364,19 @@ class ControlClient:
         reauthenticated = False
         attempt = 0
         deadline = self._clock() + (self._config.retry_budget_s if retry else 0.0)
+        local = path in CALLS and body_file is None and sink is None
         while True:
             try:
+                channel = self._channel if local else None
+                if channel is not None:
+                    answered = self._call_locally(channel, path, body or b"")
+                    if answered is None:
+                        continue  # the channel is gone: HTTP from now on
+                    status, content = answered
+                    if status >= 300:
+                        raise StatusError(method, path, status,
+                                          self.redact(_error_detail(content)))
+                    return Response(status, content)
                 token = self._token()
                 with _opened(body_file) as stream:
                     data: bytes | IO[bytes] | None = body if stream is None else stream
@@ -366,9 +407,22 @@ class ControlClient:
                 raise StatusError(method, path, status, self.redact(_error_detail(content)))
             return Response(status, content)
 
+    def _call_locally(self, channel: Channel, path: str, body: bytes
+                      ) -> tuple[int, bytes] | None:
+        """The call over the local channel; None once the channel is unusable (closed,
+        and forgotten: the caller goes on over HTTP)."""
+        try:
+            status, content = channel.call(path, body)
+        except OSError:
+            self._channel = None
+            return None
+        if status in _RETRY_STATUSES:
+            raise _Transient(f"{status} {_error_detail(content)}")
+        return status, content
+
     def _send(self, request: urllib.request.Request, sink: Path | None) -> tuple[int, bytes]:
         try:
-            response = self._opener.open(request, timeout=HTTP_TIMEOUT_S)
+            response = self.opener.open(request, timeout=HTTP_TIMEOUT_S)
         except urllib.error.HTTPError as error:
             with error:
                 content = error.read()

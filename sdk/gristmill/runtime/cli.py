@@ -7,6 +7,7 @@ command imports its machinery when it runs.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
 
 _RUN_HELP = """\
@@ -45,7 +46,10 @@ Exit codes: 0 stopped (SIGTERM), 1 the module could not be imported (traceback o
 """
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """Built once per process (parsing leaves it as it was): a worker forked by the fork
+    server finds the one the server built when it started."""
     parser = argparse.ArgumentParser(
         prog="python -m gristmill.runtime",
         description="The Gristmill step runner: runs step code inside a worker.",

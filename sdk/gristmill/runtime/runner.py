@@ -20,6 +20,7 @@ from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 from gristmill.runtime import _craft_context, context
+from gristmill.runtime._channel import RUNTIME_FD_VAR
 from gristmill.runtime._control import (
     ACCESS_TOKEN_VAR,
     AlreadyStarted,
@@ -458,6 +459,7 @@ def run(environ: Mapping[str, str] | None = None) -> int:
     if environ is None or environ is os.environ:
         # the runner's own: the step's code (and its SDK) go through the execution token
         os.environ.pop(ACCESS_TOKEN_VAR, None)
+        os.environ.pop(RUNTIME_FD_VAR, None)
     for warning in config.warnings:
         _say(warning)
     client = ControlClient(config)

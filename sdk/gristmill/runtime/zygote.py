@@ -9,7 +9,9 @@ does can be seen by another: each child starts from the same untouched image.
 
 Protocol, over the SOCK_SEQPACKET socket on descriptor ``--fd`` (one message each):
   zygote -> executor   {"ready": pid}                        once, after the preload
-  executor -> zygote   {"id", "module", "args", "env", "cwd"} + one descriptor (the log pipe)
+  executor -> zygote   {"id", "module", "args", "env", "cwd"} + the log pipe's descriptor,
+                       and optionally the local channel's (sdk/gristmill/runtime/_channel.py),
+                       which the child gets as descriptor 3, not inheritable
   zygote -> executor   {"id", "pid"}                          the child exists
                        {"id", "error"}                        it could not be forked
                        {"exited": pid, "code": returncode}    a child ended (-N: signal N)
@@ -21,6 +23,7 @@ Standard library only, like the rest of the runner.
 
 from __future__ import annotations
 
+import _io
 import argparse
 import atexit
 import contextlib
@@ -40,6 +43,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gristmill.runtime._channel import RUNTIME_FD
+
 PRELOAD = ("gristmill.runtime.runner",)
 MAX_MESSAGE = 1 << 20
 
@@ -51,6 +56,7 @@ class Request:
     env: dict[str, str]
     cwd: str
     log_fd: int
+    channel_fd: int | None = None
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -90,7 +96,7 @@ def serve(fd: int) -> Request:
                 _reap(sock, children)
                 continue
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 1)
+                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
             except InterruptedError:
                 continue
             if not data:
@@ -100,12 +106,14 @@ def serve(fd: int) -> Request:
                 _send(sock, {"id": message.get("id"), "error": "no log descriptor"})
                 continue
             log_fd = fds[0]
+            channel_fd = fds[1] if len(fds) > 1 else None
             sys.stdout.flush()
             sys.stderr.flush()
             try:
                 pid = os.fork()
             except OSError as error:
-                os.close(log_fd)
+                for fd in fds:
+                    os.close(fd)
                 _send(sock, {"id": message["id"], "error": str(error)})
                 continue
             if pid == 0:
@@ -114,8 +122,9 @@ def serve(fd: int) -> Request:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 return Request(message["module"], list(message["args"]),
-                               dict(message["env"]), message["cwd"], log_fd)
-            os.close(log_fd)
+                               dict(message["env"]), message["cwd"], log_fd, channel_fd)
+            for fd in fds:
+                os.close(fd)
             children[pid] = message["id"]
             _send(sock, {"id": message["id"], "pid": pid})
             _reap(sock, children)  # a child may have ended before its SIGCHLD was handled
@@ -128,7 +137,16 @@ def become(request: Request, zygote_cwd: str, zygote_env: dict[str, str]) -> Non
     os.dup2(null, 0)
     os.dup2(request.log_fd, 1)
     os.dup2(request.log_fd, 2)
-    os.closerange(3, _max_fd())  # nothing of the zygote's, nor the log pipe's original
+    first_closed = RUNTIME_FD
+    if request.channel_fd is not None:
+        if request.channel_fd == RUNTIME_FD:
+            os.set_inheritable(RUNTIME_FD, False)
+        else:
+            # not inheritable: the step's own subprocesses do not get it
+            os.dup2(request.channel_fd, RUNTIME_FD, inheritable=False)
+        first_closed = RUNTIME_FD + 1
+    # nothing of the zygote's, nor the received descriptors' originals
+    os.closerange(first_closed, _max_fd())
     os.environ.clear()
     os.environ.update(request.env)
     # What the interpreter adds to its own environment as it starts (PEP 538's locale
@@ -161,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     zygote_cwd, zygote_env = os.getcwd(), dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
+    # What every run imports on its way, once here rather than in each child: the
+    # execution-context module the runner sets (its variable is set in the child only).
+    from gristmill.runtime.runner import craft_context_module
+
+    craft_context_module()
     # The zygote's objects out of the collector's reach: a child's collections (and its
     # exit, _finish) then leave the pages it shares with the zygote alone.
     gc.freeze()
@@ -204,8 +227,10 @@ def _finish() -> None:
     atexit._run_exitfuncs()
     # Files the execution left open: objects made in this child are in the collector's
     # generations; the zygote's own were frozen out of them before the fork.
+    # _io._IOBase, the C base of io.IOBase and of every file class: io.IOBase's ABC
+    # check costs milliseconds over the thousands of objects a run makes.
     opened = [obj for generation in range(3) for obj in gc.get_objects(generation)
-              if isinstance(obj, io.IOBase)]
+              if isinstance(obj, _io._IOBase)]
     opened.sort(key=lambda obj: not isinstance(obj, io.TextIOBase))  # text layers first
     for stream in [*opened, sys.stdout, sys.stderr]:
         with contextlib.suppress(Exception):

@@ -42,3 +42,77 @@ def test_a_call_is_behind_on_another_id_or_an_older_generation() -> None:
     assert not behind({("id-1", 2)}, "id-1", 2)
     assert not behind({("id-1", 3)}, "id-1", 2)  # what the call read is older
     assert not behind(set(), "id-1", 2)  # none held here: the call brings them up
+
+
+def test_the_check_reads_without_waiting_for_the_journal() -> None:
+    """Every interval: a plain session, not a transaction whose barrier writes what the
+    execution journal holds (on the event loop, between warm calls)."""
+    import asyncio
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    from gristmill_platform.db.transactions import Transactions
+    from gristmill_platform.executors.following import WorkerFollowing
+
+    barriers: list[int] = []
+
+    async def barrier() -> None:
+        barriers.append(1)
+
+    @asynccontextmanager
+    async def session_factory() -> Any:
+        yield object()
+
+    class Deployments:
+        def __init__(self, session: object) -> None:
+            pass
+
+        async def generations(self, ids: set[str]) -> dict[str, int]:
+            return {deployment_id: 1 for deployment_id in ids}
+
+    class Pool:
+        def deployment_names(self) -> list[str]:
+            return ["ep"]
+
+        def versions(self, key: str) -> set[tuple[str, int]]:
+            return {("id-1", 1)}
+
+    transactions = Transactions(session_factory)  # type: ignore[arg-type]
+    transactions.barrier = barrier
+    following = WorkerFollowing(Pool(), transactions, Deployments,  # type: ignore[arg-type]
+                                interval_s=1.0)
+    asyncio.run(following.check())
+    assert barriers == []
+
+
+def test_the_check_waits_for_a_moment_with_no_warm_call(monkeypatch) -> None:
+    import asyncio
+
+    from gristmill_platform.db.transactions import Transactions
+    from gristmill_platform.executors import following as following_module
+    from gristmill_platform.traffic import Traffic
+
+    monkeypatch.setattr(following_module, "QUIET_WAIT_S", 60.0)
+
+    async def scenario() -> None:
+        checked = asyncio.Event()
+
+        class Pool:
+            def deployment_names(self) -> list[str]:
+                checked.set()
+                return []
+
+        traffic = Traffic()
+        traffic.enter()  # a warm call in flight
+        following = following_module.WorkerFollowing(
+            Pool(), Transactions(None),  # type: ignore[arg-type]
+            None, interval_s=0.001, traffic=traffic)  # type: ignore[arg-type]
+        following.start()
+        for _ in range(50):  # many intervals
+            await asyncio.sleep(0.001)
+        assert not checked.is_set()
+        traffic.leave()
+        await asyncio.wait_for(checked.wait(), 10)
+        await following.shutdown()
+
+    asyncio.run(scenario())

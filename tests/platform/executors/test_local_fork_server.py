@@ -279,3 +279,117 @@ async def test_not_python_module_is_spawned(tmp_path: Path, pool: ZygotePool) ->
         assert not isinstance(executor._workers["c"].process, ForkedProcess)
     finally:
         await executor.shutdown()
+
+
+CHANNEL_STEP = '''
+import os, subprocess, sys
+
+def entry(text):
+    # the channel is the runner's: neither the step's environment nor its subprocesses
+    # get it
+    inherited = subprocess.run([sys.executable, "-c", "import os; os.fstat(3)"]).returncode
+    return {"echo": text, "variable": os.environ.get("GRISTMILL_RUNTIME_FD"),
+            "inherited": inherited == 0}
+'''
+
+
+class RecordingCalls:
+    """The control service's side of a forked runner's channel, recording each call."""
+
+    def __init__(self, start_status: int = 200) -> None:
+        self.calls: list[tuple[str, str, dict[str, object]]] = []
+        self.start_status = start_status
+
+    async def __call__(self, execution_id: str, path: str, body: bytes
+                       ) -> tuple[int, bytes]:
+        self.calls.append((execution_id, path, json.loads(body) if body else {}))
+        if path == "/start":
+            if self.start_status != 200:
+                return self.start_status, b'{"message": "already started"}'
+            return 200, json.dumps({
+                "function_path": "main.py", "function_name": "entry",
+                "inputs": {"text": "hi"}, "file_inputs": [],
+                "outputs": [{"name": n, "data_type": "json"}
+                            for n in ("echo", "variable", "inherited")]}).encode()
+        if path == "/finish":
+            return 200, json.dumps({"status": "succeeded", "reason": None}).encode()
+        return 200, b'{"accepted": 0}'
+
+
+def runner_spec(execution_id: str, step_dir: Path) -> LaunchSpec:
+    # an environment URL nothing listens on, and no retries: a call over HTTP fails (exit 3)
+    return spec(execution_id, step_dir, "gristmill.runtime", ["run"],
+                GRISTMILL_ENVIRONMENT_URL="http://127.0.0.1:9",
+                GRISTMILL_SDK_TOKEN="execution-token-for-tests",
+                GRISTMILL_EXECUTION_ID=execution_id,
+                GRISTMILL_RUNTIME_RETRY_BUDGET_S="0")
+
+
+async def test_forked_runner_calls_over_its_channel(tmp_path: Path, step_dir: Path,
+                                                    pool: ZygotePool) -> None:
+    (step_dir / "main.py").write_text(CHANNEL_STEP)
+    ended, calls = Ended(), RecordingCalls()
+    executor = LocalExecutor(tmp_path / "work", ended, pool, calls)
+    try:
+        await executor.submit(runner_spec("chan", step_dir))
+        outcome = await ended.wait("chan")
+    finally:
+        await executor.shutdown()
+    assert outcome.state == WorkerState.SUCCEEDED, ended.tails["chan"]
+    assert [(execution_id, path) for execution_id, path, _ in calls.calls] == [
+        ("chan", "/start"), ("chan", "/finish")]
+    finish = calls.calls[-1][2]
+    assert finish["status"] == "succeeded"
+    assert finish["outputs"] == {"echo": "hi", "variable": None, "inherited": False}
+
+
+async def test_channel_answers_keep_the_protocol(tmp_path: Path, step_dir: Path,
+                                                 pool: ZygotePool) -> None:
+    """A 409 on start over the channel means what it means over HTTP: nothing to run."""
+    (step_dir / "main.py").write_text(CHANNEL_STEP)
+    ended, calls = Ended(), RecordingCalls(start_status=409)
+    executor = LocalExecutor(tmp_path / "work", ended, pool, calls)
+    try:
+        await executor.submit(runner_spec("late", step_dir))
+        outcome = await ended.wait("late")
+    finally:
+        await executor.shutdown()
+    assert outcome.state == WorkerState.SUCCEEDED
+    assert [path for _, path, _ in calls.calls] == ["/start"]
+    assert any("already started" in line for line in ended.tails["late"])
+
+
+async def test_spawned_runner_gets_a_channel_too(tmp_path: Path, step_dir: Path) -> None:
+    """Without a fork server the runner is spawned, with its channel all the same."""
+    (step_dir / "main.py").write_text(CHANNEL_STEP)
+    ended, calls = Ended(), RecordingCalls()
+    executor = LocalExecutor(tmp_path / "work", ended, None, calls)
+    try:
+        await executor.submit(runner_spec("spawned", step_dir))
+        outcome = await ended.wait("spawned")
+    finally:
+        await executor.shutdown()
+    assert outcome.state == WorkerState.SUCCEEDED, ended.tails["spawned"]
+    assert [path for _, path, _ in calls.calls] == ["/start", "/finish"]
+    assert calls.calls[-1][2]["outputs"] == {"echo": "hi", "variable": None,
+                                             "inherited": False}
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["fork-server", "spawned"])
+async def test_start_recorded_with_the_launch_is_answered_from_memory(
+        tmp_path: Path, step_dir: Path, pool: ZygotePool, forked: bool) -> None:
+    (step_dir / "main.py").write_text(CHANNEL_STEP)
+    ended, calls = Ended(), RecordingCalls()
+    executor = LocalExecutor(tmp_path / "work", ended, pool if forked else None, calls)
+    answer = {"function_path": "main.py", "function_name": "entry",
+              "inputs": {"text": "prepared"}, "file_inputs": [],
+              "outputs": [{"name": n, "data_type": "json"}
+                          for n in ("echo", "variable", "inherited")]}
+    try:
+        await executor.submit(runner_spec("ready", step_dir), answer)
+        outcome = await ended.wait("ready")
+    finally:
+        await executor.shutdown()
+    assert outcome.state == WorkerState.SUCCEEDED, ended.tails["ready"]
+    assert [path for _, path, _ in calls.calls] == ["/finish"]
+    assert calls.calls[-1][2]["outputs"]["echo"] == "prepared"  # type: ignore[index]
