@@ -6,7 +6,7 @@ import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ from gristmill_platform.telemetry import live
 from gristmill_platform.telemetry.exposition import Telemetry
 from gristmill_platform.telemetry.http_metrics import HttpMetricsMiddleware
 from gristmill_platform.users import routes as user_routes
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def build_state(settings: Settings) -> AppState:
@@ -260,7 +262,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,
-                                    interval_s=state.settings.worker_follow_s)
+                                    interval_s=state.settings.worker_follow_s,
+                                    traffic=state.traffic)
         following.start()
         scheduler.start()
         watch(telemetry, services)
@@ -292,6 +295,14 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             await builds.shutdown()
             await state.engine.dispose()
 
+    return assemble_app(state, lifespan=lifespan, telemetry=telemetry)
+
+
+def assemble_app(state: AppState, *, lifespan: Lifespan | None = None,
+                 telemetry: Telemetry | None = None) -> ControlApp:
+    """The control service's routes over `state`. Without a lifespan, whoever built the
+    state starts its services (the shadow runner serves its API so, executions/
+    shadow_api.py); without telemetry, no /metrics."""
     request_ids = RequestIds()
     app = ControlApp(
         EndpointFastPath(state, request_ids),
@@ -311,8 +322,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     # the endpoint gateway first: every warm call is matched against the routes in order
     app.include_router(gateway.router)
     app.include_router(health.router)
-    app.add_api_route("/metrics", telemetry.endpoint.handle, methods=["GET"],
-                      include_in_schema=False)
+    if telemetry is not None:
+        app.add_api_route("/metrics", telemetry.endpoint.handle, methods=["GET"],
+                          include_in_schema=False)
     app.include_router(api_router())
     app.include_router(console_router())
     if state.settings.datastore_backend == "local":

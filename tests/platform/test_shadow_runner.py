@@ -1,8 +1,9 @@
 """The shadow runner process (executions/shadow_runner.py): started at the first copy, not
 before; runs the copies (its workers are its children); started again after a kill, the
 copies the killed one had not run counted and logged, not silently lost; bad frames do
-not stop it; stopped with the service. Real control service, real processes, SQLite and
-PostgreSQL. No wall-clock claim."""
+not stop it; stopped with the service; a shadow step's own API calls with its execution
+token succeed from its first instant (the runner serves them). Real control service, real
+processes, SQLite and PostgreSQL. No wall-clock claim."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -22,6 +24,7 @@ from gristmill_platform.executions.shadow_runner import ShadowRunner
 from gristmill_platform.executors.workers import variant_key
 from gristmill_platform.telemetry.metrics import SHADOW_COPIES_DROPPED
 from tests.conftest import ServerThread, start_environment
+from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_low_latency import eventually
 from tests.platform.test_rollout import (
     INFO_OUT,
@@ -36,6 +39,26 @@ from tests.platform.test_rollout_shadows import workers_of
 from tests.platform.test_runs import make_pipeline
 
 __all__ = ["archive"]  # the module's fixture: the step folder of test_rollout
+
+# A shadow step that uses its execution token at once, before anything else: a metric for
+# its execution, a data store object written and read back, its own execution read.
+SDK_STEP_CODE = '''
+import io
+import os
+
+from gristmill import Gristmill
+
+
+def measured(text: str) -> dict:
+    sdk = Gristmill()
+    execution_id = os.environ["GRISTMILL_EXECUTION_ID"]
+    sdk.record_metric_value("length", len(text))
+    sdk.upload_data_store_object(io.BytesIO(text.encode()), f"shadow/{execution_id}.txt")
+    info = sdk.get_data_store_object_information(f"shadow/{execution_id}.txt")
+    mine = sdk.get_pipeline_execution(execution_id)
+    return {"info": {"who": "measured", "size": info["size"],
+                     "status": mine["status"], "shadow": mine["shadow"]}}
+'''
 
 
 @pytest.fixture
@@ -151,3 +174,55 @@ def test_bad_frames_do_not_stop_the_runner(service, archive, unique) -> None:
 
 async def _write(writer: Any, data: bytes) -> None:
     writer.write(data)
+
+
+@pytest.fixture(scope="module")
+def sdk_archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return archive_of(write_folder(tmp_path_factory.mktemp("shadow-sdk"),
+                                   {"src/steps.py": SDK_STEP_CODE}))
+
+
+def test_a_shadow_step_calls_the_api_with_its_token_at_once(
+        service, archive, sdk_archive, unique) -> None:
+    """Its token and execution are in the runner's journal, not yet in the database: its
+    workers call the runner's own API (executions/shadow_api.py), whose transactions
+    write what the journal holds first."""
+    server, env = service
+    runner = hand_off(server)
+    with env.client() as api:
+        name = f"sdk-{unique}"
+        champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN,
+                                 INFO_OUT)
+        measured = make_pipeline(api, sdk_archive, f"meas-{unique}", "measured", TEXT_IN,
+                                 INFO_OUT)
+        token = endpoint(api, champion, name, "low_latency")
+        assert set_traffic(api, name, shadow=[measured]).status_code == 200
+        for text in ("four", "seven!!"):
+            assert ask(env, name, token, text)[:2] == (champion, "champion")
+        ended = eventually(lambda: len([e for e in executions(api, name) if e["shadow"]
+                                        and e["status"] != "Running"]) == 2 and [
+            e for e in executions(api, name) if e["shadow"]], "the two copies ended")
+        assert [e["status"] for e in ended] == ["Succeeded", "Succeeded"], ended
+        assert runner.process is not None
+        [worker] = workers_of(variant_key(name, measured))
+        own_api = worker.environ()["GRISTMILL_ENVIRONMENT_URL"]
+        assert own_api != env.url and own_api.startswith("http://127.0.0.1:")
+        assert runner.process.pid in [p.pid for p in worker.parents()]
+
+        # what the steps wrote, seen through the control service
+        for execution in ended:
+            execution_id = execution["execution_id"]
+            found = api.get(f"/executions/{execution_id}").json()
+            text = found["inputs"][0]["value"]
+            assert found["outputs"][0]["value"] == {
+                "who": "measured", "size": len(text), "status": "Running", "shadow": True}
+            metrics = api.get("/metrics/single-value",
+                              params={"filters[execution_id]": execution_id})
+            assert metrics.status_code == 200, metrics.text
+            assert [(m["name"], m["value"]) for m in metrics.json()["metrics"]] == [
+                ("length", len(text))]
+            stored = api.post("/data-store/download",
+                              data={"path_to_object": f"shadow/{execution_id}.txt"})
+            assert stored.status_code == 200, stored.text
+            assert httpx.get(stored.json()["signed_url"], timeout=30).content == \
+                text.encode()

@@ -1,5 +1,7 @@
 """The shadow runner process (executions/shadow_runner.py starts it): the application's
-services with no listener, running the shadow copies a control service hands over.
+services, running the shadow copies a control service hands over. Its only listener is
+the API on a loopback port that its own shadow workers use as their control service
+(executions/shadow_api.py): a step's SDK calls land where its token is known at once.
 
 ``python -m gristmill_platform.executions.shadow_process <fd>``: fd is its end of the
 socket pair, the pickled Settings come on standard input. It stops when the control
@@ -147,11 +149,14 @@ class CopyRunner:
 
 async def serve(settings: Settings, connection: socket.socket) -> None:
     # imported here: the application, not this module's importers, needs them
-    from gristmill_platform.app import build_services, build_state
+    from gristmill_platform.app import assemble_app, build_services, build_state
     from gristmill_platform.executions.journal import replay_spools
+    from gristmill_platform.executions.shadow_api import LoopbackApi
     from gristmill_platform.runtime_site import ensure_runtime_site
 
-    state = build_state(settings)
+    # its workers call the API here, where their execution tokens are known at once
+    api = LoopbackApi()
+    state = build_state(settings.model_copy(update={"internal_url": api.url}))
     runtime_site = await asyncio.to_thread(ensure_runtime_site,
                                            state.settings.data_dir / "runtime")
     # a runner killed before: what it answered and had not written
@@ -159,6 +164,7 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
     services = build_services(state, runtime_site)
     state.started = services
     executions = services.executions
+    await api.start(assemble_app(state), state.settings.log_level)
     reader, writer = await asyncio.open_unix_connection(sock=connection)
     runner = CopyRunner(services.endpoints, executions.low_latency,
                         state.settings.step_build_wait_s, writer)
@@ -169,6 +175,7 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
         await runner.serve(reader)
     finally:
         await executions.low_latency.shutdown()
+        await api.stop()  # its workers are stopped: nothing calls it any more
         await executions.shutdown()
         await services.builds.shutdown()
         await state.engine.dispose()

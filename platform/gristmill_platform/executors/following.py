@@ -30,8 +30,11 @@ import logging
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.executors.deployment_logs import DeploymentRecordsFor
 from gristmill_platform.executors.workers import Version, WorkerPool, node_step, split_key
+from gristmill_platform.traffic import Traffic
 
 log = logging.getLogger("gristmill.workers")
+# At most this long each check waits for a moment with no warm call in flight (traffic.py).
+QUIET_WAIT_S = 0.1
 
 
 def judge(held: dict[str, set[Version]], current: dict[str, int]
@@ -55,11 +58,13 @@ def judge(held: dict[str, set[Version]], current: dict[str, int]
 
 class WorkerFollowing:
     def __init__(self, pool: WorkerPool, transactions: Transactions,
-                 deployments: DeploymentRecordsFor, *, interval_s: float) -> None:
+                 deployments: DeploymentRecordsFor, *, interval_s: float,
+                 traffic: Traffic | None = None) -> None:
         self.pool = pool
         self.transactions = transactions
         self.deployments = deployments
         self.interval_s = interval_s
+        self.traffic = traffic
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -74,6 +79,10 @@ class WorkerFollowing:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            if self.traffic is not None:
+                # its query takes the loop for a moment, in pieces: a warm call in flight
+                # would wait for them (traced, docs/deployments.md#latency)
+                await self.traffic.quiet(QUIET_WAIT_S)
             try:
                 await self.check()
             except Exception:

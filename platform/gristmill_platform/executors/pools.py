@@ -35,7 +35,9 @@ def worker_pool(settings: Settings, transactions: Transactions,
 
         pool = LocalWorkerPool(transactions, deployments, logs, builds,
                                data_dir=settings.data_dir,
-                               environment_url=settings.environment_url,
+                               # GRISTMILL_INTERNAL_URL if set; the shadow runner's
+                               # own API for its workers (executions/shadow_api.py)
+                               environment_url=settings.worker_url,
                                replicas=settings.local_warm_workers)
     # multi-step pipelines' deployments: one pool per distinct step of their nodes
     return GraphWorkerPools(pool, transactions, deployments, builds)

@@ -83,3 +83,36 @@ def test_the_check_reads_without_waiting_for_the_journal() -> None:
                                 interval_s=1.0)
     asyncio.run(following.check())
     assert barriers == []
+
+
+def test_the_check_waits_for_a_moment_with_no_warm_call(monkeypatch) -> None:
+    import asyncio
+
+    from gristmill_platform.db.transactions import Transactions
+    from gristmill_platform.executors import following as following_module
+    from gristmill_platform.traffic import Traffic
+
+    monkeypatch.setattr(following_module, "QUIET_WAIT_S", 60.0)
+
+    async def scenario() -> None:
+        checked = asyncio.Event()
+
+        class Pool:
+            def deployment_names(self) -> list[str]:
+                checked.set()
+                return []
+
+        traffic = Traffic()
+        traffic.enter()  # a warm call in flight
+        following = following_module.WorkerFollowing(
+            Pool(), Transactions(None),  # type: ignore[arg-type]
+            None, interval_s=0.001, traffic=traffic)  # type: ignore[arg-type]
+        following.start()
+        for _ in range(50):  # many intervals
+            await asyncio.sleep(0.001)
+        assert not checked.is_set()
+        traffic.leave()
+        await asyncio.wait_for(checked.wait(), 10)
+        await following.shutdown()
+
+    asyncio.run(scenario())
