@@ -18,6 +18,7 @@ from tests.platform.test_low_latency import eventually
 from tests.platform.test_runs import make_pipeline
 
 STEP_CODE = '''
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +41,18 @@ def gated(text: str) -> dict:
     while not Path(text).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return {"info": {"who": "gated", "text": text}}
+
+
+def scratch(text: str) -> dict:
+    # a file in the execution's scratch folder, read back once the gate (text) opens
+    folder = Path(os.environ["GRISTMILL_IO_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kept").write_text(text)
+    Path(text + ".started").write_text("")
+    deadline = time.monotonic() + 120
+    while not Path(text).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"info": {"who": "scratch", "text": (folder / "kept").read_text()}}
 
 
 def other_io(number: float) -> dict:

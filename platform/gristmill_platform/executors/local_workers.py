@@ -115,6 +115,47 @@ def _socket_path() -> Path:
     return folder / f"{secrets.token_hex(8)}.sock"
 
 
+class PodIds:
+    """The pod id of each worker a pool starts: local-<key>-<generation>, then -1, -2...
+    for the next workers of that key and generation: after a crash or a replacement, and
+    on a roll at an unchanged generation (a variant's pipeline, a node's step, or the
+    deployment itself deleted and created again under its name). Executions record it,
+    the deployment logs and a timed-out execution's replace go by it: two workers of one
+    process never share one. One count per (key, generation) ever started: a few bytes
+    per roll."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, int], int] = {}
+
+    def next(self, key: str, generation: int) -> str:
+        number = self._started.get((key, generation), 0)
+        self._started[(key, generation)] = number + 1
+        return f"local-{key}-{generation}" + (f"-{number}" if number else "")
+
+
+def own_folder(pod_folder: Path) -> Path:
+    """The io folder of a new worker: <pod folder>/<a fresh name>/io. A folder of its own
+    even when another worker has the same pod id (another control service sharing the
+    data directory runs its own workers of the deployment under the same ids), so that
+    removing a stopped worker's never removes a running one's files."""
+    for _ in range(3):
+        pod_folder.mkdir(parents=True, exist_ok=True)
+        try:
+            own = Path(tempfile.mkdtemp(dir=pod_folder))
+        except FileNotFoundError:  # removed meanwhile, once empty (remove_own_folder)
+            continue
+        (own / "io").mkdir()
+        return own / "io"
+    raise RuntimeError(f"could not make a folder in {pod_folder}")
+
+
+def remove_own_folder(own: Path) -> None:
+    """A stopped worker's folder, and its pod's folder once no other worker uses it."""
+    shutil.rmtree(own, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: another worker's folder is in it
+        own.parent.rmdir()
+
+
 @dataclass(frozen=True)
 class _Record:
     """What a worker is started from, read in one transaction."""
@@ -198,7 +239,6 @@ class _Slot:
         self.resuming = False
         self.restarting = False
         self.failures = 0
-        self.restarts = 0
         self.failure: str | None = None  # why it ended creation_failed
         self.background = False  # its workers start at a low CPU priority (ensure)
         self.launched: Version | None = None  # what its last worker was started from
@@ -235,6 +275,7 @@ class LocalWorkerPool:
         self.environment_url = environment_url
         self._slots: dict[str, _Slot] = {}
         self._names: dict[str, str] = {}  # deployment id -> name
+        self._pod_ids = PodIds()
         self._adopting: dict[str, asyncio.Task[_Slot | None]] = {}
         self._logs = DeploymentLogBuffer(logs)
         self._background: list[asyncio.Task[None]] = []
@@ -280,7 +321,6 @@ class LocalWorkerPool:
                 task = slot.bring_up
             else:
                 slot.failures = 0
-                slot.restarts = 0
                 task = await self._launch(slot, record, after_crash=False)
         if task is not None and wait_s > 0:
             with contextlib.suppress(TimeoutError):
@@ -646,11 +686,9 @@ class LocalWorkerPool:
         return worker, await self._wait_ready(worker)
 
     async def _spawn(self, slot: _Slot, record: _Record) -> _Worker:
-        pod_id = f"local-{record.name}-{record.generation}" + (
-            f"-{slot.restarts}" if slot.restarts else "")
+        pod_id = self._pod_ids.next(record.name, record.generation)
         secret = secrets.token_urlsafe(32)
-        io_root = self.data_dir / "low-latency" / pod_id / "io"
-        await asyncio.to_thread(io_root.mkdir, parents=True, exist_ok=True)
+        io_root = await asyncio.to_thread(own_folder, self.data_dir / "low-latency" / pod_id)
         socket_path = await asyncio.to_thread(_socket_path)
         env = self._environment(record, socket_path, secret, io_root)
         process = await asyncio.create_subprocess_exec(
@@ -802,7 +840,6 @@ class LocalWorkerPool:
                 record = await self._load(slot.name)  # now: it may have been updated
                 if record is None:
                     return
-                slot.restarts += 1
                 WORKER_RESTARTS.labels(slot.name).inc()
                 await self._launch(slot, record, after_crash=True)
         finally:
@@ -854,7 +891,7 @@ class LocalWorkerPool:
         worker.client.close()
         with contextlib.suppress(FileNotFoundError):
             worker.socket_path.unlink()
-        await asyncio.to_thread(shutil.rmtree, worker.io_root.parent, True)
+        await asyncio.to_thread(remove_own_folder, worker.io_root.parent)
 
     async def _resume_one(self, slot: _Slot) -> None:
         try:
