@@ -152,3 +152,35 @@ def test_a_deployment_deleted_while_its_execution_runs_takes_it_along(journal_st
         await journal.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_the_spool_of_a_killed_process_replays_them_too(journal_state, tmp_path) -> None:
+    """replay_spools (a kill -9 between the answer and the batch): the same rows, one
+    first written at the replay, one written while it ran."""
+    from gristmill_platform.executions.journal import _row, replay_spools, spool_dir
+    from gristmill_platform.executions.spool import Spool
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        pipeline_id = await a_pipeline(journal_state, deployment_id)
+        written = record(deployment_id, status=t.RUNNING, pipeline_id=pipeline_id)
+        journal.changed(written)
+        await journal.flush()
+        await journal.shutdown()
+        fresh = record(deployment_id, status=t.RUNNING, pipeline_id=pipeline_id)
+        await delete_pipeline(journal_state, pipeline_id)
+        data_dir = tmp_path / "killed"
+        spool = Spool(spool_dir(data_dir))
+        for execution in (written, fresh):
+            execution.status, execution.ended_at = t.SUCCEEDED, utcnow()
+            execution.outputs = [{"name": "y", "value": 42}]
+            spool.append(_row(execution))
+        spool.close()
+        for path in spool_dir(data_dir).glob("spool-*.jsonl"):  # its process is gone
+            path.rename(path.with_name(f"spool-999999999-1-{path.stem[-1]}.jsonl"))
+        assert await replay_spools(journal_state.session_factory, data_dir) == 2
+        for execution in (written, fresh):
+            assert_succeeded(await stored(journal_state, execution.id))
+
+    asyncio.run(scenario())
