@@ -107,18 +107,38 @@ def test_an_ended_execution_first_written_after_its_pipeline_is_deleted(journal_
         await journal.flush(everything=False)
         assert_succeeded(await stored(journal_state, here.id))
 
+        staying = await a_pipeline(journal_state, deployment_id)
         for everything in (False, True):  # True: a running one with it, the general path
             other = await a_pipeline(journal_state, deployment_id)
             journal.changed(record(deployment_id, pipeline_id=other))
+            journal.changed(record(deployment_id, pipeline_id=staying))
             await journal.flush(everything=False)  # now known to exist...
             elsewhere = record(deployment_id, status=t.RUNNING, pipeline_id=other)
             alongside = record(deployment_id, status=t.RUNNING)
             journal.changed(alongside)
+            kept = record(deployment_id, pipeline_id=staying)
+            journal.changed(kept)
             await delete_elsewhere(journal_state, other)  # ...deleted unbeknownst to it
             end(journal, elsewhere)
             await journal.flush(everything=everything)
             assert_succeeded(await stored(journal_state, elsewhere.id))
+            row = await stored(journal_state, kept.id)
+            assert row is not None and row.pipeline_id == staying  # only the gone one's
         assert (await stored(journal_state, alongside.id)) is not None
+
+        # one never seen and gone, one known to exist, in one batch
+        unseen = await a_pipeline(journal_state, deployment_id)
+        journal.changed(record(deployment_id, pipeline_id=staying))
+        await journal.flush(everything=False)  # known (again: a creation forgets them)
+        await delete_elsewhere(journal_state, unseen)
+        gone, kept = (record(deployment_id, status=t.RUNNING, pipeline_id=unseen),
+                      record(deployment_id, pipeline_id=staying))
+        journal.changed(kept)
+        end(journal, gone)
+        await journal.flush(everything=False)
+        assert_succeeded(await stored(journal_state, gone.id))
+        row = await stored(journal_state, kept.id)
+        assert row is not None and row.pipeline_id == staying
         assert not journal.pending
         await journal.shutdown()
 

@@ -251,12 +251,12 @@ class SqliteInserts:
             if pipelines:
                 confirmed_pipelines = {found for (found,) in connection.execute(
                     _EXISTING_PIPELINES, (json.dumps(sorted(pipelines, key=str)),))}
-                if pipelines - confirmed_pipelines:
+                gone_pipelines = pipelines - confirmed_pipelines
+                if gone_pipelines:  # (those known to exist were not looked for)
                     at = self._pipeline_at
-                    executions = [
-                        (*row[:at], None, *row[at + 1:])
-                        if row[at] is not None and row[at] not in confirmed_pipelines
-                        else row for row in executions]
+                    executions = [(*row[:at], None, *row[at + 1:])
+                                  if row[at] in gone_pipelines else row
+                                  for row in executions]
             if executions:
                 connection.executemany(self._executions.sql, executions)
             if logs:
