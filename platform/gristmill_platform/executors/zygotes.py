@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -177,7 +177,10 @@ class Zygote:
                         future.set_result(int(message["code"]))
                     continue
                 if "pid" in message:
-                    self._exits[int(message["pid"])] = loop.create_future()
+                    # handed to fork() with the answer: the child may end (and its exit
+                    # message be read here) before fork() resumes
+                    exit_future = loop.create_future()
+                    self._exits[int(message["pid"])] = message["exit"] = exit_future
                 pending = self._pending.pop(str(message.get("id")), None)
                 if pending is not None and not pending.done():
                     pending.set_result(message)
@@ -230,11 +233,12 @@ class Zygote:
             os.close(read_fd)
             raise ZygoteError(f"the fork server could not fork: {reply['error']}")
         pid = int(str(reply["pid"]))
+        exited = cast("asyncio.Future[int | None]", reply["exit"])
         self.last_used = time.monotonic()
         reader = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                      pipe_file(read_fd, loop))
-        return ForkedProcess(pid, reader, self._exits[pid])
+        return ForkedProcess(pid, reader, exited)
 
     async def stop(self) -> None:
         if self._reader is not None and not self._reader.done():
