@@ -20,6 +20,7 @@ from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.journal import TrackingJournal
+from gristmill_platform.executions.journal_writes import COLUMNS
 from gristmill_platform.executions.records import ExecutionRecord
 from tests.conftest import GristmillEnv, start_environment
 from tests.platform.stepkit import archive_of, write_folder
@@ -157,9 +158,10 @@ def journal_of(state: Any) -> TrackingJournal:
 def record(deployment_id: str, status: str = t.SUCCEEDED, pipeline_id: str | None = None,
            **values: Any) -> ExecutionRecord:
     now = utcnow()
+    key = values.pop("id", f"p-{uuid.uuid4().hex}")
     return ExecutionRecord(
-        id=f"p-{uuid.uuid4().hex}", pipeline_id=pipeline_id, pipeline_name="p", step_id=None,
-        step_name="s", deployment_id=deployment_id, deployment_name="d",
+        id=key, pipeline_id=pipeline_id, pipeline_name="p", step_id=None, step_name="s",
+        deployment_id=deployment_id, deployment_name="d",
         execution_rule="endpoint", status=status, inputs=[], outputs=[], created_by=None,
         created_at=now, **values)
 
@@ -229,21 +231,30 @@ def test_tokens_are_written_only_for_running_executions(journal_state) -> None:
     asyncio.run(scenario())
 
 
+async def refused(state: Any, deployment_id: str) -> ExecutionRecord:
+    """An execution the database refuses to insert: its id is already taken (by a row
+    that ended otherwise, which stays). (A pipeline deleted meanwhile no longer makes a
+    row refused: tests/platform/test_journal_pipeline_deleted.py.)"""
+    taken = record(deployment_id, status=t.FAILED)
+    async with state.session_factory() as session, session.begin():
+        session.add(Execution(**{c: getattr(taken, c) for c in COLUMNS}))
+    return record(deployment_id, id=taken.id)
+
+
 def test_a_bad_row_does_not_take_the_batch_with_it(journal_state) -> None:
     async def scenario() -> None:
         journal = journal_of(journal_state)
         deployment_id, _ = await seed(journal_state)
         good = record(deployment_id)
-        # its pipeline does not exist: the foreign key refuses it
-        bad = record(deployment_id, pipeline_id=str(uuid.uuid4()))
+        bad = await refused(journal_state, deployment_id)
         gone = record(str(uuid.uuid4()))  # its deployment was deleted meanwhile
         for execution in (good, bad, gone):
             journal.changed(execution)
         await journal.flush()
         async with journal_state.session_factory() as session:
-            ids = set((await session.scalars(select(Execution.id).where(
-                Execution.id.in_([good.id, bad.id, gone.id])))).all())
-        assert ids == {good.id}
+            rows = {row.id: row.status for row in (await session.scalars(select(
+                Execution).where(Execution.id.in_([good.id, bad.id, gone.id])))).all()}
+        assert rows == {good.id: t.SUCCEEDED, bad.id: t.FAILED}  # bad: the one already there
         assert not journal.pending
         await journal.shutdown()
 
@@ -659,11 +670,15 @@ def test_a_refused_insert_falls_back_and_keeps_the_others(journal_state, databas
         journal.changed(first)
         await journal.flush(everything=False)  # the deployment is now known
         good = record(deployment_id)
-        bad = record(deployment_id, pipeline_id=str(uuid.uuid4()))  # the foreign key refuses
+        bad = await refused(journal_state, deployment_id)
         journal.changed(good)
         journal.changed(bad)
         await journal.flush(everything=False)
-        assert await stored(journal_state, first.id, good.id, bad.id) == {first.id, good.id}
+        assert await stored(journal_state, first.id, good.id, bad.id) == {
+            first.id, good.id, bad.id}  # bad: the row already there, which stays
+        async with journal_state.session_factory() as session:
+            row = await session.get(Execution, bad.id)
+            assert row is not None and row.status == t.FAILED
         assert not journal.pending
         await journal.shutdown()
 

@@ -86,10 +86,15 @@ def test_a_variant_created_again_gets_a_worker_and_a_folder_of_its_own(
         assert answer.status_code == 200, answer.text
         assert answer.json()["outputs"]["info"] == {"who": "scratch",
                                                     "text": str(new_gate)}, answer.json()
-    # (not the old call's record: the journal drops the tracking of an execution whose
-    # pipeline was deleted while it ran, another matter; its answer is checked above)
     ended = api.get(f"/executions/{new['execution_id']}").json()
     assert (ended["status"], ended["worker"]) == ("Succeeded", new["worker"]), ended
+    # the old call is tracked too, although its pipeline was deleted while it ran (the
+    # journal wrote the deleted pipeline's id back, which the foreign key refused)
+    before = api.get(f"/executions/{old['execution_id']}").json()
+    assert (before["status"], before["worker"], before["pipeline_name"]) == (
+        "Succeeded", old["worker"], variant), before
+    assert [o["value"] for o in before["outputs"]] == [
+        {"who": "gated", "text": str(old_gate)}], before
 
 
 def test_a_shadow_pipeline_that_starts_answering_keeps_its_files_when_the_copies_stop(

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gristmill_platform.db import changes
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
+from gristmill_platform.db.models.steps import Pipeline
 from gristmill_platform.db.types import UTCDateTime, utcnow
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.journal_writes import COLUMNS, EXECUTIONS, Batch, BatchWriter
@@ -92,7 +93,8 @@ class TrackingJournal:
         self._written: set[str] = set()  # executions in the database that may still change
         self._token_owner: dict[str, str] = {}  # written execution tokens -> execution id
         self._alive_deployments: set[str] = set()
-        self._deployments_version = -1
+        self._alive_pipelines: set[str] = set()
+        self._deployments_version = (-1, -1)
         self._deployments_at = 0.0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()  # a batch is full: write it now
@@ -192,9 +194,12 @@ class TrackingJournal:
                 for row in rows:
                     own = [x for x in tokens if x["execution_id"] == row["id"]]
                     try:
+                        # looking again for its deployment and pipeline: another process
+                        # may have deleted them since they were last seen
                         await self._write(
                             [row], [x for x in logs if x["execution_id"] == row["id"]], own,
-                            {x["id"]: revoked[x["id"]] for x in own if x["id"] in revoked})
+                            {x["id"]: revoked[x["id"]] for x in own if x["id"] in revoked},
+                            recheck=True)
                     except Exception:
                         # kept in the spool: the next start replays it
                         log.exception("dropped the tracking of execution %s", row["id"])
@@ -210,7 +215,8 @@ class TrackingJournal:
                 or e.created_at <= seen_before]
 
     async def _write(self, rows: list[dict[str, Any]], logs: list[dict[str, Any]],
-                     tokens: list[dict[str, Any]], revoked: dict[str, datetime]) -> None:
+                     tokens: list[dict[str, Any]], revoked: dict[str, datetime],
+                     recheck: bool = False) -> None:
         if self._writer is None:
             self._writer = BatchWriter(self.engine, self.database_url,
                                        pause=self._between_slices)
@@ -218,11 +224,13 @@ class TrackingJournal:
         written = await self._writer.write(Batch(
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,
             written_before=set(self._written), token_owner=self._token_owner,
-            known_deployments=self._known_deployments()))
+            known_deployments=set() if recheck else self._known_deployments(),
+            known_pipelines=set() if recheck else self._alive_pipelines))
         JOURNAL_WRITE.observe(time.perf_counter() - started)
         JOURNAL_ROWS.inc(len(rows))
         confirmed, kept, tokens = written.confirmed_deployments, written.kept, written.tokens
         self._alive_deployments |= confirmed  # only once written: a retry checks again
+        self._alive_pipelines |= written.confirmed_pipelines
         for token in tokens:
             self._token_owner[token["id"]] = token["execution_id"]
         for key in revoked:
@@ -243,12 +251,13 @@ class TrackingJournal:
     def _known_deployments(self) -> set[str]:
         """Deployments seen to exist, with no deletion since: through this process (seen
         at once, db/changes.py) or through another one (forgotten every
-        DEPLOYMENTS_RECHECK_S)."""
+        DEPLOYMENTS_RECHECK_S). The same for pipelines (self._alive_pipelines)."""
         now = time.monotonic()
-        current = changes.version(Deployment)
+        current = (changes.version(Deployment), changes.version(Pipeline))
         if current != self._deployments_version or now - self._deployments_at > \
                 DEPLOYMENTS_RECHECK_S:
             self._alive_deployments = set()
+            self._alive_pipelines = set()
             self._deployments_version, self._deployments_at = current, now
         return self._alive_deployments
 
@@ -308,14 +317,20 @@ async def replay_spools(session_factory: async_sessionmaker[AsyncSession], data_
             try:
                 async with session.begin_nested():
                     if existing is None:
+                        # its pipeline deleted meanwhile: kept, as the deletion keeps
+                        # those written before (ON DELETE SET NULL)
+                        if values["pipeline_id"] is not None and await session.get(
+                                Pipeline, values["pipeline_id"]) is None:
+                            values["pipeline_id"] = None
                         session.add(Execution(**values))
                     else:
                         for column, value in values.items():
-                            setattr(existing, column, value)
+                            if column != "pipeline_id":  # see journal_writes._UPDATED
+                                setattr(existing, column, value)
                     await session.flush()
                 written += 1
             except Exception:
-                # its deployment or pipeline was deleted meanwhile: nothing to keep it for
+                # its deployment was deleted meanwhile: nothing to keep it for
                 log.warning("could not replay execution %s", row["id"], exc_info=True)
     for path in files:
         path.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gristmill_platform.db.models.auth import SdkToken
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
+from gristmill_platform.db.models.steps import Pipeline
 from gristmill_platform.db.urls import is_sqlite, sync_url
 from gristmill_platform.executions import transitions as t
 
@@ -48,7 +49,10 @@ TOKENS = cast(Table, SdkToken.__table__)
 LOGS = cast(Table, ExecutionLog.__table__)
 COLUMNS = tuple(c.key for c in EXECUTIONS.columns)
 LOG_COLUMNS = ("execution_id", "seq", "timestamp", "stream", "message")  # id: the database's
-_UPDATED = tuple(c for c in COLUMNS if c != "id")
+# pipeline_id is set at creation and never changes, except by the pipeline's deletion
+# (ON DELETE SET NULL): writing it again would write a deleted pipeline's id back, which
+# the foreign key refuses, and the row with it (pipeline_name is what reads show)
+_UPDATED = tuple(c for c in COLUMNS if c not in ("id", "pipeline_id"))
 
 
 @dataclass
@@ -60,11 +64,13 @@ class Batch:
     written_before: set[str]  # executions already in the database
     token_owner: dict[str, str]  # written execution tokens -> execution id
     known_deployments: set[str]  # seen to exist: no need to look again
+    known_pipelines: set[str] = field(default_factory=set)  # as known_deployments
 
 
 @dataclass
 class Written:
     confirmed_deployments: set[str] = field(default_factory=set)
+    confirmed_pipelines: set[str] = field(default_factory=set)
     kept: set[str] = field(default_factory=set)  # executions written
     tokens: list[dict[str, Any]] = field(default_factory=list)  # token rows written
 
@@ -81,6 +87,15 @@ def write_batch(connection: Connection, batch: Batch) -> Written:
         written.confirmed_deployments = set(connection.scalars(
             select(Deployment.id).where(Deployment.id.in_(wanted))).all())
         fresh = [r for r in fresh if r["deployment_id"] in written.confirmed_deployments]
+    unknown_pipelines = {r["pipeline_id"] for r in fresh} - batch.known_pipelines - {None}
+    if unknown_pipelines:
+        # A pipeline deleted while its execution ran: the execution is still written, as
+        # the deletion left the executions already written (ON DELETE SET NULL).
+        written.confirmed_pipelines = set(connection.scalars(
+            select(Pipeline.id).where(Pipeline.id.in_(unknown_pipelines))).all())
+        gone = unknown_pipelines - written.confirmed_pipelines
+        fresh = [{**r, "pipeline_id": None} if r["pipeline_id"] in gone else r
+                 for r in fresh]
     if known:
         # deleted meanwhile, or ended by someone else (cancelled, reconciled)
         still = set(connection.scalars(select(Execution.id).where(
@@ -154,9 +169,12 @@ Pause = Callable[[], Awaitable[None]]
 CONVERT_SLICE = 8
 
 
-# which of a JSON list of deployment ids exist (one statement whatever their number)
+# which of a JSON list of deployment (pipeline) ids exist (one statement whatever their
+# number)
 _EXISTING_DEPLOYMENTS = (f"SELECT id FROM {Deployment.__tablename__} "  # noqa: S608 - a constant
                          "WHERE id IN (SELECT value FROM json_each(?))")
+_EXISTING_PIPELINES = (f"SELECT id FROM {Pipeline.__tablename__} "  # noqa: S608 - a constant
+                       "WHERE id IN (SELECT value FROM json_each(?))")
 
 
 async def _no_pause() -> None:
@@ -176,6 +194,7 @@ class SqliteInserts:
                                           thread_name_prefix="gristmill-journal")
         self._connection: sqlite3.Connection | None = None  # the thread's own
         self._deployment_at = self._executions.position("deployment_id")
+        self._pipeline_at = self._executions.position("pipeline_id")
         self._id_at = self._executions.position("id")
         self._log_owner_at = self._logs.position("execution_id")
 
@@ -194,16 +213,20 @@ class SqliteInserts:
         # write_batch, that look made a batch of a few hundred rows block the loop for
         # ~10 ms once every DEPLOYMENTS_RECHECK_S (traced, docs/deployments.md#latency).
         unknown = {r["deployment_id"] for r in batch.rows} - batch.known_deployments
-        confirmed = await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._insert, executions, logs, unknown)
+        pipelines = {r["pipeline_id"] for r in batch.rows} - batch.known_pipelines - {None}
+        confirmed, confirmed_pipelines = await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._insert, executions, logs, unknown, pipelines)
         gone = unknown - confirmed
         kept = {r["id"] for r in batch.rows if r["deployment_id"] not in gone}
-        return Written(confirmed_deployments=confirmed, kept=kept)
+        return Written(confirmed_deployments=confirmed, kept=kept,
+                       confirmed_pipelines=confirmed_pipelines)
 
     def _insert(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
-                unknown: set[Any]) -> set[Any]:
-        """Insert the rows whose deployment exists, in one transaction; returns which of
-        the unknown deployments do (deleted since: their executions went with them)."""
+                unknown: set[Any], pipelines: set[Any]) -> tuple[set[Any], set[Any]]:
+        """Insert the rows whose deployment exists, in one transaction, without the id of
+        a pipeline deleted meanwhile (as write_batch); returns which of the unknown
+        deployments and pipelines exist (a deployment deleted since: its executions went
+        with it)."""
         connection = self._connection
         if connection is None:
             connection = self._connection = sqlite3.connect(self._path, isolation_level=None)
@@ -224,6 +247,16 @@ class SqliteInserts:
                     executions = [row for row in executions
                                   if row[self._deployment_at] not in gone]
                     logs = [row for row in logs if row[self._log_owner_at] not in dropped]
+            confirmed_pipelines: set[Any] = set()
+            if pipelines:
+                confirmed_pipelines = {found for (found,) in connection.execute(
+                    _EXISTING_PIPELINES, (json.dumps(sorted(pipelines, key=str)),))}
+                gone_pipelines = pipelines - confirmed_pipelines
+                if gone_pipelines:  # (those known to exist were not looked for)
+                    at = self._pipeline_at
+                    executions = [(*row[:at], None, *row[at + 1:])
+                                  if row[at] in gone_pipelines else row
+                                  for row in executions]
             if executions:
                 connection.executemany(self._executions.sql, executions)
             if logs:
@@ -232,7 +265,7 @@ class SqliteInserts:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return confirmed
+        return confirmed, confirmed_pipelines
 
     def close(self) -> None:
         def close_connection() -> None:

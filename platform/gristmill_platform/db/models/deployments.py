@@ -67,6 +67,7 @@ class DeploymentLog(Base):
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id",
                                                           ondelete="CASCADE"))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
-    pod_id: Mapped[str] = mapped_column(String(100))
+    # a local worker's id: up to ~230 characters (migration 0011)
+    pod_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(32), default="deployment")
     message: Mapped[str] = mapped_column(Text)
