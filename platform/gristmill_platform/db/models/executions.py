@@ -42,7 +42,7 @@ class Execution(Base):
         ForeignKey("pipelines.id", ondelete="SET NULL"), nullable=True, index=True)
     pipeline_name: Mapped[str] = mapped_column(String(100), index=True)
     step_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    step_name: Mapped[str] = mapped_column(String(100))
+    step_name: Mapped[str] = mapped_column(String(110))  # as steps.name
     deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     deployment_name: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     execution_rule: Mapped[str] = mapped_column(String(32), default="run")

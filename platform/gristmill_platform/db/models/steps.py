@@ -14,7 +14,8 @@ class Step(Base):
     __tablename__ = "steps"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # 110: a function pipeline's hidden step is "pipeline:<name of up to 100>" (0012)
+    name: Mapped[str] = mapped_column(String(110), unique=True)
     function_path: Mapped[str] = mapped_column(String(1024))
     function_name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
