@@ -45,8 +45,7 @@ def test_the_worker_with_the_longest_id_writes_its_logs(gristmill_env, api, arch
                                                         unique) -> None:
     name = longest(f"long-{unique}-")
     champion = make_pipeline(api, archive, f"long-c-{unique}", "answer", TEXT_IN, INFO_OUT)
-    # from a step of its own: a pipeline made from a function gets a hidden step named
-    # "pipeline:<name>", which a 100-character name does not fit (steps.name)
+    # from a step of its own (a function pipeline of that name: test_long_names.py)
     step = f"long-s-{unique}"
     created = post_step(api, step_form(step, function_path="src/steps.py",
                                        function_name="answer", inputs=TEXT_IN,
