@@ -118,3 +118,15 @@ async def test_a_polling_loop_always_stops_when_cancelled() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await poker
     assert ignored == 0
+
+
+def test_the_control_service_never_uses_wait_for() -> None:
+    """docs/development.md: bounded waits go through timeouts.within."""
+    from pathlib import Path
+
+    import gristmill_platform
+
+    root = Path(gristmill_platform.__file__).parent
+    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
+                 if "wait_for(" in path.read_text() and path.name != "timeouts.py"]
+    assert offenders == []
