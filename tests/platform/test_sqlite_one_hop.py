@@ -130,3 +130,22 @@ def test_a_unit_of_work_that_wrote_nothing_ends_without_a_hop(
             await other.dispose()
 
     run(tmp_path, scenario)
+
+
+def test_another_sqlalchemy_series_keeps_the_adapters_cursors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-hop cursor builds on SQLAlchemy 2.1's adapter; pyproject allows 2.0 too."""
+    from gristmill_platform.db import sqlite_cursor
+
+    assert sqlite_cursor.supported("2.1.9") and not sqlite_cursor.supported("2.0.44")
+    assert not sqlite_cursor.supported("2.2.0")
+    monkeypatch.setattr(sqlite_cursor, "SUPPORTED", False)
+
+    async def scenario(engine: AsyncEngine) -> str:
+        async with engine.begin() as connection:
+            raw = await connection.get_raw_connection()
+            assert not isinstance(raw.dbapi_connection, OneHopConnection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('plain')"))
+            return str((await connection.execute(text("SELECT v FROM t"))).scalar_one())
+
+    assert run(tmp_path, scenario) == "plain"

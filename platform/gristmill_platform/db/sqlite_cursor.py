@@ -17,6 +17,7 @@ import collections
 import sqlite3
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -136,8 +137,18 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             super().rollback()
 
 
+def supported(sqlalchemy_version: str) -> bool:
+    """The adapter's internals this module builds on are SQLAlchemy 2.1's (2.0's aiosqlite
+    adapter is a class of its own, pyproject allows >= 2.0.30): on any other series the
+    adapter's own cursors stay, slower but correct."""
+    return sqlalchemy_version.split(".")[:2] == ["2", "1"]
+
+
+SUPPORTED = supported(sqlalchemy.__version__)
+
+
 def use_one_hop_cursors(dbapi_connection: Any, _record: Any) -> None:
     """A "connect" listener: this connection's default cursors are OneHopCursor (the
     adapter's class is the one place it picks its cursor class from)."""
-    if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
+    if SUPPORTED and type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
         dbapi_connection.__class__ = OneHopConnection
