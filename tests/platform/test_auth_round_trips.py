@@ -22,15 +22,20 @@ from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.errors import Unauthorized
 from gristmill_platform.executions.repository import ExecutionRepository
+from tests.conftest import own_database
 
 KEY = "k" * 32
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def database_url(database: Any) -> str:
-    migrate.upgrade(database.url)
-    return str(database.url)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[str]:
+    # its own database: the users made here would otherwise be in the session's, before
+    # the shared environment's admin when this module runs first
+    with own_database(request.param, tmp_path_factory.mktemp("auth-round-trips")) as db:
+        migrate.upgrade(db.url)
+        yield db.url
 
 
 @contextmanager
