@@ -14,15 +14,18 @@ Beside it, the bare cost of starting the step's interpreter (`python -c pass`) a
 importing the runner, on the same machine in the same run. Two environments run side by
 side, in turns: workers forked by the fork server (`fork_server`, the default) and spawned
 (`spawn`, GRISTMILL_LOCAL_FORK_SERVER=0); for each, the CPU time of the control service
-and its workers per execution. Writes bench/results/elastic_run.json.
+and its workers per execution. With --baseline DIR, a third environment runs the control
+service of the source tree in DIR (forked workers) in the same turns: an A/B of a change.
+Writes bench/results/elastic_run.json.
 
-    .venv/bin/python bench/elastic_run.py [--runs 50]
+    .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -119,10 +122,14 @@ def workers_running(pid: int) -> bool:
 
 
 class Mode:
-    def __init__(self, name: str, work: Path) -> None:
+    def __init__(self, name: str, work: Path, baseline: Path | None = None) -> None:
         self.name = name
-        self.env = start_env(work / name,
-                             extra_env={"GRISTMILL_LOCAL_FORK_SERVER": MODES[name]})
+        extra_env = {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name.removesuffix("@baseline")]}
+        if baseline is not None:
+            # the control service of another source tree (say main's, checked out with
+            # `git worktree add`), same interpreter and packages
+            extra_env["PYTHONPATH"] = f"{baseline / 'platform'}{os.pathsep}{baseline / 'sdk'}"
+        self.env = start_env(work / name, extra_env=extra_env)
         token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
                            json={"refresh_token": self.env.token}).json()["access_token"]
         self.api = httpx.Client(base_url=f"{self.env.url}/api/v1", timeout=120,
@@ -190,6 +197,9 @@ class Mode:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another source tree: its control service runs a third mode, "
+                             "fork_server@baseline, in the same turns (an A/B)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
@@ -197,9 +207,14 @@ def main() -> None:
         try:
             for name in MODES:
                 modes.append(Mode(name, Path(work)))
-            # the modes take turns, so a machine whose speed drifts slows both alike
+            if args.baseline is not None:
+                modes.append(Mode("fork_server@baseline", Path(work),
+                                  args.baseline.resolve()))
+            # the modes take turns, so a machine whose speed drifts slows all alike; the
+            # order rotates, so none always runs first (just after another's worker exit)
             for i in range(args.runs + 2):  # the first two warm caches; not counted
-                for mode in modes:
+                k = i % len(modes)
+                for mode in modes[k:] + modes[:k]:
                     mode.run_once(i, counted=i >= 2)
             bare = bare_costs(modes[0].python)
         finally:
@@ -208,8 +223,8 @@ def main() -> None:
 
     results = {
         "runs": args.runs,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "load_average_1m": round(__import__("os").getloadavg()[0], 1)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1m": round(os.getloadavg()[0], 1)},
         "modes": {mode.name: mode.report() for mode in modes},
         "bare": bare,
         "targets": {"p50_ms_at_most": 40, "cpu_ms_per_execution_at_most": 15},

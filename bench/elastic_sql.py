@@ -1,7 +1,9 @@
 """Requests and SQL statements per elastic execution of a trivial step, counted in the
 control service (a SQLAlchemy ``before_cursor_execute`` listener, each statement charged to
 the HTTP request whose handling issued it, tasks it started included: the launch, and
-the runner's start and finish, which a local worker sends over its channel, not HTTP).
+the runner's start and finish, which a local worker sends over its channel, not HTTP),
+and the calls handed to aiosqlite's thread (`hops`: each a wake-up of that thread and
+of the event loop).
 
 Starts `gristmill up` in a subprocess through this same file (``--serve``), which installs
 the listener first; runs 3 executions to warm up, then N counted ones (run + long-poll for
@@ -40,6 +42,16 @@ def serve(log_path: str, argv: list[str]) -> None:
     def statement(_c: Any, _cu: Any, sql: str, *_a: Any) -> None:
         out.write(f"SQL\t{current.get()}\t{' '.join(sql.split())[:100]}\n")
 
+    import aiosqlite
+
+    original_execute = aiosqlite.Connection._execute
+
+    async def hop(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # each call queued to aiosqlite's thread (SQLite only): a hand-off and back
+        out.write(f"HOP\t{current.get()}\n")
+        return await original_execute(self, fn, *args, **kwargs)
+
+    aiosqlite.Connection._execute = hop  # type: ignore[method-assign]
     event.listen(Engine, "before_cursor_execute", statement)
     event.listen(Engine, "begin", lambda _c: out.write(f"SQL\t{current.get()}\tBEGIN\n"))
     original = fastapi.FastAPI.__call__
@@ -119,23 +131,27 @@ def measure(runs: int) -> None:
     requests: collections.Counter[str] = collections.Counter()
     statements: collections.Counter[str] = collections.Counter()
     transactions: collections.Counter[str] = collections.Counter()
+    hops: collections.Counter[str] = collections.Counter()
     for line in lines:
         kind, what, *rest = line.split("\t")
         what = re.sub(r"echo-[0-9a-f]+", "{id}", what)
         if kind == "REQ":
             requests[what] += 1
+        elif kind == "HOP":
+            hops[what] += 1
         elif rest == ["BEGIN"]:
             transactions[what] += 1
         else:
             statements[what] += 1
     print(f"per elastic execution of a trivial step, {runs} runs "
           f"(load average {os.getloadavg()[0]:.1f})")
-    print(f"{'':<52}{'requests':>9}{'SQL':>6}{'txns':>6}")
+    print(f"{'':<52}{'requests':>9}{'SQL':>6}{'txns':>6}{'hops':>6}")
     for what in sorted(set(requests) | set(statements)):
         print(f"{what[:52]:<52}{requests[what] / runs:>9.1f}{statements[what] / runs:>6.1f}"
-              f"{transactions[what] / runs:>6.1f}")
+              f"{transactions[what] / runs:>6.1f}{hops[what] / runs:>6.1f}")
     print(f"{'total':<52}{sum(requests.values()) / runs:>9.1f}"
-          f"{sum(statements.values()) / runs:>6.1f}{sum(transactions.values()) / runs:>6.1f}")
+          f"{sum(statements.values()) / runs:>6.1f}{sum(transactions.values()) / runs:>6.1f}"
+          f"{sum(hops.values()) / runs:>6.1f}")
 
 
 if __name__ == "__main__":

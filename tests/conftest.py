@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,25 @@ def _drop_postgres_database(admin_url: str, name: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def own_database(kind: str, folder: Path) -> Iterator[DatabaseUnderTest]:
+    """A database of its own, for tests that must not share the session's (they add users,
+    and the shared one's first user must be the environment's admin); skipped as the
+    shared one is without PostgreSQL."""
+    if kind == "sqlite":
+        yield DatabaseUnderTest("sqlite", f"sqlite:///{folder / 'own.sqlite3'}")
+        return
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} "
+                    "(set GRISTMILL_TEST_POSTGRES_URL); PostgreSQL variant skipped")
+    name, url = _create_postgres_database(admin_url)
+    try:
+        yield DatabaseUnderTest("postgres", url)
+    finally:
+        _drop_postgres_database(admin_url, name)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from gristmill_platform.timeouts import within
+
 
 class Traffic:
     def __init__(self) -> None:
@@ -34,4 +36,4 @@ class Traffic:
         """Return when no call is in flight, or after max_wait_s."""
         if self.in_flight:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), max_wait_s)
+                await within(self._quiet.wait(), max_wait_s)

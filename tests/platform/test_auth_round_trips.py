@@ -22,15 +22,20 @@ from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.errors import Unauthorized
 from gristmill_platform.executions.repository import ExecutionRepository
+from tests.conftest import own_database
 
 KEY = "k" * 32
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def database_url(database: Any) -> str:
-    migrate.upgrade(database.url)
-    return str(database.url)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[str]:
+    # its own database: the users made here would otherwise be in the session's, before
+    # the shared environment's admin when this module runs first
+    with own_database(request.param, tmp_path_factory.mktemp("auth-round-trips")) as db:
+        migrate.upgrade(db.url)
+        yield db.url
 
 
 @contextmanager
@@ -174,5 +179,47 @@ def test_setting_columns_of_a_missing_execution_says_so(database_url: str) -> No
         async with auth() as (_, session):
             assert not await ExecutionRepository(session).set_columns(
                 "no-such-execution", worker="local-1")
+
+    run(database_url, scenario)
+
+
+def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
+        database_url: str) -> None:
+    """What deps.current_principal does on every request: the token's standing read on a
+    bare connection (Transactions.reading, no ORM session), one statement, and a
+    revocation committed just before is seen by the next check."""
+    from gristmill_platform.auth.repository import standing_on
+    from gristmill_platform.auth.service import principal_of, verified_claims
+    from gristmill_platform.db.transactions import Transactions
+
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        async with auth() as (service, _):
+            created = await service.create_sdk_token(user_id)
+            access = service.access_token_for(created.token).access_token
+        transactions = Transactions(create_session_factory(engine))
+        barriers: list[int] = []
+
+        async def barrier() -> None:
+            barriers.append(1)
+
+        transactions.barrier = barrier
+
+        async def check() -> Any:
+            claims = verified_claims(access, KEY)
+            async with transactions.reading() as connection:
+                return principal_of(claims, await standing_on(connection, claims.token_id))
+
+        with counted(engine) as statements:
+            principal = await check()
+        assert len(statements) == 1 and "JOIN users" in statements[0], statements
+        assert barriers == [1]  # what the journal holds is written first, as for a session
+        assert (principal.user_id, principal.token_id) == (user_id, created.token.id)
+        async with auth() as (service, _):
+            await service.revoke_sdk_token(created.token.id)
+        with pytest.raises(Unauthorized, match="revoked"):
+            await check()
+        with pytest.raises(Unauthorized):
+            verified_claims(access + "x", KEY)
 
     run(database_url, scenario)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gristmill_platform.auth.principal import EXECUTION_SCOPE, USER_SCOPE, Principal
-from gristmill_platform.auth.repository import TokenRepository, UserRepository
+from gristmill_platform.auth.repository import TokenRepository, TokenStanding, UserRepository
 from gristmill_platform.auth.tokens import (
+    AccessClaims,
     InvalidToken,
     decode_access_token,
     encode_access_token,
@@ -24,6 +25,34 @@ from gristmill_platform.errors import BadRequest, Conflict, NotFound, Unauthoriz
 
 # Compared against when a token id is unknown, so a miss costs the same as a wrong secret.
 _DUMMY_HASH = hash_secret("gristmill-no-such-token")
+
+
+def verified_claims(access_token: str, signing_key: str) -> AccessClaims:
+    """The claims of an access token whose signature and expiry hold."""
+    try:
+        return decode_access_token(access_token, key=signing_key)
+    except InvalidToken as exc:
+        raise Unauthorized(str(exc)) from exc
+
+
+def principal_of(claims: AccessClaims, standing: TokenStanding | None) -> Principal:
+    """Who acts through an access token, given its SDK token's standing as read now. No
+    cache: the token row is read on every request, so a revocation (on any replica)
+    takes effect at once."""
+    if standing is None or standing.revoked_at is not None:
+        raise Unauthorized(
+            "The SDK token behind this access token was revoked", name="TokenRevoked"
+        )
+    if standing.user_id is None or standing.user_id != claims.user_id:
+        raise Unauthorized("The user of this token no longer exists")
+    return Principal(
+        user_id=standing.user_id,
+        token_id=claims.token_id,
+        scope=claims.scope,
+        execution_id=claims.execution_id,
+        is_admin=standing.is_admin,
+        is_viewer=standing.is_viewer,
+    )
 
 
 @dataclass(frozen=True)
@@ -118,27 +147,8 @@ class AuthService:
                          execution_id=token.execution_id, is_admin=user.is_admin)
 
     async def authenticate(self, access_token: str) -> Principal:
-        try:
-            claims = decode_access_token(access_token, key=self.signing_key)
-        except InvalidToken as exc:
-            raise Unauthorized(str(exc)) from exc
-        # No cache: the token row is read on every request, so a revocation (on any
-        # replica) takes effect at once.
-        standing = await self.tokens.standing(claims.token_id)
-        if standing is None or standing.revoked_at is not None:
-            raise Unauthorized(
-                "The SDK token behind this access token was revoked", name="TokenRevoked"
-            )
-        if standing.user_id is None or standing.user_id != claims.user_id:
-            raise Unauthorized("The user of this token no longer exists")
-        return Principal(
-            user_id=standing.user_id,
-            token_id=claims.token_id,
-            scope=claims.scope,
-            execution_id=claims.execution_id,
-            is_admin=standing.is_admin,
-            is_viewer=standing.is_viewer,
-        )
+        claims = verified_claims(access_token, self.signing_key)
+        return principal_of(claims, await self.tokens.standing(claims.token_id))
 
     # -- SDK tokens ---------------------------------------------------------------------------
 
@@ -151,13 +161,17 @@ class AuthService:
         scope: str = USER_SCOPE,
         execution_id: str | None = None,
         flush: bool = True,
+        owner_checked: bool = False,
     ) -> CreatedSdkToken:
-        """flush=False: the token row is written with the session's next flush."""
+        """flush=False: the token row is written with the session's next flush.
+        owner_checked: the caller knows the user exists (an execution's token, minted for
+        its owner): not read again; the row's foreign key still refuses a user deleted
+        meanwhile."""
         if scope not in (USER_SCOPE, EXECUTION_SCOPE):
             raise BadRequest(f"Unknown token scope {scope!r}")
         if scope == EXECUTION_SCOPE and not execution_id:
             raise BadRequest("An execution token needs an execution id")
-        if await self.users.get(user_id) is None:
+        if not owner_checked and await self.users.get(user_id) is None:
             raise NotFound(f"User {user_id} not found")
         fresh = new_sdk_token()
         token = SdkToken(

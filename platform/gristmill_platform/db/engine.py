@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from gristmill_platform.db.sqlite_cursor import use_one_hop_cursors
 from gristmill_platform.db.urls import async_url, is_sqlite
 
 POOL_SIZE = 10
@@ -39,6 +40,8 @@ def create_engine(database_url: str) -> AsyncEngine:
         # never runs dry under the admitted load; past it a request waits, then 503.
         engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
                                      pool_timeout=POOL_TIMEOUT_S)
+        # first: the pragmas' own cursor is then a one-hop one too
+        event.listen(engine.sync_engine, "connect", use_one_hop_cursors)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,

@@ -10,6 +10,8 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from gristmill_platform.timeouts import within
+
 
 class ExecutionEvents:
     def __init__(self) -> None:
@@ -35,7 +37,7 @@ class ExecutionEvents:
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(poll_s, remaining))
+                    await within(event.wait(), min(poll_s, remaining))
                 event.clear()
         finally:
             self._waiters[execution_id] -= 1

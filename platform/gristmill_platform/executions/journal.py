@@ -50,6 +50,7 @@ from gristmill_platform.executions.journal_writes import COLUMNS, EXECUTIONS, Ba
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.spool import Spool, orphaned_spools, read_spool
 from gristmill_platform.telemetry.metrics import JOURNAL_ROWS, JOURNAL_WRITE
+from gristmill_platform.timeouts import within
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -267,7 +268,7 @@ class TrackingJournal:
                 self._work.clear()
                 await self._work.wait()  # idle: no timer running for nothing
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+                await within(self._wake.wait(), FLUSH_INTERVAL_S)
             self._wake.clear()
             await self.traffic.quiet(QUIET_WAIT_S)  # see traffic.py
             try:

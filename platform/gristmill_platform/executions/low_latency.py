@@ -69,6 +69,7 @@ from gristmill_platform.executors.workers import (
     behind,
 )
 from gristmill_platform.telemetry import metrics
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.low_latency")
 
@@ -419,7 +420,7 @@ class LowLatencyDispatcher:
             self._shadow_drain.cancel()  # copies not sent yet are dropped
         await self.pool.shutdown()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), SHUTDOWN_GRACE_S)
+            await within(self._idle.wait(), SHUTDOWN_GRACE_S)
         await self.journal.shutdown()
 
     async def _run_within(self, key: str, start: StartHook, timeout_s: int | None,

@@ -36,11 +36,6 @@ class ExecutionRepository:
             .execution_options(synchronize_session=False))
         return bool(getattr(result, "rowcount", 0))
 
-    async def exists(self, execution_id: str) -> bool:
-        result = await self.session.execute(
-            select(func.count()).select_from(Execution).where(Execution.id == execution_id))
-        return bool(result.scalar_one())
-
     async def add(self, execution: Execution, *, flush: bool = True) -> None:
         """flush=False: written with the session's next flush (a graph's ready nodes, one
         INSERT for all of them)."""

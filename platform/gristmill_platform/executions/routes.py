@@ -112,19 +112,24 @@ async def execution_outputs(execution_id: str, request: Request, state: AppState
         async with transaction(state) as session:
             return await state.factories.executions(session).get(execution_id)
 
-    execution = await current()
-    if (wait_for_results or wait_for_completion) and execution.status in t.ACTIVE:
+    execution: Any = None
+    if wait_for_results or wait_for_completion:
         async def done() -> bool:
             nonlocal execution
             execution = await current()
             return execution.status not in t.ACTIVE
 
+        # The wait reads the execution itself, first once its wake-up is registered (an
+        # end committed after that read wakes it at once): no read of its own before, so
+        # a long-poll that waits for the end reads the row twice, not three times.
         if not await state.executions.events.wait(execution_id, state.settings.long_poll_s,
                                                   done):
             # not finished: the client sends the same request again (contract §6.3)
             return JSONResponse(
                 {"execution_id": execution_id, "status": t.DISPLAY[execution.status]},
                 status_code=307, headers={"Location": str(request.url)})
+    else:
+        execution = await current()
     if execution.status == t.FAILED:
         raise ExecutionFailed(f"Execution {execution_id} failed: {execution.status_reason}",
                               additional_data={"execution_id": execution_id,

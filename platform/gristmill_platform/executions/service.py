@@ -130,8 +130,11 @@ class ExecutionService:
     async def create(self, pipeline: Pipeline, step: Step, request: RunRequest,
                      principal: Principal) -> Launch:
         """A run: inputs from the call, mappings from the call."""
+        # the variables are only read for a mapping (one may name a variable): a run
+        # given its values does not pay a query for them
+        environment = await self.environment() if request.inputs_mapping else {}
         resolved = resolve_inputs(step.inputs, request.inputs, set(request.files),
-                                  request.inputs_mapping, await self.environment())
+                                  request.inputs_mapping, environment)
         plans = plan_outputs(step.outputs, request.outputs_mapping)
         return await self.record(pipeline, step, resolved, plans, request.files,
                                  created_by=principal.user_id)
@@ -145,16 +148,15 @@ class ExecutionService:
                      batch: bool = False) -> Launch:
         """Record an execution (and its execution token) and return its launch. batch: one
         of several recorded together (a graph's ready nodes): the rows are written with
-        the session's next flush, and the id is not looked up first (64 random bits, as
-        the fast path's: low_latency.py)."""
+        the session's next flush. The id is not looked up first (64 random bits, as the
+        fast path's, low_latency.py: a collision would fail the insert on the primary key,
+        never overwrite a row)."""
         if step.status != "ready":
             raise BadRequest(f"Pipeline {pipeline.name!r} is not ready (its step is "
                              f"{step.status})", name="PipelineNotReady")
         if created_by is None:
             raise BadRequest("An execution needs an owner")
         execution_id = new_execution_id(pipeline.name)
-        while not batch and await self.repository.exists(execution_id):
-            execution_id = new_execution_id(pipeline.name)
         records = []
         for item in resolved:
             record = item.record()
@@ -189,7 +191,7 @@ class ExecutionService:
         self.after_commit(lambda: metrics.execution_started(mode, rule))
         token = await self.auth.create_sdk_token(
             created_by, name=f"execution {execution_id}", scope="execution",
-            execution_id=execution_id, flush=not batch)
+            execution_id=execution_id, flush=not batch, owner_checked=True)
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
                       access_token=self.auth.access_token_for(token.token).access_token,
                       deployment_id=execution.deployment_id,

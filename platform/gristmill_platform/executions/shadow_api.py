@@ -26,6 +26,8 @@ from collections.abc import Generator
 import uvicorn
 from fastapi import FastAPI
 
+from gristmill_platform.timeouts import within
+
 log = logging.getLogger("gristmill.shadow_runner")
 
 HOST = "127.0.0.1"
@@ -75,7 +77,7 @@ class LoopbackApi:
             return
         server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_S)
+            await within(asyncio.shield(task), STOP_S)
         except TimeoutError:
             server.force_exit = True
             with contextlib.suppress(BaseException):

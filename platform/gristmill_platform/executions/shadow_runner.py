@@ -37,6 +37,7 @@ from typing import Any
 from gristmill_platform.executions import shadow_frames as frames
 from gristmill_platform.settings import Settings
 from gristmill_platform.telemetry import metrics
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.shadow_runner")
 
@@ -167,7 +168,7 @@ class ShadowRunner:
                 self._flush = None
             writer.close()
             try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+                await within(process.wait(), STOP_GRACE_S)
             except TimeoutError:
                 process.kill()
                 await process.wait()
@@ -231,7 +232,7 @@ class ShadowRunner:
         task = self._task
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_S + 5)
+                await within(asyncio.shield(task), STOP_GRACE_S + 5)
             except TimeoutError:
                 if self.process is not None and self.process.returncode is None:
                     self.process.kill()

@@ -35,6 +35,7 @@ from gristmill_platform.executors.workers import (
     node_step,
     split_key,
 )
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.workers")
 
@@ -141,7 +142,7 @@ class GraphWorkerPools:
             watch.wake.set()
         if wait_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.settled.wait(), wait_s)
+                await within(watch.settled.wait(), wait_s)
 
     async def stop(self, deployment_name: str) -> None:
         graph = self._graphs.pop(deployment_name, None)
@@ -309,7 +310,7 @@ class GraphWorkerPools:
             else:
                 delay = min(delay * 2, SETTLE_POLL_MAX_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.wake.wait(), delay)
+                await within(watch.wake.wait(), delay)
             if watch.wake.is_set():
                 watch.wake.clear()
                 delay = SETTLE_POLL_S

@@ -39,6 +39,7 @@ from gristmill_platform.executors.spec import (
     WorkerState,
 )
 from gristmill_platform.executors.zygotes import ForkedProcess, ZygotePool, fork_target
+from gristmill_platform.timeouts import within
 
 TAIL_LINES = 200
 KILL_GRACE_S = 5.0
@@ -230,7 +231,7 @@ class LocalExecutor:
         not SIGTERM: the runner would report being terminated, and the execution's reason
         must say it ran out of time."""
         try:
-            await asyncio.wait_for(asyncio.shield(worker.process.wait()), timeout_s)
+            await within(asyncio.shield(worker.process.wait()), timeout_s)
         except TimeoutError:
             worker.timed_out_after = timeout_s
             _signal_group(worker.process.pid, signal.SIGKILL)
@@ -292,7 +293,7 @@ class LocalExecutor:
         _signal_group(pid, signal.SIGTERM)
         if worker is not None:
             try:
-                await asyncio.wait_for(worker.process.wait(), KILL_GRACE_S)
+                await within(worker.process.wait(), KILL_GRACE_S)
             except TimeoutError:
                 _signal_group(pid, signal.SIGKILL)
 

@@ -63,6 +63,7 @@ from gristmill_platform.executors.workers import (
 from gristmill_platform.steps.environments import python_of
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
+from gristmill_platform.timeouts import within
 
 
 class StepBuildsView(Protocol):
@@ -324,7 +325,7 @@ class LocalWorkerPool:
                 task = await self._launch(slot, record, after_crash=False)
         if task is not None and wait_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), wait_s)
+                await within(asyncio.shield(task), wait_s)
 
     async def stop(self, deployment_name: str) -> None:
         if split_key(deployment_name)[1] is None:  # its variants' workers go with it
@@ -559,7 +560,7 @@ class LocalWorkerPool:
     async def _lost(self, worker: _Worker, exc: Exception) -> str:
         """Why the connection to the worker broke mid-execution."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+            await within(worker.exited.wait(), KILL_GRACE_S)
         if self._closing or worker.stopping:
             return "the low-latency worker was stopped while the execution ran"
         if worker.returncode is not None:
@@ -751,14 +752,14 @@ class LocalWorkerPool:
                     return last  # the import traceback's last line
                 return worker.exit_reason()
             with contextlib.suppress(WorkerUnreachable, TimeoutError):
-                status, _ = await asyncio.wait_for(worker.client.request("GET", "/healthz"),
+                status, _ = await within(worker.client.request("GET", "/healthz"),
                                                    5.0)
                 if status == 200:
                     return None
             if loop.time() > deadline:
                 return f"the step module was still importing after {START_TIMEOUT_S:.0f} s"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.exited.wait(), delay)
+                await within(worker.exited.wait(), delay)
             delay = min(delay * 2, HEALTH_POLL_MAX_S)
 
     async def _read_output(self, worker: _Worker) -> None:
@@ -789,7 +790,7 @@ class LocalWorkerPool:
         # What it printed last (the crash dump, the traceback) before its exit is known;
         # bounded, because a process the step started may hold the pipe open.
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(reader), 0.5)
+            await within(asyncio.shield(reader), 0.5)
         worker.exited.set()
         if worker.stopping or self._closing or worker.status != "running":
             return  # stopped on purpose, or still starting (the bring-up reports it)
@@ -863,7 +864,7 @@ class LocalWorkerPool:
         slot.draining.add(worker)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.idle.wait(), DRAIN_TIMEOUT_S)
+                await within(worker.idle.wait(), DRAIN_TIMEOUT_S)
             await self._terminate(worker)
         finally:
             slot.draining.discard(worker)
@@ -878,12 +879,12 @@ class LocalWorkerPool:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+                await within(worker.exited.wait(), KILL_GRACE_S)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(worker.exited.wait(), KILL_GRACE_S)
+                    await within(worker.exited.wait(), KILL_GRACE_S)
         else:
             # the worker is gone; what it started may not be
             with contextlib.suppress(ProcessLookupError, PermissionError):

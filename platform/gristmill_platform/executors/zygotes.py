@@ -32,6 +32,8 @@ from typing import Any, cast
 
 import psutil
 
+from gristmill_platform.timeouts import within
+
 log = logging.getLogger("gristmill.executors")
 
 READY_TIMEOUT_S = 30.0
@@ -140,7 +142,7 @@ class Zygote:
         self._start(self._log_stderr())
         loop = asyncio.get_running_loop()
         try:
-            ready = await asyncio.wait_for(loop.sock_recv(ours, MAX_MESSAGE), READY_TIMEOUT_S)
+            ready = await within(loop.sock_recv(ours, MAX_MESSAGE), READY_TIMEOUT_S)
         except TimeoutError:
             ready = b""
         if not ready:
@@ -251,7 +253,7 @@ class Zygote:
             self.sock = None
         if self.process is not None and self.process.returncode is None:
             try:
-                await asyncio.wait_for(self.process.wait(), 5)
+                await within(self.process.wait(), 5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.send_signal(signal.SIGKILL)

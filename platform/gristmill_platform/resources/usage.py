@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from gristmill_platform.resources.probes import ProcessReading, read_process
+from gristmill_platform.timeouts import within
 
 if TYPE_CHECKING:
     from gristmill_platform.db.transactions import Transactions
@@ -153,7 +154,7 @@ class UsageTracker:
             upcoming = [t.next_read for t in self._tracked.values()]
             delay = (min(upcoming) - self._clock()) if upcoming else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
+                await within(self._wake.wait(),
                                        None if delay is None else max(0.0, delay))
 
     async def shutdown(self) -> None:

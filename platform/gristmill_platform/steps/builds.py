@@ -36,6 +36,7 @@ from gristmill_platform.steps.git import clone, redact
 from gristmill_platform.steps.image_builds import ImageBuildError, ImageRequest, StepImages
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.telemetry.metrics import STEP_BUILD_DURATION, STEP_BUILDS
+from gristmill_platform.timeouts import within
 
 if TYPE_CHECKING:
     from gristmill_platform.datastore.backend import DataStoreFor
@@ -109,7 +110,7 @@ class StepBuilds:
         if task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            await within(asyncio.shield(task), timeout)
 
     async def resume(self) -> None:
         """Builds interrupted by a restart start again; on Kubernetes, a build Job still

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill.languages import parse_language
+from gristmill_platform.timeouts import within
 
 PIP_TIMEOUT_S = 1800
 READY_MARK = ".gristmill-ready"
@@ -184,7 +185,7 @@ class EnvironmentBuilder:
                 log(line)
 
         try:
-            await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
+            await within(asyncio.gather(pump(), process.wait()), timeout)
         except TimeoutError:
             process.kill()
             await process.wait()

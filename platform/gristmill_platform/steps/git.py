@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill_platform.errors import BadRequest
+from gristmill_platform.timeouts import within
 
 CLONE_TIMEOUT_S = 180
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
@@ -37,7 +38,7 @@ async def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        out, err = await within(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -158,7 +158,11 @@ async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
         if result:
             return result
         await asyncio.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
+    # what the service was doing instead: the place each of its tasks waits at
+    waiting = "\n".join(f"{task.get_name()}: {task.get_coro()!r} at "
+                        f"{[f'{f.f_code.co_name}:{f.f_lineno}' for f in task.get_stack()]}"
+                        for task in asyncio.all_tasks())
+    raise AssertionError(f"gave up waiting for {what}; tasks:\n{waiting}")
 
 
 def submitted_jobs(emulator: Emulator) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from gristmill_platform.executors.kubernetes import build_status
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 from gristmill_platform.executors.kubernetes.watcher import PodInformer
 from gristmill_platform.executors.spec import Handle, PollResult
+from gristmill_platform.timeouts import within
 
 
 class BuildWatcher:
@@ -85,7 +86,7 @@ class BuildWatcher:
             return
         event = entry[1]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await within(event.wait(), timeout_s)
         event.clear()
 
     def job(self, handle: Handle) -> Mapping[str, Any] | None:

@@ -70,6 +70,7 @@ from gristmill_platform.executors.kubernetes.pool_manifests import (
     pool_selector,
 )
 from gristmill_platform.executors.spec import Handle, LaunchSpec, Resources, WorkerState
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.executors.kubernetes")
 
@@ -276,7 +277,7 @@ class ElasticPool:
         self._waiters.claims[pod_name] = self._waiters.claims.get(pod_name, 0) + 1
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout_s)
+                await within(event.wait(), timeout_s)
         finally:
             self._waiters.claims[pod_name] -= 1
             if not self._waiters.claims[pod_name]:
@@ -306,7 +307,7 @@ class ElasticPool:
             except Exception:
                 log.exception("the elastic pool's pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await within(self._wake.wait(), self.interval_s)
             self._wake.clear()
 
     async def tick(self) -> None:

@@ -42,6 +42,7 @@ from kr8s.asyncio.objects import APIObject, Pod
 from gristmill_platform.executors.kubernetes import manifests, status
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 from gristmill_platform.executors.spec import Handle, PollResult, WorkerState
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.executors.kubernetes")
 
@@ -332,7 +333,7 @@ class PodWatcher:
             self._wake.clear()
             if not self._dirty:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(),
+                    await within(self._wake.wait(),
                                            max(next_full - loop.time(), 0.0))
 
     async def shutdown(self) -> None:

@@ -77,6 +77,7 @@ from gristmill_platform.executors.workers import (
     variant_key,
 )
 from gristmill_platform.telemetry.metrics import WORKER_RESTARTS
+from gristmill_platform.timeouts import within
 from gristmill_platform.units import ram_bytes
 
 if TYPE_CHECKING:
@@ -473,7 +474,7 @@ class KubernetesWorkerPool:
                                     f"within {MAX_WAIT_S:.0f} s")
             changed = tracked.changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                await within(changed.wait(), remaining)
 
     def _unavailable(self, tracked: _Tracked) -> str:
         if self._closing:
@@ -822,7 +823,7 @@ class KubernetesWorkerPool:
             await self._flush_logs()
             if not self._dirty:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(),
+                    await within(self._wake.wait(),
                                            max(min(next_full, next_copy) - loop.time(), 0.0))
 
     def _start_background(self) -> None:
@@ -856,7 +857,7 @@ class KubernetesWorkerPool:
             return None
         if not informer.synced.is_set():
             try:
-                await asyncio.wait_for(informer.synced.wait(), SYNC_WAIT_S)
+                await within(informer.synced.wait(), SYNC_WAIT_S)
             except TimeoutError:
                 log.warning("the pods of %s are not listed yet (the API does not answer)",
                             deployment_name)
@@ -894,7 +895,7 @@ def lines_after(lines: Sequence[LogLine], mark: tuple[datetime, int] | None
 async def _health_problem(lane: _Lane) -> str | None:
     """None when the pod answers its health check with our secret, else what went wrong."""
     try:
-        status, content = await asyncio.wait_for(lane.client.request("GET", "/healthz"),
+        status, content = await within(lane.client.request("GET", "/healthz"),
                                                  HEALTH_TIMEOUT_S)
     except (WorkerUnreachable, TimeoutError) as exc:
         return f"{type(exc).__name__}: {exc}"

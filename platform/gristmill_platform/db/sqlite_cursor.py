@@ -1,0 +1,154 @@
+"""SQLite statements in one hop to aiosqlite's thread instead of four.
+
+aiosqlite runs each call on the database connection in a thread of its own; SQLAlchemy's
+adapter makes four such calls per statement (open a cursor, execute, fetch the rows,
+close the cursor), each a wake-up of that thread and a wake-up of the event loop when
+it answers. A statement's whole cursor life is done here in one call instead, with the
+same sqlite3 calls in the same order on the same connection: only the hand-offs go (the
+profile of an elastic execution had them at a large share of the control service's
+CPU, docs/runs-and-executions.md). Results are fetched in full as before (the adapter's
+default cursor buffers every row too); server-side cursors keep SQLAlchemy's class. And
+ending a unit of work that wrote nothing takes no hop at all (OneHopConnection).
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+)
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
+
+
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+         ) -> tuple[Any, list[Any], int, int | None]:
+    """In aiosqlite's thread: a cursor's whole life, what SQLAlchemy reads of it kept."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        # no aiosqlite cursor (opening one is a hop): each execute opens and closes its own
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _async_soft_close(self) -> None:
+        return None  # the cursor was closed with its statement; the rows are kept
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    async def _one_hop(self, operation: Any, parameters: Any, many: bool) -> None:
+        async with self._adapt_connection._execute_mutex:
+            # aiosqlite's own queue (what its cursor methods go through), so the call is
+            # ordered with every other on this connection (commit, rollback, close)
+            description, rows, rowcount, lastrowid = await self._connection._execute(
+                _run, self._connection._conn, operation, parameters, many)
+        self._description, self._rowcount, self._lastrowid = description, rowcount, lastrowid
+        self._rows = collections.deque(rows)
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        try:
+            return await_(self._one_hop(operation, parameters, False))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        try:
+            return await_(self._one_hop(operation, seq_of_parameters, True))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    def nextset(self) -> None:
+        raise NotImplementedError("SQLite has no result sets beyond the first")
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+
+class OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = OneHopCursor
+
+    # sqlite3 (legacy transaction control, what the adapter uses) opens a transaction
+    # only before a write, and its commit() and rollback() do nothing outside one. A
+    # read-only unit of work (each request's token check, a long-poll's read) therefore
+    # has nothing to end: answered here without the hop to aiosqlite's thread. No
+    # statement of this connection is in flight at that point (each was awaited), so the
+    # flag read is settled.
+
+    def _idle(self) -> bool:
+        connection = self._connection._connection
+        return connection is not None and not connection.in_transaction
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+
+def supported(sqlalchemy_version: str) -> bool:
+    """The adapter's internals this module builds on are SQLAlchemy 2.1's (2.0's aiosqlite
+    adapter is a class of its own, pyproject allows >= 2.0.30): on any other series the
+    adapter's own cursors stay, slower but correct."""
+    return sqlalchemy_version.split(".")[:2] == ["2", "1"]
+
+
+SUPPORTED = supported(sqlalchemy.__version__)
+
+
+def use_one_hop_cursors(dbapi_connection: Any, _record: Any) -> None:
+    """A "connect" listener: this connection's default cursors are OneHopCursor (the
+    adapter's class is the one place it picks its cursor class from)."""
+    if SUPPORTED and type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
+        dbapi_connection.__class__ = OneHopConnection

@@ -1,0 +1,151 @@
+"""SQLite statements through the control service's engine take one hop to aiosqlite's
+thread each (db/sqlite_cursor.py), and give SQLAlchemy what the adapter's own cursor
+gave: rows, row counts, RETURNING, executemany, the driver's errors as SQLAlchemy's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.db.sqlite_cursor import OneHopConnection
+
+T = TypeVar("T")
+
+
+def run(tmp_path: Path, scenario: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine = create_engine(f"sqlite:///{tmp_path / 'one-hop.sqlite3'}")
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(
+                    "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE NOT NULL)"))
+            return await scenario(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The calls queued to aiosqlite's thread (its Connection._execute), by name."""
+    seen: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return seen
+
+
+def test_a_statement_is_one_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:  # the pool's connection is made
+            raw = await connection.get_raw_connection()
+            assert isinstance(raw.dbapi_connection, OneHopConnection)
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            before = len(seen)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            value = (await connection.execute(text("SELECT v FROM t"))).scalar_one()
+            assert len(seen) - before == 2, seen  # two statements, two hops
+        assert value == "a"
+
+    run(tmp_path, scenario)
+
+
+def test_rows_counts_returning_and_many(tmp_path: Path) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"),
+                                     [{"v": "a"}, {"v": "b"}, {"v": "c"}])
+            inserted = await connection.execute(
+                text("INSERT INTO t (v) VALUES ('d') RETURNING id, v"))
+            assert inserted.one()[1] == "d"
+            updated = await connection.execute(text("UPDATE t SET v = v || '!' WHERE v < 'c'"))
+            assert updated.rowcount == 2
+            nothing = await connection.execute(text("UPDATE t SET v = 'x' WHERE id = -1"))
+            assert nothing.rowcount == 0
+            rows = (await connection.execute(text("SELECT v FROM t ORDER BY v"))).all()
+            assert [r[0] for r in rows] == ["a!", "b!", "c", "d"]
+            several = await connection.execute(text("SELECT v FROM t ORDER BY v"))
+            assert several.fetchmany(3) == [("a!",), ("b!",), ("c",)]
+            assert several.fetchone() == ("d",) and several.fetchone() is None
+        async with engine.connect() as connection:  # committed: seen by another
+            count = await connection.execute(text("SELECT count(*) FROM t"))
+            assert count.scalar_one() == 4
+
+    run(tmp_path, scenario)
+
+
+def test_errors_and_rollback(tmp_path: Path) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        with pytest.raises(OperationalError):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT nope FROM t"))
+        factory = create_session_factory(engine)
+        async with factory() as session:  # the ORM's session on the same cursors
+            rows = (await session.execute(text("SELECT v FROM t"))).scalars().all()
+        assert rows == ["a"]  # 'b' was rolled back with its transaction
+
+    run(tmp_path, scenario)
+
+
+def test_a_unit_of_work_that_wrote_nothing_ends_without_a_hop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect():
+            pass  # the pool's connection is made
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT count(*) FROM t"))
+        assert len(seen) == 1, seen  # the SELECT; no COMMIT, no reset on return
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('w')"))
+        assert len(seen) == 3, seen  # the INSERT and its COMMIT
+        monkeypatch.undo()
+        # committed for real: a fresh engine on the same file sees it
+        other = create_engine(f"sqlite:///{tmp_path / 'one-hop.sqlite3'}")
+        try:
+            async with other.connect() as connection:
+                rows = await connection.execute(text("SELECT v FROM t"))
+                assert rows.scalars().all() == ["w"]
+        finally:
+            await other.dispose()
+
+    run(tmp_path, scenario)
+
+
+def test_another_sqlalchemy_series_keeps_the_adapters_cursors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-hop cursor builds on SQLAlchemy 2.1's adapter; pyproject allows 2.0 too."""
+    from gristmill_platform.db import sqlite_cursor
+
+    assert sqlite_cursor.supported("2.1.9") and not sqlite_cursor.supported("2.0.44")
+    assert not sqlite_cursor.supported("2.2.0")
+    monkeypatch.setattr(sqlite_cursor, "SUPPORTED", False)
+
+    async def scenario(engine: AsyncEngine) -> str:
+        async with engine.begin() as connection:
+            raw = await connection.get_raw_connection()
+            assert not isinstance(raw.dbapi_connection, OneHopConnection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('plain')"))
+            return str((await connection.execute(text("SELECT v FROM t"))).scalar_one())
+
+    assert run(tmp_path, scenario) == "plain"
