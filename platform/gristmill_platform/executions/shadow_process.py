@@ -24,6 +24,7 @@ from gristmill_platform.deployments.directory import Endpoint, EndpointDirectory
 from gristmill_platform.executions import shadow_frames as frames
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.settings import Settings
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.shadow_runner")
 
@@ -80,7 +81,7 @@ class CopyRunner:
         """Until every copy taken has run (or wait_s): those handed over in the last
         batch before the control service stopped are run, not lost."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._none_open.wait(), wait_s)
+            await within(self._none_open.wait(), wait_s)
 
     async def take(self, payload: bytes) -> None:
         self._open += 1  # accounted for below, or by the dispatcher (_settled)
