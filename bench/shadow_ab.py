@@ -1,19 +1,28 @@
 """Shadow overhead, interleaved (docs/rollout.md#figures): the plain and the shadowed
-low-latency endpoints of bench/endpoints.py on two environments running side by side, one
-with the shadow runner process (the default, executions/shadow_runner.py) and one running
-the copies on the control service's own event loop (GRISTMILL_SHADOW_RUNNER=0), called in
-many short alternating blocks so that the drift of a shared machine hits all four alike.
+low-latency endpoints of bench/endpoints.py on three environments running side by side:
+with the shadow runner process (the default, executions/shadow_runner.py: copies written
+to it in batches), with the runner and each copy written at once (GRISTMILL_SHADOW_BATCH_MS
+=0, the code before batches), and running the copies on the control service's own event
+loop (GRISTMILL_SHADOW_RUNNER=0); called in many short alternating blocks so that the
+drift of a shared machine hits all alike. SHADOW_AB_MODES=runner,runner_unbatched runs a
+subset.
 
 Prints and writes bench/results/shadow_ab.json: per environment, p50 over all calls and
 the median of the per-block p50 overheads of the shadowed endpoint over the plain one; the
 CPU time of the control service process alone (not its workers nor the runner) per call;
-and at the end the copies recorded (shadow executions) against the shadowed calls made.
+the context switches per call of the caller, the control service and all its descendants;
+the CPU time of the runner and its workers per shadowed call (their start included); the
+CPUs the machine's other work used during each block (/proc/stat minus this bench's
+processes), and the median overhead over the quiet block pairs only (other work under
+QUIET_OTHERS_CPUS during both); and at the end the copies recorded (shadow executions)
+against the shadowed calls made.
 
     .venv/bin/python bench/shadow_ab.py [blocks=20] [calls per block=150]
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -30,8 +39,14 @@ from endpoints import deploy, wait_for_copies  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "shadow_ab.json"
 ENDPOINTS = ("low", "low-shadow")
-MODES = {"runner": {}, "in_process": {"GRISTMILL_SHADOW_RUNNER": "0"}}
+MODES = {"runner": {}, "runner_unbatched": {"GRISTMILL_SHADOW_BATCH_MS": "0"},
+         "in_process": {"GRISTMILL_SHADOW_RUNNER": "0"}}
+if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_unbatched
+    MODES = {mode: MODES[mode] for mode in os.environ["SHADOW_AB_MODES"].split(",")}
 WARM_CALLS = 10
+# A block pair is "quiet" when the machine's other work used less than this many CPUs
+# during both of its blocks (the shared machine is rarely quiet for a whole run).
+QUIET_OTHERS_CPUS = 0.1
 
 
 def prepare(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
@@ -44,6 +59,46 @@ def prepare(env: BenchEnv) -> tuple[httpx.Client, dict[str, str]]:
                    ).raise_for_status()
     wait_for_copies(api, "low-shadow", WARM_CALLS)
     return api, tokens
+
+
+def tree(env: BenchEnv) -> list[psutil.Process]:
+    service = psutil.Process(env.process.pid)
+    return [service, *service.children(recursive=True)]
+
+
+def cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(process.cpu_times()[:2])
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU time the whole machine spent busy so far (/proc/stat: all but idle and
+    iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def switches(service: psutil.Process) -> int:
+    """Context switches so far (voluntary and not) of this process (the caller), the
+    control service and all its descendants (warm workers, the shadow runner and its
+    workers); a process that ended meanwhile is left out."""
+    total = 0
+    for process in (psutil.Process(), service, *service.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(process.num_ctx_switches())
+    return total
+
+
+def runner_cpu_s(env: BenchEnv) -> float | None:
+    """CPU time so far of the shadow runner and its workers (all the copies' work)."""
+    for child in psutil.Process(env.process.pid).children():
+        if "shadow_process" in " ".join(child.cmdline()):
+            return sum(sum(p.cpu_times()[:2]) for p in (child, *child.children(True)))
+    return None
 
 
 def copies_recorded(api: httpx.Client) -> dict[str, int]:
@@ -69,19 +124,25 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
                     "Authorization": f"EndpointToken {tokens[name]}"}),
                     f"{env.url}/endpoints/{name}")
         overheads: dict[str, list[float]] = {mode: [] for mode in MODES}
+        busiest: dict[str, list[float]] = {mode: [] for mode in MODES}  # others' CPUs
         samples: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], float] = {}
+        ctx: dict[tuple[str, str], int] = {}
         calls = {mode: WARM_CALLS for mode in MODES}
         load_start = os.getloadavg()
         pairs = [(mode, name) for mode in MODES for name in ENDPOINTS]
         for block in range(blocks):
             p50: dict[tuple[str, str], float] = {}
+            others: dict[tuple[str, str], float] = {}
+            ours = [psutil.Process(), *(p for env in envs.values() for p in tree(env))]
             for mode, name in pairs if block % 2 == 0 else pairs[::-1]:
                 client, url = clients[(mode, name)]
                 service = psutil.Process(envs[mode].process.pid)
                 for _ in range(10):
                     client.post(url, json={"text": "hi"})
                 used = sum(service.cpu_times()[:2])
+                switched = switches(service)
+                busy, mine, began = machine_busy_s(), cpu_s(ours), time.perf_counter()
                 times = []
                 for _ in range(per_block):
                     start = time.perf_counter()
@@ -89,11 +150,15 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
                     times.append(time.perf_counter() - start)
                 cpu[(mode, name)] = cpu.get((mode, name), 0.0) + \
                     sum(service.cpu_times()[:2]) - used
+                ctx[(mode, name)] = ctx.get((mode, name), 0) + switches(service) - switched
+                others[(mode, name)] = max(0.0, machine_busy_s() - busy - cpu_s(ours) + mine
+                                           ) / (time.perf_counter() - began)
                 calls[mode] += (per_block + 10) if name == "low-shadow" else 0
                 p50[(mode, name)] = statistics.median(times)
                 samples.setdefault((mode, name), []).extend(times)
             for mode in MODES:
                 overheads[mode].append(p50[(mode, "low-shadow")] / p50[(mode, "low")] - 1)
+                busiest[mode].append(max(others[(mode, name)] for name in ENDPOINTS))
         out: dict[str, Any] = {"load_average_start": load_start,
                                "load_average_end": os.getloadavg(),
                                "blocks": blocks, "calls_per_block": per_block}
@@ -101,14 +166,25 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
             plain = statistics.median(samples[(mode, "low")]) * 1000
             shadowed = statistics.median(samples[(mode, "low-shadow")]) * 1000
             measured = blocks * per_block
+            quiet = [o for o, b in zip(values, busiest[mode], strict=True)
+                     if b < QUIET_OTHERS_CPUS]
             out[mode] = {
                 "plain_p50_ms": round(plain, 3), "shadow_p50_ms": round(shadowed, 3),
                 "overall_pct": round(100 * (shadowed / plain - 1), 1),
                 "median_block_pct": round(100 * statistics.median(values), 1),
                 "service_cpu_ms_per_call": {
                     name: round(cpu[(mode, name)] / measured * 1000, 3) for name in ENDPOINTS},
+                "context_switches_per_call": {
+                    name: round(ctx[(mode, name)] / measured, 2) for name in ENDPOINTS},
+                "others_cpus_median": round(statistics.median(busiest[mode]), 2),
+                "quiet_blocks": len(quiet),
+                "quiet_median_block_pct": round(100 * statistics.median(quiet), 1)
+                if quiet else None,
                 "shadowed_calls_made": calls[mode],
                 "recorded": copies_recorded(apis[mode])}
+            runner = runner_cpu_s(envs[mode])
+            if runner is not None:
+                out[mode]["runner_cpu_ms_per_copy"] = round(runner / calls[mode] * 1000, 3)
         return out
     finally:
         for env in envs.values():

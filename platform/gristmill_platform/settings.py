@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     # run by a process of their own at a low CPU priority (executions/shadow_runner.py),
     # not on the event loop answering the calls. Off: run by the control service itself.
     shadow_runner: bool = True
+    # The copies for the shadow runner are written in batches, at most this long after
+    # the first copy of the batch (docs/rollout.md#shadow-runner): the runner wakes once a
+    # batch, not with each call. 0: each copy is written as its call is dispatched.
+    shadow_batch_ms: float = Field(default=20.0, ge=0, le=1000)
     # Local backend: how often a control service checks the deployments whose warm
     # workers it runs against the database, to stop those deleted and roll those updated
     # through another control service sharing it (docs/rollout.md#replicas).

@@ -226,3 +226,40 @@ def test_a_shadow_step_calls_the_api_with_its_token_at_once(
             assert stored.status_code == 200, stored.text
             assert httpx.get(stored.json()["signed_url"], timeout=30).content == \
                 text.encode()
+
+
+def test_copies_in_a_batch_not_written_yet_run_when_the_service_stops(
+        database, tmp_path, archive, unique) -> None:
+    """Copies are written to the runner in batches (shadow_runner.py): a batch still held
+    when the service stops is written before the end of file, and the runner runs every
+    copy it holds before it stops (shadow_process.DRAIN_S): none lost, none counted."""
+    server, env, _ = start_environment(tmp_path / "env", database.url)
+    runner = hand_off(server)
+    name = f"stop-{unique}"
+    with env.client() as api:
+        champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN,
+                                 INFO_OUT)
+        challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
+                                   INFO_OUT)
+        token = endpoint(api, champion, name, "low_latency")
+        assert set_traffic(api, name, shadow=[challenger]).status_code == 200
+        assert ask(env, name, token, "first")[:2] == (champion, "champion")
+        eventually(lambda: shadows(api, name), "the first copy")  # the runner is up
+        eventually(lambda: runner.waiting == 0, "the first copy accounted for")
+        runner._batch_s = 3600.0  # the next batch is held until the service stops
+        for text in ("a", "b", "c"):
+            assert ask(env, name, token, text)[:2] == (champion, "champion")
+        assert len(runner._pending) == 3  # not written yet
+        before = dropped(name)
+    server.stop()
+    assert runner.process is not None and runner.process.returncode == 0
+    assert (runner.lost, dropped(name), runner.waiting) == (0, before, 0)
+
+    server, env, _ = start_environment(tmp_path / "env", database.url)
+    try:
+        with env.client() as api:
+            ran = [api.get(f"/executions/{e['execution_id']}").json()["inputs"][0]["value"]
+                   for e in shadows(api, name)]
+            assert sorted(ran) == ["a", "b", "c", "first"]
+    finally:
+        server.stop()

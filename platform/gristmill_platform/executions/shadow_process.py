@@ -24,6 +24,7 @@ from gristmill_platform.deployments.directory import Endpoint, EndpointDirectory
 from gristmill_platform.executions import shadow_frames as frames
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.settings import Settings
+from gristmill_platform.timeouts import within
 
 log = logging.getLogger("gristmill.shadow_runner")
 
@@ -37,6 +38,10 @@ ACCOUNT_S = 0.05
 # deployment (a rule changed or removed, the deployment deleted): the control service's
 # own variant workers are its own, stopped by it.
 SWEEP_S = 2.0
+# When the control service closes its end (it stops), the copies the runner holds still
+# run for at most this long before it stops (its own stop then fits in the service's
+# shadow_runner.STOP_GRACE_S); those left are counted as lost there.
+DRAIN_S = 5.0
 
 
 class CopyRunner:
@@ -53,6 +58,9 @@ class CopyRunner:
         self._dropped: dict[str, int] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._keys: dict[str, tuple[str, str]] = {}  # worker key -> (path, pipeline)
+        self._open = 0  # copies taken and not accounted for yet
+        self._none_open = asyncio.Event()
+        self._none_open.set()
         dispatcher.on_settled = self._settled
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -69,11 +77,20 @@ class CopyRunner:
             sweeper.cancel()
             self.account()
 
+    async def drain(self, wait_s: float) -> None:
+        """Until every copy taken has run (or wait_s): those handed over in the last
+        batch before the control service stopped are run, not lost."""
+        with contextlib.suppress(TimeoutError):
+            await within(self._none_open.wait(), wait_s)
+
     async def take(self, payload: bytes) -> None:
+        self._open += 1  # accounted for below, or by the dispatcher (_settled)
+        self._none_open.clear()
         try:
             found = frames.document(payload)
         except frames.BadFrame as exc:
             log.warning("a shadow copy that is not one was handed over: %s", exc)
+            self._closed()
             return
         try:
             copy = frames.read_copy(found)
@@ -82,6 +99,8 @@ class CopyRunner:
             path = found.get("e")
             if isinstance(path, str):  # accounted for: the control service counts it
                 self._count(self._dropped, path)
+            else:
+                self._closed()
             return
         try:
             await self._run(copy)
@@ -110,8 +129,15 @@ class CopyRunner:
 
     def _count(self, counts: dict[str, int], path: str) -> None:
         counts[path] = counts.get(path, 0) + 1
+        self._closed()
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(ACCOUNT_S, self.account)
+
+    def _closed(self) -> None:
+        """A copy taken is accounted for (or was not one)."""
+        self._open = max(0, self._open - 1)
+        if not self._open:
+            self._none_open.set()
 
     def account(self) -> None:
         """Tell the control service what became of the copies since the last time."""
@@ -173,6 +199,7 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
     try:
         await runner.serve(reader)
+        await runner.drain(DRAIN_S)
     finally:
         await executions.low_latency.shutdown()
         await api.stop()  # its workers are stopped: nothing calls it any more

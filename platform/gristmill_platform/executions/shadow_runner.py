@@ -6,11 +6,13 @@ Profiled: a copy cost the control service 0.58 ms of its event loop (recording t
 execution, its token, the request to the shadow worker, its answer, judging it, the
 journal), as much as the call itself; with a sequential caller the loop's only free time
 is the caller's think time between an answer and its next request (~0.2 ms), so the next
-call waited for the copy. Here a copy costs the answering loop one JSON frame written to a
-socket: the runner (executions/shadow_process.py), a second control service on the same
-database with no listener and at a low CPU priority, does the rest with the same code
-(LowLatencyDispatcher.shadow: the queue per shadow pipeline, the 10,000 bound, the
-execution rows with shadow: true, validations).
+call waited for the copy. Here a copy costs the answering loop one JSON frame added to a
+batch, written to a socket 20 ms after the batch's first copy (settings.shadow_batch_ms):
+written with each call, the frame woke the runner while the call's own processes needed
+the CPUs (docs/rollout.md#figures). The runner (executions/shadow_process.py), a second
+control service on the same database with no listener and at a low CPU priority, does the
+rest with the same code (LowLatencyDispatcher.shadow: the queue per shadow pipeline, the
+10,000 bound, the execution rows with shadow: true, validations).
 
 Started at the first copy, through a socket pair (no path, no port: only the child holds
 the other end) and the settings on its standard input; its logs go where this process's
@@ -45,6 +47,8 @@ ENTRY = "gristmill_platform.executions.shadow_process"
 RESTART_BACKOFF_S = 1.0
 # At shutdown, how long the runner gets to write what it recorded and stop its workers.
 STOP_GRACE_S = 10.0
+# A batch is written at once when this many copies wait in it (one write stays small).
+BATCH_MAX = 256
 
 
 class ShadowRunner:
@@ -52,7 +56,10 @@ class ShadowRunner:
         self._settings = settings
         self._limit = limit  # read at each copy (low_latency.SHADOW_QUEUE_LIMIT)
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[tuple[str, bytes]] = deque()  # while the runner starts
+        # copies not written to the runner yet: while it starts, and between two batches
+        self._pending: deque[tuple[str, bytes]] = deque()
+        self._batch_s = settings.shadow_batch_ms / 1000
+        self._flush: asyncio.TimerHandle | None = None
         self._sent: dict[str, int] = {}  # endpoint path -> sent, not yet accounted for
         self._names: dict[str, str] = {}  # endpoint path -> deployment name (metrics)
         self._task: asyncio.Task[None] | None = None
@@ -79,18 +86,30 @@ class ShadowRunner:
                           pipeline, deployment)
             return False
         self._names[path] = deployment
-        if self._writer is not None:
-            self._send(path, data)
-        else:
-            self._pending.append((path, data))
+        self._pending.append((path, data))
+        if self._writer is None:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._keep_running())
+        elif self._batch_s <= 0 or len(self._pending) >= BATCH_MAX:
+            self._send_pending()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self._batch_s,
+                                                                self._send_pending)
         return True
 
-    def _send(self, path: str, data: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(data)
-        self._sent[path] = self._sent.get(path, 0) + 1
+    def _send_pending(self) -> None:
+        """Write every copy waiting here in one write: the runner wakes once for them all
+        (docs/rollout.md#shadow-runner, batches)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._writer is None or not self._pending:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        self._writer.write(b"".join(data for _, data in batch))
+        for path, _ in batch:
+            self._sent[path] = self._sent.get(path, 0) + 1
 
     async def _keep_running(self) -> None:
         """Runs a runner while copies wait for one; ends when one stops with none waiting
@@ -138,13 +157,15 @@ class ShadowRunner:
         log.info("shadow runner started (pid %d)", process.pid)
         self._writer = writer
         try:
-            while self._pending:
-                self._send(*self._pending.popleft())
+            self._send_pending()
             if self._closing:
                 writer.write_eof()
             await self._read_accounts(reader)
         finally:
             self._writer = None
+            if self._flush is not None:  # what was not written goes to the next runner
+                self._flush.cancel()
+                self._flush = None
             writer.close()
             try:
                 await within(process.wait(), STOP_GRACE_S)
@@ -206,6 +227,7 @@ class ShadowRunner:
         self._closing = True
         if self._writer is not None:
             with contextlib.suppress(OSError, RuntimeError):
+                self._send_pending()  # a batch not written yet is run, as the others
                 self._writer.write_eof()
         task = self._task
         if task is not None:

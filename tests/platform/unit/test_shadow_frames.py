@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from gristmill_platform.executions import shadow_frames as frames
-from gristmill_platform.executions.shadow_runner import ShadowRunner
+from gristmill_platform.executions.shadow_runner import BATCH_MAX, ShadowRunner
 from gristmill_platform.settings import Settings
 from gristmill_platform.telemetry.metrics import SHADOW_COPIES_DROPPED
 
@@ -76,3 +76,91 @@ def test_copies_a_stopped_runner_had_not_accounted_for_are_counted(tmp_path) -> 
     runner._stopped()
     assert SHADOW_COPIES_DROPPED.labels("dep-lost")._value.get() == before + 2
     assert (runner.lost, runner.waiting) == (2, 0)
+
+
+class _Writer:
+    """What the hand-off writes to the runner's socket, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.eof = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.eof
+        self.writes.append(data)
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+
+def _copies(data: bytes) -> list[frames.Copy]:
+    found = []
+    while data:
+        size = frames.length(data[:frames.HEADER.size])
+        payload = data[frames.HEADER.size:frames.HEADER.size + size]
+        found.append(frames.read_copy(frames.document(payload)))
+        data = data[frames.HEADER.size + size:]
+    return found
+
+
+def _connected(tmp_path, **settings: object) -> tuple[ShadowRunner, _Writer]:
+    runner = ShadowRunner(Settings(data_dir=tmp_path, **settings), lambda: 10_000)
+    writer = _Writer()
+    runner._writer = writer  # type: ignore[assignment]  # a runner already connected
+    return runner, writer
+
+
+def test_copies_are_written_in_one_batch_after_the_first(tmp_path) -> None:
+    async def scenario() -> None:
+        runner, writer = _connected(tmp_path, shadow_batch_ms=5)
+        for n in range(3):
+            assert runner.offer("ep", "dep", "v2", {"n": n})
+        assert writer.writes == [] and runner.waiting == 3  # held: no write per call
+        while not writer.writes:
+            await asyncio.sleep(0.001)
+        [batch] = writer.writes  # one write, so the runner wakes once for the three
+        assert [c.body["n"] for c in _copies(batch)] == [0, 1, 2]
+        assert runner.waiting == 3  # sent, not accounted for yet
+        runner._settle("ep", 3)
+        assert runner.waiting == 0
+        assert runner.offer("ep", "dep", "v2", {"n": 3})  # the next batch
+        while len(writer.writes) < 2:
+            await asyncio.sleep(0.001)
+        assert [c.body["n"] for c in _copies(writer.writes[1])] == [3]
+
+    asyncio.run(scenario())
+
+
+def test_without_batches_each_copy_is_written_at_once(tmp_path) -> None:
+    async def scenario() -> None:
+        runner, writer = _connected(tmp_path, shadow_batch_ms=0)
+        for n in range(2):
+            assert runner.offer("ep", "dep", "v2", {"n": n})
+            assert len(writer.writes) == n + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_is_written_at_once(tmp_path) -> None:
+    async def scenario() -> None:
+        runner, writer = _connected(tmp_path, shadow_batch_ms=1000)
+        for n in range(BATCH_MAX):
+            assert runner.offer("ep", "dep", "v2", {"n": n})
+        [batch] = writer.writes  # not waiting for the time: the batch is full
+        assert len(_copies(batch)) == BATCH_MAX
+        assert runner.waiting == BATCH_MAX
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_not_written_yet_is_written_when_the_service_stops(tmp_path) -> None:
+    async def scenario() -> None:
+        runner, writer = _connected(tmp_path, shadow_batch_ms=1000)
+        assert runner.offer("ep", "dep", "v2", {"n": 0})
+        assert runner.offer("ep", "dep", "v2", {"n": 1})
+        await runner.shutdown()
+        [batch] = writer.writes  # handed over before the end of file, as any copy
+        assert writer.eof and [c.body["n"] for c in _copies(batch)] == [0, 1]
+        assert not runner.offer("ep", "dep", "v2", {"n": 2})  # stopping: none taken
+
+    asyncio.run(scenario())
