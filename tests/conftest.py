@@ -64,11 +64,11 @@ def _drop_postgres_database(admin_url: str, name: str) -> None:
 
 @contextmanager
 def own_database(kind: str, folder: Path) -> Iterator[DatabaseUnderTest]:
-    """A database of its own, for tests that must not share the session's (they add users,
-    and the shared one's first user must be the environment's admin); skipped as the
-    shared one is without PostgreSQL."""
+    """A new, empty database: the session's shared one, and one for tests that must not
+    share it (they add users, and the shared one's first user must be the environment's
+    admin). The PostgreSQL kind is skipped without a reachable server."""
     if kind == "sqlite":
-        yield DatabaseUnderTest("sqlite", f"sqlite:///{folder / 'own.sqlite3'}")
+        yield DatabaseUnderTest("sqlite", f"sqlite:///{folder / 'gristmill.sqlite3'}")
         return
     admin_url = _postgres_admin_url()
     if admin_url is None:
@@ -85,19 +85,8 @@ def own_database(kind: str, folder: Path) -> Iterator[DatabaseUnderTest]:
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[DatabaseUnderTest]:
     """Each database-backed test runs on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("sqlite") / "gristmill.sqlite3"
-        yield DatabaseUnderTest("sqlite", f"sqlite:///{path}")
-        return
-    admin_url = _postgres_admin_url()
-    if admin_url is None:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} "
-                    "(set GRISTMILL_TEST_POSTGRES_URL); PostgreSQL variant skipped")
-    name, url = _create_postgres_database(admin_url)
-    try:
-        yield DatabaseUnderTest("postgres", url)
-    finally:
-        _drop_postgres_database(admin_url, name)
+    with own_database(request.param, tmp_path_factory.mktemp(request.param)) as database:
+        yield database
 
 
 @dataclass
