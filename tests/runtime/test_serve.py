@@ -513,14 +513,18 @@ def test_sigterm_stops_the_worker(start: Start) -> None:
     eventually(lambda: any("worker stopping" in line for line in worker.stderr), "goodbye")
 
 
-def test_an_orphaned_worker_exits(tmp_path: Path) -> None:
+# the worker's output to nowhere, or to a pipe only its launcher reads (as the control
+# service and the shadow runner launch theirs): once the launcher is killed, saying
+# goodbye there fails with a broken pipe, which once left the worker running forever
+@pytest.mark.parametrize("output", ["DEVNULL", "PIPE"])
+def test_an_orphaned_worker_exits(tmp_path: Path, output: str) -> None:
     step_dir = write_step(tmp_path / "step", {"src/main.py": COUNTER})
     launcher = subprocess.Popen(
-        [sys.executable, "-c", """
+        [sys.executable, "-c", f"""
 import os, subprocess, sys, time
-env = {**os.environ, "GRISTMILL_WORKER_PARENT_PID": str(os.getpid())}
+env = {{**os.environ, "GRISTMILL_WORKER_PARENT_PID": str(os.getpid())}}
 child = subprocess.Popen([sys.executable, "-m", "gristmill.runtime", "serve"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.{output}, stderr=subprocess.{output})
 print(child.pid, flush=True)
 time.sleep(600)
 """],

@@ -73,6 +73,12 @@ class ShadowRunner:
         """Copies handed over and not run yet, here and in the runner."""
         return len(self._pending) + sum(self._sent.values())
 
+    @property
+    def unwritten(self) -> int:
+        """Copies still here, in the batch being gathered (or while a runner starts): if
+        the runner dies now they go to the next one, they are not lost."""
+        return len(self._pending)
+
     def offer(self, path: str, deployment: str, pipeline: str, body: Mapping[str, Any]
               ) -> bool:
         """Hand a copy to the runner (on the call's path: no I/O waited for). False, and

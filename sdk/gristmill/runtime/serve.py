@@ -737,7 +737,10 @@ def _watch_parent(pid: int) -> None:
     would hold its port and memory forever."""
     while True:
         if os.getppid() != pid:
-            _say(f"the control service (pid {pid}) is gone; exiting")
+            # our stderr may be a pipe to the launcher that is gone (a killed shadow
+            # runner): saying so raises then, and must not end this thread before the exit
+            with contextlib.suppress(Exception):
+                _say(f"the control service (pid {pid}) is gone; exiting")
             os._exit(EXIT_STOPPED)
         time.sleep(PARENT_CHECK_S)
 
