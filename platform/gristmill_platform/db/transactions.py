@@ -42,7 +42,6 @@ class Transactions:
                 raise
             run_effects(session, committed=True)
 
-
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A connection for a few reads without an ORM session (what checking each
