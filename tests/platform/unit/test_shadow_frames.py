@@ -4,6 +4,7 @@ shadow_frames.py): frames, bad input, and the bound on what waits. No process st
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,13 @@ def test_a_batch_not_written_yet_is_written_when_the_service_stops(tmp_path) -> 
         assert not runner.offer("ep", "dep", "v2", {"n": 2})  # stopping: none taken
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("value", ["-1", "1001", "soon"])
+def test_a_bad_batch_delay_is_refused_at_start(value: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("GRISTMILL_SHADOW_BATCH_MS", value)
+    with pytest.raises(ValidationError, match="shadow_batch_ms"):
+        Settings(data_dir=tmp_path)
