@@ -228,14 +228,17 @@ def test_database_accepts_the_cluster_and_policies_shut_workers_out(mocks: Grist
         if r.inputs["tags"]["gristmill.io/tier"] == "database"
     ]
     assert database_subnets == list(plan_subnets("10.0.0.0/16", 2).database)
-    egress = next(
-        r.inputs
+    # one such policy per namespace that runs step code (workers, image builds); the mocks
+    # register them in no fixed order
+    egresses = {
+        r.inputs["metadata"]["namespace"]: r.inputs
         for r in mocks.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
         if r.inputs["metadata"]["name"] == "gristmill-worker-egress"
-    )
-    assert egress["metadata"]["namespace"] == "gristmill-workers"
-    excluded = egress["spec"]["egress"][1]["to"][0]["ipBlock"]["except"]
-    assert set(database_subnets) <= set(excluded)
+    }
+    assert "gristmill-workers" in egresses
+    for egress in egresses.values():
+        excluded = egress["spec"]["egress"][1]["to"][0]["ipBlock"]["except"]
+        assert set(database_subnets) <= set(excluded)
 
 
 def test_every_resource_uses_the_stack_providers(mocks: GristmillMocks) -> None:
