@@ -12,6 +12,8 @@ the median of the per-block p50 overheads of the shadowed endpoint over the plai
 CPU time of the control service process alone (not its workers nor the runner) per call;
 the context switches per call of the caller, the control service and all its descendants;
 the CPU time of the runner and its workers per shadowed call (their start included); the
+machine's inter-processor interrupts per call (/proc/interrupts: RES, a CPU told to
+preempt the task it runs; CAL, a function call such as a remote wake-up); the
 CPUs the machine's other work used during each block (/proc/stat minus this bench's
 processes), and the median overhead over the quiet block pairs only (other work under
 QUIET_OTHERS_CPUS during both); and at the end the copies recorded (shadow executions)
@@ -82,6 +84,18 @@ def machine_busy_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def interrupts() -> dict[str, int]:
+    """The machine's rescheduling (RES) and function-call (CAL) interrupts so far, all
+    CPUs (Linux, /proc/interrupts; empty elsewhere)."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError), open("/proc/interrupts") as table:
+        for line in table:
+            fields = line.split()
+            if fields and fields[0] in ("RES:", "CAL:"):
+                counts[fields[0][:-1]] = sum(int(v) for v in fields[1:] if v.isdigit())
+    return counts
+
+
 def switches(service: psutil.Process) -> int:
     """Context switches so far (voluntary and not) of this process (the caller), the
     control service and all its descendants (warm workers, the shadow runner and its
@@ -128,6 +142,7 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
         samples: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], float] = {}
         ctx: dict[tuple[str, str], int] = {}
+        irq: dict[tuple[str, str], dict[str, int]] = {}
         calls = {mode: WARM_CALLS for mode in MODES}
         load_start = os.getloadavg()
         pairs = [(mode, name) for mode in MODES for name in ENDPOINTS]
@@ -142,6 +157,7 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
                     client.post(url, json={"text": "hi"})
                 used = sum(service.cpu_times()[:2])
                 switched = switches(service)
+                interrupted = interrupts()
                 busy, mine, began = machine_busy_s(), cpu_s(ours), time.perf_counter()
                 times = []
                 for _ in range(per_block):
@@ -151,6 +167,9 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
                 cpu[(mode, name)] = cpu.get((mode, name), 0.0) + \
                     sum(service.cpu_times()[:2]) - used
                 ctx[(mode, name)] = ctx.get((mode, name), 0) + switches(service) - switched
+                counted = irq.setdefault((mode, name), {})
+                for kind, value in interrupts().items():
+                    counted[kind] = counted.get(kind, 0) + value - interrupted.get(kind, value)
                 others[(mode, name)] = max(0.0, machine_busy_s() - busy - cpu_s(ours) + mine
                                            ) / (time.perf_counter() - began)
                 calls[mode] += (per_block + 10) if name == "low-shadow" else 0
@@ -176,6 +195,10 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
                     name: round(cpu[(mode, name)] / measured * 1000, 3) for name in ENDPOINTS},
                 "context_switches_per_call": {
                     name: round(ctx[(mode, name)] / measured, 2) for name in ENDPOINTS},
+                "interrupts_per_call": {
+                    name: {kind: round(value / measured, 2)
+                           for kind, value in sorted(irq[(mode, name)].items())}
+                    for name in ENDPOINTS},
                 "others_cpus_median": round(statistics.median(busiest[mode]), 2),
                 "quiet_blocks": len(quiet),
                 "quiet_median_block_pct": round(100 * statistics.median(quiet), 1)

@@ -788,9 +788,11 @@ class LocalWorkerPool:
     async def _watch(self, slot: _Slot, worker: _Worker, reader: asyncio.Task[None]) -> None:
         worker.returncode = await worker.process.wait()
         # What it printed last (the crash dump, the traceback) before its exit is known;
-        # bounded, because a process the step started may hold the pipe open.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await within(asyncio.shield(reader), 0.5)
+        # bounded, because a process the step started may hold the pipe open. asyncio.wait
+        # leaves the reader running past the bound, whatever ends it is not raised here,
+        # and this watch's own cancellation (the pool stopping) is passed on, not taken
+        # for the reader's.
+        await asyncio.wait({reader}, timeout=0.5)
         worker.exited.set()
         if worker.stopping or self._closing or worker.status != "running":
             return  # stopped on purpose, or still starting (the bring-up reports it)
