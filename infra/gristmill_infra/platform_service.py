@@ -5,7 +5,8 @@ and secrets, a migration Job, a Deployment (read-only root filesystem, data on a
 Service, PodDisruptionBudget and Ingress. Step pods run in a second namespace and image
 builds in a third, where the control service's RBAC is limited to the objects it launches;
 the workers' namespace has a ResourceQuota and LimitRange, and priority classes order
-control service > warm workers > elastic steps > builds when the cluster is full."""
+control service > warm workers > elastic steps > builds > shadow-only warm workers when the
+cluster is full."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ WORKER_PRIORITY_CLASSES = {
     "gristmill-warm-worker": 100_000,
     "gristmill-step": 10_000,
     "gristmill-build": 1_000,
+    # Warm workers that only run shadow copies (docs/rollout.md): the first evicted when
+    # anything else needs room, and, like steps and builds, they wait rather than evict.
+    "gristmill-shadow-worker": 100,
 }
 PRIORITY_CLASSES = {CONTROL_PRIORITY_CLASS: 1_000_000, **WORKER_PRIORITY_CLASSES}
 
@@ -410,7 +414,8 @@ class PlatformService(pulumi.ComponentResource):
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=class_name, labels=labels),
                 value=value,
                 global_default=False,
-                # Builds and elastic steps wait for room rather than evict others.
+                # Builds, elastic steps and shadow-only workers wait for room rather than
+                # evict others (a copy's result is not worth a build or step evicted).
                 preemption_policy="PreemptLowerPriority"
                 if value >= PRIORITY_CLASSES["gristmill-warm-worker"]
                 else "Never",

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
         default_factory=dict)
     # What a worker asks for when its deployment does not say (ram_request).
     kubernetes_default_cpu: float = Field(default=0.5, gt=0)
+    # ... and a worker started for shadow copies only, until its pipeline answers calls
+    # (docs/rollout.md): its CPU share under contention follows the request
+    kubernetes_shadow_worker_cpu: float = Field(default=0.1, gt=0)
     kubernetes_default_memory: int = 1024**3
     # A GPU pool scaled to zero needs minutes to add a node: only after this long is a
     # worker that no node can take failed.
@@ -205,10 +208,12 @@ class Settings(BaseSettings):
     kubernetes_sweep_grace_s: float = Field(default=600.0, ge=0)
     # How much of a pod's log (its end) is kept at cleanup; what was cut is said in the log.
     kubernetes_log_cap_bytes: int = Field(default=4 * 1024**2, ge=1024)
-    # PriorityClasses of elastic pods, warm workers and image builds (the infra program
-    # creates these three); "" leaves the cluster's default priority.
+    # PriorityClasses of elastic pods, warm workers, warm workers that only serve shadow
+    # copies (docs/rollout.md) and image builds (the infra program creates these four);
+    # "" leaves the cluster's default priority.
     kubernetes_step_priority_class: str = "gristmill-step"
     kubernetes_warm_worker_priority_class: str = "gristmill-warm-worker"
+    kubernetes_shadow_worker_priority_class: str = "gristmill-shadow-worker"
     kubernetes_build_priority_class: str = "gristmill-build"
     # The elastic pool (executors/kubernetes/elastic_pool.py): pre-started pods per step,
     # each taking one execution; this many idle ones per step and replica while the step

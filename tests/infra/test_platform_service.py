@@ -245,8 +245,11 @@ def test_workers_namespace_has_a_quota_defaults_and_priorities(mocks: GristmillM
     }
     order = sorted(classes, key=lambda name: -classes[name]["value"])
     assert order == ["gristmill-control", "gristmill-warm-worker", "gristmill-step",
-                     "gristmill-build"]
+                     "gristmill-build", "gristmill-shadow-worker"]
     assert classes["gristmill-build"]["preemptionPolicy"] == "Never"
+    # shadow-only workers are evicted by every other class and evict none themselves
+    assert classes["gristmill-shadow-worker"]["preemptionPolicy"] == "Never"
+    assert classes["gristmill-warm-worker"]["preemptionPolicy"] == "PreemptLowerPriority"
     assert not any(c["globalDefault"] for c in classes.values())
 
 

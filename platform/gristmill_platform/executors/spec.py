@@ -63,6 +63,8 @@ class WorkerSpec:
     generation: int = 1  # bumped by update_deployment to roll the workers
     file_io: bool = False  # as LaunchSpec.file_io, shared by the executions the worker runs
     deployment_id: str = ""  # of the deployment the workers belong to (their objects' label)
+    # started for shadow copies only (WorkerPool.ensure's background): a lower priority
+    shadow_only: bool = False
 
 
 class WorkerState(str, enum.Enum):

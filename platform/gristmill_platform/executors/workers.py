@@ -115,8 +115,9 @@ class WorkerPool(Protocol):
         waiting up to wait_s for it to be ready. Records the outcome on the deployment:
         status "up", or "creation_failed" with status_reason, and its import-time output
         in the deployment logs. Idempotent. background: the workers it starts (now and
-        after a crash) run at a low CPU priority where the backend can (shadow copies'
-        workers, docs/rollout.md); until the next start with it False."""
+        after a crash) run at a low priority (shadow copies' workers, docs/rollout.md:
+        nice 19 locally, a lower PriorityClass and CPU request on Kubernetes); until the
+        next start with it False."""
 
     async def stop(self, deployment_name: str) -> None:
         """Stop the deployment's worker (deployment deleted)."""

@@ -600,13 +600,14 @@ def test_priority_classes_are_those_the_infra_program_creates():
     infra = pytest.importorskip("gristmill_infra.platform_service")
     cfg = KubernetesConfig()
     assert {cfg.step_priority_class, cfg.warm_worker_priority_class,
-            cfg.build_priority_class} == set(infra.WORKER_PRIORITY_CLASSES)
+            cfg.build_priority_class, cfg.shadow_worker_priority_class} == set(
+        infra.WORKER_PRIORITY_CLASSES)
     pod = manifests.execution_pod(launch("a"), cfg)
     assert pod["spec"]["priorityClassName"] == "gristmill-step"
-    # warm workers outrank steps, which outrank builds
+    # warm workers outrank steps, which outrank builds, which outrank shadow-only workers
     ranks = infra.WORKER_PRIORITY_CLASSES
     assert ranks[cfg.warm_worker_priority_class] > ranks[cfg.step_priority_class] > \
-        ranks[cfg.build_priority_class]
+        ranks[cfg.build_priority_class] > ranks[cfg.shadow_worker_priority_class]
     unset = dataclasses.replace(cfg, step_priority_class=None)
     assert "priorityClassName" not in manifests.execution_pod(launch("a"), unset)["spec"]
 
@@ -627,6 +628,8 @@ def test_the_settings_reach_the_executor(monkeypatch: pytest.MonkeyPatch):
                         "GRISTMILL_KUBERNETES_SWEEP_GRACE_S": "30",
                         "GRISTMILL_KUBERNETES_LOG_CAP_BYTES": "65536",
                         "GRISTMILL_KUBERNETES_STEP_PRIORITY_CLASS": "",
+                        "GRISTMILL_KUBERNETES_SHADOW_WORKER_PRIORITY_CLASS": "",
+                        "GRISTMILL_KUBERNETES_SHADOW_WORKER_CPU": "0.2",
                         "GRISTMILL_KUBERNETES_BUILD_PRIORITY_CLASS": "batch-low"}.items():
         monkeypatch.setenv(name, value)
     cfg = kubernetes_config(Settings(executor="kubernetes", registry="r.example/a").resolve())
@@ -636,6 +639,13 @@ def test_the_settings_reach_the_executor(monkeypatch: pytest.MonkeyPatch):
     assert cfg.step_priority_class is None  # "": the cluster's default priority
     assert cfg.warm_worker_priority_class == "gristmill-warm-worker"
     assert cfg.build_priority_class == "batch-low"
+    assert cfg.shadow_worker_priority_class is None
+    assert cfg.shadow_worker_cpu == 0.2
+    monkeypatch.delenv("GRISTMILL_KUBERNETES_SHADOW_WORKER_PRIORITY_CLASS")
+    monkeypatch.delenv("GRISTMILL_KUBERNETES_SHADOW_WORKER_CPU")
+    default = kubernetes_config(Settings(executor="kubernetes", registry="r").resolve())
+    assert default.shadow_worker_priority_class == "gristmill-shadow-worker"
+    assert default.shadow_worker_cpu == 0.1
 
 
 @pytest.mark.parametrize("name, value", [
@@ -646,6 +656,7 @@ def test_the_settings_reach_the_executor(monkeypatch: pytest.MonkeyPatch):
     ("kubernetes_sweep_interval_s", -1),
     ("kubernetes_sweep_grace_s", -1),
     ("kubernetes_log_cap_bytes", 100),
+    ("kubernetes_shadow_worker_cpu", 0),
 ])
 def test_bad_settings_are_refused_with_their_name(name: str, value: Any):
     from pydantic import ValidationError

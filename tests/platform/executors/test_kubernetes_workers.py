@@ -11,6 +11,7 @@ durations; waits only bound how long a test may take to fail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import uuid
@@ -645,6 +646,117 @@ async def test_a_recreated_variant_rolls_and_only_its_new_pod_takes_calls(
     for text in ("one", "two", "three"):  # the old pod, still ready, takes none of them
         answer = await starts.run(pool, text, deployment=key)
         assert answer.pod_id == new[0]
+
+
+def priority_of(emulator: Emulator, key: str) -> tuple[str | None, bool]:
+    """The class the Deployment gives its pods, and whether it says it is shadow-only."""
+    deployment = worker_deployment(emulator, key)
+    return (deployment["spec"]["template"]["spec"].get("priorityClassName"),
+            manifests.ANNOTATION_SHADOW_ONLY in deployment["metadata"]["annotations"])
+
+
+async def test_shadow_only_workers_get_the_shadow_class_until_promoted(
+        state: AppState, pool: KubernetesWorkerPool, cluster: WorkerCluster,
+        emulator: Emulator) -> None:
+    """docs/rollout.md: a pipeline that only gets shadow copies runs at the shadow
+    workers' PriorityClass; once a rule makes it answer calls its pods roll to the
+    warm workers' class, and later shadow copies do not lower them again."""
+    deployment_id = await add_deployment(state)
+    await add_variant(state, "challenger")
+    key = variant_key("score-api", "challenger")
+
+    await pool.ensure(key, wait_s=DEADLINE_S, background=True)
+
+    assert priority_of(emulator, key) == ("gristmill-shadow-worker", True)
+    [shadow_pod] = cluster.names()
+    raw = emulator.objects["v1/pods", NAMESPACE, shadow_pod]
+    assert raw["spec"]["priorityClassName"] == "gristmill-shadow-worker"
+    assert raw["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100m"
+    assert (await Starts().run(pool, "a copy", deployment=key)).pod_id == shadow_pod
+
+    # promotion (low_latency.py warm: restart, background no more): the pods roll
+    await pool.ensure(key, wait_s=DEADLINE_S, restart=True)
+
+    assert priority_of(emulator, key) == ("gristmill-warm-worker", False)
+
+    async def rolled() -> bool:
+        await pool.refresh(key)
+        return [p["pod_id"] for p in pool.pods(key)] == [
+            name for name in cluster.names() if name != shadow_pod]
+
+    await eventually(rolled, "the shadow pod to be replaced by a normal one")
+    [normal_pod] = cluster.names()
+    raw = emulator.objects["v1/pods", NAMESPACE, normal_pod]
+    assert raw["spec"]["priorityClassName"] == "gristmill-warm-worker"
+    assert raw["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "500m"
+    assert (await Starts().run(pool, "a call", deployment=key)).pod_id == normal_pod
+
+    patches = len(emulator.sent("PATCH", "deployments"))
+    await pool.ensure(key, wait_s=DEADLINE_S, background=True)  # a later shadow copy
+    assert priority_of(emulator, key) == ("gristmill-warm-worker", False)
+    assert len(emulator.sent("PATCH", "deployments")) == patches  # not rolled back down
+    await pool.copy_logs(key)
+    applied = [line for line in await deployment_logs(state, deployment_id)
+               if "applied" in line]
+    generation = worker_deployment(emulator, key)["metadata"]["annotations"][
+        manifests.ANNOTATION_GENERATION]
+    assert applied[0].endswith(
+        f"(generation {generation}, PriorityClass gristmill-shadow-worker, shadow copies only)")
+    assert applied[1].endswith(", PriorityClass gristmill-warm-worker)")
+
+
+async def test_a_restarted_service_keeps_each_variant_at_its_class(
+        state: AppState, executor: KubernetesExecutor, cluster: WorkerCluster,
+        emulator: Emulator, clock: Clock) -> None:
+    """The dispatcher of a restarted control service (or another replica) remembers
+    nothing: its first shadow copy asks for background workers of each pipeline. A
+    pipeline that answers calls keeps its class, one that only gets copies keeps the
+    shadow class; neither is applied again, so no pod rolls."""
+    await add_deployment(state)
+    await add_variant(state, "shadowed")
+    await add_variant(state, "answering")
+    shadowed = variant_key("score-api", "shadowed")
+    answering = variant_key("score-api", "answering")
+    first = make_pool(state, executor, cluster, clock)
+    try:
+        await first.ensure(shadowed, wait_s=DEADLINE_S, background=True)
+        await first.ensure(answering, wait_s=DEADLINE_S)
+    finally:
+        await first.shutdown()
+    pods = cluster.names()
+    patches = len(emulator.sent("PATCH", "deployments"))
+
+    second = make_pool(state, executor, cluster, clock)
+    try:
+        # adopted by a call, then asked for by the new dispatcher's first copies
+        await Starts().run(second, "adopted", deployment=shadowed)
+        await second.ensure(shadowed, wait_s=DEADLINE_S, background=True)
+        await second.ensure(answering, wait_s=DEADLINE_S, background=True)
+        assert priority_of(emulator, shadowed) == ("gristmill-shadow-worker", True)
+        assert priority_of(emulator, answering) == ("gristmill-warm-worker", False)
+        assert len(emulator.sent("PATCH", "deployments")) == patches
+        assert cluster.names() == pods
+        # and a call it routes there promotes the shadow one, as before the restart
+        await second.ensure(shadowed, wait_s=DEADLINE_S, restart=True)
+        assert priority_of(emulator, shadowed) == ("gristmill-warm-worker", False)
+    finally:
+        await second.shutdown()
+
+
+async def test_without_a_shadow_class_shadow_workers_get_the_cluster_default(
+        state: AppState, k8s_config: KubernetesConfig, cluster: WorkerCluster,
+        emulator: Emulator, clock: Clock) -> None:
+    cfg = dataclasses.replace(k8s_config, shadow_worker_priority_class=None)
+    pool = make_pool(state, KubernetesExecutor(cfg, clock=lambda: clock[0]), cluster, clock)
+    await add_deployment(state)
+    await add_variant(state, "challenger")
+    key = variant_key("score-api", "challenger")
+    try:
+        await pool.ensure(key, wait_s=DEADLINE_S, background=True)
+    finally:
+        await pool.shutdown()
+
+    assert priority_of(emulator, key) == (None, True)  # still known as shadow-only
 
 
 async def test_stop_deletes_the_variant_workers_another_replica_brought_up(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,9 @@ CASES: dict[str, Any] = {
     "deployment_low_latency": lambda: manifests.worker_deployment(worker_spec(), CFG),
     "service_low_latency": lambda: manifests.worker_service(worker_spec(), CFG),
     "pdb_low_latency": lambda: manifests.worker_disruption_budget(worker_spec(), CFG),
+    "deployment_low_latency_shadow": lambda: manifests.worker_deployment(
+        worker_spec(shadow_only=True), CFG
+    ),
     "deployment_low_latency_gpu": lambda: manifests.worker_deployment(
         worker_spec(language="python-cuda:3.11-12.1", replicas=1, file_io=True), CFG
     ),
@@ -338,6 +342,47 @@ def test_gpu_workers_roll_without_a_surge_pod() -> None:
     ]["rollingUpdate"]
     assert cpu == {"maxSurge": 1, "maxUnavailable": 0}
     assert gpu == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_shadow_only_workers_get_the_shadow_class_and_say_so() -> None:
+    normal = manifests.worker_deployment(worker_spec(), CFG)
+    shadow = manifests.worker_deployment(worker_spec(shadow_only=True), CFG)
+    assert normal["spec"]["template"]["spec"]["priorityClassName"] == "gristmill-warm-worker"
+    assert shadow["spec"]["template"]["spec"]["priorityClassName"] == "gristmill-shadow-worker"
+    # what the pool reads back (after a restart) is on the Deployment, not its pods
+    assert manifests.is_shadow_only(shadow) and not manifests.is_shadow_only(normal)
+    assert manifests.ANNOTATION_SHADOW_ONLY not in shadow["spec"]["template"]["metadata"][
+        "annotations"]
+    # a smaller CPU request (its CPU weight under contention), the same memory
+    assert _container(normal)["resources"]["requests"] == {"cpu": "500m", "memory": "2Gi"}
+    assert _container(shadow)["resources"]["requests"] == {"cpu": "100m", "memory": "2Gi"}
+    # nothing else differs: promotion only changes these (and rolls the pods)
+    del shadow["metadata"]["annotations"][manifests.ANNOTATION_SHADOW_ONLY]
+    shadow["spec"]["template"]["spec"]["priorityClassName"] = "gristmill-warm-worker"
+    _container(shadow)["resources"]["requests"]["cpu"] = "500m"
+    assert shadow == normal
+
+
+def test_a_shadow_only_worker_keeps_a_cpu_request_its_spec_states() -> None:
+    spec = worker_spec(shadow_only=True, resources=Resources(cpu=2, memory_bytes=GIB))
+    container = _container(manifests.worker_deployment(spec, CFG))
+    assert container["resources"]["requests"]["cpu"] == "2"
+    smaller = replace(CFG, shadow_worker_cpu=0.25)
+    assert _container(manifests.worker_deployment(worker_spec(shadow_only=True), smaller))[
+        "resources"]["requests"]["cpu"] == "250m"
+
+
+def test_an_empty_priority_class_setting_sets_no_class() -> None:
+    unset = replace(CFG, shadow_worker_priority_class=None, warm_worker_priority_class=None)
+    for shadow_only in (False, True):
+        pod = manifests.worker_deployment(worker_spec(shadow_only=shadow_only), unset)
+        assert "priorityClassName" not in pod["spec"]["template"]["spec"]
+    # each setting for its own workers only
+    only_shadow = replace(CFG, warm_worker_priority_class=None)
+    assert "priorityClassName" not in manifests.worker_deployment(
+        worker_spec(), only_shadow)["spec"]["template"]["spec"]
+    assert manifests.worker_deployment(worker_spec(shadow_only=True), only_shadow)[
+        "spec"]["template"]["spec"]["priorityClassName"] == "gristmill-shadow-worker"
 
 
 @pytest.mark.parametrize(

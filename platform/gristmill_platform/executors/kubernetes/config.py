@@ -44,6 +44,8 @@ class KubernetesConfig:
     labels: Mapping[str, str] = field(default_factory=dict)  # added to every object
 
     default_cpu: float = 0.5
+    # the CPU request of warm workers started for shadow copies only (WorkerSpec.shadow_only)
+    shadow_worker_cpu: float = 0.1
     default_memory_bytes: int = 1 * GIB
     gpu_resource: str = "nvidia.com/gpu"
     gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: dict(GPU_POOL_SELECTOR))
@@ -104,6 +106,9 @@ class KubernetesConfig:
     # None: the cluster's default priority.
     step_priority_class: str | None = "gristmill-step"
     warm_worker_priority_class: str | None = "gristmill-warm-worker"
+    # warm workers started for shadow copies only (WorkerSpec.shadow_only): the scheduler
+    # evicts them first and they never evict anyone
+    shadow_worker_priority_class: str | None = "gristmill-shadow-worker"
     build_priority_class: str | None = "gristmill-build"
 
     @property
@@ -142,6 +147,7 @@ def kubernetes_config(settings: Settings) -> KubernetesConfig:
         service_account=settings.kubernetes_worker_service_account,
         labels=dict(settings.kubernetes_labels),
         default_cpu=settings.kubernetes_default_cpu,
+        shadow_worker_cpu=settings.kubernetes_shadow_worker_cpu,
         default_memory_bytes=settings.kubernetes_default_memory,
         gpu_node_selector=dict(settings.kubernetes_gpu_node_selector),
         cpu_node_selector=dict(settings.kubernetes_cpu_node_selector),
@@ -165,5 +171,6 @@ def kubernetes_config(settings: Settings) -> KubernetesConfig:
         log_cap_bytes=settings.kubernetes_log_cap_bytes,
         step_priority_class=settings.kubernetes_step_priority_class or None,
         warm_worker_priority_class=settings.kubernetes_warm_worker_priority_class or None,
+        shadow_worker_priority_class=settings.kubernetes_shadow_worker_priority_class or None,
         build_priority_class=settings.kubernetes_build_priority_class or None,
     )

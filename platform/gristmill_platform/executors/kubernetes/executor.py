@@ -416,6 +416,13 @@ class KubernetesExecutor:
             "port": spec.port,
         }
 
+    async def worker_is_shadow_only(self, deployment_name: str) -> bool | None:
+        """Whether the deployment's warm-worker Deployment was applied for shadow copies
+        only (manifests.ANNOTATION_SHADOW_ONLY); None when there is no such Deployment."""
+        obj = await self._get(Deployment, {"name": manifests.worker_name(deployment_name),
+                                           "namespace": self.cfg.namespace})
+        return None if obj is None else manifests.is_shadow_only(_raw(obj))
+
     async def delete_worker(self, deployment_name: str) -> None:
         """Delete the Deployment (its ReplicaSets and pods follow), the Service and the
         PodDisruptionBudget."""

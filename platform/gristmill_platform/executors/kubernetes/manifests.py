@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from gristmill.languages import parse_language, runtime_image
@@ -60,6 +61,10 @@ ANNOTATION_PIPELINE = "gristmill.io/pipeline"
 ANNOTATION_DEPLOYMENT = "gristmill.io/deployment"
 ANNOTATION_GENERATION = "gristmill.io/generation"
 ANNOTATION_CANCELLED = "gristmill.io/cancelled"
+# On a warm-worker Deployment started for shadow copies only (WorkerSpec.shadow_only):
+# what the pool reads back, so that a control service that lost its memory (restarted,
+# another replica) neither lowers a Deployment that answers calls nor forgets it is low.
+ANNOTATION_SHADOW_ONLY = "gristmill.io/shadow-only"
 # The cluster autoscaler would otherwise drain a node under a running execution.
 ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
@@ -426,7 +431,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             "httpGet": probe,
             "periodSeconds": 5,
         },
-        "resources": _resources(spec.resources, gpus, cfg),
+        "resources": _resources(_worker_resources(spec, cfg), gpus, cfg),
         "securityContext": _container_security(cfg),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -442,8 +447,9 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
         **_scheduling(gpus, cfg),
         "terminationGracePeriodSeconds": max(cfg.termination_grace_s, drain_s + DRAIN_MARGIN_S),
     }
-    if cfg.warm_worker_priority_class:
-        pod_spec["priorityClassName"] = cfg.warm_worker_priority_class
+    priority_class = worker_priority_class(spec, cfg)
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
     if volumes:
         pod_spec["volumes"] = volumes
     # A surge pod needs a second GPU that a small GPU pool rarely has, which would stall the
@@ -451,6 +457,10 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
     rolling = {"maxSurge": 0, "maxUnavailable": 1} if gpus else {"maxSurge": 1, "maxUnavailable": 0}
     identity = _identity_annotations(None, spec.step_name, spec.pipeline_name, spec.deployment_name)
     template_annotations = {**identity, ANNOTATION_GENERATION: str(spec.generation)}
+    # on the Deployment only: the pod template's class is what rolls the pods
+    object_annotations = {**template_annotations}
+    if spec.shadow_only:
+        object_annotations[ANNOTATION_SHADOW_ONLY] = "true"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -458,9 +468,7 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             "name": worker_name(spec.deployment_name),
             "namespace": cfg.namespace,
             "labels": _worker_object_labels(spec, cfg),
-            "annotations": dict(
-                sorted({**identity, ANNOTATION_GENERATION: str(spec.generation)}.items())
-            ),
+            "annotations": dict(sorted(object_annotations.items())),
         },
         "spec": {
             "progressDeadlineSeconds": cfg.worker_progress_deadline_s,
@@ -477,6 +485,30 @@ def worker_deployment(spec: WorkerSpec, cfg: KubernetesConfig) -> Manifest:
             },
         },
     }
+
+
+def worker_priority_class(spec: WorkerSpec, cfg: KubernetesConfig) -> str | None:
+    """The PriorityClass of a Deployment's warm workers: the shadow workers' for workers
+    started for shadow copies only (docs/rollout.md), else the warm workers'. None: the
+    cluster's default priority (the setting is empty)."""
+    return cfg.shadow_worker_priority_class if spec.shadow_only \
+        else cfg.warm_worker_priority_class
+
+
+def _worker_resources(spec: WorkerSpec, cfg: KubernetesConfig) -> Resources:
+    """A shadow-only worker asks for less CPU when its spec does not say: with no CPU
+    limit it still uses whatever the node leaves, but its cgroup's CPU weight follows the
+    request, so under contention the workers that answer calls get the larger share (the
+    local backend's nice level, as far as Kubernetes has one)."""
+    if spec.shadow_only and spec.resources.cpu is None:
+        return replace(spec.resources, cpu=cfg.shadow_worker_cpu)
+    return spec.resources
+
+
+def is_shadow_only(deployment: Mapping[str, Any]) -> bool:
+    """Whether a live warm-worker Deployment was applied for shadow copies only."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(ANNOTATION_SHADOW_ONLY) == "true"
 
 
 def _drain_seconds(spec: WorkerSpec, cfg: KubernetesConfig) -> int:

@@ -27,6 +27,10 @@ low-latency deployment is a Deployment and a Service named ``gm-ll-<name>``
 * copies what the workers print outside executions into the deployment's logs, every
   ``log_copy_s``: only what each pod printed since the last copy (``sinceTime``), at most
   ``log_cap_bytes`` of it per read (its end, after a line saying what was cut);
+* gives the workers of a pipeline that only gets shadow copies (``ensure``'s
+  ``background``) the shadow workers' PriorityClass and CPU request until it answers calls,
+  and marks their Deployment so (manifests.ANNOTATION_SHADOW_ONLY): read back, the mark
+  keeps any replica, or a restarted one, from lowering workers that answer calls;
 * leaves the cluster alone at shutdown: workers outlive a restart of the control service,
   which adopts them again (``resume``).
 
@@ -275,9 +279,8 @@ class KubernetesWorkerPool:
     async def ensure(self, deployment_name: str, *, wait_s: float,
                      restart: bool = False, background: bool = False) -> None:
         # restart: update_deployment bumped the generation, which is what rolls the pods.
-        # background: not on this backend yet (a shadow variant's pods could get a lower
-        # PriorityClass and CPU request; the scheduler and kubelet then decide)
-        del restart, background
+        # background: the Deployment gets the shadow workers' PriorityClass (see _shadow_only)
+        del restart
         if self._closing:
             return
         self._start_background()
@@ -290,15 +293,30 @@ class KubernetesWorkerPool:
                 tracked.seen = {}  # created here: its pods are news
             self._take(tracked, record)
             try:
-                handle = await self.executor.apply_worker(self._spec(record))
+                shadow_only = background and await self._shadow_only(deployment_name)
+                spec = self._spec(record, shadow_only=shadow_only)
+                handle = await self.executor.apply_worker(spec)
             except Exception as exc:  # never leave a deployment creation_pending forever
                 log.exception("applying the worker of %s failed", deployment_name)
                 await self._record(tracked, Verdict(
                     "creation_failed", f"The worker could not be created in the cluster: {exc}"))
                 return
+            priority = manifests.worker_priority_class(spec, self.executor.cfg)
             self._event(tracked, "", f"Worker Deployment {handle['name']} applied "
-                        f"(generation {record.generation})")
+                        f"(generation {record.generation}"
+                        + (f", PriorityClass {priority}" if priority else "")
+                        + (", shadow copies only)" if shadow_only else ")"))
         await self._wait_for_verdict(tracked, record.generation, wait_s)
+
+    async def _shadow_only(self, deployment_name: str) -> bool:
+        """Whether an ensure for shadow copies (background) applies the shadow workers'
+        class: yes for a Deployment not applied yet, or applied for shadow copies too; no
+        for one that answers calls. The dispatcher (low_latency.py warm) only knows what it
+        asked since it started: after a restart, or on another replica, its first shadow
+        copy must not lower the workers that answer calls (and roll them). As on the local
+        backend, workers are never lowered once they answered: only promoted."""
+        live = await self.executor.worker_is_shadow_only(deployment_name)
+        return live is None or live
 
     async def stop(self, deployment_name: str) -> None:
         own = split_key(deployment_name)[1] is None
@@ -568,7 +586,7 @@ class KubernetesWorkerPool:
         assert self.settings.secret_key
         tracked.secret = worker_secret(self.settings.secret_key, record.deployment_id)
 
-    def _spec(self, record: _Record) -> WorkerSpec:
+    def _spec(self, record: _Record, *, shadow_only: bool = False) -> WorkerSpec:
         settings = self.settings
         # where workers reach the control service, when it differs from the public URL
         url = settings.internal_url or settings.environment_url
@@ -600,7 +618,7 @@ class KubernetesWorkerPool:
                 memory_bytes=ram_bytes(record.ram_request) if record.ram_request else None,
                 gpu=record.gpu_request or 0),
             image=record.image, generation=record.generation, file_io=True,
-            deployment_id=record.deployment_id,
+            deployment_id=record.deployment_id, shadow_only=shadow_only,
         )
 
     async def _record(self, tracked: _Tracked, verdict: Verdict) -> None:
