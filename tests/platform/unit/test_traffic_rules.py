@@ -23,26 +23,43 @@ from gristmill_platform.deployments.validations import (
     parse_validations,
 )
 
+ROUTES_NEEDED = 'key needs routes: {"<value>": "<pipeline>", ...}'
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    ({"split": {"a": 1}, "shadow": ["b"]}, "exactly one"),
-    ({"split": {}}, "split must map"),
-    ({"split": {"a": -1}}, "whole number"),
-    ({"split": {"a": 1.5}}, "whole number"),
-    ({"split": {"a": True}}, "whole number"),
-    ({"split": {"a": 0, "b": 0}}, "above 0"),
-    ({"key": "x", "default": "a"}, "needs routes"),
-    ({"key": "x", "routes": {"1": "a"}}, "default must be"),
-    ({"key": "", "routes": {"1": "a"}, "default": "a"}, "name of an input"),
-    ({"shadow": "a"}, "list of pipeline"),
-    ({"shadow": []}, "list of pipeline"),
-    ({"routes": {"1": "a"}}, "only go with key"),
-    ({"weights": {}}, "Unknown traffic rule fields: weights"),
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"split": {"a": 1}, "shadow": ["b"]},
+     "Give exactly one traffic rule, not split and shadow"),
+    ({"split": {"a": 1}, "key": "x", "shadow": ["b"]},
+     "Give exactly one traffic rule, not split and key and shadow"),
+    ({"split": {}}, "split must map pipeline names to weights"),
+    ({"split": ["a"]}, "split must map pipeline names to weights"),
+    ({"split": {"a": -1}}, "The weight of 'a' must be a whole number >= 0"),
+    ({"split": {"a": 1.5}}, "The weight of 'a' must be a whole number >= 0"),
+    ({"split": {"a": True}}, "The weight of 'a' must be a whole number >= 0"),
+    ({"split": {"a": 0, "b": 0}}, "At least one weight of split must be above 0"),
+    ({"split": {"": 1}}, "A split's key must be a pipeline name"),
+    ({"key": "x", "default": "a"}, ROUTES_NEEDED),
+    ({"key": "x", "routes": {}, "default": "a"}, ROUTES_NEEDED),
+    ({"key": "x", "routes": "a", "default": "a"}, ROUTES_NEEDED),
+    ({"key": "x", "routes": {"1": "a"}}, "default must be a pipeline name"),
+    ({"key": "x", "routes": {"1": ""}, "default": "a"},
+     "The route of '1' must be a pipeline name"),
+    ({"key": "", "routes": {"1": "a"}, "default": "a"}, "key must be the name of an input"),
+    ({"key": 3, "routes": {"1": "a"}, "default": "a"}, "key must be the name of an input"),
+    ({"shadow": "a"}, "shadow must be a list of pipeline names"),
+    ({"shadow": []}, "shadow must be a list of pipeline names"),
+    ({"shadow": [""]}, "A shadow must be a pipeline name"),
+    ({"shadow": [5]}, "A shadow must be a pipeline name"),
+    ({"routes": {"1": "a"}}, "routes only go with key"),
+    ({"split": {"a": 1}, "default": "a"}, "default only go with key"),
+    ({"shadow": ["a"], "routes": {"1": "a"}, "default": "b"},
+     "routes and default only go with key"),
+    ({"weights": {}, "rules": 1}, "Unknown traffic rule fields: rules, weights"),
 ])
-def test_bad_rules_are_rejected_with_the_reason(body: dict[str, Any], fragment: str) -> None:
+def test_bad_rules_are_rejected_with_the_reason(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidTraffic) as raised:
         parse_rule(body)
-    assert fragment in raised.value.message
+    assert raised.value.message == message
     assert raised.value.status_code == 400
 
 
@@ -81,6 +98,9 @@ def test_key_routing_is_exact() -> None:
     assert route(rule, "own", {"country": "fr"}, rng).pipeline == "a"
     assert route(rule, "own", {"country": 1}, rng).pipeline == "b"
     assert route(rule, "own", {"country": True}, rng).pipeline == "c"
+    # JSON false as the caller wrote it, not Python's False
+    assert route(parse_rule({"key": "on", "routes": {"false": "a", "true": "b"},
+                             "default": "d"}), "own", {"on": False}, rng).pipeline == "a"
     assert route(rule, "own", {"country": "FR"}, rng).pipeline == "d"
     assert route(rule, "own", {}, rng).pipeline == "d"
 
@@ -102,6 +122,14 @@ def test_variants_must_take_the_inputs_and_return_the_outputs() -> None:
     message = io_mismatch("v", ins, outs, ins, [{"name": "score", "data_type": "string"}])
     assert message == ("Pipeline 'v' does not have the endpoint's outputs: "
                        "other types for score")
+    # several of each, in name order
+    two = [{"name": "a", "data_type": "string"}, {"name": "b", "data_type": "string"},
+           {"name": "c", "data_type": "string"}, {"name": "d", "data_type": "string"}]
+    theirs = [{"name": "c", "data_type": "number"}, {"name": "d", "data_type": "number"},
+              {"name": "y", "data_type": "string"}, {"name": "x", "data_type": "string"}]
+    assert io_mismatch("v", two, outs, theirs, outs) == (
+        "Pipeline 'v' does not have the endpoint's inputs: missing a, b; unexpected x, y; "
+        "other types for c, d")
 
 
 def test_validations_are_parsed_and_judged_without_python_eval() -> None:
