@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from gristmill_platform.auth.policy import kind_of
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.db import migrate
@@ -124,6 +125,25 @@ def test_a_token_whose_user_is_gone_is_refused(database_url: str) -> None:
                 await service.authenticate(access)
             with pytest.raises(Unauthorized):
                 await service.principal_of_token(created.token.id)
+
+    run(database_url, scenario)
+
+
+def test_a_console_session_keeps_the_role_of_its_user(database_url: str) -> None:
+    # a console session acts through principal_of_token: a viewer signed in there stays a
+    # viewer (the services' require_create and visibility checks read the role from it)
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        roles = {"viewer": {"is_viewer": True}, "admin": {"is_admin": True}, "member": {}}
+        for kind, flags in roles.items():
+            async with auth() as (service, _):
+                user = await service.create_user(
+                    name=kind, email=f"{uuid.uuid4().hex}@example.com", **flags)
+                created = await service.create_sdk_token(str(user.id))
+                access = service.access_token_for(created.token).access_token
+            async with auth() as (service, _):
+                console = await service.principal_of_token(created.token.id)
+                api = await service.authenticate(access)
+            assert kind_of(console) == kind_of(api) == kind
 
     run(database_url, scenario)
 

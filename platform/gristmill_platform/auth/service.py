@@ -159,7 +159,8 @@ class AuthService:
         if user is None:
             raise Unauthorized("The user of this token no longer exists")
         return Principal(user_id=user.id, token_id=token.id, scope=token.scope,
-                         execution_id=token.execution_id, is_admin=user.is_admin)
+                         execution_id=token.execution_id, is_admin=user.is_admin,
+                         is_viewer=user.is_viewer)
 
     async def authenticate(self, access_token: str) -> Principal:
         claims = verified_claims(access_token, self.signing_key)
