@@ -154,8 +154,17 @@ ROUTES: Mapping[tuple[str, str], Access] = {
 
 # The web console (console/) signs people in with a session of its own, not an SDK token;
 # it calls the same services, whose checks (require_owner, require_create, the token and
-# value visibility rules) apply to it alike. Its pages are outside this table.
+# value visibility rules) apply to it alike. Its pages are outside this table; what a
+# viewer may post there is check_console_post's.
 CONSOLE_PREFIX = "/console"
+# The console forms a viewer may post: signing out, and their own SDK tokens (a viewer's
+# token only reads, as the viewer does). Every other console post changes the platform.
+CONSOLE_VIEWER_POSTS = frozenset((
+    "/console/sign-out",
+    "/console/settings/tokens",
+    "/console/settings/tokens/{token_id}/revoke",
+))
+_READ_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 # who passes each rule at the route (OWNER is then checked on the resource itself)
 _ALLOWED: Mapping[Access, frozenset[str]] = {
@@ -220,6 +229,18 @@ def check_route(principal: Principal, method: str, path: str, route_path: str | 
         if execution_id is not None and execution_id != principal.execution_id:
             raise Forbidden("An execution token may only reach its own execution",
                             name="ForbiddenInExecution")
+
+
+def check_console_post(principal: Principal, method: str, route_path: str | None) -> None:
+    """Raise 403 when a viewer's console session posts a form that changes the platform.
+    The console's routes are not in ROUTES; without this, a form whose service checks no
+    role (the data store's uploads and deletes, environment variables) was a viewer's to
+    use."""
+    if method in _READ_METHODS or kind_of(principal) != "viewer":
+        return
+    if route_path in CONSOLE_VIEWER_POSTS:
+        return
+    raise _refusal("viewer", Access.CREATE, f"{method} {route_path or 'this page'}")
 
 
 def _refusal(kind: str, access: Access, what: str) -> Forbidden:

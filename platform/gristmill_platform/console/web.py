@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import gristmill_platform
+from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.console import services
 from gristmill_platform.console.sessions import COOKIE, csrf_matches, csrf_token
@@ -148,6 +149,8 @@ async def current_viewer(request: Request, state: AppStateDep, session: SessionD
         if not csrf_matches(key, session_id, presented) or not _same_origin(request):
             raise Forbidden("This form is out of date or came from another site (CSRF check "
                             "failed): reload the page and try again", name="CsrfRejected")
+    route = request.scope.get("route")
+    policy.check_console_post(principal, request.method, getattr(route, "path_format", None))
     user = await services.auth(state, session).get_user(principal.user_id)
     viewer = Viewer(principal, session_id, csrf_token(key, session_id), user.name, user.email)
     request.state.viewer = viewer

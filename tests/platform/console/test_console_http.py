@@ -175,3 +175,41 @@ def test_deploy_form_creates_an_endpoint_that_answers(console: Console, gristmil
     assert ">Enable<" in console.get(f"/console/deployments/{name}").text
     assert console.post(f"/console/deployments/{name}/delete").status_code == 303
     assert console.get(f"/console/deployments/{name}").status_code == 404
+
+
+def test_a_viewer_signed_in_reads_but_changes_nothing(gristmill_env, console: Console,
+                                                      unique) -> None:
+    email = f"viewer-{unique}@example.com"
+    run_admin(gristmill_env.settings, "create_user", "viewer", email, is_viewer=True)
+    sdk = run_admin(gristmill_env.settings, "create_token", email, name="console").plaintext
+    viewer = Console(gristmill_env.url, sdk)
+    path = f"viewer/{unique}/kept.txt"
+    with gristmill_env.client() as api:
+        signed = api.get("/data-store/upload", params={"path_to_object": path}).json()
+    assert httpx.post(signed["signed_url"], data=signed["fields"],
+                      files={"file": ("kept.txt", b"kept")}).status_code == 204
+    refused = "is not allowed for a viewer: viewers may only read"
+    try:
+        # reading is theirs
+        assert viewer.get(f"/console/data-store?prefix=viewer/{unique}/").status_code == 200
+        assert viewer.get("/console/environment-variables").status_code == 200
+        # what changes the platform is not, whatever the service behind it checks
+        name = f"VIEWER_{unique.upper()}"
+        posted = viewer.post("/console/environment-variables", {"name": name, "value": "1"})
+        assert posted.status_code == 403
+        assert f"POST /console/environment-variables {refused}" in posted.text
+        assert name not in console.get("/console/environment-variables").text
+        deleted = viewer.post("/console/data-store/delete", {"path": path})
+        assert deleted.status_code == 403 and refused in deleted.text
+        assert console.get(f"/console/data-store/info?path={path}").status_code == 200
+        upload = viewer.http.post("/console/data-store/upload-url",
+                                  json={"path": f"viewer/{unique}/new.bin"},
+                                  headers={"x-csrf-token": viewer.csrf, "origin": viewer.url})
+        assert upload.status_code == 403
+        assert upload.json()["message"] == (
+            f"POST /console/data-store/upload-url {refused}")
+        # their own SDK tokens and signing out stay theirs
+        assert viewer.post("/console/settings/tokens", {"name": "mine"}).status_code == 200
+        assert viewer.post("/console/sign-out").status_code == 303
+    finally:
+        viewer.http.close()

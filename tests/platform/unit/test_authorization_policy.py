@@ -15,6 +15,7 @@ from gristmill_platform.auth.policy import (
     ROUTES,
     Access,
     Role,
+    check_console_post,
     check_route,
     endpoint_token_visible,
     env_var_values_visible,
@@ -371,3 +372,38 @@ def test_only_the_worker_of_the_execution_reports() -> None:
         require_runner(STEP, "e-2")
     assert refusal(raised) == (
         403, "Forbidden", "Only the worker of this execution may report on it")
+
+
+# -- the console's forms ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("route_path", sorted(policy.CONSOLE_VIEWER_POSTS))
+@pytest.mark.parametrize("principal", [ADMIN, MEMBER, VIEWER], ids=["admin", "member", "viewer"])
+def test_everyone_signed_in_may_sign_out_and_manage_their_tokens(principal: Principal,
+                                                                route_path: str) -> None:
+    check_console_post(principal, "POST", route_path)
+
+
+@pytest.mark.parametrize("route_path", [
+    "/console/data-store/delete", "/console/data-store/upload-url",
+    "/console/data-store/multipart", "/console/environment-variables",
+    "/console/environment-variables/{name}/delete", "/console/pipelines/{name}/deploy",
+    "/console/executions/{execution_id}/run-again", "/console/settings/users", None])
+def test_a_viewer_may_not_post_what_changes_the_platform(route_path: str | None) -> None:
+    with pytest.raises(Forbidden) as raised:
+        check_console_post(VIEWER, "POST", route_path)
+    what = route_path or "this page"
+    assert refusal(raised) == (403, "ForbiddenForRole", f"POST {what} {VIEWERS_READ}")
+    # members and admins pass here: the services check ownership and admin rights
+    check_console_post(MEMBER, "POST", route_path)
+    check_console_post(ADMIN, "POST", route_path)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_a_viewer_may_read_every_console_page(method: str) -> None:
+    check_console_post(VIEWER, method, "/console/data-store/delete")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_every_method_that_is_not_a_read_counts_as_a_post(method: str) -> None:
+    with pytest.raises(Forbidden):
+        check_console_post(VIEWER, method, "/console/environment-variables")
