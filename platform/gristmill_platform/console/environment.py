@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from gristmill_platform.console import services
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.deps import AppStateDep, SessionDep
+from gristmill_platform.auth import policy
 from gristmill_platform.errors import BadRequest, Forbidden, NotFound
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -26,12 +27,17 @@ def _see_other(location: str) -> Response:
 async def env_vars_page(request: Request, viewer: ViewerDep, session: SessionDep,
                         saved: str = "") -> HTMLResponse:
     variables = await services.env_vars(session).list()
-    return render(request, "env_vars.html", variables=variables, saved=saved)
+    return render(request, "env_vars.html", variables=variables, saved=saved,
+                  manages=policy.env_var_values_visible(viewer.principal))
 
 
 @router.get("/environment-variables/{name}/value")
 async def env_var_value(name: str, request: Request, viewer: ViewerDep, session: SessionDep
                         ) -> HTMLResponse:
+    # as the API, which answers viewers with null values: they are often secrets
+    if not policy.env_var_values_visible(viewer.principal):
+        raise Forbidden("Environment variable values are shown to admins and members only",
+                        name="ForbiddenForRole")
     found = next((v for v in await services.env_vars(session).list() if v.name == name), None)
     if found is None:
         raise NotFound(f"Environment variable {name!r} not found")

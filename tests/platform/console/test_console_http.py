@@ -190,9 +190,18 @@ def test_a_viewer_signed_in_reads_but_changes_nothing(gristmill_env, console: Co
                       files={"file": ("kept.txt", b"kept")}).status_code == 204
     refused = "is not allowed for a viewer: viewers may only read"
     try:
-        # reading is theirs
+        # reading is theirs, but for environment variables' values (often secrets), which
+        # the API does not show them either
         assert viewer.get(f"/console/data-store?prefix=viewer/{unique}/").status_code == 200
-        assert viewer.get("/console/environment-variables").status_code == 200
+        secret = f"SECRET_{unique.upper()}"
+        console.post("/console/environment-variables", {"name": secret, "value": "s3cr3t"})
+        page = viewer.get("/console/environment-variables")
+        assert page.status_code == 200 and secret in page.text
+        assert "Reveal" not in page.text and "New variable" not in page.text
+        assert "Reveal" in console.get("/console/environment-variables").text
+        value = viewer.get(f"/console/environment-variables/{secret}/value")
+        assert value.status_code == 403 and "s3cr3t" not in value.text
+        assert "Environment variable values are shown to admins and members only" in value.text
         # what changes the platform is not, whatever the service behind it checks
         name = f"VIEWER_{unique.upper()}"
         posted = viewer.post("/console/environment-variables", {"name": name, "value": "1"})
