@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
+from gristmill_platform.auth import policy
 from gristmill_platform.console import services
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.deps import AppStateDep, SessionDep
-from gristmill_platform.auth import policy
 from gristmill_platform.errors import BadRequest, Forbidden, NotFound
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
