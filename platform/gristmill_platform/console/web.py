@@ -109,6 +109,11 @@ class Viewer:
     name: str
     email: str
 
+    @property
+    def read_only(self) -> bool:
+        """A viewer: the pages leave out the forms check_console_post would refuse."""
+        return policy.kind_of(self.principal) == "viewer"
+
 
 def render(request: Request, template: str, status_code: int = 200,
            headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
