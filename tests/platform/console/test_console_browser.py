@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from tests.platform.console.browserkit import CHROMIUM, Watched, run_pipeline
+from tests.platform.helpers import run_admin
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_runs import STEP_CODE, make_pipeline
 
@@ -239,3 +241,40 @@ def test_a_post_without_the_csrf_token_is_refused_in_the_browser(watched: Watche
     assert status == 403
     page.reload()
     assert "NO_CSRF" not in page.content()
+
+
+def test_a_viewer_sees_the_pages_without_what_they_may_not_change(browser, env) -> None:
+    email = f"browser-viewer-{int(time.time() * 1000) % 10**8}@example.com"
+    # in a thread: Playwright's sync API keeps an event loop running in this one
+    with ThreadPoolExecutor(1) as admin:
+        admin.submit(run_admin, env.settings, "create_user", "Vic Viewer", email,
+                     is_viewer=True).result()
+        token = admin.submit(run_admin, env.settings, "create_token", email,
+                             name="browser").result().plaintext
+    prefix = f"browser-viewer-{int(time.time() * 1000) % 10**8}/"
+    with env.client() as api:
+        signed = api.get("/data-store/upload", params={"path_to_object": f"{prefix}a.csv"})
+        httpx.post(signed.json()["signed_url"], data=signed.json()["fields"],
+                   files={"file": ("a.csv", b"x,y\n1,2\n")}).raise_for_status()
+        api.put("/environment-variables",
+                json={"environment_variables": {"VIEWER_SEES_NAME": "not the value"}}
+                ).raise_for_status()
+    viewer = Watched(browser, env.url)
+    try:
+        viewer.sign_in(token)
+        page = viewer.page
+        page.goto(env.url + f"/console/data-store?prefix={prefix}")
+        page.wait_for_selector("#objects >> text=a.csv")
+        assert page.locator("[data-upload]").count() == 0
+        assert page.locator("#objects >> text=Delete").count() == 0
+        assert page.locator("#objects >> text=Download").count() == 1
+        assert "viewer, read only" in page.locator(".who").inner_text()
+        viewer.shot("data-store-viewer")
+        page.goto(env.url + "/console/environment-variables")
+        row = page.locator("#var-VIEWER_SEES_NAME")
+        assert "hidden" in row.inner_text()
+        assert row.locator("text=Reveal").count() == 0
+        assert page.locator("#new-var").count() == 0
+        assert "not the value" not in page.content()
+    finally:
+        viewer.close()
