@@ -50,17 +50,26 @@ def shadows(api: Any, name: str) -> list[dict[str, Any]]:
     return [e for e in executions(api, name) if e["shadow"]]
 
 
-def test_shadow_only_workers_run_at_a_low_priority_until_the_pipeline_answers(
-        gristmill_env, api, archive, unique) -> None:
-    name = f"nice-{unique}"
+def shadowed(api: Any, env: Any, archive: bytes, name: str, unique: str
+             ) -> tuple[str, str, str]:
+    """A low-latency endpoint `name` answered by a champion and shadowed by a challenger,
+    called once and its copy run (the shadow workers are up). Returns its token, champion
+    and challenger."""
     champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN, INFO_OUT)
     challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
                                INFO_OUT)
     token = endpoint(api, champion, name, "low_latency")
     assert set_traffic(api, name, shadow=[challenger]).status_code == 200
-    assert ask(gristmill_env, name, token, "a")[:2] == (champion, "champion")
+    assert ask(env, name, token, "first")[:2] == (champion, "champion")
     eventually(lambda: [e for e in shadows(api, name) if e["status"] == "Succeeded"],
-               "the shadow copy")
+               "the first copy")
+    return token, champion, challenger
+
+
+def test_shadow_only_workers_run_at_a_low_priority_until_the_pipeline_answers(
+        gristmill_env, api, archive, unique) -> None:
+    name = f"nice-{unique}"
+    token, champion, challenger = shadowed(api, gristmill_env, archive, name, unique)
 
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     [own] = workers_of(name)

@@ -35,7 +35,7 @@ from tests.platform.test_rollout import (
     executions,
     set_traffic,
 )
-from tests.platform.test_rollout_shadows import workers_of
+from tests.platform.test_rollout_shadows import shadowed, workers_of
 from tests.platform.test_runs import make_pipeline
 
 __all__ = ["archive"]  # the module's fixture: the step folder of test_rollout
@@ -83,20 +83,6 @@ def shadows(api: Any, name: str, status: str = "Succeeded") -> list[dict[str, An
 
 def dropped(name: str) -> float:
     return float(SHADOW_COPIES_DROPPED.labels(name)._value.get())
-
-
-def shadowed(api: Any, env: Any, archive: bytes, name: str, unique: str
-             ) -> tuple[str, str]:
-    """A low-latency endpoint `name` answered by a champion and shadowed by a challenger,
-    called once and its copy run (the runner is up). Returns its token and champion."""
-    champion = make_pipeline(api, archive, f"champ-{unique}", "champion", TEXT_IN, INFO_OUT)
-    challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
-                               INFO_OUT)
-    token = endpoint(api, champion, name, "low_latency")
-    assert set_traffic(api, name, shadow=[challenger]).status_code == 200
-    assert ask(env, name, token, "first")[:2] == (champion, "champion")
-    eventually(lambda: shadows(api, name), "the first copy")
-    return token, champion
 
 
 def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill(
@@ -162,7 +148,7 @@ def test_bad_frames_do_not_stop_the_runner(service, archive, unique) -> None:
     runner = hand_off(server)
     with env.client() as api:
         name = f"bad-{unique}"
-        token, champion = shadowed(api, env, archive, name, unique)
+        token, champion, _ = shadowed(api, env, archive, name, unique)
         assert runner.process is not None
         pid = runner.process.pid
         before = dropped(name)
@@ -247,7 +233,7 @@ def test_copies_in_a_batch_not_written_yet_run_when_the_service_stops(
     runner = hand_off(server)
     name = f"stop-{unique}"
     with env.client() as api:
-        token, champion = shadowed(api, env, archive, name, unique)  # the runner is up
+        token, champion, _ = shadowed(api, env, archive, name, unique)  # the runner is up
         eventually(lambda: runner.waiting == 0, "the first copy accounted for")
         runner._batch_s = 3600.0  # the next batch is held until the service stops
         for text in ("a", "b", "c"):
