@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 import gristmill_platform
 from gristmill_platform import errors, health, route_templates
 from gristmill_platform.auth import routes as auth_routes
-from gristmill_platform.console.routes import console_router
+from gristmill_platform.console.routes import console_routers
 from gristmill_platform.datastore import presigned_routes, s3errors
 from gristmill_platform.datastore import routes as datastore_routes
 from gristmill_platform.datastore.backend import DataStoreBackend
@@ -48,6 +48,7 @@ from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
 from gristmill_platform.http import openapi
+from gristmill_platform.http.flat_routes import include_flat
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
 from gristmill_platform.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestIds
@@ -184,24 +185,25 @@ def _local_datastore(settings: Settings, signer: UrlSigner
     return datastore
 
 
-def api_router() -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
-    api.include_router(auth_routes.router)
-    api.include_router(user_routes.router)
-    api.include_router(env_var_routes.router)
-    api.include_router(datastore_routes.router)
-    api.include_router(step_routes.router)
-    api.include_router(pipeline_routes.router)
-    api.include_router(execution_routes.router)
-    api.include_router(runtime_routes.router)
-    api.include_router(pool_routes.router)
-    api.include_router(metric_routes.router)
-    api.include_router(deployment_routes.router)
-    api.include_router(traffic_routes.router)
-    api.include_router(resource_routes.router)
-    # craft-ai-sdk 0.74 (docs/compatibility.md)
-    api.include_router(project_routes.router)
-    return api
+def api_routers() -> list[APIRouter]:
+    """The API's routers, included under /api/v1 in this order."""
+    return [
+        auth_routes.router,
+        user_routes.router,
+        env_var_routes.router,
+        datastore_routes.router,
+        step_routes.router,
+        pipeline_routes.router,
+        execution_routes.router,
+        runtime_routes.router,
+        pool_routes.router,
+        metric_routes.router,
+        deployment_routes.router,
+        traffic_routes.router,
+        resource_routes.router,
+        # craft-ai-sdk 0.74 (docs/compatibility.md)
+        project_routes.router,
+    ]
 
 
 class ControlApp(FastAPI):
@@ -320,15 +322,15 @@ def assemble_app(state: AppState, *, lifespan: Lifespan | None = None,
     errors.install_error_handlers(app)
     s3errors.install(app)
     # the endpoint gateway first: every warm call is matched against the routes in order
-    app.include_router(gateway.router)
-    app.include_router(health.router)
+    # flat, not app.include_router: one scan of the routes per request (http/flat_routes.py)
+    include_flat(app.router, [gateway.router, health.router])
     if telemetry is not None:
         app.add_api_route("/metrics", telemetry.endpoint.handle, methods=["GET"],
                           include_in_schema=False)
-    app.include_router(api_router())
-    app.include_router(console_router())
+    include_flat(app.router, api_routers(), prefix="/api/v1")
+    include_flat(app.router, console_routers())
     if state.settings.datastore_backend == "local":
-        app.include_router(presigned_routes.router)
+        include_flat(app.router, [presigned_routes.router])
     openapi.install(app)
     route_templates.learn(app.routes)
     return app

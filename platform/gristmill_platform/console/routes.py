@@ -1,4 +1,4 @@
-"""The console's routes, included once by create_app."""
+"""The console's routes, included by the app (app.py, flat)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ from gristmill_platform.console import (
 )
 
 
-def console_router() -> APIRouter:
+def console_routers() -> list[APIRouter]:
+    """The console's routers, in the order they are matched."""
     # each module's router keeps itself out of the OpenAPI document; `/` alone is in it
-    router = APIRouter()
-    router.include_router(home.root_router)
-    for module in (assets, home, pipelines, deployments, executions, monitoring, datastore,
-                   environment):
-        router.include_router(module.router)
-    return router
+    return [home.root_router, *(module.router for module in (
+        assets, home, pipelines, deployments, executions, monitoring, datastore,
+        environment))]

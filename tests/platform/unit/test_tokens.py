@@ -180,3 +180,75 @@ def test_access_token_with_a_non_integer_expiry_is_refused() -> None:
     with pytest.raises(InvalidToken) as caught:
         decode_access_token(token, key=KEY, now=1001)
     assert str(caught.value) == "Access token expired: refresh it with your SDK token"
+
+
+# -- verified tokens are kept (auth/tokens.py: decode_access_token) --
+
+def _user_token(key: str = KEY, *, ttl_s: int = 60, now: float = 1000) -> str:
+    token, _ = encode_access_token(key=key, user_id="u", token_id="t", scope="user",
+                                   execution_id="e", ttl_s=ttl_s, now=now)
+    return token
+
+
+def test_a_verified_token_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _user_token()
+    first = decode_access_token(token, key=KEY, now=1001)
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: pytest.fail("verified again"))
+    assert decode_access_token(token, key=KEY, now=1002) == first == AccessClaims(
+        user_id="u", token_id="t", scope="user", execution_id="e", expires_at=1060)
+
+
+def test_a_kept_token_still_expires() -> None:
+    token = _user_token()
+    assert decode_access_token(token, key=KEY, now=1059.9).expires_at == 1060
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key=KEY, now=1060)
+    assert str(caught.value) == "Access token expired: refresh it with your SDK token"
+    # and stays expired: what is kept is the signature's proof, not a verdict
+    with pytest.raises(InvalidToken):
+        decode_access_token(token, key=KEY, now=1061)
+
+
+def test_a_token_kept_under_one_key_is_refused_under_another() -> None:
+    token = _user_token()
+    decode_access_token(token, key=KEY, now=1001)
+    with pytest.raises(InvalidToken) as caught:
+        decode_access_token(token, key="k" * 48, now=1001)
+    assert str(caught.value) == "Invalid access token"
+
+
+def test_the_key_and_the_token_are_not_confused_in_the_fingerprint() -> None:
+    # ("ab", "c") and ("a", "bc") concatenate alike; the length prefix tells them apart
+    from gristmill_platform.auth.tokens import _fingerprint
+    assert _fingerprint("c", "ab") != _fingerprint("bc", "a")
+    assert _fingerprint("c", "ab") == _fingerprint("c", "ab")
+
+
+def test_a_refused_token_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gristmill_platform.auth import tokens
+    monkeypatch.setattr(tokens, "_verified", {})
+    token = _user_token()
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            decode_access_token(forged, key=KEY, now=1001)
+    assert tokens._verified == {}
+
+
+def test_at_most_so_many_tokens_are_kept_the_oldest_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gristmill_platform.auth import tokens
+    monkeypatch.setattr(tokens, "_verified", {})
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
+    issued = [_user_token(now=1000 + i) for i in range(4)]
+    for token in issued:
+        decode_access_token(token, key=KEY, now=1001)
+    assert len(tokens._verified) == 3
+    assert tokens._fingerprint(issued[0], KEY) not in tokens._verified
+    assert all(tokens._fingerprint(t, KEY) in tokens._verified for t in issued[1:])
+    assert tokens.VERIFIED_CACHE_SIZE == 3
+
+
+def test_the_default_bound_is_a_few_thousand_tokens() -> None:
+    from gristmill_platform.auth import tokens
+    assert tokens.VERIFIED_CACHE_SIZE == 4096
