@@ -21,6 +21,14 @@ from gristmill_platform.auth.tokens import (
 KEY = "s" * 48
 
 
+@pytest.fixture(autouse=True)
+def no_verified_tokens_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no token verified: one test's tokens (the same claims sign to
+    the same string) must not answer for another's."""
+    from gristmill_platform.auth import tokens
+    monkeypatch.setattr(tokens, "_verified", {})
+
+
 def test_sdk_token_is_random_and_only_its_hash_is_kept() -> None:
     first, second = new_sdk_token(), new_sdk_token()
     assert first.plaintext != second.plaintext
@@ -226,7 +234,6 @@ def test_the_key_and_the_token_are_not_confused_in_the_fingerprint() -> None:
 
 def test_a_refused_token_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     from gristmill_platform.auth import tokens
-    monkeypatch.setattr(tokens, "_verified", {})
     token = _user_token()
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     for _ in range(2):
@@ -238,7 +245,6 @@ def test_a_refused_token_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_at_most_so_many_tokens_are_kept_the_oldest_out(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from gristmill_platform.auth import tokens
-    monkeypatch.setattr(tokens, "_verified", {})
     monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
     issued = [_user_token(now=1000 + i) for i in range(4)]
     for token in issued:
