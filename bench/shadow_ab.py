@@ -7,7 +7,8 @@ loop (GRISTMILL_SHADOW_RUNNER=0); called in many short alternating blocks so tha
 drift of a shared machine hits all alike. Before each block the bench waits for the
 environments to go idle (settle): the copies of a shadowed block are run before the next
 block, not during it. SHADOW_AB_MODES=runner,runner_unbatched runs a
-subset.
+subset; SHADOW_AB_BASELINE=DIR adds runner@baseline, the default mode run by the source
+tree in DIR (an A/B of a change).
 
 Prints and writes bench/results/shadow_ab.json: per environment, p50 over all calls and
 the median of the per-block p50 overheads of the shadowed endpoint over the plain one; the
@@ -47,6 +48,12 @@ MODES = {"runner": {}, "runner_unbatched": {"GRISTMILL_SHADOW_BATCH_MS": "0"},
          "in_process": {"GRISTMILL_SHADOW_RUNNER": "0"}}
 if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_unbatched
     MODES = {mode: MODES[mode] for mode in os.environ["SHADOW_AB_MODES"].split(",")}
+if os.environ.get("SHADOW_AB_BASELINE"):
+    # an A/B of a change: the default mode again, run by the control service (and so the
+    # runner) of another source tree, same interpreter and packages
+    _tree = Path(os.environ["SHADOW_AB_BASELINE"]).resolve()
+    MODES["runner@baseline"] = {
+        "PYTHONPATH": f"{_tree / 'platform'}{os.pathsep}{_tree / 'sdk'}"}
 WARM_CALLS = 10
 # A block pair is "quiet" when the machine's other work used less than this many CPUs
 # during both of its blocks (the shared machine is rarely quiet for a whole run).
