@@ -155,7 +155,7 @@ ROUTES: Mapping[tuple[str, str], Access] = {
 # The web console (console/) signs people in with a session of its own, not an SDK token;
 # it calls the same services, whose checks (require_owner, require_create, the token and
 # value visibility rules) apply to it alike. Its pages are outside this table; what a
-# viewer may post there is check_console_post's.
+# viewer may post (or open) there is check_console_request's.
 CONSOLE_PREFIX = "/console"
 # The console forms a viewer may post: signing out, and their own SDK tokens (a viewer's
 # token only reads, as the viewer does). Every other console post changes the platform.
@@ -163,6 +163,11 @@ CONSOLE_VIEWER_POSTS = frozenset((
     "/console/sign-out",
     "/console/settings/tokens",
     "/console/settings/tokens/{token_id}/revoke",
+))
+# Console pages that are nothing but a form a viewer may not post: refused to viewers when
+# asked for by address (no link leads a viewer there), rather than a form that fails.
+CONSOLE_FORM_PAGES = frozenset((
+    "/console/pipelines/{name}/deploy",
 ))
 _READ_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
@@ -231,12 +236,17 @@ def check_route(principal: Principal, method: str, path: str, route_path: str | 
                             name="ForbiddenInExecution")
 
 
-def check_console_post(principal: Principal, method: str, route_path: str | None) -> None:
-    """Raise 403 when a viewer's console session posts a form that changes the platform.
+def check_console_request(principal: Principal, method: str, route_path: str | None) -> None:
+    """Raise 403 when a viewer's console session posts a form that changes the platform,
+    or asks for a page that is only such a form.
     The console's routes are not in ROUTES; without this, a form whose service checks no
     role (the data store's uploads and deletes, environment variables) was a viewer's to
-    use."""
-    if method in _READ_METHODS or kind_of(principal) != "viewer":
+    use. A viewer reads every page but the forms of CONSOLE_FORM_PAGES."""
+    if kind_of(principal) != "viewer":
+        return
+    if method in _READ_METHODS:
+        if route_path in CONSOLE_FORM_PAGES:
+            raise _refusal("viewer", Access.CREATE, f"The form at {route_path}")
         return
     if route_path in CONSOLE_VIEWER_POSTS:
         return

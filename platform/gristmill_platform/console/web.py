@@ -111,7 +111,7 @@ class Viewer:
 
     @property
     def read_only(self) -> bool:
-        """A viewer: the pages leave out the forms check_console_post would refuse."""
+        """A viewer: the pages leave out the forms check_console_request would refuse."""
         return policy.kind_of(self.principal) == "viewer"
 
 
@@ -155,7 +155,7 @@ async def current_viewer(request: Request, state: AppStateDep, session: SessionD
             raise Forbidden("This form is out of date or came from another site (CSRF check "
                             "failed): reload the page and try again", name="CsrfRejected")
     route = request.scope.get("route")
-    policy.check_console_post(principal, request.method, getattr(route, "path_format", None))
+    policy.check_console_request(principal, request.method, getattr(route, "path_format", None))
     user = await services.auth(state, session).get_user(principal.user_id)
     viewer = Viewer(principal, session_id, csrf_token(key, session_id), user.name, user.email)
     request.state.viewer = viewer

@@ -222,6 +222,10 @@ def test_a_viewer_signed_in_reads_but_changes_nothing(gristmill_env, console: Co
         assert upload.status_code == 403
         assert upload.json()["message"] == (
             f"POST /console/data-store/upload-url {refused}")
+        # a page that is only a form they may not post is refused, not shown
+        form = viewer.get(f"/console/pipelines/p-{unique}/deploy")
+        assert form.status_code == 403 and 'id="deploy-form"' not in form.text
+        assert f"The form at /console/pipelines/{{name}}/deploy {refused}" in form.text
         # their own SDK tokens and signing out stay theirs
         assert viewer.post("/console/settings/tokens", {"name": "mine"}).status_code == 200
         assert viewer.post("/console/sign-out").status_code == 303

@@ -15,7 +15,7 @@ from gristmill_platform.auth.policy import (
     ROUTES,
     Access,
     Role,
-    check_console_post,
+    check_console_request,
     check_route,
     endpoint_token_visible,
     env_var_values_visible,
@@ -380,7 +380,7 @@ def test_only_the_worker_of_the_execution_reports() -> None:
 @pytest.mark.parametrize("principal", [ADMIN, MEMBER, VIEWER], ids=["admin", "member", "viewer"])
 def test_everyone_signed_in_may_sign_out_and_manage_their_tokens(principal: Principal,
                                                                 route_path: str) -> None:
-    check_console_post(principal, "POST", route_path)
+    check_console_request(principal, "POST", route_path)
 
 
 @pytest.mark.parametrize("route_path", [
@@ -390,20 +390,33 @@ def test_everyone_signed_in_may_sign_out_and_manage_their_tokens(principal: Prin
     "/console/executions/{execution_id}/run-again", "/console/settings/users", None])
 def test_a_viewer_may_not_post_what_changes_the_platform(route_path: str | None) -> None:
     with pytest.raises(Forbidden) as raised:
-        check_console_post(VIEWER, "POST", route_path)
+        check_console_request(VIEWER, "POST", route_path)
     what = route_path or "this page"
     assert refusal(raised) == (403, "ForbiddenForRole", f"POST {what} {VIEWERS_READ}")
     # members and admins pass here: the services check ownership and admin rights
-    check_console_post(MEMBER, "POST", route_path)
-    check_console_post(ADMIN, "POST", route_path)
+    check_console_request(MEMBER, "POST", route_path)
+    check_console_request(ADMIN, "POST", route_path)
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
 def test_a_viewer_may_read_every_console_page(method: str) -> None:
-    check_console_post(VIEWER, method, "/console/data-store/delete")
+    check_console_request(VIEWER, method, "/console/data-store/delete")
+    check_console_request(VIEWER, method, "/console/pipelines/{name}")
+    check_console_request(VIEWER, method, None)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_a_viewer_may_not_open_a_page_that_is_only_a_form(method: str) -> None:
+    assert {"/console/pipelines/{name}/deploy"} == policy.CONSOLE_FORM_PAGES
+    with pytest.raises(Forbidden) as raised:
+        check_console_request(VIEWER, method, "/console/pipelines/{name}/deploy")
+    assert refusal(raised) == (
+        403, "ForbiddenForRole", f"The form at /console/pipelines/{{name}}/deploy {VIEWERS_READ}")
+    check_console_request(MEMBER, method, "/console/pipelines/{name}/deploy")
+    check_console_request(ADMIN, method, "/console/pipelines/{name}/deploy")
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
 def test_every_method_that_is_not_a_read_counts_as_a_post(method: str) -> None:
     with pytest.raises(Forbidden):
-        check_console_post(VIEWER, method, "/console/environment-variables")
+        check_console_request(VIEWER, method, "/console/environment-variables")
