@@ -308,6 +308,11 @@ def test_delete_execution(api, echo_pipeline) -> None:
     execution_id, _ = run_and_wait(api, echo_pipeline, {"text": "d", **BASE})
     assert api.delete(f"/executions/{execution_id}").json() == {"execution_id": execution_id}
     assert api.get(f"/executions/{execution_id}").status_code == 404
+    # the outputs, waited for or not, as the execution's own read
+    for params in ({}, {"wait_for_results": "true"}):
+        gone = api.get(f"/executions/{execution_id}/outputs", params=params)
+        assert gone.status_code == 404
+        assert gone.json()["message"] == f"Execution {execution_id!r} not found"
 
 
 def test_long_poll_answers_307_until_done(tmp_path, step_archive, database) -> None:

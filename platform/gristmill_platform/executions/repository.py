@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import (
@@ -15,6 +16,29 @@ from gristmill_platform.db.models.executions import (
     MetricValue,
     top_level,
 )
+
+
+@dataclass(frozen=True)
+class ExecutionOutcome:
+    """What the outputs long-poll needs of an execution."""
+    status: str
+    status_reason: str | None
+    outputs: list[dict[str, Any]]
+
+
+_OUTCOME = (select(Execution.status, Execution.status_reason, Execution.outputs)
+            .where(Execution.id == bindparam("execution_id")))
+
+
+async def outcome_on(connection: AsyncConnection, execution_id: str
+                     ) -> ExecutionOutcome | None:
+    """An execution's status and outputs on a bare connection: three columns need none of
+    the ORM's session and entity loading, which cost more than the query (auth's
+    standing_on, the same for each request's token)."""
+    row = (await connection.execute(_OUTCOME, {"execution_id": execution_id})).first()
+    if row is None:
+        return None
+    return ExecutionOutcome(row[0], row[1], list(row[2] or []))
 
 
 class ExecutionRepository:

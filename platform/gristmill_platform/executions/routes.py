@@ -12,7 +12,7 @@ from gristmill_platform.auth import policy
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.repository import ExecutionOutcome, ExecutionRepository
 from gristmill_platform.executions.responses import ExecutionFailed, stream_object
 from gristmill_platform.executions.schemas import (
     execution_list_item,
@@ -24,6 +24,7 @@ from gristmill_platform.executions.service import (
     ExecutionService,
     RunRequest,
     parse_mapping_field,
+    read_outcome,
 )
 from gristmill_platform.http.bodies import json_or_form
 from gristmill_platform.state import AppState
@@ -108,9 +109,8 @@ def _outputs_body(execution: Any) -> dict[str, Any]:
 async def execution_outputs(execution_id: str, request: Request, state: AppStateDep,
                             principal: PrincipalDep, wait_for_results: bool = False,
                             wait_for_completion: bool = False) -> Any:
-    async def current() -> Any:
-        async with transaction(state) as session:
-            return await state.factories.executions(session).get(execution_id)
+    async def current() -> ExecutionOutcome:
+        return await read_outcome(state.transactions, execution_id)
 
     execution: Any = None
     if wait_for_results or wait_for_completion:

@@ -21,6 +21,7 @@ from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.models.traffic import DeploymentTraffic
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.validations import failures, io_values
 from gristmill_platform.env_vars.repository import EnvVarRepository
@@ -36,7 +37,11 @@ from gristmill_platform.executions.io import (
 )
 from gristmill_platform.executions.modes import ELASTIC, LOW_LATENCY, mode_of
 from gristmill_platform.executions.records import ExecutionRecord
-from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.repository import (
+    ExecutionOutcome,
+    ExecutionRepository,
+    outcome_on,
+)
 from gristmill_platform.executors.workers import variant_key
 from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
 from gristmill_platform.pipelines.repository import PipelineRepository
@@ -52,6 +57,16 @@ MAX_LOG_LINE = 16_384
 
 class ExecutionNotFound(NotFound):
     name = "ExecutionNotFound"
+
+
+async def read_outcome(transactions: Transactions, execution_id: str) -> ExecutionOutcome:
+    """Status and outputs of an execution (the outputs long-poll reads them once or twice
+    per call), without an ORM session; ExecutionNotFound as ExecutionService.get."""
+    async with transactions.reading() as connection:
+        outcome = await outcome_on(connection, execution_id)
+    if outcome is None:
+        raise ExecutionNotFound(f"Execution {execution_id!r} not found")
+    return outcome
 
 
 def execution_object_path(execution_id: str, kind: str, name: str) -> str:

@@ -18,8 +18,9 @@ from gristmill_platform.executions.routes import execution_outputs
 
 
 class FakeState:
-    """What the route uses of the app state: transactions, the execution repository,
-    the events and the long-poll setting. Reads find `status` (the test changes it)."""
+    """What the route uses of the app state: transactions (the bare connections the
+    outcome is read on), the events and the long-poll setting. Reads find `status` (the
+    test changes it)."""
 
     def __init__(self, status: str) -> None:
         self.status = status
@@ -27,17 +28,18 @@ class FakeState:
         self.events = ExecutionEvents()
         self.executions = SimpleNamespace(events=self.events)
         self.settings = SimpleNamespace(long_poll_s=5.0)
-        self.factories = SimpleNamespace(executions=lambda _session: self)
+        self.transactions = SimpleNamespace(reading=self.reading)
 
     @asynccontextmanager
-    async def transactions(self) -> Any:
-        yield None
+    async def reading(self) -> Any:
+        yield self
 
-    async def get(self, execution_id: str) -> Any:
+    async def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
+        assert parameters == {"execution_id": "e-1"}
         self.reads += 1
-        return SimpleNamespace(status=self.status, status_reason="", outputs=[
-            {"pipeline_output_name": "text", "data_type": "string",
-             "mapping_type": "direct", "value": "hi"}])
+        row = (self.status, "", [{"pipeline_output_name": "text", "data_type": "string",
+                                  "mapping_type": "direct", "value": "hi"}])
+        return SimpleNamespace(first=lambda: row)
 
 
 async def poll(state: FakeState, **flags: bool) -> Any:
