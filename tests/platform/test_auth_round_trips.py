@@ -203,6 +203,29 @@ def test_setting_columns_of_a_missing_execution_says_so(database_url: str) -> No
     run(database_url, scenario)
 
 
+def test_setting_columns_flushes_what_the_session_holds_first(database_url: str) -> None:
+    """set_columns is a plain UPDATE on the session's connection: an execution added to
+    the session and not flushed yet is written before it, as the ORM's update would."""
+    from sqlalchemy import select
+
+    from gristmill_platform.db.models.executions import Execution
+
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        async with auth() as (_, session):
+            session.add(Execution(id="e-set-columns", pipeline_name="p", step_name="s"))
+            assert await ExecutionRepository(session).set_columns(
+                "e-set-columns", worker="local-7", resource_usage={"cpu_s": 1.5})
+            await session.commit()
+        async with engine.connect() as connection:
+            table = Execution.__table__
+            row = (await connection.execute(
+                select(table.c.worker, table.c.resource_usage)
+                .where(table.c.id == "e-set-columns"))).one()
+        assert (row.worker, row.resource_usage) == ("local-7", {"cpu_s": 1.5})
+
+    run(database_url, scenario)
+
+
 def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         database_url: str) -> None:
     """What deps.current_principal does on every request: the token's standing read on a
