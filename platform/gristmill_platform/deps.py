@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
-from gristmill_platform.auth.repository import TokenRepository, UserRepository
-from gristmill_platform.auth.service import AuthService, authenticate_on
+from gristmill_platform.auth.repository import TokenRepository, UserRepository, standing_on
+from gristmill_platform.auth.service import AuthService, principal_of, verified_claims
 from gristmill_platform.db.transactions import transaction
 from gristmill_platform.errors import Unauthorized
 from gristmill_platform.logs import bind_caller
@@ -74,11 +74,15 @@ async def current_principal(request: Request, state: AppStateDep) -> Principal:
     token = bearer_token(request)
     signing_key = state.settings.secret_key
     assert signing_key is not None
+    # The signature and expiry first: a forged or expired token is refused without
+    # taking a database connection.
+    claims = verified_claims(token, signing_key)
     # A connection of its own, over before the handler runs: a long-poll holding the
     # request's session for 20 s would hold a pooled connection with it. The token's row
     # is read on every request (no cache): a revocation takes effect at once.
     async with state.transactions.reading() as connection:
-        principal = await authenticate_on(connection, token, signing_key)
+        standing = await standing_on(connection, claims.token_id)
+    principal = principal_of(claims, standing)
     route = request.scope.get("route")
     path: str = request.scope["path"]
     root: str = request.scope.get("root_path", "")

@@ -7,14 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from gristmill_platform.auth.principal import EXECUTION_SCOPE, USER_SCOPE, Principal
 from gristmill_platform.auth.repository import (
     TokenRepository,
     TokenStanding,
     UserRepository,
-    standing_on,
 )
 from gristmill_platform.auth.tokens import (
     AccessClaims,
@@ -60,14 +57,6 @@ def principal_of(claims: AccessClaims, standing: TokenStanding | None) -> Princi
         is_admin=standing.is_admin,
         is_viewer=standing.is_viewer,
     )
-
-
-async def authenticate_on(connection: AsyncConnection, access_token: str,
-                          signing_key: str) -> Principal:
-    """Who acts through an access token, its SDK token read on a bare connection (what
-    each request's check uses: no ORM session, whose set-up cost more than the query)."""
-    claims = verified_claims(access_token, signing_key)
-    return principal_of(claims, await standing_on(connection, claims.token_id))
 
 
 @dataclass(frozen=True)
