@@ -3,9 +3,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
@@ -61,7 +61,7 @@ class ExecutionRepository:
         What the session holds unflushed is flushed first, as the ORM path would."""
         if self.session.new or self.session.dirty or self.session.deleted:
             await self.session.flush()
-        table = Execution.__table__
+        table = cast(Table, Execution.__table__)  # typed as any FromClause
         connection = await self.session.connection()
         result = await connection.execute(
             update(table).where(table.c.id == execution_id).values(**values))
