@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 import gristmill_platform
-from gristmill_platform import errors, health, route_templates
+from gristmill_platform import errors, health
 from gristmill_platform.auth import routes as auth_routes
 from gristmill_platform.console.routes import console_routers
 from gristmill_platform.datastore import presigned_routes, s3errors
@@ -332,5 +332,4 @@ def assemble_app(state: AppState, *, lifespan: Lifespan | None = None,
     if state.settings.datastore_backend == "local":
         include_flat(app.router, [presigned_routes.router])
     openapi.install(app)
-    route_templates.learn(app.routes)
     return app

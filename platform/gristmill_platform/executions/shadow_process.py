@@ -224,10 +224,11 @@ def lower_priority() -> None:
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop, as the control service's own (uvicorn picks it): a copy is
-    the same socket work as a call, and on asyncio's pure-Python loop the runner spent
-    about a fifth more CPU per copy (docs/rollout.md#figures). None (asyncio's) where
-    uvloop is not installed."""
+    """uvloop's event loop, as the control service's own (uvicorn picks it): the runner
+    does the service's socket work for each copy, on the same loop. (Measured against
+    asyncio's pure-Python loop: the runner's CPU per copy and the shadow overhead moved
+    within the noise, docs/rollout.md#figures.) None (asyncio's) where uvloop is not
+    installed."""
     try:
         import uvloop
     except ImportError:
