@@ -169,7 +169,9 @@ CONSOLE_VIEWER_POSTS = frozenset((
 CONSOLE_FORM_PAGES = frozenset((
     "/console/pipelines/{name}/deploy",
 ))
-_READ_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+# Methods that read: the console asks no CSRF token for them, and a viewer may use them
+# (but on CONSOLE_FORM_PAGES).
+READ_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 # who passes each rule at the route (OWNER is then checked on the resource itself)
 _ALLOWED: Mapping[Access, frozenset[str]] = {
@@ -244,7 +246,7 @@ def check_console_request(principal: Principal, method: str, route_path: str | N
     use. A viewer reads every page but the forms of CONSOLE_FORM_PAGES."""
     if kind_of(principal) != "viewer":
         return
-    if method in _READ_METHODS:
+    if method in READ_METHODS:
         if route_path in CONSOLE_FORM_PAGES:
             raise _refusal("viewer", Access.CREATE, f"The form at {route_path}")
         return

@@ -36,7 +36,6 @@ from gristmill_platform.state import AppState
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
 # No inline script anywhere: every behaviour lives in static/console.js.
@@ -146,7 +145,7 @@ async def current_viewer(request: Request, state: AppStateDep, session: SessionD
         raise SignedOut() from exc
     key = state.settings.secret_key
     assert key is not None
-    if request.method not in SAFE_METHODS:
+    if request.method not in policy.READ_METHODS:
         presented = request.headers.get(CSRF_HEADER)
         if presented is None and request.headers.get("content-type", "").startswith(
                 ("application/x-www-form-urlencoded", "multipart/form-data")):
