@@ -49,6 +49,14 @@ def step_archive(code: str, name: str = "main.py") -> bytes:
     return buffer.getvalue()
 
 
+def source_tree_env(tree: Path) -> dict[str, str]:
+    """The settings that make an environment run the control service (and the SDK) of
+    another source tree, say main's checked out with `git worktree add`, with this
+    interpreter and its packages: the benches' A/B against a baseline."""
+    tree = tree.resolve()
+    return {"PYTHONPATH": f"{tree / 'platform'}{os.pathsep}{tree / 'sdk'}"}
+
+
 def start_env(data_dir: Path, log_path: Path | None = None,
               extra_env: dict[str, str] | None = None, *, port: int | None = None,
               database_url: str | None = None) -> BenchEnv:

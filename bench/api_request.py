@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _env import BenchEnv, start_env  # type: ignore[import-not-found]
+from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "api_request.json"
 KINDS = {"me": "/api/v1/users/me", "missing": "/api/v1/executions/0000000000000000",
@@ -69,9 +69,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         services = [Service("this", start_env(Path(work) / "this"))]
         if args.baseline is not None:
-            tree = args.baseline.resolve()
-            services.append(Service("baseline", start_env(Path(work) / "baseline", extra_env={
-                "PYTHONPATH": f"{tree / 'platform'}{os.pathsep}{tree / 'sdk'}"})))
+            services.append(Service("baseline", start_env(
+                Path(work) / "baseline", extra_env=source_tree_env(args.baseline))))
         try:
             for round_ in range(args.rounds):
                 for kind in KINDS:

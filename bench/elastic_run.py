@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _env import start_env, step_archive  # type: ignore[import-not-found]
+from _env import source_tree_env, start_env, step_archive  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "elastic_run.json"
 STEP = 'def echo(text: str) -> dict:\n    return {"text": text}\n'
@@ -126,9 +126,7 @@ class Mode:
         self.name = name
         extra_env = {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name.removesuffix("@baseline")]}
         if baseline is not None:
-            # the control service of another source tree (say main's, checked out with
-            # `git worktree add`), same interpreter and packages
-            extra_env["PYTHONPATH"] = f"{baseline / 'platform'}{os.pathsep}{baseline / 'sdk'}"
+            extra_env.update(source_tree_env(baseline))
         self.env = start_env(work / name, extra_env=extra_env)
         token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
                            json={"refresh_token": self.env.token}).json()["access_token"]

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _env import BenchEnv, start_env  # type: ignore[import-not-found]
+from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
 from endpoints import deploy, wait_for_copies  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "shadow_ab.json"
@@ -51,9 +51,7 @@ if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_unbatched
 if os.environ.get("SHADOW_AB_BASELINE"):
     # an A/B of a change: the default mode again, run by the control service (and so the
     # runner) of another source tree, same interpreter and packages
-    _tree = Path(os.environ["SHADOW_AB_BASELINE"]).resolve()
-    MODES["runner@baseline"] = {
-        "PYTHONPATH": f"{_tree / 'platform'}{os.pathsep}{_tree / 'sdk'}"}
+    MODES["runner@baseline"] = source_tree_env(Path(os.environ["SHADOW_AB_BASELINE"]))
 WARM_CALLS = 10
 # A block pair is "quiet" when the machine's other work used less than this many CPUs
 # during both of its blocks (the shared machine is rarely quiet for a whole run).

@@ -39,6 +39,11 @@ class State:
         return SimpleNamespace(first=lambda: row)
 
 
+def standing(revoked_at: datetime | None = None) -> TokenStanding:
+    return TokenStanding(revoked_at=revoked_at, user_id="u-1", is_admin=False,
+                         is_viewer=False)
+
+
 def request(token: str) -> Request:
     return Request({"type": "http", "method": "GET", "path": "/api/v1/users/me",
                     "root_path": "", "query_string": b"", "path_params": {},
@@ -53,23 +58,20 @@ def token(*, ttl_s: int = 600, key: str = KEY) -> str:
 @pytest.mark.parametrize("bad", [
     "not-a-jwt", token(key="x" * 48), token(ttl_s=-10)], ids=["garbage", "forged", "expired"])
 def test_a_bad_token_takes_no_connection(bad: str) -> None:
-    state = State(TokenStanding(revoked_at=None, user_id="u-1", is_admin=False,
-                                       is_viewer=False))
+    state = State(standing())
     with pytest.raises(Unauthorized):
         asyncio.run(current_principal(request(bad), state))  # type: ignore[arg-type]
     assert state.connections == 0
 
 
 def test_a_good_token_reads_its_standing_once() -> None:
-    state = State(TokenStanding(revoked_at=None, user_id="u-1", is_admin=False,
-                                       is_viewer=False))
+    state = State(standing())
     principal = asyncio.run(current_principal(request(token()), state))  # type: ignore[arg-type]
     assert (principal.user_id, principal.token_id, state.connections) == ("u-1", "t-1", 1)
 
 
 def test_a_revoked_token_is_refused_after_its_read() -> None:
-    state = State(TokenStanding(revoked_at=datetime.now(UTC), user_id="u-1", is_admin=False,
-                                       is_viewer=False))
+    state = State(standing(revoked_at=datetime.now(UTC)))
     with pytest.raises(Unauthorized, match="revoked"):
         asyncio.run(current_principal(request(token()), state))  # type: ignore[arg-type]
     assert state.connections == 1
