@@ -1,10 +1,14 @@
 """SQLite statements through the control service's engine take one hop to aiosqlite's
 thread each (db/sqlite_cursor.py), and give SQLAlchemy what the adapter's own cursor
-gave: rows, row counts, RETURNING, executemany, the driver's errors as SQLAlchemy's."""
+gave: rows, row counts, RETURNING, executemany, the driver's errors as SQLAlchemy's.
+Reads outside a write transaction take none: they run on the event loop's thread, within
+a budget, and go to the thread past it or on any error."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gristmill_platform.db import sqlite_cursor
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.sqlite_cursor import OneHopConnection
 
@@ -115,10 +120,10 @@ def test_a_unit_of_work_that_wrote_nothing_ends_without_a_hop(
         seen = hops(monkeypatch)
         async with engine.begin() as connection:
             await connection.execute(text("SELECT count(*) FROM t"))
-        assert len(seen) == 1, seen  # the SELECT; no COMMIT, no reset on return
+        assert seen == []  # the SELECT on the loop's reader; no COMMIT, no reset on return
         async with engine.begin() as connection:
             await connection.execute(text("INSERT INTO t (v) VALUES ('w')"))
-        assert len(seen) == 3, seen  # the INSERT and its COMMIT
+        assert len(seen) == 2, seen  # the INSERT and its COMMIT
         monkeypatch.undo()
         # committed for real: a fresh engine on the same file sees it
         other = create_engine(f"sqlite:///{tmp_path / 'one-hop.sqlite3'}")
@@ -149,3 +154,121 @@ def test_another_sqlalchemy_series_keeps_the_adapters_cursors(
             return str((await connection.execute(text("SELECT v FROM t"))).scalar_one())
 
     assert run(tmp_path, scenario) == "plain"
+
+
+def reads_on_loop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements the loop's reader answered itself."""
+    answered: list[str] = []
+    original = sqlite_cursor.LoopReader.read
+
+    def read(self: sqlite_cursor.LoopReader, operation: str, parameters: Any) -> Any:
+        done = original(self, operation, parameters)
+        if done is not None:
+            answered.append(operation)
+        return done
+
+    monkeypatch.setattr(sqlite_cursor.LoopReader, "read", read)
+    return answered
+
+
+def test_reads_outside_a_write_run_on_the_loop_and_see_every_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        seen, answered = hops(monkeypatch), reads_on_loop(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT v FROM t"))).scalar_one() == "a"
+        assert answered == ["SELECT v FROM t"] and len(seen) == 2, seen  # INSERT, COMMIT
+        # committed by another connection (as the journal's thread does): seen at once
+        other = sqlite3.connect(tmp_path / "one-hop.sqlite3")
+        other.execute("INSERT INTO t (v) VALUES ('b')")
+        other.commit()
+        other.close()
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
+            assert rows.scalars().all() == ["a", "b"]
+        assert len(answered) == 2 and len(seen) == 2
+
+    run(tmp_path, scenario)
+
+
+def test_a_read_in_a_write_transaction_sees_its_writes_on_the_writing_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        answered = reads_on_loop(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('uncommitted')"))
+            value = (await connection.execute(text("SELECT v FROM t"))).scalar_one()
+            assert value == "uncommitted"
+            await connection.rollback()
+        assert answered == []
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT v FROM t"))).all() == []
+
+    run(tmp_path, scenario)
+
+
+COUNT_TO = ("SELECT (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+            "WHERE x < 200000) SELECT count(*) FROM c)")
+
+
+def test_a_read_past_the_budget_goes_to_the_thread_and_is_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_cursor, "LOOP_READ_BUDGET_S", 0.0)
+
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))  # within any budget: no VM check
+            raw = await connection.get_raw_connection()
+            adapter: Any = raw.dbapi_connection
+            reader = sqlite_cursor.loop_reader(adapter._connection)
+            assert reader is not None
+            seen = hops(monkeypatch)
+            assert (await connection.execute(text(COUNT_TO))).scalar_one() == 200000
+            assert len(seen) == 1  # interrupted on the loop, answered by the thread
+            assert COUNT_TO in reader.slow
+            assert (await connection.execute(text(COUNT_TO))).scalar_one() == 200000
+            assert len(seen) == 2  # straight to the thread
+
+    run(tmp_path, scenario)
+
+
+def test_a_failing_read_gets_the_threads_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect():
+            pass
+        seen = hops(monkeypatch)
+        with pytest.raises(OperationalError, match="no such column"):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT nope FROM t"))
+        assert len(seen) == 1  # tried on the loop, given (and failed) on the thread
+
+    run(tmp_path, scenario)
+
+
+def test_the_reader_is_used_on_its_own_thread_only_and_closed_with_its_connection(
+        tmp_path: Path) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            adapter: Any = raw.dbapi_connection
+            aio = adapter._connection
+            await connection.execute(text("SELECT v FROM t"))
+            reader = sqlite_cursor.loop_reader(aio)
+            assert reader is not None
+            elsewhere: list[Any] = []
+            thread = threading.Thread(
+                target=lambda: elsewhere.append(reader.read("SELECT v FROM t", ())))
+            thread.start()
+            thread.join()
+            assert elsewhere == [None]  # another thread: given to aiosqlite's
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.connection.execute("INSERT INTO t (v) VALUES ('no')")
+        await engine.dispose()
+        assert sqlite_cursor._readers.get(aio) is None
+        with pytest.raises(sqlite3.ProgrammingError):
+            reader.connection.execute("SELECT 1")  # closed
+
+    run(tmp_path, scenario)

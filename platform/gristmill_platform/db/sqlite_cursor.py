@@ -9,12 +9,26 @@ profile of an elastic execution had them at a large share of the control service
 CPU, docs/runs-and-executions.md). Results are fetched in full as before (the adapter's
 default cursor buffers every row too); server-side cursors keep SQLAlchemy's class. And
 ending a unit of work that wrote nothing takes no hop at all (OneHopConnection).
+
+A read outside a write transaction (each request's token check, a long-poll's read, a
+launch's reads) takes no hop either: it runs on the event loop's own thread, on a
+read-only connection to the same file (LoopReader), when it is done within
+LOOP_READ_BUDGET_S. A SELECT by key takes tens of microseconds there, where the hop
+costs a wake-up of two threads. Anything else goes to aiosqlite's thread as before: a
+statement past the budget (interrupted, then remembered as one for the thread), a
+database busy with a lock (the reader never waits for one), any error (the thread's
+connection then gives the real one). Reads in a write transaction stay on the writing
+connection, which alone sees its own uncommitted writes.
 """
 
 from __future__ import annotations
 
 import collections
 import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy
@@ -42,6 +56,76 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+# How long a read may hold the event loop before it is interrupted and given to the
+# thread instead: a few key lookups' worth; every request waits while it runs.
+LOOP_READ_BUDGET_S = 0.0005
+# VM instructions between two checks of that budget (a key lookup is ~100: unchecked).
+PROGRESS_EVERY = 1000
+# Statements that went past the budget, kept per reader (bounded: SQL texts are few).
+SLOW_KEPT = 256
+
+
+def is_read(operation: Any) -> bool:
+    return isinstance(operation, str) and operation.lstrip()[:6].upper() == "SELECT"
+
+
+class LoopReader:
+    """A read-only connection to the database of one aiosqlite connection, made with the
+    same settings (its connector) and only ever used on the thread that made it: the
+    event loop's."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        self.thread = threading.get_ident()
+        self.connection = connector()
+        for pragma in ("PRAGMA query_only=ON",
+                       # a lock held elsewhere: the thread's connection waits, not the loop
+                       "PRAGMA busy_timeout=0"):
+            self.connection.execute(pragma).close()
+        self.slow: set[str] = set()
+
+    def read(self, operation: str, parameters: Any
+             ) -> tuple[Any, list[Any], int, int | None] | None:
+        """The statement's results, or None: give it to the thread."""
+        if operation in self.slow or threading.get_ident() != self.thread:
+            return None
+        deadline = time.perf_counter() + LOOP_READ_BUDGET_S
+
+        def past_budget() -> bool:
+            return time.perf_counter() > deadline
+
+        self.connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+        try:
+            return _run(self.connection, operation, parameters, False)
+        except sqlite3.OperationalError as error:
+            if "interrupted" in str(error) and len(self.slow) < SLOW_KEPT:
+                self.slow.add(operation)
+            return None
+        except sqlite3.Error:
+            return None
+        finally:
+            self.connection.set_progress_handler(None, 0)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+# By aiosqlite connection: the adapter class has no room for it (its __slots__ are fixed,
+# and OneHopConnection takes its layout by __class__ assignment).
+_readers: weakref.WeakKeyDictionary[Any, LoopReader] = weakref.WeakKeyDictionary()
+
+
+def loop_reader(connection: Any) -> LoopReader | None:
+    """connection's LoopReader, made on first use; None if one cannot be made here."""
+    reader = _readers.get(connection)
+    if reader is None:
+        try:
+            reader = LoopReader(connection._connector)
+        except (sqlite3.Error, AttributeError):
+            return None
+        _readers[connection] = reader
+    return reader
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -87,10 +171,17 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _one_hop(self, operation: Any, parameters: Any, many: bool) -> None:
         async with self._adapt_connection._execute_mutex:
-            # aiosqlite's own queue (what its cursor methods go through), so the call is
-            # ordered with every other on this connection (commit, rollback, close)
-            description, rows, rowcount, lastrowid = await self._connection._execute(
-                _run, self._connection._conn, operation, parameters, many)
+            done = None
+            if not many and is_read(operation) and not self._connection._conn.in_transaction:
+                reader = loop_reader(self._connection)
+                if reader is not None:
+                    done = reader.read(operation, parameters)
+            if done is None:
+                # aiosqlite's own queue (what its cursor methods go through), so the call
+                # is ordered with every other on this connection (commit, rollback, close)
+                done = await self._connection._execute(
+                    _run, self._connection._conn, operation, parameters, many)
+            description, rows, rowcount, lastrowid = done
         self._description, self._rowcount, self._lastrowid = description, rowcount, lastrowid
         self._rows = collections.deque(rows)
 
@@ -135,6 +226,12 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def rollback(self) -> None:
         if not self._idle():
             super().rollback()
+
+    def close(self) -> None:
+        reader = _readers.pop(self._connection, None)
+        if reader is not None:
+            reader.close()
+        super().close()
 
 
 def supported(sqlalchemy_version: str) -> bool:
