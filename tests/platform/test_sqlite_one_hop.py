@@ -264,6 +264,7 @@ def test_the_reader_is_used_on_its_own_thread_only_and_closed_with_its_connectio
             thread.start()
             thread.join()
             assert elsewhere == [None]  # another thread: given to aiosqlite's
+            assert reader.connection.execute("PRAGMA cache_size").fetchone() == (-512,)
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 reader.connection.execute("INSERT INTO t (v) VALUES ('no')")
         await engine.dispose()

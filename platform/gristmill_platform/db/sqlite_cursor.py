@@ -81,7 +81,10 @@ class LoopReader:
         self.connection = connector()
         for pragma in ("PRAGMA query_only=ON",
                        # a lock held elsewhere: the thread's connection waits, not the loop
-                       "PRAGMA busy_timeout=0"):
+                       "PRAGMA busy_timeout=0",
+                       # one reader per pooled connection (up to 30): its page cache kept
+                       # to 512 KiB, the index pages of its key lookups (default: 2 MiB)
+                       "PRAGMA cache_size=-512"):
             self.connection.execute(pragma).close()
         self.slow: set[str] = set()
 
