@@ -7,6 +7,7 @@ a budget, and go to the thread past it or on any error."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -40,13 +41,24 @@ def run(tmp_path: Path, scenario: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+def database_of(connection: aiosqlite.Connection) -> str | None:
+    """The file an aiosqlite connection opens (its connector's argument)."""
+    for cell in connection._connector.__closure__ or ():
+        if isinstance(cell.cell_contents, str):
+            return cell.cell_contents
+    return None
+
+
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The calls queued to aiosqlite's thread (its Connection._execute), by name."""
+    """The calls queued to aiosqlite's thread (its Connection._execute) by connections to
+    this test's database (another test's service may still use its own in a thread), by
+    name."""
     seen: list[str] = []
     original = aiosqlite.Connection._execute
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(getattr(fn, "__name__", repr(fn)))
+        if (database_of(self) or "").endswith("one-hop.sqlite3"):
+            seen.append(getattr(fn, "__name__", repr(fn)))
         return await original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
@@ -157,13 +169,14 @@ def test_another_sqlalchemy_series_keeps_the_adapters_cursors(
 
 
 def reads_on_loop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements the loop's reader answered itself."""
+    """The statements on this test's table that a loop's reader answered itself (only
+    those: another test's service may still be reading its own database in a thread)."""
     answered: list[str] = []
     original = sqlite_cursor.LoopReader.read
 
     def read(self: sqlite_cursor.LoopReader, operation: str, parameters: Any) -> Any:
         done = original(self, operation, parameters)
-        if done is not None:
+        if done is not None and re.search(r"\bFROM t\b", operation):
             answered.append(operation)
         return done
 
