@@ -247,6 +247,35 @@ def test_a_read_past_the_budget_goes_to_the_thread_and_is_remembered(
     run(tmp_path, scenario)
 
 
+def test_a_locked_database_sends_the_read_to_the_thread_without_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT v FROM t"))
+            raw = await connection.get_raw_connection()
+            adapter: Any = raw.dbapi_connection
+            reader = sqlite_cursor.loop_reader(adapter._connection)
+            assert reader is not None
+            # never waits for a lock on the loop
+            assert reader.connection.execute("PRAGMA busy_timeout").fetchone() == (0,)
+            original = sqlite_cursor._run
+
+            def locked(conn: sqlite3.Connection, *args: Any) -> Any:
+                if conn is reader.connection:  # what SQLite answers a reader kept out
+                    raise sqlite3.OperationalError("database is locked")
+                return original(conn, *args)
+
+            monkeypatch.setattr(sqlite_cursor, "_run", locked)
+            seen = hops(monkeypatch)
+            assert (await connection.execute(text("SELECT v FROM t"))).scalar_one() == "a"
+            assert len(seen) == 1  # the thread's connection answered
+            assert reader.slow == set()  # a lock is not slowness: next time, the loop again
+
+    run(tmp_path, scenario)
+
+
 def test_a_failing_read_gets_the_threads_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario(engine: AsyncEngine) -> None:

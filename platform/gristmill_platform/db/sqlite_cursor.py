@@ -79,13 +79,19 @@ class LoopReader:
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         self.thread = threading.get_ident()
         self.connection = connector()
-        for pragma in ("PRAGMA query_only=ON",
-                       # a lock held elsewhere: the thread's connection waits, not the loop
-                       "PRAGMA busy_timeout=0",
-                       # one reader per pooled connection (up to 30): its page cache kept
-                       # to 512 KiB, the index pages of its key lookups (default: 2 MiB)
-                       "PRAGMA cache_size=-512"):
-            self.connection.execute(pragma).close()
+        try:
+            for pragma in ("PRAGMA query_only=ON",
+                           # a lock held elsewhere: the thread's connection waits, not the
+                           # loop
+                           "PRAGMA busy_timeout=0",
+                           # one reader per pooled connection (up to 30): its page cache
+                           # kept to 512 KiB, the index pages of its key lookups (default:
+                           # 2 MiB)
+                           "PRAGMA cache_size=-512"):
+                self.connection.execute(pragma).close()
+        except sqlite3.Error:
+            self.connection.close()
+            raise
         self.slow: set[str] = set()
 
     def read(self, operation: str, parameters: Any
