@@ -4,6 +4,7 @@ then in batches, and never missing from what this control service answers."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -627,9 +628,11 @@ def test_sqlite_inserts_store_what_sqlalchemy_stores(journal_state, database) ->
     asyncio.run(scenario())
 
 
-def test_sqlite_inserts_convert_a_slice_at_a_time(journal_state, database) -> None:
-    """Between two slices of a batch's conversion the event loop is given back (the
-    journal's pause waits for a moment with no call in flight)."""
+def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, database
+                                                            ) -> None:
+    """Between two slices of a batch's conversion, and before each slice its thread
+    inserts, the event loop is given back (the journal's pause waits for a moment with no
+    call in flight)."""
     if database.kind != "sqlite":
         pytest.skip("SQLite's own insert path")
     from gristmill_platform.executions.journal import COLUMNS
@@ -655,9 +658,56 @@ def test_sqlite_inserts_convert_a_slice_at_a_time(journal_state, database) -> No
             tokens=[], revoked={}, written_before=set(), token_owner={},
             known_deployments={deployment_id}))
         inserts.close()
-        assert len(pauses) == 2  # three slices
+        assert len(pauses) == 2 + 3  # three slices converted, then inserted
         assert await stored(journal_state, *[e.id for e in executions]) == {
             e.id for e in executions}
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_inserted_in_slices_is_one_transaction(journal_state, database) -> None:
+    """A row refused in the last slice takes the slices inserted before it back with it
+    (the journal then finds the bad row through the general path), and a batch cancelled
+    between two slices leaves nothing behind; the next batch is written whole."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's own insert path")
+    from gristmill_platform.executions.journal import COLUMNS
+    from gristmill_platform.executions.journal_writes import INSERT_SLICE, Batch, SqliteInserts
+
+    async def scenario() -> None:
+        deployment_id, _ = await seed(journal_state)
+        taken = await refused(journal_state, deployment_id)
+        good = [full_record(deployment_id) for _ in range(2 * INSERT_SLICE)]
+        pauses = 0
+        cancel_at: int | None = None
+
+        async def pause() -> None:
+            nonlocal pauses
+            pauses += 1
+            if pauses == cancel_at:
+                raise asyncio.CancelledError
+            await asyncio.sleep(0)
+
+        def batch(executions: list[ExecutionRecord]) -> Batch:
+            return Batch(rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions],
+                         logs=[], tokens=[], revoked={}, written_before=set(),
+                         token_owner={}, known_deployments={deployment_id})
+
+        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
+                                journal_state.engine.dialect, pause)
+        with pytest.raises(sqlite3.IntegrityError):
+            await inserts.write(batch([*good, taken]))  # the last slice is refused
+        assert await stored(journal_state, *[e.id for e in good]) == set()
+        # cancelled before the second insert slice: the pauses are one between the two
+        # conversion slices, then one before each insert slice
+        pauses, cancel_at = 0, 3
+        with pytest.raises(asyncio.CancelledError):
+            await inserts.write(batch(good))
+        assert await stored(journal_state, *[e.id for e in good]) == set()
+        cancel_at = None
+        await inserts.write(batch(good))
+        inserts.close()
+        assert await stored(journal_state, *[e.id for e in good]) == {e.id for e in good}
 
     asyncio.run(scenario())
 

@@ -33,6 +33,14 @@ class Transactions:
         commit/rollback effects (see db.hooks) run afterwards."""
         if self.barrier is not None:
             await self.barrier()
+        async with self.unfenced() as session:
+            yield session
+
+    @asynccontextmanager
+    async def unfenced(self) -> AsyncIterator[AsyncSession]:
+        """A transaction without the barrier, for writes of rows the journal never holds
+        nor depends on (resource samples): the barrier would write the journal's pending
+        executions on the event loop first, a stall for the warm calls in flight."""
         async with self.session_factory() as session:
             try:
                 async with session.begin():

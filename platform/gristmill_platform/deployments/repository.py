@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment, DeploymentLog
@@ -51,14 +51,18 @@ class DeploymentRepository:
             select(Deployment.id, Deployment.generation).where(Deployment.id.in_(ids)))
         return {str(row.id): int(row.generation) for row in result}
 
+    async def any_due(self, now: datetime) -> bool:
+        """Whether a periodic deployment's next fire time has come (no lock taken)."""
+        return await self.session.scalar(select(Deployment.id).where(*_due(now)).limit(1)) \
+            is not None
+
     async def due(self, now: datetime, *, limit: int = 20) -> Sequence[Deployment]:
         """Periodic deployments whose next fire time has come, locked for this
         transaction. SKIP LOCKED lets several control services share the work without
         firing one schedule twice; SQLite serialises writers instead."""
         query = (
             select(Deployment)
-            .where(Deployment.execution_rule == "periodic", Deployment.is_enabled.is_(True),
-                   Deployment.next_fire_at.is_not(None), Deployment.next_fire_at <= now)
+            .where(*_due(now))
             .order_by(Deployment.next_fire_at)
             .limit(limit)
         )
@@ -105,3 +109,8 @@ class DeploymentRepository:
             query = query.limit(limit)
         result = await self.session.execute(query)
         return result.scalars().all()
+
+
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (Deployment.execution_rule == "periodic", Deployment.is_enabled.is_(True),
+            Deployment.next_fire_at.is_not(None), Deployment.next_fire_at <= now)

@@ -8,7 +8,9 @@ flight, each of which then waited for it (measured, docs/deployments.md#latency)
 * the usual batch, executions that ended since the last one (and their logs), is turned
   into plain rows on the event loop, with SQLAlchemy's own converters for each column, and
   inserted by a thread of the journal's own (SqliteInserts): the loop does not wait for
-  SQLite, and the thread holds the interpreter lock only to hand rows to SQLite;
+  SQLite. The thread inserts a slice of rows at a time, each at a moment with no call in
+  flight (the journal's pause): inserting a whole batch at once competed with the calls
+  for the interpreter lock and the CPUs, and was most of the warm calls' p99;
 * any other batch (running executions, tokens, updates, the barrier's) goes through a
   connection of the journal's own, synchronously on the event loop, in well under a
   millisecond. That connection never waits for the database lock: if another
@@ -20,6 +22,7 @@ PostgreSQL batches always use the async driver, which has no thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -167,6 +170,8 @@ Pause = Callable[[], Awaitable[None]]
 # Rows converted between two pauses: about a fifth of a millisecond on the 2-CPU machine
 # of docs/deployments.md.
 CONVERT_SLICE = 8
+# Rows inserted by the journal's thread between two pauses (as many).
+INSERT_SLICE = 8
 
 
 # which of a JSON list of deployment (pipeline) ids exist (one statement whatever their
@@ -192,6 +197,7 @@ class SqliteInserts:
         self._logs = _Insert(LOGS, LOG_COLUMNS, dialect)
         self._thread = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="gristmill-journal")
+        self._one_at_a_time = asyncio.Lock()
         self._connection: sqlite3.Connection | None = None  # the thread's own
         self._deployment_at = self._executions.position("deployment_id")
         self._pipeline_at = self._executions.position("pipeline_id")
@@ -214,19 +220,35 @@ class SqliteInserts:
         # ~10 ms once every DEPLOYMENTS_RECHECK_S (traced, docs/deployments.md#latency).
         unknown = {r["deployment_id"] for r in batch.rows} - batch.known_deployments
         pipelines = {r["pipeline_id"] for r in batch.rows} - batch.known_pipelines - {None}
-        confirmed, confirmed_pipelines = await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._insert, executions, logs, unknown, pipelines)
+        async with self._one_at_a_time:  # the thread's transaction spans the slices
+            loop = asyncio.get_running_loop()
+            confirmed, confirmed_pipelines, executions, logs = await loop.run_in_executor(
+                self._thread, self._begin, executions, logs, unknown, pipelines)
+            try:
+                for rows, sql in ((executions, self._executions.sql),
+                                  (logs, self._logs.sql)):
+                    for start in range(0, len(rows), INSERT_SLICE):
+                        await self._pause()
+                        await loop.run_in_executor(self._thread, self._insert, sql,
+                                                   rows[start:start + INSERT_SLICE])
+                await loop.run_in_executor(self._thread, self._end, "COMMIT")
+            except BaseException:
+                # (cancelled too: the thread runs it after the slice it may be inserting)
+                with contextlib.suppress(RuntimeError):  # closed: the connection goes too
+                    self._thread.submit(self._end, "ROLLBACK")
+                raise
         gone = unknown - confirmed
         kept = {r["id"] for r in batch.rows if r["deployment_id"] not in gone}
         return Written(confirmed_deployments=confirmed, kept=kept,
                        confirmed_pipelines=confirmed_pipelines)
 
-    def _insert(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
-                unknown: set[Any], pipelines: set[Any]) -> tuple[set[Any], set[Any]]:
-        """Insert the rows whose deployment exists, in one transaction, without the id of
-        a pipeline deleted meanwhile (as write_batch); returns which of the unknown
-        deployments and pipelines exist (a deployment deleted since: its executions went
-        with it)."""
+    def _begin(self, executions: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
+               unknown: set[Any], pipelines: set[Any]
+               ) -> tuple[set[Any], set[Any], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Open the batch's transaction and keep the rows whose deployment exists, without
+        the id of a pipeline deleted meanwhile (as write_batch); returns which of the
+        unknown deployments and pipelines exist (a deployment deleted since: its
+        executions went with it), and the rows to insert."""
         connection = self._connection
         if connection is None:
             connection = self._connection = sqlite3.connect(self._path, isolation_level=None)
@@ -257,15 +279,18 @@ class SqliteInserts:
                     executions = [(*row[:at], None, *row[at + 1:])
                                   if row[at] in gone_pipelines else row
                                   for row in executions]
-            if executions:
-                connection.executemany(self._executions.sql, executions)
-            if logs:
-                connection.executemany(self._logs.sql, logs)
-            connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return confirmed, confirmed_pipelines
+        return confirmed, confirmed_pipelines, executions, logs
+
+    def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        assert self._connection is not None  # opened by _begin
+        self._connection.executemany(sql, rows)
+
+    def _end(self, statement: str) -> None:
+        if self._connection is not None and self._connection.in_transaction:
+            self._connection.execute(statement)
 
     def close(self) -> None:
         def close_connection() -> None:

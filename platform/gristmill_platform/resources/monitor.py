@@ -60,7 +60,7 @@ class ResourceMonitor:
             self.tracker.start()
         if self.backend == "local":
             self.sampler = ResourceSampler(
-                session_scope=self.transactions,
+                session_scope=self.transactions.unfenced,
                 host_name=self.host_name,
                 probe=HostProbe(settings.data_dir, self.gpu),
                 tracker=self.tracker,

@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.resources import ResourceSample
+from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.resources import probes
+from gristmill_platform.resources.monitor import ResourceMonitor
 from gristmill_platform.resources.probes import GpuProbe, HostProbe, read_process
 from gristmill_platform.resources.repository import (
     HOST,
@@ -35,6 +37,7 @@ from gristmill_platform.resources.sampler import ResourceSampler
 from gristmill_platform.resources.shape import ALL_CUMULATE, Totals, to_json
 from gristmill_platform.resources.usage import UsageTracker
 from gristmill_platform.resources.window import Window
+from gristmill_platform.settings import Settings
 from tests.conftest import _create_postgres_database, _drop_postgres_database, _postgres_admin_url
 
 MIB = 2**20
@@ -400,3 +403,31 @@ def test_gpus_through_nvml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert recorded[0]["gpu_memory_bytes"] == 1024 * MIB
     probe.close()
     assert module.state["shutdown"] == 1  # type: ignore[attr-defined]
+
+
+async def test_the_monitors_samples_skip_the_journals_barrier(database_url: str,
+                                                              tmp_path: Path) -> None:
+    """Every transaction first writes what the execution journal holds, on the event loop;
+    the sampler's rows have nothing to do with it, so its ticks must not pay for that
+    while warm calls are in flight (once a second otherwise)."""
+    engine = create_engine(database_url)
+    transactions = Transactions(create_session_factory(engine))
+    barriers: list[int] = []
+
+    async def barrier() -> None:
+        barriers.append(1)
+
+    transactions.barrier = barrier
+    monitor = ResourceMonitor(Settings(data_dir=tmp_path, resource_sample_interval_s=0.05),
+                              transactions)
+    await monitor.start(None)
+    try:
+        assert monitor.sampler is not None
+        await monitor.sampler.tick()
+        async with transactions() as session:  # a transaction does pass it
+            assert (await session.execute(select(func.count()).select_from(ResourceSample))
+                    ).scalar_one() >= 1
+    finally:
+        await monitor.shutdown()
+        await engine.dispose()
+    assert barriers == [1]

@@ -1,0 +1,103 @@
+"""The tail of sequential warm calls, this tree against another.
+
+`bench/endpoints.py` compares Gristmill's low-latency p99 with BentoML's and a bare app's,
+one block per server per round; a change to the control service's background work (the
+tracking batches, the periodic tasks) moves the tail by less than the rounds' spread
+there. This bench runs two environments side by side, this tree's control service and
+the one of the source tree in DIR (same interpreter and packages), each with the
+low-latency echo endpoint of `bench/endpoints.py`, and sends sequential calls to them in
+alternating blocks (a new client per block, after 100 warm-up calls), the order
+alternating, so a host whose speed drifts slows both alike. For each: p50, p99, p99.9,
+the largest, and how many calls took over 5 and 8 ms. Writes bench/results/warm_tail.json.
+
+    .venv/bin/python bench/warm_tail.py --baseline DIR [--blocks 12] [--calls 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
+from endpoints import deploy  # type: ignore[import-not-found]
+
+RESULTS = Path(__file__).parent / "results" / "warm_tail.json"
+WARM_UP = 100
+
+
+class Side:
+    def __init__(self, name: str, env: BenchEnv) -> None:
+        self.name, self.env = name, env
+        _, tokens = deploy(env, only=frozenset({"low"}))
+        self.url = f"{env.url}/endpoints/low"
+        self.headers = {"Authorization": f"EndpointToken {tokens['low']}"}
+        self.samples: list[float] = []
+
+    def block(self, calls: int) -> None:
+        with httpx.Client(trust_env=False, timeout=60, headers=self.headers) as client:
+            for _ in range(WARM_UP):
+                client.post(self.url, json={"text": "hi"}).raise_for_status()
+            for _ in range(calls):
+                start = time.perf_counter()
+                response = client.post(self.url, json={"text": "hi"})
+                self.samples.append(time.perf_counter() - start)
+                response.raise_for_status()
+
+    def report(self) -> dict[str, Any]:
+        ordered = sorted(self.samples)
+        count = len(ordered)
+
+        def at(q: float) -> float:
+            return round(ordered[min(count - 1, int(count * q))] * 1000, 3)
+
+        return {"calls": count, "p50_ms": at(0.5), "p99_ms": at(0.99),
+                "p999_ms": at(0.999), "max_ms": at(1.0),
+                "over_5ms": sum(s > 0.005 for s in ordered),
+                "over_8ms": sum(s > 0.008 for s in ordered)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, required=True,
+                        help="a source tree (say `git worktree add /tmp/base <rev>`)")
+    parser.add_argument("--blocks", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=1500)
+    args = parser.parse_args()
+    sides: list[Side] = []
+    load_start = os.getloadavg()[0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
+            for name, extra in (("this tree", {}),
+                                (f"baseline ({args.baseline})",
+                                 source_tree_env(args.baseline))):
+                env = start_env(Path(work) / name.split()[0], extra_env=extra)
+                sides.append(Side(name, env))
+            for block in range(args.blocks):
+                for side in sides if block % 2 == 0 else reversed(sides):
+                    side.block(args.calls)
+                print(f"block {block + 1}/{args.blocks}", flush=True)
+            results = {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "load_average": [round(load_start, 2),
+                                             round(os.getloadavg()[0], 2)]},
+                "blocks": args.blocks, "calls_per_block": args.calls,
+                "sides": {side.name: side.report() for side in sides}}
+    finally:
+        for side in sides:
+            side.env.stop()
+    for name, report in results["sides"].items():
+        print(f"{name:<40} " + "  ".join(f"{k} {v}" for k, v in report.items()))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
