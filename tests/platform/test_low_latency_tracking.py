@@ -803,21 +803,44 @@ def test_a_quiet_warm_worker_execution_is_failed_by_the_reconciler(journal_state
                                                journal_state.settings.data_dir / "runtime")
         runtime = journal_state.services.executions
         deployment_id, _ = await seed(journal_state)
+        journal = runtime.low_latency.journal
         # held by a control service that stopped: no heartbeat for minutes
         quiet = record(deployment_id, status=t.RUNNING,
                        heartbeat_at=utcnow() - timedelta(minutes=5))
         quiet.handle = worker_handle("local-d-1", quiet.id)
+        async with journal_state.session_factory() as session, session.begin():
+            session.add(Execution(**{c: getattr(quiet, c) for c in COLUMNS}))
         alive = record(deployment_id, status=t.RUNNING, heartbeat_at=utcnow())
         alive.handle = worker_handle("local-d-1", alive.id)
-        for execution in (quiet, alive):
-            runtime.low_latency.journal.changed(execution)
+        # running here, its row written while it ran, now as quiet in the database as the
+        # stopped one's: this journal holds it, so it is alive
+        here = record(deployment_id, status=t.RUNNING,
+                      heartbeat_at=utcnow() - timedelta(minutes=5))
+        here.handle = worker_handle("local-d-1", here.id)
+        for execution in (alive, here):
+            journal.changed(execution)
+        await journal.flush()
+        assert journal.holds(here.id) and not journal.holds(quiet.id)
+        barriers: list[int] = []
+        real_barrier = runtime.transactions.barrier
+
+        async def barrier() -> None:
+            barriers.append(1)
+            if real_barrier is not None:
+                await real_barrier()
+
+        runtime.transactions.barrier = barrier
         await runtime.reconcile()
+        # the quiet one is failed in a transaction of its own, which passes the barrier
+        assert barriers == [1]
         async with journal_state.session_factory() as session:
             failed = await session.get(Execution, quiet.id)
             held = await session.get(Execution, alive.id)
+            running_here = await session.get(Execution, here.id)
         assert failed is not None and failed.status == t.FAILED
         assert "warm worker stopped" in (failed.status_reason or "")
         assert held is not None and held.status == t.RUNNING
-        await runtime.low_latency.journal.shutdown()
+        assert running_here is not None and running_here.status == t.RUNNING
+        await journal.shutdown()
 
     asyncio.run(scenario())

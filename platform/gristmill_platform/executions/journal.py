@@ -16,15 +16,18 @@ Nothing reads a stale database because of it in this process: every transaction 
 through a Transactions (db/transactions.py) first writes everything the journal holds, running
 executions and their tokens included (`barrier`), so the execution a caller was just
 answered about, or a step's execution token, is in the database before any query looks
-for it. Another control service process sharing the database sees an ended execution
-once its batch is written (under FLUSH_INTERVAL_S plus a write), and a running one once
-it has run for RUNNING_VISIBLE_AFTER_S. What a crash of this process can lose is the
-tracking of the executions answered in the last FLUSH_INTERVAL_S and of those running
-for less than RUNNING_VISIBLE_AFTER_S, were it not for the spool: every ended execution
-is also appended to a file before its answer leaves (executions/spool.py), and the files
-of a killed process are written to the database at the next start (replay_spools). What
-a crash loses is then the tracking of executions still running, which the reconciler
-fails when it finds them (or never sees them, if they ran under RUNNING_VISIBLE_AFTER_S).
+for it. (Background work that reads or writes none of it opens its transactions without
+the barrier, `Transactions.unfenced`; the reconciler, which reads running executions,
+leaves out those this journal `holds`.) Another control service process sharing the
+database sees an ended execution once its batch is written (under FLUSH_INTERVAL_S plus a
+write), and a running one once it has run for RUNNING_VISIBLE_AFTER_S. What a crash of
+this process can lose is the tracking of the executions answered in the last
+FLUSH_INTERVAL_S and of those running for less than RUNNING_VISIBLE_AFTER_S, were it not
+for the spool: every ended execution is also appended to a file before its answer leaves
+(executions/spool.py), and the files of a killed process are written to the database at
+the next start (replay_spools). What a crash loses is then the tracking of executions
+still running, which the reconciler fails when it finds them (or never sees them, if they
+ran under RUNNING_VISIBLE_AFTER_S).
 """
 
 from __future__ import annotations
@@ -113,6 +116,12 @@ class TrackingJournal:
     @property
     def pending(self) -> bool:
         return bool(self._executions or self._logs or self._tokens or self._revoked)
+
+    def holds(self, execution_id: str) -> bool:
+        """Whether the execution's latest state is here rather than in the database: not
+        written yet, or written while it ran and not ended there yet. It runs in this
+        process, whatever its row says."""
+        return execution_id in self._executions or execution_id in self._written
 
     # -- recording (no I/O: called on the request path) --------------------------------------
 

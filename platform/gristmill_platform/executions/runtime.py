@@ -537,12 +537,17 @@ class ExecutionRuntime:
 
     async def reconcile(self) -> None:
         """Executions gone quiet: ask the backend, fail those whose worker is gone."""
-        async with self.transactions() as session:
+        # Without the journal's barrier (it would write every warm call in flight, on the
+        # event loop, every RECONCILE_EVERY_S): what the journal holds runs here, and is
+        # left out instead.
+        journal = self.low_latency.journal
+        async with self.transactions.unfenced() as session:
             active = await ExecutionRepository(session).active()
             now = utcnow()
             quiet = [(e.id, e.handle) for e in active
                      if (e.heartbeat_at or e.created_at) < now - HEARTBEAT_TIMEOUT
-                     and not (self.admission and self.admission.holds(e.id))]
+                     and not (self.admission and self.admission.holds(e.id))
+                     and not journal.holds(e.id)]
             overdue = [(e.id, e.handle) for e in active
                        if e.handle and e.handle.get("backend") == "local" and e.started_at
                        and timed_out(e.started_at, self.settings.execution_timeout_s, now)]
