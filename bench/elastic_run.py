@@ -14,8 +14,10 @@ Beside it, the bare cost of starting the step's interpreter (`python -c pass`) a
 importing the runner, on the same machine in the same run. Two environments run side by
 side, in turns: workers forked by the fork server (`fork_server`, the default) and spawned
 (`spawn`, GRISTMILL_LOCAL_FORK_SERVER=0); for each, the CPU time of the control service
-and its workers per execution. With --baseline DIR, a third environment runs the control
-service of the source tree in DIR (forked workers) in the same turns: an A/B of a change.
+and its workers per execution (that figure includes the bench's own GET /executions/{id}
+per run, whose CPU is measured apart at the end and reported, with the figure without it).
+With --baseline DIR, a third environment runs the control service of the source tree in
+DIR (forked workers) in the same turns: an A/B of a change.
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
@@ -142,6 +144,8 @@ class Mode:
         self.rows: list[dict[str, float]] = []
         self.cpu_s = 0.0
         self.worker_cpu_s = 0.0
+        self.last_execution_id = ""
+        self.read_cpu_s: float | None = None  # the control service's, per GET /executions/{id}
 
     def run_once(self, i: int, counted: bool) -> None:
         cpu_before = cpu_seconds(self.env.process.pid)
@@ -168,6 +172,7 @@ class Mode:
             time.sleep(0.005)
         cpu_after = cpu_seconds(self.env.process.pid)
         worker_after = worker_cpu_seconds(self.env.process.pid)
+        self.last_execution_id = execution_id
         created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
         ended = ts(execution["end_date"])
         if counted:
@@ -179,13 +184,33 @@ class Mode:
                 "deliver": max(0.0, wall_done - ended),
             })
 
+    def measure_read(self, reads: int = 200) -> None:
+        """The control service's CPU per GET /executions/{id} of an ended execution, with
+        nothing running: what each counted run's own read adds to its CPU figure."""
+        service = psutil.Process(self.env.process.pid)
+
+        def cpu() -> float:
+            times = service.cpu_times()
+            return float(times.user + times.system)
+
+        before = cpu()
+        for _ in range(reads):
+            self.api.get(f"/executions/{self.last_execution_id}").raise_for_status()
+        self.read_cpu_s = (cpu() - before) / reads
+
     def report(self) -> dict[str, object]:
+        cpu_ms = self.cpu_s / len(self.rows) * 1000
+        read_ms = None if self.read_cpu_s is None else self.read_cpu_s * 1000
         return {
             "end_to_end": summary([r["total"] for r in self.rows]),
             "phases": {k: summary([r[k] for r in self.rows])
                        for k in ("accept", "launch", "run", "deliver")},
             # includes the bench's own GET /executions/{id} per run (a few ms at most)
-            "cpu_ms_per_execution": round(self.cpu_s / len(self.rows) * 1000, 1),
+            "cpu_ms_per_execution": round(cpu_ms, 1),
+            # that read's CPU, measured apart, and the figure without it
+            "bench_read_cpu_ms": None if read_ms is None else round(read_ms, 2),
+            "cpu_ms_per_execution_without_the_bench_read":
+                None if read_ms is None else round(cpu_ms - read_ms, 1),
             # of which the forked worker (0 when spawned: counted with the service)
             "forked_worker_cpu_ms_per_execution": round(
                 self.worker_cpu_s / len(self.rows) * 1000, 1),
@@ -214,6 +239,8 @@ def main() -> None:
                 k = i % len(modes)
                 for mode in modes[k:] + modes[:k]:
                     mode.run_once(i, counted=i >= 2)
+            for mode in modes:
+                mode.measure_read()
             bare = bare_costs(modes[0].python)
         finally:
             for mode in modes:
@@ -238,6 +265,8 @@ def main() -> None:
         for phase, values in report["phases"].items():
             print(f"  {phase:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
         print(f"{'cpu per execution (ms)':<28}{report['cpu_ms_per_execution']:>8}")
+        print(f"{'  without the bench read':<28}"
+              f"{report['cpu_ms_per_execution_without_the_bench_read']:>8}")
         print(f"{'  of which forked worker':<28}"
               f"{report['forked_worker_cpu_ms_per_execution']:>8}")
     for name, values in bare.items():
