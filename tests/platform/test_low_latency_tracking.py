@@ -647,9 +647,10 @@ def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, data
         executions = [full_record(deployment_id) for _ in range(2 * CONVERT_SLICE + 1)]
         pauses: list[int] = []
 
-        async def pause() -> None:
+        async def pause() -> bool:
             pauses.append(len(pauses))
             await asyncio.sleep(0)
+            return True
 
         inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
                                 journal_state.engine.dialect, pause)
@@ -661,6 +662,82 @@ def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, data
         assert len(pauses) == 2 + 3  # three slices converted, then inserted
         assert await stored(journal_state, *[e.id for e in executions]) == {
             e.id for e in executions}
+
+    asyncio.run(scenario())
+
+
+def test_a_request_waiting_for_the_batch_gets_the_rest_at_once(journal_state, database
+                                                               ) -> None:
+    """Once the pause says a request waits for the batch (False), the batch stops
+    pausing: the rest is converted and inserted in one piece."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's own insert path")
+    from gristmill_platform.executions.journal import COLUMNS
+    from gristmill_platform.executions.journal_writes import (
+        CONVERT_SLICE,
+        INSERT_SLICE,
+        Batch,
+        SqliteInserts,
+    )
+
+    async def scenario() -> None:
+        deployment_id, _ = await seed(journal_state)
+        executions = [full_record(deployment_id)
+                      for _ in range(3 * max(CONVERT_SLICE, INSERT_SLICE))]
+        answers = iter([True, False])  # the second pause: a request came
+        pauses: list[bool] = []
+
+        async def pause() -> bool:
+            pauses.append(next(answers))
+            return pauses[-1]
+
+        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
+                                journal_state.engine.dialect, pause)
+        await inserts.write(Batch(
+            rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions], logs=[],
+            tokens=[], revoked={}, written_before=set(), token_owner={},
+            known_deployments={deployment_id}))
+        inserts.close()
+        assert pauses == [True, False]  # none after it, though slices were left
+        assert await stored(journal_state, *[e.id for e in executions]) == {
+            e.id for e in executions}
+
+    asyncio.run(scenario())
+
+
+def test_a_barrier_makes_the_batch_being_written_stop_pausing(journal_state, monkeypatch
+                                                             ) -> None:
+    """A periodic batch waits for quiet moments between its slices; a request's barrier
+    arriving meanwhile makes it write the rest without waiting again, then writes what
+    is left, and returns with everything in the database."""
+    from gristmill_platform.executions.journal import COPY_SLICE
+
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, _ = await seed(journal_state)
+        ended = [record(deployment_id) for _ in range(4 * COPY_SLICE)]
+        for execution in ended:
+            journal.changed(execution)
+        waits: list[str] = []
+        first_wait = asyncio.Event()
+
+        async def quiet(max_wait_s: float) -> None:  # a call always in flight
+            waits.append("wait")
+            first_wait.set()
+            await asyncio.sleep(max_wait_s)
+
+        monkeypatch.setattr(journal.traffic, "quiet", quiet)
+        periodic = asyncio.create_task(journal.flush(everything=False))
+        await first_wait.wait()
+        late = record(deployment_id)
+        journal.changed(late)
+        waits.append("barrier")
+        await journal.barrier()
+        await periodic
+        assert waits[-1] == "barrier" and waits.count("barrier") == 1
+        assert await stored(journal_state, *[e.id for e in (*ended, late)]) == {
+            e.id for e in (*ended, late)}
+        await journal.shutdown()
 
     asyncio.run(scenario())
 
@@ -681,12 +758,13 @@ def test_a_batch_inserted_in_slices_is_one_transaction(journal_state, database) 
         pauses = 0
         cancel_at: int | None = None
 
-        async def pause() -> None:
+        async def pause() -> bool:
             nonlocal pauses
             pauses += 1
             if pauses == cancel_at:
                 raise asyncio.CancelledError
             await asyncio.sleep(0)
+            return True
 
         def batch(executions: list[ExecutionRecord]) -> Batch:
             return Batch(rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions],

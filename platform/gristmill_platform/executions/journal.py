@@ -101,6 +101,7 @@ class TrackingJournal:
         self._deployments_version = (-1, -1)
         self._deployments_at = 0.0
         self._lock = asyncio.Lock()
+        self._barriers = 0  # requests waiting in barrier()
         self._wake = asyncio.Event()  # a batch is full: write it now
         self._work = asyncio.Event()  # something is pending
         self._task: asyncio.Task[None] | None = None
@@ -159,9 +160,14 @@ class TrackingJournal:
 
     async def barrier(self) -> None:
         """Write everything pending now, running executions included, and wait for a
-        batch being written (see the module's docstring)."""
+        batch being written (see the module's docstring). A batch being written stops
+        waiting for quiet moments between its slices meanwhile: a request is waiting."""
         if self.pending or self._lock.locked():
-            await self.flush()
+            self._barriers += 1
+            try:
+                await self.flush()
+            finally:
+                self._barriers -= 1
 
     async def flush(self, everything: bool = True) -> None:
         """Write what is pending: everything, or (the periodic batch) what is due."""
@@ -179,10 +185,12 @@ class TrackingJournal:
             rows: list[dict[str, Any]] = []
             logs: list[dict[str, Any]] = []
             tokens: list[dict[str, Any]] = []
-            for start in range(0, len(due), COPY_SLICE):
-                if start and not everything:
-                    await self._between_slices()
-                for execution in due[start:start + COPY_SLICE]:
+            step = len(due) if everything else COPY_SLICE
+            start = 0
+            while start < len(due):
+                if start and not await self._between_slices():
+                    step = len(due)  # a request waits for this batch: the rest at once
+                for execution in due[start:start + step]:
                     row = _row(execution)
                     rows.append(row)
                     del self._executions[row["id"]]
@@ -190,6 +198,7 @@ class TrackingJournal:
                     token = self._tokens.pop(row["id"], None)
                     if token is not None:
                         tokens.append(token)
+                start += step
             if not rows and not revoked:
                 self._spool.written(spooled)
                 return
@@ -252,11 +261,16 @@ class TrackingJournal:
             else:
                 self._written.discard(row["id"])
 
-    async def _between_slices(self) -> None:
+    async def _between_slices(self) -> bool:
+        """Wait for a moment with no call in flight before a batch's next slice; False
+        when a request waits for the batch (barrier): the rest then goes at once."""
         # A turn of the loop first: a call that came meanwhile is read and counted in
         # flight before the next slice (quiet() alone returns at once when none is).
         await asyncio.sleep(0)
+        if self._barriers:
+            return False
         await self.traffic.quiet(SLICE_WAIT_S)  # see traffic.py
+        return True
 
     def _known_deployments(self) -> set[str]:
         """Deployments seen to exist, with no deletion since: through this process (seen

@@ -166,7 +166,8 @@ class _Insert:
                       for name, convert in columns) for row in values]
 
 
-Pause = Callable[[], Awaitable[None]]
+# Waits for a moment to go on; False: go on without pausing again (a request waits)
+Pause = Callable[[], Awaitable[bool]]
 # Rows converted between two pauses: about a fifth of a millisecond on the 2-CPU machine
 # of docs/deployments.md.
 CONVERT_SLICE = 8
@@ -182,8 +183,9 @@ _EXISTING_PIPELINES = (f"SELECT id FROM {Pipeline.__tablename__} "  # noqa: S608
                        "WHERE id IN (SELECT value FROM json_each(?))")
 
 
-async def _no_pause() -> None:
+async def _no_pause() -> bool:
     await asyncio.sleep(0)
+    return True
 
 
 class SqliteInserts:
@@ -208,11 +210,17 @@ class SqliteInserts:
         # Converted a slice at a time, with a pause between slices (the journal's: until
         # no call is in flight), so that a call never waits for a whole batch's
         # conversion, only for a slice.
+        # A pause that answers False means a request waits for the batch: the rest goes
+        # in one piece.
         executions: list[tuple[Any, ...]] = []
-        for start in range(0, len(batch.rows), CONVERT_SLICE):
-            if start:
-                await self._pause()
-            executions.extend(self._executions.rows(batch.rows[start:start + CONVERT_SLICE]))
+        urgent = False
+        start = 0
+        while start < len(batch.rows):
+            if start and not urgent:
+                urgent = not await self._pause()
+            step = len(batch.rows) - start if urgent else CONVERT_SLICE
+            executions.extend(self._executions.rows(batch.rows[start:start + step]))
+            start += step
         logs = self._logs.rows(batch.logs)
         # Deployments not seen to exist lately (another process may have deleted them) are
         # looked for by the thread, in the insert's transaction: on the loop, through
@@ -227,10 +235,14 @@ class SqliteInserts:
             try:
                 for rows, sql in ((executions, self._executions.sql),
                                   (logs, self._logs.sql)):
-                    for start in range(0, len(rows), INSERT_SLICE):
-                        await self._pause()
+                    start = 0
+                    while start < len(rows):
+                        if not urgent:
+                            urgent = not await self._pause()
+                        step = len(rows) - start if urgent else INSERT_SLICE
                         await loop.run_in_executor(self._thread, self._insert, sql,
-                                                   rows[start:start + INSERT_SLICE])
+                                                   rows[start:start + step])
+                        start += step
                 await loop.run_in_executor(self._thread, self._end, "COMMIT")
             except BaseException:
                 # (cancelled too: the thread runs it after the slice it may be inserting)
