@@ -8,7 +8,10 @@ the one of the source tree in DIR (same interpreter and packages), each with the
 low-latency echo endpoint of `bench/endpoints.py`, and sends sequential calls to them in
 alternating blocks (a new client per block, after 100 warm-up calls), the order
 alternating, so a host whose speed drifts slows both alike. For each: p50, p99, p99.9,
-the largest, and how many calls took over 5 and 8 ms. Writes bench/results/warm_tail.json.
+the largest, and how many calls took over 5 and 8 ms. Then, for each, the other side of
+the trade: API requests (GET /api/v1/users/me, one every 30 ms) while a thread keeps
+sending warm calls, whose tracking batches every API request's transaction waits for
+(the journal's barrier). Writes bench/results/warm_tail.json.
 
     .venv/bin/python bench/warm_tail.py --baseline DIR [--blocks 12] [--calls 1500]
 """
@@ -19,7 +22,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,10 +40,11 @@ WARM_UP = 100
 class Side:
     def __init__(self, name: str, env: BenchEnv) -> None:
         self.name, self.env = name, env
-        _, tokens = deploy(env, only=frozenset({"low"}))
+        self.api, tokens = deploy(env, only=frozenset({"low"}))
         self.url = f"{env.url}/endpoints/low"
         self.headers = {"Authorization": f"EndpointToken {tokens['low']}"}
         self.samples: list[float] = []
+        self.api_samples: list[float] = []
 
     def block(self, calls: int) -> None:
         with httpx.Client(trust_env=False, timeout=60, headers=self.headers) as client:
@@ -50,7 +56,29 @@ class Side:
                 self.samples.append(time.perf_counter() - start)
                 response.raise_for_status()
 
+    def api_under_load(self, requests: int) -> None:
+        stop = threading.Event()
+
+        def warm() -> None:
+            with httpx.Client(trust_env=False, timeout=60, headers=self.headers) as client:
+                while not stop.is_set():
+                    client.post(self.url, json={"text": "hi"}).raise_for_status()
+
+        thread = threading.Thread(target=warm)
+        thread.start()
+        try:
+            time.sleep(1)
+            for _ in range(requests):
+                start = time.perf_counter()
+                self.api.get("/users/me").raise_for_status()
+                self.api_samples.append(time.perf_counter() - start)
+                time.sleep(0.03)
+        finally:
+            stop.set()
+            thread.join()
+
     def report(self) -> dict[str, Any]:
+        api = sorted(self.api_samples)
         ordered = sorted(self.samples)
         count = len(ordered)
 
@@ -60,7 +88,12 @@ class Side:
         return {"calls": count, "p50_ms": at(0.5), "p99_ms": at(0.99),
                 "p999_ms": at(0.999), "max_ms": at(1.0),
                 "over_5ms": sum(s > 0.005 for s in ordered),
-                "over_8ms": sum(s > 0.008 for s in ordered)}
+                "over_8ms": sum(s > 0.008 for s in ordered),
+                "api_under_warm_load_ms": {
+                    "requests": len(api),
+                    "p50": round(statistics.median(api) * 1000, 2) if api else None,
+                    "p90": round(api[int(len(api) * 0.9)] * 1000, 2) if api else None,
+                    "max": round(api[-1] * 1000, 2) if api else None}}
 
 
 def main() -> None:
@@ -69,6 +102,7 @@ def main() -> None:
                         help="a source tree (say `git worktree add /tmp/base <rev>`)")
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--api-requests", type=int, default=300)
     args = parser.parse_args()
     sides: list[Side] = []
     load_start = os.getloadavg()[0]
@@ -83,6 +117,9 @@ def main() -> None:
                 for side in sides if block % 2 == 0 else reversed(sides):
                     side.block(args.calls)
                 print(f"block {block + 1}/{args.blocks}", flush=True)
+            for round_ in range(2):  # in turns, twice
+                for side in sides if round_ == 0 else reversed(sides):
+                    side.api_under_load(args.api_requests // 2)
             results = {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_average": [round(load_start, 2),

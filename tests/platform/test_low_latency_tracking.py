@@ -638,13 +638,15 @@ def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, data
     from gristmill_platform.executions.journal import COLUMNS
     from gristmill_platform.executions.journal_writes import (
         CONVERT_SLICE,
+        INSERT_SLICE,
         Batch,
         SqliteInserts,
     )
 
     async def scenario() -> None:
         deployment_id, _ = await seed(journal_state)
-        executions = [full_record(deployment_id) for _ in range(2 * CONVERT_SLICE + 1)]
+        count = 2 * max(CONVERT_SLICE, INSERT_SLICE) + 1
+        executions = [full_record(deployment_id) for _ in range(count)]
         pauses: list[int] = []
 
         async def pause() -> bool:
@@ -659,7 +661,8 @@ def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, data
             tokens=[], revoked={}, written_before=set(), token_owner={},
             known_deployments={deployment_id}))
         inserts.close()
-        assert len(pauses) == 2 + 3  # three slices converted, then inserted
+        # between the slices converted, then before each slice inserted
+        assert len(pauses) == (-(-count // CONVERT_SLICE) - 1) + -(-count // INSERT_SLICE)
         assert await stored(journal_state, *[e.id for e in executions]) == {
             e.id for e in executions}
 
@@ -749,7 +752,12 @@ def test_a_batch_inserted_in_slices_is_one_transaction(journal_state, database) 
     if database.kind != "sqlite":
         pytest.skip("SQLite's own insert path")
     from gristmill_platform.executions.journal import COLUMNS
-    from gristmill_platform.executions.journal_writes import INSERT_SLICE, Batch, SqliteInserts
+    from gristmill_platform.executions.journal_writes import (
+        CONVERT_SLICE,
+        INSERT_SLICE,
+        Batch,
+        SqliteInserts,
+    )
 
     async def scenario() -> None:
         deployment_id, _ = await seed(journal_state)
@@ -776,9 +784,9 @@ def test_a_batch_inserted_in_slices_is_one_transaction(journal_state, database) 
         with pytest.raises(sqlite3.IntegrityError):
             await inserts.write(batch([*good, taken]))  # the last slice is refused
         assert await stored(journal_state, *[e.id for e in good]) == set()
-        # cancelled before the second insert slice: the pauses are one between the two
+        # cancelled before the second insert slice: the pauses are those between the
         # conversion slices, then one before each insert slice
-        pauses, cancel_at = 0, 3
+        pauses, cancel_at = 0, -(-len(good) // CONVERT_SLICE) - 1 + 2
         with pytest.raises(asyncio.CancelledError):
             await inserts.write(batch(good))
         assert await stored(journal_state, *[e.id for e in good]) == set()

@@ -8,8 +8,8 @@ flight, each of which then waited for it (measured, docs/deployments.md#latency)
 * the usual batch, executions that ended since the last one (and their logs), is turned
   into plain rows on the event loop, with SQLAlchemy's own converters for each column, and
   inserted by a thread of the journal's own (SqliteInserts): the loop does not wait for
-  SQLite. The thread inserts a slice of rows at a time, each at a moment with no call in
-  flight (the journal's pause): inserting a whole batch at once competed with the calls
+  SQLite. The thread inserts a slice of rows at a time (INSERT_SLICE), each at a moment
+  with no call in flight (the journal's pause): inserting a whole batch at once competed with the calls
   for the interpreter lock and the CPUs, and was most of the warm calls' p99;
 * any other batch (running executions, tokens, updates, the barrier's) goes through a
   connection of the journal's own, synchronously on the event loop, in well under a
@@ -171,8 +171,11 @@ Pause = Callable[[], Awaitable[bool]]
 # Rows converted between two pauses: about a fifth of a millisecond on the 2-CPU machine
 # of docs/deployments.md.
 CONVERT_SLICE = 8
-# Rows inserted by the journal's thread between two pauses (as many).
-INSERT_SLICE = 8
+# Rows inserted by the journal's thread between two pauses: with 8, the batch took so long
+# that API requests (whose transactions wait for it) were slower under warm load; 32 and 64
+# gave the same gain on the warm calls' tail, and API requests as before
+# (bench/warm_tail.py, docs/deployments.md#latency).
+INSERT_SLICE = 32
 
 
 # which of a JSON list of deployment (pipeline) ids exist (one statement whatever their
