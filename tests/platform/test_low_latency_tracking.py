@@ -628,38 +628,47 @@ def test_sqlite_inserts_store_what_sqlalchemy_stores(journal_state, database) ->
     asyncio.run(scenario())
 
 
+def sqlite_inserts(journal_state: Any, database: Any, pause: Any) -> Any:
+    """The journal's SQLite insert path on the test's database (SQLite only)."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's own insert path")
+    from gristmill_platform.executions.journal_writes import SqliteInserts
+
+    return SqliteInserts(database.url.removeprefix("sqlite:///"),
+                         journal_state.engine.dialect, pause)
+
+
+def inserts_batch(executions: list[ExecutionRecord], deployment_id: str) -> Any:
+    """A batch of ended executions only (what SqliteInserts writes), no logs."""
+    from gristmill_platform.executions.journal import COLUMNS
+    from gristmill_platform.executions.journal_writes import Batch
+
+    return Batch(rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions], logs=[],
+                 tokens=[], revoked={}, written_before=set(), token_owner={},
+                 known_deployments={deployment_id})
+
+
 def test_sqlite_inserts_convert_and_insert_a_slice_at_a_time(journal_state, database
                                                             ) -> None:
     """Between two slices of a batch's conversion, and before each slice its thread
     inserts, the event loop is given back (the journal's pause waits for a moment with no
     call in flight)."""
-    if database.kind != "sqlite":
-        pytest.skip("SQLite's own insert path")
-    from gristmill_platform.executions.journal import COLUMNS
-    from gristmill_platform.executions.journal_writes import (
-        CONVERT_SLICE,
-        INSERT_SLICE,
-        Batch,
-        SqliteInserts,
-    )
+    from gristmill_platform.executions.journal_writes import CONVERT_SLICE, INSERT_SLICE
+
+    pauses: list[int] = []
+
+    async def pause() -> bool:
+        pauses.append(len(pauses))
+        await asyncio.sleep(0)
+        return True
+
+    inserts = sqlite_inserts(journal_state, database, pause)
 
     async def scenario() -> None:
         deployment_id, _ = await seed(journal_state)
         count = 2 * max(CONVERT_SLICE, INSERT_SLICE) + 1
         executions = [full_record(deployment_id) for _ in range(count)]
-        pauses: list[int] = []
-
-        async def pause() -> bool:
-            pauses.append(len(pauses))
-            await asyncio.sleep(0)
-            return True
-
-        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
-                                journal_state.engine.dialect, pause)
-        await inserts.write(Batch(
-            rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions], logs=[],
-            tokens=[], revoked={}, written_before=set(), token_owner={},
-            known_deployments={deployment_id}))
+        await inserts.write(inserts_batch(executions, deployment_id))
         inserts.close()
         # between the slices converted, then before each slice inserted
         assert len(pauses) == (-(-count // CONVERT_SLICE) - 1) + -(-count // INSERT_SLICE)
@@ -673,33 +682,22 @@ def test_a_request_waiting_for_the_batch_gets_the_rest_at_once(journal_state, da
                                                                ) -> None:
     """Once the pause says a request waits for the batch (False), the batch stops
     pausing: the rest is converted and inserted in one piece."""
-    if database.kind != "sqlite":
-        pytest.skip("SQLite's own insert path")
-    from gristmill_platform.executions.journal import COLUMNS
-    from gristmill_platform.executions.journal_writes import (
-        CONVERT_SLICE,
-        INSERT_SLICE,
-        Batch,
-        SqliteInserts,
-    )
+    from gristmill_platform.executions.journal_writes import CONVERT_SLICE, INSERT_SLICE
+
+    answers = iter([True, False])  # the second pause: a request came
+    pauses: list[bool] = []
+
+    async def pause() -> bool:
+        pauses.append(next(answers))
+        return pauses[-1]
+
+    inserts = sqlite_inserts(journal_state, database, pause)
 
     async def scenario() -> None:
         deployment_id, _ = await seed(journal_state)
         executions = [full_record(deployment_id)
                       for _ in range(3 * max(CONVERT_SLICE, INSERT_SLICE))]
-        answers = iter([True, False])  # the second pause: a request came
-        pauses: list[bool] = []
-
-        async def pause() -> bool:
-            pauses.append(next(answers))
-            return pauses[-1]
-
-        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
-                                journal_state.engine.dialect, pause)
-        await inserts.write(Batch(
-            rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions], logs=[],
-            tokens=[], revoked={}, written_before=set(), token_owner={},
-            known_deployments={deployment_id}))
+        await inserts.write(inserts_batch(executions, deployment_id))
         inserts.close()
         assert pauses == [True, False]  # none after it, though slices were left
         assert await stored(journal_state, *[e.id for e in executions]) == {
@@ -749,38 +747,30 @@ def test_a_batch_inserted_in_slices_is_one_transaction(journal_state, database) 
     """A row refused in the last slice takes the slices inserted before it back with it
     (the journal then finds the bad row through the general path), and a batch cancelled
     between two slices leaves nothing behind; the next batch is written whole."""
-    if database.kind != "sqlite":
-        pytest.skip("SQLite's own insert path")
-    from gristmill_platform.executions.journal import COLUMNS
-    from gristmill_platform.executions.journal_writes import (
-        CONVERT_SLICE,
-        INSERT_SLICE,
-        Batch,
-        SqliteInserts,
-    )
+    from gristmill_platform.executions.journal_writes import CONVERT_SLICE, INSERT_SLICE
+
+    pauses = 0
+    cancel_at: int | None = None
+
+    async def pause() -> bool:
+        nonlocal pauses
+        pauses += 1
+        if pauses == cancel_at:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+        return True
+
+    inserts = sqlite_inserts(journal_state, database, pause)
 
     async def scenario() -> None:
+        nonlocal pauses, cancel_at
         deployment_id, _ = await seed(journal_state)
         taken = await refused(journal_state, deployment_id)
         good = [full_record(deployment_id) for _ in range(2 * INSERT_SLICE)]
-        pauses = 0
-        cancel_at: int | None = None
 
-        async def pause() -> bool:
-            nonlocal pauses
-            pauses += 1
-            if pauses == cancel_at:
-                raise asyncio.CancelledError
-            await asyncio.sleep(0)
-            return True
+        def batch(executions: list[ExecutionRecord]) -> Any:
+            return inserts_batch(executions, deployment_id)
 
-        def batch(executions: list[ExecutionRecord]) -> Batch:
-            return Batch(rows=[{c: getattr(e, c) for c in COLUMNS} for e in executions],
-                         logs=[], tokens=[], revoked={}, written_before=set(),
-                         token_owner={}, known_deployments={deployment_id})
-
-        inserts = SqliteInserts(database.url.removeprefix("sqlite:///"),
-                                journal_state.engine.dialect, pause)
         with pytest.raises(sqlite3.IntegrityError):
             await inserts.write(batch([*good, taken]))  # the last slice is refused
         assert await stored(journal_state, *[e.id for e in good]) == set()
