@@ -9,8 +9,9 @@ flight, each of which then waited for it (measured, docs/deployments.md#latency)
   into plain rows on the event loop, with SQLAlchemy's own converters for each column, and
   inserted by a thread of the journal's own (SqliteInserts): the loop does not wait for
   SQLite. The thread inserts a slice of rows at a time (INSERT_SLICE), each at a moment
-  with no call in flight (the journal's pause): inserting a whole batch at once competed with the calls
-  for the interpreter lock and the CPUs, and was most of the warm calls' p99;
+  with no call in flight (the journal's pause): inserting a whole batch at once competed
+  with the calls for the interpreter lock and the CPUs, and was most of the warm calls'
+  p99;
 * any other batch (running executions, tokens, updates, the barrier's) goes through a
   connection of the journal's own, synchronously on the event loop, in well under a
   millisecond. That connection never waits for the database lock: if another
