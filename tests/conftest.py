@@ -81,6 +81,19 @@ def own_database(kind: str, folder: Path) -> Iterator[DatabaseUnderTest]:
         _drop_postgres_database(admin_url, name)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def own_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[str]:
+    """A migrated database of the test module's own, on each backend: for tests that add
+    users or count statements, which the session's shared database would disturb (or be
+    disturbed by)."""
+    from gristmill_platform.db import migrate
+
+    with own_database(request.param, tmp_path_factory.mktemp("own-database")) as db:
+        migrate.upgrade(db.url)
+        yield db.url
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[DatabaseUnderTest]:

@@ -19,24 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gristmill_platform.auth.policy import kind_of
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService
-from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.errors import Unauthorized
 from gristmill_platform.executions.repository import ExecutionRepository
-from tests.conftest import own_database
 
 KEY = "k" * 32
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[str]:
-    # its own database: the users made here would otherwise be in the session's, before
-    # the shared environment's admin when this module runs first
-    with own_database(request.param, tmp_path_factory.mktemp("auth-round-trips")) as db:
-        migrate.upgrade(db.url)
-        yield db.url
 
 
 @contextmanager
@@ -54,9 +42,9 @@ def counted(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", keep)
 
 
-def run(database_url: str, scenario: Callable[[AsyncEngine, Any], Awaitable[T]]) -> T:
+def run(own_database_url: str, scenario: Callable[[AsyncEngine, Any], Awaitable[T]]) -> T:
     async def go() -> T:
-        engine = create_engine(database_url)
+        engine = create_engine(own_database_url)
         factory = create_session_factory(engine)
 
         @asynccontextmanager
@@ -78,7 +66,7 @@ async def new_user(auth: Any) -> str:
         return str(user.id)
 
 
-def test_checking_an_access_token_is_one_statement(database_url: str) -> None:
+def test_checking_an_access_token_is_one_statement(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         user_id = await new_user(auth)
         async with auth() as (service, _):
@@ -93,10 +81,10 @@ def test_checking_an_access_token_is_one_statement(database_url: str) -> None:
         assert (principal.user_id, principal.token_id, principal.scope,
                 principal.execution_id) == (user_id, created.token.id, "execution", "e-1")
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_a_revoked_token_is_refused_at_once(database_url: str) -> None:
+def test_a_revoked_token_is_refused_at_once(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         user_id = await new_user(auth)
         async with auth() as (service, _):
@@ -109,10 +97,10 @@ def test_a_revoked_token_is_refused_at_once(database_url: str) -> None:
             with pytest.raises(Unauthorized, match="revoked"):
                 await service.authenticate(access)
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_a_token_whose_user_is_gone_is_refused(database_url: str) -> None:
+def test_a_token_whose_user_is_gone_is_refused(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         user_id = await new_user(auth)
         async with auth() as (service, _):
@@ -126,10 +114,10 @@ def test_a_token_whose_user_is_gone_is_refused(database_url: str) -> None:
             with pytest.raises(Unauthorized):
                 await service.principal_of_token(created.token.id)
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_a_console_session_keeps_the_role_of_its_user(database_url: str) -> None:
+def test_a_console_session_keeps_the_role_of_its_user(own_database_url: str) -> None:
     # a console session acts through principal_of_token: a viewer signed in there stays a
     # viewer (the services' require_create and visibility checks read the role from it)
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
@@ -145,11 +133,11 @@ def test_a_console_session_keeps_the_role_of_its_user(database_url: str) -> None
                 api = await service.authenticate(access)
             assert kind_of(console) == kind_of(api) == kind
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
 def test_an_access_token_naming_another_user_than_its_token_is_refused(
-        database_url: str) -> None:
+        own_database_url: str) -> None:
     from gristmill_platform.auth.tokens import encode_access_token
 
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
@@ -162,10 +150,10 @@ def test_an_access_token_naming_another_user_than_its_token_is_refused(
             with pytest.raises(Unauthorized):
                 await service.authenticate(forged)
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_revoking_an_executions_tokens_is_one_statement(database_url: str) -> None:
+def test_revoking_an_executions_tokens_is_one_statement(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         user_id = await new_user(auth)
         execution_id = f"e-{uuid.uuid4().hex}"
@@ -191,19 +179,19 @@ def test_revoking_an_executions_tokens_is_one_statement(database_url: str) -> No
             with pytest.raises(Unauthorized, match="revoked"):
                 await service.authenticate(access)
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_setting_columns_of_a_missing_execution_says_so(database_url: str) -> None:
+def test_setting_columns_of_a_missing_execution_says_so(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         async with auth() as (_, session):
             assert not await ExecutionRepository(session).set_columns(
                 "no-such-execution", worker="local-1")
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
-def test_setting_columns_flushes_what_the_session_holds_first(database_url: str) -> None:
+def test_setting_columns_flushes_what_the_session_holds_first(own_database_url: str) -> None:
     """set_columns is a plain UPDATE on the session's connection: an execution added to
     the session and not flushed yet is written before it, as the ORM's update would."""
     from sqlalchemy import select
@@ -223,11 +211,11 @@ def test_setting_columns_flushes_what_the_session_holds_first(database_url: str)
                 .where(table.c.id == "e-set-columns"))).one()
         assert (row.worker, row.resource_usage) == ("local-7", {"cpu_s": 1.5})
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)
 
 
 def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
-        database_url: str) -> None:
+        own_database_url: str) -> None:
     """What deps.current_principal does on every request: the token's standing read on a
     bare connection (Transactions.reading, no ORM session), one statement, and a
     revocation committed just before is seen by the next check."""
@@ -265,4 +253,4 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         with pytest.raises(Unauthorized):
             verified_claims(access + "x", KEY)
 
-    run(database_url, scenario)
+    run(own_database_url, scenario)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.steps import Pipeline, Step
@@ -25,20 +22,11 @@ from gristmill_platform.deployments.repository import DeploymentRepository
 from gristmill_platform.deployments.scheduler import PeriodicScheduler
 from gristmill_platform.deployments.service import DeploymentService
 from gristmill_platform.executions.service import Launch
-from tests.conftest import own_database
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[str]:
-    with own_database(request.param, tmp_path_factory.mktemp("scheduler-tick")) as db:
-        migrate.upgrade(db.url)
-        yield db.url
-
-
-def test_a_tick_with_nothing_due_opens_no_transaction(database_url: str) -> None:
+def test_a_tick_with_nothing_due_opens_no_transaction(own_database_url: str) -> None:
     async def scenario() -> tuple[int, list[str]]:
-        engine = create_engine(database_url)
+        engine = create_engine(own_database_url)
         try:
             transactions = Transactions(create_session_factory(engine))
             seen: list[str] = []
@@ -66,9 +54,9 @@ def test_a_tick_with_nothing_due_opens_no_transaction(database_url: str) -> None
 
 
 def test_any_due_sees_only_enabled_periodic_deployments_whose_time_has_come(
-        database_url: str) -> None:
+        own_database_url: str) -> None:
     async def scenario() -> list[bool]:
-        engine = create_engine(database_url)
+        engine = create_engine(own_database_url)
         try:
             factory = create_session_factory(engine)
             now = utcnow()
