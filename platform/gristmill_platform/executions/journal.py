@@ -49,7 +49,13 @@ from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Pipeline
 from gristmill_platform.db.types import UTCDateTime, utcnow
 from gristmill_platform.executions import transitions as t
-from gristmill_platform.executions.journal_writes import COLUMNS, EXECUTIONS, Batch, BatchWriter
+from gristmill_platform.executions.journal_writes import (
+    COLUMNS,
+    EXECUTIONS,
+    Batch,
+    BatchWriter,
+    Slices,
+)
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.spool import Spool, orphaned_spools, read_spool
 from gristmill_platform.telemetry.metrics import JOURNAL_ROWS, JOURNAL_WRITE
@@ -185,12 +191,9 @@ class TrackingJournal:
             rows: list[dict[str, Any]] = []
             logs: list[dict[str, Any]] = []
             tokens: list[dict[str, Any]] = []
-            step = len(due) if everything else COPY_SLICE
-            start = 0
-            while start < len(due):
-                if start and not await self._between_slices():
-                    step = len(due)  # a request waits for this batch: the rest at once
-                for execution in due[start:start + step]:
+            slices = Slices(self._between_slices)
+            async for part in slices.over(len(due), len(due) if everything else COPY_SLICE):
+                for execution in due[part]:
                     row = _row(execution)
                     rows.append(row)
                     del self._executions[row["id"]]
@@ -198,7 +201,6 @@ class TrackingJournal:
                     token = self._tokens.pop(row["id"], None)
                     if token is not None:
                         tokens.append(token)
-                start += step
             if not rows and not revoked:
                 self._spool.written(spooled)
                 return

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,6 +192,27 @@ async def _no_pause() -> bool:
     return True
 
 
+class Slices:
+    """A batch's work a slice at a time, with a pause before each slice but the first
+    (unless asked): once a pause answers False, a request waits for the batch, and the
+    rest goes in one piece, without pausing again (for every step of the batch that
+    shares this object)."""
+
+    def __init__(self, pause: Pause) -> None:
+        self._pause = pause
+        self.urgent = False
+
+    async def over(self, count: int, size: int, *, pause_first: bool = False
+                   ) -> AsyncIterator[slice]:
+        start = 0
+        while start < count:
+            if (start or pause_first) and not self.urgent:
+                self.urgent = not await self._pause()
+            step = count - start if self.urgent else size
+            yield slice(start, start + step)
+            start += step
+
+
 class SqliteInserts:
     """The usual batch on SQLite, written by a thread of its own (see the module's
     docstring)."""
@@ -214,17 +235,10 @@ class SqliteInserts:
         # Converted a slice at a time, with a pause between slices (the journal's: until
         # no call is in flight), so that a call never waits for a whole batch's
         # conversion, only for a slice.
-        # A pause that answers False means a request waits for the batch: the rest goes
-        # in one piece.
+        slices = Slices(self._pause)
         executions: list[tuple[Any, ...]] = []
-        urgent = False
-        start = 0
-        while start < len(batch.rows):
-            if start and not urgent:
-                urgent = not await self._pause()
-            step = len(batch.rows) - start if urgent else CONVERT_SLICE
-            executions.extend(self._executions.rows(batch.rows[start:start + step]))
-            start += step
+        async for part in slices.over(len(batch.rows), CONVERT_SLICE):
+            executions.extend(self._executions.rows(batch.rows[part]))
         logs = self._logs.rows(batch.logs)
         # Deployments not seen to exist lately (another process may have deleted them) are
         # looked for by the thread, in the insert's transaction: on the loop, through
@@ -239,14 +253,8 @@ class SqliteInserts:
             try:
                 for rows, sql in ((executions, self._executions.sql),
                                   (logs, self._logs.sql)):
-                    start = 0
-                    while start < len(rows):
-                        if not urgent:
-                            urgent = not await self._pause()
-                        step = len(rows) - start if urgent else INSERT_SLICE
-                        await loop.run_in_executor(self._thread, self._insert, sql,
-                                                   rows[start:start + step])
-                        start += step
+                    async for part in slices.over(len(rows), INSERT_SLICE, pause_first=True):
+                        await loop.run_in_executor(self._thread, self._insert, sql, rows[part])
                 await loop.run_in_executor(self._thread, self._end, "COMMIT")
             except BaseException:
                 # (cancelled too: the thread runs it after the slice it may be inserting)
