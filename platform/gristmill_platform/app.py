@@ -114,6 +114,7 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
         EnvironmentSnapshot(state.session_factory, state.traffic))
     # every transaction first writes what the journal holds (see executions/journal.py)
     transactions.barrier = journal.barrier
+    transactions.holds_token = journal.holds_token
     scheduler = PeriodicScheduler(transactions, state.factories.deployments, executions.launch,
                                   tick_s=settings.scheduler_tick_s)
     return Services(

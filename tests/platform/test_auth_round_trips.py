@@ -218,7 +218,8 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         own_database_url: str) -> None:
     """What deps.current_principal does on every request: the token's standing read on a
     bare connection (Transactions.reading, no ORM session), one statement, and a
-    revocation committed just before is seen by the next check."""
+    revocation committed just before is seen by the next check. The journal's barrier
+    runs first only when the journal holds that token's row or revocation."""
     from gristmill_platform.auth.repository import standing_on
     from gristmill_platform.auth.service import principal_of, verified_claims
     from gristmill_platform.db.transactions import Transactions
@@ -235,16 +236,24 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
             barriers.append(1)
 
         transactions.barrier = barrier
+        held: set[str] = set()
+        transactions.holds_token = held.__contains__
 
         async def check() -> Any:
             claims = verified_claims(access, KEY)
-            async with transactions.reading() as connection:
+            async with transactions.reading(token_id=claims.token_id) as connection:
                 return principal_of(claims, await standing_on(connection, claims.token_id))
 
         with counted(engine) as statements:
             principal = await check()
         assert len(statements) == 1 and "JOIN users" in statements[0], statements
-        assert barriers == [1]  # what the journal holds is written first, as for a session
+        assert barriers == []  # nothing the journal holds is this token's
+        held.add(created.token.id)  # say, an execution token not written yet
+        await check()
+        assert barriers == [1]  # written first, as for a session
+        async with transactions.reading():  # reads of anything: always after the barrier
+            assert barriers == [1, 1]
+        held.clear()
         assert (principal.user_id, principal.token_id) == (user_id, created.token.id)
         async with auth() as (service, _):
             await service.revoke_sdk_token(created.token.id)

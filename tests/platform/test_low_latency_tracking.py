@@ -506,6 +506,42 @@ def test_the_barrier_writes_running_executions_and_their_tokens(journal_state) -
     asyncio.run(scenario())
 
 
+def test_the_journal_holds_a_token_until_its_batch_is_written(journal_state,
+                                                              monkeypatch) -> None:
+    """holds_token, what lets a request's token check skip the barrier
+    (Transactions.reading): true from an execution token's creation until the batch
+    holding its row is in the database, then again while its revocation is pending."""
+    async def scenario() -> None:
+        journal = journal_of(journal_state)
+        deployment_id, user_id = await seed(journal_state)
+        running = record(deployment_id, status=t.RUNNING)
+        token = token_row(running, user_id)
+        journal.created(running, token)
+        assert journal.holds_token(token["id"]) and not journal.holds_token("another")
+        during: list[bool] = []
+        write = journal._write
+
+        async def watched(*args: Any, **kwargs: Any) -> None:
+            during.append(journal.holds_token(token["id"]))
+            await write(*args, **kwargs)
+
+        monkeypatch.setattr(journal, "_write", watched)
+        await journal.barrier()
+        assert during == [True]  # taken out of what is pending, not written yet
+        assert not journal.holds_token(token["id"])  # the database has it
+        running.status, running.ended_at = t.SUCCEEDED, utcnow()
+        journal.ended(running, [], token["id"], utcnow())
+        assert journal.holds_token(token["id"])  # its revocation is pending
+        await journal.barrier()
+        assert during == [True, True] and not journal.holds_token(token["id"])
+        async with journal_state.session_factory() as session:
+            stored_token = await session.get(SdkToken, token["id"])
+            assert stored_token is not None and stored_token.revoked_at is not None
+        await journal.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_a_batch_waits_for_a_locked_sqlite_database(journal_state, database) -> None:
     """The direct SQLite connection never waits for the lock on the event loop: the batch
     goes through the async driver, which waits for it."""

@@ -100,6 +100,8 @@ class TrackingJournal:
         self._logs: dict[str, list[dict[str, Any]]] = {}  # execution id -> rows
         self._tokens: dict[str, dict[str, Any]] = {}  # execution id -> its token's row
         self._revoked: dict[str, datetime] = {}  # token id -> when
+        self._token_ids: set[str] = set()  # the ids of the rows in _tokens, until written
+        self._revoking: dict[str, datetime] = {}  # the revocations being written
         self._written: set[str] = set()  # executions in the database that may still change
         self._token_owner: dict[str, str] = {}  # written execution tokens -> execution id
         self._alive_deployments: set[str] = set()
@@ -130,12 +132,21 @@ class TrackingJournal:
         process, whatever its row says."""
         return execution_id in self._executions or execution_id in self._written
 
+    def holds_token(self, token_id: str) -> bool:
+        """Whether an execution token's row, or its revocation, is here rather than in the
+        database: not written yet, or in the batch being written. Any other token's row
+        is as the database has it (an SDK token's, an execution token's already
+        written): reading it needs no barrier."""
+        return token_id in self._token_ids or token_id in self._revoked \
+            or token_id in self._revoking
+
     # -- recording (no I/O: called on the request path) --------------------------------------
 
     def created(self, execution: ExecutionRecord, token: dict[str, Any]) -> None:
         """A new execution and its execution token's sdk_tokens row."""
         self._executions[execution.id] = execution
         self._tokens[execution.id] = token
+        self._token_ids.add(token["id"])
         self._poke()
 
     def changed(self, execution: ExecutionRecord) -> None:
@@ -184,48 +195,61 @@ class TrackingJournal:
             spooled = self._spool.rotate()
             due = list(self._executions.values()) if everything else self._due()
             revoked, self._revoked = self._revoked, {}
-            # Rows copied now (executions keep changing while the batch is written), a
-            # slice at a time for the periodic batch: a few hundred rows took over a
-            # millisecond of the loop in one piece (docs/deployments.md#latency). What
-            # changes between two slices is copied as it is then, or in the next batch.
-            rows: list[dict[str, Any]] = []
-            logs: list[dict[str, Any]] = []
+            self._revoking = revoked
             tokens: list[dict[str, Any]] = []
-            slices = Slices(self._between_slices)
-            async for part in slices.over(len(due), len(due) if everything else COPY_SLICE):
-                for execution in due[part]:
-                    row = _row(execution)
-                    rows.append(row)
-                    del self._executions[row["id"]]
-                    logs.extend(self._logs.pop(row["id"], ()))
-                    token = self._tokens.pop(row["id"], None)
-                    if token is not None:
-                        tokens.append(token)
-            if not rows and not revoked:
-                self._spool.written(spooled)
-                return
             try:
-                await self._write(rows, logs, tokens, revoked)
-                self._spool.written(spooled)
-            except Exception:
-                # One bad row (say, its owner was deleted meanwhile) must not take the
-                # others with it: write them one at a time, drop what still fails.
-                log.exception("writing %d tracked executions failed; retrying one by one",
-                              len(rows))
-                for row in rows:
-                    own = [x for x in tokens if x["execution_id"] == row["id"]]
-                    try:
-                        # looking again for its deployment and pipeline: another process
-                        # may have deleted them since they were last seen
-                        await self._write(
-                            [row], [x for x in logs if x["execution_id"] == row["id"]], own,
-                            {x["id"]: revoked[x["id"]] for x in own if x["id"] in revoked},
-                            recheck=True)
-                    except Exception:
-                        # kept in the spool: the next start replays it
-                        log.exception("dropped the tracking of execution %s", row["id"])
-                        spooled = []
-                self._spool.written(spooled)
+                await self._flush_taken(spooled, due, revoked, tokens, everything)
+            finally:
+                # written, or dropped: either way the database's answer is the one to give
+                self._token_ids.difference_update(token["id"] for token in tokens)
+                self._revoking = {}
+
+    async def _flush_taken(self, spooled: list[Path], due: list[ExecutionRecord],
+                           revoked: dict[str, datetime], tokens: list[dict[str, Any]],
+                           everything: bool) -> None:
+        """The batch taken: its rows and logs copied (``tokens`` gets their tokens'),
+        then written."""
+        # Rows copied now (executions keep changing while the batch is written), a
+        # slice at a time for the periodic batch: a few hundred rows took over a
+        # millisecond of the loop in one piece (docs/deployments.md#latency). What
+        # changes between two slices is copied as it is then, or in the next batch.
+        rows: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        slices = Slices(self._between_slices)
+        async for part in slices.over(len(due), len(due) if everything else COPY_SLICE):
+            for execution in due[part]:
+                row = _row(execution)
+                rows.append(row)
+                del self._executions[row["id"]]
+                logs.extend(self._logs.pop(row["id"], ()))
+                token = self._tokens.pop(row["id"], None)
+                if token is not None:
+                    tokens.append(token)
+        if not rows and not revoked:
+            self._spool.written(spooled)
+            return
+        try:
+            await self._write(rows, logs, tokens, revoked)
+            self._spool.written(spooled)
+        except Exception:
+            # One bad row (say, its owner was deleted meanwhile) must not take the
+            # others with it: write them one at a time, drop what still fails.
+            log.exception("writing %d tracked executions failed; retrying one by one",
+                          len(rows))
+            for row in rows:
+                own = [x for x in tokens if x["execution_id"] == row["id"]]
+                try:
+                    # looking again for its deployment and pipeline: another process
+                    # may have deleted them since they were last seen
+                    await self._write(
+                        [row], [x for x in logs if x["execution_id"] == row["id"]], own,
+                        {x["id"]: revoked[x["id"]] for x in own if x["id"] in revoked},
+                        recheck=True)
+                except Exception:
+                    # kept in the spool: the next start replays it
+                    log.exception("dropped the tracking of execution %s", row["id"])
+                    spooled = []
+            self._spool.written(spooled)
 
     def _due(self) -> list[ExecutionRecord]:
         """Ended executions, those already in the database, and those running for long
