@@ -742,51 +742,6 @@ def test_a_request_waiting_for_the_batch_gets_the_rest_at_once(journal_state, da
     asyncio.run(scenario())
 
 
-def test_a_small_batch_a_request_waits_for_is_written_on_the_loop(journal_state, database,
-                                                                  monkeypatch) -> None:
-    """The barrier's batch of a few ended calls goes through the direct connection at once
-    (the thread's hand-offs took longer); a larger one, or the periodic batch, through
-    the journal's thread."""
-    from gristmill_platform.executions.journal_writes import WAITED_FOR_ON_LOOP, SqliteInserts
-
-    if database.kind != "sqlite":
-        pytest.skip("SQLite's own insert path")
-    threaded: list[int] = []
-    write = SqliteInserts.write
-
-    async def counted(self: Any, batch: Any) -> Any:
-        threaded.append(len(batch.rows))
-        return await write(self, batch)
-
-    monkeypatch.setattr(SqliteInserts, "write", counted)
-
-    async def scenario() -> None:
-        journal = journal_of(journal_state)
-        deployment_id, user_id = await seed(journal_state)
-
-        def answered(count: int) -> list[ExecutionRecord]:
-            executions = [record(deployment_id) for _ in range(count)]
-            for execution in executions:
-                journal.created(execution, token_row(execution, user_id))
-                journal.ended(execution, [], "unused", utcnow())
-            return executions
-
-        small = answered(3)
-        await journal.barrier()
-        assert threaded == []
-        large = answered(WAITED_FOR_ON_LOOP + 1)
-        await journal.barrier()
-        assert threaded == [WAITED_FOR_ON_LOOP + 1]
-        periodic = answered(3)
-        await journal.flush(everything=False)
-        assert threaded == [WAITED_FOR_ON_LOOP + 1, 3]
-        ids = [e.id for e in (*small, *large, *periodic)]
-        assert await stored(journal_state, *ids) == set(ids)
-        await journal.shutdown()
-
-    asyncio.run(scenario())
-
-
 def test_a_barrier_makes_the_batch_being_written_stop_pausing(journal_state, monkeypatch
                                                              ) -> None:
     """A periodic batch waits for quiet moments between its slices; a request's barrier

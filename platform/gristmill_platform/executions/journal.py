@@ -229,7 +229,7 @@ class TrackingJournal:
             self._spool.written(spooled)
             return
         try:
-            await self._write(rows, logs, tokens, revoked, waited_for=everything)
+            await self._write(rows, logs, tokens, revoked)
             self._spool.written(spooled)
         except Exception:
             # One bad row (say, its owner was deleted meanwhile) must not take the
@@ -261,7 +261,7 @@ class TrackingJournal:
 
     async def _write(self, rows: list[dict[str, Any]], logs: list[dict[str, Any]],
                      tokens: list[dict[str, Any]], revoked: dict[str, datetime],
-                     recheck: bool = False, waited_for: bool = False) -> None:
+                     recheck: bool = False) -> None:
         if self._writer is None:
             self._writer = BatchWriter(self.engine, self.database_url,
                                        pause=self._between_slices)
@@ -270,7 +270,7 @@ class TrackingJournal:
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,
             written_before=set(self._written), token_owner=self._token_owner,
             known_deployments=set() if recheck else self._known_deployments(),
-            known_pipelines=set() if recheck else self._alive_pipelines), waited_for)
+            known_pipelines=set() if recheck else self._alive_pipelines))
         JOURNAL_WRITE.observe(time.perf_counter() - started)
         JOURNAL_ROWS.inc(len(rows))
         confirmed, kept, tokens = written.confirmed_deployments, written.kept, written.tokens

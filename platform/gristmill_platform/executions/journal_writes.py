@@ -12,11 +12,11 @@ flight, each of which then waited for it (measured, docs/deployments.md#latency)
   with no call in flight (the journal's pause): inserting a whole batch at once competed
   with the calls for the interpreter lock and the CPUs, and was most of the warm calls'
   p99;
-* any other batch (running executions, tokens, updates, and a barrier's of up to
-  WAITED_FOR_ON_LOOP rows, which a request waits for) goes through a connection of the
-  journal's own, synchronously on the event loop, in about a millisecond. That
-  connection never waits for the database lock: if another transaction holds it, the
-  batch goes through the async driver, which waits without blocking the loop.
+* any other batch (running executions, tokens, updates, the barrier's) goes through a
+  connection of the journal's own, synchronously on the event loop, in well under a
+  millisecond. That connection never waits for the database lock: if another
+  transaction holds it, the batch goes through the async driver, which waits without
+  blocking the loop.
 
 PostgreSQL batches always use the async driver, which has no thread."""
 
@@ -177,10 +177,6 @@ CONVERT_SLICE = 8
 # gave the same gain on the warm calls' tail, and API requests as before
 # (bench/warm_tail.py, docs/deployments.md#latency).
 INSERT_SLICE = 32
-# A batch a request waits for (the barrier's) of up to this many rows and logs is written
-# on the loop: the thread's three hand-offs made API requests under warm load 5-8 % slower
-# (bench/warm_tail.py). Larger ones still go to the thread, so as not to hold the loop.
-WAITED_FOR_ON_LOOP = 64
 
 
 # which of a JSON list of deployment (pipeline) ids exist (one statement whatever their
@@ -345,12 +341,8 @@ class BatchWriter:
             if path and path != ":memory:":
                 self._inserts = SqliteInserts(path, self._direct.dialect, pause)
 
-    async def write(self, batch: Batch, waited_for: bool = False) -> Written:
-        """``waited_for``: a request waits for the batch (the journal's barrier); a small
-        one is then written on the loop at once, which takes less than the thread's three
-        hand-offs."""
-        small = waited_for and len(batch.rows) + len(batch.logs) <= WAITED_FOR_ON_LOOP
-        if self._inserts is not None and not small and only_inserts(batch):
+    async def write(self, batch: Batch) -> Written:
+        if self._inserts is not None and only_inserts(batch):
             try:
                 return await self._inserts.write(batch)
             except sqlite3.Error:
