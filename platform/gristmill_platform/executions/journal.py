@@ -13,21 +13,22 @@ the batch's cost for a row that lives a few milliseconds (measured,
 docs/deployments.md#latency).
 
 Nothing reads a stale database because of it in this process: every transaction opened
-through a Transactions (db/transactions.py) first writes everything the journal holds, running
-executions and their tokens included (`barrier`), so the execution a caller was just
-answered about, or a step's execution token, is in the database before any query looks
-for it. (Background work that reads or writes none of it opens its transactions without
-the barrier, `Transactions.unfenced`; the reconciler, which reads running executions,
-leaves out those this journal `holds`.) Another control service process sharing the
-database sees an ended execution once its batch is written (under FLUSH_INTERVAL_S plus a
-write), and a running one once it has run for RUNNING_VISIBLE_AFTER_S. What a crash of
-this process can lose is the tracking of the executions answered in the last
-FLUSH_INTERVAL_S and of those running for less than RUNNING_VISIBLE_AFTER_S, were it not
-for the spool: every ended execution is also appended to a file before its answer leaves
-(executions/spool.py), and the files of a killed process are written to the database at
-the next start (replay_spools). What a crash loses is then the tracking of executions
-still running, which the reconciler fails when it finds them (or never sees them, if they
-ran under RUNNING_VISIBLE_AFTER_S).
+through a Transactions (db/transactions.py) first writes everything the journal holds,
+running executions and their tokens included (`barrier`), so the execution a caller was
+just answered about, or a step's execution token, is in the database before any query
+looks for it. (Background work that reads or writes none of it opens its transactions
+without the barrier, `Transactions.unfenced`; the reconciler, which reads running
+executions, leaves out those this journal `holds`; a request's token check, which reads
+one token's row, waits for the barrier only when this journal `holds_token` it.) Another
+control service process sharing the database sees an ended execution once its batch is
+written (under FLUSH_INTERVAL_S plus a write), and a running one once it has run for
+RUNNING_VISIBLE_AFTER_S. What a crash of this process can lose is the tracking of the
+executions answered in the last FLUSH_INTERVAL_S and of those running for less than
+RUNNING_VISIBLE_AFTER_S, were it not for the spool: every ended execution is also
+appended to a file before its answer leaves (executions/spool.py), and the files of a
+killed process are written to the database at the next start (replay_spools). What a
+crash loses is then the tracking of executions still running, which the reconciler fails
+when it finds them (or never sees them, if they ran under RUNNING_VISIBLE_AFTER_S).
 """
 
 from __future__ import annotations
