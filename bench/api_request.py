@@ -10,9 +10,12 @@ each block:
   readyz    GET /readyz                       (no authentication: the floor)
 With --baseline DIR, the control service of the source tree in DIR (same interpreter and
 packages) runs beside this one, the blocks in turns and the order alternating, so a host
-whose speed drifts slows both alike. Writes bench/results/api_request.json.
+whose speed drifts slows both alike; --tree DIR2 runs this side from a source tree too
+(both from PYTHONPATH: the editable install was up to 10 % slower in an A/A run of
+bench/warm_tail.py). Writes bench/results/api_request.json.
 
     .venv/bin/python bench/api_request.py [--requests 2000] [--rounds 6] [--baseline DIR]
+        [--tree DIR2]
 """
 
 from __future__ import annotations
@@ -64,10 +67,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="run this side from a source tree too (PYTHONPATH)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
-        services = [Service("this", start_env(Path(work) / "this"))]
+        services = [Service("this", start_env(
+            Path(work) / "this",
+            extra_env=source_tree_env(args.tree) if args.tree is not None else None))]
         if args.baseline is not None:
             services.append(Service("baseline", start_env(
                 Path(work) / "baseline", extra_env=source_tree_env(args.baseline))))

@@ -17,10 +17,13 @@ side, in turns: workers forked by the fork server (`fork_server`, the default) a
 and its workers per execution (that figure includes the bench's own GET /executions/{id}
 per run, whose CPU is measured apart at the end and reported, with the figure without it).
 With --baseline DIR, a third environment runs the control service of the source tree in
-DIR (forked workers) in the same turns: an A/B of a change.
+DIR (forked workers) in the same turns: an A/B of a change. With --tree DIR2 this side's
+modes run from that source tree too: an A/A run favoured the baseline by about 1 ms when
+this side ran from the editable install (docs/runs-and-executions.md).
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
+        [--tree DIR2]
 """
 
 from __future__ import annotations
@@ -223,13 +226,16 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another source tree: its control service runs a third mode, "
                              "fork_server@baseline, in the same turns (an A/B)")
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="run this side's modes from a source tree too (PYTHONPATH)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         modes: list[Mode] = []
         try:
             for name in MODES:
-                modes.append(Mode(name, Path(work)))
+                modes.append(Mode(name, Path(work),
+                                  args.tree.resolve() if args.tree is not None else None))
             if args.baseline is not None:
                 modes.append(Mode("fork_server@baseline", Path(work),
                                   args.baseline.resolve()))
