@@ -11,8 +11,8 @@ each block:
 With --baseline DIR, the control service of the source tree in DIR (same interpreter and
 packages) runs beside this one, the blocks in turns and the order alternating, so a host
 whose speed drifts slows both alike; --tree DIR2 runs this side from a source tree too
-(both from PYTHONPATH: the editable install was up to 10 % slower in an A/A run of
-bench/warm_tail.py). Writes bench/results/api_request.json.
+(both from PYTHONPATH: an A/A run of bench/warm_tail.py with this side on the editable
+install had it up to 10 % behind). Writes bench/results/api_request.json.
 
     .venv/bin/python bench/api_request.py [--requests 2000] [--rounds 6] [--baseline DIR]
         [--tree DIR2]
