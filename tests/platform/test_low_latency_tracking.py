@@ -489,13 +489,21 @@ def test_a_batch_holds_ended_executions_and_long_running_ones(journal_state,
     asyncio.run(scenario())
 
 
+async def holding_a_running_one(state: Any
+                                 ) -> tuple[TrackingJournal, ExecutionRecord, dict[str, Any]]:
+    """A journal holding one running execution (of a deployment of its own) and its
+    execution token's row."""
+    journal = journal_of(state)
+    deployment_id, user_id = await seed(state)
+    running = record(deployment_id, status=t.RUNNING)
+    token = token_row(running, user_id)
+    journal.created(running, token)
+    return journal, running, token
+
+
 def test_the_barrier_writes_running_executions_and_their_tokens(journal_state) -> None:
     async def scenario() -> None:
-        journal = journal_of(journal_state)
-        deployment_id, user_id = await seed(journal_state)
-        running = record(deployment_id, status=t.RUNNING)
-        token = token_row(running, user_id)
-        journal.created(running, token)
+        journal, running, token = await holding_a_running_one(journal_state)
         await journal.barrier()
         assert await stored(journal_state, running.id) == {running.id}
         async with journal_state.session_factory() as session:
@@ -512,11 +520,7 @@ def test_the_journal_holds_a_token_until_its_batch_is_written(journal_state,
     (Transactions.reading): true from an execution token's creation until the batch
     holding its row is in the database, then again while its revocation is pending."""
     async def scenario() -> None:
-        journal = journal_of(journal_state)
-        deployment_id, user_id = await seed(journal_state)
-        running = record(deployment_id, status=t.RUNNING)
-        token = token_row(running, user_id)
-        journal.created(running, token)
+        journal, running, token = await holding_a_running_one(journal_state)
         assert journal.holds_token(token["id"]) and not journal.holds_token("another")
         during: list[bool] = []
         write = journal._write
