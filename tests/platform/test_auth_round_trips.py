@@ -263,3 +263,36 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
             verified_claims(access + "x", KEY)
 
     run(own_database_url, scenario)
+
+
+def test_a_request_waits_for_the_journal_in_its_token_check_only_for_a_token_it_holds(
+        tmp_path: Any) -> None:
+    """deps.current_principal passes the token's id to Transactions.reading: a request
+    whose token the journal does not hold meets the barrier once (its handler's
+    transaction), one whose token it holds twice."""
+    from fastapi.testclient import TestClient
+
+    from gristmill_platform.app import create_app
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+
+    settings = resolve_settings(Settings(data_dir=tmp_path / "env"))
+    token = prepare_environment(settings).sdk_token
+    assert token is not None
+    with TestClient(create_app(settings)) as client:
+        access = client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+        assert access.status_code == 200, access.text
+        headers = {"Authorization": f"Bearer {access.json()['access_token']}"}
+        transactions = client.app.state.gristmill.transactions  # type: ignore[attr-defined]
+        barrier, calls = transactions.barrier, []
+
+        async def counted_barrier() -> None:
+            calls.append(1)
+            await barrier()
+
+        transactions.barrier = counted_barrier
+        assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+        assert len(calls) == 1
+        transactions.holds_token = lambda _token_id: True  # say, a step's execution token
+        assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+        assert len(calls) == 3
