@@ -113,7 +113,11 @@ def test_runs_builds_and_data_are_counted(metered: tuple[GristmillEnv, int],
                   trigger="run") == 1
     assert _delta(before, after, "gristmill_executions_ended_total", mode="elastic",
                   status="succeeded", trigger="run") == 1
-    assert _delta(before, after, "gristmill_elastic_queue_wait_seconds_count") == 1
+    # At least this run's: the histogram has no labels, and the service's metrics are the
+    # test process's, which other environments share (ServerThread): a periodic deployment
+    # an earlier test left in the session's environment counts too when it fires
+    # meanwhile (seen once in CI: 5 for this one run).
+    assert _delta(before, after, "gristmill_elastic_queue_wait_seconds_count") >= 1
     assert _delta(before, after, "gristmill_datastore_bytes_total", direction="in") >= 5000
     assert _delta(before, after, "gristmill_datastore_bytes_total", direction="out") >= 5000
 

@@ -27,10 +27,12 @@ class State:
         self.transactions = SimpleNamespace(reading=self.reading)
         self.standing = standing
         self.connections = 0
+        self.token_ids: list[str | None] = []  # what each reading was said to be about
 
     @asynccontextmanager
-    async def reading(self) -> Any:
+    async def reading(self, *, token_id: str | None = None) -> Any:
         self.connections += 1
+        self.token_ids.append(token_id)
         yield self
 
     async def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
@@ -68,6 +70,8 @@ def test_a_good_token_reads_its_standing_once() -> None:
     state = State(standing())
     principal = asyncio.run(current_principal(request(token()), state))  # type: ignore[arg-type]
     assert (principal.user_id, principal.token_id, state.connections) == ("u-1", "t-1", 1)
+    # about that token's row only: the journal's barrier runs only if it holds it
+    assert state.token_ids == ["t-1"]
 
 
 def test_a_revoked_token_is_refused_after_its_read() -> None:
