@@ -18,8 +18,8 @@ and its workers per execution (that figure includes the bench's own GET /executi
 per run, whose CPU is measured apart at the end and reported, with the figure without it).
 With --baseline DIR, a third environment runs the control service of the source tree in
 DIR (forked workers) in the same turns: an A/B of a change. With --tree DIR2 this side's
-modes run from that source tree too: an A/A run favoured the baseline by about 1 ms when
-this side ran from the editable install (docs/runs-and-executions.md).
+modes run from that source tree too. A/A runs favour the baseline by 0.3 to 2 ms of CPU
+either way (docs/runs-and-executions.md): a smaller difference is not a change's.
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
