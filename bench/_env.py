@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import re
@@ -54,7 +55,25 @@ def source_tree_env(tree: Path) -> dict[str, str]:
     another source tree, say main's checked out with `git worktree add`, with this
     interpreter and its packages: the benches' A/B against a baseline."""
     tree = tree.resolve()
+    if not (tree / "platform" / "gristmill_platform").is_dir():
+        # the environment would otherwise start this installation's code, or time out
+        raise SystemExit(f"{tree} is not a Gristmill source tree (no "
+                         "platform/gristmill_platform); make one with `git worktree add`")
     return {"PYTHONPATH": f"{tree / 'platform'}{os.pathsep}{tree / 'sdk'}"}
+
+
+def add_tree_option(parser: argparse.ArgumentParser) -> None:
+    """--tree DIR2: the side under test runs from a source tree too, as the baseline does,
+    instead of from this installation (the editable install): A/A runs of
+    bench/warm_tail.py favoured the baseline by up to 10 % that way, and agreed within
+    1 % with both sides from PYTHONPATH (docs/deployments.md#latency)."""
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="run the side under test from a source tree too (PYTHONPATH)")
+
+
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """The settings of the side under test: this installation's ({}), or --tree's."""
+    return {} if tree is None else source_tree_env(tree)
 
 
 def start_env(data_dir: Path, log_path: Path | None = None,

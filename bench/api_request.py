@@ -30,7 +30,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
+from _env import (  # type: ignore[import-not-found]
+    BenchEnv,
+    add_tree_option,
+    source_tree_env,
+    start_env,
+    tree_env,
+)
 
 RESULTS = Path(__file__).parent / "results" / "api_request.json"
 KINDS = {"me": "/api/v1/users/me", "missing": "/api/v1/executions/0000000000000000",
@@ -67,14 +73,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--baseline", type=Path, default=None)
-    parser.add_argument("--tree", type=Path, default=None,
-                        help="run this side from a source tree too (PYTHONPATH)")
+    add_tree_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
-        services = [Service("this", start_env(
-            Path(work) / "this",
-            extra_env=source_tree_env(args.tree) if args.tree is not None else None))]
+        services = [Service("this", start_env(Path(work) / "this",
+                                              extra_env=tree_env(args.tree)))]
         if args.baseline is not None:
             services.append(Service("baseline", start_env(
                 Path(work) / "baseline", extra_env=source_tree_env(args.baseline))))

@@ -41,7 +41,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _env import source_tree_env, start_env, step_archive  # type: ignore[import-not-found]
+from _env import (  # type: ignore[import-not-found]
+    add_tree_option,
+    source_tree_env,
+    start_env,
+    step_archive,
+    tree_env,
+)
 
 RESULTS = Path(__file__).parent / "results" / "elastic_run.json"
 STEP = 'def echo(text: str) -> dict:\n    return {"text": text}\n'
@@ -127,11 +133,11 @@ def workers_running(pid: int) -> bool:
 
 
 class Mode:
-    def __init__(self, name: str, work: Path, baseline: Path | None = None) -> None:
+    def __init__(self, name: str, work: Path, source: dict[str, str]) -> None:
+        """``source``: the settings of the code it runs (tree_env, source_tree_env)."""
         self.name = name
-        extra_env = {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name.removesuffix("@baseline")]}
-        if baseline is not None:
-            extra_env.update(source_tree_env(baseline))
+        extra_env = {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name.removesuffix("@baseline")],
+                     **source}
         self.env = start_env(work / name, extra_env=extra_env)
         token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
                            json={"refresh_token": self.env.token}).json()["access_token"]
@@ -226,19 +232,17 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another source tree: its control service runs a third mode, "
                              "fork_server@baseline, in the same turns (an A/B)")
-    parser.add_argument("--tree", type=Path, default=None,
-                        help="run this side's modes from a source tree too (PYTHONPATH)")
+    add_tree_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         modes: list[Mode] = []
         try:
             for name in MODES:
-                modes.append(Mode(name, Path(work),
-                                  args.tree.resolve() if args.tree is not None else None))
+                modes.append(Mode(name, Path(work), tree_env(args.tree)))
             if args.baseline is not None:
                 modes.append(Mode("fork_server@baseline", Path(work),
-                                  args.baseline.resolve()))
+                                  source_tree_env(args.baseline)))
             # the modes take turns, so a machine whose speed drifts slows all alike; the
             # order rotates, so none always runs first (just after another's worker exit)
             for i in range(args.runs + 2):  # the first two warm caches; not counted

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
+from _env import (  # type: ignore[import-not-found]
+    BenchEnv,
+    add_tree_option,
+    source_tree_env,
+    start_env,
+    tree_env,
+)
 from endpoints import deploy  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "warm_tail.json"
@@ -114,8 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, required=True,
                         help="a source tree (say `git worktree add /tmp/base <rev>`)")
-    parser.add_argument("--tree", type=Path, default=None,
-                        help="run this side from a source tree too (PYTHONPATH)")
+    add_tree_option(parser)
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--calls", type=int, default=1500)
     parser.add_argument("--api-requests", type=int, default=300)
@@ -124,9 +129,8 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
-            this = ("this tree", {}) if args.tree is None else \
-                (f"tree ({args.tree})", source_tree_env(args.tree))
-            for name, extra in (this,
+            this = "this tree" if args.tree is None else f"tree ({args.tree})"
+            for name, extra in ((this, tree_env(args.tree)),
                                 (f"baseline ({args.baseline})",
                                  source_tree_env(args.baseline))):
                 env = start_env(Path(work) / f"side{len(sides)}", extra_env=extra)
