@@ -24,7 +24,7 @@ control service and the worker) is read from /proc. Every Gristmill call is a re
 tracked execution (inputs, outputs, logs). Writes bench/results/endpoints.json.
 
     .venv/bin/python bench/endpoints.py [--calls 1000] [--rounds 5] [--elastic-calls 50]
-                                        [--no-bentoml] [--elastic-only]
+                                        [--no-bentoml] [--elastic-only] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,13 @@ from typing import Any
 
 import httpx
 import psutil
-from _env import BenchEnv, start_env, step_archive  # type: ignore[import-not-found]
+from _env import (  # type: ignore[import-not-found]
+    BenchEnv,
+    add_tree_option,
+    start_env,
+    step_archive,
+    tree_env,
+)
 from _spool_cost import spool_cost  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
@@ -160,10 +166,15 @@ class Target:
         return out
 
 
-def sequential(target: Target, calls: int) -> None:
+def sequential(target: Target, calls: int,
+               settle: Callable[[], None] | None = None) -> None:
+    """calls sequential calls; settle, if given, is waited for before the CPU time is
+    read (the shadow copies' work, which runs after the calls, is counted)."""
     with httpx.Client(trust_env=False, timeout=120, headers=target.headers) as client:
         for _ in range(WARM_UP):
             client.post(target.url, json={"text": "hi"}).raise_for_status()
+        if settle is not None:
+            settle()
         cpu = target.cpu_time()
         for _ in range(calls):
             start = time.perf_counter()
@@ -171,6 +182,8 @@ def sequential(target: Target, calls: int) -> None:
             target.samples.append(time.perf_counter() - start)
             if response.status_code != 200:
                 raise RuntimeError(f"{target.name}: {response.status_code} {response.text}")
+        if settle is not None:
+            settle()
         target.cpu_s += target.cpu_time() - cpu
         target.cpu_calls += calls
 
@@ -310,6 +323,20 @@ def deploy(env: BenchEnv, only: frozenset[str] | None = None
     return api, tokens
 
 
+def copies_caught_up(api: httpx.Client, name: str, seconds: float = 300) -> float:
+    """Seconds until every call to name so far has its shadow copy recorded (the copies
+    run once the calls pause, docs/rollout.md#shadow-runner): they must not run during
+    the next server's turn, and how late they are is a figure of its own."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        comparison = api.get(f"/deployments/{name}").json()["traffic"]["comparison"]
+        calls = sum(v["calls"] for v in comparison if not v["shadow"])
+        if sum(v["ended"] for v in comparison if v["shadow"]) >= calls:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise RuntimeError(f"{name}: the shadow copies were not all recorded in {seconds} s")
+
+
 def wait_for_copies(api: httpx.Client, name: str, count: int, seconds: float = 300) -> None:
     """Until count shadow copies of calls to name are recorded: the shadow runner and its
     workers start at the first copies, which must not happen while measuring."""
@@ -399,6 +426,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--elastic-calls", type=int, default=50)
     parser.add_argument("--no-bentoml", action="store_true")
+    add_tree_option(parser)  # an A/B of a change: a run with each tree, the same bench
     parser.add_argument("--elastic-only", action="store_true",
                         help="only the elastic endpoint, with workers forked by the fork "
                              "server and spawned (GRISTMILL_LOCAL_FORK_SERVER=0), in turns; "
@@ -411,7 +439,8 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "python": platform.python_version()},
                                "method": {"calls": args.calls, "rounds": args.rounds,
-                                          "concurrency": CONCURRENCY},
+                                          "concurrency": CONCURRENCY,
+                                          "tree": str(args.tree) if args.tree else None},
                "load_average_1m_start": round(os.getloadavg()[0], 2)}
     (scratch / "bare_app.py").write_text(BARE_APP)
     bento = None if args.no_bentoml else ensure_bentoml()
@@ -431,13 +460,14 @@ def main() -> None:
                 [str(bento.parent / "bentoml"), "serve", "bento_service:Echo", "--port",
                  str(port)], scratch, f"http://127.0.0.1:{port}/echo", "bentoml",
                 env=bento_env)))
-        env = start_env(scratch / "env")
+        side = tree_env(args.tree)
+        env = start_env(scratch / "env", extra_env=side)
         stack.callback(env.stop)
         api, tokens = deploy(env)
         # the same parallel endpoint on a second service with two warm workers per
         # deployment (docs/deployments.md, "Several warm workers")
         env_two = start_env(scratch / "env-two-workers",
-                            extra_env={"GRISTMILL_LOCAL_WARM_WORKERS": "2"})
+                            extra_env={**side, "GRISTMILL_LOCAL_WARM_WORKERS": "2"})
         stack.callback(env_two.stop)
         _, tokens_two = deploy(env_two, only=frozenset({"low-parallel", "low-busy"}))
         two_workers = gristmill_target(env_two, tokens_two, "low-parallel",
@@ -451,10 +481,12 @@ def main() -> None:
         shadow = gristmill_target(env, tokens, "low-shadow", "low_latency_shadow")
         sequential_targets = [*targets, low, low_def, split, shadow]
         per_round = max(1, args.calls // args.rounds)
+        catch_up: list[float] = []  # after each shadowed block, until its copies are in
         for number in range(args.rounds):
             print(f"round {number + 1}/{args.rounds} ...", flush=True)
             for target in sequential_targets:
-                sequential(target, per_round)
+                sequential(target, per_round, settle=None if target is not shadow else
+                           lambda: catch_up.append(copies_caught_up(api, "low-shadow")))
             for target in (*targets, parallel, two_workers, busy_one, busy_two):
                 throughput(target, per_round)
         elastic = gristmill_target(env, tokens, "elastic", "elastic")
@@ -470,6 +502,11 @@ def main() -> None:
         results["low_latency_def"] = low_def.report()
         results["low_latency_split"] = split.report()
         results["low_latency_shadow"] = shadow.report()
+        # the warm-up's are waited for before the block, its own after (two per round)
+        results["low_latency_shadow"]["copies_caught_up_s"] = {
+            "after_warm_up_median": round(statistics.median(catch_up[0::2]), 3),
+            "after_block_median": round(statistics.median(catch_up[1::2]), 3),
+            "after_block_max": round(max(catch_up[1::2]), 3)}
         results["low_latency_two_workers"] = two_workers.report()
         results["busy_one_worker"] = busy_one.report()
         results["busy_two_workers"] = busy_two.report()
@@ -525,6 +562,9 @@ def main() -> None:
         print(f"{'MET   ' if passed else 'MISSED'} {check}")
     print(f"traffic rules, p50 over the plain low-latency endpoint: split "
           f"{results['split_p50_overhead_pct']} %, shadow {results['shadow_p50_overhead_pct']} %")
+    late = results["low_latency_shadow"]["copies_caught_up_s"]
+    print(f"shadow copies all recorded {late['after_block_median']} s (median; at most "
+          f"{late['after_block_max']} s) after a block's last call ({per_round} calls)")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Shadow overhead, interleaved (docs/rollout.md#figures): the plain and the shadowed
 low-latency endpoints of bench/endpoints.py on three environments running side by side:
 with the shadow runner process (the default, executions/shadow_runner.py: copies written
-to it in batches), with the runner and each copy written at once (GRISTMILL_SHADOW_BATCH_MS
-=0, the code before batches), and running the copies on the control service's own event
+to it in quiet moments of the calls), with the runner and each copy written at once
+(GRISTMILL_SHADOW_QUIET_MS=0), and running the copies on the control service's own event
 loop (GRISTMILL_SHADOW_RUNNER=0); called in many short alternating blocks so that the
 drift of a shared machine hits all alike. Before each block the bench waits for the
 environments to go idle (settle): the copies of a shadowed block are run before the next
-block, not during it. SHADOW_AB_MODES=runner,runner_unbatched runs a
+block, not during it. SHADOW_AB_MODES=runner,runner_each_at_once runs a
 subset; SHADOW_AB_BASELINE=DIR adds runner@baseline, the default mode run by the source
 tree in DIR (an A/B of a change).
 
@@ -44,9 +44,9 @@ from endpoints import deploy, wait_for_copies  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "shadow_ab.json"
 ENDPOINTS = ("low", "low-shadow")
-MODES = {"runner": {}, "runner_unbatched": {"GRISTMILL_SHADOW_BATCH_MS": "0"},
+MODES = {"runner": {}, "runner_each_at_once": {"GRISTMILL_SHADOW_QUIET_MS": "0"},
          "in_process": {"GRISTMILL_SHADOW_RUNNER": "0"}}
-if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_unbatched
+if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_each_at_once
     MODES = {mode: MODES[mode] for mode in os.environ["SHADOW_AB_MODES"].split(",")}
 if os.environ.get("SHADOW_AB_BASELINE"):
     # an A/B of a change: the default mode again, run by the control service (and so the

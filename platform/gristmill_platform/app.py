@@ -261,7 +261,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         executions.start()
         if state.settings.shadow_runner and state.settings.executor == "local":
             executions.low_latency.hand_off = ShadowRunner(
-                state.settings, lambda: low_latency.SHADOW_QUEUE_LIMIT)
+                state.settings, lambda: low_latency.SHADOW_QUEUE_LIMIT, state.traffic)
         await executions.workers.resume()
         following = WorkerFollowing(executions.workers, state.transactions,
                                     deployment_records,

@@ -132,10 +132,13 @@ class Settings(BaseSettings):
     # run by a process of their own at a low CPU priority (executions/shadow_runner.py),
     # not on the event loop answering the calls. Off: run by the control service itself.
     shadow_runner: bool = True
-    # The copies for the shadow runner are written in batches, at most this long after
-    # the first copy of the batch (docs/rollout.md#shadow-runner): the runner wakes once a
-    # batch, not with each call. 0: each copy is written as its call is dispatched.
-    shadow_batch_ms: float = Field(default=20.0, ge=0, le=1000)
+    # Shadow copies yield to the calls (docs/rollout.md#shadow-runner): they are written
+    # to the shadow runner once no warm call has been in flight in this control service
+    # for shadow_quiet_ms, a few at a time (executions/shadow_release.py); under traffic
+    # with no such pause, once the oldest has waited shadow_max_delay_ms. A quiet of 0
+    # writes each copy as its call is dispatched.
+    shadow_quiet_ms: float = Field(default=20.0, ge=0, le=1000)
+    shadow_max_delay_ms: float = Field(default=2000.0, gt=0, le=60_000)
     # Local backend: how often a control service checks the deployments whose warm
     # workers it runs against the database, to stop those deleted and roll those updated
     # through another control service sharing it (docs/rollout.md#replicas).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from gristmill_platform.timeouts import within
 
@@ -21,6 +22,7 @@ class Traffic:
         self.in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._last_left = time.monotonic()
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -30,7 +32,12 @@ class Traffic:
         self.in_flight -= 1
         if self.in_flight <= 0:
             self.in_flight = 0
+            self._last_left = time.monotonic()
             self._quiet.set()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last call in flight was answered; 0 while one is."""
+        return 0.0 if self.in_flight else time.monotonic() - self._last_left
 
     async def quiet(self, max_wait_s: float) -> None:
         """Return when no call is in flight, or after max_wait_s."""

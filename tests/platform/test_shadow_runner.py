@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +124,9 @@ def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill
             assert ask(env, name, token, str(gate))[:2] == (champion, "champion")
         assert runner.waiting == 3
         eventually(lambda: workers_of(variant_key(name, gated)), "the gated copy running")
-        # all three in the runner's hands: one still in a batch being gathered would go to
-        # the next runner instead (as it should), which this test does not look at
-        eventually(lambda: runner.unwritten == 0, "the last batch written")
+        # all three in the runner's hands: one still waiting for a quiet moment would go
+        # to the next runner instead (as it should), which this test does not look at
+        eventually(lambda: runner.unwritten == 0, "the last copies written")
         first.send_signal(signal.SIGKILL)
         eventually(lambda: runner.lost == 3, "the lost copies counted")
         assert dropped(name) == before + 3
@@ -141,6 +143,44 @@ def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill
         second = runner.process
     server.stop()  # the runner stops with the service, having written what it recorded
     assert second.returncode == 0
+
+
+def test_copies_wait_while_a_call_is_in_flight(service, archive, unique) -> None:
+    """Copies yield to the calls (shadow_release.py): while a call is in flight in the
+    service, the copies of calls already answered stay in the service; once it is
+    answered they go to the runner and run. The service's own count of calls in flight is
+    what holds them (app.py hands it over)."""
+    server, env = service
+    runner = hand_off(server)
+    name = f"yield-{unique}"
+    with env.client() as api:
+        gated = make_pipeline(api, archive, f"gated-{unique}", "gated", TEXT_IN, INFO_OUT)
+        challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
+                                   INFO_OUT)
+        created = api.post("/endpoints", json={
+            "pipeline_name": gated, "name": name, "mode": "low_latency",
+            "enable_parallel_executions": True, "max_parallel_executions_per_pod": 2})
+        assert created.status_code == 201, created.text
+        token = created.json()["endpoint_token"]
+        assert set_traffic(api, name, shadow=[challenger]).status_code == 200
+        open_gate = Path(env.data_dir) / f"open-{unique}"
+        open_gate.write_text("open")
+        assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
+        eventually(lambda: len(shadows(api, name)) == 1, "the first copy (the runner up)")
+
+        gate = Path(env.data_dir) / f"gate-{unique}"
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(ask, env, name, token, str(gate))  # in flight till opened
+            eventually(lambda: runner.unwritten == 1, "the held call's copy offered")
+            for _ in range(2):  # answered while the first is in flight
+                assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
+            time.sleep(0.5)  # many times the quiet time: still a call in flight
+            assert runner.unwritten == 3
+            assert len(shadows(api, name)) == 1
+            gate.write_text("open")
+            assert held.result(timeout=120)[:2] == (gated, "gated")
+        eventually(lambda: len(shadows(api, name)) == 4, "the three copies, once quiet")
+        assert runner.unwritten == 0
 
 
 def test_bad_frames_do_not_stop_the_runner(service, archive, unique) -> None:
@@ -224,18 +264,20 @@ def test_a_shadow_step_calls_the_api_with_its_token_at_once(
                 text.encode()
 
 
-def test_copies_in_a_batch_not_written_yet_run_when_the_service_stops(
+def test_copies_not_written_yet_run_when_the_service_stops(
         database, tmp_path, archive, unique) -> None:
-    """Copies are written to the runner in batches (shadow_runner.py): a batch still held
-    when the service stops is written before the end of file, and the runner runs every
-    copy it holds before it stops (shadow_process.DRAIN_S): none lost, none counted."""
+    """Copies wait in the service for a quiet moment of the calls (shadow_release.py):
+    those still held when the service stops are written before the end of file, and the
+    runner runs every copy it holds before it stops (shadow_process.DRAIN_S): none lost,
+    none counted."""
     server, env, _ = start_environment(tmp_path / "env", database.url)
     runner = hand_off(server)
     name = f"stop-{unique}"
     with env.client() as api:
         token, champion, _ = shadowed(api, env, archive, name, unique)  # the runner is up
         eventually(lambda: runner.waiting == 0, "the first copy accounted for")
-        runner._batch_s = 3600.0  # the next batch is held until the service stops
+        # the next copies are held until the service stops
+        runner._quiet_s, runner._max_delay_s = 3600.0, 7200.0
         for text in ("a", "b", "c"):
             assert ask(env, name, token, text)[:2] == (champion, "champion")
         assert runner.unwritten == 3  # not written yet

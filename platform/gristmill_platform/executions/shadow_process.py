@@ -33,7 +33,9 @@ log = logging.getLogger("gristmill.shadow_runner")
 # Not 19: a runner starved by other work on the machine would drop copies (its shadow
 # workers are at nice 19 all the same, local_workers.BACKGROUND_NICE).
 RUNNER_NICE = 10
-# What became of the copies is told back at most this often (one frame for all).
+# What became of the copies is told back at most this often (one frame for all), and at
+# once when every copy handed over has run (the control service then sends the next ones,
+# shadow_release.py).
 ACCOUNT_S = 0.05
 # How often the runner stops the workers of pipelines no longer a shadow of their
 # deployment (a rule changed or removed, the deployment deleted): the control service's
@@ -131,7 +133,9 @@ class CopyRunner:
     def _count(self, counts: dict[str, int], path: str) -> None:
         counts[path] = counts.get(path, 0) + 1
         self._closed()
-        if self._flush is None:
+        if not self._open:  # the chunk handed over has run: the service sends the next
+            self.account()
+        elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(ACCOUNT_S, self.account)
 
     def _closed(self) -> None:

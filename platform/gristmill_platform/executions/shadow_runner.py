@@ -6,10 +6,11 @@ Profiled: a copy cost the control service 0.58 ms of its event loop (recording t
 execution, its token, the request to the shadow worker, its answer, judging it, the
 journal), as much as the call itself; with a sequential caller the loop's only free time
 is the caller's think time between an answer and its next request (~0.2 ms), so the next
-call waited for the copy. Here a copy costs the answering loop one JSON frame added to a
-batch, written to a socket 20 ms after the batch's first copy (settings.shadow_batch_ms):
-written with each call, the frame woke the runner while the call's own processes needed
-the CPUs (docs/rollout.md#figures). The runner (executions/shadow_process.py), a second
+call waited for the copy. Here a copy costs the answering loop one JSON frame kept in
+memory; the frames are written to a socket in a quiet moment of the calls, a chunk at a
+time (shadow_release.py, settings.shadow_quiet_ms and shadow_max_delay_ms): run beside
+the calls, even at the idle CPU priority, copies slowed them (docs/rollout.md#figures).
+The runner (executions/shadow_process.py), a second
 control service on the same database with no listener and at a low CPU priority, does the
 rest with the same code (LowLatencyDispatcher.shadow: the queue per shadow pipeline, the
 10,000 bound, the execution rows with shadow: true, validations).
@@ -35,9 +36,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gristmill_platform.executions import shadow_frames as frames
+from gristmill_platform.executions.shadow_release import HIGH_WATER, release
 from gristmill_platform.settings import Settings
 from gristmill_platform.telemetry import metrics
 from gristmill_platform.timeouts import within
+from gristmill_platform.traffic import Traffic
 
 log = logging.getLogger("gristmill.shadow_runner")
 
@@ -47,18 +50,20 @@ ENTRY = "gristmill_platform.executions.shadow_process"
 RESTART_BACKOFF_S = 1.0
 # At shutdown, how long the runner gets to write what it recorded and stop its workers.
 STOP_GRACE_S = 10.0
-# A batch is written at once when this many copies wait in it (one write stays small).
-BATCH_MAX = 256
 
 
 class ShadowRunner:
-    def __init__(self, settings: Settings, limit: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, limit: Callable[[], int],
+                 traffic: Traffic) -> None:
         self._settings = settings
         self._limit = limit  # read at each copy (low_latency.SHADOW_QUEUE_LIMIT)
+        self._traffic = traffic  # the warm calls in flight in this control service
         self._writer: asyncio.StreamWriter | None = None
-        # copies not written to the runner yet: while it starts, and between two batches
-        self._pending: deque[tuple[str, bytes]] = deque()
-        self._batch_s = settings.shadow_batch_ms / 1000
+        # copies not written to the runner yet (path, frame, when it came): while it
+        # starts, and until a quiet moment of the calls (shadow_release.py)
+        self._pending: deque[tuple[str, bytes, float]] = deque()
+        self._quiet_s = settings.shadow_quiet_ms / 1000
+        self._max_delay_s = settings.shadow_max_delay_ms / 1000
         self._flush: asyncio.TimerHandle | None = None
         self._sent: dict[str, int] = {}  # endpoint path -> sent, not yet accounted for
         self._names: dict[str, str] = {}  # endpoint path -> deployment name (metrics)
@@ -75,7 +80,7 @@ class ShadowRunner:
 
     @property
     def unwritten(self) -> int:
-        """Copies still here, in the batch being gathered (or while a runner starts): if
+        """Copies still here, waiting for a quiet moment (or while a runner starts): if
         the runner dies now they go to the next one, they are not lost."""
         return len(self._pending)
 
@@ -92,29 +97,40 @@ class ShadowRunner:
                           pipeline, deployment)
             return False
         self._names[path] = deployment
-        self._pending.append((path, data))
+        self._pending.append((path, data, time.monotonic()))
         if self._writer is None:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._keep_running())
-        elif self._batch_s <= 0 or len(self._pending) >= BATCH_MAX:
-            self._send_pending()
-        elif self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(self._batch_s,
-                                                                self._send_pending)
+        elif self._flush is None or len(self._pending) >= HIGH_WATER:
+            self._release()  # else a look is due already
         return True
 
-    def _send_pending(self) -> None:
-        """Write every copy waiting here in one write: the runner wakes once for them all
-        (docs/rollout.md#shadow-runner, batches)."""
+    def _release(self) -> None:
+        """Write to the runner what shadow_release.release says, and look again when it
+        says (the runner's accounts and the next copy look too)."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         if self._writer is None or not self._pending:
             return
-        batch = list(self._pending)
-        self._pending.clear()
-        self._writer.write(b"".join(data for _, data in batch))
-        for path, _ in batch:
+        now = time.monotonic()
+        decided = release(waiting=len(self._pending),
+                          oldest_wait_s=now - self._pending[0][2],
+                          quiet_for_s=self._traffic.quiet_for(),
+                          in_runner=sum(self._sent.values()),
+                          quiet_s=self._quiet_s, max_delay_s=self._max_delay_s)
+        if decided.count:
+            self._send(decided.count)
+        if decided.recheck_s is not None:
+            self._flush = asyncio.get_running_loop().call_later(decided.recheck_s,
+                                                                self._release)
+
+    def _send(self, count: int) -> None:
+        """Write the oldest count copies in one write: the runner wakes once for them."""
+        assert self._writer is not None
+        batch = [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        self._writer.write(b"".join(data for _, data, _ in batch))
+        for path, _, _ in batch:
             self._sent[path] = self._sent.get(path, 0) + 1
 
     async def _keep_running(self) -> None:
@@ -135,7 +151,7 @@ class ShadowRunner:
             self._task = None
             if self._closing and self._pending:
                 counts: dict[str, int] = {}
-                for path, _ in self._pending:
+                for path, _, _ in self._pending:
                     counts[path] = counts.get(path, 0) + 1
                 self._pending.clear()
                 self._lose(counts, "the control service stopped before they were sent")
@@ -163,9 +179,11 @@ class ShadowRunner:
         log.info("shadow runner started (pid %d)", process.pid)
         self._writer = writer
         try:
-            self._send_pending()
             if self._closing:
+                self._send(len(self._pending))
                 writer.write_eof()
+            else:
+                self._release()
             await self._read_accounts(reader)
         finally:
             self._writer = None
@@ -201,6 +219,8 @@ class ShadowRunner:
                 self._count_dropped(path, count)
                 log.warning("the shadow runner dropped %d copies of calls to %s: too many "
                             "were waiting", count, self._names.get(path, path))
+            if self._pending and not self._closing:
+                self._release()  # the next chunk, if the calls are still quiet
 
     def _settle(self, path: str, count: int) -> None:
         left = self._sent.get(path, 0) - count
@@ -231,9 +251,12 @@ class ShadowRunner:
         """Stop the runner: it stops taking copies, writes what it recorded and stops its
         workers; copies it had not run are counted as lost."""
         self._closing = True
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._writer is not None:
             with contextlib.suppress(OSError, RuntimeError):
-                self._send_pending()  # a batch not written yet is run, as the others
+                self._send(len(self._pending))  # those still here are run, as the others
                 self._writer.write_eof()
         task = self._task
         if task is not None:

@@ -53,6 +53,19 @@ def test_quiet_gives_up_after_its_longest_wait() -> None:
     asyncio.run(scenario())
 
 
+def test_quiet_for_counts_from_the_last_call_answered() -> None:
+    traffic = Traffic()
+    traffic.enter()
+    traffic.enter()
+    assert traffic.quiet_for() == 0.0
+    traffic.leave()
+    assert traffic.quiet_for() == 0.0  # one still in flight
+    traffic.leave()
+    first = traffic.quiet_for()
+    assert 0.0 < first < 1.0
+    assert traffic.quiet_for() >= first  # it grows until the next call
+
+
 def test_one_background_reload_per_key_after_the_calls_in_flight() -> None:
     async def scenario() -> None:
         traffic = Traffic()
