@@ -4,11 +4,11 @@ with the shadow runner process (the default, executions/shadow_runner.py: copies
 to it in quiet moments of the calls), with the runner and each copy written at once
 (GRISTMILL_SHADOW_QUIET_MS=0), and running the copies on the control service's own event
 loop (GRISTMILL_SHADOW_RUNNER=0); called in many short alternating blocks so that the
-drift of a shared machine hits all alike. Before each block the bench waits for the
-environments to go idle (settle): the copies of a shadowed block are run before the next
-block, not during it. SHADOW_AB_MODES=runner,runner_each_at_once runs a
-subset; SHADOW_AB_BASELINE=DIR adds runner@baseline, the default mode run by the source
-tree in DIR (an A/B of a change).
+drift of a shared machine hits all alike. Before each block the bench waits for every
+shadowed call's copy to be recorded, then for the environments to go idle (settle): the
+copies of a shadowed block are run before the next block, not during it.
+SHADOW_AB_MODES=runner,runner_each_at_once runs a subset; SHADOW_AB_BASELINE=DIR adds
+runner@baseline, the default mode run by the source tree in DIR (an A/B of a change).
 
 Prints and writes bench/results/shadow_ab.json: per environment, p50 over all calls and
 the median of the per-block p50 overheads of the shadowed endpoint over the plain one; the
@@ -40,7 +40,11 @@ from typing import Any
 import httpx
 import psutil
 from _env import BenchEnv, source_tree_env, start_env  # type: ignore[import-not-found]
-from endpoints import deploy, wait_for_copies  # type: ignore[import-not-found]
+from endpoints import (  # type: ignore[import-not-found]
+    copies_caught_up,
+    deploy,
+    wait_for_copies,
+)
 
 RESULTS = Path(__file__).parent / "results" / "shadow_ab.json"
 ENDPOINTS = ("low", "low-shadow")
@@ -178,6 +182,8 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
             for mode, name in pairs if block % 2 == 0 else pairs[::-1]:
                 client, url = clients[(mode, name)]
                 service = psutil.Process(envs[mode].process.pid)
+                for api in apis.values():  # the copies wait for the calls to pause
+                    copies_caught_up(api, "low-shadow")
                 settle(list(envs.values()))
                 for _ in range(10):
                     client.post(url, json={"text": "hi"})
