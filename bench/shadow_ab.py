@@ -8,7 +8,7 @@ drift of a shared machine hits all alike. Before each block the bench waits for 
 shadowed call's copy to be recorded, then for the environments to go idle (settle): the
 copies of a shadowed block are run before the next block, not during it.
 SHADOW_AB_MODES=runner,runner_each_at_once runs a subset; SHADOW_AB_BASELINE=DIR adds
-runner@baseline, the default mode run by the source tree in DIR (an A/B of a change).
+each mode again as mode@baseline, run by the source tree in DIR (an A/B of a change).
 
 Prints and writes bench/results/shadow_ab.json: per environment, p50 over all calls and
 the median of the per-block p50 overheads of the shadowed endpoint over the plain one; the
@@ -53,9 +53,11 @@ MODES = {"runner": {}, "runner_each_at_once": {"GRISTMILL_SHADOW_QUIET_MS": "0"}
 if os.environ.get("SHADOW_AB_MODES"):  # a subset, e.g. runner,runner_each_at_once
     MODES = {mode: MODES[mode] for mode in os.environ["SHADOW_AB_MODES"].split(",")}
 if os.environ.get("SHADOW_AB_BASELINE"):
-    # an A/B of a change: the default mode again, run by the control service (and so the
-    # runner) of another source tree, same interpreter and packages
-    MODES["runner@baseline"] = source_tree_env(Path(os.environ["SHADOW_AB_BASELINE"]))
+    # an A/B of a change: each mode again, run by the control service (and so the runner)
+    # of another source tree, same interpreter and packages
+    _baseline = source_tree_env(Path(os.environ["SHADOW_AB_BASELINE"]))
+    MODES.update({f"{mode}@baseline": {**extra, **_baseline}
+                  for mode, extra in list(MODES.items())})
 WARM_CALLS = 10
 # A block pair is "quiet" when the machine's other work used less than this many CPUs
 # during both of its blocks (the shared machine is rarely quiet for a whole run).

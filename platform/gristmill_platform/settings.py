@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     # to the shadow runner once no warm call has been in flight in this control service
     # for shadow_quiet_ms, a few at a time (executions/shadow_release.py); under traffic
     # with no such pause, once the oldest has waited shadow_max_delay_ms. A quiet of 0
-    # writes each copy as its call is dispatched.
+    # writes each copy as its call is dispatched. Copies run by the control service
+    # itself (Kubernetes, shadow_runner off) wait for the same pause, one by one.
     shadow_quiet_ms: float = Field(default=20.0, ge=0, le=1000)
     shadow_max_delay_ms: float = Field(default=2000.0, gt=0, le=60_000)
     # Local backend: how often a control service checks the deployments whose warm

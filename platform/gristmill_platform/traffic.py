@@ -39,6 +39,21 @@ class Traffic:
         """Seconds since the last call in flight was answered; 0 while one is."""
         return 0.0 if self.in_flight else time.monotonic() - self._last_left
 
+    async def paused(self, quiet_s: float, max_wait_s: float) -> None:
+        """Return once no call has been in flight for quiet_s (a pause of the callers,
+        not only a moment between two of a sequential caller's calls), or after
+        max_wait_s."""
+        deadline = time.monotonic() + max_wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.in_flight:
+                with contextlib.suppress(TimeoutError):
+                    await within(self._quiet.wait(), left)
+                continue
+            short = quiet_s - self.quiet_for()
+            if short <= 0:
+                return
+            await asyncio.sleep(min(short, left))
+
     async def quiet(self, max_wait_s: float) -> None:
         """Return when no call is in flight, or after max_wait_s."""
         if self.in_flight:

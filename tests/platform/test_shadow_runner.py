@@ -145,42 +145,51 @@ def test_the_runner_starts_at_the_first_copy_runs_it_and_comes_back_after_a_kill
     assert second.returncode == 0
 
 
-def test_copies_wait_while_a_call_is_in_flight(service, archive, unique) -> None:
-    """Copies yield to the calls (shadow_release.py): while a call is in flight in the
-    service, the copies of calls already answered stay in the service; once it is
-    answered they go to the runner and run. The service's own count of calls in flight is
-    what holds them (app.py hands it over)."""
-    server, env = service
-    runner = hand_off(server)
+@pytest.mark.parametrize("with_runner", [True, False], ids=["runner", "in-service"])
+def test_copies_wait_while_a_call_is_in_flight(database, tmp_path, archive, unique,
+                                               with_runner: bool) -> None:
+    """Copies yield to the calls (shadow_release.py; traffic.paused for the copies the
+    service runs itself, as on Kubernetes): while a call is in flight in the service, the
+    copies of calls already answered are not run; once it is answered they are. The
+    service's own count of calls in flight is what holds them (app.py, runtime.py)."""
+    server, env, _ = start_environment(tmp_path / "env", database.url,
+                                       shadow_runner=with_runner)
+    dispatcher = server.server.config.app.state.gristmill.started.executions.low_latency
     name = f"yield-{unique}"
-    with env.client() as api:
-        gated = make_pipeline(api, archive, f"gated-{unique}", "gated", TEXT_IN, INFO_OUT)
-        challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger", TEXT_IN,
-                                   INFO_OUT)
-        created = api.post("/endpoints", json={
-            "pipeline_name": gated, "name": name, "mode": "low_latency",
-            "enable_parallel_executions": True, "max_parallel_executions_per_pod": 2})
-        assert created.status_code == 201, created.text
-        token = created.json()["endpoint_token"]
-        assert set_traffic(api, name, shadow=[challenger]).status_code == 200
-        open_gate = Path(env.data_dir) / f"open-{unique}"
-        open_gate.write_text("open")
-        assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
-        eventually(lambda: len(shadows(api, name)) == 1, "the first copy (the runner up)")
+    try:
+        with env.client() as api:
+            gated = make_pipeline(api, archive, f"gated-{unique}", "gated", TEXT_IN,
+                                  INFO_OUT)
+            challenger = make_pipeline(api, archive, f"chall-{unique}", "challenger",
+                                       TEXT_IN, INFO_OUT)
+            created = api.post("/endpoints", json={
+                "pipeline_name": gated, "name": name, "mode": "low_latency",
+                "enable_parallel_executions": True, "max_parallel_executions_per_pod": 2})
+            assert created.status_code == 201, created.text
+            token = created.json()["endpoint_token"]
+            assert set_traffic(api, name, shadow=[challenger]).status_code == 200
+            open_gate = Path(env.data_dir) / f"open-{unique}"
+            open_gate.write_text("open")
+            assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
+            eventually(lambda: len(shadows(api, name)) == 1, "the first copy run")
+            assert (dispatcher.hand_off is not None) is with_runner
 
-        gate = Path(env.data_dir) / f"gate-{unique}"
-        with ThreadPoolExecutor(1) as pool:
-            held = pool.submit(ask, env, name, token, str(gate))  # in flight till opened
-            eventually(lambda: runner.unwritten == 1, "the held call's copy offered")
-            for _ in range(2):  # answered while the first is in flight
-                assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
-            time.sleep(0.5)  # many times the quiet time: still a call in flight
-            assert runner.unwritten == 3
-            assert len(shadows(api, name)) == 1
-            gate.write_text("open")
-            assert held.result(timeout=120)[:2] == (gated, "gated")
-        eventually(lambda: len(shadows(api, name)) == 4, "the three copies, once quiet")
-        assert runner.unwritten == 0
+            gate = Path(env.data_dir) / f"gate-{unique}"
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(ask, env, name, token, str(gate))  # in flight till open
+                eventually(lambda: len(executions(api, name)) >= 3, "the held call")
+                for _ in range(2):  # answered while the first is in flight
+                    assert ask(env, name, token, str(open_gate))[:2] == (gated, "gated")
+                time.sleep(0.5)  # many times the quiet time: still a call in flight
+                if with_runner:
+                    assert dispatcher.hand_off.unwritten == 3
+                assert len(shadows(api, name)) == 1
+                assert len([e for e in executions(api, name) if e["shadow"]]) == 1
+                gate.write_text("open")
+                assert held.result(timeout=120)[:2] == (gated, "gated")
+            eventually(lambda: len(shadows(api, name)) == 4, "the three copies, once quiet")
+    finally:
+        server.stop()
 
 
 def test_bad_frames_do_not_stop_the_runner(service, archive, unique) -> None:

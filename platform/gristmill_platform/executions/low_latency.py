@@ -78,8 +78,6 @@ log = logging.getLogger("gristmill.low_latency")
 HEARTBEAT_S = 10.0
 TAIL_LINES = 50
 SHUTDOWN_GRACE_S = 3.0
-# Shadow copies (docs/rollout.md) wait for a moment with no call in flight, at most this.
-SHADOW_QUIET_WAIT_S = 0.25
 # Copies waiting to be sent; past this, new ones are dropped (logged and counted). A copy
 # is sent when its shadow workers have a free place (shadow_queue.py).
 SHADOW_QUEUE_LIMIT = 10_000
@@ -118,6 +116,7 @@ class _ShadowCopy:
     body: Mapping[str, Any]
     environment: Mapping[str, str]
     wait_s: float
+    at: float  # when it was queued (loop time)
 
 
 def _places(copy: _ShadowCopy) -> int:
@@ -140,7 +139,8 @@ class LowLatencyDispatcher:
                  pool: WorkerPool, journal: TrackingJournal,
                  environment: EnvironmentSnapshot, events: ExecutionEvents,
                  fail: FailExecution, node_ended: NodeEnded | None = None,
-                 follow_wait_s: float = 25.0) -> None:
+                 follow_wait_s: float = 25.0, shadow_quiet_s: float = 0.02,
+                 shadow_max_delay_s: float = 2.0) -> None:
         self.transactions = transactions
         self.node_ended = node_ended
         self.executions = executions
@@ -165,6 +165,9 @@ class LowLatencyDispatcher:
         self._shadows: ShadowQueue[_ShadowCopy] = ShadowQueue()
         self._shadow_drain: asyncio.Task[None] | None = None
         self._shadow_room = asyncio.Event()  # a copy in flight ended
+        # copies yield to the calls (traffic.paused; settings.shadow_quiet_ms)
+        self._shadow_quiet_s = shadow_quiet_s
+        self._shadow_max_delay_s = shadow_max_delay_s
         self.shadows_dropped = 0
         # set: copies are handed to the shadow runner process (shadow_runner.py) instead of
         # being run here; that process runs them with this class, hand_off unset
@@ -255,9 +258,11 @@ class LowLatencyDispatcher:
 
     def shadow(self, endpoint: Endpoint, body: Mapping[str, Any],
                environment: Mapping[str, str], *, wait_s: float) -> None:
-        """A shadow copy of a call (docs/rollout.md): queued, and dispatched once the calls
-        in flight have been answered (traffic.py), so none of its work (recording it,
-        sending it, its answer) runs between the caller's own steps. Whatever becomes of
+        """A shadow copy of a call (docs/rollout.md): queued, and dispatched once the
+        callers pause (no call in flight for shadow_quiet_s, traffic.paused; at the latest
+        when it has waited shadow_max_delay_s), so none of its work (recording it,
+        sending it, its answer) runs between a caller's own steps, nor between two calls
+        of a sequential caller (docs/rollout.md#figures). Whatever becomes of
         it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own. It is
         sent when its shadow workers have a free place (shadow_queue.py); past
         SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (logged and counted).
@@ -270,7 +275,8 @@ class LowLatencyDispatcher:
                 self._dropped(endpoint, self.hand_off.waiting)
             return
         if not self._shadows.offer(endpoint.worker_key,
-                                   _ShadowCopy(endpoint, body, environment, wait_s),
+                                   _ShadowCopy(endpoint, body, environment, wait_s,
+                                               asyncio.get_running_loop().time()),
                                    SHADOW_QUEUE_LIMIT):
             self._dropped(endpoint, len(self._shadows))
             return
@@ -294,8 +300,10 @@ class LowLatencyDispatcher:
                     self._shadow_room.clear()
                     await self._shadow_room.wait()
                     continue
-                # after the answers: under a load with no quiet moment, capped
-                await self.journal.traffic.quiet(SHADOW_QUIET_WAIT_S)
+                # once the callers pause, or when the copy is overdue
+                overdue_in = self._shadow_max_delay_s - (
+                    asyncio.get_running_loop().time() - taken[1].at)
+                await self.journal.traffic.paused(self._shadow_quiet_s, overdue_in)
                 await self._copy(*taken)
         finally:
             self._shadow_drain = None

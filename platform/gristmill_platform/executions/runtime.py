@@ -162,7 +162,9 @@ class ExecutionRuntime:
         self.low_latency = LowLatencyDispatcher(
             transactions, executions, workers, journal, environment, self.events, self._fail,
             node_ended=lambda execution_id: self.graphs.node_ended(execution_id),
-            follow_wait_s=settings.step_build_wait_s)
+            follow_wait_s=settings.step_build_wait_s,
+            shadow_quiet_s=settings.shadow_quiet_ms / 1000,
+            shadow_max_delay_s=settings.shadow_max_delay_ms / 1000)
         # multi-step pipelines: their nodes go through launch() like any execution
         self.graphs = GraphScheduler(transactions, executions, self.launch, self.stop_worker,
                                      self.events.notify, steps.code_dir)

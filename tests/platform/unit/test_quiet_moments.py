@@ -66,6 +66,39 @@ def test_quiet_for_counts_from_the_last_call_answered() -> None:
     assert traffic.quiet_for() >= first  # it grows until the next call
 
 
+def test_paused_waits_for_a_pause_of_the_calls_not_a_moment_between_two() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        traffic.enter()
+        waiting = asyncio.get_running_loop().create_task(traffic.paused(0.5, 30))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # a call in flight
+        traffic.leave()
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # answered, but not yet a pause
+        traffic.enter()  # the next call: the pause starts again after it
+        await asyncio.sleep(0.3)
+        traffic.leave()
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # 0.3 s since that call, 0.6 s since the first
+        await asyncio.wait_for(waiting, 5)
+        assert traffic.quiet_for() >= 0.5
+
+    asyncio.run(scenario())
+
+
+def test_paused_gives_up_after_its_longest_wait() -> None:
+    async def scenario() -> None:
+        traffic = Traffic()
+        traffic.enter()  # a load that never stops
+        await asyncio.wait_for(traffic.paused(0.05, 0.1), 2)
+        traffic.leave()
+        await asyncio.wait_for(traffic.paused(60, 0.1), 2)  # a pause never long enough
+        await asyncio.wait_for(traffic.paused(0.05, -1), 2)  # overdue already
+
+    asyncio.run(scenario())
+
+
 def test_one_background_reload_per_key_after_the_calls_in_flight() -> None:
     async def scenario() -> None:
         traffic = Traffic()
