@@ -126,7 +126,8 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
 def watch(telemetry: Telemetry, services: Services) -> None:
     """Tell the scrape-time gauges where to read."""
     pool = services.executions.workers
-    journal = services.executions.low_latency.journal
+    dispatcher = services.executions.low_latency
+    journal = dispatcher.journal
 
     def warm() -> dict[tuple[str, ...], float]:
         counts: dict[tuple[str, ...], float] = {}
@@ -138,6 +139,8 @@ def watch(telemetry: Telemetry, services: Services) -> None:
 
     telemetry.live.provide(live.WARM_WORKERS, warm)
     telemetry.live.provide(live.JOURNAL_BACKLOG, lambda: {(): float(journal.backlog)})
+    telemetry.live.provide(live.SHADOW_COPIES_UNENDED,
+                           lambda: {(): float(dispatcher.shadows_unended)})
 
 
 def warm_workers(state: AppState, builds: StepBuildsView) -> GraphWorkerPools:

@@ -39,6 +39,7 @@ from tests.platform.test_rollout import (
 )
 from tests.platform.test_rollout_shadows import shadowed, workers_of
 from tests.platform.test_runs import make_pipeline
+from tests.platform.test_service_metrics_live import TOKEN, scrape, value
 
 __all__ = ["archive"]  # the module's fixture: the step folder of test_rollout
 
@@ -153,7 +154,7 @@ def test_copies_wait_while_a_call_is_in_flight(database, tmp_path, archive, uniq
     copies of calls already answered are not run; once it is answered they are. The
     service's own count of calls in flight is what holds them (app.py, runtime.py)."""
     server, env, _ = start_environment(tmp_path / "env", database.url,
-                                       shadow_runner=with_runner)
+                                       shadow_runner=with_runner, metrics_token=TOKEN)
     dispatcher = server.server.config.app.state.gristmill.started.executions.low_latency
     name = f"yield-{unique}"
     try:
@@ -183,11 +184,15 @@ def test_copies_wait_while_a_call_is_in_flight(database, tmp_path, archive, uniq
                 time.sleep(0.5)  # many times the quiet time: still a call in flight
                 if with_runner:
                     assert dispatcher.hand_off.unwritten == 3
+                # the live gauge: held, whichever runs them
+                assert value(scrape(env), "gristmill_shadow_copies_unended") == 3
                 assert len(shadows(api, name)) == 1
                 assert len([e for e in executions(api, name) if e["shadow"]]) == 1
                 gate.write_text("open")
                 assert held.result(timeout=120)[:2] == (gated, "gated")
             eventually(lambda: len(shadows(api, name)) == 4, "the three copies, once quiet")
+            eventually(lambda: value(scrape(env), "gristmill_shadow_copies_unended") == 0,
+                       "none left")
     finally:
         server.stop()
 

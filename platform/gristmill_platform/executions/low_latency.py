@@ -283,6 +283,14 @@ class LowLatencyDispatcher:
         if self._shadow_drain is None:
             self._shadow_drain = asyncio.get_running_loop().create_task(self._drain_shadows())
 
+    @property
+    def shadows_unended(self) -> int:
+        """Shadow copies queued and not yet ended: waiting for a pause of the calls,
+        handed to the shadow runner, or running (the live gauge)."""
+        if self.hand_off is not None:
+            return self.hand_off.waiting
+        return self._shadows.unended()
+
     def _dropped(self, endpoint: Endpoint, waiting: int) -> None:
         self.shadows_dropped += 1
         metrics.SHADOW_COPIES_DROPPED.labels(endpoint.deployment.name).inc()

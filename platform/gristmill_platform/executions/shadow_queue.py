@@ -24,6 +24,10 @@ class ShadowQueue(Generic[Item]):
     def __len__(self) -> int:
         return self._size
 
+    def unended(self) -> int:
+        """Copies waiting here or in flight (taken, not ended yet)."""
+        return self._size + sum(self._in_flight.values())
+
     def in_flight(self, key: str) -> int:
         return self._in_flight.get(key, 0)
 

@@ -36,6 +36,10 @@ JOURNAL_BACKLOG = LiveGauge(
 EXECUTIONS_RUNNING = LiveGauge(
     "gristmill_executions_running", "Executions this service is running, by mode.",
     ("mode",))
+SHADOW_COPIES_UNENDED = LiveGauge(
+    "gristmill_shadow_copies_unended",
+    "Shadow copies of low-latency calls not yet ended: waiting for a pause of the calls, "
+    "handed to the shadow runner, or running (docs/rollout.md#shadow-runner).", ())
 SCHEDULER_OVERDUE = LiveGauge(
     "gristmill_scheduler_overdue_seconds",
     "How long the most overdue periodic deployment has been waiting past its scheduled "
@@ -48,8 +52,8 @@ DATA_DIR_FREE = LiveGauge(
 DATA_DIR_SIZE = LiveGauge(
     "gristmill_data_dir_size_bytes", "Size of the filesystem of the data directory.", ())
 
-ALL = (ELASTIC_QUEUE_DEPTH, WARM_WORKERS, JOURNAL_BACKLOG, EXECUTIONS_RUNNING,
-       SCHEDULER_OVERDUE, DATA_DIR_FREE, DATA_DIR_SIZE)
+ALL = (ELASTIC_QUEUE_DEPTH, WARM_WORKERS, JOURNAL_BACKLOG, SHADOW_COPIES_UNENDED,
+       EXECUTIONS_RUNNING, SCHEDULER_OVERDUE, DATA_DIR_FREE, DATA_DIR_SIZE)
 
 
 class LiveGauges(Collector):
