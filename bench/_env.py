@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import io
 import os
 import re
@@ -12,10 +14,25 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The bench's own garbage collector off while it measures (a collection first, not
+    timed): a collection of the client's heap took about 24 ms, and landed on the same
+    call of every run (the 610th of the first block in bench/warm_tail.py), which was then
+    the "slowest call" of whichever side went first (docs/deployments.md#latency)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import start_env  # type: ignore[import-not-found]
+from _env import collector_paused, start_env  # type: ignore[import-not-found]
 from endpoints import deploy  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "split_aa.json"
@@ -36,10 +36,11 @@ def block(url: str, token: str, calls: int) -> list[float]:
         for _ in range(WARM_CALLS):
             client.post(url, json={"text": "hi"}).raise_for_status()
         times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            client.post(url, json={"text": "hi"}).raise_for_status()
-            times.append(time.perf_counter() - start)
+        with collector_paused():
+            for _ in range(calls):
+                start = time.perf_counter()
+                client.post(url, json={"text": "hi"}).raise_for_status()
+                times.append(time.perf_counter() - start)
         return times
 
 

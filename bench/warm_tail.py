@@ -39,6 +39,7 @@ import httpx
 from _env import (  # type: ignore[import-not-found]
     BenchEnv,
     add_tree_option,
+    collector_paused,
     source_tree_env,
     start_env,
     tree_env,
@@ -63,11 +64,12 @@ class Side:
         with httpx.Client(trust_env=False, timeout=60, headers=self.headers) as client:
             for _ in range(WARM_UP):
                 client.post(self.url, json={"text": "hi"}).raise_for_status()
-            for _ in range(calls):
-                start = time.perf_counter()
-                response = client.post(self.url, json={"text": "hi"})
-                self.samples.append(time.perf_counter() - start)
-                response.raise_for_status()
+            with collector_paused():
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    response = client.post(self.url, json={"text": "hi"})
+                    self.samples.append(time.perf_counter() - start)
+                    response.raise_for_status()
 
     def api_under_load(self, requests: int) -> None:
         stop = threading.Event()
@@ -79,18 +81,19 @@ class Side:
                     client.post(self.url, json={"text": "hi"}).raise_for_status()
                     self.under_api.append(time.perf_counter() - start)
 
-        thread = threading.Thread(target=warm)
-        thread.start()
-        try:
-            time.sleep(1)
-            for _ in range(requests):
-                start = time.perf_counter()
-                self.api.get("/users/me").raise_for_status()
-                self.api_samples.append(time.perf_counter() - start)
-                time.sleep(0.03)
-        finally:
-            stop.set()
-            thread.join()
+        with collector_paused():
+            thread = threading.Thread(target=warm)
+            thread.start()
+            try:
+                time.sleep(1)
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    self.api.get("/users/me").raise_for_status()
+                    self.api_samples.append(time.perf_counter() - start)
+                    time.sleep(0.03)
+            finally:
+                stop.set()
+                thread.join()
 
     def report(self) -> dict[str, Any]:
         api = sorted(self.api_samples)
