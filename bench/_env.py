@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gc
 import io
+import json
 import os
 import re
 import signal
@@ -14,9 +15,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,6 +35,17 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def run_blocks_bench(main: Callable[[int, int], dict[str, Any]], results: Path,
+                     blocks: int, per_block: int) -> None:
+    """The entry point of a bench taking [blocks] [calls per block] on its command line
+    (bench/shadow_ab.py, bench/split_aa.py): runs it, prints and writes its figures."""
+    result = main(int(sys.argv[1]) if len(sys.argv) > 1 else blocks,
+                  int(sys.argv[2]) if len(sys.argv) > 2 else per_block)
+    print(json.dumps(result, indent=1))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def free_port() -> int:

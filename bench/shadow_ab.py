@@ -28,10 +28,8 @@ against the shadowed calls made.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ import psutil
 from _env import (  # type: ignore[import-not-found]
     BenchEnv,
     collector_paused,
+    run_blocks_bench,
     source_tree_env,
     start_env,
 )
@@ -255,8 +254,4 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = main(int(sys.argv[1]) if len(sys.argv) > 1 else 20,
-                  int(sys.argv[2]) if len(sys.argv) > 2 else 150)
-    print(json.dumps(result, indent=1))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    run_blocks_bench(main, RESULTS, 20, 150)

@@ -12,17 +12,19 @@ were more than 10 % above `low`.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _env import collector_paused, start_env  # type: ignore[import-not-found]
+from _env import (  # type: ignore[import-not-found]
+    collector_paused,
+    run_blocks_bench,
+    start_env,
+)
 from endpoints import deploy  # type: ignore[import-not-found]
 
 RESULTS = Path(__file__).parent / "results" / "split_aa.json"
@@ -82,8 +84,4 @@ def main(blocks: int, per_block: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = main(int(sys.argv[1]) if len(sys.argv) > 1 else 30,
-                  int(sys.argv[2]) if len(sys.argv) > 2 else 200)
-    print(json.dumps(result, indent=1))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    run_blocks_bench(main, RESULTS, 30, 200)
