@@ -17,14 +17,19 @@
 All servers run at once and are called in turns: --rounds rounds, each giving every server
 --calls/--rounds sequential calls from one keep-alive client (plain HTTP client: the
 endpoint answers with the outputs), then the same for throughput at concurrency 16 (low:
-`async def` step, parallel executions, 16 per worker). A machine whose speed drifts during
-the run (a shared VM) then slows every server alike. Percentiles are over all of a
-server's calls. Each server's CPU time per call (all its processes: for Gristmill the
-control service and the worker) is read from /proc. Every Gristmill call is a real,
-tracked execution (inputs, outputs, logs). Writes bench/results/endpoints.json.
+`async def` step, parallel executions, 16 per worker): --throughput-calls/--rounds calls
+from the lean load generator of bench/_load.py, then --calls/--rounds through httpx's
+AsyncClient, the client of runs 1 to 52, which was the bottleneck (a core at 100 %
+whatever the server: both figures are written, the first is the one the targets use).
+A machine whose speed drifts during the run (a shared VM) then slows every server alike.
+Percentiles are over all of a server's calls. Each server's CPU time per call (all its
+processes: for Gristmill the control service and the worker) is read from /proc. Every
+Gristmill call is a real, tracked execution (inputs, outputs, logs). Writes
+bench/results/endpoints.json.
 
     .venv/bin/python bench/endpoints.py [--calls 1000] [--rounds 5] [--elastic-calls 50]
-                                        [--no-bentoml] [--elastic-only] [--tree DIR]
+                                        [--throughput-calls 10000] [--no-bentoml]
+                                        [--elastic-only] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from _env import (  # type: ignore[import-not-found]
     step_archive,
     tree_env,
 )
+from _load import load  # type: ignore[import-not-found]
 from _spool_cost import spool_cost  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
@@ -63,6 +69,7 @@ RESULTS = HERE / "results" / "endpoints.json"
 BENTO_VENV = HERE / ".venv-bentoml"
 BENTO_PACKAGES = ("bentoml", "uvloop", "httptools")
 CONCURRENCY = 16
+BODY = json.dumps({"text": "hi"}).encode()
 WARM_UP = 50
 
 STEP = '''
@@ -135,6 +142,10 @@ class Target:
     samples: list[float] = field(default_factory=list)
     concurrent_s: float = 0.0
     concurrent_calls: int = 0
+    client_cpu_s: float = 0.0  # the load generator's, while it measured
+    concurrent_cpu_s: float = 0.0  # the server's, over the same calls
+    httpx_s: float = 0.0
+    httpx_calls: int = 0
     cpu_s: float = 0.0
     cpu_calls: int = 0
 
@@ -161,7 +172,14 @@ class Target:
         if self.concurrent_calls:
             out["concurrent"] = {
                 "requests_per_s": round(self.concurrent_calls / self.concurrent_s, 1),
-                "concurrency": CONCURRENCY, "requests": self.concurrent_calls}
+                "concurrency": CONCURRENCY, "requests": self.concurrent_calls,
+                "client": "bench/_load.py",
+                "client_core_busy": round(self.client_cpu_s / self.concurrent_s, 2),
+                "server_cpu_ms_per_call": round(
+                    self.concurrent_cpu_s / self.concurrent_calls * 1000, 3)}
+            if self.httpx_calls:
+                out["concurrent"]["httpx_client_requests_per_s"] = round(
+                    self.httpx_calls / self.httpx_s, 1)
         if self.cpu_calls:
             out["server_cpu_ms_per_call"] = round(self.cpu_s / self.cpu_calls * 1000, 3)
         return out
@@ -193,6 +211,22 @@ def sequential(target: Target, calls: int, before: Callable[[], None] | None = N
 
 
 def throughput(target: Target, total: int) -> None:
+    """total calls from CONCURRENCY keep-alive connections of the lean load generator
+    (bench/_load.py), whose own CPU is counted too: the figure is the server's."""
+    cpu = target.cpu_time()
+    with collector_paused():
+        result = load(target.url, BODY, target.headers, connections=CONCURRENCY,
+                      total=total)
+    target.concurrent_cpu_s += target.cpu_time() - cpu  # (the warm-up's calls too)
+    target.concurrent_s += result.seconds
+    target.concurrent_calls += result.requests
+    target.client_cpu_s += result.client_cpu_s
+
+
+def throughput_httpx(target: Target, total: int) -> None:
+    """The same through httpx's AsyncClient, as the bench measured it up to run 52: about
+    1.7 ms of the client's CPU per call, so that figure is the client's (a core at 100 %
+    whatever the server), kept beside the other for comparison with earlier runs."""
     async def run() -> float:
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
         async with httpx.AsyncClient(trust_env=False, timeout=120, limits=limits,
@@ -208,8 +242,8 @@ def throughput(target: Target, total: int) -> None:
             return time.perf_counter() - start
 
     with collector_paused():
-        target.concurrent_s += asyncio.run(run())
-    target.concurrent_calls += (total // CONCURRENCY) * CONCURRENCY
+        target.httpx_s += asyncio.run(run())
+    target.httpx_calls += (total // CONCURRENCY) * CONCURRENCY
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
@@ -430,6 +464,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--elastic-calls", type=int, default=50)
+    parser.add_argument("--throughput-calls", type=int, default=10_000,
+                        help="calls at concurrency 16 per echo server, over all rounds")
     parser.add_argument("--no-bentoml", action="store_true")
     add_tree_option(parser)  # an A/B of a change: a run with each tree, the same bench
     parser.add_argument("--elastic-only", action="store_true",
@@ -507,7 +543,10 @@ def main() -> None:
             for target in sequential_targets:
                 sequential(target, per_round, before=befores.get(target.name),
                            after=afters.get(target.name))
-            for target in (*targets, parallel, two_workers, busy_one, busy_two):
+            for target in (*targets, parallel, two_workers):
+                throughput(target, args.throughput_calls // args.rounds)
+                throughput_httpx(target, per_round)
+            for target in (busy_one, busy_two):  # about 4 ms of CPU per call
                 throughput(target, per_round)
         elastic = gristmill_target(env, tokens, "elastic", "elastic")
         with httpx.Client(trust_env=False, timeout=120, headers=elastic.headers) as client:
@@ -557,7 +596,8 @@ def main() -> None:
     results["busy_two_workers_throughput_ratio"] = round(busy[1] / busy[0], 2)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}{'cpu ms/call':>13}")
+    print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s @16':>11}{'cpu ms/call':>13}"
+          f"{'httpx req/s':>13}")
     for key in ("bare_fastapi", "bentoml", "low_latency", "low_latency_def",
                 "low_latency_split", "low_latency_shadow", "low_latency_two_workers",
                 "busy_one_worker", "busy_two_workers", "elastic"):
@@ -565,8 +605,9 @@ def main() -> None:
             seq = results[key].get("sequential", {})
             conc = results[key].get("concurrent", {}).get("requests_per_s", "-")
             cpu = results[key].get("server_cpu_ms_per_call", "-")
+            slow = results[key].get("concurrent", {}).get("httpx_client_requests_per_s", "-")
             print(f"{key:<24}{seq.get('p50_ms', '-'):>9}{seq.get('p99_ms', '-'):>9}"
-                  f"{conc:>11}{cpu:>13}")
+                  f"{conc:>11}{cpu:>13}{slow:>13}")
     print(f"tracked executions: {results['tracked_executions']}")
     print(f"low-latency p50 overhead over bare: {results['low_latency_p50_overhead_ms']} ms "
           f"({results['low_latency_p50_vs_bare']}x); written to {RESULTS}")
