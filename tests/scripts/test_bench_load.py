@@ -4,26 +4,18 @@ counted."""
 
 from __future__ import annotations
 
-import importlib.util
 import socketserver
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts._bench_modules import bench_module
 
 
 def bench_load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "_load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("_load")
 
 
 class _Handler(socketserver.StreamRequestHandler):

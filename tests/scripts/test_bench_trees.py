@@ -4,24 +4,17 @@ any environment starts (it would otherwise run this installation's code, or time
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts._bench_modules import ROOT, bench_module
 
 
 def bench_env() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_env", ROOT / "bench" / "_env.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("_env")
 
 
 def test_a_folder_that_is_not_a_source_tree_is_refused(tmp_path: Path) -> None:
