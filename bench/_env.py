@@ -37,6 +37,13 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+# After a block of calls, how long a bench waits before the next server's (or side's)
+# turn: the work a control service does in its callers' pauses (its SQLite checkpoint, at
+# most every half second, db/wal_checkpoints.py) is then done before the next block starts,
+# not in it, where it would slow the other server and be missing from this one's CPU.
+SETTLE_S = 1.2
+
+
 def run_blocks_bench(main: Callable[[int, int], dict[str, Any]], results: Path,
                      blocks: int, per_block: int) -> None:
     """The entry point of a bench taking [blocks] [calls per block] on its command line

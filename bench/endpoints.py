@@ -54,6 +54,7 @@ from typing import Any
 import httpx
 import psutil
 from _env import (  # type: ignore[import-not-found]
+    SETTLE_S,
     BenchEnv,
     add_tree_option,
     collector_paused,
@@ -189,7 +190,9 @@ def sequential(target: Target, calls: int, before: Callable[[], None] | None = N
                after: Callable[[], None] | None = None) -> None:
     """calls sequential calls; before, if given, is waited for after the warm-up, and
     after before the CPU time is read: the work the calls leave behind (the shadow
-    copies, the tracking rows not written yet) is counted."""
+    copies, the tracking rows not written yet) is counted, and so is the work done once
+    they pause (the checkpoints, _env.SETTLE_S), which then never lands in the next
+    server's block."""
     with httpx.Client(trust_env=False, timeout=120, headers=target.headers) as client:
         for _ in range(WARM_UP):
             client.post(target.url, json={"text": "hi"}).raise_for_status()
@@ -206,6 +209,9 @@ def sequential(target: Target, calls: int, before: Callable[[], None] | None = N
                         f"{target.name}: {response.status_code} {response.text}")
         if after is not None:
             after()
+        # every server's block, not only Gristmill's: a block that follows a pause must
+        # not be compared with one that follows another server's calls
+        time.sleep(SETTLE_S)
         target.cpu_s += target.cpu_time() - cpu
         target.cpu_calls += calls
 
@@ -534,6 +540,7 @@ def main() -> None:
 
         def caught_up() -> None:
             catch_up.append(copies_caught_up(api, "low-shadow"))
+
 
         befores = {shadow.name: caught_up}  # the warm-up's copies are not the block's
         afters = {low.name: written, low_def.name: written, split.name: written,

@@ -7,7 +7,9 @@ there. This bench runs two environments side by side, this tree's control servic
 the one of the source tree in DIR (same interpreter and packages), each with the
 low-latency echo endpoint of `bench/endpoints.py`, and sends sequential calls to them in
 alternating blocks (a new client per block, after 100 warm-up calls), the order
-alternating, so a host whose speed drifts slows both alike. For each: p50, p99, p99.9,
+alternating, so a host whose speed drifts slows both alike; after each block, a pause of
+`_env.SETTLE_S` (the work a side does once its callers pause, its checkpoints, is done
+before the other side's block, not in it). For each: p50, p99, p99.9,
 the largest, and how many calls took over 5 and 8 ms. Then, for each, the other side of
 the trade: API requests (GET /api/v1/users/me, one every 30 ms) while a thread keeps
 sending warm calls, whose tracking batches every API request's transaction waits for
@@ -37,6 +39,7 @@ from typing import Any
 
 import httpx
 from _env import (  # type: ignore[import-not-found]
+    SETTLE_S,
     BenchEnv,
     add_tree_option,
     collector_paused,
@@ -141,10 +144,12 @@ def main() -> None:
             for block in range(args.blocks):
                 for side in sides if block % 2 == 0 else reversed(sides):
                     side.block(args.calls)
+                    time.sleep(SETTLE_S)  # its pause work done before the other's block
                 print(f"block {block + 1}/{args.blocks}", flush=True)
             for round_ in range(2):  # in turns, twice
                 for side in sides if round_ == 0 else reversed(sides):
                     side.api_under_load(args.api_requests // 2)
+                    time.sleep(SETTLE_S)
             results = {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_average": [round(load_start, 2),

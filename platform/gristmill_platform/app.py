@@ -28,6 +28,8 @@ from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.transactions import Transactions
+from gristmill_platform.db.urls import sqlite_file
+from gristmill_platform.db.wal_checkpoints import WalCheckpoints
 from gristmill_platform.deployments import gateway, traffic_routes
 from gristmill_platform.deployments import routes as deployment_routes
 from gristmill_platform.deployments.directory import EndpointDirectory
@@ -78,7 +80,8 @@ def build_state(settings: Settings) -> AppState:
     redactor.register(settings.secret_key, settings.step_default_repository_deploy_key,
                       *(secret.get_secret_value() for secret in (
                           settings.s3_secret_access_key, settings.metrics_token) if secret))
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url,
+                           automatic_checkpoints=settings.sqlite_checkpoints == "automatic")
     session_factory = create_session_factory(engine)
     signer = UrlSigner(key=settings.secret_key.encode())
     datastore = (_s3_datastore(settings) if settings.datastore_backend == "s3"
@@ -106,8 +109,9 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
     settings, transactions = state.settings, state.transactions
     builds = StepBuilds(settings, transactions, state.datastore,
                         EnvironmentBuilder(settings.data_dir / "venvs", runtime_site))
-    journal = TrackingJournal(state.engine, settings.database_url or "", state.traffic,
-                              spool_dir(settings.data_dir))
+    journal = TrackingJournal(
+        state.engine, settings.database_url or "", state.traffic, spool_dir(settings.data_dir),
+        automatic_checkpoints=settings.sqlite_checkpoints == "automatic")
     executions = ExecutionRuntime(
         settings, transactions, state.factories.executions, builds,
         warm_workers(state, builds), journal,
@@ -120,7 +124,16 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
     return Services(
         builds=builds, executions=executions, scheduler=scheduler,
         endpoints=EndpointDirectory(state.session_factory, state.traffic),
-        resources=ResourceMonitor(settings, transactions))
+        resources=ResourceMonitor(settings, transactions),
+        checkpoints=wal_checkpoints(state))
+
+
+def wal_checkpoints(state: AppState) -> WalCheckpoints | None:
+    """The service's own WAL checkpoints, when its SQLite connections leave them to it."""
+    path = sqlite_file(state.settings.database_url or "")
+    if path is None or state.settings.sqlite_checkpoints == "automatic":
+        return None
+    return WalCheckpoints(path, state.traffic)
 
 
 def watch(telemetry: Telemetry, services: Services) -> None:
@@ -271,6 +284,9 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                                     interval_s=state.settings.worker_follow_s,
                                     traffic=state.traffic)
         following.start()
+        checkpoints = services.checkpoints
+        if checkpoints is not None:
+            checkpoints.start()
         scheduler.start()
         watch(telemetry, services)
         telemetry.start()
@@ -299,6 +315,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             if housekeeping is not None:
                 await housekeeping.shutdown()
             await builds.shutdown()
+            if checkpoints is not None:  # after the last write (the journal's)
+                await checkpoints.shutdown()
             await state.engine.dispose()
 
     return assemble_app(state, lifespan=lifespan, telemetry=telemetry)

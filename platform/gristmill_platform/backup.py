@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 import gristmill_platform
+from gristmill_platform.db.urls import sqlite_file
 from gristmill_platform.settings import Settings
 from gristmill_platform.steps.environments import READY_MARK
 
@@ -76,8 +77,8 @@ def _refuse_external(settings: Settings) -> None:
 
 def _database_path(settings: Settings) -> Path:
     assert settings.database_url
-    database = make_url(settings.database_url).database
-    if not database or database == ":memory:":
+    database = sqlite_file(settings.database_url)
+    if database is None:
         raise BackupError("an in-memory database cannot be backed up")
     return Path(database)
 

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # The URL users and workers reach this environment at; derived from host/port if unset.
     public_url: str | None = None
     database_url: str | None = None
+    # SQLite: who copies the write-ahead log back into the database file. "paused": the
+    # control service, when its warm callers pause (db/wal_checkpoints.py; SQLite's own
+    # checkpoints, in whichever connection commits, slowed runs of warm calls);
+    # "automatic": SQLite's own (every 1,000 pages). No effect on PostgreSQL.
+    sqlite_checkpoints: Literal["paused", "automatic"] = "paused"
     # Token signing key; when unset, one is generated once and kept in data_dir/secret.key.
     secret_key: str | None = None
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gristmill_platform.datastore.backend import DataStoreFor
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.transactions import Transactions
+from gristmill_platform.db.wal_checkpoints import WalCheckpoints
 from gristmill_platform.deployments.directory import EndpointDirectory
 from gristmill_platform.deployments.factory import DeploymentServices
 from gristmill_platform.deployments.scheduler import PeriodicScheduler
@@ -43,6 +44,8 @@ class Services:
     scheduler: PeriodicScheduler
     endpoints: EndpointDirectory
     resources: ResourceMonitor
+    # SQLite's WAL checkpoints, when this service runs them (db/wal_checkpoints.py)
+    checkpoints: WalCheckpoints | None = None
 
 
 class NotStarted(RuntimeError):

@@ -28,3 +28,11 @@ def sync_url(url: str) -> URL:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_file(url: str) -> str | None:
+    """The SQLite database's file; None for another database, or one in memory."""
+    if not is_sqlite(url):
+        return None
+    path = sync_url(url).database
+    return path if path and path != ":memory:" else None

@@ -93,9 +93,11 @@ def _row(execution: ExecutionRecord) -> dict[str, Any]:
 
 class TrackingJournal:
     def __init__(self, engine: AsyncEngine, database_url: str, traffic: Traffic,
-                 spool: Path) -> None:
+                 spool: Path, *, automatic_checkpoints: bool = True) -> None:
         self.engine = engine
         self.database_url = database_url
+        # False: its SQLite connections leave WAL checkpoints to db/wal_checkpoints.py
+        self.automatic_checkpoints = automatic_checkpoints
         self.traffic = traffic
         self._executions: dict[str, ExecutionRecord] = {}  # changed since the last write
         self._logs: dict[str, list[dict[str, Any]]] = {}  # execution id -> rows
@@ -265,7 +267,8 @@ class TrackingJournal:
                      recheck: bool = False) -> None:
         if self._writer is None:
             self._writer = BatchWriter(self.engine, self.database_url,
-                                       pause=self._between_slices)
+                                       pause=self._between_slices,
+                                       automatic_checkpoints=self.automatic_checkpoints)
         started = time.perf_counter()
         written = await self._writer.write(Batch(
             rows=rows, logs=logs, tokens=tokens, revoked=revoked,

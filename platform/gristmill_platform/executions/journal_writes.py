@@ -38,11 +38,12 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gristmill_platform.db.engine import apply_pragmas, sqlite_pragmas
 from gristmill_platform.db.models.auth import SdkToken
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
 from gristmill_platform.db.models.steps import Pipeline
-from gristmill_platform.db.urls import is_sqlite, sync_url
+from gristmill_platform.db.urls import is_sqlite, sqlite_file, sync_url
 from gristmill_platform.executions import transitions as t
 
 log = logging.getLogger("gristmill.journal")
@@ -217,9 +218,12 @@ class SqliteInserts:
     """The usual batch on SQLite, written by a thread of its own (see the module's
     docstring)."""
 
-    def __init__(self, path: str, dialect: Dialect, pause: Pause = _no_pause) -> None:
+    def __init__(self, path: str, dialect: Dialect, pause: Pause = _no_pause,
+                 pragmas: tuple[str, ...] = sqlite_pragmas()) -> None:
         self._path = path
         self._pause = pause
+        # as the service's connections (db/engine.py): this thread may wait for the lock
+        self._pragmas = pragmas
         self._executions = _Insert(EXECUTIONS, COLUMNS, dialect)
         self._logs = _Insert(LOGS, LOG_COLUMNS, dialect)
         self._thread = ThreadPoolExecutor(max_workers=1,
@@ -276,9 +280,7 @@ class SqliteInserts:
         connection = self._connection
         if connection is None:
             connection = self._connection = sqlite3.connect(self._path, isolation_level=None)
-            # as the service's connections (db/engine.py): this thread may wait for the lock
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                           "busy_timeout=15000"):
+            for pragma in self._pragmas:
                 connection.execute(f"PRAGMA {pragma}")
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -327,19 +329,21 @@ class SqliteInserts:
 
 
 class BatchWriter:
-    def __init__(self, engine: AsyncEngine, database_url: str, pause: Pause = _no_pause
-                 ) -> None:
+    def __init__(self, engine: AsyncEngine, database_url: str, pause: Pause = _no_pause,
+                 *, automatic_checkpoints: bool = True) -> None:
         self._engine = engine
         self._direct: Engine | None = None
         self._inserts: SqliteInserts | None = None
         if is_sqlite(database_url):
             self._direct = create_sync_engine(sync_url(database_url))
-            event.listen(self._direct, "connect", _never_wait)
+            event.listen(self._direct, "connect", _never_wait(sqlite_pragmas(
+                busy_timeout_ms=0, automatic_checkpoints=automatic_checkpoints)))
             event.listen(self._direct, "begin",
                          lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
-            path = self._direct.url.database
-            if path and path != ":memory:":
-                self._inserts = SqliteInserts(path, self._direct.dialect, pause)
+            path = sqlite_file(database_url)
+            if path is not None:
+                self._inserts = SqliteInserts(path, self._direct.dialect, pause, sqlite_pragmas(
+                    automatic_checkpoints=automatic_checkpoints))
 
     async def write(self, batch: Batch) -> Written:
         if self._inserts is not None and only_inserts(batch):
@@ -368,14 +372,15 @@ class BatchWriter:
             self._direct.dispose()
 
 
-def _never_wait(dbapi_connection: Any, _record: Any) -> None:
+def _never_wait(pragmas: tuple[str, ...]) -> Callable[[Any, Any], None]:
     # The same settings as the service's connections (db/engine.py), except the wait for
-    # the lock: this one runs on the event loop, which must never block on it. BEGIN
-    # IMMEDIATE takes the lock at once, so a batch fails before it writes anything.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=0")
-    cursor.close()
+    # the lock (pragmas: busy_timeout=0): this one runs on the event loop, which must
+    # never block on it. BEGIN IMMEDIATE takes the lock at once, so a batch fails before
+    # it writes anything.
+    settings = apply_pragmas(pragmas)
+
+    def apply(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        settings(dbapi_connection, record)
+
+    return apply

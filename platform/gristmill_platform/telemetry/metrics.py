@@ -68,6 +68,10 @@ JOURNAL_WRITE = Histogram(
     "gristmill_journal_write_seconds",
     "Time to write one batch of the in-memory execution journal to the database.",
     buckets=LATENCY_BUCKETS, registry=REGISTRY)
+SQLITE_CHECKPOINT = Histogram(
+    "gristmill_sqlite_checkpoint_seconds",
+    "Time of one WAL checkpoint run by the control service (db/wal_checkpoints.py).",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
 JOURNAL_ROWS = Counter(
     "gristmill_journal_written_executions", "Executions written by the journal.",
     registry=REGISTRY)
