@@ -81,7 +81,7 @@ def build_state(settings: Settings) -> AppState:
                       *(secret.get_secret_value() for secret in (
                           settings.s3_secret_access_key, settings.metrics_token) if secret))
     engine = create_engine(settings.database_url,
-                           automatic_checkpoints=settings.sqlite_checkpoints == "automatic")
+                           automatic_checkpoints=settings.sqlite_automatic_checkpoints)
     session_factory = create_session_factory(engine)
     signer = UrlSigner(key=settings.secret_key.encode())
     datastore = (_s3_datastore(settings) if settings.datastore_backend == "s3"
@@ -111,7 +111,7 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
                         EnvironmentBuilder(settings.data_dir / "venvs", runtime_site))
     journal = TrackingJournal(
         state.engine, settings.database_url or "", state.traffic, spool_dir(settings.data_dir),
-        automatic_checkpoints=settings.sqlite_checkpoints == "automatic")
+        automatic_checkpoints=settings.sqlite_automatic_checkpoints)
     executions = ExecutionRuntime(
         settings, transactions, state.factories.executions, builds,
         warm_workers(state, builds), journal,
@@ -131,7 +131,7 @@ def build_services(state: AppState, runtime_site: Path) -> Services:
 def wal_checkpoints(state: AppState) -> WalCheckpoints | None:
     """The service's own WAL checkpoints, when its SQLite connections leave them to it."""
     path = sqlite_file(state.settings.database_url or "")
-    if path is None or state.settings.sqlite_checkpoints == "automatic":
+    if path is None or state.settings.sqlite_automatic_checkpoints:
         return None
     return WalCheckpoints(path, state.traffic)
 

@@ -371,6 +371,12 @@ class Settings(BaseSettings):
         return self.public_url
 
     @property
+    def sqlite_automatic_checkpoints(self) -> bool:
+        """Whether the service's SQLite connections checkpoint by themselves, or leave it
+        to db/wal_checkpoints.py (sqlite_checkpoints)."""
+        return self.sqlite_checkpoints == "automatic"
+
+    @property
     def worker_url(self) -> str:
         """Where workers reach this service: the internal URL, else the environment URL."""
         return self.internal_url or self.environment_url

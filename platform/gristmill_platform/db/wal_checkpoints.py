@@ -14,7 +14,9 @@ The checkpoint is PASSIVE, SQLite's automatic kind: it never waits for a reader 
 writer, and what it cannot copy yet (a reader still on an older snapshot) is copied by
 the next one. It runs on a thread and a connection of its own, off the event loop.
 Other processes (CLI commands, backups) keep SQLite's automatic checkpoints; the last
-connection to close copies what is left, as SQLite always does.
+connection to close copies what is left, as SQLite always does. The local shadow runner,
+a child of the service built from its settings, leaves them off too: the service's
+checkpoints copy its writes with the rest.
 
 ``GRISTMILL_SQLITE_CHECKPOINTS=automatic`` gives SQLite's own behaviour back.
 """
