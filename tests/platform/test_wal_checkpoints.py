@@ -9,7 +9,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,13 @@ async def write_pages(url: str, rows: int, *, automatic: bool) -> None:
                 await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": ROW})
     finally:
         await engine.dispose()
+
+
+async def soon(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Until condition holds, at most seconds (then the test's assertion says what)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def log_frames(path: Path) -> int:
@@ -124,9 +131,7 @@ def test_a_checkpoint_waits_for_a_pause_of_the_calls(path: Path) -> None:
         await asyncio.sleep(0.3)
         assert checkpoints.last is None  # held while the call runs
         traffic.leave()
-        deadline = time.monotonic() + 10
-        while checkpoints.last is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await soon(lambda: checkpoints.last is not None)
         last = checkpoints.last
         assert last is not None and last.complete and last.copied_frames >= 50
         await checkpoints.shutdown()
@@ -142,9 +147,7 @@ def test_under_calls_that_never_pause_it_runs_after_its_delay(path: Path) -> Non
         checkpoints = WalCheckpoints(str(path), traffic, interval_s=0.01, quiet_s=0.05,
                                      max_delay_s=0.1)
         checkpoints.start()
-        deadline = time.monotonic() + 10
-        while checkpoints.last is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await soon(lambda: checkpoints.last is not None)
         assert checkpoints.last is not None and checkpoints.last.complete
         await checkpoints.shutdown()
 
@@ -170,10 +173,7 @@ def test_a_failed_checkpoint_is_logged_and_tried_again(
     async def scenario() -> None:
         checkpoints = WalCheckpoints(str(missing), Traffic(), interval_s=0.01, quiet_s=0)
         checkpoints.start()
-        deadline = time.monotonic() + 10
-        while (sum("WAL checkpoint" in r.message for r in caplog.records) < 2
-               and time.monotonic() < deadline):
-            await asyncio.sleep(0.01)
+        await soon(lambda: sum("WAL checkpoint" in r.message for r in caplog.records) >= 2)
         task = checkpoints._task
         assert task is not None and not task.done()  # still running, trying again
         await checkpoints.shutdown()  # its last checkpoint fails the same way, logged
