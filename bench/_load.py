@@ -33,7 +33,8 @@ class LoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadResult:
-    requests: int
+    requests: int  # counted; the warm-up's are not
+    warm_up: int  # sent before, not timed
     seconds: float
     client_cpu_s: float  # the generator's own CPU time while it measured
 
@@ -152,7 +153,8 @@ async def _load(url: str, body: bytes, headers: dict[str, str], connections: int
         for transport, protocol in opened:
             protocol.closing = True
             transport.close()
-    return LoadResult(requests=total, seconds=seconds, client_cpu_s=cpu)
+    return LoadResult(requests=total, warm_up=WARM_UP_PER_CONNECTION * connections,
+                      seconds=seconds, client_cpu_s=cpu)
 
 
 def load(url: str, body: bytes, headers: dict[str, str], *, connections: int, total: int

@@ -144,7 +144,8 @@ class Target:
     concurrent_s: float = 0.0
     concurrent_calls: int = 0
     client_cpu_s: float = 0.0  # the load generator's, while it measured
-    concurrent_cpu_s: float = 0.0  # the server's, over the same calls
+    concurrent_cpu_s: float = 0.0  # the server's, over the same calls and the warm-up's
+    concurrent_cpu_calls: int = 0
     httpx_s: float = 0.0
     httpx_calls: int = 0
     cpu_s: float = 0.0
@@ -177,7 +178,7 @@ class Target:
                 "client": "bench/_load.py",
                 "client_core_busy": round(self.client_cpu_s / self.concurrent_s, 2),
                 "server_cpu_ms_per_call": round(
-                    self.concurrent_cpu_s / self.concurrent_calls * 1000, 3)}
+                    self.concurrent_cpu_s / self.concurrent_cpu_calls * 1000, 3)}
             if self.httpx_calls:
                 out["concurrent"]["httpx_client_requests_per_s"] = round(
                     self.httpx_calls / self.httpx_s, 1)
@@ -223,7 +224,8 @@ def throughput(target: Target, total: int) -> None:
     with collector_paused():
         result = load(target.url, BODY, target.headers, connections=CONCURRENCY,
                       total=total)
-    target.concurrent_cpu_s += target.cpu_time() - cpu  # (the warm-up's calls too)
+    target.concurrent_cpu_s += target.cpu_time() - cpu
+    target.concurrent_cpu_calls += result.requests + result.warm_up
     target.concurrent_s += result.seconds
     target.concurrent_calls += result.requests
     target.client_cpu_s += result.client_cpu_s
@@ -540,7 +542,6 @@ def main() -> None:
 
         def caught_up() -> None:
             catch_up.append(copies_caught_up(api, "low-shadow"))
-
 
         befores = {shadow.name: caught_up}  # the warm-up's copies are not the block's
         afters = {low.name: written, low_def.name: written, split.name: written,

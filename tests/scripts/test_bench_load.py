@@ -103,6 +103,7 @@ def test_every_request_is_answered_and_counted_once(server: _Server) -> None:
     assert result.requests == 203
     # the warm-up's requests are sent, not counted
     assert server.requests == 203 + 4 * load.WARM_UP_PER_CONNECTION
+    assert result.warm_up == 4 * load.WARM_UP_PER_CONNECTION
     assert server.bodies == {b'{"text":"hi"}'}
     assert result.seconds > 0 and result.per_second == 203 / result.seconds
     assert result.client_cpu_s >= 0
