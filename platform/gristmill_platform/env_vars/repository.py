@@ -7,6 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 
+# built once: each elastic launch reads them (see executions/repository.py)
+_ALL = select(EnvironmentVariable).order_by(EnvironmentVariable.name)
+
 
 class EnvVarRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -16,9 +19,7 @@ class EnvVarRepository:
         return await self.session.get(EnvironmentVariable, name)
 
     async def list(self) -> Sequence[EnvironmentVariable]:
-        result = await self.session.execute(
-            select(EnvironmentVariable).order_by(EnvironmentVariable.name)
-        )
+        result = await self.session.execute(_ALL)
         return result.scalars().all()
 
     async def add(self, variable: EnvironmentVariable) -> None:

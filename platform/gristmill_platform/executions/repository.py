@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -28,6 +28,14 @@ class ExecutionOutcome:
 
 _OUTCOME = (select(Execution.status, Execution.status_reason, Execution.outputs)
             .where(Execution.id == bindparam("execution_id")))
+# Statements of every elastic execution, built once: a statement built per call costs its
+# construction and its cache key each time, about a tenth of the control service's CPU
+# per elastic execution between them (profiled, docs/runs-and-executions.md).
+_LOCKED = select(Execution).where(Execution.id == bindparam("execution_id")).with_for_update()
+_TABLE = cast(Table, Execution.__table__)  # typed as any FromClause
+# no SET clause: a Core UPDATE without values() sets the columns its parameters name
+_SET_COLUMNS = update(_TABLE).where(_TABLE.c.id == bindparam("target_execution_id"))
+_COLUMNS = frozenset(_TABLE.c.keys())
 
 
 async def outcome_on(connection: AsyncConnection, execution_id: str
@@ -47,8 +55,7 @@ class ExecutionRepository:
 
     async def get(self, execution_id: str, *, for_update: bool = False) -> Execution | None:
         if for_update:
-            result = await self.session.execute(
-                select(Execution).where(Execution.id == execution_id).with_for_update())
+            result = await self.session.execute(_LOCKED, {"execution_id": execution_id})
             return result.scalar_one_or_none()
         return await self.session.get(Execution, execution_id)
 
@@ -61,11 +68,26 @@ class ExecutionRepository:
         What the session holds unflushed is flushed first, as the ORM path would."""
         if self.session.new or self.session.dirty or self.session.deleted:
             await self.session.flush()
-        table = cast(Table, Execution.__table__)  # typed as any FromClause
+        if not values or not set(values) <= _COLUMNS:  # the statement would ignore them
+            raise ValueError(f"not columns of executions: {sorted(values)}")
         connection = await self.session.connection()
         result = await connection.execute(
-            update(table).where(table.c.id == execution_id).values(**values))
+            _SET_COLUMNS, {"target_execution_id": execution_id, **values})
         return bool(result.rowcount)
+
+    async def set_many(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """set_columns for several executions in one statement (an executemany): {execution
+        id: {column: value}}, the same columns for every row."""
+        if not rows:
+            return
+        columns = {frozenset(values) for values in rows.values()}
+        if len(columns) != 1 or not columns.pop() <= _COLUMNS or not next(iter(rows.values())):
+            raise ValueError("set_many needs the same columns of executions for every row")
+        if self.session.new or self.session.dirty or self.session.deleted:
+            await self.session.flush()
+        connection = await self.session.connection()
+        await connection.execute(_SET_COLUMNS, [{"target_execution_id": execution_id, **values}
+                                                for execution_id, values in rows.items()])
 
     async def add(self, execution: Execution, *, flush: bool = True) -> None:
         """flush=False: written with the session's next flush (a graph's ready nodes, one

@@ -200,7 +200,8 @@ class ExecutionService:
             execution.deployment_id = parent.deployment_id
             execution.deployment_name = parent.deployment_name
             execution.timeout_s = parent.timeout_s
-        await self.repository.add(execution, flush=not batch)
+        # flushed with its token's row below: one flush for both (no foreign key orders them)
+        await self.repository.add(execution, flush=False)
         mode = LOW_LATENCY if deployment and deployment.mode == LOW_LATENCY else ELASTIC
         rule = execution.execution_rule
         self.after_commit(lambda: metrics.execution_started(mode, rule))

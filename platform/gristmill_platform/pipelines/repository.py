@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.executions import Execution, top_level
 from gristmill_platform.db.models.steps import Pipeline, Step
+
+# built once: each run's request reads it (see executions/repository.py)
+_WITH_STEP = (select(Pipeline, Step).join(Step, Step.id == Pipeline.step_id)
+              .where(Pipeline.name == bindparam("name")))
 
 
 class PipelineRepository:
@@ -21,9 +25,7 @@ class PipelineRepository:
         return await self.session.get(Pipeline, pipeline_id)
 
     async def with_step(self, name: str) -> tuple[Pipeline, Step] | None:
-        result = await self.session.execute(
-            select(Pipeline, Step).join(Step, Step.id == Pipeline.step_id)
-            .where(Pipeline.name == name))
+        result = await self.session.execute(_WITH_STEP, {"name": name})
         row = result.first()
         return (row[0], row[1]) if row else None
 

@@ -23,7 +23,7 @@ from gristmill_platform.resources.sampled import SampledSource
 from gristmill_platform.resources.sampler import ResourceSampler
 from gristmill_platform.resources.shape import Totals
 from gristmill_platform.resources.source import ResourceMetricsSource
-from gristmill_platform.resources.usage import UsageTracker, record_on_execution
+from gristmill_platform.resources.usage import UsageTracker, UsageWrites
 
 if TYPE_CHECKING:
     from gristmill_platform.db.transactions import Transactions
@@ -42,6 +42,7 @@ class ResourceMonitor:
         self.host_name = socket.gethostname() or "localhost"
         self.gpu: GpuProbe | None = None
         self.tracker: UsageTracker | None = None
+        self.usage_writes: UsageWrites | None = None
         self.sampler: ResourceSampler | None = None
         self.prometheus = (PrometheusSource(str(settings.prometheus_url),
                                             scrape_interval_s=settings.prometheus_scrape_interval_s,
@@ -52,10 +53,9 @@ class ResourceMonitor:
         settings = self.settings
         self.gpu = await asyncio.to_thread(GpuProbe.load)
         if executor is not None:
-            async def record(execution_id: str, usage: dict[str, object]) -> None:
-                await record_on_execution(self.transactions, execution_id, usage)
-
-            self.tracker = UsageTracker(record, gpu_enabled=self.gpu is not None)
+            self.usage_writes = UsageWrites(self.transactions)
+            self.tracker = UsageTracker(self.usage_writes.record,
+                                        gpu_enabled=self.gpu is not None)
             executor.observer = self.tracker
             self.tracker.start()
         if self.backend == "local":
@@ -74,6 +74,8 @@ class ResourceMonitor:
             await self.sampler.shutdown()
         if self.tracker is not None:
             await self.tracker.shutdown()
+        if self.usage_writes is not None:
+            await self.usage_writes.close()
         if self.gpu is not None:
             self.gpu.close()
 

@@ -41,6 +41,8 @@ log = logging.getLogger("gristmill.resources")
 FIRST_GAP_S = 0.05
 MAX_GAP_S = 1.0
 AGE_FRACTION = 0.25
+WRITE_DELAY_S = 0.25
+RETRY_S = 5.0
 
 Recorder = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -165,11 +167,67 @@ class UsageTracker:
             self._task = None
 
 
-async def record_on_execution(transactions: Transactions, execution_id: str,
-                              usage: dict[str, Any]) -> None:
-    """Store the usage on the execution row (in its own transaction)."""
-    from gristmill_platform.executions.repository import ExecutionRepository
+class UsageWrites:
+    """The usage of ended workers, written to their executions' rows in batches: one
+    transaction per WRITE_DELAY_S for every worker that exited meanwhile, not one per
+    worker (its own transaction was about a twentieth of the control service's CPU per
+    elastic execution, docs/runs-and-executions.md). A usage is in the database at most
+    WRITE_DELAY_S after its worker exited (plus the write); a failed write is logged and
+    tried again RETRY_S later; ``close`` writes what is left."""
 
-    async with transactions() as session:
-        # no read first: a deleted execution just matches no row
-        await ExecutionRepository(session).set_columns(execution_id, resource_usage=usage)
+    def __init__(self, transactions: Transactions, *, delay_s: float = WRITE_DELAY_S) -> None:
+        self.transactions = transactions
+        self.delay_s = delay_s
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, execution_id: str, usage: dict[str, Any]) -> None:
+        """The tracker's Recorder: queued, written with the next batch."""
+        self._pending[execution_id] = usage
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write_forever())
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.delay_s)  # the workers ending meanwhile join the batch
+            self._wake.clear()
+            if not await self.write():
+                await asyncio.sleep(RETRY_S)  # the database is failing: not every batch
+
+    async def write(self) -> bool:
+        """Write every pending usage now, in one transaction; False if that failed (they
+        stay pending)."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return True
+        from gristmill_platform.executions.repository import ExecutionRepository
+
+        try:
+            async with self.transactions() as session:
+                # no read first: a deleted execution just matches no row
+                await ExecutionRepository(session).set_many(
+                    {execution_id: {"resource_usage": usage}
+                     for execution_id, usage in batch.items()})
+        except Exception:
+            log.exception("could not record the resource usage of %d execution(s); "
+                          "trying again in %s s", len(batch), RETRY_S)
+            for execution_id, usage in batch.items():
+                self._pending.setdefault(execution_id, usage)
+            self._wake.set()
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        await self.write()
