@@ -182,6 +182,24 @@ def test_revoking_an_executions_tokens_is_one_statement(own_database_url: str) -
     run(own_database_url, scenario)
 
 
+def test_revoking_writes_a_token_the_session_holds_unflushed(own_database_url: str) -> None:
+    """The UPDATE runs on the session's connection: a token added and not flushed yet (a
+    graph's nodes record theirs with flush=False) is written first, then revoked."""
+    async def scenario(engine: AsyncEngine, auth: Any) -> None:
+        user_id = await new_user(auth)
+        execution_id = f"e-{uuid.uuid4().hex}"
+        async with auth() as (service, _):
+            pending = await service.create_sdk_token(user_id, scope="execution",
+                                                     execution_id=execution_id, flush=False)
+            await service.revoke_execution_tokens(execution_id)
+            assert pending.token.revoked_at is not None
+        async with auth() as (service, _):
+            row = await service.tokens.get(pending.token.id)
+            assert row is not None and row.revoked_at is not None
+
+    run(own_database_url, scenario)
+
+
 def test_setting_columns_of_a_missing_execution_says_so(own_database_url: str) -> None:
     async def scenario(engine: AsyncEngine, auth: Any) -> None:
         async with auth() as (_, session):
