@@ -15,7 +15,9 @@ importing the runner, on the same machine in the same run. Two environments run 
 side, in turns: workers forked by the fork server (`fork_server`, the default) and spawned
 (`spawn`, GRISTMILL_LOCAL_FORK_SERVER=0); for each, the CPU time of the control service
 and its workers per execution (that figure includes the bench's own GET /executions/{id}
-per run, whose CPU is measured apart at the end and reported, with the figure without it).
+per run, whose CPU is measured apart at the end and reported, with the figure without it),
+of which the forked workers (and their kernel share: page faults, thread stacks, exit) and
+the fork servers' own (the forks).
 With --baseline DIR, a third environment runs the control service of the source tree in
 DIR (forked workers) in the same turns: an A/B of a change. With --tree DIR2 this side's
 modes run from that source tree too. A/A runs favour the baseline by 0.3 to 2 ms of CPU
@@ -89,14 +91,18 @@ def bare_costs(python: str, repeat: int = 20) -> dict[str, dict[str, float]]:
 MODES = {"fork_server": "1", "spawn": "0"}  # GRISTMILL_LOCAL_FORK_SERVER
 
 
-def worker_cpu_seconds(pid: int) -> float:
-    """CPU of the forked workers reaped so far (fork server mode only)."""
-    total = 0.0
+def fork_server_cpu(pid: int) -> dict[str, float]:
+    """CPU of the fork servers (their own: the forks) and of the forked workers reaped
+    so far, that of the workers in the kernel apart (fork server mode only; zeros when
+    spawned)."""
+    total = {"fork_server": 0.0, "forked_worker": 0.0, "forked_worker_kernel": 0.0}
     for child in psutil.Process(pid).children():
         try:
             if "zygote" in child.cmdline():
                 ct = child.cpu_times()
-                total += ct.children_user + ct.children_system
+                total["fork_server"] += ct.user + ct.system
+                total["forked_worker"] += ct.children_user + ct.children_system
+                total["forked_worker_kernel"] += ct.children_system
         except psutil.NoSuchProcess:
             continue
     return total
@@ -152,13 +158,13 @@ class Mode:
         self.python = str(next((work / name / "venvs").glob("*/bin/python")))
         self.rows: list[dict[str, float]] = []
         self.cpu_s = 0.0
-        self.worker_cpu_s = 0.0
+        self.split_cpu_s = dict.fromkeys(fork_server_cpu(self.env.process.pid), 0.0)
         self.last_execution_id = ""
         self.read_cpu_s: float | None = None  # the control service's, per GET /executions/{id}
 
     def run_once(self, i: int, counted: bool) -> None:
         cpu_before = cpu_seconds(self.env.process.pid)
-        worker_before = worker_cpu_seconds(self.env.process.pid)
+        split_before = fork_server_cpu(self.env.process.pid)
         start = time.perf_counter()
         posted = self.api.post("/pipelines/echo/run",
                                data={"json_inputs": json.dumps({"text": f"hi {i}"})})
@@ -180,13 +186,14 @@ class Mode:
         while workers_running(self.env.process.pid) and time.monotonic() < deadline:
             time.sleep(0.005)
         cpu_after = cpu_seconds(self.env.process.pid)
-        worker_after = worker_cpu_seconds(self.env.process.pid)
+        split_after = fork_server_cpu(self.env.process.pid)
         self.last_execution_id = execution_id
         created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
         ended = ts(execution["end_date"])
         if counted:
             self.cpu_s += cpu_after - cpu_before
-            self.worker_cpu_s += worker_after - worker_before
+            for key, after in split_after.items():
+                self.split_cpu_s[key] += after - split_before[key]
             self.rows.append({
                 "total": done - start, "accept": accepted - start,
                 "launch": started - created_at, "run": ended - started,
@@ -222,7 +229,13 @@ class Mode:
                 None if read_ms is None else round(cpu_ms - read_ms, 1),
             # of which the forked worker (0 when spawned: counted with the service)
             "forked_worker_cpu_ms_per_execution": round(
-                self.worker_cpu_s / len(self.rows) * 1000, 1),
+                self.split_cpu_s["forked_worker"] / len(self.rows) * 1000, 1),
+            # of which in the kernel (page faults, thread stacks, the exit)
+            "forked_worker_kernel_cpu_ms_per_execution": round(
+                self.split_cpu_s["forked_worker_kernel"] / len(self.rows) * 1000, 1),
+            # the fork servers' own: the forks
+            "fork_server_cpu_ms_per_execution": round(
+                self.split_cpu_s["fork_server"] / len(self.rows) * 1000, 1),
         }
 
 
@@ -279,6 +292,10 @@ def main() -> None:
               f"{report['cpu_ms_per_execution_without_the_bench_read']:>8}")
         print(f"{'  of which forked worker':<28}"
               f"{report['forked_worker_cpu_ms_per_execution']:>8}")
+        print(f"{'    in the kernel':<28}"
+              f"{report['forked_worker_kernel_cpu_ms_per_execution']:>8}")
+        print(f"{'  of which the fork server':<28}"
+              f"{report['fork_server_cpu_ms_per_execution']:>8}")
     for name, values in bare.items():
         print(f"{'bare ' + name:<28}{values['p50_ms']:>8}{values['p95_ms']:>8}")
     print(f"written to {RESULTS}")

@@ -215,14 +215,21 @@ class UsageWrites:
                 await ExecutionRepository(session).set_many(
                     {execution_id: {"resource_usage": usage}
                      for execution_id, usage in batch.items()})
+        except asyncio.CancelledError:
+            self._keep(batch)  # stopped mid-write (close): close writes them again
+            raise
         except Exception:
             log.exception("could not record the resource usage of %d execution(s); "
                           "trying again in %s s", len(batch), RETRY_S)
-            for execution_id, usage in batch.items():
-                self._pending.setdefault(execution_id, usage)
+            self._keep(batch)
             self._wake.set()
             return False
         return True
+
+    def _keep(self, batch: dict[str, dict[str, Any]]) -> None:
+        """Pending again, unless a later usage of the same execution came meanwhile."""
+        for execution_id, usage in batch.items():
+            self._pending.setdefault(execution_id, usage)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -143,3 +143,23 @@ async def test_column_writes_refuse_what_is_not_a_column(engine: AsyncEngine) ->
             await repository.set_many({"e-x": {"wroker": "a"}})
         with pytest.raises(ValueError, match="the same columns"):
             await repository.set_many({"e-x": {}})
+
+
+async def test_a_write_stopped_midway_by_close_is_written_by_close(engine: AsyncEngine) -> None:
+    transactions = Transactions(create_session_factory(engine))
+    await add_executions(transactions, "e-midway")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def barrier() -> None:
+        if not release.is_set():  # the batch's transaction waits here until closed
+            entered.set()
+            await asyncio.sleep(3600)
+
+    transactions.barrier = barrier
+    writes = UsageWrites(transactions, delay_s=0.01)
+    await writes.record("e-midway", usage(4.0))
+    await asyncio.wait_for(entered.wait(), 10)
+    assert writes.pending == 0  # taken by the write in flight
+    release.set()
+    await writes.close()
+    assert await usages(engine, "e-midway") == {"e-midway": usage(4.0)}
