@@ -18,7 +18,9 @@ from gristmill_platform.deps import AppStateDep, transaction
 from gristmill_platform.errors import BadRequest, NotFound
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.records import ExecutionRecord
+from gristmill_platform.executions.repository import ExecutionOutcome
 from gristmill_platform.executions.responses import ExecutionFailed, stream_object
+from gristmill_platform.executions.service import read_outcome
 from gristmill_platform.state import AppState
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
@@ -190,12 +192,15 @@ def _see_results(request: Request, name: str, execution_id: str, headers: dict[s
                         headers={**headers, "Location": location})
 
 
-async def _current(state: Any, deployment_id: str, execution_id: str, name: str) -> Any:
-    async with transaction(state) as session:
-        execution = await state.factories.executions(session).get(execution_id)
-        if execution.deployment_id != deployment_id:
-            raise NotFound(f"Execution {execution_id!r} not found for endpoint {name!r}")
-        return execution
+async def _current(state: Any, deployment_id: str, execution_id: str, name: str
+                   ) -> ExecutionOutcome:
+    """What the result needs of the execution: woken by an ending this process committed,
+    the one it came with; else read on a bare connection (no ORM session)."""
+    execution = (state.executions.events.ended(execution_id)
+                 or await read_outcome(state.transactions, execution_id))
+    if execution.deployment_id != deployment_id:
+        raise NotFound(f"Execution {execution_id!r} not found for endpoint {name!r}")
+    return execution
 
 
 async def _wait(state: Any, deployment_id: str, execution_id: str, request: Request) -> Any:

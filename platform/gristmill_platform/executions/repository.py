@@ -20,13 +20,17 @@ from gristmill_platform.db.models.executions import (
 
 @dataclass(frozen=True)
 class ExecutionOutcome:
-    """What the outputs long-poll needs of an execution."""
+    """What the outputs long-poll and an endpoint's result need of an execution: the
+    attributes of Execution they read, so that either answers from one or the other."""
+    id: str
+    deployment_id: str | None
     status: str
     status_reason: str | None
     outputs: list[dict[str, Any]]
 
 
-_OUTCOME = (select(Execution.status, Execution.status_reason, Execution.outputs)
+_OUTCOME = (select(Execution.id, Execution.deployment_id, Execution.status,
+                   Execution.status_reason, Execution.outputs)
             .where(Execution.id == bindparam("execution_id")))
 # Statements of every elastic execution, built once: a statement built per call costs its
 # construction and its cache key each time, about a tenth of the control service's CPU
@@ -46,7 +50,7 @@ async def outcome_on(connection: AsyncConnection, execution_id: str
     row = (await connection.execute(_OUTCOME, {"execution_id": execution_id})).first()
     if row is None:
         return None
-    return ExecutionOutcome(row[0], row[1], list(row[2] or []))
+    return ExecutionOutcome(row[0], row[1], row[2], row[3], list(row[4] or []))
 
 
 class ExecutionRepository:

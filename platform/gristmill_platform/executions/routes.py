@@ -116,7 +116,8 @@ async def execution_outputs(execution_id: str, request: Request, state: AppState
     if wait_for_results or wait_for_completion:
         async def done() -> bool:
             nonlocal execution
-            execution = await current()
+            # woken by an ending this process committed: it came with the wake-up
+            execution = state.executions.events.ended(execution_id) or await current()
             return execution.status not in t.ACTIVE
 
         # The wait reads the execution itself, first once its wake-up is registered (an

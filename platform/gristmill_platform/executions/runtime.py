@@ -41,7 +41,7 @@ from gristmill_platform.executions.local_channel import LocalChannelCalls
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.pool_claims import PoolClaims
-from gristmill_platform.executions.repository import ExecutionRepository
+from gristmill_platform.executions.repository import ExecutionOutcome, ExecutionRepository
 from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
 from gristmill_platform.executions.runtime_calls import RuntimeCalls
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
@@ -360,12 +360,14 @@ class ExecutionRuntime:
 
     # -- endings ------------------------------------------------------------------------------
 
-    async def finished(self, execution_id: str, parent_id: str | None) -> None:
-        """After a runner's finish committed: wake waiters, and the graph the execution
-        is a node of (parent_id: its parent, read with it) goes on."""
+    async def finished(self, execution_id: str, parent_id: str | None,
+                       ending: ExecutionOutcome | None = None) -> None:
+        """After a runner's finish committed: wake waiters (with the ending it committed:
+        the outputs long-poll answers from it without reading the row again), and the
+        graph the execution is a node of (parent_id: its parent, read with it) goes on."""
         if self.executor.has_worker(execution_id):
             self._reported.add(execution_id)  # popped when its process exits
-        self.events.notify(execution_id)
+        self.events.notify(execution_id, ending)
         await self.graphs.node_ended(execution_id, parent_id)
 
     async def _worker_exited(self, execution_id: str, outcome: PollResult,

@@ -11,8 +11,9 @@ from typing import Any
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions.factory import ExecutionServices
+from gristmill_platform.executions.repository import ExecutionOutcome
 
-Finished = Callable[[str, str | None], Awaitable[None]]
+Finished = Callable[[str, str | None, ExecutionOutcome], Awaitable[None]]
 
 
 class RuntimeCalls:
@@ -46,5 +47,7 @@ class RuntimeCalls:
             await service.auth.revoke_execution_tokens(execution_id)
             status, reason = execution.status, execution.status_reason
             parent_id = execution.parent_id
-        await self.finished(execution_id, parent_id)
+            ending = ExecutionOutcome(execution_id, execution.deployment_id, status, reason,
+                                      list(execution.outputs or []))
+        await self.finished(execution_id, parent_id, ending)
         return {"status": status, "reason": reason}

@@ -256,6 +256,29 @@ class _Slot:
         self.changed = asyncio.Event()
 
 
+async def _wait_for_bring_up(slot: _Slot, task: asyncio.Task[None], wait_s: float) -> None:
+    """Wait up to wait_s for the slot's worker to come up. A newer start of the slot
+    cancels the bring-up waited on (_launch: a deployment's update and its follower, or a
+    call, rolling at once): the wait then goes on with the newer one, where it used to
+    end the caller's request with the cancellation (a 500)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            await within(asyncio.shield(task), max(0.0, deadline - loop.time()))
+            return
+        except TimeoutError:
+            return
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the caller itself is being cancelled
+            newer = slot.bring_up
+            if newer is None or newer is task:
+                return  # stopped, or up already by a newer start that ended
+            task = newer
+
+
 class LocalWorkerPool:
     """The WorkerPool of the local backend (see workers.py for the contract)."""
 
@@ -324,8 +347,7 @@ class LocalWorkerPool:
                 slot.failures = 0
                 task = await self._launch(slot, record, after_crash=False)
         if task is not None and wait_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await within(asyncio.shield(task), wait_s)
+            await _wait_for_bring_up(slot, task, wait_s)
 
     async def stop(self, deployment_name: str) -> None:
         if split_key(deployment_name)[1] is None:  # its variants' workers go with it

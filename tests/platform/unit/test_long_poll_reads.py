@@ -1,7 +1,8 @@
 """The outputs long-poll reads the execution once before it waits and once when woken:
 the wait's own first check is its only read before waiting (each read is a transaction,
 and an elastic execution's client makes one long-poll). Its wake-up is registered before
-that read, so an end committed right after it still wakes the poll at once."""
+that read, so an end committed right after it still wakes the poll at once. Woken with
+the ending this process committed (a runner's finish), it reads nothing more."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.events import ExecutionEvents
+from gristmill_platform.executions.repository import ExecutionOutcome
 from gristmill_platform.executions.routes import execution_outputs
 
 
@@ -37,8 +39,9 @@ class FakeState:
     async def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
         assert parameters == {"execution_id": "e-1"}
         self.reads += 1
-        row = (self.status, "", [{"pipeline_output_name": "text", "data_type": "string",
-                                  "mapping_type": "direct", "value": "hi"}])
+        row = ("e-1", None, self.status, "", [
+            {"pipeline_output_name": "text", "data_type": "string", "mapping_type": "direct",
+             "value": "hi"}])
         return SimpleNamespace(first=lambda: row)
 
 
@@ -63,6 +66,31 @@ def test_a_long_poll_that_waits_for_the_end_reads_twice() -> None:
         return state.reads
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_long_poll_woken_with_the_ending_answers_from_it() -> None:
+    ending = ExecutionOutcome("e-1", None, t.SUCCEEDED, None, [
+        {"pipeline_output_name": "text", "data_type": "string", "mapping_type": "direct",
+         "value": "from the finish"}])
+
+    async def scenario() -> tuple[Any, int, ExecutionEvents]:
+        state = FakeState(t.RUNNING)
+        task = asyncio.create_task(poll(state, wait_for_results=True))
+        while "e-1" not in state.events._waiters:
+            await asyncio.sleep(0)
+        state.events.notify("e-1", ending)
+        return await task, state.reads, state.events
+
+    body, reads, events = asyncio.run(scenario())
+    assert body["outputs"][0]["value"] == "from the finish"
+    assert reads == 1  # the one before waiting
+    assert events.ended("e-1") is None  # kept only while someone waits
+
+
+def test_an_ending_nobody_waits_for_is_not_kept() -> None:
+    events = ExecutionEvents()
+    events.notify("e-2", ExecutionOutcome("e-2", None, t.FAILED, "boom", []))
+    assert events.ended("e-2") is None
 
 
 @pytest.mark.parametrize("flags", [{}, {"wait_for_results": True},

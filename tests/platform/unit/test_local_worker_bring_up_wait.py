@@ -1,0 +1,67 @@
+"""A request that waits for a warm worker to come up (a deployment's update, its creation)
+while a newer start of the same slot cancels that bring-up (the deployment's follower or a
+call rolling at once) waits for the newer one: it used to end with the cancellation, a 500
+for the update (seen in test_rollout's variant workers test, about one run in eight)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gristmill_platform.executors.local_workers import _Slot, _wait_for_bring_up
+
+
+async def _until(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def test_a_superseded_bring_up_is_followed_by_the_wait() -> None:
+    slot = _Slot("d")
+    first_up, second_up = asyncio.Event(), asyncio.Event()
+    first = asyncio.get_running_loop().create_task(_until(first_up))
+    slot.bring_up = first
+    waiting = asyncio.get_running_loop().create_task(_wait_for_bring_up(slot, first, 30))
+    await asyncio.sleep(0.01)
+    # a newer start: _launch cancels the bring-up in progress and starts its own
+    first.cancel()
+    second = asyncio.get_running_loop().create_task(_until(second_up))
+    slot.bring_up = second
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # waits for the newer one, without raising
+    second_up.set()
+    await asyncio.wait_for(waiting, 5)
+    assert second.done() and not second.cancelled()
+
+
+async def test_a_stopped_slot_ends_the_wait() -> None:
+    slot = _Slot("d")
+    first = asyncio.get_running_loop().create_task(_until(asyncio.Event()))
+    slot.bring_up = first
+    waiting = asyncio.get_running_loop().create_task(_wait_for_bring_up(slot, first, 30))
+    await asyncio.sleep(0.01)
+    first.cancel()  # stop(): its bring-up cancelled, nothing newer
+    slot.bring_up = None
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_the_wait_ends_after_wait_s_without_stopping_the_bring_up() -> None:
+    slot = _Slot("d")
+    task = asyncio.get_running_loop().create_task(_until(asyncio.Event()))
+    slot.bring_up = task
+    await asyncio.wait_for(_wait_for_bring_up(slot, task, 0.05), 5)
+    assert not task.done()
+    task.cancel()
+
+
+async def test_cancelling_the_caller_still_cancels_it() -> None:
+    slot = _Slot("d")
+    task = asyncio.get_running_loop().create_task(_until(asyncio.Event()))
+    slot.bring_up = task
+    waiting = asyncio.get_running_loop().create_task(_wait_for_bring_up(slot, task, 30))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not task.done()  # shielded: the bring-up goes on
+    task.cancel()
