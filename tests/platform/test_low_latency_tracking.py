@@ -151,6 +151,28 @@ def journal_state(database, tmp_path: Path) -> Iterator[Any]:
     asyncio.run(state.engine.dispose())
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_journal_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """journal_state on a database of the test's own: for a test that reconciles, which
+    looks at every active execution, and would also fail those that earlier tests left in
+    the shared database once they are quiet (45 s: how long the suite ran before it
+    decided, on a slower machine)."""
+    from gristmill_platform.app import build_state
+    from gristmill_platform.bootstrap import prepare_environment
+    from gristmill_platform.settings import Settings, resolve_settings
+    from tests.conftest import own_database
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    with own_database(request.param, folder) as database:
+        settings = resolve_settings(Settings(data_dir=tmp_path / "env",
+                                             database_url=database.url))
+        prepare_environment(settings)
+        state = build_state(settings)
+        yield state
+        asyncio.run(state.engine.dispose())
+
+
 def journal_of(state: Any) -> TrackingJournal:
     return TrackingJournal(state.engine, state.settings.database_url, state.traffic,
                            state.settings.data_dir / "journal")
@@ -910,7 +932,9 @@ def test_the_fast_path_refuses_as_the_routes_do(gristmill_env, api, archive, uni
     assert api.get(f"/pipelines/{name}/executions").json() == []
 
 
-def test_a_quiet_warm_worker_execution_is_failed_by_the_reconciler(journal_state) -> None:
+def test_a_quiet_warm_worker_execution_is_failed_by_the_reconciler(fresh_journal_state
+                                                                    ) -> None:
+    journal_state = fresh_journal_state
     from gristmill_platform.app import build_services
     from gristmill_platform.executions.low_latency import worker_handle
 
