@@ -137,18 +137,22 @@ def test_a_normal_stop_writes_every_answered_call(own_environment, archive, tmp_
 # --- the journal on its own --------------------------------------------------------------
 
 
-@pytest.fixture
-def journal_state(database, tmp_path: Path) -> Iterator[Any]:
+def _state_on(database_url: str, tmp_path: Path) -> Iterator[Any]:
     from gristmill_platform.app import build_state
     from gristmill_platform.bootstrap import prepare_environment
     from gristmill_platform.settings import Settings, resolve_settings
 
     settings = resolve_settings(Settings(data_dir=tmp_path / "env",
-                                         database_url=database.url))
+                                         database_url=database_url))
     prepare_environment(settings)
     state = build_state(settings)
     yield state
     asyncio.run(state.engine.dispose())
+
+
+@pytest.fixture
+def journal_state(database, tmp_path: Path) -> Iterator[Any]:
+    yield from _state_on(database.url, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -157,20 +161,12 @@ def fresh_journal_state(request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     looks at every active execution, and would also fail those that earlier tests left in
     the shared database once they are quiet (45 s: how long the suite ran before it
     decided, on a slower machine)."""
-    from gristmill_platform.app import build_state
-    from gristmill_platform.bootstrap import prepare_environment
-    from gristmill_platform.settings import Settings, resolve_settings
     from tests.conftest import own_database
 
     folder = tmp_path / "db"
     folder.mkdir()
     with own_database(request.param, folder) as database:
-        settings = resolve_settings(Settings(data_dir=tmp_path / "env",
-                                             database_url=database.url))
-        prepare_environment(settings)
-        state = build_state(settings)
-        yield state
-        asyncio.run(state.engine.dispose())
+        yield from _state_on(database.url, tmp_path)
 
 
 def journal_of(state: Any) -> TrackingJournal:
