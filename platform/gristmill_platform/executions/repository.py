@@ -40,6 +40,8 @@ _TABLE = cast(Table, Execution.__table__)  # typed as any FromClause
 # no SET clause: a Core UPDATE without values() sets the columns its parameters name
 _SET_COLUMNS = update(_TABLE).where(_TABLE.c.id == bindparam("target_execution_id"))
 _COLUMNS = frozenset(_TABLE.c.keys())
+# the same, only while the row still has the status the writer read
+_SET_COLUMNS_IF = _SET_COLUMNS.where(_TABLE.c.status == bindparam("expected_status"))
 
 
 async def outcome_on(connection: AsyncConnection, execution_id: str
@@ -77,6 +79,21 @@ class ExecutionRepository:
         connection = await self.session.connection()
         result = await connection.execute(
             _SET_COLUMNS, {"target_execution_id": execution_id, **values})
+        return bool(result.rowcount)
+
+    async def set_columns_if(self, execution_id: str, expected_status: str,
+                             **values: Any) -> bool:
+        """set_columns, only if the row's status is still ``expected_status`` (a
+        compare-and-set): False when it changed meanwhile (a cancel) or the row is gone.
+        On SQLite, where a read takes no lock, what guards a write decided on that read."""
+        if self.session.new or self.session.dirty or self.session.deleted:
+            await self.session.flush()
+        if not values or not set(values) <= _COLUMNS:
+            raise ValueError(f"not columns of executions: {sorted(values)}")
+        connection = await self.session.connection()
+        result = await connection.execute(
+            _SET_COLUMNS_IF, {"target_execution_id": execution_id,
+                              "expected_status": expected_status, **values})
         return bool(result.rowcount)
 
     async def set_many(self, rows: Mapping[str, Mapping[str, Any]]) -> None:

@@ -86,6 +86,10 @@ IMAGE_PYTHON = "python"
 WORKER_STREAM = "worker"
 
 
+class _Superseded(Exception):
+    """The execution changed (cancelled, deleted) while its local worker was forked."""
+
+
 class LaunchRefused(Exception):
     """The execution cannot be started as it stands; the message is for the user."""
 
@@ -218,59 +222,97 @@ class ExecutionRuntime:
         # its own task (see _spawn): what it logs is about this execution only
         execution_context.set(launch.execution_id)
         try:
-            start_answer: dict[str, Any] | None = None
-            async with self.transactions() as session:
-                context = await self._context(session, launch)
-                if self.kubernetes is None:
-                    service = self.executions(session)
-                    waited = await service.repository.get(launch.execution_id,
-                                                          for_update=True)
-                    if waited is None or waited.status not in t.ACTIVE:
-                        # deleted or cancelled while it waited
-                        self._release(launch.execution_id)
-                        return
-                    step = context.step
-                    if (waited.status == t.PENDING and step is not None
-                            and step.environment_key):
-                        # Started with the launch, in this transaction: the worker's
-                        # /start is answered over its channel without another one.
-                        start_answer = service.start_launched(waited, step)
-            if self.kubernetes is not None:
-                spec = self._kubernetes_spec(launch, context)
-                handle = await self._pool_pod(spec, launch)
-                if handle is None:
-                    handle = await self.kubernetes.submit(spec)
-                worker = str(handle["name"])
+            if self.kubernetes is None:
+                await self._launch_local(launch)
             else:
-                step = context.step
-                if step is None or not step.environment_key:
-                    raise RuntimeError("the step's environment is missing; create the step "
-                                       "again")
-                spec = self._spec(launch, step.environment_key, context.variables)
-                handle = await self.executor.submit(spec, start_answer)
-                worker = f"local-{handle['pid']}"
-            try:
-                async with self.transactions() as session:
-                    recorded = await ExecutionRepository(session).set_columns(
-                        launch.execution_id, handle=handle, worker=worker)
-            except Exception:
-                if handle.get("pool"):
-                    await self._release_pool_pod(handle)
-                raise
-            if handle.get("pool"):
-                if not recorded:  # deleted meanwhile: its pod claims nothing
-                    await self._release_pool_pod(handle)
-                else:
-                    assert self.pool is not None
-                    self.pool.assigned(worker)
-            if self.watcher is not None:
-                # followed even if the execution was deleted meanwhile: its pod must go
-                self.watcher.follow(handle)
+                await self._launch_pod(launch, self.kubernetes)
         except LaunchRefused as refused:
             await self._fail(launch.execution_id, str(refused))
         except Exception as exc:
             log.exception("could not launch %s", launch.execution_id)
             await self._fail(launch.execution_id, f"could not start the worker: {exc}")
+
+    async def _launch_local(self, launch: Launch) -> None:
+        """A local worker, forked (or spawned) within the transaction that records its
+        start and its handle: one transaction, not one before the fork and one after.
+
+        Nothing in it locks the row on SQLite (its reads take no lock), so the start is
+        written only if the execution is still as it was read (a compare-and-set): a
+        cancel or a delete committed during the fork wins, and the worker is stopped.
+        Until the transaction has ended, the worker's channel answers nothing but the
+        start it was given, and its exit is not reported: a finish, or a failure, must
+        find the start and the handle written."""
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle: Handle | None = None
+        try:
+            async with self.transactions() as session:
+                context = await self._context(session, launch)
+                service = self.executions(session)
+                waited = await service.repository.get(launch.execution_id, for_update=True)
+                if waited is None or waited.status not in t.ACTIVE:
+                    # deleted or cancelled while it waited
+                    self._release(launch.execution_id)
+                    return
+                step = context.step
+                if step is None or not step.environment_key:
+                    raise RuntimeError("the step's environment is missing; create the step "
+                                       "again")
+                read_status = waited.status
+                start_answer: dict[str, Any] | None = None
+                started: dict[str, Any] = {}
+                if read_status == t.PENDING:
+                    # Started with the launch: the worker's /start is answered over its
+                    # channel without another transaction.
+                    start_answer = service.start_launched(waited, step)
+                    started = {"status": waited.status, "started_at": waited.started_at,
+                               "heartbeat_at": waited.heartbeat_at}
+                # written below with the handle, under the compare-and-set, not flushed
+                session.expunge(waited)
+                spec = self._spec(launch, step.environment_key, context.variables)
+                handle = await self.executor.submit(spec, start_answer, recorded=recorded)
+                if not await service.repository.set_columns_if(
+                        launch.execution_id, read_status, **started, handle=handle,
+                        worker=f"local-{handle['pid']}"):
+                    raise _Superseded
+        except _Superseded:
+            # cancelled or deleted during the fork: its worker must not run on
+            assert handle is not None
+            recorded.set_result(None)
+            await self.executor.cancel(handle)
+        except BaseException:
+            if handle is not None:  # the start and its handle were not written
+                recorded.set_result(None)
+                await self.executor.cancel(handle)
+            raise
+        finally:
+            if not recorded.done():
+                recorded.set_result(None)
+
+    async def _launch_pod(self, launch: Launch, kubernetes: KubernetesExecutor) -> None:
+        async with self.transactions() as session:
+            context = await self._context(session, launch)
+        spec = self._kubernetes_spec(launch, context)
+        handle = await self._pool_pod(spec, launch)
+        if handle is None:
+            handle = await kubernetes.submit(spec)
+        worker = str(handle["name"])
+        try:
+            async with self.transactions() as session:
+                recorded = await ExecutionRepository(session).set_columns(
+                    launch.execution_id, handle=handle, worker=worker)
+        except Exception:
+            if handle.get("pool"):
+                await self._release_pool_pod(handle)
+            raise
+        if handle.get("pool"):
+            if not recorded:  # deleted meanwhile: its pod claims nothing
+                await self._release_pool_pod(handle)
+            else:
+                assert self.pool is not None
+                self.pool.assigned(worker)
+        if self.watcher is not None:
+            # followed even if the execution was deleted meanwhile: its pod must go
+            self.watcher.follow(handle)
 
     async def _pool_pod(self, spec: LaunchSpec, launch: Launch) -> Handle | None:
         """An idle pool pod given the execution, or None (a cold pod runs it). The pool

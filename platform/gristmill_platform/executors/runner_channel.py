@@ -33,10 +33,13 @@ def frame(payload: bytes) -> bytes:
 
 
 async def serve_channel(sock: socket.socket, execution_id: str, handler: ChannelHandler,
-                        start_answer: bytes | None = None) -> None:
+                        start_answer: bytes | None = None,
+                        recorded: Awaitable[None] | None = None) -> None:
     """Answer the worker's calls until it closes its end. ``start_answer``: the execution
     was started with the launch; the first /start gets this (a second one goes to the
-    handler, which refuses it as the execution is no longer pending)."""
+    handler, which refuses it as the execution is no longer pending). ``recorded``: what
+    the handler answers waits for it (the launch's transaction, which writes the start,
+    is still open while the worker begins)."""
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
         while True:
@@ -56,6 +59,9 @@ async def serve_channel(sock: socket.socket, execution_id: str, handler: Channel
                 status, answer = 200, start_answer
                 start_answer = None
             else:
+                if recorded is not None:
+                    await recorded
+                    recorded = None
                 status, answer = await handler(execution_id, path, body)
             writer.write(frame(b"%d\n" % status + answer))
             await writer.drain()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from collections.abc import Sequence
 
 _RUN_HELP = """\
@@ -83,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given == ["run"]:
+        # every elastic execution's command line: parsing it costs a forked worker more
+        # than knowing it
+        from gristmill.runtime.runner import run
+
+        return run()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if args.command == "run":
         from gristmill.runtime.runner import run
 

@@ -324,7 +324,6 @@ class Runner:
         except ControlError as error:
             _say(f"could not start the execution: {self.client.redact(str(error))}")
             return EXIT_UNREACHABLE
-        self.capture.start()
         shipper = LogShipper(
             self.buffer,
             lambda lines: self.client.send_logs(lines, retry=False),
@@ -333,7 +332,10 @@ class Runner:
             is_gone=_is_gone,
             report=self.capture.report,
         )
-        shipper.start()
+        # The capture's thread starts the shipper once it has something to do; without
+        # that thread, it starts now.
+        if not self.capture.start(tick=shipper.start_when_due):
+            shipper.start()
         try:
             outcome = self._execute(answer)
         except ControlError as error:

@@ -1,0 +1,153 @@
+"""A local elastic worker is forked within the transaction that records its start and its
+handle (executions/runtime.py, _launch_local). What that must not break:
+
+- a cancel committed while the worker is being forked wins: the execution stays
+  cancelled and its worker is stopped (on SQLite, where the launch's read takes no lock,
+  by the launch's compare-and-set; on PostgreSQL, the cancel waits for the row's lock and
+  then stops the worker it finds recorded);
+- a worker that reaches its finish before the launch's transaction has ended waits for it:
+  the execution ends with its start, its worker and its outputs written.
+
+Each test wraps the executor's submit of its own environment, in the server's event loop,
+to land an event at that moment."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import GristmillEnv, start_environment
+from tests.platform.stepkit import archive_of, write_folder
+from tests.platform.test_runs import make_pipeline, run, wait
+
+STEP = '''
+import time
+
+
+def echo(text: str) -> dict:
+    return {"text": text}
+
+
+def slow(text: str) -> dict:
+    time.sleep(60)
+    return {"text": text}
+'''
+TEXT = [{"name": "text", "data_type": "string"}]
+
+
+@pytest.fixture
+def environment(database, tmp_path: Path) -> Iterator[tuple[Any, GristmillEnv, str]]:
+    """An environment of the test's own (its submit is wrapped), on the shared database:
+    its pipelines' names end with a suffix of their own."""
+    server, env, _ = start_environment(tmp_path / "env", database.url)
+    suffix = uuid.uuid4().hex[:8]
+    try:
+        with env.client() as api:
+            archive = archive_of(write_folder(tmp_path / "step", {"src/steps.py": STEP}))
+            make_pipeline(api, archive, f"echo-{suffix}", "echo", TEXT, TEXT)
+            make_pipeline(api, archive, f"slow-{suffix}", "slow", TEXT, TEXT)
+        yield server, env, suffix
+    finally:
+        server.stop()
+
+
+def _runtime(server: Any) -> Any:
+    return server.server.config.app.state.gristmill.started.executions
+
+
+def _wrap_submit(server: Any, after_fork: Any) -> list[dict[str, Any]]:
+    """Call ``after_fork(handle)`` in the launch, between the fork and the write of its
+    start; returns the handles submitted."""
+    executor = _runtime(server).executor
+    original = executor.submit
+    handles: list[dict[str, Any]] = []
+
+    async def submit(spec: Any, start_answer: Any = None, recorded: Any = None) -> Any:
+        handle = await original(spec, start_answer, recorded=recorded)
+        handles.append(handle)
+        await after_fork(handle)
+        return handle
+
+    executor.submit = submit
+    return handles
+
+
+def _run_to_end(env: GristmillEnv, pipeline: str, text: str
+                ) -> tuple[httpx.Response, dict[str, Any]]:
+    """Run, wait for the end; the outputs' answer and the execution."""
+    with env.client() as api:
+        started = run(api, pipeline, {"text": text})
+        assert started.status_code == 201, started.text
+        execution_id = started.json()["execution_id"]
+        ended = wait(api, execution_id)
+        return ended, api.get(f"/executions/{execution_id}").json()
+
+
+def _gone(pid: int, timeout_s: float = 20) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_cancel_during_the_fork_wins(environment, database) -> None:
+    server, env, suffix = environment
+    access = env.access_token()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def cancel_now(handle: dict[str, Any]) -> None:
+        async def cancel() -> None:
+            async with httpx.AsyncClient(
+                    base_url=f"{env.url}/api/v1", timeout=30,
+                    headers={"Authorization": f"Bearer {access}"}) as client:
+                answer = await client.post(f"/executions/{handle['execution_id']}/cancel")
+                assert answer.status_code == 200, answer.text
+
+        if database.kind == "sqlite":
+            await cancel()  # committed before the launch writes: its compare-and-set fails
+        else:
+            # the launch holds the row's lock: the cancel waits for its commit
+            tasks.append(asyncio.get_running_loop().create_task(cancel()))
+
+    handles = _wrap_submit(server, cancel_now)
+    ended, execution = _run_to_end(env, f"slow-{suffix}", "x")
+    assert ended.status_code == 500 and ended.json()["name"] == "ExecutionFailed", ended.text
+    assert execution["status"] == "Cancelled", execution
+    assert execution["status_reason"] == "the execution was cancelled"
+    assert execution["end_date"]
+    (handle,) = handles
+    assert _gone(handle["pid"]), "the cancelled execution's worker still runs"
+    if database.kind == "sqlite":
+        assert execution["start_date"] is None and execution["worker"] is None
+    else:
+        assert execution["worker"] == f"local-{handle['pid']}"
+
+
+def test_a_finish_before_the_launch_commits_waits_for_it(environment) -> None:
+    server, env, suffix = environment
+
+    async def hold_the_launch(handle: dict[str, Any]) -> None:
+        # long enough for the forked worker to run the step and send its finish
+        await asyncio.sleep(1.5)
+
+    handles = _wrap_submit(server, hold_the_launch)
+    ended, execution = _run_to_end(env, f"echo-{suffix}", "held")
+    assert ended.status_code == 200, ended.text
+    assert [o["value"] for o in ended.json()["outputs"]] == ["held"]
+    assert execution["status"] == "Succeeded", execution
+    (handle,) = handles
+    assert execution["worker"] == f"local-{handle['pid']}"
+    assert execution["start_date"] and execution["start_date"] <= execution["end_date"]
