@@ -97,7 +97,7 @@ def test_one_thread_reads_both_descriptors_and_ticks() -> None:
     out, out_w, out_echo = _pipe_pump("stdout", lines)
     err, err_w, err_echo = _pipe_pump("stderr", lines)
     ticks: list[float] = []
-    thread = _PumpThread([out, err], lambda: ticks.append(time.monotonic()))
+    thread = _PumpThread([out, err], lambda: ticks.append(time.monotonic()), print)
     before = {t.name for t in threading.enumerate()}
     thread.start()
     assert sum(t.name == "gristmill-fd-pump" for t in threading.enumerate()) == 1 + sum(
@@ -127,10 +127,33 @@ def test_ticks_go_on_when_the_step_closed_both_descriptors() -> None:
     os.close(out_w)
     os.close(err_w)
     ticks: list[Any] = []
-    thread = _PumpThread([out, err], lambda: ticks.append(1))
+    thread = _PumpThread([out, err], lambda: ticks.append(1), print)
     thread.start()
     time.sleep(0.3)
     thread.stop()
     for pump in (out, err):
         pump.close()
     assert len(ticks) >= 3
+
+
+def test_a_failing_tick_stops_the_ticks_not_the_reading() -> None:
+    lines = _Lines()
+    out, out_w, _ = _pipe_pump("stdout", lines)
+    reports: list[str] = []
+    calls: list[int] = []
+
+    def tick() -> None:
+        calls.append(1)
+        raise RuntimeError("can't start new thread")
+
+    thread = _PumpThread([out], tick, reports.append)
+    thread.start()
+    time.sleep(0.2)
+    os.write(out_w, b"still read\n")
+    time.sleep(0.2)
+    thread.stop()
+    out.close()
+    os.close(out_w)
+    assert lines.messages() == [("stdout", "still read")]
+    assert calls == [1]
+    assert len(reports) == 1 and "can't start new thread" in reports[0]

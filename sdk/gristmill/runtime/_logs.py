@@ -390,9 +390,11 @@ class _PumpThread:
 
     TICK_S = 0.05
 
-    def __init__(self, pumps: list[_DescriptorPump], tick: Callable[[], None]) -> None:
+    def __init__(self, pumps: list[_DescriptorPump], tick: Callable[[], None],
+                 report: Callable[[str], None]) -> None:
         self._pumps = pumps
         self._tick = tick
+        self._report = report
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gristmill-fd-pump", daemon=True)
 
@@ -413,7 +415,17 @@ class _PumpThread:
                         del reading[fd]  # every writer closed it
             else:  # the step closed both: ticks still due
                 self._stopping.wait(self.TICK_S)
-            self._tick()
+            try:
+                self._tick()
+            except Exception as error:
+                # the descriptors must still be read, or the step blocks on a full pipe
+                self._tick = _no_tick
+                self._report(f"[gristmill] the log thread's tick failed, no more ticks: "
+                             f"{error!r}")
+
+
+def _no_tick() -> None:
+    return None
 
 
 class OutputCapture:
@@ -459,7 +471,7 @@ class OutputCapture:
                 os.dup2(write_fd, fd)
                 os.close(write_fd)
                 self._pumps.append(_DescriptorPump(read_fd, saved, self._assemblers[name]))
-            self._pump_thread = _PumpThread(list(self._pumps), tick)
+            self._pump_thread = _PumpThread(list(self._pumps), tick, self.report)
             self._pump_thread.start()
             # A crash dump must reach the real stderr directly: the pump thread dies with
             # the interpreter and would lose it.
