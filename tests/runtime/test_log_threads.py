@@ -27,6 +27,17 @@ def _shipper(buffer: LogBuffer, sent: list[list[LogLine]], interval_s: float,
                       batch_lines=batch_lines)
 
 
+def _eventually(condition: Any, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def _pump_threads() -> int:
+    return sum(t.name == "gristmill-fd-pump" for t in threading.enumerate())
+
+
 def _shipper_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "gristmill-logs"]
 
@@ -47,9 +58,7 @@ def test_the_shipper_starts_at_its_first_heartbeat_and_sends_at_once() -> None:
     buffer.add("stdout", "a line")
     time.sleep(0.06)
     shipper.start_when_due()
-    deadline = time.monotonic() + 5
-    while not sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert _eventually(lambda: bool(sent))
     shipper.stop()
     assert [line["message"] for line in sent[0]] == ["a line"]
     assert _shipper_threads() == []
@@ -61,9 +70,7 @@ def test_the_shipper_starts_early_for_a_full_batch() -> None:
     for i in range(3):
         buffer.add("stdout", f"line {i}")
     shipper.start_when_due()
-    deadline = time.monotonic() + 5
-    while not sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert _eventually(lambda: bool(sent))
     shipper.stop()
     assert [line["message"] for line in sent[0]] == ["line 0", "line 1", "line 2"]
 
@@ -98,16 +105,17 @@ def test_one_thread_reads_both_descriptors_and_ticks() -> None:
     err, err_w, err_echo = _pipe_pump("stderr", lines)
     ticks: list[float] = []
     thread = _PumpThread([out, err], lambda: ticks.append(time.monotonic()), print)
-    before = {t.name for t in threading.enumerate()}
+    before = _pump_threads()
     thread.start()
-    assert sum(t.name == "gristmill-fd-pump" for t in threading.enumerate()) == 1 + sum(
-        name == "gristmill-fd-pump" for name in before)
+    assert _pump_threads() == before + 1  # one for both descriptors
     os.write(out_w, b"to stdout\n")
     os.write(err_w, b"to stderr\n")
     os.close(err_w)  # every writer of one pipe gone: the other is still read, ticks go on
-    time.sleep(0.2)
+    assert _eventually(lambda: lines.buffer.pending() == 2)
     os.write(out_w, b"after the other closed\n")
-    time.sleep(0.2)
+    # read by the thread, not by close() below
+    assert _eventually(lambda: lines.buffer.pending() == 3)
+    assert _eventually(lambda: len(ticks) >= 4)  # ticks every TICK_S while it runs
     thread.stop()
     for pump in (out, err):
         pump.close()
@@ -117,7 +125,6 @@ def test_one_thread_reads_both_descriptors_and_ticks() -> None:
                                                ("stdout", "after the other closed")])
     assert os.read(out_echo, 1000) == b"to stdout\nafter the other closed\n"
     assert os.read(err_echo, 1000) == b"to stderr\n"
-    assert len(ticks) >= 4  # at least every TICK_S while it ran
 
 
 def test_ticks_go_on_when_the_step_closed_both_descriptors() -> None:
@@ -129,11 +136,11 @@ def test_ticks_go_on_when_the_step_closed_both_descriptors() -> None:
     ticks: list[Any] = []
     thread = _PumpThread([out, err], lambda: ticks.append(1), print)
     thread.start()
-    time.sleep(0.3)
+    ticking = _eventually(lambda: len(ticks) >= 3)
     thread.stop()
     for pump in (out, err):
         pump.close()
-    assert len(ticks) >= 3
+    assert ticking
 
 
 def test_a_failing_tick_stops_the_ticks_not_the_reading() -> None:
@@ -148,12 +155,14 @@ def test_a_failing_tick_stops_the_ticks_not_the_reading() -> None:
 
     thread = _PumpThread([out], tick, reports.append)
     thread.start()
-    time.sleep(0.2)
+    assert _eventually(lambda: bool(calls))
     os.write(out_w, b"still read\n")
-    time.sleep(0.2)
+    read_by_the_thread = _eventually(lambda: lines.buffer.pending() == 1)
+    time.sleep(0.2)  # ticks would have come meanwhile
     thread.stop()
     out.close()
     os.close(out_w)
+    assert read_by_the_thread
     assert lines.messages() == [("stdout", "still read")]
     assert calls == [1]
     assert len(reports) == 1 and "can't start new thread" in reports[0]
