@@ -132,11 +132,13 @@ def pool_pods(backend: Backend, step_id: str) -> dict[str, Any]:
 
 
 def ready_pool_pod(backend: Backend, step_id: str) -> str:
-    """A pool pod of the step whose runner is waiting, as the pool last listed it."""
+    """A pool pod of the step that the next take gives: running on the node, and Running in
+    the pool's own listing (the node's word alone is not enough: until the pool lists the
+    pod's new status, a take passes it over and the execution runs cold)."""
     pool = backend.state.executions.pool
 
     def ready() -> str | None:
-        for name in pool.idle_pods(step_id):
+        for name in pool.takeable_pods(step_id):
             if name in backend.kubelet.running:  # type: ignore[union-attr]
                 return str(name)
         return None

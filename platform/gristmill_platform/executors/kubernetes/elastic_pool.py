@@ -210,22 +210,25 @@ class ElasticPool:
 
     def _idle(self, shape: PoolShape) -> list[dict[str, Any]]:
         """Running, untaken pool pods of the step and image, this replica's first."""
-        found = []
-        for name, raw in self._pods.items():
-            metadata = raw.get("metadata") or {}
-            labels = metadata.get("labels") or {}
-            annotations = metadata.get("annotations") or {}
-            container = ((raw.get("spec") or {}).get("containers") or [{}])[0]
-            if (name in self._taken or metadata.get("deletionTimestamp")
-                    or labels.get(manifests.LABEL_MODE) != MODE_POOL
-                    or annotations.get(ANNOTATION_STEP_ID) != shape.step_id
-                    or container.get("image") != shape.image
-                    or (raw.get("status") or {}).get("phase") != "Running"):
-                continue
-            found.append(raw)
+        found = [raw for name, raw in self._pods.items()
+                 if self._takeable(name, raw, shape.step_id, shape.image)]
         found.sort(key=lambda raw: (raw["metadata"].get("annotations", {}).get(
             ANNOTATION_OWNER) != self.owner, raw["metadata"]["name"]))
         return found
+
+    def _takeable(self, name: str, raw: Mapping[str, Any], step_id: str,
+                  image: str | None) -> bool:
+        """An untaken pool pod of the step (and of that image, unless None), Running as
+        last listed: what a take may give."""
+        metadata = raw.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        container = ((raw.get("spec") or {}).get("containers") or [{}])[0]
+        return not (name in self._taken or metadata.get("deletionTimestamp")
+                    or labels.get(manifests.LABEL_MODE) != MODE_POOL
+                    or annotations.get(ANNOTATION_STEP_ID) != step_id
+                    or (image is not None and container.get("image") != image)
+                    or (raw.get("status") or {}).get("phase") != "Running")
 
     async def _assign(self, raw: Mapping[str, Any], spec: LaunchSpec) -> Handle | None:
         name = str(raw["metadata"]["name"])
@@ -394,6 +397,12 @@ class ElasticPool:
         self._pods.pop(name, None)
         await self.executor.delete_object(Pod, self.cfg.namespace, name)
         self.stats.retired += 1
+
+    def takeable_pods(self, step_id: str) -> list[str]:
+        """The pool pods a take for the step may give now, as last listed: Running in this
+        replica's listing, not only on the node (for tests and the bench)."""
+        return sorted(name for name, raw in self._pods.items()
+                      if self._takeable(name, raw, step_id, None))
 
     def idle_pods(self, step_id: str | None = None) -> list[str]:
         """This replica's untaken pool pods as last listed (for tests and the bench)."""
