@@ -72,29 +72,31 @@ class ExecutionRepository:
         synchronization options) cost more than the statement, twice per elastic
         execution, with nothing to synchronize (profiled, docs/runs-and-executions.md).
         What the session holds unflushed is flushed first, as the ORM path would."""
-        if self.session.new or self.session.dirty or self.session.deleted:
-            await self.session.flush()
-        if not values or not set(values) <= _COLUMNS:  # the statement would ignore them
-            raise ValueError(f"not columns of executions: {sorted(values)}")
-        connection = await self.session.connection()
-        result = await connection.execute(
-            _SET_COLUMNS, {"target_execution_id": execution_id, **values})
-        return bool(result.rowcount)
+        return await self._update(_SET_COLUMNS, {"target_execution_id": execution_id},
+                                  values)
 
     async def set_columns_if(self, execution_id: str, expected_status: str,
                              **values: Any) -> bool:
         """set_columns, only if the row's status is still ``expected_status`` (a
         compare-and-set): False when it changed meanwhile (a cancel) or the row is gone.
         On SQLite, where a read takes no lock, what guards a write decided on that read."""
-        if self.session.new or self.session.dirty or self.session.deleted:
-            await self.session.flush()
-        if not values or not set(values) <= _COLUMNS:
+        return await self._update(
+            _SET_COLUMNS_IF,
+            {"target_execution_id": execution_id, "expected_status": expected_status},
+            values)
+
+    async def _update(self, statement: Any, where: Mapping[str, Any],
+                      values: Mapping[str, Any]) -> bool:
+        await self._flush_pending()
+        if not values or not set(values) <= _COLUMNS:  # the statement would ignore them
             raise ValueError(f"not columns of executions: {sorted(values)}")
         connection = await self.session.connection()
-        result = await connection.execute(
-            _SET_COLUMNS_IF, {"target_execution_id": execution_id,
-                              "expected_status": expected_status, **values})
+        result = await connection.execute(statement, {**where, **values})
         return bool(result.rowcount)
+
+    async def _flush_pending(self) -> None:
+        if self.session.new or self.session.dirty or self.session.deleted:
+            await self.session.flush()
 
     async def set_many(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
         """set_columns for several executions in one statement (an executemany): {execution
@@ -104,8 +106,7 @@ class ExecutionRepository:
         columns = {frozenset(values) for values in rows.values()}
         if len(columns) != 1 or not columns.pop() <= _COLUMNS or not next(iter(rows.values())):
             raise ValueError("set_many needs the same columns of executions for every row")
-        if self.session.new or self.session.dirty or self.session.deleted:
-            await self.session.flush()
+        await self._flush_pending()
         connection = await self.session.connection()
         await connection.execute(_SET_COLUMNS, [{"target_execution_id": execution_id, **values}
                                                 for execution_id, values in rows.items()])
