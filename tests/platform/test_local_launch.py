@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import GristmillEnv, start_environment
+from tests.conftest import GristmillEnv, own_database, start_environment
 from tests.platform.stepkit import archive_of, write_folder
 from tests.platform.test_runs import make_pipeline, run, wait
 
@@ -43,20 +42,24 @@ def slow(text: str) -> dict:
 TEXT = [{"name": "text", "data_type": "string"}]
 
 
-@pytest.fixture
-def environment(database, tmp_path: Path) -> Iterator[tuple[Any, GristmillEnv, str]]:
-    """An environment of the test's own (its submit is wrapped), on the shared database:
-    its pipelines' names end with a suffix of their own."""
-    server, env, _ = start_environment(tmp_path / "env", database.url)
-    suffix = uuid.uuid4().hex[:8]
-    try:
-        with env.client() as api:
-            archive = archive_of(write_folder(tmp_path / "step", {"src/steps.py": STEP}))
-            make_pipeline(api, archive, f"echo-{suffix}", "echo", TEXT, TEXT)
-            make_pipeline(api, archive, f"slow-{suffix}", "slow", TEXT, TEXT)
-        yield server, env, suffix
-    finally:
-        server.stop()
+@pytest.fixture(params=["sqlite", "postgres"])
+def environment(request: pytest.FixtureRequest, tmp_path: Path
+                ) -> Iterator[tuple[Any, GristmillEnv, str]]:
+    """An environment of the test's own (its submit is wrapped), on a database of its own
+    (the shared one's admin may not be its first user after other tests); the database's
+    kind comes third."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    with own_database(request.param, folder) as database:
+        server, env, _ = start_environment(tmp_path / "env", database.url)
+        try:
+            with env.client() as api:
+                archive = archive_of(write_folder(tmp_path / "step", {"src/steps.py": STEP}))
+                make_pipeline(api, archive, "echo", "echo", TEXT, TEXT)
+                make_pipeline(api, archive, "slow", "slow", TEXT, TEXT)
+            yield server, env, database.kind
+        finally:
+            server.stop()
 
 
 def _runtime(server: Any) -> Any:
@@ -103,8 +106,8 @@ def _gone(pid: int, timeout_s: float = 20) -> bool:
     return False
 
 
-def test_a_cancel_during_the_fork_wins(environment, database) -> None:
-    server, env, suffix = environment
+def test_a_cancel_during_the_fork_wins(environment) -> None:
+    server, env, kind = environment
     access = env.access_token()
     tasks: list[asyncio.Task[Any]] = []
 
@@ -116,35 +119,35 @@ def test_a_cancel_during_the_fork_wins(environment, database) -> None:
                 answer = await client.post(f"/executions/{handle['execution_id']}/cancel")
                 assert answer.status_code == 200, answer.text
 
-        if database.kind == "sqlite":
+        if kind == "sqlite":
             await cancel()  # committed before the launch writes: its compare-and-set fails
         else:
             # the launch holds the row's lock: the cancel waits for its commit
             tasks.append(asyncio.get_running_loop().create_task(cancel()))
 
     handles = _wrap_submit(server, cancel_now)
-    ended, execution = _run_to_end(env, f"slow-{suffix}", "x")
+    ended, execution = _run_to_end(env, "slow", "x")
     assert ended.status_code == 500 and ended.json()["name"] == "ExecutionFailed", ended.text
     assert execution["status"] == "Cancelled", execution
     assert execution["status_reason"] == "the execution was cancelled"
     assert execution["end_date"]
     (handle,) = handles
     assert _gone(handle["pid"]), "the cancelled execution's worker still runs"
-    if database.kind == "sqlite":
+    if kind == "sqlite":
         assert execution["start_date"] is None and execution["worker"] is None
     else:
         assert execution["worker"] == f"local-{handle['pid']}"
 
 
 def test_a_finish_before_the_launch_commits_waits_for_it(environment) -> None:
-    server, env, suffix = environment
+    server, env, _ = environment
 
     async def hold_the_launch(handle: dict[str, Any]) -> None:
         # long enough for the forked worker to run the step and send its finish
         await asyncio.sleep(1.5)
 
     handles = _wrap_submit(server, hold_the_launch)
-    ended, execution = _run_to_end(env, f"echo-{suffix}", "held")
+    ended, execution = _run_to_end(env, "echo", "held")
     assert ended.status_code == 200, ended.text
     assert [o["value"] for o in ended.json()["outputs"]] == ["held"]
     assert execution["status"] == "Succeeded", execution
