@@ -113,16 +113,31 @@ def tree_env(tree: Path | None) -> dict[str, str]:
     return {} if tree is None else source_tree_env(tree)
 
 
+def interpreter(python: str | None = None) -> dict[str, str]:
+    """Which interpreter a side ran on: a bench's figures depend on how it was built
+    (pyenv's default build, without profile-guided optimisation and link-time
+    optimisation, ran the control service's code about a fifth slower than Debian's
+    optimised build of an older 3.11 on this machine, docs/runs-and-executions.md)."""
+    executable = python or sys.executable
+    described = subprocess.run(
+        [executable, "-c", "import sys, os; print(sys.version.split()[0]); "
+         "print(os.path.realpath(sys._base_executable))"],
+        check=True, capture_output=True, text=True).stdout.split("\n")
+    return {"python": executable, "version": described[0], "base": described[1]}
+
+
 def start_env(data_dir: Path, log_path: Path | None = None,
               extra_env: dict[str, str] | None = None, *, port: int | None = None,
-              database_url: str | None = None) -> BenchEnv:
+              database_url: str | None = None, python: str | None = None) -> BenchEnv:
     """``log_path``: where the service's output goes (default: nowhere); ``extra_env``:
     settings for this environment (GRISTMILL_* variables); ``port``: a fixed port (a
-    restart on the same URL); ``database_url``: another database than the SQLite file."""
+    restart on the same URL); ``database_url``: another database than the SQLite file;
+    ``python``: the interpreter of another virtual environment with Gristmill installed
+    (default: the bench's own). Local workers run on the service's interpreter too."""
     port = port or free_port()
     output = log_path.open("w") if log_path is not None else subprocess.DEVNULL
-    command = [sys.executable, "-m", "gristmill.cli", "up", "--data-dir", str(data_dir),
-               "--port", str(port)]
+    command = [python or sys.executable, "-m", "gristmill.cli", "up", "--data-dir",
+               str(data_dir), "--port", str(port)]
     if database_url:
         command += ["--database-url", database_url]
     process = subprocess.Popen(

@@ -20,12 +20,16 @@ of which the forked workers (and their kernel share: page faults, thread stacks,
 the fork servers' own (the forks).
 With --baseline DIR, a third environment runs the control service of the source tree in
 DIR (forked workers) in the same turns: an A/B of a change. With --tree DIR2 this side's
-modes run from that source tree too. A/A runs favour the baseline by 0.3 to 2 ms of CPU
-either way (docs/runs-and-executions.md): a smaller difference is not a change's.
+modes run from that source tree too. With --baseline-python PATH, that third environment
+(and its workers) runs on another interpreter, a virtual environment with Gristmill
+installed (PYTHON=/usr/bin/python3.11 GRISTMILL_VENV=../venv-b scripts/setup.sh); without
+--baseline it runs this tree's code there: an A/B of interpreters. A/A runs favour the
+baseline by 0.3 to 2 ms of CPU either way (docs/runs-and-executions.md): a smaller
+difference is not a change's.
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
-        [--tree DIR2]
+        [--tree DIR2] [--baseline-python ../venv-b/bin/python]
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import httpx
 import psutil
 from _env import (  # type: ignore[import-not-found]
     add_tree_option,
+    interpreter,
     source_tree_env,
     start_env,
     step_archive,
@@ -139,12 +144,15 @@ def workers_running(pid: int) -> bool:
 
 
 class Mode:
-    def __init__(self, name: str, work: Path, source: dict[str, str]) -> None:
-        """``source``: the settings of the code it runs (tree_env, source_tree_env)."""
+    def __init__(self, name: str, work: Path, source: dict[str, str],
+                 python: str | None = None) -> None:
+        """``source``: the settings of the code it runs (tree_env, source_tree_env);
+        ``python``: the interpreter it runs on (default: the bench's)."""
+        self.interpreter = interpreter(python)
         self.name = name
         extra_env = {"GRISTMILL_LOCAL_FORK_SERVER": MODES[name.removesuffix("@baseline")],
                      **source}
-        self.env = start_env(work / name, extra_env=extra_env)
+        self.env = start_env(work / name, extra_env=extra_env, python=python)
         token = httpx.post(f"{self.env.url}/api/v1/auth/refresh",
                            json={"refresh_token": self.env.token}).json()["access_token"]
         self.api = httpx.Client(base_url=f"{self.env.url}/api/v1", timeout=120,
@@ -218,6 +226,7 @@ class Mode:
         cpu_ms = self.cpu_s / len(self.rows) * 1000
         read_ms = None if self.read_cpu_s is None else self.read_cpu_s * 1000
         return {
+            "interpreter": self.interpreter,
             "end_to_end": summary([r["total"] for r in self.rows]),
             "phases": {k: summary([r[k] for r in self.rows])
                        for k in ("accept", "launch", "run", "deliver")},
@@ -245,6 +254,10 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another source tree: its control service runs a third mode, "
                              "fork_server@baseline, in the same turns (an A/B)")
+    parser.add_argument("--baseline-python", default=None,
+                        help="the baseline's interpreter: a virtual environment with "
+                             "Gristmill installed; without --baseline, this tree's code "
+                             "runs on it (an A/B of interpreters)")
     add_tree_option(parser)
     args = parser.parse_args()
 
@@ -253,9 +266,11 @@ def main() -> None:
         try:
             for name in MODES:
                 modes.append(Mode(name, Path(work), tree_env(args.tree)))
-            if args.baseline is not None:
-                modes.append(Mode("fork_server@baseline", Path(work),
-                                  source_tree_env(args.baseline)))
+            if args.baseline is not None or args.baseline_python is not None:
+                source = (tree_env(args.tree) if args.baseline is None
+                          else source_tree_env(args.baseline))
+                modes.append(Mode("fork_server@baseline", Path(work), source,
+                                  args.baseline_python))
             # the modes take turns, so a machine whose speed drifts slows all alike; the
             # order rotates, so none always runs first (just after another's worker exit)
             for i in range(args.runs + 2):  # the first two warm caches; not counted
@@ -281,7 +296,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"elastic run of a trivial step, {args.runs} runs per mode, in turns (ms)")
     for name, report in results["modes"].items():  # type: ignore[attr-defined]
-        print(f"-- {name}")
+        runs_on = report["interpreter"]
+        print(f"-- {name} (Python {runs_on['version']}, {runs_on['base']})")
         print(f"{'':<28}{'p50':>8}{'p95':>8}")
         line = report["end_to_end"]
         print(f"{'end to end':<28}{line['p50_ms']:>8}{line['p95_ms']:>8}")

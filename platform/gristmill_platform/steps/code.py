@@ -91,12 +91,36 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
                 if name is None:
                     continue
                 member.name = name
-                tar.extract(member, destination, filter="data")
+                _extract(tar, member, destination)
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, PayloadTooLarge | CodeError):
             raise
         raise CodeError(f"The step archive could not be read: {exc}") from exc
     return sum(sizes.values())
+
+
+# Extraction filters (PEP 706) came with Python 3.11.4 (3.10.12 for 3.10): Debian 12's
+# system Python, 3.11.2, has none, and a step could not be created there.
+HAS_EXTRACTION_FILTERS = hasattr(tarfile, "data_filter")
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -> None:
+    """One checked member (extract_archive has refused unsafe names, links pointing out
+    and anything but files, folders and links), with the "data" filter where the
+    interpreter has it; without, what that filter does beyond those checks, by hand: no
+    set-id, sticky or group- and other-writable bits, files readable and writable by
+    their owner, no owner taken from the archive."""
+    if HAS_EXTRACTION_FILTERS:
+        tar.extract(member, destination, filter="data")
+        return
+    if not member.issym():
+        member.mode &= 0o755
+        if member.isfile():
+            member.mode |= 0o600
+    # as root, tarfile gives the file the archive's owner: the service's own instead
+    member.uid, member.gid = os.geteuid(), os.getegid()
+    member.uname = member.gname = ""
+    tar.extract(member, destination)
 
 
 def folder_size(root: Path) -> int:
