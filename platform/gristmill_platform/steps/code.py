@@ -3,6 +3,7 @@ the included folders; both held to the documented 5 MB limit."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -86,12 +87,19 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
                 elif not member.isdir():
                     raise CodeError(f"The archive entry {member.name!r} is not a file, "
                                     "folder or link")
-            for member in members:
-                name = _member_name(member)
-                if name is None:
-                    continue
-                member.name = name
-                _extract(tar, member, destination)
+            try:
+                for member in members:
+                    name = _member_name(member)
+                    if name is None:
+                        continue
+                    member.name = name
+                    _extract(tar, member, destination)
+            except BaseException:
+                _empty(destination)  # nothing half-written
+                raise
+    except _FILTER_ERRORS as exc:
+        raise _outside(exc.tarinfo.name, link=isinstance(
+            exc, tarfile.LinkOutsideDestinationError)) from exc
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, PayloadTooLarge | CodeError):
             raise
@@ -102,25 +110,66 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
 # Extraction filters (PEP 706) came with Python 3.11.4 (3.10.12 for 3.10): Debian 12's
 # system Python, 3.11.2, has none, and a step could not be created there.
 HAS_EXTRACTION_FILTERS = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[tarfile.FilterError], ...] = (
+    (tarfile.FilterError,) if HAS_EXTRACTION_FILTERS else ())
+
+
+def _outside(name: str, *, link: bool) -> CodeError:
+    if link:
+        return CodeError(f"The archive's link {name!r} points outside the folder")
+    return CodeError(f"The archive's entry {name!r} leads outside the folder")
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -> None:
-    """One checked member (extract_archive has refused unsafe names, links pointing out
-    and anything but files, folders and links), with the "data" filter where the
-    interpreter has it; without, what that filter does beyond those checks, by hand: no
-    set-id, sticky or group- and other-writable bits, files readable and writable by
-    their owner, no owner taken from the archive."""
+    """One member, checked beforehand by name (extract_archive: no unsafe name, no link
+    pointing out by its text, only files, folders and links), with the "data" filter
+    where the interpreter has it. Without it, what that filter does beyond those checks,
+    by hand: the entry, and a link's target, must lead inside the folder once the links
+    extracted before it are followed (a link to "." and another to "that/.." lead out,
+    which their text does not show); no set-id, sticky or group- and other-writable bits;
+    files readable and writable by their owner, executable only if by their owner;
+    folders with the default mode; no owner taken from the archive."""
     if HAS_EXTRACTION_FILTERS:
         tar.extract(member, destination, filter="data")
         return
-    if not member.issym():
+    root = os.path.realpath(destination)
+    if not _leads_inside(root, os.path.join(root, member.name)):
+        raise _outside(member.name, link=False)
+    if member.issym() and not _leads_inside(
+            root, os.path.join(root, os.path.dirname(member.name), member.linkname)):
+        raise _outside(member.name, link=True)
+    if member.isdir():
+        member.mode = 0o777 & ~_umask()
+    elif member.isfile():
         member.mode &= 0o755
-        if member.isfile():
-            member.mode |= 0o600
+        if not member.mode & 0o100:
+            member.mode &= ~0o111
+        member.mode |= 0o600
     # as root, tarfile gives the file the archive's owner: the service's own instead
     member.uid, member.gid = os.geteuid(), os.getegid()
     member.uname = member.gname = ""
     tar.extract(member, destination)
+
+
+def _leads_inside(root: str, path: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), root]) == root
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+def _empty(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def folder_size(root: Path) -> int:

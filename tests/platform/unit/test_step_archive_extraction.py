@@ -65,14 +65,38 @@ def test_files_folders_and_inner_links_are_extracted(tmp_path, extraction) -> No
 
 
 def test_dangerous_mode_bits_and_the_archive_owner_are_dropped(tmp_path, extraction) -> None:
+    folder = tarfile.TarInfo("private")
+    folder.type, folder.mode = tarfile.DIRTYPE, 0o1700
     path = archive(tmp_path, file("setuid.py", mode=0o6777, uid=12345),
-                   file("unreadable.py", mode=0o000, uid=12345))
+                   file("unreadable.py", mode=0o000, uid=12345),
+                   file("others_only.sh", mode=0o677), lambda tar: tar.addfile(folder))
     destination = tmp_path / "code"
     extract_archive(path, destination)
-    assert stat.S_IMODE((destination / "setuid.py").stat().st_mode) == 0o755
-    assert stat.S_IMODE((destination / "unreadable.py").stat().st_mode) == 0o600
+
+    def mode(name: str) -> int:
+        return stat.S_IMODE((destination / name).stat().st_mode)
+
+    assert mode("setuid.py") == 0o755
+    assert mode("unreadable.py") == 0o600
+    assert mode("others_only.sh") == 0o644  # executable only if by its owner
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert mode("private") == 0o777 & ~umask  # a folder's mode is the default one
     for name in ("setuid.py", "unreadable.py"):
         assert (destination / name).stat().st_uid == os.geteuid()
+
+
+def test_links_leading_out_through_other_links_are_refused_and_nothing_is_left(
+        tmp_path, extraction) -> None:
+    """Each link's text stays inside ("here" is ".", "up" is "here/.."), but followed they
+    lead to the folder's parent: a file written through them would land outside."""
+    path = archive(tmp_path, file("first.py"), entry("here", tarfile.SYMTYPE, "."),
+                   entry("up", tarfile.SYMTYPE, "here/.."), file("up/escape.py"))
+    destination = tmp_path / "code"
+    with pytest.raises(CodeError, match=r"The archive's link 'up' points outside the folder"):
+        extract_archive(path, destination)
+    assert list(destination.iterdir()) == []  # first.py and "here" removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["code", "step.tar.gz"]
 
 
 @pytest.mark.parametrize(("members", "message"), [
