@@ -43,23 +43,34 @@ INFO_OUT = [{"name": "info", "data_type": "json"}]
 PYTHONS = ("3.10", "3.12", "3.13")
 
 
-def _reports(executable: str, version: str) -> bool:
+def _executable(candidate: str, version: str) -> str | None:
+    """The interpreter behind ``candidate`` (a pyenv shim answers for one version only,
+    and only with pyenv on PATH) when it is Python ``version``."""
     try:
         result = subprocess.run(
-            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            [candidate, "-c",
+             "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"],
             capture_output=True, text=True, timeout=20, check=False)
     except OSError:
-        return False
-    return result.returncode == 0 and result.stdout.strip() == version
+        return None
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2 or lines[0] != version:
+        return None
+    return lines[1]
 
 
 def find_python(version: str) -> str | None:
+    """Python ``version``'s executable on this machine, if any."""
     candidates = [shutil.which(f"python{version}"),
                   *sorted(glob.glob(os.path.expanduser(
                       f"~/.pyenv/versions/{version}.*/bin/python{version}")), reverse=True),
                   f"/usr/bin/python{version}"]
-    return next((c for c in candidates if c and os.path.exists(c) and _reports(c, version)),
-                None)
+    for candidate in candidates:
+        if candidate and os.path.exists(candidate):
+            found = _executable(candidate, version)
+            if found:
+                return found
+    return None
 
 
 @pytest.fixture(params=PYTHONS)

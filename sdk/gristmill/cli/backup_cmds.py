@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from gristmill.cli.platform_cmds import DatabaseUrl, DataDir, _settings, console, err_console
+from gristmill.cli.platform_cmds import (
+    DatabaseUrl,
+    DataDir,
+    _settings,
+    console,
+    err_console,
+    require_service,
+)
 
 
 def backup(
@@ -19,6 +26,7 @@ def backup(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Back up an embedded environment while it runs (a consistent snapshot)."""
+    require_service()
     from gristmill_platform.backup import BackupError, create_backup
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
@@ -41,6 +49,7 @@ def restore(
                                                         "non-empty directory")] = False,
 ) -> None:
     """Restore a backup into a data directory; every checksum is verified first."""
+    require_service()
     from gristmill_platform.backup import BackupError, restore_backup
 
     try:

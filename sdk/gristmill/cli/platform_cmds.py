@@ -13,10 +13,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from gristmill.cli.durations import parse_duration
+from gristmill.service_requirements import service_python_problem
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,15 +36,27 @@ DatabaseUrl = Annotated[
 ]
 
 
+def require_service() -> None:
+    """The commands that run or administer an environment need the control service's
+    package and its dependencies, on a Python it runs on: said plainly, with exit code
+    2, not with an import's traceback."""
+    problem = service_python_problem()
+    if problem is None:
+        try:
+            import gristmill_platform.settings  # noqa: F401  (pydantic-settings among others)
+        except ImportError as exc:
+            missing = f" ({exc.name} is missing)" if exc.name else ""
+            problem = ("The Gristmill control service is not installed" + missing + ". "
+                       "Install it from the clone with: pip install '.[platform]'")
+    if problem is not None:
+        err_console.print(escape(problem), style="red")
+        raise typer.Exit(2)
+
+
 def _settings(**values: Any) -> Any:
-    try:
-        from gristmill_platform.settings import Settings
-    except ImportError:
-        err_console.print(
-            "[red]The Gristmill control service is not installed.[/red] "
-            "Install it from the clone with: pip install '.[platform]'"
-        )
-        raise typer.Exit(2) from None
+    require_service()
+    from gristmill_platform.settings import Settings
+
     return Settings(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -93,6 +107,7 @@ def up(
 ) -> None:
     """Start an embedded environment on this machine (SQLite, local data store, local
     workers). The first start creates the admin user and prints its SDK token."""
+    require_service()
     from gristmill_platform.bootstrap import prepare_environment
     from gristmill_platform.server import serve
     from gristmill_platform.settings import resolve_settings
@@ -145,6 +160,7 @@ def serve_cmd(
     )] = True,
 ) -> None:
     """Run the control service (for containers: prints no credentials)."""
+    require_service()
     from gristmill_platform.db import migrate
     from gristmill_platform.server import serve
     from gristmill_platform.settings import resolve_settings
@@ -158,6 +174,7 @@ def serve_cmd(
 
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app.callback()(require_service)
 
 
 @db_app.command("upgrade")
@@ -189,6 +206,7 @@ def db_upgrade(
 
 
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+users_app.callback()(require_service)
 
 
 @users_app.command("create")
@@ -260,6 +278,7 @@ def users_delete(
 
 
 token_app = typer.Typer(help="Manage SDK tokens.", no_args_is_help=True)
+token_app.callback()(require_service)
 
 
 @token_app.command("create")
