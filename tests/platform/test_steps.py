@@ -181,6 +181,26 @@ def test_create_from_git_repository_records_the_commit(api, unique, tmp_path) ->
     assert_error(response, 400, "5 MB")
 
 
+def test_a_git_step_cannot_include_files_from_outside_its_repository(api, unique, tmp_path
+                                                                      ) -> None:
+    """A link committed in the repository must not copy the service's own files (its
+    data directory, say) into the step, where the step's code could read them."""
+    secret = tmp_path / "service-data"
+    secret.mkdir()
+    (secret / "secret_key").write_text("the signing key")
+    repo = tmp_path / "repo"
+    write_folder(repo, {"src/hello.py": HELLO})
+    (repo / "leak").symlink_to(secret)
+    git_repo(repo, {})
+    name = f"git-leak-{unique}"
+    response = post_step(api, step_form(name, container_config={
+        "repository_url": str(repo), "included_folders": ["src", "leak"]}), None)
+    body = assert_error(response, 400, "'leak' leads outside the repository through a link")
+    assert body["name"] == "StepCreationFailed"
+    assert api.get(f"/steps/{name}").json()["creation_info"]["status"] == "creation_failed"
+    assert "the signing key" not in response.text
+
+
 def test_git_errors_are_clear(api, unique, tmp_path) -> None:
     repo = tmp_path / "repo"
     git_repo(repo, {"src/hello.py": HELLO})

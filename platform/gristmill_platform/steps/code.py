@@ -3,7 +3,6 @@ the included folders; both held to the documented 5 MB limit."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import shutil
@@ -30,16 +29,18 @@ def _too_large(size: int) -> PayloadTooLarge:
 
 
 def _member_name(member: tarfile.TarInfo) -> str | None:
-    """The member's normalised relative name; None for the root entry."""
+    """The member's normalised relative name; None for the root entry ("", "." or "./").
+    Any ".." part is refused, even one that would stay inside."""
     raw = member.name.replace("\\", "/")
-    if raw in ("", ".", "./"):
-        return None
-    if raw.startswith("/") or raw.startswith("../") or "/../" in f"/{raw}/":
+    if raw.startswith("/") or "/../" in f"/{raw}/":
         raise CodeError(f"The archive has an unsafe path {member.name!r}")
     name = posixpath.normpath(raw)
-    if name.startswith(".."):
-        raise CodeError(f"The archive has an unsafe path {member.name!r}")
-    return name
+    return None if name == "." else name
+
+
+def _leaves(path: str) -> bool:
+    """A normalised relative path leads out of its folder ("..hidden" does not)."""
+    return path == ".." or path.startswith("../")
 
 
 def check_archive_size(archive: Path, *, limit: int = MAX_CODE_BYTES) -> int:
@@ -69,8 +70,8 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
     sizes: dict[str, int] = {}
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
+            wanted = []
+            for member in tar.getmembers():
                 name = _member_name(member)
                 if name is None:
                     continue
@@ -81,18 +82,16 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
                 elif member.issym():
                     target = posixpath.normpath(posixpath.join(posixpath.dirname(name),
                                                                member.linkname))
-                    if member.linkname.startswith("/") or target.startswith(".."):
+                    if member.linkname.startswith("/") or _leaves(target):
                         raise CodeError(
                             f"The archive's link {member.name!r} points outside the folder")
                 elif not member.isdir():
                     raise CodeError(f"The archive entry {member.name!r} is not a file, "
                                     "folder or link")
+                member.name = name
+                wanted.append(member)
             try:
-                for member in members:
-                    name = _member_name(member)
-                    if name is None:
-                        continue
-                    member.name = name
+                for member in wanted:
                     _extract(tar, member, destination)
             except BaseException:
                 _empty(destination)  # nothing half-written
@@ -128,7 +127,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -
     extracted before it are followed (a link to "." and another to "that/.." lead out,
     which their text does not show); no set-id, sticky or group- and other-writable bits;
     files readable and writable by their owner, executable only if by their owner;
-    folders with the default mode; no owner taken from the archive."""
+    folders with the default mode; no owner taken from the archive (by number or name)."""
     if HAS_EXTRACTION_FILTERS:
         tar.extract(member, destination, filter="data")
         return
@@ -139,37 +138,29 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -
             root, os.path.join(root, os.path.dirname(member.name), member.linkname)):
         raise _outside(member.name, link=True)
     if member.isdir():
-        member.mode = 0o777 & ~_umask()
-    elif member.isfile():
+        # the default mode, as the filter gives folders (tarfile would apply the archive's)
+        (destination / member.name).mkdir(parents=True, exist_ok=True)
+        return
+    if member.isfile():
         member.mode &= 0o755
         if not member.mode & 0o100:
             member.mode &= ~0o111
         member.mode |= 0o600
-    # as root, tarfile gives the file the archive's owner: the service's own instead
+    # as root, tarfile gives the file the archive's owner (by name first): the service's
     member.uid, member.gid = os.geteuid(), os.getegid()
-    member.uname = member.gname = ""
-    tar.extract(member, destination)
+    tar.extract(member, destination, numeric_owner=True)
 
 
 def _leads_inside(root: str, path: str) -> bool:
     return os.path.commonpath([os.path.realpath(path), root]) == root
 
 
-def _umask() -> int:
-    """The process's umask, read without setting it (os.umask would, for every thread)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
 def _empty(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            shutil.rmtree(entry)
         else:
-            entry.unlink(missing_ok=True)
+            entry.unlink()
 
 
 def folder_size(root: Path) -> int:
@@ -185,25 +176,54 @@ def folder_size(root: Path) -> int:
 def select_included(source: Path, destination: Path, included: list[str],
                     extra_files: list[str], *, limit: int = MAX_CODE_BYTES) -> int:
     """Copy the included folders/files (plus e.g. requirements and the function file) of
-    a checkout into the step's code folder, as the client does for local folders."""
+    a checkout into the step's code folder, as the client does for local folders.
+
+    Only the repository's own files: an entry reached through a link that leads out of
+    the checkout is refused (a link ``data -> /var/lib`` would otherwise copy the
+    service's own files into the step), and so is a link copied along that points out of
+    the step's folder, as in an uploaded archive. A refusal leaves the folder empty."""
     destination.mkdir(parents=True, exist_ok=True)
+    root = source.resolve()
     wanted = included or ["/"]
-    for entry in [*wanted, *extra_files]:
-        relative = entry.strip("/")
-        origin = (source / relative) if relative else source
-        if not origin.exists():
-            raise CodeError(f"{entry!r} does not exist in the repository")
-        if origin.is_dir():
-            shutil.copytree(origin, destination / relative if relative else destination,
-                            symlinks=True, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(".git"))
-        else:
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(origin, destination / relative, follow_symlinks=False)
-    size = folder_size(destination)
-    if size > limit:
-        raise _too_large(size)
+    try:
+        for entry in [*wanted, *extra_files]:
+            relative = entry.strip("/")
+            origin = source / relative  # the checkout itself for ""
+            if not origin.exists():
+                raise CodeError(f"{entry!r} does not exist in the repository")
+            if not origin.resolve().is_relative_to(root):
+                raise CodeError(f"{entry!r} leads outside the repository through a link: "
+                                "only the repository's own files can be included")
+            if origin.is_dir():
+                shutil.copytree(origin, destination / relative,
+                                symlinks=True, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".git"))
+            else:
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, destination / relative, follow_symlinks=False)
+        _check_links(destination)
+        size = folder_size(destination)
+        if size > limit:
+            raise _too_large(size)
+    except BaseException:
+        _empty(destination)
+        raise
     return size
+
+
+def _check_links(folder: Path) -> None:
+    """Every link in ``folder`` leads inside it, by its text (the rule for archives)."""
+    for directory, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                continue
+            relative = path.relative_to(folder).as_posix()
+            target = os.readlink(path)
+            lexical = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
+            if target.startswith("/") or _leaves(lexical):
+                raise CodeError(f"The repository's link {relative!r} points outside the "
+                                "step's folder")
 
 
 def function_defined(source: str, name: str) -> bool | None:

@@ -80,7 +80,8 @@ def relative_path(value: object, what: str) -> str:
     if cleaned == "":
         return ""
     normal = posixpath.normpath(cleaned)
-    if normal.startswith("..") or "\\" in cleaned or "\x00" in cleaned:
+    # ".." or "../...", not "..hidden", a folder's name
+    if normal == ".." or normal.startswith("../") or "\\" in cleaned or "\x00" in cleaned:
         raise BadRequest(f"{what} {value!r} must stay inside the step's folder")
     return normal
 

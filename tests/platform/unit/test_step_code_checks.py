@@ -32,6 +32,13 @@ try:
     def in_try(): ...
 except ImportError:
     def in_handler(): ...
+finally:
+    def in_finally(): ...
+match os.name:
+    case "posix":
+        def in_case(): ...
+    case _:
+        pass
 
 def outer():
     def nested(): ...
@@ -40,6 +47,7 @@ def outer():
 
 @pytest.mark.parametrize("name", ["plain", "coro", "Callable", "assigned", "annotated",
                                   "conditional", "other_branch", "in_try", "in_handler",
+                                  "in_finally", "in_case",
                                   "parse", "sub", "numpy", "os"])
 def test_module_level_names_are_found(name) -> None:
     assert function_defined(SOURCE, name) is True
