@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cron_descriptor import get_description
+from cron_descriptor import Options, get_description
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from gristmill_platform.errors import BadRequest
@@ -61,7 +61,11 @@ def _value(part: str, names: dict[str, int]) -> int | None:
 
 
 def human_readable(schedule: str) -> str:
-    return f"{get_description(schedule)} (UTC)"
+    """The documented wording ('At 03:00 AM (UTC)'), whatever the service's locale: the
+    library otherwise takes its language and its 12- or 24-hour clock from the locale
+    (under C, the usual one in a container, 'At 03:00')."""
+    options = Options(locale_code="en_US", use_24hour_time_format=False)
+    return f"{get_description(schedule, options)} (UTC)"
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
