@@ -13,8 +13,13 @@ echo "==> ruff"
 echo "==> mypy"
 "$VENV/bin/mypy"
 run_pytest() {
+  run_pytest_in "$VENV" "$@"
+}
+run_pytest_in() {
+  local venv="$1"
+  shift
   set +e
-  "$VENV/bin/python" -m pytest "$@"
+  "$venv/bin/python" -m pytest "$@"
   local status=$?
   set -e
   if [ "$status" -eq 5 ]; then
@@ -36,6 +41,29 @@ status=0
 run_pytest --ignore=tests/infra || status=$?
 echo "==> pytest (infrastructure, Pulumi mocks)"
 run_pytest tests/infra || status=$?
+# The control service's image runs Python 3.12 (platform/Dockerfile), this suite the
+# interpreter of $VENV: on 3.12 too, bounded to the unit tests, the step runtime and the
+# deployments' compatibility tests (a locale-dependent answer once failed only there).
+# Skipped with a message on a machine without Python 3.12.
+echo "==> pytest on Python 3.12 (bounded: unit tests, runtime, deployments)"
+python312=""
+for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do
+  if [ -x "$(command -v "$candidate" || true)" ] \
+     && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+    python312="$candidate"
+    break
+  fi
+done
+if [ -z "$python312" ]; then
+  echo "    skipped: no Python 3.12 on this machine (PATH, ~/.pyenv/versions, /usr/bin)"
+elif [ "$("$VENV/bin/python" -c 'import sys; print(sys.version_info[:2] == (3, 12))')" = True ]; then
+  echo "    skipped: $VENV is Python 3.12 already"
+else
+  PYTHON="$python312" GRISTMILL_VENV=.venv-py312 GRISTMILL_EXTRAS=platform,dev \
+    GRISTMILL_SYSTEM_PACKAGES=0 bash scripts/setup.sh
+  GRISTMILL_VENV=.venv-py312 run_pytest_in .venv-py312 tests/platform/unit tests/runtime \
+    tests/compat/test_deployments.py tests/platform/test_step_pythons.py || status=$?
+fi
 # Bounded mutation testing: only the mutants of functions changed since the base branch
 # (on main: the last 10 commits), capped in time; `scripts/mutation.sh` runs them all.
 echo "==> mutation testing (changed functions; docs/development.md)"
