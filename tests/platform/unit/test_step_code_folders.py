@@ -19,14 +19,7 @@ from gristmill_platform.steps.code import (
     folder_size,
     select_included,
 )
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+from tests.platform.stepkit import write_folder as write
 
 
 @pytest.fixture
