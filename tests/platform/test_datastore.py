@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from xml.etree import ElementTree
@@ -70,6 +72,11 @@ def test_round_trip_information_list_delete(api, unique) -> None:
     info = api.post("/data-store/information", json={"path_to_object": path}).json()
     assert info["path"] == path and info["size"] == len(payload)
     assert info["last_modified"].endswith("Z")
+    # an HTTP date in English (RFC 9110), the same instant as the information's, to the second
+    served = parsedate_to_datetime(got.headers["last-modified"])
+    assert got.headers["last-modified"].endswith(" GMT")
+    assert served == datetime.fromisoformat(info["last_modified"].replace("Z", "+00:00")
+                                            ).replace(microsecond=0)
     listed = api.get("/data-store/list", params={"include_continuation_token": "t"}).json()
     assert path in {item["path"] for item in listed["items"]}
     deleted = api.request("DELETE", "/data-store/delete", data={"path_to_object": path})

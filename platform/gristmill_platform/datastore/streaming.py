@@ -13,6 +13,7 @@ import anyio
 from fastapi.responses import StreamingResponse
 
 from gristmill_platform.datastore.backend import ObjectInfo
+from gristmill_platform.http.dates import http_date
 from gristmill_platform.telemetry.metrics import DATASTORE_ERRORS, DATASTORE_OUT
 
 READ_CHUNK = 2 * 1024 * 1024
@@ -49,5 +50,5 @@ async def blob_response(info: ObjectInfo, blob: Path, filename: str) -> Streamin
     return StreamingResponse(body(), media_type="application/octet-stream", headers={
         "Content-Length": str(info.size),
         "Content-Disposition": f'attachment; filename="{safe_filename(filename)}"',
-        "Last-Modified": info.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Last-Modified": http_date(info.last_modified),
     })
