@@ -114,10 +114,10 @@ def tree_env(tree: Path | None) -> dict[str, str]:
 
 
 def interpreter(python: str | None = None) -> dict[str, str]:
-    """Which interpreter a side ran on: a bench's figures depend on how it was built
-    (pyenv's default build, without profile-guided optimisation and link-time
-    optimisation, ran the control service's code about a fifth slower than Debian's
-    optimised build of an older 3.11 on this machine, docs/runs-and-executions.md)."""
+    """Which interpreter a side ran on, reported with its figures: builds differ (pyenv's
+    default one has no profile-guided or link-time optimisation; plain Python ran a fifth
+    faster on Debian's optimised 3.11 here, the elastic path alike on both,
+    docs/runs-and-executions.md)."""
     executable = python or sys.executable
     described = subprocess.run(
         [executable, "-c", "import sys, os; print(sys.version.split()[0]); "

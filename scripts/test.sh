@@ -61,7 +61,7 @@ elif [ "$("$VENV/bin/python" -c 'import sys; print(sys.version_info[:2] == (3, 1
 else
   PYTHON="$python312" GRISTMILL_VENV=.venv-py312 GRISTMILL_EXTRAS=platform,dev \
     GRISTMILL_SYSTEM_PACKAGES=0 bash scripts/setup.sh
-  GRISTMILL_VENV=.venv-py312 run_pytest_in .venv-py312 tests/platform/unit tests/runtime \
+  run_pytest_in .venv-py312 tests/platform/unit tests/runtime \
     tests/compat/test_deployments.py tests/platform/test_step_pythons.py || status=$?
 fi
 # Bounded mutation testing: only the mutants of functions changed since the base branch

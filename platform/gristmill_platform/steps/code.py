@@ -38,9 +38,12 @@ def _member_name(member: tarfile.TarInfo) -> str | None:
     return None if name == "." else name
 
 
-def _leaves(path: str) -> bool:
-    """A normalised relative path leads out of its folder ("..hidden" does not)."""
-    return path == ".." or path.startswith("../")
+def _link_leaves(name: str, target: str) -> bool:
+    """The link ``name`` (relative to the step's folder) to ``target`` leads out of the
+    folder by its text: an absolute target, or more ".." than folders ("..hidden" is a
+    name, not a way out)."""
+    lexical = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return target.startswith("/") or lexical == ".." or lexical.startswith("../")
 
 
 def check_archive_size(archive: Path, *, limit: int = MAX_CODE_BYTES) -> int:
@@ -80,9 +83,7 @@ def extract_archive(archive: Path, destination: Path, *, limit: int = MAX_CODE_B
                     if sum(sizes.values()) > limit:
                         raise _too_large(sum(sizes.values()))
                 elif member.issym():
-                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name),
-                                                               member.linkname))
-                    if member.linkname.startswith("/") or _leaves(target):
+                    if _link_leaves(name, member.linkname):
                         raise CodeError(
                             f"The archive's link {member.name!r} points outside the folder")
                 elif not member.isdir():
@@ -219,9 +220,7 @@ def _check_links(folder: Path) -> None:
             if not path.is_symlink():
                 continue
             relative = path.relative_to(folder).as_posix()
-            target = os.readlink(path)
-            lexical = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
-            if target.startswith("/") or _leaves(lexical):
+            if _link_leaves(relative, os.readlink(path)):
                 raise CodeError(f"The repository's link {relative!r} points outside the "
                                 "step's folder")
 

@@ -54,7 +54,7 @@ def require_service() -> None:
 
 
 def _settings(**values: Any) -> Any:
-    require_service()
+    """For the commands above, each of which calls require_service first."""
     from gristmill_platform.settings import Settings
 
     return Settings(**{k: v for k, v in values.items() if v is not None})
