@@ -18,6 +18,12 @@ and its workers per execution (that figure includes the bench's own GET /executi
 per run, whose CPU is measured apart at the end and reported, with the figure without it),
 of which the forked workers (and their kernel share: page faults, thread stacks, exit) and
 the fork servers' own (the forks).
+The modes take turns of --turn runs each (default 10), the order rotating. The first run
+of a turn follows another environment's turn (a spawned worker's start, 70 ms of another
+interpreter's work, leaves the caches cold); the others follow a run of their own. The CPU
+figures are reported for both apart, and for all runs: the first is what an execution
+costs after other work, the second what it costs on an environment busy with elastic
+executions (--turn 1 makes every run a first one, as this bench did before 2026-12-07).
 With --baseline DIR, a third environment runs the control service of the source tree in
 DIR (forked workers) in the same turns: an A/B of a change. With --tree DIR2 this side's
 modes run from that source tree too. With --baseline-python PATH, that third environment
@@ -28,7 +34,7 @@ baseline by 0.3 to 2 ms of CPU either way (docs/runs-and-executions.md): a small
 difference is not a change's.
 Writes bench/results/elastic_run.json.
 
-    .venv/bin/python bench/elastic_run.py [--runs 50] [--baseline ../main-tree]
+    .venv/bin/python bench/elastic_run.py [--runs 50] [--turn 10] [--baseline ../main-tree]
         [--tree DIR2] [--baseline-python ../venv-b/bin/python]
 """
 
@@ -94,6 +100,12 @@ def bare_costs(python: str, repeat: int = 20) -> dict[str, dict[str, float]]:
 
 
 MODES = {"fork_server": "1", "spawn": "0"}  # GRISTMILL_LOCAL_FORK_SERVER
+WARM_UP = 2  # each mode's first runs warm its caches and start its fork server: not counted
+CPU_LINES = (("  with the bench read", "cpu_ms_per_execution"),
+             ("  without it", "cpu_ms_per_execution_without_the_bench_read"),
+             ("  of which forked worker", "forked_worker_cpu_ms_per_execution"),
+             ("    in the kernel", "forked_worker_kernel_cpu_ms_per_execution"),
+             ("  of which the fork server", "fork_server_cpu_ms_per_execution"))
 
 
 def fork_server_cpu(pid: int) -> dict[str, float]:
@@ -165,12 +177,10 @@ class Mode:
         created.raise_for_status()
         self.python = str(next((work / name / "venvs").glob("*/bin/python")))
         self.rows: list[dict[str, float]] = []
-        self.cpu_s = 0.0
-        self.split_cpu_s = dict.fromkeys(fork_server_cpu(self.env.process.pid), 0.0)
         self.last_execution_id = ""
         self.read_cpu_s: float | None = None  # the control service's, per GET /executions/{id}
 
-    def run_once(self, i: int, counted: bool) -> None:
+    def run_once(self, i: int, counted: bool, first_of_turn: bool) -> None:
         cpu_before = cpu_seconds(self.env.process.pid)
         split_before = fork_server_cpu(self.env.process.pid)
         start = time.perf_counter()
@@ -199,13 +209,12 @@ class Mode:
         created_at, started = ts(execution["created_at"]), ts(execution["start_date"])
         ended = ts(execution["end_date"])
         if counted:
-            self.cpu_s += cpu_after - cpu_before
-            for key, after in split_after.items():
-                self.split_cpu_s[key] += after - split_before[key]
             self.rows.append({
                 "total": done - start, "accept": accepted - start,
                 "launch": started - created_at, "run": ended - started,
                 "deliver": max(0.0, wall_done - ended),
+                "first_of_turn": float(first_of_turn), "cpu": cpu_after - cpu_before,
+                **{key: after - split_before[key] for key, after in split_after.items()},
             })
 
     def measure_read(self, reads: int = 200) -> None:
@@ -222,35 +231,52 @@ class Mode:
             self.api.get(f"/executions/{self.last_execution_id}").raise_for_status()
         self.read_cpu_s = (cpu() - before) / reads
 
-    def report(self) -> dict[str, object]:
-        cpu_ms = self.cpu_s / len(self.rows) * 1000
+    def cpu_report(self, rows: list[dict[str, float]]) -> dict[str, object]:
+        """CPU per execution over these runs (ms)."""
+        def per_run(key: str) -> float:
+            return sum(r[key] for r in rows) / len(rows) * 1000
+
         read_ms = None if self.read_cpu_s is None else self.read_cpu_s * 1000
+        return {
+            "runs": len(rows),
+            # includes the bench's own GET /executions/{id} per run (a few ms at most)
+            "cpu_ms_per_execution": round(per_run("cpu"), 1),
+            # that read's CPU, measured apart, and the figure without it
+            "bench_read_cpu_ms": None if read_ms is None else round(read_ms, 2),
+            "cpu_ms_per_execution_without_the_bench_read":
+                None if read_ms is None else round(per_run("cpu") - read_ms, 1),
+            # of which the forked worker (0 when spawned: counted with the service)
+            "forked_worker_cpu_ms_per_execution": round(per_run("forked_worker"), 1),
+            # of which in the kernel (page faults, thread stacks, the exit)
+            "forked_worker_kernel_cpu_ms_per_execution": round(
+                per_run("forked_worker_kernel"), 1),
+            # the fork servers' own: the forks
+            "fork_server_cpu_ms_per_execution": round(per_run("fork_server"), 1),
+        }
+
+    def report(self) -> dict[str, object]:
+        firsts = [r for r in self.rows if r["first_of_turn"]]
+        following = [r for r in self.rows if not r["first_of_turn"]]
         return {
             "interpreter": self.interpreter,
             "end_to_end": summary([r["total"] for r in self.rows]),
             "phases": {k: summary([r[k] for r in self.rows])
                        for k in ("accept", "launch", "run", "deliver")},
-            # includes the bench's own GET /executions/{id} per run (a few ms at most)
-            "cpu_ms_per_execution": round(cpu_ms, 1),
-            # that read's CPU, measured apart, and the figure without it
-            "bench_read_cpu_ms": None if read_ms is None else round(read_ms, 2),
-            "cpu_ms_per_execution_without_the_bench_read":
-                None if read_ms is None else round(cpu_ms - read_ms, 1),
-            # of which the forked worker (0 when spawned: counted with the service)
-            "forked_worker_cpu_ms_per_execution": round(
-                self.split_cpu_s["forked_worker"] / len(self.rows) * 1000, 1),
-            # of which in the kernel (page faults, thread stacks, the exit)
-            "forked_worker_kernel_cpu_ms_per_execution": round(
-                self.split_cpu_s["forked_worker_kernel"] / len(self.rows) * 1000, 1),
-            # the fork servers' own: the forks
-            "fork_server_cpu_ms_per_execution": round(
-                self.split_cpu_s["fork_server"] / len(self.rows) * 1000, 1),
+            **self.cpu_report(self.rows),
+            # the same figures for the runs that followed one of this environment's own
+            # (busy with elastic executions) and for the first of each turn (after
+            # another environment's: cold caches); the read measured apart is a warm one
+            "after_a_run_of_its_own": self.cpu_report(following) if following else None,
+            "first_of_a_turn": self.cpu_report(firsts) if firsts else None,
         }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--turn", type=int, default=10,
+                        help="runs of one mode before the next mode's (default 10; 1: every "
+                             "run follows another environment's)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another source tree: its control service runs a third mode, "
                              "fork_server@baseline, in the same turns (an A/B)")
@@ -260,6 +286,8 @@ def main() -> None:
                              "runs on it (an A/B of interpreters)")
     add_tree_option(parser)
     args = parser.parse_args()
+    if args.turn < 1:
+        parser.error("--turn must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         modes: list[Mode] = []
@@ -273,10 +301,12 @@ def main() -> None:
                                   args.baseline_python))
             # the modes take turns, so a machine whose speed drifts slows all alike; the
             # order rotates, so none always runs first (just after another's worker exit)
-            for i in range(args.runs + 2):  # the first two warm caches; not counted
-                k = i % len(modes)
+            total = args.runs + WARM_UP
+            for turn, first in enumerate(range(0, total, args.turn)):
+                k = turn % len(modes)
                 for mode in modes[k:] + modes[:k]:
-                    mode.run_once(i, counted=i >= 2)
+                    for i in range(first, min(first + args.turn, total)):
+                        mode.run_once(i, counted=i >= WARM_UP, first_of_turn=i == first)
             for mode in modes:
                 mode.measure_read()
             bare = bare_costs(modes[0].python)
@@ -285,7 +315,7 @@ def main() -> None:
                 mode.env.stop()
 
     results = {
-        "runs": args.runs,
+        "runs": args.runs, "turn": args.turn,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1m": round(os.getloadavg()[0], 1)},
         "modes": {mode.name: mode.report() for mode in modes},
@@ -303,15 +333,11 @@ def main() -> None:
         print(f"{'end to end':<28}{line['p50_ms']:>8}{line['p95_ms']:>8}")
         for phase, values in report["phases"].items():
             print(f"  {phase:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
-        print(f"{'cpu per execution (ms)':<28}{report['cpu_ms_per_execution']:>8}")
-        print(f"{'  without the bench read':<28}"
-              f"{report['cpu_ms_per_execution_without_the_bench_read']:>8}")
-        print(f"{'  of which forked worker':<28}"
-              f"{report['forked_worker_cpu_ms_per_execution']:>8}")
-        print(f"{'    in the kernel':<28}"
-              f"{report['forked_worker_kernel_cpu_ms_per_execution']:>8}")
-        print(f"{'  of which the fork server':<28}"
-              f"{report['fork_server_cpu_ms_per_execution']:>8}")
+        print(f"{'cpu per execution (ms)':<28}{'all':>8}{'own':>8}{'first':>8}")
+        columns = [report, report["after_a_run_of_its_own"], report["first_of_a_turn"]]
+        for label, key in CPU_LINES:
+            cells = "".join(f"{'-' if c is None else c[key]:>8}" for c in columns)
+            print(f"{label:<28}{cells}")
     for name, values in bare.items():
         print(f"{'bare ' + name:<28}{values['p50_ms']:>8}{values['p95_ms']:>8}")
     print(f"written to {RESULTS}")
