@@ -2,7 +2,9 @@
 thread each (db/sqlite_cursor.py), and give SQLAlchemy what the adapter's own cursor
 gave: rows, row counts, RETURNING, executemany, the driver's errors as SQLAlchemy's.
 Reads outside a write transaction take none: they run on the event loop's thread, within
-a budget, and go to the thread past it or on any error."""
+a budget, and go to the thread past it or on any error. Writes take none either when
+they can be done at once: never waiting for a lock on the loop, a transaction's first
+write past its budget undone and given to the thread, its end done where its writes were."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gristmill_platform.db import sqlite_cursor
-from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.db.engine import BUSY_TIMEOUT_MS, create_engine, create_session_factory
 from gristmill_platform.db.sqlite_cursor import OneHopConnection
 
 T = TypeVar("T")
@@ -72,10 +74,12 @@ def test_a_statement_is_one_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             assert isinstance(raw.dbapi_connection, OneHopConnection)
         seen = hops(monkeypatch)
         async with engine.begin() as connection:
-            before = len(seen)
-            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
-            value = (await connection.execute(text("SELECT v FROM t"))).scalar_one()
-            assert len(seen) - before == 2, seen  # two statements, two hops
+            # executemany, and a read in a write transaction: the thread's, one hop each
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"),
+                                     [{"v": "a"}, {"v": "b"}])
+            value = (await connection.execute(text("SELECT min(v) FROM t"))).scalar_one()
+            assert len(seen) == 2, seen  # two statements, two hops
+        assert len(seen) == 3, seen  # and its COMMIT, where its write was
         assert value == "a"
 
     run(tmp_path, scenario)
@@ -135,7 +139,7 @@ def test_a_unit_of_work_that_wrote_nothing_ends_without_a_hop(
         assert seen == []  # the SELECT on the loop's reader; no COMMIT, no reset on return
         async with engine.begin() as connection:
             await connection.execute(text("INSERT INTO t (v) VALUES ('w')"))
-        assert len(seen) == 2, seen  # the INSERT and its COMMIT
+        assert seen == []  # the INSERT and its COMMIT on the loop
         monkeypatch.undo()
         # committed for real: a fresh engine on the same file sees it
         other = create_engine(f"sqlite:///{tmp_path / 'one-hop.sqlite3'}")
@@ -192,7 +196,7 @@ def test_reads_outside_a_write_run_on_the_loop_and_see_every_commit(
             await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT v FROM t"))).scalar_one() == "a"
-        assert answered == ["SELECT v FROM t"] and len(seen) == 2, seen  # INSERT, COMMIT
+        assert answered == ["SELECT v FROM t"] and seen == []  # INSERT, COMMIT: the loop
         # committed by another connection (as the journal's thread does): seen at once
         other = sqlite3.connect(tmp_path / "one-hop.sqlite3")
         other.execute("INSERT INTO t (v) VALUES ('b')")
@@ -201,7 +205,7 @@ def test_reads_outside_a_write_run_on_the_loop_and_see_every_commit(
         async with engine.connect() as connection:
             rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
             assert rows.scalars().all() == ["a", "b"]
-        assert len(answered) == 2 and len(seen) == 2
+        assert len(answered) == 2 and seen == []
 
     run(tmp_path, scenario)
 
@@ -315,3 +319,213 @@ def test_the_reader_is_used_on_its_own_thread_only_and_closed_with_its_connectio
             reader.connection.execute("SELECT 1")  # closed
 
     run(tmp_path, scenario)
+
+
+def writer_of(adapter: Any) -> sqlite_cursor.LoopWriter:
+    writer = sqlite_cursor.loop_writer(adapter._connection)
+    assert writer is not None
+    return writer
+
+
+def test_writes_and_their_end_run_on_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
+            updated = await connection.execute(text("UPDATE t SET v = 'c' WHERE v = 'b'"))
+            assert updated.rowcount == 1
+            inserted = await connection.execute(
+                text("INSERT INTO t (v) VALUES ('d') RETURNING id, v"))
+            assert inserted.one()[1] == "d"
+        async with engine.connect() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('undone')"))
+            await connection.rollback()
+            deleted = await connection.execute(text("DELETE FROM t WHERE v = 'a'"))
+            assert deleted.rowcount == 1
+            await connection.commit()
+            raw = await connection.get_raw_connection()
+            # the lock's wait is the connection's own again after each write here
+            writer = writer_of(raw.dbapi_connection)
+            busy = writer.connection.execute("PRAGMA busy_timeout").fetchone()
+            assert busy == (BUSY_TIMEOUT_MS,)
+        assert seen == []
+        # committed for real, as a connection of another process sees it
+        other = sqlite3.connect(tmp_path / "one-hop.sqlite3")
+        try:
+            assert other.execute("SELECT v FROM t ORDER BY v").fetchall() == [("c",), ("d",)]
+        finally:
+            other.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_write_finding_the_lock_taken_waits_on_the_thread_not_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))  # the pool's connection is made
+        holder = sqlite3.connect(tmp_path / "one-hop.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer (a CLI command) holds the lock
+        holder.execute("INSERT INTO t (v) VALUES ('first')")
+        seen = hops(monkeypatch)
+        ticks = 0
+
+        async def write() -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (v) VALUES ('second')"))
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.ensure_future(tick())
+        writing = asyncio.ensure_future(write())
+        await asyncio.sleep(0.3)
+        assert not writing.done() and ticks >= 10  # waiting, and the loop runs meanwhile
+        holder.execute("COMMIT")
+        await asyncio.wait_for(writing, 10)
+        ticking.cancel()
+        holder.close()
+        assert len(seen) == 2, seen  # the INSERT and its COMMIT, on the thread
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t ORDER BY id"))
+            assert rows.scalars().all() == ["first", "second"]  # nothing lost, once each
+            raw = await connection.get_raw_connection()
+            writer = writer_of(raw.dbapi_connection)
+            assert writer.slow == set()  # a lock is not slowness
+            busy = writer.connection.execute("PRAGMA busy_timeout").fetchone()
+            assert busy == (BUSY_TIMEOUT_MS,)
+        seen.clear()
+        async with engine.begin() as connection:  # the lock free: the loop again
+            await connection.execute(text("INSERT INTO t (v) VALUES ('third')"))
+        assert seen == []
+
+    run(tmp_path, scenario)
+
+
+# COUNT_TO's work, written: 'n200000'
+INSERT_COUNTED = "INSERT INTO t (v) SELECT 'n' || " + COUNT_TO.removeprefix("SELECT ")
+
+
+def test_a_first_write_past_the_budget_is_undone_and_given_to_the_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_cursor, "LOOP_WRITE_BUDGET_S", 0.0)
+
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text(INSERT_COUNTED))
+            raw = await connection.get_raw_connection()
+            writer = writer_of(raw.dbapi_connection)
+            assert INSERT_COUNTED in writer.slow
+            assert len(seen) == 1  # interrupted on the loop (undone), done by the thread
+        assert len(seen) == 2  # and its COMMIT there too
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM t"))
+            await connection.execute(text(INSERT_COUNTED))  # a later write: remembered
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t"))
+            assert rows.scalars().all() == ["n200000"]  # once, not twice
+
+    run(tmp_path, scenario)
+
+
+def test_a_later_write_past_the_budget_finishes_on_the_loop_and_is_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            # interrupting it would undo 'a' with it: it is let finish
+            monkeypatch.setattr(sqlite_cursor, "LOOP_WRITE_BUDGET_S", 0.0)
+            await connection.execute(text(INSERT_COUNTED))
+            raw = await connection.get_raw_connection()
+            writer = writer_of(raw.dbapi_connection)
+        assert seen == [] and INSERT_COUNTED in writer.slow
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
+            assert rows.scalars().all() == ["a", "n200000"]
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM t"))
+            await connection.execute(text(INSERT_COUNTED))  # remembered: the thread's
+        assert len(seen) == 2, seen  # that INSERT, and the COMMIT where it was
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t"))
+            assert rows.scalars().all() == ["n200000"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_failing_write_gives_the_drivers_error_and_keeps_the_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        seen = hops(monkeypatch)
+        async with engine.connect() as connection:
+            with pytest.raises(IntegrityError):  # the transaction's first write
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
+            with pytest.raises(IntegrityError):  # a later one: only it is undone
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            with pytest.raises(OperationalError, match="no such column"):
+                await connection.execute(text("UPDATE t SET nope = 1"))
+            await connection.commit()
+        assert seen == []
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
+            assert rows.scalars().all() == ["a", "b"]
+
+    run(tmp_path, scenario)
+
+
+def test_writes_elsewhere_than_the_loops_thread_go_to_aiosqlites(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await connection.commit()
+            raw = await connection.get_raw_connection()
+            writer = writer_of(raw.dbapi_connection)
+            elsewhere: list[Any] = []
+            thread = threading.Thread(target=lambda: elsewhere.append(
+                writer.write("INSERT INTO t (v) VALUES ('no')", ())))
+            thread.start()
+            thread.join()
+            assert elsewhere == [None] and not writer.connection.in_transaction
+
+    run(tmp_path, scenario)
+
+
+def test_an_engine_with_the_same_thread_check_writes_on_the_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection opened with sqlite3's same-thread check (another engine's than
+    create_engine's) cannot be written on the loop: its writes take the hop, as before."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> int:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'one-hop.sqlite3'}",
+                                     connect_args={"check_same_thread": True})
+        event.listen(engine.sync_engine, "connect", sqlite_cursor.use_one_hop_cursors)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            seen = hops(monkeypatch)
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+                raw = await connection.get_raw_connection()
+                assert sqlite_cursor.loop_writer(raw.dbapi_connection._connection) is None
+            async with engine.connect() as connection:
+                rows = await connection.execute(text("SELECT v FROM t"))
+                assert rows.scalars().all() == ["a"]
+            return len(seen)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(go()) == 2  # the INSERT and its COMMIT

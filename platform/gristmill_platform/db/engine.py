@@ -56,7 +56,10 @@ def create_engine(database_url: str, *, automatic_checkpoints: bool = True) -> A
         # check use short transactions, deps.py), so a pool as large as PostgreSQL's
         # never runs dry under the admitted load; past it a request waits, then 503.
         engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
-                                     pool_timeout=POOL_TIMEOUT_S)
+                                     pool_timeout=POOL_TIMEOUT_S,
+                                     # the event loop writes on it too, never while a
+                                     # statement of it is in flight (db/sqlite_cursor.py)
+                                     connect_args={"check_same_thread": False})
         # first: the pragmas' own cursor is then a one-hop one too
         event.listen(engine.sync_engine, "connect", use_one_hop_cursors)
         event.listen(engine.sync_engine, "connect", apply_pragmas(

@@ -19,6 +19,17 @@ statement past the budget (interrupted, then remembered as one for the thread), 
 database busy with a lock (the reader never waits for one), any error (the thread's
 connection then gives the real one). Reads in a write transaction stay on the writing
 connection, which alone sees its own uncommitted writes.
+
+Writes take no hop either when they can be done at once (LoopWriter): an INSERT, UPDATE
+or DELETE runs on the event loop's thread, on the writing connection itself (opened
+without sqlite3's same-thread check; no statement of it is in flight then, each was
+awaited), never waiting for SQLite's write lock. A transaction's first write that finds
+the lock taken, or that is not done within LOOP_WRITE_BUDGET_S, is undone (it is the
+whole transaction) and given to the thread, which waits for the lock as before. A later
+write of the transaction holds the lock already; it cannot be interrupted without losing
+the transaction's earlier writes, so one past the budget is let finish and remembered.
+The transaction's COMMIT (or ROLLBACK) is done on the loop too when all its writes were;
+if any went to the thread, so does its end, and so do its later writes.
 """
 
 from __future__ import annotations
@@ -69,6 +80,20 @@ SLOW_KEPT = 256
 
 def is_read(operation: Any) -> bool:
     return isinstance(operation, str) and operation.lstrip()[:6].upper() == "SELECT"
+
+
+# How long a transaction's first write may hold the event loop before it is interrupted
+# (undoing it) and given to the thread; a later write past it is remembered instead.
+LOOP_WRITE_BUDGET_S = 0.001
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def is_write(operation: Any) -> bool:
+    return isinstance(operation, str) and operation.lstrip()[:6].upper() in _WRITES
+
+
+def _locked(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 class LoopReader:
@@ -137,6 +162,100 @@ def loop_reader(connection: Any) -> LoopReader | None:
     return reader
 
 
+class LoopWriter:
+    """The event loop's use of one aiosqlite connection's own sqlite3 connection for
+    writes, on the thread that made it only. ``own_end``: no write of the current
+    transaction went to aiosqlite's thread, so its end is done here too."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.thread = threading.get_ident()
+        self.connection = connection
+        # the connection's wait for a lock held elsewhere, restored after each write here
+        row = connection.execute("PRAGMA busy_timeout").fetchone()
+        self.busy_timeout_ms = int(row[0]) if row else 0
+        self.slow: set[str] = set()
+        self.own_end = False
+
+    def usable(self) -> bool:
+        return threading.get_ident() == self.thread
+
+    def write(self, operation: str, parameters: Any
+              ) -> tuple[Any, list[Any], int, int | None] | None:
+        """The statement's results, or None: give it to the thread (nothing of it done)."""
+        connection = self.connection
+        first = not connection.in_transaction
+        if first:
+            self.own_end = False  # a new transaction: nothing of it done anywhere yet
+        if not self.usable() or operation in self.slow or not (first or self.own_end):
+            self.own_end = False
+            return None
+        start = time.perf_counter()
+        if first:
+            deadline = start + LOOP_WRITE_BUDGET_S
+
+            def past_budget() -> bool:
+                return time.perf_counter() > deadline
+
+            connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+        connection.execute("PRAGMA busy_timeout=0").close()
+        try:
+            done = _run(connection, operation, parameters, False)
+        except sqlite3.Error as error:
+            interrupted = "interrupted" in str(error)
+            if not (first and isinstance(error, sqlite3.OperationalError)
+                    and (interrupted or _locked(error))):
+                # what the thread would answer, the transaction as SQLite left it (a
+                # failed statement undoes only itself): what there is of it was done here
+                self.own_end = connection.in_transaction
+                raise
+            # the transaction's only statement: nothing is lost in undoing it
+            connection.rollback()
+            if interrupted and len(self.slow) < SLOW_KEPT:
+                self.slow.add(operation)
+            self.own_end = False
+            return None
+        finally:
+            if first:
+                connection.set_progress_handler(None, 0)
+            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}").close()
+        if time.perf_counter() - start > LOOP_WRITE_BUDGET_S and len(self.slow) < SLOW_KEPT:
+            self.slow.add(operation)
+        self.own_end = True
+        return done
+
+    def gave_to_thread(self) -> None:
+        """A write of the current transaction went to the thread: so will its end."""
+        self.own_end = False
+
+    def end(self, commit: bool) -> bool:
+        """End the transaction here if all its writes were done here; False: not done."""
+        if not (self.own_end and self.usable()):
+            return False
+        self.own_end = False
+        if commit:
+            self.connection.commit()
+        else:
+            self.connection.rollback()
+        return True
+
+
+# None: this connection's sqlite3 connection cannot be used here (opened with the
+# same-thread check, by an engine other than create_engine's); asked once.
+_writers: weakref.WeakKeyDictionary[Any, LoopWriter | None] = weakref.WeakKeyDictionary()
+
+
+def loop_writer(connection: Any) -> LoopWriter | None:
+    """connection's LoopWriter, made on first use on the loop's thread."""
+    if connection in _writers:
+        return _writers[connection]
+    try:
+        writer: LoopWriter | None = LoopWriter(connection._conn)
+    except (sqlite3.Error, ValueError, AttributeError):
+        writer = None
+    _writers[connection] = writer
+    return writer
+
+
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
 
@@ -185,6 +304,14 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 reader = loop_reader(self._connection)
                 if reader is not None:
                     done = reader.read(operation, parameters)
+            elif not many and is_write(operation):
+                writer = loop_writer(self._connection)
+                if writer is not None:
+                    done = writer.write(operation, parameters)
+            elif not is_read(operation):
+                writer = _writers.get(self._connection)
+                if writer is not None:
+                    writer.gave_to_thread()
             if done is None:
                 # aiosqlite's own queue (what its cursor methods go through), so the call
                 # is ordered with every other on this connection (commit, rollback, close)
@@ -228,15 +355,26 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         connection = self._connection._connection
         return connection is not None and not connection.in_transaction
 
+    def _ended_on_loop(self, commit: bool) -> bool:
+        writer = _writers.get(self._connection)
+        if writer is None:
+            return False
+        try:
+            return writer.end(commit)
+        except Exception as error:
+            self._handle_exception(error)
+            return True  # not reached: _handle_exception raises
+
     def commit(self) -> None:
-        if not self._idle():
+        if not self._idle() and not self._ended_on_loop(True):
             super().commit()
 
     def rollback(self) -> None:
-        if not self._idle():
+        if not self._idle() and not self._ended_on_loop(False):
             super().rollback()
 
     def close(self) -> None:
+        _writers.pop(self._connection, None)
         reader = _readers.pop(self._connection, None)
         if reader is not None:
             reader.close()
