@@ -12,6 +12,7 @@ import asyncio
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -457,6 +458,29 @@ def test_a_later_write_past_the_budget_finishes_on_the_loop_and_is_remembered(
         async with engine.connect() as connection:
             rows = await connection.execute(text("SELECT v FROM t"))
             assert rows.scalars().all() == ["n200000"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_write_slowed_by_something_else_than_its_own_work_is_not_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause of the disk (or of the machine) is not a property of the statement: only
+    what SQLite counts of its own work past the budget sends it to the thread."""
+    async def scenario(engine: AsyncEngine) -> None:
+        original = sqlite_cursor._run
+
+        def paused(conn: sqlite3.Connection, *args: Any) -> Any:
+            time.sleep(sqlite_cursor.LOOP_WRITE_BUDGET_S * 5)
+            return original(conn, *args)
+
+        monkeypatch.setattr(sqlite_cursor, "_run", paused)
+        seen = hops(monkeypatch)
+        for value in ("a", "b"):
+            async with engine.begin() as connection:
+                await connection.execute(text(f"INSERT INTO t (v) VALUES ('{value}')"))
+                raw = await connection.get_raw_connection()
+                writer = writer_of(raw.dbapi_connection)
+        assert seen == [] and writer.slow == set()
 
     run(tmp_path, scenario)
 

@@ -82,8 +82,9 @@ def is_read(operation: Any) -> bool:
     return isinstance(operation, str) and operation.lstrip()[:6].upper() == "SELECT"
 
 
-# How long a transaction's first write may hold the event loop before it is interrupted
-# (undoing it) and given to the thread; a later write past it is remembered instead.
+# How long a transaction's first write may run on the event loop before it is interrupted
+# (undoing it) and given to the thread; a later write past it is let finish. Either is
+# remembered (by SQL text, until the service restarts) and goes to the thread after.
 LOOP_WRITE_BUDGET_S = 0.001
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 
@@ -189,14 +190,16 @@ class LoopWriter:
         if not self.usable() or operation in self.slow or not (first or self.own_end):
             self.own_end = False
             return None
-        start = time.perf_counter()
-        if first:
-            deadline = start + LOOP_WRITE_BUDGET_S
+        deadline = time.perf_counter() + LOOP_WRITE_BUDGET_S
+        over = False
 
-            def past_budget() -> bool:
-                return time.perf_counter() > deadline
+        def past_budget() -> bool:
+            # what the statement itself does past the budget (not a pause of the disk's)
+            nonlocal over
+            over = over or time.perf_counter() > deadline
+            return over and first  # interrupted (undone) only if nothing else is lost
 
-            connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+        connection.set_progress_handler(past_budget, PROGRESS_EVERY)
         connection.execute("PRAGMA busy_timeout=0").close()
         try:
             done = _run(connection, operation, parameters, False)
@@ -215,10 +218,9 @@ class LoopWriter:
             self.own_end = False
             return None
         finally:
-            if first:
-                connection.set_progress_handler(None, 0)
+            connection.set_progress_handler(None, 0)
             connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}").close()
-        if time.perf_counter() - start > LOOP_WRITE_BUDGET_S and len(self.slow) < SLOW_KEPT:
+        if over and len(self.slow) < SLOW_KEPT:
             self.slow.add(operation)
         self.own_end = True
         return done
