@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gristmill_platform.auth.tokens import split_sdk_token
 from gristmill_platform.logs import (
     MASK,
     JsonFormatter,
@@ -144,7 +145,8 @@ def test_serve_logs_json_with_request_context_and_no_secret(tmp_path: Path) -> N
     entries = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert entries, "the service logged nothing"
     signature = download.split("signature=")[1].split("&")[0]
-    for secret in (created.plaintext.split("_")[2], access, env_value, signature,
+    # the whole secret (it may hold "_" itself, even first: split("_")[2] was then empty)
+    for secret in (split_sdk_token(created.plaintext)[1], access, env_value, signature,
                    settings.secret_key):
         assert secret and secret not in text
     traced = [e for e in entries
