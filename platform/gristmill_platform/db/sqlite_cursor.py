@@ -24,10 +24,11 @@ Writes take no hop either when they can be done at once (LoopWriter): an INSERT,
 or DELETE runs on the event loop's thread, on the writing connection itself (opened
 without sqlite3's same-thread check; no statement of it is in flight then, each was
 awaited), never waiting for SQLite's write lock. A transaction's first write that finds
-the lock taken, or that is not done within LOOP_WRITE_BUDGET_S, is undone (it is the
-whole transaction) and given to the thread, which waits for the lock as before. A later
-write of the transaction holds the lock already; it cannot be interrupted without losing
-the transaction's earlier writes, so one past the budget is let finish and remembered.
+the lock taken, or whose own work (what SQLite's progress handler counts) runs past
+LOOP_WRITE_BUDGET_S, is undone (it is the whole transaction) and given to the thread,
+which waits for the lock as before. A later write of the transaction holds the lock
+already; it cannot be interrupted without losing the transaction's earlier writes, so one
+past the budget is let finish and remembered.
 The transaction's COMMIT (or ROLLBACK) is done on the loop too when all its writes were;
 if any went to the thread, so does its end, and so do its later writes.
 """
