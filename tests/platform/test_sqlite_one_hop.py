@@ -553,3 +553,28 @@ def test_an_engine_with_the_same_thread_check_writes_on_the_thread(
             await engine.dispose()
 
     assert asyncio.run(go()) == 2  # the INSERT and its COMMIT
+
+
+def test_errors_are_told_apart_by_sqlites_result_code(tmp_path: Path) -> None:
+    """What sends a statement to the thread is SQLite's code, not its message's wording."""
+    path = tmp_path / "codes.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (v TEXT UNIQUE)")
+    holder.execute("BEGIN IMMEDIATE")
+    kept_out = sqlite3.connect(path, timeout=0)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        kept_out.execute("INSERT INTO t VALUES ('a')")
+    holder.execute("COMMIT")
+    kept_out.set_progress_handler(lambda: True, 1)
+    with pytest.raises(sqlite3.OperationalError) as stopped:
+        kept_out.execute(COUNT_TO)
+    kept_out.set_progress_handler(None, 0)
+    kept_out.execute("INSERT INTO t VALUES ('a')")
+    with pytest.raises(sqlite3.IntegrityError) as duplicate:
+        kept_out.execute("INSERT INTO t VALUES ('a')")
+    kept_out.close()
+    holder.close()
+    assert sqlite_cursor.locked(busy.value) and not sqlite_cursor.interrupted(busy.value)
+    assert sqlite_cursor.interrupted(stopped.value) and not sqlite_cursor.locked(stopped.value)
+    for other in (duplicate.value, sqlite3.OperationalError("database is locked")):
+        assert not sqlite_cursor.locked(other) and not sqlite_cursor.interrupted(other)

@@ -94,8 +94,21 @@ def is_write(operation: Any) -> bool:
     return isinstance(operation, str) and operation.lstrip()[:6].upper() in _WRITES
 
 
-def _locked(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
+def _primary_code(error: sqlite3.Error) -> int | None:
+    """SQLite's result code of the error, without its extended part (SQLITE_BUSY for
+    SQLITE_BUSY_SNAPSHOT); None for an error that did not come from SQLite."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def interrupted(error: sqlite3.Error) -> bool:
+    """Stopped by the progress handler (a budget)."""
+    return _primary_code(error) == sqlite3.SQLITE_INTERRUPT
+
+
+def locked(error: sqlite3.Error) -> bool:
+    """Kept out by a lock another connection holds (waiting was not allowed)."""
+    return _primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class LoopReader:
@@ -134,11 +147,9 @@ class LoopReader:
         self.connection.set_progress_handler(past_budget, PROGRESS_EVERY)
         try:
             return _run(self.connection, operation, parameters, False)
-        except sqlite3.OperationalError as error:
-            if "interrupted" in str(error) and len(self.slow) < SLOW_KEPT:
+        except sqlite3.Error as error:
+            if interrupted(error) and len(self.slow) < SLOW_KEPT:
                 self.slow.add(operation)
-            return None
-        except sqlite3.Error:
             return None
         finally:
             self.connection.set_progress_handler(None, 0)
@@ -205,16 +216,14 @@ class LoopWriter:
         try:
             done = _run(connection, operation, parameters, False)
         except sqlite3.Error as error:
-            interrupted = "interrupted" in str(error)
-            if not (first and isinstance(error, sqlite3.OperationalError)
-                    and (interrupted or _locked(error))):
+            if not (first and (interrupted(error) or locked(error))):
                 # what the thread would answer, the transaction as SQLite left it (a
                 # failed statement undoes only itself): what there is of it was done here
                 self.own_end = connection.in_transaction
                 raise
             # the transaction's only statement: nothing is lost in undoing it
             connection.rollback()
-            if interrupted and len(self.slow) < SLOW_KEPT:
+            if interrupted(error) and len(self.slow) < SLOW_KEPT:
                 self.slow.add(operation)
             self.own_end = False
             return None
