@@ -44,6 +44,13 @@ def run(tmp_path: Path, scenario: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+async def values(engine: AsyncEngine) -> list[str]:
+    """What table t holds, committed, in order."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
+        return list(rows.scalars().all())
+
+
 def database_of(connection: aiosqlite.Connection) -> str | None:
     """The file an aiosqlite connection opens (its connector's argument)."""
     for cell in connection._connector.__closure__ or ():
@@ -203,9 +210,7 @@ def test_reads_outside_a_write_run_on_the_loop_and_see_every_commit(
         other.execute("INSERT INTO t (v) VALUES ('b')")
         other.commit()
         other.close()
-        async with engine.connect() as connection:
-            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
-            assert rows.scalars().all() == ["a", "b"]
+        assert await values(engine) == ["a", "b"]
         assert len(answered) == 2 and seen == []
 
     run(tmp_path, scenario)
@@ -429,9 +434,7 @@ def test_a_first_write_past_the_budget_is_undone_and_given_to_the_thread(
         async with engine.begin() as connection:
             await connection.execute(text("DELETE FROM t"))
             await connection.execute(text(INSERT_COUNTED))  # a later write: remembered
-        async with engine.connect() as connection:
-            rows = await connection.execute(text("SELECT v FROM t"))
-            assert rows.scalars().all() == ["n200000"]  # once, not twice
+        assert await values(engine) == ["n200000"]  # once, not twice
 
     run(tmp_path, scenario)
 
@@ -448,16 +451,12 @@ def test_a_later_write_past_the_budget_finishes_on_the_loop_and_is_remembered(
             raw = await connection.get_raw_connection()
             writer = writer_of(raw.dbapi_connection)
         assert seen == [] and INSERT_COUNTED in writer.slow
-        async with engine.connect() as connection:
-            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
-            assert rows.scalars().all() == ["a", "n200000"]
+        assert await values(engine) == ["a", "n200000"]
         async with engine.begin() as connection:
             await connection.execute(text("DELETE FROM t"))
             await connection.execute(text(INSERT_COUNTED))  # remembered: the thread's
         assert len(seen) == 2, seen  # that INSERT, and the COMMIT where it was
-        async with engine.connect() as connection:
-            rows = await connection.execute(text("SELECT v FROM t"))
-            assert rows.scalars().all() == ["n200000"]
+        assert await values(engine) == ["n200000"]
 
     run(tmp_path, scenario)
 
@@ -501,9 +500,7 @@ def test_a_failing_write_gives_the_drivers_error_and_keeps_the_transaction(
                 await connection.execute(text("UPDATE t SET nope = 1"))
             await connection.commit()
         assert seen == []
-        async with engine.connect() as connection:
-            rows = await connection.execute(text("SELECT v FROM t ORDER BY v"))
-            assert rows.scalars().all() == ["a", "b"]
+        assert await values(engine) == ["a", "b"]
 
     run(tmp_path, scenario)
 
@@ -545,9 +542,7 @@ def test_an_engine_with_the_same_thread_check_writes_on_the_thread(
                 await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
                 raw = await connection.get_raw_connection()
                 assert sqlite_cursor.loop_writer(raw.dbapi_connection._connection) is None
-            async with engine.connect() as connection:
-                rows = await connection.execute(text("SELECT v FROM t"))
-                assert rows.scalars().all() == ["a"]
+            assert await values(engine) == ["a"]
             return len(seen)
         finally:
             await engine.dispose()
