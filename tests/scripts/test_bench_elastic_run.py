@@ -1,0 +1,52 @@
+"""bench/elastic_run.py's turns: a --turn below 1 is refused before any environment
+starts, and CPU per execution is reported over all runs, over those that followed one of
+the same environment's, and over the first of each turn, each from its own runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+
+from tests.scripts._bench_modules import ROOT, bench_module
+
+
+def elastic_run(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # it imports _env by name
+    return bench_module("elastic_run")
+
+
+def test_a_turn_below_one_is_refused_before_anything_starts() -> None:
+    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "elastic_run.py"),
+                              "--turn", "0"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "--turn must be at least 1" in refused.stderr
+
+
+def row(cpu_s: float, first: bool) -> dict[str, float]:
+    return {"total": 0.01, "accept": 0.001, "launch": 0.001, "run": 0.005,
+            "deliver": 0.001, "first_of_turn": float(first), "cpu": cpu_s,
+            "fork_server": 0.001, "forked_worker": cpu_s / 2,
+            "forked_worker_kernel": cpu_s / 4}
+
+
+def test_cpu_is_reported_apart_for_the_first_run_of_each_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    module = elastic_run(monkeypatch)
+    mode = object.__new__(module.Mode)  # its figures only: no environment
+    mode.interpreter = {"python": sys.executable}
+    mode.read_cpu_s = 0.002
+    mode.rows = [row(0.030, True), row(0.010, False), row(0.014, False),
+                 row(0.026, True)]
+    report = mode.report()
+    assert report["cpu_ms_per_execution"] == 20.0 and report["runs"] == 4
+    own, first = report["after_a_run_of_its_own"], report["first_of_a_turn"]
+    assert own["runs"] == 2 and own["cpu_ms_per_execution"] == 12.0
+    assert own["cpu_ms_per_execution_without_the_bench_read"] == 10.0
+    assert own["forked_worker_cpu_ms_per_execution"] == 6.0
+    assert first["runs"] == 2 and first["cpu_ms_per_execution"] == 28.0
+    assert first["forked_worker_kernel_cpu_ms_per_execution"] == 7.0
+    mode.rows = [row(0.030, True)]  # --turn 1: every run is a first one
+    assert mode.report()["after_a_run_of_its_own"] is None
