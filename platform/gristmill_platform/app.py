@@ -27,6 +27,7 @@ from gristmill_platform.datastore.local import LocalDataStore
 from gristmill_platform.datastore.repository import DataStoreRepository
 from gristmill_platform.datastore.signing import UrlSigner
 from gristmill_platform.db.engine import create_engine, create_session_factory
+from gristmill_platform.db.loop_reads import loop_reads
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.urls import sqlite_file
 from gristmill_platform.db.wal_checkpoints import WalCheckpoints
@@ -96,7 +97,8 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
-        transactions=Transactions(session_factory),
+        transactions=Transactions(session_factory,
+                                  loop_reads=loop_reads(settings.database_url)),
         signer=signer,
         datastore=datastore,
         factories=Factories(steps=steps, pipelines=pipelines, executions=executions,
@@ -318,6 +320,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
             if checkpoints is not None:  # after the last write (the journal's)
                 await checkpoints.shutdown()
             await state.engine.dispose()
+            state.transactions.close()
 
     return assemble_app(state, lifespan=lifespan, telemetry=telemetry)
 

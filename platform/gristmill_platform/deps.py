@@ -80,8 +80,8 @@ async def current_principal(request: Request, state: AppStateDep) -> Principal:
     # A connection of its own, over before the handler runs: a long-poll holding the
     # request's session for 20 s would hold a pooled connection with it. The token's row
     # is read on every request (no cache): a revocation takes effect at once.
-    async with state.transactions.reading(token_id=claims.token_id) as connection:
-        standing = await standing_on(connection, claims.token_id)
+    standing = await state.transactions.read(standing_on, claims.token_id,
+                                             token_id=claims.token_id)
     principal = principal_of(claims, standing)
     route = request.scope.get("route")
     path: str = request.scope["path"]

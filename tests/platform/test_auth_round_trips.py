@@ -235,7 +235,7 @@ def test_setting_columns_flushes_what_the_session_holds_first(own_database_url: 
 def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         own_database_url: str) -> None:
     """What deps.current_principal does on every request: the token's standing read on a
-    bare connection (Transactions.reading, no ORM session), one statement, and a
+    bare connection (Transactions.read, no ORM session), one statement, and a
     revocation committed just before is seen by the next check. The journal's barrier
     runs first only when the journal holds that token's row or revocation."""
     from gristmill_platform.auth.repository import standing_on
@@ -259,8 +259,8 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
 
         async def check() -> Any:
             claims = verified_claims(access, KEY)
-            async with transactions.reading(token_id=claims.token_id) as connection:
-                return principal_of(claims, await standing_on(connection, claims.token_id))
+            return principal_of(claims, await transactions.read(
+                standing_on, claims.token_id, token_id=claims.token_id))
 
         with counted(engine) as statements:
             principal = await check()
@@ -269,8 +269,9 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         held.add(created.token.id)  # say, an execution token not written yet
         await check()
         assert barriers == [1]  # written first, as for a session
-        async with transactions.reading():  # reads of anything: always after the barrier
-            assert barriers == [1, 1]
+        # a read not said to be about a token's row: always after the barrier
+        assert await transactions.read(standing_on, "no-such-token") is None
+        assert barriers == [1, 1]
         held.clear()
         assert (principal.user_id, principal.token_id) == (user_id, created.token.id)
         async with auth() as (service, _):
@@ -285,7 +286,7 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
 
 def test_a_request_waits_for_the_journal_in_its_token_check_only_for_a_token_it_holds(
         tmp_path: Any) -> None:
-    """deps.current_principal passes the token's id to Transactions.reading: a request
+    """deps.current_principal passes the token's id to Transactions.read: a request
     whose token the journal does not hold meets the barrier once (its handler's
     transaction), one whose token it holds twice."""
     from fastapi.testclient import TestClient

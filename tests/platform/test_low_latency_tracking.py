@@ -535,7 +535,7 @@ def test_the_barrier_writes_running_executions_and_their_tokens(journal_state) -
 def test_the_journal_holds_a_token_until_its_batch_is_written(journal_state,
                                                               monkeypatch) -> None:
     """holds_token, what lets a request's token check skip the barrier
-    (Transactions.reading): true from an execution token's creation until the batch
+    (Transactions.read): true from an execution token's creation until the batch
     holding its row is in the database, then again while its revocation is pending."""
     async def scenario() -> None:
         journal, running, token = await holding_a_running_one(journal_state)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from gristmill_platform.db.models.auth import SdkToken, User
@@ -24,11 +24,11 @@ _REVOKE = (update(_TOKENS)
            .values(revoked_at=bindparam("when")))
 
 
-async def standing_on(connection: AsyncConnection, token_id: str) -> TokenStanding | None:
+def standing_on(connection: Connection, token_id: str) -> TokenStanding | None:
     """TokenRepository.standing on a bare connection: four plain columns need none of the
-    ORM's work (session, autoflush, entity setup), which cost more than the query."""
-    result = await connection.execute(_STANDING, {"token_id": token_id})
-    row = result.first()
+    ORM's work (session, autoflush, entity setup), which cost more than the query.
+    Synchronous: Transactions.read runs it on the event loop on SQLite."""
+    row = connection.execute(_STANDING, {"token_id": token_id}).first()
     if row is None:
         return None
     return TokenStanding(row[0], row[1], bool(row[2]), bool(row[3]))
@@ -90,7 +90,8 @@ class TokenRepository:
         """What authenticating a request reads of a token and its user: the columns only,
         in one round trip (every authenticated request asks; loading both as ORM objects
         cost more than the query). None when there is no such token."""
-        return await standing_on(await self.session.connection(), token_id)
+        connection = await self.session.connection()
+        return await connection.run_sync(standing_on, token_id)
 
     async def add(self, token: SdkToken, *, flush: bool = True) -> SdkToken:
         self.session.add(token)

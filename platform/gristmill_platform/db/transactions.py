@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gristmill_platform.db.hooks import run_effects
+from gristmill_platform.db.loop_reads import GivenBack, LoopReads, Query
+
+T = TypeVar("T")
 
 Barrier = Callable[[], Awaitable[None]]
 # Whether the barrier's side has an SDK token's row (or its revocation) not yet written
@@ -25,8 +28,10 @@ class Transactions:
     journal (executions/journal.py), so that what this process answered about is always in
     the database its transactions read."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], *,
+                 loop_reads: LoopReads | None = None) -> None:
         self.session_factory = session_factory
+        self.loop_reads = loop_reads
         self.barrier: Barrier | None = None
         self.holds_token: HoldsToken = lambda _token_id: True
 
@@ -53,22 +58,31 @@ class Transactions:
                 raise
             run_effects(session, committed=True)
 
-    @asynccontextmanager
-    async def reading(self, *, token_id: str | None = None
-                      ) -> AsyncIterator[AsyncConnection]:
-        """A connection for a few reads without an ORM session (what checking each
-        request's access token needs; a session's set-up and commit cost more than its
-        one query). Same barrier as a transaction; ended by a rollback (nothing to keep).
+    async def read(self, query: Query[T], key: str, *, token_id: str | None = None) -> T:
+        """query(connection, key) on a connection without an ORM session, for a few
+        reads of nothing the caller will write (what checking each request's access token
+        needs; a session's set-up and commit cost more than its one query). Same barrier
+        as a transaction. On SQLite it runs on the calling thread when it can be done at
+        once (db/loop_reads.py), else on the async engine as before.
 
-        ``token_id``: the reads are of that SDK token's row and its user's, nothing else
-        the barrier writes: it then runs only if that row or its revocation is pending
-        (``holds_token``). Under warm load, the barrier wrote the calls answered in the
-        last moments, and the one in flight, before every request's token check."""
+        ``token_id``: the reads are of that
+        SDK token's row and its user's, nothing else the barrier writes: it then runs
+        only if that row or its revocation is pending (``holds_token``). Under warm load,
+        the barrier wrote the calls answered in the last moments, and the one in flight,
+        before every request's token check."""
         if self.barrier is not None and (token_id is None or self.holds_token(token_id)):
             await self.barrier()
-        engine = self.session_factory.kw["bind"]
+        if self.loop_reads is not None:
+            done = self.loop_reads.run(query, key)
+            if not isinstance(done, GivenBack):
+                return done
+        engine: AsyncEngine = self.session_factory.kw["bind"]
         async with engine.connect() as connection:
-            yield connection
+            return await connection.run_sync(query, key)
+
+    def close(self) -> None:
+        if self.loop_reads is not None:
+            self.loop_reads.dispose()
 
 
 class HasTransactions(Protocol):

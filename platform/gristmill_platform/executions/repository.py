@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import (
@@ -44,12 +44,12 @@ _COLUMNS = frozenset(_TABLE.c.keys())
 _SET_COLUMNS_IF = _SET_COLUMNS.where(_TABLE.c.status == bindparam("expected_status"))
 
 
-async def outcome_on(connection: AsyncConnection, execution_id: str
-                     ) -> ExecutionOutcome | None:
+def outcome_on(connection: Connection, execution_id: str) -> ExecutionOutcome | None:
     """An execution's status and outputs on a bare connection: three columns need none of
     the ORM's session and entity loading, which cost more than the query (auth's
-    standing_on, the same for each request's token)."""
-    row = (await connection.execute(_OUTCOME, {"execution_id": execution_id})).first()
+    standing_on, the same for each request's token). Synchronous: Transactions.read runs
+    it on the event loop on SQLite."""
+    row = connection.execute(_OUTCOME, {"execution_id": execution_id}).first()
     if row is None:
         return None
     return ExecutionOutcome(row[0], row[1], row[2], row[3], list(row[4] or []))

@@ -62,8 +62,7 @@ class ExecutionNotFound(NotFound):
 async def read_outcome(transactions: Transactions, execution_id: str) -> ExecutionOutcome:
     """Status and outputs of an execution (the outputs long-poll reads them once or twice
     per call), without an ORM session; ExecutionNotFound as ExecutionService.get."""
-    async with transactions.reading() as connection:
-        outcome = await outcome_on(connection, execution_id)
+    outcome = await transactions.read(outcome_on, execution_id)
     if outcome is None:
         raise ExecutionNotFound(f"Execution {execution_id!r} not found")
     return outcome

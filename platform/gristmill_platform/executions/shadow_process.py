@@ -211,6 +211,7 @@ async def serve(settings: Settings, connection: socket.socket) -> None:
         await executions.shutdown()
         await services.builds.shutdown()
         await state.engine.dispose()
+        state.transactions.close()
         runner.account()
         writer.close()
 

@@ -7,7 +7,6 @@ the ending this process committed (a runner's finish), it reads nothing more."""
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,13 +29,12 @@ class FakeState:
         self.events = ExecutionEvents()
         self.executions = SimpleNamespace(events=self.events)
         self.settings = SimpleNamespace(long_poll_s=5.0)
-        self.transactions = SimpleNamespace(reading=self.reading)
+        self.transactions = SimpleNamespace(read=self.read)
 
-    @asynccontextmanager
-    async def reading(self) -> Any:
-        yield self
+    async def read(self, query: Any, key: str) -> Any:
+        return query(self, key)
 
-    async def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
+    def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
         assert parameters == {"execution_id": "e-1"}
         self.reads += 1
         row = ("e-1", None, self.status, "", [

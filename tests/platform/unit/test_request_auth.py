@@ -5,7 +5,6 @@ API costs no connection from the pool; a good one reads its SDK token's standing
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -24,18 +23,17 @@ KEY = "k" * 48
 class State:
     def __init__(self, standing: TokenStanding | None) -> None:
         self.settings = SimpleNamespace(secret_key=KEY)
-        self.transactions = SimpleNamespace(reading=self.reading)
+        self.transactions = SimpleNamespace(read=self.read)
         self.standing = standing
         self.connections = 0
-        self.token_ids: list[str | None] = []  # what each reading was said to be about
+        self.token_ids: list[str | None] = []  # what each read was said to be about
 
-    @asynccontextmanager
-    async def reading(self, *, token_id: str | None = None) -> Any:
+    async def read(self, query: Any, key: str, *, token_id: str | None = None) -> Any:
         self.connections += 1
         self.token_ids.append(token_id)
-        yield self
+        return query(self, key)
 
-    async def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
+    def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
         # the columns of auth.repository's standing query, in its order
         row = None if self.standing is None else tuple(self.standing)
         return SimpleNamespace(first=lambda: row)
