@@ -154,3 +154,44 @@ def test_a_finish_before_the_launch_commits_waits_for_it(environment) -> None:
     (handle,) = handles
     assert execution["worker"] == f"local-{handle['pid']}"
     assert execution["start_date"] and execution["start_date"] <= execution["end_date"]
+
+
+def test_a_launch_reads_back_only_what_may_have_changed(environment) -> None:
+    """On SQLite, the launch of an execution the service has just recorded reads its
+    status and the variables, not the execution and its step again (they are the ones it
+    recorded). On PostgreSQL it reads the execution's row locked (a cancel then waits)."""
+    from sqlalchemy import event
+
+    server, env, kind = environment
+    state = server.server.config.app.state.gristmill
+    engines = [state.engine.sync_engine]
+    if state.transactions.loop_reads is not None:
+        engines.append(state.transactions.loop_reads.engine)
+    statements: list[str] = []
+    until_fork: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    async def at_fork(handle: dict[str, Any]) -> None:
+        until_fork.extend(statements)
+
+    _wrap_submit(server, at_fork)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", keep)
+    try:
+        ended, execution = _run_to_end(env, "echo", "read")
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", keep)
+    assert ended.status_code == 200 and execution["status"] == "Succeeded", ended.text
+    created = next(i for i, s in enumerate(until_fork) if s.startswith("INSERT INTO executions"))
+    launch = until_fork[created + 1:]
+    if kind == "sqlite":
+        assert any(s.startswith("SELECT executions.status FROM executions") for s in launch)
+        assert any("FROM environment_variables" in s for s in launch)
+        assert not any(s.startswith("SELECT steps.") for s in launch), launch
+        assert not any("executions.pipeline_id" in s for s in launch), launch
+    else:
+        assert any(s.startswith("SELECT steps.") for s in launch), launch
+        assert any("executions.pipeline_id" in s and "FOR UPDATE" in s for s in launch), launch

@@ -80,6 +80,13 @@ class Transactions:
         async with engine.connect() as connection:
             return await connection.run_sync(query, key)
 
+    @property
+    def row_locks(self) -> bool:
+        """Whether a read FOR UPDATE locks the row until the transaction ends. Not on
+        SQLite, where reads take no lock at all (a write takes the whole database's)."""
+        engine: AsyncEngine = self.session_factory.kw["bind"]
+        return engine.dialect.name != "sqlite"
+
     def close(self) -> None:
         if self.loop_reads is not None:
             self.loop_reads.dispose()

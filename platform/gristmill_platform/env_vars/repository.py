@@ -2,13 +2,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 
 # built once: each elastic launch reads them (see executions/repository.py)
 _ALL = select(EnvironmentVariable).order_by(EnvironmentVariable.name)
+_VALUES = select(EnvironmentVariable.name, EnvironmentVariable.value).order_by(
+    EnvironmentVariable.name)
+
+
+def values_on(connection: Connection) -> dict[str, str]:
+    """Every variable's value by name, on a bare connection (an elastic launch reads them
+    with its execution's status, executions/runtime.py)."""
+    return {name: value for name, value in connection.execute(_VALUES)}
 
 
 class EnvVarRepository:

@@ -29,6 +29,7 @@ class ExecutionOutcome:
     outputs: list[dict[str, Any]]
 
 
+_STATUS = select(Execution.status).where(Execution.id == bindparam("execution_id"))
 _OUTCOME = (select(Execution.id, Execution.deployment_id, Execution.status,
                    Execution.status_reason, Execution.outputs)
             .where(Execution.id == bindparam("execution_id")))
@@ -53,6 +54,12 @@ def outcome_on(connection: Connection, execution_id: str) -> ExecutionOutcome | 
     if row is None:
         return None
     return ExecutionOutcome(row[0], row[1], row[2], row[3], list(row[4] or []))
+
+
+def status_on(connection: Connection, execution_id: str) -> str | None:
+    """An execution's status on a bare connection; None when there is no such execution."""
+    status = connection.execute(_STATUS, {"execution_id": execution_id}).scalar()
+    return None if status is None else str(status)
 
 
 class ExecutionRepository:

@@ -19,13 +19,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import Connection
+
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.repository import DeploymentRepository
-from gristmill_platform.env_vars.repository import EnvVarRepository
+from gristmill_platform.env_vars.repository import EnvVarRepository, values_on
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
@@ -41,7 +43,11 @@ from gristmill_platform.executions.local_channel import LocalChannelCalls
 from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.pool_claims import PoolClaims
-from gristmill_platform.executions.repository import ExecutionOutcome, ExecutionRepository
+from gristmill_platform.executions.repository import (
+    ExecutionOutcome,
+    ExecutionRepository,
+    status_on,
+)
 from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
 from gristmill_platform.executions.runtime_calls import RuntimeCalls
 from gristmill_platform.executions.service import GRAPH_BACKEND, MAX_LOG_LINES_PER_CALL, Launch
@@ -107,6 +113,13 @@ class LaunchContext:
     execution: Execution | None
     deployment: Deployment | None
     variables: dict[str, str]
+
+
+def _launch_reads(connection: Connection, execution_id: str
+                  ) -> tuple[str | None, dict[str, str]]:
+    """What a local launch reads of an execution recorded by this process: its status
+    (None: deleted) and the environment variables."""
+    return status_on(connection, execution_id), values_on(connection)
 
 
 class StepFiles(Protocol):
@@ -241,19 +254,30 @@ class ExecutionRuntime:
         cancel or a delete committed during the fork wins, and the worker is stopped.
         Until the transaction has ended, the worker's channel answers nothing but the
         start it was given, and its exit is not reported: a finish, or a failure, must
-        find the start and the handle written."""
+        find the start and the handle written.
+
+        On SQLite an execution this process recorded just before (``launch.recorded``) is
+        not read back: only its status, which a cancel or a delete may have changed
+        meanwhile, and the variables, on a bare connection (_fresh). The launch's read took
+        no lock there anyway. On PostgreSQL the launch reads the row locked, so a cancel
+        waits for the start it records."""
         recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handle: Handle | None = None
         try:
+            fresh = await self._fresh(launch)
             async with self.transactions() as session:
-                context = await self._context(session, launch)
                 service = self.executions(session)
-                waited = await service.repository.get(launch.execution_id, for_update=True)
+                if fresh is None:
+                    context = await self._context(session, launch)
+                    waited = await service.repository.get(launch.execution_id,
+                                                          for_update=True)
+                    step, variables = context.step, context.variables
+                else:
+                    waited, step, variables = fresh
                 if waited is None or waited.status not in t.ACTIVE:
                     # deleted or cancelled while it waited
                     self._release(launch.execution_id)
                     return
-                step = context.step
                 if step is None or not step.environment_key:
                     raise RuntimeError("the step's environment is missing; create the step "
                                        "again")
@@ -266,9 +290,10 @@ class ExecutionRuntime:
                     start_answer = service.start_launched(waited, step)
                     started = {"status": waited.status, "started_at": waited.started_at,
                                "heartbeat_at": waited.heartbeat_at}
-                # written below with the handle, under the compare-and-set, not flushed
-                session.expunge(waited)
-                spec = self._spec(launch, step.environment_key, context.variables)
+                if fresh is None:
+                    # written below with the handle, under the compare-and-set, not flushed
+                    session.expunge(waited)
+                spec = self._spec(launch, step.environment_key, variables)
                 handle = await self.executor.submit(spec, start_answer, recorded=recorded)
                 if not await service.repository.set_columns_if(
                         launch.execution_id, read_status, **started, handle=handle,
@@ -287,6 +312,20 @@ class ExecutionRuntime:
         finally:
             if not recorded.done():
                 recorded.set_result(None)
+
+    async def _fresh(self, launch: Launch) -> tuple[Execution, Step, dict[str, str]] | None:
+        """The execution and step ``launch`` was recorded with, still pending, and the
+        variables; None: read them all in the launch's transaction (a launch made from the
+        database, or one cancelled, deleted or started meanwhile, or a database whose
+        read locks the row)."""
+        if (self.transactions.row_locks or launch.recorded is None
+                or launch.recorded.execution.status != t.PENDING):
+            return None
+        status, variables = await self.transactions.read(_launch_reads, launch.execution_id)
+        if status != t.PENDING:
+            return None
+        redactor.register(*variables.values())
+        return launch.recorded.execution, launch.recorded.step, variables
 
     async def _launch_pod(self, launch: Launch, kubernetes: KubernetesExecutor) -> None:
         async with self.transactions() as session:

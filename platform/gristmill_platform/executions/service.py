@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -88,6 +88,14 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """An execution as its creation committed it, with its step: what a local launch that
+    follows in the same process would otherwise read back (executions/runtime.py)."""
+    execution: Execution
+    step: Step
+
+
+@dataclass(frozen=True)
 class Launch:
     execution_id: str
     step_id: str
@@ -111,6 +119,8 @@ class Launch:
     # the deployment's generation when it was recorded: its own warm workers run it (or
     # a newer one) before the execution goes to them (LowLatencyDispatcher.follow)
     generation: int | None = None
+    # set by record(); None for a launch made from the database (resumed after a restart)
+    recorded: Recorded | None = field(default=None, compare=False, repr=False)
 
 
 class ExecutionService:
@@ -217,7 +227,8 @@ class ExecutionService:
                       generation=deployment.generation if deployment else None,
                       worker_key=(variant_key(deployment.name, pipeline.name)
                                   if deployment and pipeline.name != deployment.pipeline_name
-                                  else None))
+                                  else None),
+                      recorded=Recorded(execution, step))
 
     async def _store_input_file(self, execution_id: str, name: str, source: tuple[str, str],
                                 files: Mapping[str, tuple[str, IO[bytes]]]) -> dict[str, Any]:
