@@ -299,6 +299,8 @@ class ExecutionService:
                           *, heartbeat: bool = True) -> int:
         if len(lines) > MAX_LOG_LINES_PER_CALL:
             raise BadRequest(f"At most {MAX_LOG_LINES_PER_CALL} log lines per call")
+        if not lines and not heartbeat:
+            return 0  # nothing to do: a finish without logs (its caller read the row)
         execution = await self.get(execution_id)
         if heartbeat and execution.status in t.ACTIVE:
             execution.heartbeat_at = utcnow()
