@@ -31,11 +31,13 @@ modes run from that source tree too. With --baseline-python PATH, that third env
 installed (PYTHON=/usr/bin/python3.11 GRISTMILL_VENV=../venv-b scripts/setup.sh); without
 --baseline it runs this tree's code there: an A/B of interpreters. A/A runs favour the
 baseline by 0.3 to 2 ms of CPU either way (docs/runs-and-executions.md): a smaller
-difference is not a change's.
+difference is not a change's. --no-spawn leaves the spawned mode out, so that the two
+trees' environments take turns alone; run an A/B both ways round (--tree and --baseline
+swapped) and report both.
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--turn 10] [--baseline ../main-tree]
-        [--tree DIR2] [--baseline-python ../venv-b/bin/python]
+        [--tree DIR2] [--baseline-python ../venv-b/bin/python] [--no-spawn]
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ def bare_costs(python: str, repeat: int = 20) -> dict[str, dict[str, float]]:
 
 
 MODES = {"fork_server": "1", "spawn": "0"}  # GRISTMILL_LOCAL_FORK_SERVER
+
+
+def mode_names(no_spawn: bool) -> list[str]:
+    """The modes this side runs: both, or (--no-spawn) the fork server's alone."""
+    return [name for name in MODES if not (no_spawn and name == "spawn")]
+
 WARM_UP = 2  # each mode's first runs warm its caches and start its fork server: not counted
 CPU_LINES = (("  with the bench read", "cpu_ms_per_execution"),
              ("  without it", "cpu_ms_per_execution_without_the_bench_read"),
@@ -284,6 +292,11 @@ def main() -> None:
                         help="the baseline's interpreter: a virtual environment with "
                              "Gristmill installed; without --baseline, this tree's code "
                              "runs on it (an A/B of interpreters)")
+    parser.add_argument("--no-spawn", action="store_true",
+                        help="leave the spawned mode out: with --baseline, an A/B of the "
+                             "two trees' fork servers alone, each turn following the "
+                             "other's (the spawned mode's turns cool the caches of "
+                             "whichever follows them)")
     add_tree_option(parser)
     args = parser.parse_args()
     if args.turn < 1:
@@ -292,7 +305,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         modes: list[Mode] = []
         try:
-            for name in MODES:
+            for name in mode_names(args.no_spawn):
                 modes.append(Mode(name, Path(work), tree_env(args.tree)))
             if args.baseline is not None or args.baseline_python is not None:
                 source = (tree_env(args.tree) if args.baseline is None

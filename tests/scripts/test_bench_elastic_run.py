@@ -50,3 +50,9 @@ def test_cpu_is_reported_apart_for_the_first_run_of_each_turn(
     assert first["forked_worker_kernel_cpu_ms_per_execution"] == 7.0
     mode.rows = [row(0.030, True)]  # --turn 1: every run is a first one
     assert mode.report()["after_a_run_of_its_own"] is None
+
+
+def test_no_spawn_leaves_the_spawned_mode_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = elastic_run(monkeypatch)
+    assert module.mode_names(False) == ["fork_server", "spawn"]
+    assert module.mode_names(True) == ["fork_server"]
