@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
-from gristmill_platform.auth.repository import TokenRepository, UserRepository, standing_on
+from gristmill_platform.auth.repository import STANDING, TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService, principal_of, verified_claims
 from gristmill_platform.db.transactions import transaction
 from gristmill_platform.errors import Unauthorized
@@ -80,7 +80,7 @@ async def current_principal(request: Request, state: AppStateDep) -> Principal:
     # A connection of its own, over before the handler runs: a long-poll holding the
     # request's session for 20 s would hold a pooled connection with it. The token's row
     # is read on every request (no cache): a revocation takes effect at once.
-    standing = await state.transactions.read(standing_on, claims.token_id,
+    standing = await state.transactions.read(STANDING, claims.token_id,
                                              token_id=claims.token_id)
     principal = principal_of(claims, standing)
     route = request.scope.get("route")

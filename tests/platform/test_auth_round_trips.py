@@ -238,7 +238,7 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
     bare connection (Transactions.read, no ORM session), one statement, and a
     revocation committed just before is seen by the next check. The journal's barrier
     runs first only when the journal holds that token's row or revocation."""
-    from gristmill_platform.auth.repository import standing_on
+    from gristmill_platform.auth.repository import STANDING
     from gristmill_platform.auth.service import principal_of, verified_claims
     from gristmill_platform.db.transactions import Transactions
 
@@ -260,7 +260,7 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         async def check() -> Any:
             claims = verified_claims(access, KEY)
             return principal_of(claims, await transactions.read(
-                standing_on, claims.token_id, token_id=claims.token_id))
+                STANDING, claims.token_id, token_id=claims.token_id))
 
         with counted(engine) as statements:
             principal = await check()
@@ -270,7 +270,7 @@ def test_a_requests_check_is_one_read_without_a_session_and_sees_a_revocation(
         await check()
         assert barriers == [1]  # written first, as for a session
         # a read not said to be about a token's row: always after the barrier
-        assert await transactions.read(standing_on, "no-such-token") is None
+        assert await transactions.read(STANDING, "no-such-token") is None
         assert barriers == [1, 1]
         held.clear()
         assert (principal.user_id, principal.token_id) == (user_id, created.token.id)

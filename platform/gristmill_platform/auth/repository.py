@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.auth import SdkToken, User
 
 # one statement object, compiled once (SQLAlchemy caches by statement, a new one per call
@@ -24,14 +25,15 @@ _REVOKE = (update(_TOKENS)
            .values(revoked_at=bindparam("when")))
 
 
-def standing_on(connection: Connection, token_id: str) -> TokenStanding | None:
-    """TokenRepository.standing on a bare connection: four plain columns need none of the
-    ORM's work (session, autoflush, entity setup), which cost more than the query.
-    Synchronous: Transactions.read runs it on the event loop on SQLite."""
-    row = connection.execute(_STANDING, {"token_id": token_id}).first()
-    if row is None:
-        return None
-    return TokenStanding(row[0], row[1], bool(row[2]), bool(row[3]))
+def _standing(row: Any) -> TokenStanding | None:
+    return None if row is None else TokenStanding(row[0], row[1], bool(row[2]), bool(row[3]))
+
+
+# TokenRepository.standing without a session: four plain columns need none of the ORM's
+# work (session, autoflush, entity setup), which cost more than the query. Each request's
+# check (deps.current_principal) runs it through Transactions.read: on the event loop on
+# SQLite (db/loop_reads.py).
+STANDING: Read[TokenStanding | None] = Read(_STANDING, _standing, key="token_id")
 
 
 class UserRepository:
@@ -91,7 +93,7 @@ class TokenRepository:
         in one round trip (every authenticated request asks; loading both as ORM objects
         cost more than the query). None when there is no such token."""
         connection = await self.session.connection()
-        return await connection.run_sync(standing_on, token_id)
+        return _standing((await connection.execute(_STANDING, {"token_id": token_id})).first())
 
     async def add(self, token: SdkToken, *, flush: bool = True) -> SdkToken:
         self.session.add(token)

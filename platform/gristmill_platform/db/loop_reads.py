@@ -1,32 +1,38 @@
 """Reads outside any transaction, done on the event loop itself on SQLite.
 
-Each request's token check and each long-poll's read is one Core statement on a bare
-connection (Transactions.read). Through the async engine that statement already runs on
-the event loop's thread (db/sqlite_cursor.py: LoopReader), yet SQLAlchemy's asyncio layer
-around it cost three times the statement: a greenlet for the checkout, one for the
-execute, one for the close, and a task to shield the close (profiled, 120 us against
-34 us per read, docs/runs-and-executions.md). Here the same query function runs on a
-plain (synchronous) SQLAlchemy connection to the same file, opened by and used on the
-calling thread only, read-only, never waiting for a lock.
+Each request's token check, each long-poll's read and each elastic launch's read is one
+Core SELECT by one key (a ``Read``, run by Transactions.read). Through the async engine
+that statement already ran on the event loop's thread (db/sqlite_cursor.py: LoopReader),
+yet SQLAlchemy around it cost many times the statement: its asyncio layer (a greenlet for
+the checkout, one for the execute, one for the close, a task to shield the close), then
+its execution of a compiled statement, some hundreds of Python calls. In the service,
+where each read comes after other work, those calls run on cold CPU caches: 300 us a
+read, against 40 us for the same read done back to back (profiled,
+docs/runs-and-executions.md). So here the statement is compiled once for SQLite
+(PreparedRead: its SQL, its parameters' order, its columns' result processors, all
+SQLAlchemy's own) and run on a plain sqlite3 connection to the same file, one per
+thread, read-only, never waiting for a lock: about 100 us after other work.
 
-The query is given back (the caller then runs it on the async engine, as before) when it
-cannot be done at once: a lock held elsewhere kept it out (busy_timeout=0), its own work
-ran past LOOP_READ_BUDGET_S (interrupted; that query is remembered and always given back
-after), or any other database error (the async engine's connection then raises the real
-one). PostgreSQL and SQLite in memory have no LoopReads: their reads take the async path.
+The read is given back (Transactions.read then runs the same statement on the async
+engine, as before) when it cannot be done at once: a lock held elsewhere kept it out
+(busy_timeout=0), its own work ran past LOOP_READ_BUDGET_S (interrupted; that read is
+remembered and always given back after), or any other database error (the async engine
+then raises the real one). PostgreSQL and SQLite in memory have no LoopReads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, event
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import SingletonThreadPool
+from sqlalchemy import Select
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import Dialect
 
 from gristmill_platform.db.sqlite_cursor import (
     LOOP_READ_BUDGET_S,
@@ -34,16 +40,36 @@ from gristmill_platform.db.sqlite_cursor import (
     SLOW_KEPT,
     interrupted,
 )
-from gristmill_platform.db.urls import sqlite_file, sync_url
+from gristmill_platform.db.urls import sqlite_file
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from typing_extensions import Unpack
+
+    AnySelect: TypeAlias = Select[Unpack[tuple[Any, ...]]]
 
 T = TypeVar("T")
 
-# a read by one key (a token's id, an execution's), on a synchronous connection
-Query = Callable[[Connection, str], T]
+
+@dataclass(frozen=True, eq=False)
+class Read(Generic[T]):
+    """A SELECT by one key (bound as ``key``; None: a statement without parameters), and
+    what its rows mean: ``shape`` gets the first row (None if there is none), or every
+    row with ``many``. The same on the loop and on the async engine: rows are tuples of
+    the columns in their order."""
+
+    statement: AnySelect
+    shape: Callable[[Any], T]
+    key: str | None
+    many: bool = False
+
+    def parameters(self, key: str) -> dict[str, str]:
+        return {} if self.key is None else {self.key: key}
 
 
 class GivenBack:
-    """What LoopReads.run returns for a query it did not do."""
+    """What LoopReads.run returns for a read it did not do."""
 
 
 GIVEN_BACK: Final = GivenBack()
@@ -53,59 +79,113 @@ GIVEN_BACK: Final = GivenBack()
 PRAGMAS = ("query_only=ON", "busy_timeout=0", "cache_size=-512")
 
 
-def _settings(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in PRAGMAS:
-            cursor.execute(f"PRAGMA {pragma}")
-    finally:
-        cursor.close()
+@dataclass
+class PreparedRead:
+    """A Read compiled once for SQLite, with SQLAlchemy's own compiler and type
+    processors: what SQLAlchemy does on each execution, done once."""
+
+    sql: str
+    bind_order: Sequence[str]
+    bind_processors: Mapping[str, Callable[[Any], Any]]
+    result_processors: Sequence[Callable[[Any], Any] | None]
+
+    @classmethod
+    def of(cls, read: Read[Any], dialect: Dialect) -> PreparedRead:
+        compiled = read.statement.compile(dialect=dialect)
+        binds = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                 for name, bind in compiled.binds.items()}
+        return cls(
+            sql=str(compiled),
+            bind_order=tuple(compiled.positiontup or ()),
+            bind_processors={name: p for name, p in binds.items() if p is not None},
+            result_processors=[column.type.dialect_impl(dialect).result_processor(dialect, None)
+                               for column in read.statement.selected_columns])
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        processors = self.bind_processors
+        return tuple(processors[name](values[name]) if name in processors else values[name]
+                     for name in self.bind_order)
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(value if process is None else process(value)
+                     for process, value in zip(self.result_processors, raw, strict=True))
 
 
+class _Connections(threading.local):
+    connection: sqlite3.Connection | None = None
+
+
+@dataclass
 class LoopReads:
-    """One read-only connection per thread that reads (in the service, the event loop's)
-    to one SQLite file."""
+    """Read-only connections to one SQLite file, one per thread that reads (in the
+    service, the event loop's), each made and used by that thread alone."""
 
-    def __init__(self, database_url: str) -> None:
-        # one connection per thread, made and used by that thread alone (sqlite3's
-        # same-thread check on): a read here runs to its end before anything else on the
-        # thread, so one is all it ever needs
-        self.engine: Engine = create_sync_engine(sync_url(database_url),
-                                                 poolclass=SingletonThreadPool)
-        event.listen(self.engine, "connect", _settings)
-        self.slow: set[Callable[..., Any]] = set()
+    path: str
+    dialect: Dialect = field(default_factory=SQLiteDialect_pysqlite)
+    slow: set[Read[Any]] = field(default_factory=set)
+    _prepared: dict[Read[Any], PreparedRead] = field(default_factory=dict)
+    _local: _Connections = field(default_factory=_Connections)
+    _opened: list[sqlite3.Connection] = field(default_factory=list)
 
-    def run(self, query: Query[T], key: str) -> T | GivenBack:
-        """query(connection, key) done here, or GIVEN_BACK (nothing of it kept)."""
-        if query in self.slow:
+    def connection(self) -> sqlite3.Connection:
+        """The calling thread's connection, made on its first read."""
+        connection = self._local.connection
+        if connection is None:
+            connection = sqlite3.connect(self.path)  # same-thread check on
+            try:
+                for pragma in PRAGMAS:
+                    connection.execute(f"PRAGMA {pragma}").close()
+            except sqlite3.Error:
+                connection.close()
+                raise
+            self._local.connection = connection
+            self._opened.append(connection)
+        return connection
+
+    def run(self, read: Read[T], key: str) -> T | GivenBack:
+        """The read done here, or GIVEN_BACK (nothing of it kept)."""
+        if read in self.slow:
             return GIVEN_BACK
+        prepared = self._prepared.get(read)
+        if prepared is None:
+            prepared = self._prepared[read] = PreparedRead.of(read, self.dialect)
         past = False
         try:
-            with self.engine.connect() as connection:
-                driver = connection.connection.driver_connection
-                assert isinstance(driver, sqlite3.Connection)
-                deadline = time.perf_counter() + LOOP_READ_BUDGET_S
+            connection = self.connection()
+            deadline = time.perf_counter() + LOOP_READ_BUDGET_S
 
-                def past_budget() -> bool:
-                    nonlocal past
-                    past = time.perf_counter() > deadline
-                    return past
+            def past_budget() -> bool:
+                nonlocal past
+                past = time.perf_counter() > deadline
+                return past
 
-                driver.set_progress_handler(past_budget, PROGRESS_EVERY)
-                try:
-                    return query(connection, key)
-                finally:
-                    driver.set_progress_handler(None, 0)
-        except DBAPIError as error:
-            if (past and isinstance(error.orig, sqlite3.Error) and interrupted(error.orig)
-                    and len(self.slow) < SLOW_KEPT):
-                self.slow.add(query)
+            connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+            try:
+                cursor = connection.execute(prepared.sql,
+                                            prepared.parameters(read.parameters(key)))
+                raw = cursor.fetchall() if read.many else cursor.fetchone()
+                cursor.close()
+            finally:
+                connection.set_progress_handler(None, 0)
+        except sqlite3.Error as error:
+            if past and interrupted(error) and len(self.slow) < SLOW_KEPT:
+                self.slow.add(read)
             return GIVEN_BACK
+        if read.many:
+            return read.shape([prepared.row(row) for row in raw])
+        return read.shape(None if raw is None else prepared.row(raw))
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        """Close the connections (each thread's): at the service's stop, when none is in
+        use."""
+        for connection in self._opened:
+            # one made by another thread cannot be closed here: it goes with the process
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                connection.close()
+        self._opened.clear()
 
 
 def loop_reads(database_url: str) -> LoopReads | None:
     """LoopReads for a SQLite file's database; None for any other."""
-    return LoopReads(database_url) if sqlite_file(database_url) is not None else None
+    path = sqlite_file(database_url)
+    return LoopReads(path) if path is not None else None

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gristmill_platform.db.hooks import run_effects
-from gristmill_platform.db.loop_reads import GivenBack, LoopReads, Query
+from gristmill_platform.db.loop_reads import GivenBack, LoopReads, Read
 
 T = TypeVar("T")
 
@@ -58,8 +58,8 @@ class Transactions:
                 raise
             run_effects(session, committed=True)
 
-    async def read(self, query: Query[T], key: str, *, token_id: str | None = None) -> T:
-        """query(connection, key) on a connection without an ORM session, for a few
+    async def read(self, read: Read[T], key: str, *, token_id: str | None = None) -> T:
+        """``read`` by ``key`` on a connection without an ORM session, for a few
         reads of nothing the caller will write (what checking each request's access token
         needs; a session's set-up and commit cost more than its one query). Same barrier
         as a transaction. On SQLite it runs on the calling thread when it can be done at
@@ -73,12 +73,13 @@ class Transactions:
         if self.barrier is not None and (token_id is None or self.holds_token(token_id)):
             await self.barrier()
         if self.loop_reads is not None:
-            done = self.loop_reads.run(query, key)
+            done = self.loop_reads.run(read, key)
             if not isinstance(done, GivenBack):
                 return done
         engine: AsyncEngine = self.session_factory.kw["bind"]
         async with engine.connect() as connection:
-            return await connection.run_sync(query, key)
+            result = await connection.execute(read.statement, read.parameters(key))
+            return read.shape(result.all() if read.many else result.first())
 
     @property
     def row_locks(self) -> bool:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 
 # built once: each elastic launch reads them (see executions/repository.py)
@@ -13,10 +14,10 @@ _VALUES = select(EnvironmentVariable.name, EnvironmentVariable.value).order_by(
     EnvironmentVariable.name)
 
 
-def values_on(connection: Connection) -> dict[str, str]:
-    """Every variable's value by name, on a bare connection (an elastic launch reads them
-    with its execution's status, executions/runtime.py)."""
-    return {name: value for name, value in connection.execute(_VALUES)}
+# Every variable's value by name, without a session (an elastic launch reads them after
+# its execution's status, executions/runtime.py)
+VALUES: Read[dict[str, str]] = Read(
+    _VALUES, lambda rows: {name: value for name, value in rows}, key=None, many=True)
 
 
 class EnvVarRepository:

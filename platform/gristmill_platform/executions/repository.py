@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import (
     Execution,
@@ -45,21 +46,19 @@ _COLUMNS = frozenset(_TABLE.c.keys())
 _SET_COLUMNS_IF = _SET_COLUMNS.where(_TABLE.c.status == bindparam("expected_status"))
 
 
-def outcome_on(connection: Connection, execution_id: str) -> ExecutionOutcome | None:
-    """An execution's status and outputs on a bare connection: three columns need none of
-    the ORM's session and entity loading, which cost more than the query (auth's
-    standing_on, the same for each request's token). Synchronous: Transactions.read runs
-    it on the event loop on SQLite."""
-    row = connection.execute(_OUTCOME, {"execution_id": execution_id}).first()
+def _outcome(row: Any) -> ExecutionOutcome | None:
     if row is None:
         return None
     return ExecutionOutcome(row[0], row[1], row[2], row[3], list(row[4] or []))
 
 
-def status_on(connection: Connection, execution_id: str) -> str | None:
-    """An execution's status on a bare connection; None when there is no such execution."""
-    status = connection.execute(_STATUS, {"execution_id": execution_id}).scalar()
-    return None if status is None else str(status)
+# An execution's status and outputs without a session: three columns need none of the
+# ORM's session and entity loading, which cost more than the query (auth's STANDING, the
+# same for each request's token). Through Transactions.read: on the event loop on SQLite.
+OUTCOME: Read[ExecutionOutcome | None] = Read(_OUTCOME, _outcome, key="execution_id")
+# An execution's status (None: no such execution), what an elastic launch reads back
+STATUS: Read[str | None] = Read(
+    _STATUS, lambda row: None if row is None else str(row[0]), key="execution_id")
 
 
 class ExecutionRepository:

@@ -19,15 +19,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection
-
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.repository import DeploymentRepository
-from gristmill_platform.env_vars.repository import EnvVarRepository, values_on
+from gristmill_platform.env_vars.repository import VALUES, EnvVarRepository
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
@@ -44,9 +42,9 @@ from gristmill_platform.executions.low_latency import LowLatencyDispatcher
 from gristmill_platform.executions.modes import LOW_LATENCY_BACKEND
 from gristmill_platform.executions.pool_claims import PoolClaims
 from gristmill_platform.executions.repository import (
+    STATUS,
     ExecutionOutcome,
     ExecutionRepository,
-    status_on,
 )
 from gristmill_platform.executions.runner_env import IMAGE_STEP_DIR, runner_env
 from gristmill_platform.executions.runtime_calls import RuntimeCalls
@@ -113,13 +111,6 @@ class LaunchContext:
     execution: Execution | None
     deployment: Deployment | None
     variables: dict[str, str]
-
-
-def _launch_reads(connection: Connection, execution_id: str
-                  ) -> tuple[str | None, dict[str, str]]:
-    """What a local launch reads of an execution recorded by this process: its status
-    (None: deleted) and the environment variables."""
-    return status_on(connection, execution_id), values_on(connection)
 
 
 class StepFiles(Protocol):
@@ -321,9 +312,9 @@ class ExecutionRuntime:
         if (self.transactions.row_locks or launch.recorded is None
                 or launch.recorded.execution.status != t.PENDING):
             return None
-        status, variables = await self.transactions.read(_launch_reads, launch.execution_id)
-        if status != t.PENDING:
+        if await self.transactions.read(STATUS, launch.execution_id) != t.PENDING:
             return None
+        variables = await self.transactions.read(VALUES, "")
         redactor.register(*variables.values())
         return launch.recorded.execution, launch.recorded.step, variables
 

@@ -38,9 +38,9 @@ from gristmill_platform.executions.io import (
 from gristmill_platform.executions.modes import ELASTIC, LOW_LATENCY, mode_of
 from gristmill_platform.executions.records import ExecutionRecord
 from gristmill_platform.executions.repository import (
+    OUTCOME,
     ExecutionOutcome,
     ExecutionRepository,
-    outcome_on,
 )
 from gristmill_platform.executors.workers import variant_key
 from gristmill_platform.pipelines.graph import GRAPH_ORIGIN
@@ -62,7 +62,7 @@ class ExecutionNotFound(NotFound):
 async def read_outcome(transactions: Transactions, execution_id: str) -> ExecutionOutcome:
     """Status and outputs of an execution (the outputs long-poll reads them once or twice
     per call), without an ORM session; ExecutionNotFound as ExecutionService.get."""
-    outcome = await transactions.read(outcome_on, execution_id)
+    outcome = await transactions.read(OUTCOME, execution_id)
     if outcome is None:
         raise ExecutionNotFound(f"Execution {execution_id!r} not found")
     return outcome

@@ -31,16 +31,12 @@ class FakeState:
         self.settings = SimpleNamespace(long_poll_s=5.0)
         self.transactions = SimpleNamespace(read=self.read)
 
-    async def read(self, query: Any, key: str) -> Any:
-        return query(self, key)
-
-    def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
-        assert parameters == {"execution_id": "e-1"}
+    async def read(self, read: Any, key: str) -> Any:
+        assert read.parameters(key) == {"execution_id": "e-1"}
         self.reads += 1
-        row = ("e-1", None, self.status, "", [
+        return read.shape(("e-1", None, self.status, "", [
             {"pipeline_output_name": "text", "data_type": "string", "mapping_type": "direct",
-             "value": "hi"}])
-        return SimpleNamespace(first=lambda: row)
+             "value": "hi"}]))
 
 
 async def poll(state: FakeState, **flags: bool) -> Any:

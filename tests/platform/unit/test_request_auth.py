@@ -28,15 +28,12 @@ class State:
         self.connections = 0
         self.token_ids: list[str | None] = []  # what each read was said to be about
 
-    async def read(self, query: Any, key: str, *, token_id: str | None = None) -> Any:
+    async def read(self, read: Any, key: str, *, token_id: str | None = None) -> Any:
         self.connections += 1
         self.token_ids.append(token_id)
-        return query(self, key)
-
-    def execute(self, statement: Any, parameters: dict[str, str]) -> Any:
+        assert read.parameters(key) == {"token_id": key}
         # the columns of auth.repository's standing query, in its order
-        row = None if self.standing is None else tuple(self.standing)
-        return SimpleNamespace(first=lambda: row)
+        return read.shape(None if self.standing is None else tuple(self.standing))
 
 
 def standing(revoked_at: datetime | None = None) -> TokenStanding:
