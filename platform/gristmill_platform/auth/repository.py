@@ -10,6 +10,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from gristmill_platform.db.inserts import insert_row
 from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.auth import SdkToken, User
 
@@ -99,6 +100,11 @@ class TokenRepository:
         self.session.add(token)
         if flush:
             await self.session.flush()
+        return token
+
+    async def insert(self, token: SdkToken) -> SdkToken:
+        """Written now with a Core INSERT, not added to the session (db/inserts.py)."""
+        await insert_row(self.session, token)
         return token
 
     async def list(

@@ -167,8 +167,11 @@ class AuthService:
         execution_id: str | None = None,
         flush: bool = True,
         owner_checked: bool = False,
+        insert_now: bool = False,
     ) -> CreatedSdkToken:
         """flush=False: the token row is written with the session's next flush.
+        insert_now: written at once with a Core INSERT, the token not added to the session
+        (an execution's, which nothing reads back in its transaction; db/inserts.py).
         owner_checked: the caller knows the user exists (an execution's token, minted for
         its owner): not read again; the row's foreign key still refuses a user deleted
         meanwhile."""
@@ -189,7 +192,10 @@ class AuthService:
             created_at=utcnow(),
             expires_at=utcnow() + expires_in if expires_in else None,
         )
-        await self.tokens.add(token, flush=flush)
+        if insert_now:
+            await self.tokens.insert(token)
+        else:
+            await self.tokens.add(token, flush=flush)
         return CreatedSdkToken(token=token, plaintext=fresh.plaintext)
 
     async def revoke_sdk_token(self, token_id: str) -> SdkToken:

@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gristmill_platform.db.inserts import insert_row
 from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import (
@@ -123,6 +124,10 @@ class ExecutionRepository:
         self.session.add(execution)
         if flush:
             await self.session.flush()
+
+    async def insert(self, execution: Execution) -> None:
+        """Written now with a Core INSERT, not added to the session (db/inserts.py)."""
+        await insert_row(self.session, execution)
 
     async def for_pipeline(self, pipeline_name: str) -> Sequence[Execution]:
         result = await self.session.execute(

@@ -209,14 +209,20 @@ class ExecutionService:
             execution.deployment_id = parent.deployment_id
             execution.deployment_name = parent.deployment_name
             execution.timeout_s = parent.timeout_s
-        # flushed with its token's row below: one flush for both (no foreign key orders them)
-        await self.repository.add(execution, flush=False)
+        if batch:
+            # flushed with its token's row below: one flush for all the batch's
+            await self.repository.add(execution, flush=False)
+        else:
+            # Core INSERTs, not the unit of work (db/inserts.py): nothing reads either
+            # row back in this transaction, the launch uses these objects (Recorded)
+            await self.repository.insert(execution)
         mode = LOW_LATENCY if deployment and deployment.mode == LOW_LATENCY else ELASTIC
         rule = execution.execution_rule
         self.after_commit(lambda: metrics.execution_started(mode, rule))
         token = await self.auth.create_sdk_token(
             created_by, name=f"execution {execution_id}", scope="execution",
-            execution_id=execution_id, flush=not batch, owner_checked=True)
+            execution_id=execution_id, flush=False, insert_now=not batch,
+            owner_checked=True)
         return Launch(execution_id=execution_id, step_id=step.id, sdk_token=token.plaintext,
                       access_token=self.auth.access_token_for(token.token).access_token,
                       deployment_id=execution.deployment_id,
