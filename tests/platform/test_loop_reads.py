@@ -243,3 +243,27 @@ def test_the_loop_answers_as_the_async_engine(own_database_url: str) -> None:
             reads.dispose()
 
     asyncio.run(scenario())
+
+
+def test_a_read_leaves_no_read_transaction_open(tmp_path: Path) -> None:
+    """A reader that kept its statement open would hold a snapshot, and a checkpoint
+    that must wait for readers (the WAL checkpoints', db/wal_checkpoints.py) would
+    report itself busy."""
+    path = tmp_path / "reads.sqlite3"
+    pairs = Read(select(_T.c.k, _T.c.v), lambda rows: dict(rows), key=None, many=True)
+
+    async def scenario(transactions: Transactions, engine: AsyncEngine,
+                       reads: LoopReads) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t VALUES ('b', 'two'), ('c', 'x')"))
+        assert reads.run(VALUE, "a") == "one"
+        assert reads.run(pairs, "") == {"a": "one", "b": "two", "c": "x"}
+        checkpointer = sqlite3.connect(path)
+        try:
+            busy, _log, _done = checkpointer.execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            checkpointer.close()
+        assert busy == 0
+
+    run(tmp_path, scenario)

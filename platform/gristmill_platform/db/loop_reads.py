@@ -160,12 +160,14 @@ class LoopReads:
                 return past
 
             connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+            cursor = connection.cursor()
             try:
-                cursor = connection.execute(prepared.sql,
-                                            prepared.parameters(read.parameters(key)))
+                cursor.execute(prepared.sql, prepared.parameters(read.parameters(key)))
                 raw = cursor.fetchall() if read.many else cursor.fetchone()
-                cursor.close()
             finally:
+                # closed at once: a statement left open would keep its read transaction,
+                # and the WAL checkpoints would wait for it
+                cursor.close()
                 connection.set_progress_handler(None, 0)
         except sqlite3.Error as error:
             if past and interrupted(error) and len(self.slow) < SLOW_KEPT:
