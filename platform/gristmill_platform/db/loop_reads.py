@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -35,10 +34,10 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Dialect
 
 from gristmill_platform.db.sqlite_cursor import (
-    LOOP_READ_BUDGET_S,
-    PROGRESS_EVERY,
     SLOW_KEPT,
     interrupted,
+    open_reader,
+    read_budget,
 )
 from gristmill_platform.db.urls import sqlite_file
 
@@ -73,11 +72,6 @@ class GivenBack:
 
 
 GIVEN_BACK: Final = GivenBack()
-
-# As the LoopReader's (db/sqlite_cursor.py): read-only, never waits for a lock, a small
-# page cache (the index pages of key lookups).
-PRAGMAS = ("query_only=ON", "busy_timeout=0", "cache_size=-512")
-
 
 @dataclass
 class PreparedRead:
@@ -131,13 +125,8 @@ class LoopReads:
         """The calling thread's connection, made on its first read."""
         connection = self._local.connection
         if connection is None:
-            connection = sqlite3.connect(self.path)  # same-thread check on
-            try:
-                for pragma in PRAGMAS:
-                    connection.execute(f"PRAGMA {pragma}").close()
-            except sqlite3.Error:
-                connection.close()
-                raise
+            # the LoopReader's settings (db/sqlite_cursor.py); sqlite3's same-thread check on
+            connection = open_reader(lambda: sqlite3.connect(self.path))
             self._local.connection = connection
             self._opened.append(connection)
         return connection
@@ -149,28 +138,19 @@ class LoopReads:
         prepared = self._prepared.get(read)
         if prepared is None:
             prepared = self._prepared[read] = PreparedRead.of(read, self.dialect)
-        past = False
         try:
             connection = self.connection()
-            deadline = time.perf_counter() + LOOP_READ_BUDGET_S
-
-            def past_budget() -> bool:
-                nonlocal past
-                past = time.perf_counter() > deadline
-                return past
-
-            connection.set_progress_handler(past_budget, PROGRESS_EVERY)
             cursor = connection.cursor()
             try:
-                cursor.execute(prepared.sql, prepared.parameters(read.parameters(key)))
-                raw = cursor.fetchall() if read.many else cursor.fetchone()
+                with read_budget(connection):
+                    cursor.execute(prepared.sql, prepared.parameters(read.parameters(key)))
+                    raw = cursor.fetchall() if read.many else cursor.fetchone()
             finally:
                 # closed at once: a statement left open would keep its read transaction,
                 # and the WAL checkpoints would wait for it
                 cursor.close()
-                connection.set_progress_handler(None, 0)
         except sqlite3.Error as error:
-            if past and interrupted(error) and len(self.slow) < SLOW_KEPT:
+            if interrupted(error) and len(self.slow) < SLOW_KEPT:
                 self.slow.add(read)
             return GIVEN_BACK
         if read.many:

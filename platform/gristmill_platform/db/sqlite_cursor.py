@@ -36,11 +36,12 @@ if any went to the thread, so does its end, and so do its later writes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy
@@ -111,6 +112,41 @@ def locked(error: sqlite3.Error) -> bool:
     return _primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+# The settings of a connection that reads on the event loop: read-only; a lock held
+# elsewhere is not waited for (the caller's other path waits, not the loop); its page
+# cache kept to 512 KiB, the index pages of its key lookups (default: 2 MiB), as there is
+# one per pooled connection (up to 30).
+READER_PRAGMAS = ("query_only=ON", "busy_timeout=0", "cache_size=-512")
+
+
+def open_reader(connector: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
+    """A connection made by ``connector``, with READER_PRAGMAS."""
+    connection = connector()
+    try:
+        for pragma in READER_PRAGMAS:
+            connection.execute(f"PRAGMA {pragma}").close()
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
+
+
+@contextlib.contextmanager
+def read_budget(connection: sqlite3.Connection) -> Iterator[None]:
+    """The connection's statements in the block are interrupted (SQLITE_INTERRUPT, see
+    ``interrupted``) once their own work passes LOOP_READ_BUDGET_S."""
+    deadline = time.perf_counter() + LOOP_READ_BUDGET_S
+
+    def past_budget() -> bool:
+        return time.perf_counter() > deadline
+
+    connection.set_progress_handler(past_budget, PROGRESS_EVERY)
+    try:
+        yield
+    finally:
+        connection.set_progress_handler(None, 0)
+
+
 class LoopReader:
     """A read-only connection to the database of one aiosqlite connection, made with the
     same settings (its connector) and only ever used on the thread that made it: the
@@ -118,20 +154,7 @@ class LoopReader:
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         self.thread = threading.get_ident()
-        self.connection = connector()
-        try:
-            for pragma in ("PRAGMA query_only=ON",
-                           # a lock held elsewhere: the thread's connection waits, not the
-                           # loop
-                           "PRAGMA busy_timeout=0",
-                           # one reader per pooled connection (up to 30): its page cache
-                           # kept to 512 KiB, the index pages of its key lookups (default:
-                           # 2 MiB)
-                           "PRAGMA cache_size=-512"):
-                self.connection.execute(pragma).close()
-        except sqlite3.Error:
-            self.connection.close()
-            raise
+        self.connection = open_reader(connector)
         self.slow: set[str] = set()
 
     def read(self, operation: str, parameters: Any
@@ -139,20 +162,13 @@ class LoopReader:
         """The statement's results, or None: give it to the thread."""
         if operation in self.slow or threading.get_ident() != self.thread:
             return None
-        deadline = time.perf_counter() + LOOP_READ_BUDGET_S
-
-        def past_budget() -> bool:
-            return time.perf_counter() > deadline
-
-        self.connection.set_progress_handler(past_budget, PROGRESS_EVERY)
         try:
-            return _run(self.connection, operation, parameters, False)
+            with read_budget(self.connection):
+                return _run(self.connection, operation, parameters, False)
         except sqlite3.Error as error:
             if interrupted(error) and len(self.slow) < SLOW_KEPT:
                 self.slow.add(operation)
             return None
-        finally:
-            self.connection.set_progress_handler(None, 0)
 
     def close(self) -> None:
         self.connection.close()

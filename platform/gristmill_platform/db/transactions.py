@@ -59,17 +59,16 @@ class Transactions:
             run_effects(session, committed=True)
 
     async def read(self, read: Read[T], key: str, *, token_id: str | None = None) -> T:
-        """``read`` by ``key`` on a connection without an ORM session, for a few
-        reads of nothing the caller will write (what checking each request's access token
-        needs; a session's set-up and commit cost more than its one query). Same barrier
-        as a transaction. On SQLite it runs on the calling thread when it can be done at
-        once (db/loop_reads.py), else on the async engine as before.
+        """``read`` by ``key`` without an ORM session, for a read of nothing the caller
+        will write (what checking each request's access token needs; a session's set-up
+        and commit cost more than its one query). Same barrier as a transaction. On SQLite
+        it runs on the calling thread when it can be done at once (db/loop_reads.py), else
+        on the async engine.
 
-        ``token_id``: the reads are of that
-        SDK token's row and its user's, nothing else the barrier writes: it then runs
-        only if that row or its revocation is pending (``holds_token``). Under warm load,
-        the barrier wrote the calls answered in the last moments, and the one in flight,
-        before every request's token check."""
+        ``token_id``: the read is of that SDK token's row and its user's, nothing else the
+        barrier writes: it then runs only if that row or its revocation is pending
+        (``holds_token``). Under warm load, the barrier wrote the calls answered in the
+        last moments, and the one in flight, before every request's token check."""
         if self.barrier is not None and (token_id is None or self.holds_token(token_id)):
             await self.barrier()
         if self.loop_reads is not None:
