@@ -204,9 +204,10 @@ def test_the_loop_answers_as_the_async_engine(own_database_url: str) -> None:
     from gristmill_platform.db.models.auth import SdkToken, User
     from gristmill_platform.db.models.env_vars import EnvironmentVariable
     from gristmill_platform.db.models.executions import Execution
-    from gristmill_platform.env_vars.repository import VALUES
     from gristmill_platform.executions.repository import OUTCOME, STATUS
 
+    values = Read(select(EnvironmentVariable.name, EnvironmentVariable.value)
+                  .order_by(EnvironmentVariable.name), dict, key=None, many=True)
     reads = loop_reads(own_database_url)
     if reads is None:
         pytest.skip("loop reads are SQLite's only")
@@ -230,14 +231,14 @@ def test_the_loop_answers_as_the_async_engine(own_database_url: str) -> None:
                     EnvironmentVariable(name="A", value="1")])
             for read, key in ((STANDING, "t-1"), (STANDING, "t-2"), (OUTCOME, "e-1"),
                               (OUTCOME, "e-2"), (STATUS, "e-1"), (STATUS, "e-2"),
-                              (VALUES, "")):
+                              (values, "")):
                 on_loop = reads.run(read, key)
                 assert on_loop == await plain.read(read, key), (read, key)
             standing = reads.run(STANDING, "t-1")
             assert standing is not GIVEN_BACK and standing is not None
             assert standing.revoked_at == revoked
             assert standing.is_admin is True and standing.is_viewer is False
-            assert reads.run(VALUES, "") == {"A": "1", "B": "2"}
+            assert reads.run(values, "") == {"A": "1", "B": "2"}
         finally:
             await engine.dispose()
             reads.dispose()

@@ -5,19 +5,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gristmill_platform.db.loop_reads import Read
 from gristmill_platform.db.models.env_vars import EnvironmentVariable
 
 # built once: each elastic launch reads them (see executions/repository.py)
 _ALL = select(EnvironmentVariable).order_by(EnvironmentVariable.name)
-_VALUES = select(EnvironmentVariable.name, EnvironmentVariable.value).order_by(
-    EnvironmentVariable.name)
-
-
-# Every variable's value by name, without a session (an elastic launch reads them after
-# its execution's status, executions/runtime.py)
-VALUES: Read[dict[str, str]] = Read(
-    _VALUES, lambda rows: {name: value for name, value in rows}, key=None, many=True)
 
 
 class EnvVarRepository:

@@ -25,7 +25,7 @@ from gristmill_platform.db.models.steps import Step
 from gristmill_platform.db.transactions import Transactions
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments.repository import DeploymentRepository
-from gristmill_platform.env_vars.repository import VALUES, EnvVarRepository
+from gristmill_platform.env_vars.repository import EnvVarRepository
 from gristmill_platform.env_vars.snapshot import EnvironmentSnapshot
 from gristmill_platform.executions import transitions as t
 from gristmill_platform.executions.admission import ElasticAdmission, machine_capacity
@@ -167,6 +167,7 @@ class ExecutionRuntime:
         self._reconciler: asyncio.Task[None] | None = None
         # the warm workers of low-latency deployments, and what runs executions on them
         self.workers = workers
+        self.environment = environment
         self.low_latency = LowLatencyDispatcher(
             transactions, executions, workers, journal, environment, self.events, self._fail,
             node_ended=lambda execution_id: self.graphs.node_ended(execution_id),
@@ -249,7 +250,8 @@ class ExecutionRuntime:
 
         On SQLite an execution this process recorded just before (``launch.recorded``) is
         not read back: only its status, which a cancel or a delete may have changed
-        meanwhile, and the variables, on a bare connection (_fresh). The launch's read took
+        meanwhile, on a bare connection; the variables are the in-memory snapshot the warm
+        workers' calls use (_fresh). The launch's read took
         no lock there anyway. On PostgreSQL the launch reads the row locked, so a cancel
         waits for the start it records."""
         recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -306,15 +308,17 @@ class ExecutionRuntime:
 
     async def _fresh(self, launch: Launch) -> tuple[Execution, Step, dict[str, str]] | None:
         """The execution and step ``launch`` was recorded with, still pending, and the
-        variables; None: read them all in the launch's transaction (a launch made from the
-        database, or one cancelled, deleted or started meanwhile, or a database whose
-        read locks the row)."""
+        variables (a change through this process is in them at once, one made by another
+        process within the snapshot's second); None: read them all in the launch's
+        transaction (a launch made from the database, or one cancelled, deleted or started
+        meanwhile, or a database whose read locks the row)."""
         if (self.transactions.row_locks or launch.recorded is None
                 or launch.recorded.execution.status != t.PENDING):
             return None
         if await self.transactions.read(STATUS, launch.execution_id) != t.PENDING:
             return None
-        variables = await self.transactions.read(VALUES, "")
+        # the variables as the warm workers get them (env_vars/snapshot.py)
+        variables = dict(await self.environment.current())
         redactor.register(*variables.values())
         return launch.recorded.execution, launch.recorded.step, variables
 
