@@ -33,11 +33,14 @@ installed (PYTHON=/usr/bin/python3.11 GRISTMILL_VENV=../venv-b scripts/setup.sh)
 baseline by 0.3 to 2 ms of CPU either way (docs/runs-and-executions.md): a smaller
 difference is not a change's. --no-spawn leaves the spawned mode out, so that the two
 trees' environments take turns alone; run an A/B both ways round (--tree and --baseline
-swapped) and report both.
+swapped) and report both. --pin (2 CPUs or more) pins, after one run of each mode, every
+control service's threads to the first CPU and everything else (their fork servers, hence
+their workers, and this bench) to the others: does the service's CPU per execution come
+from the other processes' work on its CPU?
 Writes bench/results/elastic_run.json.
 
     .venv/bin/python bench/elastic_run.py [--runs 50] [--turn 10] [--baseline ../main-tree]
-        [--tree DIR2] [--baseline-python ../venv-b/bin/python] [--no-spawn]
+        [--tree DIR2] [--baseline-python ../venv-b/bin/python] [--no-spawn] [--pin]
 """
 
 from __future__ import annotations
@@ -149,6 +152,24 @@ def cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return float(total)
+
+
+def pin_apart(service_pids: list[int]) -> dict[str, list[int]]:
+    """Every thread of these control services on the first CPU; their children (fork
+    servers: their workers inherit it) and this process on the others. Threads and
+    children made later inherit their creator's."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs 2 CPUs or more")
+    service_cpus, other_cpus = set(cpus[:1]), set(cpus[1:])
+    for pid in service_pids:
+        for thread in psutil.Process(pid).threads():
+            os.sched_setaffinity(thread.id, service_cpus)
+        for child in psutil.Process(pid).children(recursive=True):
+            for thread in child.threads():
+                os.sched_setaffinity(thread.id, other_cpus)
+    os.sched_setaffinity(0, other_cpus)
+    return {"control_services": sorted(service_cpus), "others": sorted(other_cpus)}
 
 
 def workers_running(pid: int) -> bool:
@@ -297,10 +318,16 @@ def main() -> None:
                              "two trees' fork servers alone, each turn following the "
                              "other's (the spawned mode's turns cool the caches of "
                              "whichever follows them)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the control services on the first CPU, everything else on "
+                             "the others (after one run of each mode)")
     add_tree_option(parser)
     args = parser.parse_args()
     if args.turn < 1:
         parser.error("--turn must be at least 1")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs 2 CPUs or more")
+    pinned: dict[str, list[int]] | None = None
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
         modes: list[Mode] = []
@@ -312,6 +339,10 @@ def main() -> None:
                           else source_tree_env(args.baseline))
                 modes.append(Mode("fork_server@baseline", Path(work), source,
                                   args.baseline_python))
+            if args.pin:
+                for mode in modes:  # its fork server exists after a run
+                    mode.run_once(-1, counted=False, first_of_turn=False)
+                pinned = pin_apart([mode.env.process.pid for mode in modes])
             # the modes take turns, so a machine whose speed drifts slows all alike; the
             # order rotates, so none always runs first (just after another's worker exit)
             total = args.runs + WARM_UP
@@ -328,7 +359,7 @@ def main() -> None:
                 mode.env.stop()
 
     results = {
-        "runs": args.runs, "turn": args.turn,
+        "runs": args.runs, "turn": args.turn, "pinned": pinned,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1m": round(os.getloadavg()[0], 1)},
         "modes": {mode.name: mode.report() for mode in modes},

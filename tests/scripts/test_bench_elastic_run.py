@@ -56,3 +56,44 @@ def test_no_spawn_leaves_the_spawned_mode_out(monkeypatch: pytest.MonkeyPatch) -
     module = elastic_run(monkeypatch)
     assert module.mode_names(False) == ["fork_server", "spawn"]
     assert module.mode_names(True) == ["fork_server"]
+
+
+def test_pin_puts_the_services_threads_apart_from_everything_else(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pin: a service's every thread on the first CPU; its children's threads, and the
+    bench itself, on the others."""
+    import os
+    import time
+
+    import psutil
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("--pin needs 2 CPUs or more")
+    module = elastic_run(monkeypatch)
+    service = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    own = os.sched_getaffinity(0)
+    try:
+        assert service.stdout is not None and service.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(service.pid).threads()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pinned = module.pin_apart([service.pid])
+        assert pinned == {"control_services": cpus[:1], "others": cpus[1:]}
+        threads = psutil.Process(service.pid).threads()
+        assert len(threads) == 2
+        assert all(os.sched_getaffinity(t.id) == set(cpus[:1]) for t in threads)
+        (child,) = psutil.Process(service.pid).children()
+        assert os.sched_getaffinity(child.pid) == set(cpus[1:])
+        assert os.sched_getaffinity(0) == set(cpus[1:])
+    finally:
+        os.sched_setaffinity(0, own)
+        for process in psutil.Process(service.pid).children(recursive=True):
+            process.kill()
+        service.kill()
+        service.wait()
