@@ -156,11 +156,9 @@ def cpu_seconds(pid: int) -> float:
 
 def pin_apart(service_pids: list[int]) -> dict[str, list[int]]:
     """Every thread of these control services on the first CPU; their children (fork
-    servers: their workers inherit it) and this process on the others. Threads and
-    children made later inherit their creator's."""
+    servers: their workers inherit it) and this process on the others (main checks
+    there are 2 CPUs or more). Threads and children made later inherit their creator's."""
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        raise SystemExit("--pin needs 2 CPUs or more")
     service_cpus, other_cpus = set(cpus[:1]), set(cpus[1:])
     for pid in service_pids:
         for thread in psutil.Process(pid).threads():

@@ -25,6 +25,17 @@ def test_a_turn_below_one_is_refused_before_anything_starts() -> None:
     assert "--turn must be at least 1" in refused.stderr
 
 
+def test_pin_on_one_cpu_is_refused_before_anything_starts() -> None:
+    import os
+
+    one = min(os.sched_getaffinity(0))
+    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "elastic_run.py"),
+                              "--pin"], capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+    assert refused.returncode == 2
+    assert "--pin needs 2 CPUs or more" in refused.stderr
+
+
 def row(cpu_s: float, first: bool) -> dict[str, float]:
     return {"total": 0.01, "accept": 0.001, "launch": 0.001, "run": 0.005,
             "deliver": 0.001, "first_of_turn": float(first), "cpu": cpu_s,
