@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 
 @contextlib.contextmanager
@@ -76,6 +77,22 @@ class BenchEnv:
             self.process.kill()
 
 
+def pin_apart(service_pids: list[int]) -> dict[str, list[int]]:
+    """Every thread of these control services on the first CPU; their children (fork
+    servers: their workers inherit it) and this process on the others (main checks
+    there are 2 CPUs or more). Threads and children made later inherit their creator's."""
+    cpus = sorted(os.sched_getaffinity(0))
+    service_cpus, other_cpus = set(cpus[:1]), set(cpus[1:])
+    for pid in service_pids:
+        for thread in psutil.Process(pid).threads():
+            os.sched_setaffinity(thread.id, service_cpus)
+        for child in psutil.Process(pid).children(recursive=True):
+            for thread in child.threads():
+                os.sched_setaffinity(thread.id, other_cpus)
+    os.sched_setaffinity(0, other_cpus)
+    return {"control_services": sorted(service_cpus), "others": sorted(other_cpus)}
+
+
 def step_archive(code: str, name: str = "main.py") -> bytes:
     """A step folder of one file, as the `step_file` upload of POST /pipelines takes it."""
     buffer = io.BytesIO()
@@ -128,15 +145,18 @@ def interpreter(python: str | None = None) -> dict[str, str]:
 
 def start_env(data_dir: Path, log_path: Path | None = None,
               extra_env: dict[str, str] | None = None, *, port: int | None = None,
-              database_url: str | None = None, python: str | None = None) -> BenchEnv:
+              database_url: str | None = None, python: str | None = None,
+              module: str = "gristmill.cli") -> BenchEnv:
     """``log_path``: where the service's output goes (default: nowhere); ``extra_env``:
     settings for this environment (GRISTMILL_* variables); ``port``: a fixed port (a
     restart on the same URL); ``database_url``: another database than the SQLite file;
     ``python``: the interpreter of another virtual environment with Gristmill installed
-    (default: the bench's own). Local workers run on the service's interpreter too."""
+    (default: the bench's own). Local workers run on the service's interpreter too.
+    ``module``: what ``python -m`` runs with ``up ...`` (bench/_phases_serve.py wraps the
+    CLI)."""
     port = port or free_port()
     output = log_path.open("w") if log_path is not None else subprocess.DEVNULL
-    command = [python or sys.executable, "-m", "gristmill.cli", "up", "--data-dir",
+    command = [python or sys.executable, "-m", module, "up", "--data-dir",
                str(data_dir), "--port", str(port)]
     if database_url:
         command += ["--database-url", database_url]

@@ -61,6 +61,7 @@ import psutil
 from _env import (  # type: ignore[import-not-found]
     add_tree_option,
     interpreter,
+    pin_apart,
     source_tree_env,
     start_env,
     step_archive,
@@ -152,22 +153,6 @@ def cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return float(total)
-
-
-def pin_apart(service_pids: list[int]) -> dict[str, list[int]]:
-    """Every thread of these control services on the first CPU; their children (fork
-    servers: their workers inherit it) and this process on the others (main checks
-    there are 2 CPUs or more). Threads and children made later inherit their creator's."""
-    cpus = sorted(os.sched_getaffinity(0))
-    service_cpus, other_cpus = set(cpus[:1]), set(cpus[1:])
-    for pid in service_pids:
-        for thread in psutil.Process(pid).threads():
-            os.sched_setaffinity(thread.id, service_cpus)
-        for child in psutil.Process(pid).children(recursive=True):
-            for thread in child.threads():
-                os.sched_setaffinity(thread.id, other_cpus)
-    os.sched_setaffinity(0, other_cpus)
-    return {"control_services": sorted(service_cpus), "others": sorted(other_cpus)}
 
 
 def workers_running(pid: int) -> bool:

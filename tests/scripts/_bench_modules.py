@@ -4,6 +4,8 @@ package, its scripts import each other by name."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -20,3 +22,12 @@ def bench_module(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_on_one_cpu(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """bench/<script> with these arguments, confined to a single CPU (for the options
+    that need two or more)."""
+    one = min(os.sched_getaffinity(0))
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {one}))

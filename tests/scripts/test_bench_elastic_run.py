@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.scripts._bench_modules import ROOT, bench_module
+from tests.scripts._bench_modules import ROOT, bench_module, run_on_one_cpu
 
 
 def elastic_run(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -26,12 +26,7 @@ def test_a_turn_below_one_is_refused_before_anything_starts() -> None:
 
 
 def test_pin_on_one_cpu_is_refused_before_anything_starts() -> None:
-    import os
-
-    one = min(os.sched_getaffinity(0))
-    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "elastic_run.py"),
-                              "--pin"], capture_output=True, text=True, timeout=60,
-                             preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+    refused = run_on_one_cpu("elastic_run.py", "--pin")
     assert refused.returncode == 2
     assert "--pin needs 2 CPUs or more" in refused.stderr
 

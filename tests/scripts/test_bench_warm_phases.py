@@ -1,0 +1,115 @@
+"""bench/warm_phases.py and the control service it starts (bench/_phases_serve.py): a
+call's notes are taken around the wrapped steps, sync or async, raising or not, and only
+inside a call; they are written relative to the call's start; every step the bench names
+still exists in the product (a renamed one would silently drop its phase); the phases are
+medians over the calls that took the usual path; --pin-apart on one CPU is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.scripts._bench_modules import ROOT, bench_module, run_on_one_cpu
+
+
+def serve_module() -> ModuleType:
+    return bench_module("_phases_serve")
+
+
+def test_a_wrapped_step_is_noted_on_entry_and_exit_even_when_it_raises() -> None:
+    serve = serve_module()
+
+    def fails() -> None:
+        raise ValueError("no")
+
+    async def waits(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+    timed_fails, timed_waits = serve.timed("fails", fails), serve.timed("waits", waits)
+    assert timed_fails.__wrapped__ is fails and timed_waits.__wrapped__ is waits
+
+    async def answer() -> int:
+        with pytest.raises(ValueError):
+            timed_fails()
+        return int(await timed_waits(21))
+
+    assert asyncio.run(serve.call_root(lambda: answer())()) == 42
+    (notes,) = serve._ended
+    assert [event for event, _ in notes] == ["call+", "fails+", "fails-", "waits+",
+                                             "waits-", "call-"]
+    times = [at for _, at in notes]
+    assert times == sorted(times)
+
+
+def test_nothing_is_noted_outside_a_call() -> None:
+    serve = serve_module()
+    assert serve.timed("alone", lambda: 7)() == 7
+    assert serve._ended == [] and serve._notes.get() is None
+
+
+def test_notes_are_written_relative_to_the_calls_start_and_then_forgotten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve = serve_module()
+    out = tmp_path / "notes.jsonl"
+    monkeypatch.setenv("GRISTMILL_PHASES_OUT", str(out))
+    serve._ended.extend([[("call+", 10.0), ("a+", 10.25), ("call-", 10.5)],
+                         [("call+", 20.0), ("call-", 20.125)]])
+    serve.flush()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [[["call+", 0.0], ["a+", 0.25], ["call-", 0.5]],
+                     [["call+", 0.0], ["call-", 0.125]]]
+    assert serve._ended == []
+    serve.flush()  # nothing more to write: the file is left as it is
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_every_step_the_bench_wraps_still_exists_in_the_product() -> None:
+    """In a process of its own: install() replaces the product's functions."""
+    script = (
+        "import _phases_serve as s\n"
+        "s.install()\n"
+        "from gristmill_platform.deployments import fast_path, gateway\n"
+        "from gristmill_platform.executions import journal, low_latency\n"
+        "from gristmill_platform.executors import local_workers, worker_client\n"
+        "wrapped = [fast_path.EndpointFastPath._answer, fast_path.check_endpoint_token,\n"
+        "    fast_path.read_body, fast_path.json_inputs, fast_path.json_body,\n"
+        "    fast_path.observe_fast_path, gateway.choose, gateway.warm_variant,\n"
+        "    low_latency.LowLatencyDispatcher.track,\n"
+        "    low_latency.LowLatencyDispatcher._run_tracked,\n"
+        "    low_latency.LowLatencyDispatcher._request, low_latency.judge_report,\n"
+        "    journal.TrackingJournal.ended, local_workers.LocalWorkerPool._run_on,\n"
+        "    worker_client.WorkerClient.request, worker_client.parse_response_head]\n"
+        "print(all(hasattr(f, '__wrapped__') for f in wrapped), len(wrapped))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "bench")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "16"]
+
+
+def test_phases_are_medians_over_the_calls_on_the_usual_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # it imports _env, endpoints by name
+    bench = bench_module("warm_phases")
+    usual = [[["call+", 0.0], ["a+", 0.000010], ["call-", 0.000030]],
+             [["call+", 0.0], ["a+", 0.000020], ["call-", 0.000050]],
+             [["call+", 0.0], ["a+", 0.000030], ["call-", 0.000040]]]
+    other = [[["call+", 0.0], ["call-", 0.009]]]  # an error answered early, say
+    rows, on_path = bench.phases(usual + other)
+    assert on_path == 3
+    assert rows == [{"from": "call+", "to": "a+", "median_us": 20.0},
+                    {"from": "a+", "to": "call-", "median_us": 20.0}]
+
+
+def test_pin_apart_on_one_cpu_is_refused_before_anything_starts() -> None:
+    refused = run_on_one_cpu("warm_phases.py", "--pin-apart")
+    assert refused.returncode == 2
+    assert "--pin-apart needs 2 CPUs or more" in refused.stderr
