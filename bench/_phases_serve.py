@@ -8,10 +8,20 @@ leaves them; the product's code is not changed. A call's notes are kept in a con
 variable set when the fast path takes the call: the execution's task (low_latency.py)
 starts from a copy of the request's context and writes to the same list. Every
 FLUSH_EVERY calls, and at exit, the calls' notes are appended to the JSON Lines file
-named by GRISTMILL_PHASES_OUT, one call per line: [[event, seconds since the call came
-in], ...]. What the wrappers cost themselves (about a microsecond each, twenty-odd per
-call) is in the figures: they are a breakdown, not the endpoint's latency (the bench
-reports that from an environment without them)."""
+named by GRISTMILL_PHASES_OUT, one call per line: {"start": the perf_counter() of its
+first note, "notes": [[event, seconds since then], ...]} (perf_counter is the system's
+monotonic clock: the bench compares it with its own, to see how much of a call's time
+the client measured was spent before the first note and after the last). What the
+wrappers cost themselves (about a microsecond each, twenty-odd per call) is in the
+figures: they are a breakdown, not the endpoint's latency (the bench reports that from an
+environment without them).
+
+The service's background work is noted too, whoever runs it (the event loop or a thread of
+the service): each stretch of it as [what, start, end] on the system's monotonic clock,
+written to GRISTMILL_PHASES_OUT + ".background" at exit, so that the bench can tell which
+of it the slowest calls overlapped: the journal's batches (their rows converted on the
+loop, their statements on its thread), SQLite's checkpoints, the snapshots' reloads, and
+the garbage collector's passes."""
 
 from __future__ import annotations
 
@@ -32,6 +42,8 @@ Notes = list[tuple[str, float]]
 _notes: contextvars.ContextVar[Notes | None] = contextvars.ContextVar("phase_notes",
                                                                      default=None)
 _ended: list[Notes] = []
+_background: list[tuple[str, float, float]] = []
+_collecting: list[float] = []
 
 
 def note(event: str) -> None:
@@ -47,9 +59,48 @@ def flush() -> None:
     with open(path, "a", encoding="utf-8") as out:
         for notes in _ended:
             start = notes[0][1]
-            out.write(json.dumps([[event, round(at - start, 7)] for event, at in notes])
-                      + "\n")
+            out.write(json.dumps({"start": start, "notes": [[event, round(at - start, 7)]
+                                                            for event, at in notes]}) + "\n")
     _ended.clear()
+
+
+def background(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """function, noting [name, start, end] of each run of it, in or out of a call."""
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def stretch_async(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                _background.append((name, start, time.perf_counter()))
+        return stretch_async
+
+    @functools.wraps(function)
+    def stretch(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _background.append((name, start, time.perf_counter()))
+    return stretch
+
+
+def collection(phase: str, info: dict[str, Any]) -> None:
+    """gc.callbacks: a pass of the collector, from its start to its stop."""
+    if phase == "start":
+        _collecting.append(time.perf_counter())
+    elif _collecting:
+        _background.append((f"gc generation {info.get('generation')}", _collecting.pop(),
+                            time.perf_counter()))
+
+
+def flush_background() -> None:
+    path = os.environ.get("GRISTMILL_PHASES_OUT")
+    if path and _background:
+        with open(f"{path}.background", "a", encoding="utf-8") as out:
+            out.writelines(json.dumps(stretch) + "\n" for stretch in _background)
+        _background.clear()
 
 
 def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,8 +145,12 @@ def call_root(function: Callable[..., Any]) -> Callable[..., Any]:
 def install() -> None:
     """Wrap the fast path's steps where they are looked up (a name imported with `from`
     is wrapped in the module that calls it)."""
-    from gristmill_platform.deployments import fast_path, gateway
-    from gristmill_platform.executions import journal, low_latency
+    import gc
+
+    from gristmill_platform.db import wal_checkpoints
+    from gristmill_platform.deployments import directory, fast_path, gateway
+    from gristmill_platform.env_vars import snapshot
+    from gristmill_platform.executions import journal, journal_writes, low_latency
     from gristmill_platform.executors import local_workers, worker_client
 
     fast_path.EndpointFastPath._answer = call_root(  # type: ignore[method-assign]
@@ -119,7 +174,21 @@ def install() -> None:
     ]
     for owner, attribute, name in wrapped:
         setattr(owner, attribute, timed(name, getattr(owner, attribute)))
+    stretches: list[tuple[Any, str, str]] = [
+        (journal.TrackingJournal, "flush", "journal batch, in all"),
+        (journal_writes._Insert, "rows", "journal rows converted (loop)"),
+        (journal_writes.SqliteInserts, "_begin", "journal statements (thread)"),
+        (journal_writes.SqliteInserts, "_insert", "journal statements (thread)"),
+        (journal_writes.SqliteInserts, "_end", "journal statements (thread)"),
+        (wal_checkpoints.WalCheckpoints, "_checkpoint", "SQLite checkpoint (thread)"),
+        (snapshot.EnvironmentSnapshot, "_load", "snapshot reload"),
+        (directory.EndpointDirectory, "_load", "snapshot reload"),
+    ]
+    for owner, attribute, name in stretches:
+        setattr(owner, attribute, background(name, getattr(owner, attribute)))
+    gc.callbacks.append(collection)
     atexit.register(flush)
+    atexit.register(flush_background)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ class Target:
     headers: dict[str, str]
     pid: int  # the server's first process; its children are counted too
     samples: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # perf_counter() of each sample's start
     concurrent_s: float = 0.0
     concurrent_calls: int = 0
     client_cpu_s: float = 0.0  # the load generator's, while it measured
@@ -205,6 +206,7 @@ def sequential(target: Target, calls: int, before: Callable[[], None] | None = N
                 start = time.perf_counter()
                 response = client.post(target.url, json={"text": "hi"})
                 target.samples.append(time.perf_counter() - start)
+                target.starts.append(start)
                 if response.status_code != 200:
                     raise RuntimeError(
                         f"{target.name}: {response.status_code} {response.text}")
