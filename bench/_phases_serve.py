@@ -64,28 +64,6 @@ def flush() -> None:
     _ended.clear()
 
 
-def background(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """function, noting [name, start, end] of each run of it, in or out of a call."""
-    if inspect.iscoroutinefunction(function):
-        @functools.wraps(function)
-        async def stretch_async(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await function(*args, **kwargs)
-            finally:
-                _background.append((name, start, time.perf_counter()))
-        return stretch_async
-
-    @functools.wraps(function)
-    def stretch(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _background.append((name, start, time.perf_counter()))
-    return stretch
-
-
 def collection(phase: str, info: dict[str, Any]) -> None:
     """gc.callbacks: a pass of the collector, from its start to its stop."""
     if phase == "start":
@@ -103,26 +81,39 @@ def flush_background() -> None:
         _background.clear()
 
 
-def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """function, noting name+ when it is entered and name- when it returns or raises."""
+def _around(function: Callable[..., Any], enter: Callable[[], Any],
+            leave: Callable[[Any], None]) -> Callable[..., Any]:
+    """function (sync or async), calling enter() before each run and leave(what enter
+    gave) after it, whether it returns or raises."""
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)
-        async def timed_async(*args: Any, **kwargs: Any) -> Any:
-            note(f"{name}+")
+        async def around_async(*args: Any, **kwargs: Any) -> Any:
+            entered = enter()
             try:
                 return await function(*args, **kwargs)
             finally:
-                note(f"{name}-")
-        return timed_async
+                leave(entered)
+        return around_async
 
     @functools.wraps(function)
-    def timed_sync(*args: Any, **kwargs: Any) -> Any:
-        note(f"{name}+")
+    def around_sync(*args: Any, **kwargs: Any) -> Any:
+        entered = enter()
         try:
             return function(*args, **kwargs)
         finally:
-            note(f"{name}-")
-    return timed_sync
+            leave(entered)
+    return around_sync
+
+
+def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """function, noting name+ when it is entered and name- when it returns or raises."""
+    return _around(function, lambda: note(f"{name}+"), lambda _: note(f"{name}-"))
+
+
+def background(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """function, noting [name, start, end] of each run of it, in or out of a call."""
+    return _around(function, time.perf_counter,
+                   lambda start: _background.append((name, start, time.perf_counter())))
 
 
 def call_root(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,9 +133,11 @@ def call_root(function: Callable[..., Any]) -> Callable[..., Any]:
     return root
 
 
-def install() -> None:
+def install() -> int:
     """Wrap the fast path's steps where they are looked up (a name imported with `from`
-    is wrapped in the module that calls it)."""
+    is wrapped in the module that calls it), and the background work; how many functions
+    were wrapped. A step renamed in the product fails here (AttributeError), instead of
+    silently dropping its phase."""
     import gc
 
     from gristmill_platform.db import wal_checkpoints
@@ -189,6 +182,7 @@ def install() -> None:
     gc.callbacks.append(collection)
     atexit.register(flush)
     atexit.register(flush_background)
+    return 1 + len(wrapped) + len(stretches)
 
 
 if __name__ == "__main__":
