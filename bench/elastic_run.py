@@ -17,7 +17,7 @@ side, in turns: workers forked by the fork server (`fork_server`, the default) a
 and its workers per execution (that figure includes the bench's own GET /executions/{id}
 per run, whose CPU is measured apart at the end and reported, with the figure without it),
 of which the forked workers (and their kernel share: page faults, thread stacks, exit) and
-the fork servers' own (the forks).
+the fork servers' own (the forks), and both's minor page faults per execution.
 The modes take turns of --turn runs each (default 10), the order rotating. The first run
 of a turn follows another environment's turn (a spawned worker's start, 70 ms of another
 interpreter's work, leaves the caches cold); the others follow a run of their own. The CPU
@@ -118,22 +118,38 @@ CPU_LINES = (("  with the bench read", "cpu_ms_per_execution"),
              ("  of which forked worker", "forked_worker_cpu_ms_per_execution"),
              ("    in the kernel", "forked_worker_kernel_cpu_ms_per_execution"),
              ("  of which the fork server", "fork_server_cpu_ms_per_execution"))
+FAULT_LINES = (("page faults, forked worker", "forked_worker_page_faults_per_execution"),
+               ("page faults, fork server", "fork_server_page_faults_per_execution"))
+
+
+def minor_faults(pid: int) -> tuple[int, int]:
+    """The process's minor page faults, and those of its children it has reaped
+    (/proc/PID/stat's minflt and cminflt; psutil does not read them)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+    return int(fields[7]), int(fields[8])
 
 
 def fork_server_cpu(pid: int) -> dict[str, float]:
     """CPU of the fork servers (their own: the forks) and of the forked workers reaped
-    so far, that of the workers in the kernel apart (fork server mode only; zeros when
-    spawned)."""
-    total = {"fork_server": 0.0, "forked_worker": 0.0, "forked_worker_kernel": 0.0}
+    so far, that of the workers in the kernel apart, and both's minor page faults (fork
+    server mode only; zeros when spawned). A forked worker's kernel time is mostly
+    copy-on-write faults on the pages it shares with its fork server (bench/fork_faults.py
+    measures what one costs on this machine)."""
+    total = {"fork_server": 0.0, "forked_worker": 0.0, "forked_worker_kernel": 0.0,
+             "fork_server_faults": 0.0, "forked_worker_faults": 0.0}
     for child in psutil.Process(pid).children():
         try:
             if "zygote" in child.cmdline():
                 ct = child.cpu_times()
-                total["fork_server"] += ct.user + ct.system
-                total["forked_worker"] += ct.children_user + ct.children_system
-                total["forked_worker_kernel"] += ct.children_system
-        except psutil.NoSuchProcess:
+                own_faults, reaped_faults = minor_faults(child.pid)
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue
+        total["fork_server"] += ct.user + ct.system
+        total["forked_worker"] += ct.children_user + ct.children_system
+        total["forked_worker_kernel"] += ct.children_system
+        total["fork_server_faults"] += own_faults
+        total["forked_worker_faults"] += reaped_faults
     return total
 
 
@@ -245,8 +261,11 @@ class Mode:
 
     def cpu_report(self, rows: list[dict[str, float]]) -> dict[str, object]:
         """CPU per execution over these runs (ms)."""
-        def per_run(key: str) -> float:
-            return sum(r[key] for r in rows) / len(rows) * 1000
+        def mean(key: str) -> float:
+            return sum(r[key] for r in rows) / len(rows)
+
+        def per_run(key: str) -> float:  # seconds to ms
+            return mean(key) * 1000
 
         read_ms = None if self.read_cpu_s is None else self.read_cpu_s * 1000
         return {
@@ -264,6 +283,11 @@ class Mode:
                 per_run("forked_worker_kernel"), 1),
             # the fork servers' own: the forks
             "fork_server_cpu_ms_per_execution": round(per_run("fork_server"), 1),
+            # minor page faults per execution: the forked worker's (copy-on-write on the
+            # pages it shares with its fork server, the pages it allocates) and the fork
+            # server's own (its writes to pages a child still shares)
+            "forked_worker_page_faults_per_execution": round(mean("forked_worker_faults")),
+            "fork_server_page_faults_per_execution": round(mean("fork_server_faults")),
         }
 
     def report(self) -> dict[str, object]:
@@ -362,7 +386,7 @@ def main() -> None:
             print(f"  {phase:<26}{values['p50_ms']:>8}{values['p95_ms']:>8}")
         print(f"{'cpu per execution (ms)':<28}{'all':>8}{'own':>8}{'first':>8}")
         columns = [report, report["after_a_run_of_its_own"], report["first_of_a_turn"]]
-        for label, key in CPU_LINES:
+        for label, key in CPU_LINES + FAULT_LINES:
             cells = "".join(f"{'-' if c is None else c[key]:>8}" for c in columns)
             print(f"{label:<28}{cells}")
     for name, values in bare.items():

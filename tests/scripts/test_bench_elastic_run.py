@@ -4,8 +4,10 @@ the same environment's, and over the first of each turn, each from its own runs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -35,7 +37,8 @@ def row(cpu_s: float, first: bool) -> dict[str, float]:
     return {"total": 0.01, "accept": 0.001, "launch": 0.001, "run": 0.005,
             "deliver": 0.001, "first_of_turn": float(first), "cpu": cpu_s,
             "fork_server": 0.001, "forked_worker": cpu_s / 2,
-            "forked_worker_kernel": cpu_s / 4}
+            "forked_worker_kernel": cpu_s / 4, "fork_server_faults": 100.0,
+            "forked_worker_faults": cpu_s * 50_000}
 
 
 def test_cpu_is_reported_apart_for_the_first_run_of_each_turn(
@@ -54,6 +57,9 @@ def test_cpu_is_reported_apart_for_the_first_run_of_each_turn(
     assert own["forked_worker_cpu_ms_per_execution"] == 6.0
     assert first["runs"] == 2 and first["cpu_ms_per_execution"] == 28.0
     assert first["forked_worker_kernel_cpu_ms_per_execution"] == 7.0
+    # faults are counts per execution, not milliseconds
+    assert own["forked_worker_page_faults_per_execution"] == 600
+    assert first["fork_server_page_faults_per_execution"] == 100
     mode.rows = [row(0.030, True)]  # --turn 1: every run is a first one
     assert mode.report()["after_a_run_of_its_own"] is None
 
@@ -103,3 +109,30 @@ def test_pin_puts_the_services_threads_apart_from_everything_else(
             process.kill()
         service.kill()
         service.wait()
+
+
+def test_minor_faults_are_read_past_a_command_name_with_spaces_and_brackets(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    module = elastic_run(monkeypatch)
+    stat = ("4242 (python -m x) (y)) S 1 4242 4242 0 -1 4194560 1087 52199 0 3 120 40 "
+            "310 95 20 0 1 0 100 1000 200")
+    real_path = module.Path
+
+    def fake_path(name: str) -> Path:
+        if name == "/proc/4242/stat":
+            (tmp_path / "stat").write_text(stat)
+            return tmp_path / "stat"
+        return real_path(name)
+
+    monkeypatch.setattr(module, "Path", fake_path)
+    assert module.minor_faults(4242) == (1087, 52199)
+
+
+def test_minor_faults_of_this_process_and_its_reaped_children(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    module = elastic_run(monkeypatch)
+    own_before, reaped_before = module.minor_faults(os.getpid())
+    subprocess.run([sys.executable, "-c", "b = bytearray(8 << 20)"], check=True)
+    own_after, reaped_after = module.minor_faults(os.getpid())
+    assert own_after >= own_before
+    assert reaped_after - reaped_before >= 2048  # 8 MiB of pages written by the child
