@@ -22,11 +22,18 @@ measures, per child, its user and kernel CPU and its minor faults:
 
 From the first two it derives the kernel time of one copy-on-write fault, the figure that
 decides how much of an elastic execution's CPU the host's memory management takes. The
-parent's own CPU per fork (the page tables' copy) is reported too. Each case runs in turns
-with the others (--rounds of --children children each). Writes
-bench/results/fork_faults.json.
+parent's own CPU and faults per fork (the page tables' copy; the pages its loop writes
+again after each fork) are reported too. Each case runs in turns with the others
+(--rounds of --children children each).
+
+Then the real fork server (`python -m gristmill.runtime zygote`, as the local backend
+starts it), asked for children of a module that exits at once: its own faults and kernel
+time per fork, the cost of its loop beside the bare loop's above; with --baseline DIR, the
+fork server of that source tree too, in turns (--tree DIR2 runs this side from a source
+tree as well). Writes bench/results/fork_faults.json.
 
     .venv/bin/python bench/fork_faults.py [--children 200] [--rounds 3] [--pages 1000]
+        [--baseline DIR] [--tree DIR2]
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ import os
 import pathlib
 import platform
 import resource
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +102,7 @@ def per_child(body: Callable[[], None], children: int) -> dict[str, float]:
         "kernel_ms": (after_children.ru_stime - before_children.ru_stime) / children * 1000,
         "minor_faults": (after_children.ru_minflt - before_children.ru_minflt) / children,
         "parent_kernel_ms": (after_self.ru_stime - before_self.ru_stime) / children * 1000,
+        "parent_minor_faults": (after_self.ru_minflt - before_self.ru_minflt) / children,
     }
 
 
@@ -142,6 +154,87 @@ def measure(children: int, rounds: int, pages: int) -> dict[str, Any]:
             "copy_on_write": fault_cost(figures["fork_and_exit"], figures["write_pages"])}
 
 
+EXITS_AT_ONCE = "import os\nos._exit(0)\n"
+
+
+class ForkServer:
+    """The real fork server (`python -m gristmill.runtime zygote`, of this installation or
+    of a source tree), asked for children of a module that exits at once: what its own
+    loop costs per fork, in faults and kernel time (/proc/PID/stat)."""
+
+    def __init__(self, name: str, extra_env: dict[str, str], module_dir: Path) -> None:
+        self.name = name
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        path = os.pathsep.join(filter(None, [extra_env.get("PYTHONPATH"), str(module_dir)]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gristmill.runtime", "zygote", "--fd", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], env={**os.environ, **extra_env, "PYTHONPATH": path})
+        theirs.close()
+        self.sock.settimeout(60)
+        self.pid = json.loads(self.sock.recv(1 << 16))["ready"]
+        self.module_dir = module_dir
+        self.ids = 0
+        self.samples: list[dict[str, float]] = []
+
+    def fork_one(self) -> None:
+        self.ids += 1
+        read_end, write_end = os.pipe()
+        socket.send_fds(self.sock, [json.dumps({
+            "id": str(self.ids), "module": "gristmill_bench_exits", "args": [],
+            "env": {"PATH": os.environ.get("PATH", "")}, "cwd": str(self.module_dir),
+        }).encode()], [write_end])
+        os.close(write_end)
+        told: dict[str, Any] = {}
+        while "exited" not in told:
+            told.update(json.loads(self.sock.recv(1 << 16)))
+        if "error" in told:
+            raise SystemExit(f"{self.name}: the fork server refused: {told['error']}")
+        os.close(read_end)
+
+    def counters(self) -> tuple[int, float]:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, children: int) -> None:
+        faults_before, kernel_before = self.counters()
+        for _ in range(children):
+            self.fork_one()
+        faults_after, kernel_after = self.counters()
+        self.samples.append({"minor_faults": (faults_after - faults_before) / children,
+                             "kernel_ms": (kernel_after - kernel_before) / children * 1000})
+
+    def stop(self) -> None:
+        self.sock.close()
+        self.process.wait(timeout=60)
+
+
+def fork_server_loops(children: int, rounds: int, baseline: Path | None,
+                      tree: Path | None) -> dict[str, dict[str, float]]:
+    """The real fork servers' own cost per fork, this side's and --baseline's, in turns
+    (after 20 forks of each to warm them). Run after `measure`: what it imports (httpx,
+    psutil, through the benches' _env) would make that parent larger than a fork server."""
+    from _env import source_tree_env, tree_env  # type: ignore[import-not-found]
+
+    with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
+        module_dir = Path(work)
+        (module_dir / "gristmill_bench_exits.py").write_text(EXITS_AT_ONCE)
+        sides = [("this tree" if tree is None else f"tree ({tree})", tree_env(tree))]
+        if baseline is not None:
+            sides.append((f"baseline ({baseline})", source_tree_env(baseline)))
+        servers = [ForkServer(name, extra, module_dir) for name, extra in sides]
+        try:
+            for server in servers:
+                for _ in range(20):
+                    server.fork_one()
+            for round_ in range(rounds):
+                for server in servers if round_ % 2 == 0 else list(reversed(servers)):
+                    server.measure(children)
+        finally:
+            for server in servers:
+                server.stop()
+    return {server.name: merged(server.samples) for server in servers}
+
+
 def rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         return round(int(statm.read().split()[1]) * PAGE / 2**20, 1)
@@ -159,29 +252,41 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another source tree: its fork server's loop is measured too")
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="run this side's fork server from a source tree (PYTHONPATH)")
     args = parser.parse_args()
     for name in ("children", "rounds", "pages"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     figures = measure(args.children, args.rounds, args.pages)
+    parent_rss_mib = rss_mib()
+    loops = fork_server_loops(args.children, args.rounds, args.baseline, args.tree)
     results = {
         "method": {"children": args.children, "rounds": args.rounds, "pages": args.pages,
                    "page_size": PAGE},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release(), "parent_rss_mib": rss_mib(),
+                    "kernel": platform.release(), "parent_rss_mib": parent_rss_mib,
                     "transparent_hugepages": kernel_setting(
                         "/sys/kernel/mm/transparent_hugepage/enabled"),
                     "load_average_1m": round(os.getloadavg()[0], 2)},
         **figures,
+        "fork_server_loop_per_fork": loops,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"forked children of a parent prepared as the fork server "
           f"({results['machine']['parent_rss_mib']} MiB resident), per child:")
-    print(f"{'':<24}{'user ms':>9}{'kernel ms':>11}{'faults':>8}{'parent kernel ms':>18}")
+    print(f"{'':<24}{'user ms':>9}{'kernel ms':>11}{'faults':>8}"
+          f"{'parent kernel ms':>18}{'parent faults':>15}")
     for name, row in figures["per_child"].items():
         print(f"{name:<24}{row['user_ms']:>9.2f}{row['kernel_ms']:>11.2f}"
-              f"{row['minor_faults']:>8.0f}{row['parent_kernel_ms']:>18.2f}")
+              f"{row['minor_faults']:>8.0f}{row['parent_kernel_ms']:>18.2f}"
+              f"{row['parent_minor_faults']:>15.0f}")
+    print("the fork server's own loop, per fork (a child that exits at once):")
+    for name, row in loops.items():
+        print(f"  {name:<40}{row['minor_faults']:>6.0f} faults{row['kernel_ms']:>8.2f} ms kernel")
     cow = figures["copy_on_write"]
     print(f"one copy-on-write fault: {cow['kernel_us_per_fault']} us of kernel time "
           f"({cow['faults_added']} faults added by writing {args.pages} pages)")

@@ -1,6 +1,7 @@
 """bench/fork_faults.py: the cost of a copy-on-write fault is derived from the faults that
 writing to the parent's pages added over the floor, and refused when it added none; its
-options are checked before anything forks; a short real run counts the faults it caused."""
+options are checked before anything forks; a short real run counts the faults it caused,
+and the real fork server's own per fork; a baseline that is not a source tree is refused."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_a_short_run_counts_a_fault_for_each_page_written(tmp_path: Path) -> Non
         "sys.argv = ['fork_faults.py', '--children', '4', '--rounds', '2', '--pages', '300']\n"
         "module.main()\n")
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=ROOT / "bench")  # it imports _env by name
     assert ran.returncode == 0, ran.stderr
     assert "one copy-on-write fault:" in ran.stdout
     results = json.loads(results_file.read_text())
@@ -69,3 +70,16 @@ def test_a_short_run_counts_a_fault_for_each_page_written(tmp_path: Path) -> Non
     assert 290 <= added <= 400
     assert results["copy_on_write"]["faults_added"] == round(added)
     assert results["copy_on_write"]["kernel_us_per_fault"] > 0
+    # the real fork server's loop: more pages written per fork than the bare loop's
+    (loop,) = results["fork_server_loop_per_fork"].values()
+    assert loop["minor_faults"] > per_child["fork_and_exit"]["parent_minor_faults"] > 0
+
+
+def test_a_baseline_that_is_not_a_source_tree_is_refused(tmp_path: Path) -> None:
+    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "fork_faults.py"),
+                              "--children", "1", "--rounds", "1", "--pages", "10",
+                              "--baseline", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120,
+                             cwd=ROOT / "bench")
+    assert refused.returncode == 1
+    assert "is not a Gristmill source tree" in refused.stderr
