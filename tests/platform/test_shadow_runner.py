@@ -153,8 +153,12 @@ def test_copies_wait_while_a_call_is_in_flight(database, tmp_path, archive, uniq
     service runs itself, as on Kubernetes): while a call is in flight in the service, the
     copies of calls already answered are not run; once it is answered they are. The
     service's own count of calls in flight is what holds them (app.py, runtime.py)."""
+    # The cap on a copy's wait (shadow_max_delay_ms, 2 s by default) far above the test's
+    # own time: on a loaded machine its checks took longer than 2 s, and a copy then ran
+    # for being overdue, not for a pause of the calls (which is what this test is about).
     server, env, _ = start_environment(tmp_path / "env", database.url,
-                                       shadow_runner=with_runner, metrics_token=TOKEN)
+                                       shadow_runner=with_runner, metrics_token=TOKEN,
+                                       shadow_max_delay_ms=60_000)
     dispatcher = server.server.config.app.state.gristmill.started.executions.low_latency
     name = f"yield-{unique}"
     try:
