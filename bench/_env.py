@@ -77,6 +77,14 @@ class BenchEnv:
             self.process.kill()
 
 
+def proc_counters(pid: int) -> tuple[int, int, float]:
+    """A process's minor page faults, those of its children it has reaped, and its own
+    kernel time in seconds (/proc/PID/stat; psutil does not read the faults)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+    return int(fields[7]), int(fields[8]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def pin_apart(service_pids: list[int]) -> dict[str, list[int]]:
     """Every thread of these control services on the first CPU; their children (fork
     servers: their workers inherit it) and this process on the others (main checks

@@ -62,6 +62,7 @@ from _env import (  # type: ignore[import-not-found]
     add_tree_option,
     interpreter,
     pin_apart,
+    proc_counters,
     source_tree_env,
     start_env,
     step_archive,
@@ -122,14 +123,6 @@ FAULT_LINES = (("page faults, forked worker", "forked_worker_page_faults_per_exe
                ("page faults, fork server", "fork_server_page_faults_per_execution"))
 
 
-def minor_faults(pid: int) -> tuple[int, int]:
-    """The process's minor page faults, and those of its children it has reaped
-    (/proc/PID/stat's minflt and cminflt; psutil does not read them)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text.rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
-    return int(fields[7]), int(fields[8])
-
-
 def fork_server_cpu(pid: int) -> dict[str, float]:
     """CPU of the fork servers (their own: the forks) and of the forked workers reaped
     so far, that of the workers in the kernel apart, and both's minor page faults (fork
@@ -142,7 +135,7 @@ def fork_server_cpu(pid: int) -> dict[str, float]:
         try:
             if "zygote" in child.cmdline():
                 ct = child.cpu_times()
-                own_faults, reaped_faults = minor_faults(child.pid)
+                own_faults, reaped_faults, _ = proc_counters(child.pid)
         except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue
         total["fork_server"] += ct.user + ct.system

@@ -29,7 +29,7 @@ again after each fork) are reported too. Each case runs in turns with the others
 Then the real fork server (`python -m gristmill.runtime zygote`, as the local backend
 starts it), asked for children of a module that exits at once: its own faults and kernel
 time per fork, the cost of its loop beside the bare loop's above; with --baseline DIR, the
-fork server of that source tree too, in turns (--tree DIR2 runs this side from a source
+fork server of that source tree too, after it (--tree DIR2 runs this side from a source
 tree as well). Writes bench/results/fork_faults.json.
 
     .venv/bin/python bench/fork_faults.py [--children 200] [--rounds 3] [--pages 1000]
@@ -39,6 +39,7 @@ tree as well). Writes bench/results/fork_faults.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import io
 import json
@@ -47,8 +48,6 @@ import os
 import pathlib
 import platform
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -157,62 +156,49 @@ def measure(children: int, rounds: int, pages: int) -> dict[str, Any]:
 EXITS_AT_ONCE = "import os\nos._exit(0)\n"
 
 
-class ForkServer:
+async def fork_server_loop(name: str, extra_env: dict[str, str], module_dir: Path,
+                           children: int, rounds: int) -> dict[str, float]:
     """The real fork server (`python -m gristmill.runtime zygote`, of this installation or
-    of a source tree), asked for children of a module that exits at once: what its own
-    loop costs per fork, in faults and kernel time (/proc/PID/stat)."""
+    of a source tree), started and asked as the local backend does (its Zygote client),
+    for children of a module that exits at once: what its own loop costs per fork, in
+    faults and kernel time, after 20 forks to warm it."""
+    from _env import proc_counters  # type: ignore[import-not-found]
 
-    def __init__(self, name: str, extra_env: dict[str, str], module_dir: Path) -> None:
-        self.name = name
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        path = os.pathsep.join(filter(None, [extra_env.get("PYTHONPATH"), str(module_dir)]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gristmill.runtime", "zygote", "--fd", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], env={**os.environ, **extra_env, "PYTHONPATH": path})
-        theirs.close()
-        self.sock.settimeout(60)
-        self.pid = json.loads(self.sock.recv(1 << 16))["ready"]
-        self.module_dir = module_dir
-        self.ids = 0
-        self.samples: list[dict[str, float]] = []
+    from gristmill_platform.executors.zygotes import Zygote
 
-    def fork_one(self) -> None:
-        self.ids += 1
-        read_end, write_end = os.pipe()
-        socket.send_fds(self.sock, [json.dumps({
-            "id": str(self.ids), "module": "gristmill_bench_exits", "args": [],
-            "env": {"PATH": os.environ.get("PATH", "")}, "cwd": str(self.module_dir),
-        }).encode()], [write_end])
-        os.close(write_end)
-        told: dict[str, Any] = {}
-        while "exited" not in told:
-            told.update(json.loads(self.sock.recv(1 << 16)))
-        if "error" in told:
-            raise SystemExit(f"{self.name}: the fork server refused: {told['error']}")
-        os.close(read_end)
+    path = os.pathsep.join(filter(None, [extra_env.get("PYTHONPATH"), str(module_dir)]))
+    zygote = Zygote(sys.executable, {**os.environ, **extra_env, "PYTHONPATH": path},
+                    module_dir / name.replace(" ", "-").replace("/", "_"))
+    await zygote.start()
+    assert zygote.pid is not None
 
-    def counters(self) -> tuple[int, float]:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    async def fork_one() -> None:
+        child = await zygote.fork("gristmill_bench_exits", [],
+                                  {"PATH": os.environ.get("PATH", "")}, str(module_dir))
+        if await child.wait() != 0:
+            raise SystemExit(f"{name}: a child of the fork server did not exit with 0")
 
-    def measure(self, children: int) -> None:
-        faults_before, kernel_before = self.counters()
-        for _ in range(children):
-            self.fork_one()
-        faults_after, kernel_after = self.counters()
-        self.samples.append({"minor_faults": (faults_after - faults_before) / children,
-                             "kernel_ms": (kernel_after - kernel_before) / children * 1000})
-
-    def stop(self) -> None:
-        self.sock.close()
-        self.process.wait(timeout=60)
+    samples: list[dict[str, float]] = []
+    try:
+        for _ in range(20):
+            await fork_one()
+        for _ in range(rounds):
+            faults_before, _, kernel_before = proc_counters(zygote.pid)
+            for _ in range(children):
+                await fork_one()
+            faults_after, _, kernel_after = proc_counters(zygote.pid)
+            samples.append({"minor_faults": (faults_after - faults_before) / children,
+                            "kernel_ms": (kernel_after - kernel_before) / children * 1000})
+    finally:
+        await zygote.stop()
+    return merged(samples)
 
 
 def fork_server_loops(children: int, rounds: int, baseline: Path | None,
                       tree: Path | None) -> dict[str, dict[str, float]]:
-    """The real fork servers' own cost per fork, this side's and --baseline's, in turns
-    (after 20 forks of each to warm them). Run after `measure`: what it imports (httpx,
-    psutil, through the benches' _env) would make that parent larger than a fork server."""
+    """The real fork servers' own cost per fork, this side's, then --baseline's. Run
+    after `measure`: what it imports (the platform's executor, httpx and psutil through
+    the benches' _env) would make that parent larger than a fork server."""
     from _env import source_tree_env, tree_env  # type: ignore[import-not-found]
 
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work:
@@ -221,18 +207,8 @@ def fork_server_loops(children: int, rounds: int, baseline: Path | None,
         sides = [("this tree" if tree is None else f"tree ({tree})", tree_env(tree))]
         if baseline is not None:
             sides.append((f"baseline ({baseline})", source_tree_env(baseline)))
-        servers = [ForkServer(name, extra, module_dir) for name, extra in sides]
-        try:
-            for server in servers:
-                for _ in range(20):
-                    server.fork_one()
-            for round_ in range(rounds):
-                for server in servers if round_ % 2 == 0 else list(reversed(servers)):
-                    server.measure(children)
-        finally:
-            for server in servers:
-                server.stop()
-    return {server.name: merged(server.samples) for server in servers}
+        return {name: asyncio.run(fork_server_loop(name, extra, module_dir, children, rounds))
+                for name, extra in sides}
 
 
 def rss_mib() -> float:

@@ -64,7 +64,7 @@ class Request:
 # of them writes it): about 5 us of kernel time each on some hosts. json.loads and
 # json.dumps go through several layers of Python, each touching its own pages; a decoder
 # made once and bytes formatting of the two replies made every execution take
-# 35 to 40 fewer faults in the fork server (bench/fork_faults.py, bench/elastic_run.py).
+# 30 to 40 fewer faults in the fork server (bench/fork_faults.py, bench/elastic_run.py).
 _DECODER = json.JSONDecoder()
 _quote = json.encoder.encode_basestring_ascii
 
