@@ -29,7 +29,7 @@ def collector_paused() -> Iterator[None]:
     """The bench's own garbage collector off while it measures (a collection first, not
     timed): a collection of the client's heap took about 24 ms, and landed on the same
     call of every run (the 610th of the first block in bench/warm_tail.py), which was then
-    the "slowest call" of whichever side went first (docs/deployments.md#latency)."""
+    the "slowest call" of whichever side went first (docs/performance-log.md#latency)."""
     gc.collect()
     gc.disable()
     try:
@@ -128,7 +128,7 @@ def add_tree_option(parser: argparse.ArgumentParser) -> None:
     """--tree DIR2: the side under test runs from a source tree too, as the baseline does,
     instead of from this installation (the editable install): A/A runs of
     bench/warm_tail.py favoured the baseline by up to 10 % that way, and agreed within
-    1 % with both sides from PYTHONPATH (docs/deployments.md#latency)."""
+    1 % with both sides from PYTHONPATH (docs/performance-log.md#latency)."""
     parser.add_argument("--tree", type=Path, default=None,
                         help="run the side under test from a source tree too (PYTHONPATH)")
 
@@ -142,7 +142,7 @@ def interpreter(python: str | None = None) -> dict[str, str]:
     """Which interpreter a side ran on, reported with its figures: builds differ (pyenv's
     default one has no profile-guided or link-time optimisation; plain Python ran a fifth
     faster on Debian's optimised 3.11 here, the elastic path alike on both,
-    docs/runs-and-executions.md)."""
+    docs/performance-log.md)."""
     executable = python or sys.executable
     described = subprocess.run(
         [executable, "-c", "import sys, os; print(sys.version.split()[0]); "

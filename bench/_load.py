@@ -5,7 +5,7 @@ Why not httpx: its AsyncClient costs about 1.7 ms of the client's CPU per reques
 2-core machine, so "requests/s at 16 clients" through it measured the client. Against
 bare FastAPI the client used 100 % of a core while the server used 15 %, and every server
 in bench/endpoints.py topped out at the same 550-630 requests/s
-(docs/deployments.md#latency). This costs tens of microseconds per request, so the
+(docs/performance-log.md#latency). This costs tens of microseconds per request, so the
 figure is the server's.
 
 Every answer is checked: a status other than 200, an answer without a Content-Length

@@ -30,7 +30,7 @@ modes run from that source tree too. With --baseline-python PATH, that third env
 (and its workers) runs on another interpreter, a virtual environment with Gristmill
 installed (PYTHON=/usr/bin/python3.11 GRISTMILL_VENV=../venv-b scripts/setup.sh); without
 --baseline it runs this tree's code there: an A/B of interpreters. A/A runs favour the
-baseline by 0.3 to 2 ms of CPU either way (docs/runs-and-executions.md): a smaller
+baseline by 0.3 to 2 ms of CPU either way (docs/performance-log.md): a smaller
 difference is not a change's. --no-spawn leaves the spawned mode out, so that the two
 trees' environments take turns alone; run an A/B both ways round (--tree and --baseline
 swapped) and report both. --pin (2 CPUs or more) pins, after one run of each mode, every

@@ -295,13 +295,13 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         if freeze_heap:
             # Hundreds of thousands of long-lived objects (the app, the ORM, pydantic):
             # left in the collected generations, the older collections that scan them
-            # paused requests for up to 7 ms (measured, docs/deployments.md#latency).
+            # paused requests for up to 7 ms (measured, docs/performance-log.md#latency).
             gc.collect()
             gc.freeze()
             # The journal's thread (and the database driver's) share the interpreter lock
             # with the event loop: while one of them works, the loop, back from each of a
             # call's system calls, can wait up to the switch interval for the lock (5 ms
-            # by default) before it goes on (docs/deployments.md#latency).
+            # by default) before it goes on (docs/performance-log.md#latency).
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             yield

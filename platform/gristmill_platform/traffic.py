@@ -5,7 +5,7 @@ Such work takes a few milliseconds of the loop in pieces; started while a call i
 flight, its pieces run between the call's own steps and the call waits for all of them.
 Started once the calls have been answered, it is mostly done before the next one comes
 (measured: the calls slower than the 98th percentile were nearly all those that
-overlapped a batch, docs/deployments.md#latency). Under a load with no quiet moment,
+overlapped a batch, docs/performance-log.md#latency). Under a load with no quiet moment,
 waiting is capped, so that the work still gets done."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ An elastic execution is recorded with two new rows (the execution and its execut
 token) on every run. The ORM's flush of them (its unit of work: dependency sorting,
 state bookkeeping, the identity map, the flush events) cost more than the INSERTs it
 issues: 230 us more CPU per run back to back, 370 us after other work (profiled,
-docs/runs-and-executions.md). The object is left as it was built, transient: nothing
+docs/performance-log.md). The object is left as it was built, transient: nothing
 in the session knows its row, so it suits a row that nothing reads back in the same
 transaction."""
 

@@ -8,7 +8,7 @@ the checkout, one for the execute, one for the close, a task to shield the close
 its execution of a compiled statement, some hundreds of Python calls. In the service,
 where each read comes after other work, those calls run on cold CPU caches: 300 us a
 read, against 40 us for the same read done back to back (profiled,
-docs/runs-and-executions.md). So here the statement is compiled once for SQLite
+docs/performance-log.md). So here the statement is compiled once for SQLite
 (PreparedRead: its SQL, its parameters' order, its columns' result processors, all
 SQLAlchemy's own) and run on a plain sqlite3 connection to the same file, one per
 thread, read-only, never waiting for a lock: about 100 us after other work.

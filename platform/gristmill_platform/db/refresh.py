@@ -5,7 +5,7 @@ An entry older than its time to live is reloaded before it is used, as before. A
 the last part of its life is still used, and reloaded in the background meanwhile: under
 steady traffic no caller waits for a reload, while a caller after a quiet spell never gets
 an entry older than the time to live. A reload on the request path cost a query (and the
-slowest call of the second, docs/deployments.md#latency)."""
+slowest call of the second, docs/performance-log.md#latency)."""
 
 from __future__ import annotations
 

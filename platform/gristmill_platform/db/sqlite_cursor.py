@@ -6,7 +6,7 @@ close the cursor), each a wake-up of that thread and a wake-up of the event loop
 it answers. A statement's whole cursor life is done here in one call instead, with the
 same sqlite3 calls in the same order on the same connection: only the hand-offs go (the
 profile of an elastic execution had them at a large share of the control service's
-CPU, docs/runs-and-executions.md). Results are fetched in full as before (the adapter's
+CPU, docs/performance-log.md). Results are fetched in full as before (the adapter's
 default cursor buffers every row too); server-side cursors keep SQLAlchemy's class. And
 ending a unit of work that wrote nothing takes no hop at all (OneHopConnection).
 

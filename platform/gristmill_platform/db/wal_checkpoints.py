@@ -3,7 +3,7 @@
 SQLite copies its write-ahead log back into the database file once the log passes 1,000
 pages, in whichever connection commits then (``wal_autocheckpoint``). In the control
 service that is mostly the tracking journal's thread, in the middle of warm calls
-(docs/deployments.md, "SQLite's WAL checkpoints"). So the service's own connections turn it off
+(docs/performance-log.md, "SQLite's WAL checkpoints"). So the service's own connections turn it off
 (``AUTOMATIC_OFF``), and ``WalCheckpoints`` runs the checkpoints instead: at most once per
 ``interval_s``, once no warm call has been in flight for ``quiet_s`` (``Traffic.paused``,
 as shadow copies wait), and at the latest ``max_delay_s`` after it started waiting. The

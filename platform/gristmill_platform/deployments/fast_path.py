@@ -1,7 +1,7 @@
 """The endpoint gateway's fast path: a POST with a JSON body to a warm endpoint is answered
 here, in plain ASGI, before the application's middleware stack, routing and dependency
 injection; those cost more than the rest of a warm call in the control service (measured,
-docs/deployments.md#latency). Everything else, and every endpoint this cannot answer
+docs/performance-log.md#latency). Everything else, and every endpoint this cannot answer
 (unknown, elastic, files, multipart), goes on to the routes in gateway.py, which give the
 same answers: the same JSON bodies, the same errors with the same request id header."""
 

@@ -10,7 +10,7 @@ or more. A short execution is therefore written once, ended, with its logs: one 
 for the whole batch. Writing it while it runs would cost its execution token's row, a
 check that nobody ended it meanwhile, an UPDATE and the token's revocation, four times
 the batch's cost for a row that lives a few milliseconds (measured,
-docs/deployments.md#latency).
+docs/performance-log.md#latency).
 
 Nothing reads a stale database because of it in this process: every transaction opened
 through a Transactions (db/transactions.py) first writes everything the journal holds,
@@ -71,7 +71,7 @@ log = logging.getLogger("gristmill.journal")
 
 # A batch's cost is mostly per batch (a transaction, the journal thread's hand-off), not
 # per row: at 50 ms, one sequential warm call in fifty met a batch and p99 was 3.4-3.9 ms
-# (p50 0.9); at 250 ms p99 is 1.2 ms (bench/endpoints.py, quiet machine, docs/deployments.md).
+# (p50 0.9); at 250 ms p99 is 1.2 ms (bench/endpoints.py, quiet machine, docs/performance-log.md).
 FLUSH_INTERVAL_S = 0.25
 # Under the reconciler's heartbeat timeout and the endpoints' result wait: what another
 # process may have to wait for before it sees a running execution.
@@ -214,7 +214,7 @@ class TrackingJournal:
         then written."""
         # Rows copied now (executions keep changing while the batch is written), a
         # slice at a time for the periodic batch: a few hundred rows took over a
-        # millisecond of the loop in one piece (docs/deployments.md#latency). What
+        # millisecond of the loop in one piece (docs/performance-log.md#latency). What
         # changes between two slices is copied as it is then, or in the next batch.
         rows: list[dict[str, Any]] = []
         logs: list[dict[str, Any]] = []

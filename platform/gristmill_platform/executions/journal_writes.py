@@ -3,7 +3,7 @@ on a synchronous connection facade, the same code on every database.
 
 On SQLite, through the async driver, each statement and the commit are a round trip to
 the driver's thread: a batch lasted several milliseconds, interleaved with the calls in
-flight, each of which then waited for it (measured, docs/deployments.md#latency). So:
+flight, each of which then waited for it (measured, docs/performance-log.md#latency). So:
 
 * the usual batch, executions that ended since the last one (and their logs), is turned
   into plain rows on the event loop, with SQLAlchemy's own converters for each column, and
@@ -171,12 +171,12 @@ class _Insert:
 # Waits for a moment to go on; False: go on without pausing again (a request waits)
 Pause = Callable[[], Awaitable[bool]]
 # Rows converted between two pauses: about a fifth of a millisecond on the 2-CPU machine
-# of docs/deployments.md.
+# of docs/performance-log.md.
 CONVERT_SLICE = 8
 # Rows inserted by the journal's thread between two pauses: with 8, the batch took so long
 # that API requests (whose transactions wait for it) were slower under warm load; 32 and 64
 # gave the same gain on the warm calls' tail, and API requests as before
-# (bench/warm_tail.py, docs/deployments.md#latency).
+# (bench/warm_tail.py, docs/performance-log.md#latency).
 INSERT_SLICE = 32
 
 
@@ -247,7 +247,7 @@ class SqliteInserts:
         # Deployments not seen to exist lately (another process may have deleted them) are
         # looked for by the thread, in the insert's transaction: on the loop, through
         # write_batch, that look made a batch of a few hundred rows block the loop for
-        # ~10 ms once every DEPLOYMENTS_RECHECK_S (traced, docs/deployments.md#latency).
+        # ~10 ms once every DEPLOYMENTS_RECHECK_S (traced, docs/performance-log.md#latency).
         unknown = {r["deployment_id"] for r in batch.rows} - batch.known_deployments
         pipelines = {r["pipeline_id"] for r in batch.rows} - batch.known_pipelines - {None}
         async with self._one_at_a_time:  # the thread's transaction spans the slices

@@ -575,7 +575,7 @@ class LowLatencyDispatcher:
     async def _beat(self, held: list[str]) -> None:
         """The heartbeat of the held executions the database has. A plain session, not a
         transaction of Transactions, whose barrier would write what the journal holds on
-        the event loop, between warm calls (docs/deployments.md#latency): one not written
+        the event loop, between warm calls (docs/performance-log.md#latency): one not written
         yet gets a heartbeat as fresh as this one when it is (its start or its creation,
         under 2 s ago: RUNNING_VISIBLE_AFTER_S plus a batch)."""
         async with self.transactions.session_factory() as session, session.begin():

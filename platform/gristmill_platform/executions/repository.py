@@ -37,7 +37,7 @@ _OUTCOME = (select(Execution.id, Execution.deployment_id, Execution.status,
             .where(Execution.id == bindparam("execution_id")))
 # Statements of every elastic execution, built once: a statement built per call costs its
 # construction and its cache key each time, about a tenth of the control service's CPU
-# per elastic execution between them (profiled, docs/runs-and-executions.md).
+# per elastic execution between them (profiled, docs/performance-log.md).
 _LOCKED = select(Execution).where(Execution.id == bindparam("execution_id")).with_for_update()
 _TABLE = cast(Table, Execution.__table__)  # typed as any FromClause
 # no SET clause: a Core UPDATE without values() sets the columns its parameters name
@@ -77,7 +77,7 @@ class ExecutionRepository:
         when there is no such execution (deleted meanwhile). A plain UPDATE on the
         session's connection: the ORM's bulk-update path (entity lookup, its own compile,
         synchronization options) cost more than the statement, twice per elastic
-        execution, with nothing to synchronize (profiled, docs/runs-and-executions.md).
+        execution, with nothing to synchronize (profiled, docs/performance-log.md).
         What the session holds unflushed is flushed first, as the ORM path would."""
         return await self._update(_SET_COLUMNS, {"target_execution_id": execution_id},
                                   values)

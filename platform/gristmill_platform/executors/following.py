@@ -81,7 +81,7 @@ class WorkerFollowing:
             await asyncio.sleep(self.interval_s)
             if self.traffic is not None:
                 # its query takes the loop for a moment, in pieces: a warm call in flight
-                # would wait for them (traced, docs/deployments.md#latency)
+                # would wait for them (traced, docs/performance-log.md#latency)
                 await self.traffic.quiet(QUIET_WAIT_S)
             try:
                 await self.check()
@@ -97,7 +97,7 @@ class WorkerFollowing:
         ids = {deployment_id for versions in held.values() for deployment_id, _ in versions}
         # A plain session, not a transaction of Transactions: this reads deployments only,
         # and the journal's barrier, run every interval, wrote whatever calls were
-        # pending on the event loop, running ones included (docs/deployments.md#latency).
+        # pending on the event loop, running ones included (docs/performance-log.md#latency).
         async with self.transactions.session_factory() as session:
             current = await self.deployments(session).generations(ids)
         gone, rolls = judge(held, current)

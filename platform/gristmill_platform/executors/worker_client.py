@@ -18,7 +18,7 @@ class WorkerClient:
 
     Not httpx: on this path httpx.AsyncClient costs about 0.9 ms per call on the control
     service's event loop, twice the worker's whole round trip (measured, see
-    docs/deployments.md); this costs a write and two reads."""
+    docs/performance-log.md); this costs a write and two reads."""
 
     def __init__(self, port: int, secret: str, host: str = "127.0.0.1",
                  unix_path: str | None = None) -> None:

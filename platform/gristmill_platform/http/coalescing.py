@@ -3,7 +3,7 @@ first body bytes: one write, one TCP segment, one wake-up of the client, where u
 writes the head at ``http.response.start`` and the body at ``http.response.body``, two
 sends and often two wake-ups of the client for a small JSON answer. On this machine a
 send on loopback cost tens of microseconds, a fair part of a warm call (measured,
-docs/deployments.md#latency).
+docs/performance-log.md#latency).
 
 The head is held until the next write on the connection, and at the latest until the
 event loop's next turn (a response whose body comes later, a ``100 Continue``): what is

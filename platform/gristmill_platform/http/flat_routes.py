@@ -4,7 +4,7 @@ Since 0.137, `include_router` keeps a tree: a request is matched by walking ever
 router in turn (each candidate costing a few scope updates), and once found, each level
 of the tree matches it again on the way down. With the control service's ~120 routes in
 three levels that was about 0.1 ms of matching per API request measured alone, and
-several times that inside a running service (docs/runs-and-executions.md). The service's
+several times that inside a running service (docs/performance-log.md). The service's
 routers are fixed when its app is built, so it copies their routes into the app's own
 list instead: one scan per request, nothing matched twice.
 

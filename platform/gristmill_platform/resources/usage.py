@@ -171,7 +171,7 @@ class UsageWrites:
     """The usage of ended workers, written to their executions' rows in batches: one
     transaction per WRITE_DELAY_S for every worker that exited meanwhile, not one per
     worker (its own transaction was about a twentieth of the control service's CPU per
-    elastic execution, docs/runs-and-executions.md). A usage is in the database at most
+    elastic execution, docs/performance-log.md). A usage is in the database at most
     WRITE_DELAY_S after its worker exited (plus the write); a failed write is logged and
     tried again RETRY_S later; ``close`` writes what is left."""
 

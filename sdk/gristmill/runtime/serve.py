@@ -367,7 +367,7 @@ class _ExecutionThreads:
 
     Lighter than ThreadPoolExecutor with run_in_executor: one queue put and one
     call_soon_threadsafe per execution, no concurrent.futures.Future to chain (about 45 us
-    less per call, measured on the 2-CPU machine of docs/deployments.md)."""
+    less per call, measured on the 2-CPU machine of docs/performance-log.md)."""
 
     def __init__(self, limit: int) -> None:
         self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any],
