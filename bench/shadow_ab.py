@@ -1,4 +1,4 @@
-"""Shadow overhead, interleaved (docs/rollout.md#figures): the plain and the shadowed
+"""Shadow overhead, interleaved (docs/performance-log.md#rollout): the plain and the shadowed
 low-latency endpoints of bench/endpoints.py on three environments running side by side:
 with the shadow runner process (the default, executions/shadow_runner.py: copies written
 to it in quiet moments of the calls), with the runner and each copy written at once

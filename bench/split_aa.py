@@ -1,4 +1,4 @@
-"""A 1:1 split against its noise floor (docs/rollout.md#figures): on one environment, the
+"""A 1:1 split against its noise floor (docs/performance-log.md#rollout): on one environment, the
 plain low-latency endpoint of bench/endpoints.py (`low`), a second plain endpoint of the
 same pipeline (`low2`, the A/A: any difference it shows is the method's noise), and the
 1:1 split endpoint (`low-split`, two pipelines, each with its own warm worker), called in

@@ -262,7 +262,7 @@ class LowLatencyDispatcher:
         callers pause (no call in flight for shadow_quiet_s, traffic.paused; at the latest
         when it has waited shadow_max_delay_s), so none of its work (recording it,
         sending it, its answer) runs between a caller's own steps, nor between two calls
-        of a sequential caller (docs/rollout.md#figures). Whatever becomes of
+        of a sequential caller (docs/performance-log.md#rollout). Whatever becomes of
         it (a pipeline not ready, bad inputs for it, a crash, slowness) is its own. It is
         sent when its shadow workers have a free place (shadow_queue.py); past
         SHADOW_QUEUE_LIMIT copies waiting, new ones are dropped (logged and counted).

@@ -232,7 +232,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop, as the control service's own (uvicorn picks it): the runner
     does the service's socket work for each copy, on the same loop. (Measured against
     asyncio's pure-Python loop: the runner's CPU per copy and the shadow overhead moved
-    within the noise, docs/rollout.md#figures.) None (asyncio's) where uvloop is not
+    within the noise, docs/performance-log.md#rollout.) None (asyncio's) where uvloop is not
     installed."""
     try:
         import uvloop

@@ -4,7 +4,7 @@
 Copies yield to the calls. Measured on 2 CPUs: copies run beside a sequential caller's
 calls (the runner at the idle CPU priority all the same) made the shadowed endpoint's p50
 15 to 30 % slower than the plain one; the same copies run once the caller paused, 2.6 %
-(bench/endpoints.py, docs/rollout.md#figures). So copies are released in a quiet moment
+(bench/endpoints.py, docs/performance-log.md#rollout). So copies are released in a quiet moment
 (no warm call in flight for a while), a chunk at a time, the next chunk once the runner
 has run the last: a caller that comes back meets at most one chunk. Under traffic with no
 such moment, they are released all the same once the oldest has waited max_delay_s (they

@@ -9,7 +9,7 @@ is the caller's think time between an answer and its next request (~0.2 ms), so 
 call waited for the copy. Here a copy costs the answering loop one JSON frame kept in
 memory; the frames are written to a socket in a quiet moment of the calls, a chunk at a
 time (shadow_release.py, settings.shadow_quiet_ms and shadow_max_delay_ms): run beside
-the calls, even at the idle CPU priority, copies slowed them (docs/rollout.md#figures).
+the calls, even at the idle CPU priority, copies slowed them (docs/performance-log.md#rollout).
 The runner (executions/shadow_process.py), a second
 control service on the same database with no listener and at a low CPU priority, does the
 rest with the same code (LowLatencyDispatcher.shadow: the queue per shadow pipeline, the
