@@ -573,3 +573,26 @@ def test_errors_are_told_apart_by_sqlites_result_code(tmp_path: Path) -> None:
     assert sqlite_cursor.interrupted(stopped.value) and not sqlite_cursor.locked(stopped.value)
     for other in (duplicate.value, sqlite3.OperationalError("database is locked")):
         assert not sqlite_cursor.locked(other) and not sqlite_cursor.interrupted(other)
+
+
+def test_the_budget_covers_the_statement_not_the_writers_own_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's `PRAGMA busy_timeout` runs outside the budget: its progress checks
+    (which SQLite makes when a reused statement's count of instructions crosses the
+    interval, whatever it does) could otherwise interrupt it past the deadline, and the
+    request failed with `interrupted` instead of its write going to the thread (seen
+    once in CI, a loaded machine delaying the loop between the deadline and the PRAGMA).
+    Here every instruction is checked and the budget is always spent."""
+    monkeypatch.setattr(sqlite_cursor, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(sqlite_cursor, "LOOP_WRITE_BUDGET_S", 0.0)
+
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        seen = hops(monkeypatch)
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        assert len(seen) == 2, seen  # undone on the loop; the INSERT and COMMIT on the thread
+        assert await values(engine) == ["a"]
+
+    run(tmp_path, scenario)
