@@ -596,3 +596,44 @@ def test_the_budget_covers_the_statement_not_the_writers_own_settings(
         assert await values(engine) == ["a"]
 
     run(tmp_path, scenario)
+
+
+def pausing(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """``pause(x)``: x, after 5 ms of sleep (the thread descheduled, not working)."""
+    def pause(value: Any) -> Any:
+        time.sleep(0.005)
+        return value
+
+    connection.create_function("pause", 1, pause)
+    return connection
+
+
+def test_a_read_descheduled_mid_statement_is_not_past_its_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budgets count the thread's CPU time: a statement paused by the machine (here,
+    a sleep between two of its instructions, each checked) is not one to send to the
+    thread; a statement working past the budget still is."""
+    monkeypatch.setattr(sqlite_cursor, "PROGRESS_EVERY", 1)
+    connection = pausing(sqlite3.connect(":memory:"))
+    with sqlite_cursor.read_budget(connection):
+        assert connection.execute("SELECT pause(1)").fetchone() == (1,)
+    with pytest.raises(sqlite3.OperationalError) as caught, sqlite_cursor.read_budget(
+            connection):
+        connection.execute(COUNT_TO).fetchall()
+    assert sqlite_cursor.interrupted(caught.value)
+
+
+def test_a_write_descheduled_mid_statement_stays_on_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_cursor, "PROGRESS_EVERY", 1)
+    connection = pausing(sqlite3.connect(tmp_path / "pause.sqlite3"))
+    connection.execute("CREATE TABLE t (v TEXT)")
+    connection.commit()
+    writer = sqlite_cursor.LoopWriter(connection)
+    assert writer.write("INSERT INTO t (v) VALUES (pause('a'))", ()) is not None
+    assert writer.slow == set() and writer.end(commit=True)
+    assert connection.execute("SELECT v FROM t").fetchall() == [("a",)]
+    # its own work past the budget: undone, given to the thread (None), remembered
+    assert writer.write(INSERT_COUNTED, ()) is None
+    assert INSERT_COUNTED in writer.slow and not connection.in_transaction
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (1,)
