@@ -327,6 +327,14 @@ def test_the_reader_is_used_on_its_own_thread_only_and_closed_with_its_connectio
     run(tmp_path, scenario)
 
 
+async def hops_after_connecting(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+                                ) -> list[str]:
+    """hops(), counted once the pool's connection is made (its opening takes hops)."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    return hops(monkeypatch)
+
+
 def writer_of(adapter: Any) -> sqlite_cursor.LoopWriter:
     writer = sqlite_cursor.loop_writer(adapter._connection)
     assert writer is not None
@@ -421,9 +429,7 @@ def test_a_first_write_past_the_budget_is_undone_and_given_to_the_thread(
     monkeypatch.setattr(sqlite_cursor, "LOOP_WRITE_BUDGET_S", 0.0)
 
     async def scenario(engine: AsyncEngine) -> None:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        seen = hops(monkeypatch)
+        seen = await hops_after_connecting(engine, monkeypatch)
         async with engine.begin() as connection:
             await connection.execute(text(INSERT_COUNTED))
             raw = await connection.get_raw_connection()
@@ -587,9 +593,7 @@ def test_the_budget_covers_the_statement_not_the_writers_own_settings(
     monkeypatch.setattr(sqlite_cursor, "LOOP_WRITE_BUDGET_S", 0.0)
 
     async def scenario(engine: AsyncEngine) -> None:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        seen = hops(monkeypatch)
+        seen = await hops_after_connecting(engine, monkeypatch)
         async with engine.begin() as connection:
             await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
         assert len(seen) == 2, seen  # undone on the loop; the INSERT and COMMIT on the thread
