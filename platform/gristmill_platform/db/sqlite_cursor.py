@@ -228,6 +228,11 @@ class LoopWriter:
         if not self.usable() or operation in self.slow or not (first or self.own_end):
             self.own_end = False
             return None
+        # Before the budget's handler: SQLite checks it whenever a reused statement's
+        # count of instructions crosses the interval, and an interrupted PRAGMA here
+        # would fail the request instead of sending its write to the thread.
+        connection.execute("PRAGMA busy_timeout=0").close()
+        deadline = budget_clock() + LOOP_WRITE_BUDGET_S
         over = False
 
         def past_budget() -> bool:
@@ -236,12 +241,7 @@ class LoopWriter:
             over = over or budget_clock() > deadline
             return over and first  # interrupted (undone) only if nothing else is lost
 
-        # Before the budget's handler: SQLite checks it whenever a reused statement's
-        # count of instructions crosses the interval, and an interrupted PRAGMA here
-        # would fail the request instead of sending its write to the thread.
-        connection.execute("PRAGMA busy_timeout=0").close()
         try:
-            deadline = budget_clock() + LOOP_WRITE_BUDGET_S
             connection.set_progress_handler(past_budget, PROGRESS_EVERY)
             done = _run(connection, operation, parameters, False)
         except sqlite3.Error as error:
