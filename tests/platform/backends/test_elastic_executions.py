@@ -303,9 +303,11 @@ def test_the_environment_url_the_worker_got(backend: Backend, api: httpx.Client,
     from gristmill_platform.executors.kubernetes.manifests import execution_pod_name
 
     pod_name = execution_pod_name(execution_id)
-    eventually(lambda: backend.emulator is not None
-               and backend.emulator.has("v1/pods", pod_name), "the pod was created")
-    pod = backend.emulator.pod(pod_name).raw
+    emulator = backend.emulator
+    eventually(lambda: emulator.created("v1/pods", pod_name) is not None,
+               "the pod was created")
+    pod = emulator.created("v1/pods", pod_name)
+    assert pod is not None
     env = {item["name"]: item.get("value") for item in pod["spec"]["containers"][0]["env"]}
     assert env["GRISTMILL_STEP_DIR"] == "/app"
     assert env["GRISTMILL_ENVIRONMENT_URL"] == backend.env.settings.worker_url  # type: ignore[attr-defined]

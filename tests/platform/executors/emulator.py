@@ -272,6 +272,17 @@ class Emulator(kmock.KubernetesEmulator):
             return False
         return not obj.deleted
 
+    def created(self, resource: str, name: str) -> dict[str, Any] | None:
+        """The object as it was created through the API, even once deleted: an elastic pod
+        is gone as soon as its execution finished, which on a busy machine can be before a
+        test that polls ``has`` looks."""
+        plural = resource.rsplit("/", 1)[-1]
+        for _, recorded, namespace, kind, raw in list(self.history):
+            if (kind == "ADDED" and getattr(recorded, "plural", None) == plural
+                    and namespace == NAMESPACE and raw["metadata"].get("name") == name):
+                return raw
+        return None
+
     def update(self, resource: str, namespace: str, name: str,
                changes: Mapping[str, Any]) -> None:
         """Patch an object as a controller or the kubelet would: a new resourceVersion, and
