@@ -5,7 +5,7 @@
   kubelet double (kubelet.py) runs as local processes, the worker Deployments of
   low-latency deployments included (their pods are reached at 127.0.0.1:<port>);
 * ``kubernetes-real``: a real cluster (kind, EKS), when ``GRISTMILL_E2E_KUBECONFIG`` is
-  set; skipped otherwise (docs/kubernetes.md says how to run it).
+  set; skipped otherwise (docs/kubernetes-testing.md says how to run it).
 
 The environments live as long as the package's tests; tests use unique names.
 """
@@ -232,7 +232,7 @@ def _real(root: Path) -> Iterator[Backend]:
                if not os.environ.get(name)]
     if "GRISTMILL_E2E_KUBECONFIG" not in os.environ:
         pytest.skip("set GRISTMILL_E2E_KUBECONFIG to run the behavioural suite on a real "
-                    "cluster (see docs/kubernetes.md)")
+                    "cluster (see docs/kubernetes-testing.md)")
     if os.environ.get("GRISTMILL_DATASTORE_BACKEND") != "s3":
         missing.append("GRISTMILL_DATASTORE_BACKEND=s3 and GRISTMILL_S3_* (a bucket the "
                        "cluster reaches)")
