@@ -1,6 +1,6 @@
 """A step's build log: the platform's own lines, plus a log it follows from elsewhere.
 
-On Kubernetes the image builder (Kaniko) writes most of the log, and it is read whole on
+On Kubernetes the image builder (BuildKit) writes most of the log, and it is read whole on
 each poll; it replaces its previous copy where it first appeared, between what the
 platform said before the build started and what it says once it is over.
 """

@@ -5,8 +5,8 @@ plus a generated Dockerfile unless the step brings its own), names the image aft
 digest of everything that goes into it, and then:
 
 1. reuses the image when a ready step already has it (identical steps: no build at all);
-2. otherwise uploads the context to the data store (S3, where Kaniko reads it) and
-   submits the Kaniko Job named after the digest. Identical steps created while it runs
+2. otherwise uploads the context to the data store (S3, where the build Job fetches it) and
+   submits the BuildKit Job named after the digest. Identical steps created while it runs
    join the same Job, so they share one build;
 3. follows the Job until it is over, copying the build's log into the step's build log.
    Every build of this control service is followed by one shared watch of the build
@@ -18,7 +18,7 @@ digest of everything that goes into it, and then:
 
 The registry itself is not asked whether the image exists: the control service has no
 registry credentials (only the builder pushes). A finished Job stays a day
-(``build_ttl_s``) and is joined too; after that a rebuild is cheap thanks to Kaniko's
+(``build_ttl_s``) and is joined too; after that a rebuild is cheap thanks to BuildKit's
 layer cache.
 """
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from gristmill_platform.db.models.steps import Step
-from gristmill_platform.executors.kubernetes.build_status import container_running
+from gristmill_platform.executors.kubernetes.build_status import container_running, log_container
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig, kubernetes_config
 from gristmill_platform.executors.kubernetes.images import (
     ImageBuild,
@@ -100,7 +100,7 @@ def check_settings(settings: Settings) -> None:
     if settings.datastore_backend != "s3":
         raise KubernetesSetupError(
             "GRISTMILL_EXECUTOR=kubernetes needs GRISTMILL_DATASTORE_BACKEND=s3: step images "
-            "are built inside the cluster, by a Kaniko Job that reads the step's code from "
+            "are built inside the cluster, by a BuildKit Job that reads the step's code from "
             "the data store's bucket, and a local data store (a folder on this machine) "
             "cannot be reached from the cluster.")
 
@@ -218,7 +218,7 @@ class StepImages:
             raise ImageBuildError(
                 f"The image build could not be started in namespace {self.cfg.namespace}: "
                 f"{type(exc).__name__}: {exc}") from None
-        build_log.note(f"Kaniko Job {handle['name']} in namespace {handle['namespace']}"
+        build_log.note(f"Build Job {handle['name']} in namespace {handle['namespace']}"
                        + (" (following it again after a restart)" if resumed else ""))
         await progress()
         outcome, lines = await self._follow(handle, build_log, progress)
@@ -275,7 +275,8 @@ class StepImages:
                                                         and loop.time() >= next_log)):
                         next_log = loop.time() + self.poll_interval_s
                         lines = [line.message for line in await self.executor.build_pod_logs(
-                            handle["namespace"], pod["metadata"]["name"])]
+                            handle["namespace"], pod["metadata"]["name"],
+                            container=log_container(pod))]
             except Exception as exc:
                 failures += 1
                 if failures >= MAX_API_FAILURES:

@@ -1,5 +1,5 @@
 """The build context of a step image: the step's code (and the generated Dockerfile) as
-the gzipped tar Kaniko reads, plus the digest of what it holds.
+the gzipped tar the build Job fetches and BuildKit builds from, plus the digest of what it holds.
 
 The archive is reproducible: entries sorted, times, owners and permissions normalised,
 gzip without a timestamp. The same code therefore always gives the same digest, which

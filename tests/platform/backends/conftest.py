@@ -196,7 +196,7 @@ def _emulated(root: Path, moto: Moto, container: ContainerRunner | None = None,
     emulator = thread.start()
     kubeconfig = write_kubeconfig(thread.url, root / "kubeconfig")
     database: Path | str = database_url or root / "gristmill.sqlite3"
-    # Kubernetes mode needs a data store the cluster reaches (Kaniko reads build contexts
+    # Kubernetes mode needs a data store the cluster reaches (the build Jobs read build contexts
     # from the bucket): S3, here moto's.
     server, env, _ = start_local_environment(
         root / "data", database_url or f"sqlite:///{database}", executor="kubernetes",
@@ -244,7 +244,7 @@ def _real(root: Path) -> Iterator[Backend]:
     from gristmill_platform.settings import Settings, resolve_settings
 
     namespace = os.environ.get("GRISTMILL_E2E_NAMESPACE", "gristmill-e2e")
-    # The S3 data store (which Kaniko in the cluster must reach too) is read from the
+    # The S3 data store (which the build Jobs in the cluster must reach too) is read from the
     # usual GRISTMILL_DATASTORE_BACKEND / GRISTMILL_S3_* variables.
     port = free_port()
     settings = resolve_settings(Settings(

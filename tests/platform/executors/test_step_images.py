@@ -1,4 +1,4 @@
-"""Step images, the pieces: build contexts, failure reasons, the build log, the Kaniko
+"""Step images, the pieces: build contexts, failure reasons, the build log, the build
 Job's environment, and replacing a failed build Job (against kmock).
 
 The control service building images end to end is in test_step_images_service.py."""
@@ -10,16 +10,18 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gristmill_platform.executors.kubernetes import manifests
+from gristmill_platform.executors.kubernetes.build_status import fetch_failure, log_container
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
 from gristmill_platform.executors.kubernetes.images import ImageBuild, step_dockerfile
 from gristmill_platform.executors.spec import FailureCode, PollResult, WorkerState
 from gristmill_platform.settings import Settings
-from gristmill_platform.steps.build_failures import build_failure_reason
+from gristmill_platform.steps.build_failures import build_failure_reason, read_build_log
 from gristmill_platform.steps.build_log import BuildLog
 from gristmill_platform.steps.image_builds import (
     KubernetesSetupError,
@@ -27,10 +29,11 @@ from gristmill_platform.steps.image_builds import (
     check_settings,
 )
 from gristmill_platform.steps.image_context import pack_context
+from tests.platform.executors import buildkit_logs
 from tests.platform.executors.conftest import NAMESPACE, Emulator
 
-BASE = "registry.example/acme/gristmill-runtime/python:3.12-slim"
-REGISTRY = "registry.example/acme"
+BASE = buildkit_logs.BASE
+REGISTRY = buildkit_logs.REGISTRY
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -107,7 +110,7 @@ def test_context_keeps_links_inside_the_code(tmp_path: Path) -> None:
     assert link.issym() and link.linkname == "src/hello.py"
 
 
-# --- the Kaniko Job -------------------------------------------------------------------------
+# --- the build Job --------------------------------------------------------------------------
 
 
 def test_builder_env_says_where_the_bucket_is() -> None:
@@ -176,7 +179,7 @@ async def test_a_replaced_job_ignores_the_pods_of_the_failed_one(
             {"kind": "Job", "name": name, "uid": uid, "controller": True}]}})
 
     failed = {"phase": "Failed", "containerStatuses": [
-        {"name": "kaniko", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+        {"name": "buildkit", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
     owned_pod(f"{name}-old", first["uid"], failed)
     emulator.serve_logs(f"{name}-old", "2026-11-23T12:00:01Z old attempt\n")
     emulator.objects["batch/v1/jobs", NAMESPACE, name].patch({"status": {"failed": 1}})
@@ -192,19 +195,6 @@ async def test_a_replaced_job_ignores_the_pods_of_the_failed_one(
 
 # --- why a build failed ---------------------------------------------------------------------
 
-CACHE_NOISE = [
-    "INFO[0000] Retrieving image manifest registry.example/acme/gristmill-runtime/python:3.12",
-    "INFO[0001] Error while retrieving image from cache: MANIFEST_UNKNOWN: manifest unknown",
-]
-PIP_FAILURE = [
-    *CACHE_NOISE,
-    "INFO[0004] RUN pip install --requirement /tmp/requirements.txt",
-    "ERROR: Could not find a version that satisfies the requirement nosuchpkg==9.9 "
-    "(from versions: none)",
-    "ERROR: No matching distribution found for nosuchpkg==9.9",
-    "error building image: error building stage: failed to execute command: waiting for "
-    "process to exit: exit status 1",
-]
 FAILED = PollResult(WorkerState.FAILED, reason="The image build failed.", exit_code=1,
                     code=FailureCode.EXIT_CODE)
 
@@ -214,8 +204,30 @@ def reason(lines: list[str], outcome: PollResult = FAILED, own: bool = False) ->
                                 own_dockerfile=own)
 
 
+def test_the_failed_step_its_output_and_the_fatal_line_are_read_apart() -> None:
+    reading = read_build_log(buildkit_logs.PIP_FAILS)
+    assert reading.fatal is not None and reading.fatal.startswith("failed to solve: process")
+    assert reading.vertex == f"[3/3] RUN {buildkit_logs.PIP}"
+    # the failed step's own output, once: not the block that repeats it, not other steps'
+    assert reading.output == buildkit_logs.PIP_OUTPUT
+
+
+def test_a_failed_fetcher_is_told_from_a_fetcher_that_succeeded() -> None:
+    def pod(fetch: dict[str, Any] | None) -> dict[str, Any]:
+        statuses = [] if fetch is None else [{"name": manifests.BUILD_FETCH_CONTAINER,
+                                               "state": fetch}]
+        return {"status": {"initContainerStatuses": statuses}}
+
+    failed = pod({"terminated": {"exitCode": 255}})
+    assert fetch_failure(failed) == 255
+    assert log_container(failed) == manifests.BUILD_FETCH_CONTAINER
+    for other in (pod({"terminated": {"exitCode": 0}}), pod({"running": {}}), pod(None)):
+        assert fetch_failure(other) is None
+        assert log_container(other) is None
+
+
 def test_pip_failure_names_the_requirement_and_shows_the_last_lines() -> None:
-    text = reason(PIP_FAILURE)
+    text = reason(buildkit_logs.PIP_FAILS)
     assert text.startswith("pip could not install 'nosuchpkg==9.9'")
     assert text.endswith("Last lines of the build log: ERROR: Could not find a version that "
                          "satisfies the requirement nosuchpkg==9.9 (from versions: none) | "
@@ -223,56 +235,65 @@ def test_pip_failure_names_the_requirement_and_shows_the_last_lines() -> None:
 
 
 def test_missing_runtime_image_says_how_to_push_it() -> None:
-    lines = [*CACHE_NOISE,
-             "error building image: unable to complete operation after 0 attempts, last "
-             "error: GET https://registry.example/v2/x/manifests/3.12-slim: MANIFEST_UNKNOWN"]
-    text = reason(lines)
+    text = reason(buildkit_logs.NO_BASE)
     assert text.startswith(f"The runtime image {BASE} is not in the registry")
     assert "runtime-images/build.sh --registry registry.example/acme" in text
-    assert reason(lines, own=True).startswith("A base image of the step's Dockerfile")
+    assert reason(buildkit_logs.NO_BASE, own=True).startswith(
+        "A base image of the step's Dockerfile does not exist")
 
 
-def test_cache_misses_alone_are_not_taken_for_a_missing_image() -> None:
-    text = reason([*CACHE_NOISE, "E: Unable to locate package libfoo9",
-                   "error building image: error building stage: failed to execute command: "
-                   "waiting for process to exit: exit status 100"])
+def test_a_missing_system_package_is_named() -> None:
+    text = reason(buildkit_logs.APT_FAILS)
     assert text.startswith("The system package 'libfoo9' does not exist")
-    candidate = reason(["E: Package 'libbar' has no installation candidate",
-                        "error building image: error building stage: failed to execute "
-                        "command: waiting for process to exit: exit status 100"])
+    assert text.endswith("E: Unable to locate package libfoo9")
+    candidate = reason(["#8 [2/4] RUN apt-get install libbar",
+                        "#8 0.512 E: Package 'libbar' has no installation candidate",
+                        '#8 ERROR: process "/bin/sh -c apt-get install libbar" did not '
+                        "complete successfully: exit code: 100",
+                        'error: failed to solve: process "/bin/sh -c apt-get install libbar" '
+                        "did not complete successfully: exit code: 100"])
     assert candidate.startswith("The system package 'libbar' does not exist")
 
 
 @pytest.mark.parametrize(
     ("lines", "outcome", "start"),
     [
-        (["error pushing image: failed to push to destination x: UNAUTHORIZED"], FAILED,
-         "The image was built but could not be pushed to registry.example/acme"),
-        (["Error: error resolving dockerfile path: please provide a valid path"], FAILED,
+        (buildkit_logs.PUSH_DENIED, FAILED,
+         "The image was built but could not be pushed to registry.example/acme: check the "
+         "builder's registry credentials"),
+        (buildkit_logs.BASE_DENIED, FAILED, "The builder may not pull a base image"),
+        (buildkit_logs.NO_DOCKERFILE, FAILED,
          "The Dockerfile given by dockerfile_path is not in the step's code"),
-        (["error building image: parsing dockerfile: unknown instruction: RUNN"], FAILED,
-         "The Dockerfile could not be read"),
-        (["error building image: operation error S3: GetObject, StatusCode: 403"], FAILED,
-         "The builder could not read the step's code from the data store"),
-        (["make: *** [all] Error 2", "error building image: error building stage: failed to "
-          "execute command: waiting for process to exit: exit status 2"], FAILED,
-         "A build command failed (exit status 2). Last lines of the build log: make"),
-        (["INFO[0003] Unpacking rootfs"],
+        (buildkit_logs.PARSE_ERROR, FAILED,
+         "The Dockerfile could not be read: failed to solve: dockerfile parse error on line 3"),
+        (buildkit_logs.MAKE_FAILS, FAILED,
+         "A build command failed (exit code 2). Last lines of the build log: cc -O2 -c "
+         "native.c | native.c:3:10: fatal error: missing.h: No such file or directory | "
+         "make: *** [all] Error 2"),
+        (buildkit_logs.PIP_FAILS[:-14],  # killed mid-step: no error line, its output shown
          PollResult(WorkerState.FAILED, reason="x", code=FailureCode.OOM_KILLED),
-         "The image build ran out of memory"),
+         "The image build ran out of memory: installing large requirements (several big "
+         "wheels at once) can need more than the builder has; install fewer at once, or "
+         "bring your own Dockerfile. Last lines of the build log: ERROR: Could not find"),
         ([], PollResult(WorkerState.FAILED, reason="The image build took longer than 1800 s.",
                         code=FailureCode.DEADLINE_EXCEEDED),
          "The image build took longer than 1800 s."),
-        ([], PollResult(WorkerState.FAILED, reason="The worker image kaniko could not be "
+        ([], PollResult(WorkerState.FAILED, reason="The worker image buildkit could not be "
                         "pulled", code=FailureCode.IMAGE_PULL),
-         "The image builder could not start: The worker image kaniko"),
+         "The image builder could not start: The worker image buildkit"),
         ([], PollResult(WorkerState.FAILED, reason="The worker no longer exists",
                         code=FailureCode.WORKER_LOST),
          "The image build was interrupted: its Job or its pod was deleted"),
-        (["INFO[0003] something odd", "panic: runtime error"], FAILED,
-         "The image build failed. Last lines of the build log: panic: runtime error"),
-        (["INFO[0003] Unpacking rootfs"], FAILED,
-         "The image build failed. Last lines of the build log: INFO[0003] Unpacking rootfs"),
+        # no BuildKit error line (the daemon did not start): the log's end, rules left out
+        (["[rootlesskit:parent] error: failed to setup UID/GID map", "------",
+          "buildctl: could not connect to unix:///run/user/1000/buildkit/buildkitd.sock"],
+         FAILED,
+         "The image build failed. Last lines of the build log: [rootlesskit:parent] error: "
+         "failed to setup UID/GID map | buildctl: could not connect"),
+        # an error line BuildKit gives no more shape to
+        (["error: failed to solve: failed to compute cache key: something odd"], FAILED,
+         "The image build failed: failed to solve: failed to compute cache key: something "
+         "odd"),
     ],
 )
 def test_each_failure_gets_a_reason(lines: list[str], outcome: PollResult, start: str) -> None:

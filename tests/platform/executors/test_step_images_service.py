@@ -2,7 +2,7 @@
 
 Everything runs on the test's event loop: the control service (its lifespan entered
 directly, requests through ASGI), the Kubernetes API emulator (kmock) and S3 (a moto
-server in a thread). Nothing runs Kaniko here: the tests play it, adding the build pod
+server in a thread). Nothing runs BuildKit here: the tests play it, adding the build pod
 with its log and moving the Job to succeeded or failed, as the Job controller would.
 """
 
@@ -31,11 +31,12 @@ from gristmill_platform.steps import image_builds
 from gristmill_platform.steps.repository import StepRepository
 from tests.conftest import free_port
 from tests.datastore_conformance.conftest import Moto
+from tests.platform.executors import buildkit_logs
 from tests.platform.executors.conftest import NAMESPACE, Emulator
 from tests.platform.stepkit import HELLO, archive_of, step_form, write_folder
 
-REGISTRY = "registry.example/acme"
-BASE = f"{REGISTRY}/gristmill-runtime/python:3.12-slim"
+REGISTRY = buildkit_logs.REGISTRY
+BASE = buildkit_logs.BASE
 # generous: a bound so a broken build fails the test instead of hanging it, never a
 # measurement
 WAIT_S = 60.0
@@ -204,19 +205,28 @@ def job_pod_labels(emulator: Emulator, job_name: str) -> dict[str, str]:
     return {**labels, "job-name": job_name}
 
 
-def play_build(emulator: Emulator, job_name: str, log: str, *, exit_code: int) -> None:
+def play_build(emulator: Emulator, job_name: str, log: str, *, exit_code: int,
+               fetch_exit_code: int = 0) -> str:
     """What the cluster does for a build: a pod of the Job (owned by its uid, as the Job
-    controller makes it) runs BuildKit, then the Job records the end. Every change goes
-    through the emulator's watches, as a controller's writes do."""
+    controller makes it) fetches the context, runs BuildKit, then the Job records the end.
+    Every change goes through the emulator's watches, as a controller's writes do. With
+    ``fetch_exit_code``, the fetcher fails: BuildKit never starts, ``log`` is the
+    fetcher's. Returns the pod's name."""
     job = emulator.objects["batch/v1/jobs", NAMESPACE, job_name]
     pod = f"{job_name}-{uuid.uuid4().hex[:5]}"
-    state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0
-                            else "Error"}}
+    state: dict[str, Any] = {"terminated": {
+        "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}}
+    fetch_state = {"terminated": {"exitCode": fetch_exit_code,
+                                  "reason": "Completed" if fetch_exit_code == 0 else "Error"}}
+    if fetch_exit_code:
+        state = {"waiting": {"reason": "PodInitializing"}}
     stamped = "".join(f"2026-11-23T12:00:{i:02d}Z {line}\n"
                       for i, line in enumerate(log.splitlines()))
     emulator.serve_logs(pod, stamped)
     emulator.add_pod(pod, job_pod_labels(emulator, job_name), {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "phase": "Succeeded" if exit_code == 0 and not fetch_exit_code else "Failed",
+        "initContainerStatuses": [{"name": "fetch-context", "image": "aws-cli",
+                                   "state": fetch_state}],
         "containerStatuses": [{"name": "buildkit", "image": "buildkit", "state": state}]})
     emulator.update("v1/pods", NAMESPACE, pod, {"metadata": {"ownerReferences": [
         {"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
@@ -227,6 +237,7 @@ def play_build(emulator: Emulator, job_name: str, log: str, *, exit_code: int) -
         status = {"failed": 1, "conditions": [
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
     emulator.update("batch/v1/jobs", NAMESPACE, job_name, {"status": status})
+    return pod
 
 
 async def create_step(client: httpx.AsyncClient, name: str, files: dict[str, str],
@@ -261,13 +272,6 @@ def context_files(blob: bytes) -> dict[str, str]:
                 for m in tar.getmembers() if m.isfile()}
 
 
-RETRIEVING = f"INFO[0000] Retrieving image manifest {BASE}"
-KANIKO_OK = "\n".join([
-    RETRIEVING,
-    "INFO[0007] RUN pip install --requirement /tmp/requirements.txt",
-    "Successfully installed httpx-0.28.1",
-    "INFO[0012] Pushing image to registry.example/acme/gristmill-steps",
-])
 HELLO_FILES = {"src/hello.py": HELLO, "requirements.txt": "httpx==0.28.1\n"}
 
 
@@ -295,7 +299,7 @@ async def test_a_step_is_built_into_its_image_by_a_buildkit_job(
     assert env == {"AWS_REGION": "eu-west-3", "S3_ENDPOINT": environment.moto.url,
                    "S3_FORCE_PATH_STYLE": "true", "CONTEXT_URL": args["context"]}
 
-    # the context Kaniko reads: the generated Dockerfile and, beside it, the code
+    # the context BuildKit reads: the generated Dockerfile and, beside it, the code
     blob = environment.s3_object(key)
     assert blob is not None
     files = context_files(blob)
@@ -304,23 +308,24 @@ async def test_a_step_is_built_into_its_image_by_a_buildkit_job(
     assert files["code/src/hello.py"] == HELLO
     assert files["code/requirements.txt"] == "httpx==0.28.1\n"
 
-    # the build log grows while Kaniko runs (a first pod, gone before the one that ends)
+    # the build log grows while BuildKit runs (a first pod, gone before the one that ends)
     pod = f"{job['metadata']['name']}-first"
-    environment.emulator.serve_logs(pod, "2026-11-23T12:00:01Z INFO[0000] Unpacking rootfs\n")
+    started = "#1 [internal] load build definition from Dockerfile"
+    environment.emulator.serve_logs(pod, f"2026-11-23T12:00:01Z {started}\n")
     environment.emulator.add_pod(pod, job_pod_labels(environment.emulator,
                                                      job["metadata"]["name"]),
                                  {"phase": "Running"})
 
     async def following() -> bool:
         logs = (await service.client.get("/steps/hello-k8s/logs")).json()
-        return "INFO[0000] Unpacking rootfs" in logs["logs"]
+        return started in logs["logs"]
 
-    await until(following, "the Kaniko log in the step's build log")
+    await until(following, "the builder's log in the step's build log")
     assert (await service.client.get("/steps/hello-k8s")).json()["creation_info"][
         "status"] == "creation_pending"
 
     environment.emulator.remove("v1/pods", NAMESPACE, pod)
-    play_build(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, job["metadata"]["name"], buildkit_logs.BUILD_OK, exit_code=0)
     await wait_status(service, "hello-k8s", "ready")
 
     row = await step_row(service.state, "hello-k8s")
@@ -351,7 +356,7 @@ async def test_identical_steps_share_one_build_and_one_image(
     await until(both_joined, "both steps at their build")
     names = job_names(environment.emulator)
     assert len(names) == 1  # one Job: the second submission joined the first
-    play_build(environment.emulator, names.pop(), KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, names.pop(), buildkit_logs.BUILD_OK, exit_code=0)
     await wait_status(service, "twin-a", "ready")
     await wait_status(service, "twin-b", "ready")
     image = (await step_row(service.state, "twin-a")).image
@@ -394,8 +399,8 @@ async def test_a_step_with_its_own_dockerfile_is_built_from_it(
     blob = environment.s3_object(args["context"].split("/", 3)[3])
     assert blob is not None
     assert context_files(blob) == {"src/hello.py": HELLO, "docker/Dockerfile": dockerfile}
-    play_build(environment.emulator, job["metadata"]["name"], "INFO[0001] done",
-                exit_code=0)
+    play_build(environment.emulator, job["metadata"]["name"], buildkit_logs.BUILD_OK,
+               exit_code=0)
     await wait_status(service, "own-dockerfile", "ready")
     assert (await step_row(service.state, "own-dockerfile")).image == args["destination"]
 
@@ -434,22 +439,8 @@ async def test_a_missing_dockerfile_fails_before_any_build(
     assert submitted_jobs(environment.emulator) == []
 
 
-PIP_FAILS = "\n".join([
-    RETRIEVING,
-    "INFO[0001] Error while retrieving image from cache: MANIFEST_UNKNOWN: manifest unknown",
-    "INFO[0007] RUN pip install --requirement /tmp/requirements.txt",
-    "ERROR: Could not find a version that satisfies the requirement nosuchpkg==9.9 (from "
-    "versions: none)",
-    "ERROR: No matching distribution found for nosuchpkg==9.9",
-    "error building image: error building stage: failed to execute command: waiting for "
-    "process to exit: exit status 1",
-])
-NO_BASE = "\n".join([
-    RETRIEVING,
-    "error building image: unable to complete operation after 0 attempts, last error: GET "
-    "https://registry.example/v2/acme/gristmill-runtime/python/manifests/3.12-slim: "
-    "MANIFEST_UNKNOWN: manifest unknown",
-])
+PIP_FAILS = "\n".join(buildkit_logs.PIP_FAILS)
+NO_BASE = "\n".join(buildkit_logs.NO_BASE)
 
 
 @pytest.mark.parametrize(("log", "expected"), [
@@ -471,7 +462,7 @@ async def test_a_failed_build_fails_the_step_with_the_reason_and_the_log(
     logs = (await service.client.get("/steps/broken/logs")).json()
     assert logs["status"] == "creation_failed"
     assert logs["status_reason"] == body["creation_info"]["status_reason"]
-    assert log.splitlines()[-1] in logs["logs"]  # Kaniko's whole log is copied
+    assert log.splitlines()[-1] in logs["logs"]  # the builder's whole log is copied
     assert logs["logs"].rstrip().splitlines()[-1] == f"Build failed: {logs['status_reason']}"
     assert (await step_row(service.state, "broken")).image is None
 
@@ -492,8 +483,34 @@ async def test_a_failed_build_fails_the_step_with_the_reason_and_the_log(
 
     await until(rebuilding, "the failed Job replaced")
     assert (await step_row(service.state, "broken")).status == "creation_pending"
-    play_build(environment.emulator, job["metadata"]["name"], KANIKO_OK, exit_code=0)
+    play_build(environment.emulator, job["metadata"]["name"], buildkit_logs.BUILD_OK, exit_code=0)
     await wait_status(service, "broken", "ready")
+
+
+async def test_a_build_whose_code_cannot_be_fetched_says_so_with_the_fetchers_log(
+        service: Service, environment: Environment, tmp_path: Path) -> None:
+    """The build pod's first container fetches the context from S3; when it fails,
+    BuildKit never starts and has no log: the reason and the log are the fetcher's."""
+    response = await create_step(service.client, "unfetchable", {"src/hello.py": HELLO},
+                                 tmp_path)
+    assert response.status_code == 206
+    job = await one_job(environment.emulator)
+    denied = ("fatal error: An error occurred (403) when calling the HeadObject operation: "
+              "Forbidden")
+    pod = play_build(environment.emulator, job["metadata"]["name"], denied, exit_code=1,
+                     fetch_exit_code=1)
+    body = await wait_status(service, "unfetchable", "creation_failed")
+    assert body["creation_info"]["status_reason"] == (
+        "The image builder could not start: its first container, which fetches the step's "
+        "code from the data store (and logs in to ECR), exited with code 1: check that the "
+        "builder's service account may read the bucket and push to the registry. Last lines "
+        f"of the build log: {denied}")
+    asked = [request for request in environment.emulator.sent("get")
+             if str(request.url.path).endswith(f"/pods/{pod}/log")]
+    assert asked and all(request.params.get("container") == "fetch-context"
+                         for request in asked)
+    logs = (await service.client.get("/steps/unfetchable/logs")).json()
+    assert denied in logs["logs"]
 
 
 async def test_a_restart_mid_build_follows_the_same_job(
@@ -515,7 +532,7 @@ async def test_a_restart_mid_build_follows_the_same_job(
 
         await until(joined, "the restarted service back at the build")
         assert job_names(environment.emulator) == {name}
-        play_build(environment.emulator, name, KANIKO_OK, exit_code=0)
+        play_build(environment.emulator, name, buildkit_logs.BUILD_OK, exit_code=0)
         await wait_status(second, "restarted", "ready")
         assert (await step_row(second.state, "restarted")).image == build_args(job)[
             "destination"]

@@ -45,6 +45,17 @@ def build_outcome(job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None, 
             code=FailureCode.DEADLINE_EXCEEDED,
         )
     if failed is not None or job_status.get("failed"):
+        fetch_code = fetch_failure(pod) if pod is not None else None
+        if fetch_code is not None:
+            return PollResult(
+                WorkerState.FAILED,
+                reason=("its first container, which fetches the step's code from the data "
+                        "store (and logs in to ECR), exited with code "
+                        f"{fetch_code}: check that the builder's service account may read "
+                        "the bucket and push to the registry."),
+                exit_code=fetch_code,
+                code=FailureCode.CONFIG,
+            )
         outcome = status.pod_outcome(pod) if pod is not None else None
         if outcome is not None and outcome.state == WorkerState.FAILED:
             return PollResult(
@@ -83,6 +94,23 @@ def owned_by(raw: Mapping[str, Any], job_uid: str | None) -> bool:
     if job_uid is None or not jobs:  # nothing to tell them apart by
         return True
     return any(owner.get("uid") == job_uid for owner in jobs)
+
+
+def fetch_failure(pod: Mapping[str, Any]) -> int | None:
+    """The exit code of the build pod's context fetcher when it failed (then BuildKit never
+    started and has no log: the fetcher's says why), else None."""
+    for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if container.get("name") == manifests.BUILD_FETCH_CONTAINER:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            code = terminated.get("exitCode")
+            return code if isinstance(code, int) and code != 0 else None
+    return None
+
+
+def log_container(pod: Mapping[str, Any]) -> str | None:
+    """Which container's log says how the build went: the fetcher's when it failed, else
+    the default (BuildKit's, the pod's only container)."""
+    return manifests.BUILD_FETCH_CONTAINER if fetch_failure(pod) is not None else None
 
 
 def container_running(pod: Mapping[str, Any]) -> bool:

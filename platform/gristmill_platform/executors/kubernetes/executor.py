@@ -484,7 +484,7 @@ class KubernetesExecutor:
     # -- step image builds -------------------------------------------------------------------
 
     async def submit_build(self, build: ImageBuild, *, replace_failed: bool = False) -> Handle:
-        """Start the Kaniko Job for a step image, or join the one already building it.
+        """Start the build Job for a step image, or join the one already building it.
 
         A Job of the same image that already failed is joined as well (its failure is the
         answer), unless ``replace_failed``: then it is deleted and the image built again.
@@ -531,12 +531,15 @@ class KubernetesExecutor:
         pod = await self._build_pod(handle, uid)
         if pod is None:
             return []
-        return await self.build_pod_logs(handle["namespace"], pod.name)
+        return await self.build_pod_logs(handle["namespace"], pod.name,
+                                         container=build_status.log_container(_raw(pod)))
 
-    async def build_pod_logs(self, namespace: str, pod_name: str) -> list[LogLine]:
-        """A build pod's log, capped as ``build_logs`` says (the pod named by the watch)."""
+    async def build_pod_logs(self, namespace: str, pod_name: str, *,
+                             container: str | None = None) -> list[LogLine]:
+        """A build pod's log, capped as ``build_logs`` says (the pod named by the watch);
+        ``container``: another container's than BuildKit's (``log_container``)."""
         return await self._read_logs(namespace, pod_name, self.cfg.log_cap_bytes,
-                                     what="the build log")
+                                     what="the build log", container=container)
 
     # -- kr8s plumbing -----------------------------------------------------------------------
 
@@ -625,12 +628,16 @@ class KubernetesExecutor:
     async def _read_logs(
         self, namespace: str, pod_name: str, cap_bytes: int | None = None, *,
         since: datetime | None = None, what: str = "the pod log",
+        container: str | None = None,
     ) -> list[LogLine]:
         """The pod's log, read as a stream; with ``cap_bytes``, only its last bytes are
-        kept (``LogTail``); with ``since``, only from that second on."""
+        kept (``LogTail``); with ``since``, only from that second on; with ``container``,
+        that container's (else the pod's only one)."""
         params = {"timestamps": "true"}
         if since is not None:
             params["sinceTime"] = since_time(since)
+        if container is not None:
+            params["container"] = container
 
         async def read() -> list[LogLine]:
             api = await self.api()

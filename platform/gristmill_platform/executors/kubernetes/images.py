@@ -34,13 +34,13 @@ class ImageBuild:
 
     step_name: str
     language: str
-    context_url: str  # e.g. s3://bucket/builds/<digest>.tar.gz, read by Kaniko
+    context_url: str  # e.g. s3://bucket/builds/<digest>.tar.gz, fetched by the build Job
     digest: str  # step_image_digest(...) of what the context holds
     dockerfile: str = "Dockerfile"  # path inside the context
     cpu: float = 1.0
     memory_bytes: int = 2 * GIB
-    # Extra environment of the Kaniko container, e.g. where the context's S3 store is when
-    # it is not AWS (S3_ENDPOINT, S3_FORCE_PATH_STYLE) and its region (AWS_REGION).
+    # Extra environment of the build Job's context fetcher, e.g. where the context's S3
+    # store is when it is not AWS (S3_ENDPOINT, S3_FORCE_PATH_STYLE) and its region (AWS_REGION).
     # Never credentials: the builder reads and pushes with its service account's identity.
     env: tuple[tuple[str, str], ...] = ()
 
