@@ -85,7 +85,6 @@ class Settings(BaseSettings):
     secret_key: str | None = None
 
     access_token_ttl_s: int = Field(default=3600, ge=60)
-    sdk_token_default_ttl_days: int | None = None
 
     datastore_backend: Literal["local", "s3"] = "local"
     datastore_root: Path | None = None

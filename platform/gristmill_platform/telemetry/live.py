@@ -34,8 +34,9 @@ JOURNAL_BACKLOG = LiveGauge(
     "gristmill_journal_backlog",
     "Low-latency executions answered but not yet written to the database.", ())
 EXECUTIONS_RUNNING = LiveGauge(
-    "gristmill_executions_running", "Executions this service is running, by mode.",
-    ("mode",))
+    "gristmill_executions_running",
+    "Executions running in the whole environment, by mode (counted in the database: every "
+    "replica reports the same value).", ("mode",))
 SHADOW_COPIES_UNENDED = LiveGauge(
     "gristmill_shadow_copies_unended",
     "Shadow copies of low-latency calls not yet ended: waiting for a pause of the calls, "

@@ -26,13 +26,30 @@ T = TypeVar("T")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where the environment keeps its data [default: ~/.gristmill]",
-                 envvar="GRISTMILL_DATA_DIR", show_envvar=True),
+    # the defaults as show_default strings: a "[default: ...]" in the help text would be
+    # taken for Rich markup and vanish
+    typer.Option("--data-dir", help="Where the environment keeps its data",
+                 show_default="~/.gristmill", envvar="GRISTMILL_DATA_DIR", show_envvar=True),
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="SQLite or PostgreSQL URL [default: SQLite in data dir]",
-                 envvar="GRISTMILL_DATABASE_URL", show_envvar=False),
+    typer.Option("--database-url", help="SQLite or PostgreSQL URL",
+                 show_default="SQLite in data dir", envvar="GRISTMILL_DATABASE_URL",
+                 show_envvar=False),
+]
+
+# No fixed default here: without the option, the control service's settings read
+# GRISTMILL_HOST / GRISTMILL_PORT (the container image sets them), else their own
+# defaults (docs/configuration.md).
+Host = Annotated[
+    str | None,
+    typer.Option("--host", help="Address to listen on", show_default="127.0.0.1",
+                 envvar="GRISTMILL_HOST", show_envvar=True),
+]
+Port = Annotated[
+    int | None,
+    typer.Option("--port", help="Port to listen on", show_default="8765",
+                 envvar="GRISTMILL_PORT", show_envvar=True),
 ]
 
 
@@ -100,8 +117,8 @@ def _print_credentials(environment_url: str, token: str, title: str) -> None:
 
 def up(
     data_dir: DataDir = None,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
+    host: Host = None,
+    port: Port = None,
     database_url: DatabaseUrl = None,
     public_url: Annotated[str | None, typer.Option(help="URL users reach it at")] = None,
 ) -> None:
@@ -150,8 +167,8 @@ def _token_create_command(settings: Any, database_url: str | None) -> str:
 
 def serve_cmd(
     data_dir: DataDir = None,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
+    host: Host = None,
+    port: Port = None,
     database_url: DatabaseUrl = None,
     migrate_on_start: Annotated[bool, typer.Option(
         "--migrate/--no-migrate", envvar="GRISTMILL_MIGRATE_ON_START",

@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Safe rollout: traffic rules, validations, execution exports.",
+# Only the export is a command; traffic rules and validations are set with the SDK or the
+# REST API (docs/rollout.md).
+app = typer.Typer(help="Safe rollout: export (a deployment's executions, to the data store)."
+                       "\n\nTraffic rules and validations are set with the SDK or the REST "
+                       "API (docs/rollout.md).",
                   no_args_is_help=True)
 
 

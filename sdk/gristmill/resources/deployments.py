@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import httpx
@@ -18,6 +19,12 @@ from gristmill.resources._base import ClientBase, expect_dict, expect_list, path
 _REDIRECTS = (301, 302, 303, 307, 308)
 # the server holds result requests (20 s by default) before redirecting to itself
 _ENDPOINT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+class _Unset(Enum):
+    """A keyword left out, where None says something (no execution timeout)."""
+
+    UNSET = "unset"
 
 
 def _millis(value: datetime | None) -> int | None:
@@ -40,10 +47,16 @@ class DeploymentsMixin(ClientBase):
         ram_request: str | None = None,
         gpu_request: int | None = None,
         timeout_s: float = 180,
+        *,
+        execution_timeout_s: int | None = None,
     ) -> dict[str, Any]:
         """Deploy a pipeline as an endpoint or on a cron schedule (UTC); waits for a
         low-latency worker to be up. Returns the deployment (with ``endpoint_token`` for
-        endpoints, ``schedule`` and ``human_readable_schedule`` for periodic ones)."""
+        endpoints, ``schedule`` and ``human_readable_schedule`` for periodic ones).
+
+        ``timeout_s`` is how long this call waits for the deployment to be up;
+        ``execution_timeout_s`` (whole seconds, 1 to 7 days; None: no limit) the longest an
+        execution of the deployment may run (docs/deployments.md#execution-timeout)."""
         if execution_rule not in ("endpoint", "periodic"):
             raise ValueError("execution_rule must be 'endpoint' or 'periodic'")
         body: dict[str, Any] = {"pipeline_name": pipeline_name, "name": deployment_name,
@@ -51,7 +64,8 @@ class DeploymentsMixin(ClientBase):
         optional = {"description": description, "schedule": schedule,
                     "enable_parallel_executions": enable_parallel_executions,
                     "max_parallel_executions_per_pod": max_parallel_executions_per_pod,
-                    "ram_request": ram_request, "gpu_request": gpu_request}
+                    "ram_request": ram_request, "gpu_request": gpu_request,
+                    "execution_timeout_s": execution_timeout_s}
         body.update({k: v for k, v in optional.items() if v is not None})
         if inputs_mapping is not None:
             body["inputs_mapping"] = [m.to_dict() for m in inputs_mapping]
@@ -97,14 +111,20 @@ class DeploymentsMixin(ClientBase):
             "DELETE /deployments/{name}")
 
     def update_deployment(self, deployment_name: str, is_enabled: bool | None = None,
-                          description: str | None = None) -> dict[str, Any]:
-        """Enable/disable a deployment or change its description; a low-latency
-        deployment's worker is reloaded (module code runs again)."""
+                          description: str | None = None, *,
+                          execution_timeout_s: int | _Unset | None = _Unset.UNSET
+                          ) -> dict[str, Any]:
+        """Enable/disable a deployment, change its description or its execution timeout
+        (whole seconds, 1 to 7 days; ``execution_timeout_s=None`` removes the limit, left
+        out keeps it); a low-latency deployment's worker is reloaded (module code runs
+        again)."""
         body: dict[str, Any] = {}
         if is_enabled is not None:
             body["is_enabled"] = is_enabled
         if description is not None:
             body["description"] = description
+        if execution_timeout_s is not _Unset.UNSET:
+            body["execution_timeout_s"] = execution_timeout_s
         return expect_dict(self._transport.request(
             "PATCH", self._api_url(f"/deployments/{path_segment(deployment_name)}"),
             json=body), "PATCH /deployments/{name}")
