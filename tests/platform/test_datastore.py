@@ -271,6 +271,35 @@ def test_interrupted_upload_leaves_no_object_and_no_blob(gristmill_env, api, uni
     assert api.post("/data-store/information", json={"path_to_object": path}).status_code == 404
 
 
+@pytest.mark.parametrize("tail", [b"", b"\r\n--gristmillboundary", b"\r\n--gristmillbound"])
+def test_a_body_cut_short_is_refused_and_leaves_nothing(gristmill_env, api, unique,
+                                                        tail: bytes) -> None:
+    """A whole request (its length as declared) whose form lacks its closing boundary:
+    the file's bytes may be only the first of them, so nothing is stored."""
+    path = f"cutform-{unique}"
+    presigned = api.get("/data-store/upload", params={"path_to_object": path}).json()
+    before = blob_files(gristmill_env)
+    boundary = "gristmillboundary"
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in presigned["fields"].items()
+    ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+    response = httpx.post(presigned["signed_url"], content=head.encode() + b"B" * 1000 + tail,
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400, response.text
+    error = s3_error(response)
+    assert error["Code"] == "MalformedPOSTRequest" and "cut short" in error["Message"]
+    assert blob_files(gristmill_env) == before
+    assert api.post("/data-store/information", json={"path_to_object": path}).status_code == 404
+    # the same form, whole, with or without the line break after its closing boundary
+    for ending in (b"\r\n--gristmillboundary--\r\n", b"\r\n--gristmillboundary--"):
+        whole = httpx.post(presigned["signed_url"], content=head.encode() + b"B" * 1000 + ending,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert whole.status_code == 204, whole.text
+        info = api.post("/data-store/information", json={"path_to_object": path})
+        assert info.json()["size"] == 1000
+
+
 # -- multipart --------------------------------------------------------------------------------
 
 def start_multipart(api, path: str) -> dict:

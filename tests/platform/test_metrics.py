@@ -73,6 +73,9 @@ def test_record_overwrite_append_and_read(gristmill_env, execution, unique) -> N
 @pytest.mark.parametrize(("route", "body", "fragment"), [
     ("single-value/ok", {"value": "high"}, "finite number"),
     ("single-value/ok", {"value": float("inf")}, None),
+    # an integer beyond a float's range: JSON allows it, a metric cannot hold it
+    ("single-value/ok", {"value": 10**400}, "finite number"),
+    ("list-values/ok", {"values": [1, 10**400]}, "values[1]"),
     ("single-value/bad name", {"value": 1}, "Invalid metric name"),
     ("list-values/ok", {"values": []}, "non-empty list"),
     ("list-values/ok", {"values": [1, "x"]}, "values[1]"),

@@ -152,6 +152,12 @@ def test_run_with_every_json_type_and_track_it(api, echo_pipeline) -> None:
     logs = api.post(f"/executions/{execution_id}/logs", json={}).json()
     messages = [(line["stream"], line["message"]) for line in logs[0]]
     assert ("stdout", "echo ab") in messages and ("stderr", "to stderr") in messages
+    for window in ({"from": 10**30}, {"from": 1e308}, {"to": 10**17}, {"from": -10**17}):
+        # beyond what a date holds: a 400 naming the bound, not a 500
+        assert_error(api.post(f"/executions/{execution_id}/logs", json=window), 400,
+                     "between the years 1 and 9999")
+    assert api.post(f"/executions/{execution_id}/logs",
+                    json={"from": 0, "to": 253402300799000}).json() == logs
     assert all(line["timestamp"].endswith("Z") for line in logs[0])
     listed = api.get(f"/pipelines/{echo_pipeline}/executions").json()
     assert execution_id in {e["execution_id"] for e in listed}
@@ -249,6 +255,60 @@ def test_file_input_and_output_and_data_store_mappings(api, step_archive, unique
         {"pipeline_input_name": "doc", "datastore_path": f"nothing-{unique}"}])
     assert_error(missing, 400, "does not exist")
     assert_error(run(api, pipeline, {"suffix": "?", "doc": "x"}), 400, "send it as a file")
+
+
+def test_data_store_mappings_name_the_users_objects_only(api, step_archive, unique) -> None:
+    """A run's mappings may neither escape the store's key rules nor name the platform's
+    own files (.gristmill/: step archives, other executions' inputs and outputs), which
+    the platform reads and writes through the raw backend. Refused when the run is asked
+    for, before anything is recorded or started."""
+    pipeline = make_pipeline(api, step_archive, f"paths-{unique}", "files",
+                             [{"name": "doc", "data_type": "file"},
+                              {"name": "suffix", "data_type": "string"}],
+                             [{"name": "result", "data_type": "file"},
+                              {"name": "size", "data_type": "number"}])
+    victim, _ = run_and_wait(api, pipeline, {"suffix": "!"},
+                             files={"doc": ("doc.txt", b"victim")})
+    own_output = f".gristmill/executions/{victim}/outputs/result"
+    before = len(api.get(f"/pipelines/{pipeline}/executions").json())
+    for path, fragment in ((own_output, "is reserved"), (".gristmill", "is reserved"),
+                           ("../escape.txt", "'..' segments"), ("/abs.txt", "relative"),
+                           ("a//b", "empty segment")):
+        output = run(api, pipeline, {"suffix": "x"}, files={"doc": ("d", b"attack")},
+                     outputs_mapping=[{"pipeline_output_name": "result",
+                                       "datastore_path": path}])
+        assert_error(output, 400, fragment)
+        read = run(api, pipeline, {"suffix": "x"},
+                   inputs_mapping=[{"pipeline_input_name": "doc", "datastore_path": path}])
+        assert_error(read, 400, fragment)
+    assert len(api.get(f"/pipelines/{pipeline}/executions").json()) == before
+    assert api.get(f"/executions/{victim}/outputs/result").content == b"victim!"
+
+
+def test_a_multipart_run_cut_short_is_refused(api, step_archive, unique) -> None:
+    """Its file part never ended: taken as it came, the input was silently dropped and
+    the run started without it."""
+    import json
+
+    pipeline = make_pipeline(api, step_archive, f"cut-{unique}", "files",
+                             [{"name": "doc", "data_type": "file", "is_required": False},
+                              {"name": "suffix", "data_type": "string"}],
+                             [{"name": "result", "data_type": "file"},
+                              {"name": "size", "data_type": "number"}])
+    boundary = "gristmillboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="json_inputs"\r\n\r\n'
+            f'{json.dumps({"suffix": "!"})}\r\n--{boundary}\r\nContent-Disposition: '
+            'form-data; name="doc"; filename="doc.txt"\r\n\r\n').encode() + b"the first part"
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = api.post(f"/pipelines/{pipeline}/run", content=body, headers=headers)
+    assert_error(response, 400, "cut short")
+    assert api.get(f"/pipelines/{pipeline}/executions").json() == []
+    whole = api.post(f"/pipelines/{pipeline}/run", headers=headers,
+                     content=body + f"\r\n--{boundary}--\r\n".encode())
+    assert whole.status_code == 201, whole.text
+    assert wait(api, whole.json()["execution_id"]).status_code == 200
+    assert api.get(f"/executions/{whole.json()['execution_id']}/inputs/doc").content == (
+        b"the first part")
 
 
 def test_async_function(api, step_archive, unique) -> None:

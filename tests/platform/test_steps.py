@@ -78,6 +78,9 @@ def test_default_values_are_typed_from_the_form(api, unique, hello_archive) -> N
          "cannot have a default"),
         ({"inputs": [{"name": "n", "data_type": "number", "default_value": "abc"}]}, 400,
          "must be a number"),
+        # a float with no JSON form: it was stored, then every answer showing it failed
+        *(({"inputs": [{"name": "n", "data_type": "number", "default_value": text}]}, 400,
+           "must be a finite number") for text in ("1e999", "nan", "-inf")),
         ({"container_config": {"language": "python:2.7-slim"}}, 400, "python:3."),
         ({"container_config": {"dockerfile_path": "Dockerfile"}}, 400, "Kubernetes backend"),
         ({"container_config": {"nonsense": "x"}}, 400, "Unknown container_config"),

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 MAX_FIELDS_BYTES = 64 * 1024
 MAX_FIELDS = 64
@@ -134,4 +134,9 @@ async def read_upload_form(
     parser.finalize()
     if not seen_file:
         raise FormError(f"The form has no '{file_field}' field", code="InvalidArgument")
+    # python-multipart's finalize() does not check that the body was whole: without its
+    # closing boundary, the file's bytes may be only the first of them
+    if parser.state != MultipartState.END:
+        raise FormError("The form ended before its closing boundary: the upload was cut "
+                        "short, nothing was stored")
     return fields

@@ -19,7 +19,7 @@ class InvalidPath(BadRequest):
     name = "InvalidPath"
 
 
-def validate_object_path(path: str, *, max_length: int = 1024) -> str:
+def validate_object_path(path: str, *, max_length: int | None = 1024) -> str:
     """Return the path if it is a safe object key, else raise InvalidPath (400).
 
     Keys are '/'-separated like S3's, but since the local backend keeps an index rather
@@ -29,7 +29,7 @@ def validate_object_path(path: str, *, max_length: int = 1024) -> str:
     """
     if not isinstance(path, str) or path == "":
         raise InvalidPath("The object path is empty")
-    if len(path.encode()) > max_length:
+    if max_length is not None and len(path.encode()) > max_length:
         raise InvalidPath(
             f"The object path is too long ({len(path.encode())} bytes, at most {max_length})"
         )
@@ -46,4 +46,15 @@ def validate_object_path(path: str, *, max_length: int = 1024) -> str:
         )
     if any(segment in (".", "..") for segment in segments):
         raise InvalidPath(f"Invalid object path {path!r}: '.' and '..' segments are not allowed")
+    return path
+
+
+def validate_user_path(path: str, *, max_length: int | None = 1024) -> str:
+    """A path a user names (the data store API, a run's or a deployment's mapping, an
+    export): a safe object key outside the platform's own prefix. max_length None leaves
+    the length to the backend that writes it (it knows the configured limit)."""
+    validate_object_path(path, max_length=max_length)
+    if is_internal(path):
+        raise InvalidPath(f"Invalid object path {path!r}: '{INTERNAL_PREFIX}' is reserved "
+                          "for the platform's own files")
     return path

@@ -14,12 +14,7 @@ from gristmill_platform.datastore.backend import (
     PresignedPart,
     PresignedPost,
 )
-from gristmill_platform.datastore.paths import (
-    INTERNAL_PREFIX,
-    InvalidPath,
-    is_internal,
-    validate_object_path,
-)
+from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.errors import NotFound
 
 
@@ -34,11 +29,7 @@ class DataStoreService:
         self.page_size = page_size
 
     def _path(self, path: str) -> str:
-        validate_object_path(path, max_length=self.max_path_length)
-        if is_internal(path):
-            raise InvalidPath(f"Invalid object path {path!r}: '{INTERNAL_PREFIX}' is reserved "
-                              "for the platform's own files")
-        return path
+        return validate_user_path(path, max_length=self.max_path_length)
 
     async def _existing(self, path: str) -> ObjectInfo:
         info = await self.backend.head(self._path(path))

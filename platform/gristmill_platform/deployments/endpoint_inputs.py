@@ -10,6 +10,7 @@ from fastapi import Request
 
 from gristmill_platform.http.bodies import json_object
 from gristmill_platform.http.limits import MAX_ENDPOINT_JSON_BODY
+from gristmill_platform.http.whole_forms import whole_form
 from gristmill_platform.strict_json import strict_loads
 
 
@@ -23,7 +24,7 @@ async def inputs_of(request: Request) -> tuple[dict[str, Any], dict[str, tuple[s
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     files: dict[str, tuple[str, Any]] = {}
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=10, max_fields=200)
+        form = await whole_form(request, max_files=10, max_fields=200)
         body: dict[str, Any] = {}
         for key, value in form.multi_items():
             if isinstance(value, str):

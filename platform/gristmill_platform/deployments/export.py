@@ -17,7 +17,7 @@ from typing import IO, Any
 from sqlalchemy import select, tuple_
 
 from gristmill_platform.datastore.backend import DataStoreFor
-from gristmill_platform.datastore.paths import validate_object_path
+from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution
 from gristmill_platform.db.transactions import Transactions
@@ -64,7 +64,7 @@ def parse_request(body: dict[str, Any]) -> ExportRequest:
     start, end = _when(body.get("start"), "start"), _when(body.get("end"), "end")
     if start and end and end < start:
         raise InvalidExport("end is before start")
-    return ExportRequest(validate_object_path(path), fmt, start, end)
+    return ExportRequest(validate_user_path(path), fmt, start, end)
 
 
 def _named(items: Sequence[dict[str, Any]], key: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.executions.io import INPUT_SOURCES, plan_outputs
 from gristmill_platform.http.forms import parse_bool
@@ -115,9 +116,16 @@ def complete_mappings(
         if source == "environment_variable_name" and data_type == "file":
             raise InvalidDeployment(f"{where} is a file: an environment variable cannot "
                                     "provide it")
-        if source == "datastore_path" and data_type != "file":
-            raise InvalidDeployment(f"{where} is of type {data_type}: datastore_path maps "
-                                    "file inputs only")
+        if source == "datastore_path":
+            if data_type != "file":
+                raise InvalidDeployment(f"{where} is of type {data_type}: datastore_path maps "
+                                        "file inputs only")
+            if not isinstance(raw["datastore_path"], str):
+                raise InvalidDeployment(f"{where}: datastore_path must be a string")
+            try:
+                validate_user_path(raw["datastore_path"], max_length=None)
+            except BadRequest as exc:
+                raise InvalidDeployment(f"{where}: {exc.message}") from exc
         if source == "is_null" and not parse_bool(raw["is_null"], f"{where} is_null"):
             raise InvalidDeployment(f"{where}: is_null must be true when given")
         item = {"pipeline_input_name": name, source: raw[source]}

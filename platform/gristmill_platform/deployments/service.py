@@ -33,7 +33,7 @@ from gristmill_platform.executions.io import plan_outputs, resolve_deployment_in
 from gristmill_platform.executions.service import (
     ExecutionService,
     Launch,
-    _from_ms,
+    from_unix_ms,
     parse_mapping_field,
 )
 from gristmill_platform.pipelines.service import PipelineService
@@ -264,8 +264,9 @@ class DeploymentService:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 1 <= limit <= MAX_LOG_LIMIT):
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LOG_LIMIT}")
-        return await self.repository.logs(deployment.id, start=_from_ms(body.get("from"), "from"),
-                                          end=_from_ms(body.get("to"), "to"), limit=limit)
+        return await self.repository.logs(
+            deployment.id, start=from_unix_ms(body.get("from"), "from"),
+            end=from_unix_ms(body.get("to"), "to"), limit=limit)
 
     async def record_logs(self, deployment_id: str, lines: Sequence[tuple[datetime, str, str]]
                           ) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.http.forms import parse_bool
 from gristmill_platform.steps.spec import check_value
@@ -207,6 +208,9 @@ def _resolve_mapped(name: str, data_type: str, mapping: Mapping[str, Any],
                                 "inputs only")
         if not isinstance(path, str):
             raise InvalidInputs(f"{where}: datastore_path must be a string")
+        # the platform's own files (step archives, other executions' files) are read
+        # through the raw backend: a user's path must name the user's part of the store
+        validate_user_path(path, max_length=None)
         return ResolvedInput(name, data_type, "datastore", {"datastore_path": path},
                              file_source=("datastore", path))
     assert mapping.get("endpoint_input_name") is not None
@@ -233,9 +237,11 @@ def plan_outputs(declared: Sequence[Mapping[str, Any]], mappings: Sequence[Mappi
         if targets[0] == "endpoint_output_name" and not allow_endpoint:
             raise InvalidInputs(f"Output {name!r}: endpoint_output_name only applies to "
                                 "endpoint deployments")
-        if targets[0] == "datastore_path" and types[name] != "file":
-            raise InvalidInputs(f"Output {name!r} is of type {types[name]}: datastore_path "
-                                "maps file outputs only")
+        if targets[0] == "datastore_path":
+            if types[name] != "file":
+                raise InvalidInputs(f"Output {name!r} is of type {types[name]}: "
+                                    "datastore_path maps file outputs only")
+            check_output_path(mapping["datastore_path"], name)
         by_name[name] = mapping
     plans = []
     for name, data_type in types.items():
@@ -246,11 +252,21 @@ def plan_outputs(declared: Sequence[Mapping[str, Any]], mappings: Sequence[Mappi
             plans.append(OutputPlan(name, data_type, "is_null", {"is_null": True}))
         elif target.get("datastore_path") is not None:
             plans.append(OutputPlan(name, data_type, "datastore",
-                                    {"datastore_path": str(target["datastore_path"])}))
+                                    {"datastore_path": target["datastore_path"]}))
         else:
             plans.append(OutputPlan(name, data_type, "endpoint",
                                     {"endpoint_output_name": target["endpoint_output_name"]}))
     return plans
+
+
+def check_output_path(pattern: object, name: str) -> str:
+    """An output's data store path, checked when the run or the deployment is asked for,
+    not when its outputs are written: the placeholders only ever expand to letters,
+    digits, '-' and '_', so the pattern passes where its expansions do (their length
+    is the backend's to check, it knows the configured limit)."""
+    if not isinstance(pattern, str):
+        raise InvalidInputs(f"Output {name!r}: datastore_path must be a string")
+    return validate_user_path(pattern, max_length=None)
 
 
 def expand_datastore_path(pattern: str, execution_id: str, when: datetime) -> str:

@@ -27,6 +27,7 @@ from gristmill_platform.executions.service import (
     read_outcome,
 )
 from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.http.whole_forms import whole_form
 from gristmill_platform.state import AppState
 from gristmill_platform.steps.repository import StepRepository
 from gristmill_platform.strict_json import parse_json
@@ -45,7 +46,7 @@ async def _run_request(request: Request) -> RunRequest:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     files: dict[str, tuple[str, Any]] = {}
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=100, max_fields=100)
+        form = await whole_form(request, max_files=100, max_fields=100)
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
             if isinstance(value, str):

@@ -16,6 +16,7 @@ from gristmill_platform.auth import policy
 from gristmill_platform.auth.principal import Principal
 from gristmill_platform.auth.service import AuthService
 from gristmill_platform.datastore.backend import DataStoreBackend
+from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.db.hooks import on_commit
 from gristmill_platform.db.models.deployments import Deployment
 from gristmill_platform.db.models.executions import Execution, ExecutionLog
@@ -382,8 +383,8 @@ class ExecutionService:
         now = datetime.now(UTC)
         for item in outputs:
             if item["mapping_type"] == "datastore" and item.get("file"):
-                path = expand_datastore_path(item["mapping_value"]["datastore_path"],
-                                             execution.id, now)
+                path = validate_user_path(expand_datastore_path(
+                    item["mapping_value"]["datastore_path"], execution.id, now))
                 with tempfile.TemporaryDirectory() as scratch:
                     local = Path(scratch) / "output"
                     await self.datastore.download_to(item["file"]["object"], local)
@@ -416,8 +417,8 @@ class ExecutionService:
 
     async def logs(self, execution_id: str, body: Mapping[str, Any]) -> Sequence[ExecutionLog]:
         execution = await self.get(execution_id)
-        start = _from_ms(body.get("from"), "from")
-        end = _from_ms(body.get("to"), "to")
+        start = from_unix_ms(body.get("from"), "from")
+        end = from_unix_ms(body.get("to"), "to")
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
                                   or limit < 1):
@@ -564,12 +565,18 @@ def _parse_time(value: Any) -> datetime:
     return utcnow()
 
 
-def _from_ms(value: Any, field: str) -> datetime | None:
+def from_unix_ms(value: Any, field: str) -> datetime | None:
+    """A log window's bound: a Unix time in milliseconds, within the years a date can
+    hold (1 to 9999)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{field} must be a Unix time in milliseconds")
-    return datetime.fromtimestamp(value / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise BadRequest(f"{field} must be a Unix time in milliseconds between the years "
+                         "1 and 9999") from None
 
 
 def parse_mapping_field(raw: Any, what: str) -> list[Mapping[str, Any]]:

@@ -23,9 +23,16 @@ MAX_PAGE = 1_000_000
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{where} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)  # an int beyond a float's range (10**400) overflows here
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        shown = f"{value!r}" if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise BadRequest(f"{where} must be a finite number, got {shown}")
+    return number
 
 
 class MetricService:

@@ -10,7 +10,7 @@ from typing import Any
 
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.errors import BadRequest
-from gristmill_platform.executions.service import _from_ms
+from gristmill_platform.executions.service import from_unix_ms
 from gristmill_platform.http.dates import iso
 
 MAX_LIMIT = 100_000
@@ -29,7 +29,8 @@ def log_window(body: Mapping[str, Any]) -> LogWindow:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or not 1 <= limit <= MAX_LIMIT):
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return LogWindow(_from_ms(body.get("from"), "from"), _from_ms(body.get("to"), "to"), limit)
+    return LogWindow(from_unix_ms(body.get("from"), "from"),
+                     from_unix_ms(body.get("to"), "to"), limit)
 
 
 def build_log_lines(step: Step, window: LogWindow) -> list[dict[str, Any]]:

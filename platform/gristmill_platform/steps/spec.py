@@ -99,12 +99,20 @@ def coerce_value(value: Any, data_type: str, where: str) -> Any:
             try:
                 return int(value)
             except ValueError:
-                try:
-                    return float(value)
-                except ValueError:
-                    raise BadRequest(f"{where} must be a number, got {value!r}") from None
+                pass
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadRequest(f"{where} must be a number, got {value!r}") from None
+            # 'nan', 'inf' and '1e999' parse as floats but have no JSON form: stored, they
+            # would fail every answer that shows them
+            if not math.isfinite(number):
+                raise BadRequest(f"{where} must be a finite number, got {value!r}")
+            return number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f"{where} must be a number, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"{where} must be a finite number, got {value!r}")
         return value
     if data_type == "boolean":
         if isinstance(value, str):

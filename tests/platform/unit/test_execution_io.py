@@ -318,6 +318,42 @@ def test_bad_output_mappings_are_refused(mappings: list[dict[str, Any]], message
     assert refusal(lambda: plan_outputs(declared, mappings)) == bad(message)
 
 
+RESERVED = "'.gristmill' is reserved for the platform's own files"
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    (".gristmill/steps/s/code.tgz",
+     f"Invalid object path '.gristmill/steps/s/code.tgz': {RESERVED}"),
+    (".gristmill", f"Invalid object path '.gristmill': {RESERVED}"),
+    ("../escape.txt",
+     "Invalid object path '../escape.txt': '.' and '..' segments are not allowed"),
+    ("/abs.txt", "Invalid object path '/abs.txt': it must be relative (no leading '/')"),
+    ("a//b", "Invalid object path 'a//b': empty segment ('//' or a trailing '/')"),
+    (7, "Output 'f': datastore_path must be a string"),
+])
+def test_output_paths_are_checked_when_the_run_is_asked_for(path: object, message: str) -> None:
+    """Not when the outputs are written: by then the step has run for nothing, and the
+    platform's own files (step archives, other executions' outputs) are written through
+    the raw backend, which would have let a run overwrite them."""
+    mapping = [{"pipeline_output_name": "f", "datastore_path": path}]
+    status, _, text = refusal(lambda: plan_outputs([FILE], mapping))
+    assert (status, text) == (400, message)
+
+
+@pytest.mark.parametrize("path", [".gristmill/executions/x/outputs/f", ".gristmill",
+                                  "../x", "a//b", "/x"])
+def test_input_paths_may_not_name_the_platforms_files_or_escape(path: str) -> None:
+    mapping = [{"pipeline_input_name": "f", "datastore_path": path}]
+    status, name, _ = refusal(lambda: resolve_inputs([FILE], {}, set(), mapping, {}))
+    assert (status, name) == (400, "InvalidPath")
+
+
+def test_a_pattern_expands_to_what_it_was_checked_as() -> None:
+    plans = plan_outputs([FILE], [{"pipeline_output_name": "f",
+                                   "datastore_path": "out/{date}/{execution_id}.bin"}])
+    assert plans[0].mapping_value == {"datastore_path": "out/{date}/{execution_id}.bin"}
+
+
 def test_step_returning_something_else_than_a_dict_fails_with_its_type() -> None:
     plans = plan_outputs([{"name": "a", "data_type": "number", "is_required": False}],
                          [{"pipeline_output_name": "a", "is_null": True}])

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from gristmill_platform.datastore.paths import InvalidPath, is_internal, validate_object_path
+from gristmill_platform.datastore.paths import (
+    InvalidPath,
+    is_internal,
+    validate_object_path,
+    validate_user_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +63,22 @@ def test_length_limit_is_in_bytes_and_inclusive() -> None:
 ])
 def test_internal_prefix_is_a_whole_first_segment(path: str, internal: bool) -> None:
     assert is_internal(path) is internal
+
+
+@pytest.mark.parametrize("path", [".gristmill", ".gristmill/steps/s/code.tgz"])
+def test_a_users_path_may_not_name_the_platforms_own_files(path: str) -> None:
+    assert validate_object_path(path) == path  # the platform's own writes take it
+    with pytest.raises(InvalidPath) as caught:
+        validate_user_path(path)
+    assert "reserved for the platform's own files" in caught.value.message
+
+
+@pytest.mark.parametrize("path", [".gristmills/a", "a/.gristmill/b", ".gristmill-x"])
+def test_only_the_prefix_itself_is_reserved(path: str) -> None:
+    assert validate_user_path(path) == path
+
+
+def test_without_a_length_the_backend_checks_it() -> None:
+    assert validate_user_path("x" * 5000, max_length=None) == "x" * 5000
+    with pytest.raises(InvalidPath):
+        validate_user_path("x" * 5000)
