@@ -256,7 +256,10 @@ def test_file_endpoint_with_and_without_token(client, folder, unique) -> None:
                         container_config={"local_folder": ARGS["folder"]},
                         inputs=[Input("data_file", "file"), Input("label", "string")],
                         outputs=[Output("summary", "file")])
-    endpoint = sdk.create_deployment(pipeline, "files-" + ARGS["unique"], "endpoint")
+    # a chosen token with every symbol allowed: the client puts it in the file output's
+    # URL unencoded, where a '+' must not be read as a space
+    endpoint = sdk.create_deployment(pipeline, "files-" + ARGS["unique"], "endpoint",
+                                     endpoint_token="chosen+token/with=all.~_-" + ARGS["unique"])
     with_token = sdk.trigger_endpoint("files-" + ARGS["unique"], endpoint["endpoint_token"],
                                       inputs={"data_file": io.BytesIO(b"12345"),
                                               "label": "doc"})

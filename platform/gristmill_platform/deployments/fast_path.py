@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -56,15 +55,6 @@ def is_json(headers: dict[bytes, bytes]) -> bool:
     value = headers.get(b"content-type")
     # no body type: read as JSON, as the route does
     return value is None or value.split(b";")[0].strip().lower() == b"application/json"
-
-
-def query_token(scope: Scope) -> str | None:
-    raw: bytes = scope.get("query_string", b"")
-    if not raw:
-        return None
-    found = [value for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-             if key == "token"]
-    return found[-1] if found else None  # the last one, as Starlette's query_params
 
 
 def json_body(status: int, payload: Any, headers: list[tuple[bytes, bytes]]
@@ -139,7 +129,7 @@ class EndpointFastPath:
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         try:
             token = gateway.endpoint_token(
-                headers.get(b"authorization", b"").decode("latin-1"), query_token(scope))
+                headers.get(b"authorization", b"").decode("latin-1"), gateway.query_token(scope))
             check_endpoint_token(name, endpoint.deployment, token)
             body = json_inputs(await read_body(receive, headers.get(b"content-length")))
             is_sdk = bool(headers.get(b"craft-ai-client") or headers.get(b"gristmill-client"))

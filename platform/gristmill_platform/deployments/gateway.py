@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import Scope
 
 from gristmill_platform.deployments.directory import Endpoint
 from gristmill_platform.deployments.endpoint_inputs import inputs_of
@@ -34,9 +36,21 @@ PIPELINE_HEADER = "X-Gristmill-Pipeline"
 VISIBILITY_WAIT_S = 1.0
 
 
+def query_token(scope: Scope) -> str | None:
+    """?token=, percent-decoded but with '+' kept as it came: a chosen token may hold
+    '+', and the 0.74 client puts it in the file-output URL unencoded. Form decoding
+    would read a space, which no token holds; a client that encodes it sends %2B."""
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return None
+    found = [unquote(value) for key, _, value in
+             (pair.partition("=") for pair in raw.decode("latin-1").split("&"))
+             if unquote(key) == "token"]
+    return found[-1] if found else None  # the last one, as Starlette's query_params
+
+
 def token_of(request: Request) -> str | None:
-    return endpoint_token(request.headers.get("authorization", ""),
-                          request.query_params.get("token"))
+    return endpoint_token(request.headers.get("authorization", ""), query_token(request.scope))
 
 
 def endpoint_token(authorization: str, query_token: str | None) -> str | None:
