@@ -184,6 +184,33 @@ def test_pipeline_from_git_without_waiting(client, unique, tmp_path) -> None:
     assert found["ready"]["parameters"]["container_config"]["repository_branch"] == "main"
 
 
+def test_a_failed_build_without_waiting_then_waiting(client, folder, unique, tmp_path) -> None:
+    """The client ignores the creation's answer and waits with get_pipeline when asked
+    to: wait_for_completion=False returns at once, and a failed build raises the
+    documented CreationFailed when waited for."""
+    bad = tmp_path / "bad"
+    (bad / "src").mkdir(parents=True)
+    (bad / "src" / "steps.py").write_text((folder / "src" / "steps.py").read_text())
+    # fails in pip without reaching a package index
+    (bad / "requirements.txt").write_text("nothing-here @ file:///nonexistent/nothing.whl\n")
+    found = client('''
+    name = "badbuild-" + ARGS["unique"]
+    started = sdk.create_pipeline(
+        name, function_path="src/steps.py", function_name="report",
+        container_config={"local_folder": ARGS["folder"],
+                          "requirements_path": "requirements.txt"},
+        wait_for_completion=False)
+    waited = error_of(sdk.get_pipeline, name, wait_for_completion=True, timeout_s=600)
+    logs = " ".join(str(line.get("message")) for line in sdk.get_pipeline_logs(name))
+    emit({"started": started["creation_info"]["status"], "waited": waited, "logs": logs})
+    sdk.delete_pipeline(name)
+    ''', unique=unique, folder=str(bad))
+    assert found["started"] == "creation_pending"
+    assert found["waited"]["name"] == "CreationFailed"
+    assert "get_pipeline_logs" in found["waited"]["message"]
+    assert "pip install failed" in found["logs"]  # where the client points to
+
+
 def test_a_failed_run_raises_with_the_reason(client, folder, unique) -> None:
     found = client('''
     from craft_ai_sdk.io import Input

@@ -17,7 +17,7 @@ from gristmill_platform.pipelines.service import PipelineService
 from gristmill_platform.pipelines.waiting import wait_for_build
 from gristmill_platform.project.unsupported import pipeline_templates_not_supported
 from gristmill_platform.steps.build_failures import creation_failed
-from gristmill_platform.steps.schemas import is_legacy_client
+from gristmill_platform.steps.schemas import is_legacy_client, waits_on_its_own
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -58,7 +58,8 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
                                              principal, name=step_name, hidden=True)
         await service.attach_hidden_step(str(name), created.step, principal)
     state.builds.schedule(created.step.id, created.deploy_key)
-    await state.builds.wait(created.step.id, state.settings.step_build_wait_s)
+    if not waits_on_its_own(request.headers.get("craft-ai-client")):
+        await state.builds.wait(created.step.id, state.settings.step_build_wait_s)
     async with transaction(state) as session:
         pipeline, step = await state.factories.pipelines(session).get(str(name))
         body = pipeline_read(pipeline, step)
