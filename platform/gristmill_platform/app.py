@@ -51,6 +51,7 @@ from gristmill_platform.executors.graph_workers import GraphWorkerPools
 from gristmill_platform.executors.local_workers import StepBuildsView
 from gristmill_platform.executors.pools import worker_pool
 from gristmill_platform.http import openapi
+from gristmill_platform.http.bodies import StrictJsonRoute
 from gristmill_platform.http.flat_routes import include_flat
 from gristmill_platform.logs import redactor
 from gristmill_platform.metrics import routes as metric_routes
@@ -342,6 +343,9 @@ def assemble_app(state: AppState, *, lifespan: Lifespan | None = None,
         redoc_url=None,
     )
     app.state.gristmill = state
+    # every route added from here on (include_flat's copies too) reads a JSON body it
+    # parses into a pydantic model as strictly as the others (docs/limits.md#json)
+    app.router.route_class = StrictJsonRoute
     # the request id is given outside this stack, by ControlApp (its 500s carry it too)
     app.add_middleware(HttpMetricsMiddleware)
     errors.install_error_handlers(app)

@@ -86,7 +86,48 @@ def test_impossible_or_inverted_schedules_are_refused(schedule: str, fragment: s
         validate_schedule(schedule)
 
 
+@pytest.mark.parametrize(
+    ("schedule", "fragment"),
+    [
+        # croniter takes any step: */99999999999999999999 fired hourly, described as
+        # "Every 99999999999999999999 minutes"
+        ("*/99999999999999999999 * * * *",
+         "the minute step '99999999999999999999' in '*/99999999999999999999'"),
+        ("*/60 * * * *", "minute step '60'"),
+        ("5-10/60 * * * *", "minute step '60' in '5-10/60'"),
+        ("0,15/61 * * * *", "minute step '61' in '15/61'"),
+        ("0 */24 * * *", "hour step '24'"),
+        ("0 0 */31 * *", "day-of-month step '31'"),
+        ("0 0 * */12 *", "month step '12'"),
+        ("0 0 * jan/12 *", "month step '12'"),
+        ("0 0 * * */7", "day-of-week step '7'"),
+        ("0 0 * * mon/99", "day-of-week step '99'"),
+        ("*/" + "9" * 5000 + " * * * *", "Invalid schedule"),
+        ("*/00060 * * * *", "minute step '00060'"),
+    ],
+)
+def test_a_step_beyond_its_field_is_refused(schedule: str, fragment: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        validate_schedule(schedule)
+    assert fragment in refused.value.message
+
+
+@pytest.mark.parametrize(("field", "largest"), [(0, 59), (1, 23), (2, 30), (3, 11), (4, 6)])
+def test_a_step_is_from_1_to_its_field_span(field: int, largest: int) -> None:
+    def schedule(step: str) -> str:
+        fields = ["0", "0", "*", "*", "*"]
+        fields[field] = f"*/{step}"
+        return " ".join(fields)
+
+    assert validate_schedule(schedule(str(largest))) == schedule(str(largest))
+    assert validate_schedule(schedule("1")) == schedule("1")
+    with pytest.raises(BadRequest, match=f"from 1 to {largest}"):
+        validate_schedule(schedule(str(largest + 1)))
+
+
 @pytest.mark.parametrize("schedule", ["0 0 29 2 *", "0 0 31 2 1", "0 0 * * mon-fri",
-                                      "*/15 9-17 * * 1-5", "0 0 L * *", "0   3 * * *"])
+                                      "*/15 9-17 * * 1-5", "0 0 L * *", "0   3 * * *",
+                                      "*/59 */23 */30 */11 */6", "0/30 * * * *",
+                                      "0 0 * * sun/2", "*/05 * * * *", "*/0005 * * * *"])
 def test_possible_schedules_pass(schedule: str) -> None:
     assert validate_schedule(schedule) == " ".join(schedule.split())

@@ -12,6 +12,10 @@ Only what an inclusion of ours needs is supported: a prefix, no router-level
 dependencies, tags, responses or limits added by the inclusion itself (a router's own
 are already part of its routes). Anything else is refused when the app is built, not
 silently dropped.
+
+A route keeps the class its router gave it, except a plain APIRoute: it takes the
+target's route class, as a route added to the target directly would (the service's
+route class reads JSON bodies strictly: http/bodies.py StrictJsonRoute).
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def _copy(target: APIRouter, route: APIRoute, prefix: str) -> None:
         include_in_schema=route.include_in_schema,
         response_class=route.response_class,
         name=route.name,
-        route_class_override=type(route),
+        route_class_override=(target.route_class if type(route) is APIRoute
+                              else type(route)),
         callbacks=route.callbacks,
         openapi_extra=route.openapi_extra,
         generate_unique_id_function=route.generate_unique_id_function,

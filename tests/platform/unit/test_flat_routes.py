@@ -117,8 +117,36 @@ def test_the_control_service_app_is_flat(tmp_path, monkeypatch) -> None:  # type
 
     app = create_app()
     kinds = {type(route).__name__ for route in app.router.routes}
-    # APIRoute and its console subclass, and FastAPI's own /openapi.json: no tree left
-    assert kinds <= {"APIRoute", "ConsoleRoute", "Route"}, kinds
+    # the app's route class (an APIRoute reading JSON strictly), the console's, and
+    # FastAPI's own /openapi.json: no tree left
+    assert kinds <= {"StrictJsonRoute", "ConsoleRoute", "Route"}, kinds
     paths = [getattr(route, "path", "") for route in app.router.routes]
     assert "/api/v1/pipelines/{pipeline_name}/run" in paths
     assert "/console/deployments/{name}" in paths
+
+
+def test_plain_routes_take_the_target_route_class_and_others_keep_theirs() -> None:
+    class TargetRoute(APIRoute):
+        pass
+
+    class OwnRoute(APIRoute):
+        pass
+
+    own = APIRouter(route_class=OwnRoute)
+
+    @own.get("/own")
+    async def own_route() -> dict[str, str]:
+        return {"own": "yes"}
+
+    app = FastAPI()
+    app.router.route_class = TargetRoute
+    include_flat(app.router, [*routers(), own], prefix="/api")
+    classes = {(route.path, route.name): type(route) for route in app.router.routes
+               if isinstance(route, APIRoute)}
+    assert classes[("/api/items/{name}", "create")] is TargetRoute
+    assert classes[("/api/items/{name}", "shadowed")] is TargetRoute
+    assert classes[("/api/own", "own_route")] is OwnRoute
+    assert TestClient(app).get("/api/own").json() == {"own": "yes"}
+    # a target of FastAPI's default class: the copies are APIRoutes, as before
+    assert {type(route) for route in flat_app().router.routes
+            if isinstance(route, APIRoute)} == {APIRoute}
