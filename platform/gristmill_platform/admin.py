@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gristmill_platform.auth.repository import TokenRepository, UserRepository
 from gristmill_platform.auth.service import AuthService, CreatedSdkToken
+from gristmill_platform.auth.tokens import MAX_SDK_TOKEN_DAYS, sdk_token_lifetime_allowed
 from gristmill_platform.bootstrap import recorded_environment_url
 from gristmill_platform.db import migrate
 from gristmill_platform.db.engine import create_engine, create_session_factory
 from gristmill_platform.db.models.auth import SdkToken, User
+from gristmill_platform.errors import BadRequest
 from gristmill_platform.settings import Settings, resolve_settings
 from gristmill_platform.users import service as users
 from gristmill_platform.users.ownership import OwnershipRepository
@@ -75,6 +77,12 @@ class AdminConsole:
 
     async def create_token(self, user: str, *, name: str = "",
                            expires_in: timedelta | None = None) -> CreatedSdkToken:
+        if expires_in is not None and not sdk_token_lifetime_allowed(expires_in):
+            # the console's bound too (console/environment.py); beyond it, the expiry
+            # date could even overflow (an OverflowError, not an answer)
+            raise BadRequest(f"An SDK token lives at most {MAX_SDK_TOKEN_DAYS} days (ten "
+                             "years): give a shorter lifetime, or none for a token that "
+                             "never expires")
         async with self._auth() as auth:
             owner = await auth.find_user(user)
             return await auth.create_sdk_token(owner.id, name=name, expires_in=expires_in)

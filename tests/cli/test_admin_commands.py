@@ -48,6 +48,12 @@ def test_users_and_tokens_lifecycle(data_dir) -> None:
     ("args", "message"),
     [
         (("token", "create", "--expires-in", "3x"), "Invalid duration"),
+        # beyond the ten years an SDK token may live (3000000d overflowed a date: a crash)
+        (("token", "create", "--expires-in", "3000000d"), "at most 3650 days"),
+        (("token", "create", "--expires-in", "3651d"), "at most 3650 days"),
+        # beyond what a timedelta holds: the duration's own parser overflowed
+        (("token", "create", "--expires-in", "99999999999999999999d"), "too long"),
+        (("token", "create", "--expires-in", "1000000000w"), "too long"),
         (("token", "create", "--user", "nobody@example.com"), "not found"),
         (("token", "revoke", "0000"), "not found"),
         (("users", "create", "X", "not-an-email"), "Invalid email"),
@@ -58,6 +64,18 @@ def test_bad_input_is_a_clear_error(data_dir, args, message) -> None:
     result = run(*args, "--data-dir", data_dir)
     assert result.exit_code != 0
     assert message in result.stderr
+
+
+def test_a_token_lifetime_beyond_ten_years_is_refused_creating_nothing(data_dir) -> None:
+    run("users", "create", "Ada", "ada@example.com", "--data-dir", data_dir)
+    # 3000000 days overflowed the expiry date: an OverflowError out of the command
+    for lifetime in ("3000000d", "522w", "3651d"):
+        result = run("token", "create", "--user", "ada@example.com", "--expires-in",
+                     lifetime, "--data-dir", data_dir)
+        assert result.exit_code == 1 and "at most 3650 days" in result.stderr
+    assert "ada@example.com" not in run("token", "list", "--data-dir", data_dir).stdout
+    assert run("token", "create", "--user", "ada@example.com", "--expires-in", "3650d",
+               "--data-dir", data_dir).exit_code == 0
 
 
 def test_duplicate_user_is_refused(data_dir) -> None:

@@ -14,11 +14,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jwt
 
 TOKEN_PREFIX = "gm"  # noqa: S105
+# The longest lifetime an SDK token may be given (without one it never expires): ten
+# years, beyond any rotation policy and far inside the dates Python can hold (a lifetime
+# of millions of days overflowed them). docs/authentication.md#sdk-token-lifetime
+MAX_SDK_TOKEN_DAYS = 3650
 ACCESS_TOKEN_ALGORITHM = "HS256"  # noqa: S105
 ACCESS_TOKEN_AUDIENCE = "gristmill"  # noqa: S105
 
@@ -55,6 +60,12 @@ def new_sdk_token() -> NewSdkToken:
         secret_hash=hash_secret(secret),
         plaintext=f"{TOKEN_PREFIX}_{token_id}_{secret}",
     )
+
+
+def sdk_token_lifetime_allowed(lifetime: timedelta) -> bool:
+    """Whether an SDK token may be given this lifetime: more than none, at most
+    MAX_SDK_TOKEN_DAYS."""
+    return timedelta(0) < lifetime <= timedelta(days=MAX_SDK_TOKEN_DAYS)
 
 
 def split_sdk_token(token: str) -> tuple[str, str]:

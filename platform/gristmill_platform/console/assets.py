@@ -23,10 +23,16 @@ DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inl
 @router.get("/console/static/{path:path}")
 async def static(path: str) -> Response:
     root = STATIC_DIR.resolve()
-    target = (root / path).resolve()
-    # resolve() folds any ../ first: whatever escapes the static folder is not there
-    if not target.is_relative_to(root) or not target.is_file():
-        raise NotFound(f"No console asset {path!r}")
+    try:
+        target = (root / path).resolve()
+        # resolve() folds any ../ first: whatever escapes the static folder is not there
+        found = target.is_relative_to(root) and target.is_file()
+    except (ValueError, OSError):
+        # a name no file can have: a null byte (ValueError), too long for the file
+        # system (OSError ENAMETOOLONG), ...
+        found = False
+    if not found:
+        raise NotFound(f"No console asset {path[:200]!r}")
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if target.suffix == ".js":
         media_type = "text/javascript"

@@ -4,11 +4,11 @@ validates it and says what is wrong, in the API's words. Pure."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill_platform.errors import BadRequest
+from gristmill_platform.strict_json import JsonRefused, strict_loads
 
 INPUT_CHOICES = {"endpoint": "Endpoint input", "constant": "Constant value",
                  "environment": "Environment variable", "datastore": "Data store file",
@@ -24,7 +24,12 @@ def constant(value: str, data_type: str, name: str) -> Any:
     if data_type == "boolean" and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     try:
-        return json.loads(value)
+        # as strictly as the API reads a mapping (docs/limits.md#json): no NaN, no
+        # infinity, no nesting deep enough to exhaust the parser's recursion
+        return strict_loads(value)
+    except JsonRefused as exc:
+        raise BadRequest(f"Input {name!r}: the constant {value[:100]!r} is not a valid "
+                         f"{data_type}: {exc}") from exc
     except ValueError as exc:
         raise BadRequest(f"Input {name!r}: the constant {value!r} is not a valid "
                          f"{data_type} (write it as JSON)") from exc

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from gristmill_platform.auth import policy
+from gristmill_platform.auth.tokens import MAX_SDK_TOKEN_DAYS
 from gristmill_platform.console import services
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.deps import AppStateDep, SessionDep
@@ -74,7 +75,8 @@ async def _settings(request: Request, viewer: ViewerDep, state: AppStateDep,
                 for k, v in state.settings.model_dump().items()
                 if k.startswith("step_default_") and "deploy_key" not in k}
     return render(request, "settings.html", user=user, tokens=tokens, users=users,
-                  emails=emails, defaults=defaults, **extra)
+                  emails=emails, defaults=defaults, max_token_days=MAX_SDK_TOKEN_DAYS,
+                  **extra)
 
 
 @router.get("/settings")
@@ -83,16 +85,29 @@ async def settings_page(request: Request, viewer: ViewerDep, state: AppStateDep,
     return await _settings(request, viewer, state, session)
 
 
+def _token_lifetime(days: str) -> timedelta | None:
+    """The form's "expires in (days)": none when empty, else 1 to MAX_SDK_TOKEN_DAYS (as
+    `gristmill token create --expires-in` takes it, admin.py)."""
+    if not days:
+        return None
+    # ASCII digits only ('²' is a digit to str.isdigit, not to int), few enough for int()
+    # (thousands of digits are refused by it), and a lifetime whose expiry is a date
+    if not (days.isascii() and days.isdigit() and len(days) <= 9
+            and 1 <= int(days) <= MAX_SDK_TOKEN_DAYS):
+        raise BadRequest(f"expires in days must be a whole number from 1 to "
+                         f"{MAX_SDK_TOKEN_DAYS} (ten years); leave it empty for a token "
+                         "that never expires")
+    return timedelta(days=int(days))
+
+
 @router.post("/settings/tokens")
 async def create_token(request: Request, viewer: ViewerDep, state: AppStateDep,
                        session: SessionDep) -> HTMLResponse:
     form = await request.form()
-    days = str(form.get("expires_in_days") or "").strip()
-    if days and (not days.isdigit() or int(days) < 1):
-        raise BadRequest("expires in days must be a positive whole number")
+    lifetime = _token_lifetime(str(form.get("expires_in_days") or "").strip())
     created = await services.auth(state, session).create_sdk_token(
         viewer.principal.user_id, name=str(form.get("name") or "").strip(),
-        expires_in=timedelta(days=int(days)) if days else None)
+        expires_in=lifetime)
     # the only time the secret is shown: only its hash is kept
     return await _settings(request, viewer, state, session, new_token=created.plaintext)
 

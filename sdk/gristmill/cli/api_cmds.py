@@ -175,7 +175,8 @@ def deployments_rotate_token(name: str, output: Output = OutputFormat.table) -> 
 @executions_app.command("list")
 def executions_list(
     pipeline: Annotated[str | None, typer.Option(
-        "--pipeline", "-p", help="Only this pipeline's [default: every pipeline's]")] = None,
+        "--pipeline", "-p", help="Only this pipeline's",
+        show_default="every pipeline's")] = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """List executions, newest first."""

@@ -15,4 +15,7 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"Invalid duration {text!r}: use a positive number and a unit, e.g. 90m, 12h, 30d"
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:  # beyond what a date can hold (about 2.7 million years)
+        raise ValueError(f"Invalid duration {text!r}: too long") from None

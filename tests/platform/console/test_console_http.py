@@ -20,6 +20,20 @@ def test_root_answers_api_clients_json_and_browsers_the_console(gristmill_env) -
     assert signed_out.headers["location"] == "/console/sign-in?next=%2F"
 
 
+def test_static_files_are_served_and_any_other_name_is_a_404(gristmill_env) -> None:
+    served = httpx.get(gristmill_env.url + "/console/static/console.js")
+    assert served.status_code == 200 and served.headers["content-type"].startswith(
+        "text/javascript")
+    # names that cannot be a file of the static folder: a null byte or a name too long
+    # for the file system (ValueError and OSError, a 500, before), a folder, a way out
+    for name in ("a%00b", "console.js%00.png", "x" * 300, "a/" * 3000 + "b", "vendor",
+                 "vendor/", "%2e%2e/web.py", "..%2fweb.py", "nothing.js", "%ff"):
+        response = httpx.get(f"{gristmill_env.url}/console/static/{name}")
+        assert response.status_code == 404, (name[:40], response.text[:200])
+        assert response.json()["name"] == "NotFound"
+        assert response.headers["x-request-id"]
+
+
 def test_sign_in_refuses_a_wrong_token_with_the_api_message(gristmill_env) -> None:
     response = httpx.post(gristmill_env.url + "/console/sign-in",
                           data={"token": "gm_nope_nope", "next": "/"}, headers=BROWSER)

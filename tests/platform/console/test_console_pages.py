@@ -146,6 +146,25 @@ def test_sdk_tokens_shown_once_and_revoked(console: Console, gristmill_env, uniq
     assert bad.status_code == 400
 
 
+def test_a_token_expiry_beyond_ten_years_is_refused(console: Console, unique) -> None:
+    def tokens_named(name: str) -> int:
+        return console.get("/console/settings").text.count(f"<td>{name}</td>")
+
+    # out of range for a date (an OverflowError, a 500, before), beyond the bound, or not
+    # a number int() reads ('²' is a digit to str.isdigit)
+    for days in ("99999999999999999999", "3000000", "3651", "²", "1" * 5000, "0"):
+        name = f"far-{unique}"
+        refused = console.post("/console/settings/tokens",
+                               {"name": name, "expires_in_days": days})
+        assert refused.status_code == 400, (days[:40], refused.text[:300])
+        assert "from 1 to 3650" in refused.text
+        assert tokens_named(name) == 0  # nothing created
+    created = console.post("/console/settings/tokens",
+                           {"name": f"decade-{unique}", "expires_in_days": "3650"})
+    assert created.status_code == 200 and tokens_named(f"decade-{unique}") == 1
+    assert 'max="3650"' in created.text  # the form says so before it is sent
+
+
 def test_users_are_managed_by_admins_only(console: Console, gristmill_env, unique) -> None:
     email = f"console-{unique}@example.com"
     assert console.post("/console/settings/users",

@@ -57,6 +57,22 @@ def test_a_constant_that_is_not_of_the_input_type_is_refused() -> None:
         deployment_body("p", INPUTS[:1], [], {"name": "x", "in.n.source": "magic"})
 
 
+@pytest.mark.parametrize(("data_type", "value", "fragment"), [
+    ("number", "NaN", "NaN is not a JSON number"),
+    ("number", "1e999", "out of range"),
+    ("array", "[1, -Infinity]", "-Infinity is not a JSON number"),
+    ("json", '{"a": {"b": 1e400}}', "out of range"),
+    ("json", "[" * 100_000 + "]" * 100_000, "nests deeper than 100"),
+])
+def test_a_constant_is_read_as_strictly_as_the_api_reads_json(data_type, value,
+                                                              fragment) -> None:
+    declared = [{"name": "v", "data_type": data_type}]
+    with pytest.raises(BadRequest, match=f"'v': the constant .* is not a valid {data_type}: "
+                                         f".*{fragment}"):
+        deployment_body("p", declared, [], {"name": "x", "in.v.source": "constant",
+                                            "in.v.value": value})
+
+
 def test_browse_lists_folders_and_objects_under_a_prefix() -> None:
     paths = [(p, p) for p in ("a.txt", "d/b.txt", "d/e/c.txt", "d/e/f/g.txt", "z/y.txt")]
     assert browse(paths, "") == (["d/", "z/"], [("a.txt", "a.txt")])
