@@ -145,6 +145,23 @@ def test_file_input_and_file_output_through_an_endpoint(gristmill_env, api, step
         f"attachment; filename=files-{unique}_{execution_id}_result")
 
 
+def test_an_endpoint_call_cut_short_is_refused(gristmill_env, api, step_archive,
+                                               unique) -> None:
+    pipeline = make_pipeline(api, step_archive, f"dep-cut-{unique}", "files", FILE_CODE,
+                             FILE_OUT)
+    token = endpoint(api, pipeline, f"cut-{unique}", inputs_mapping=[
+        {"pipeline_input_name": "suffix", "constant_value": "!"}], outputs_mapping=[
+        {"pipeline_output_name": "size", "is_null": True}])["endpoint_token"]
+    boundary = "gristmillboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="doc"; '
+            'filename="doc.txt"\r\n\r\n').encode() + b"abc"
+    response = httpx.post(f"{gristmill_env.url}/endpoints/cut-{unique}", content=body,
+                          headers={"Authorization": f"EndpointToken {token}",
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert_error(response, 400, "cut short")
+    assert api.get(f"/pipelines/{pipeline}/executions").json() == []
+
+
 def test_file_output_with_other_endpoint_outputs_is_refused_at_creation(
         api, step_archive, unique) -> None:
     pipeline = make_pipeline(api, step_archive, f"dep-mixed-{unique}", "files", FILE_CODE,
@@ -159,6 +176,27 @@ def test_file_output_with_other_endpoint_outputs_is_refused_at_creation(
     assert endpoint(api, pipeline, f"mixed-{unique}", inputs_mapping=[
         {"pipeline_input_name": "suffix", "constant_value": "!"}], outputs_mapping=[
         {"pipeline_output_name": "size", "is_null": True}])
+
+
+@pytest.mark.parametrize("path", [".gristmill/steps/x/code.tgz", "../up", "a//b"])
+def test_data_store_mappings_of_a_deployment_are_checked_at_creation(
+        api, step_archive, unique, path) -> None:
+    """Its executions would otherwise read or overwrite the platform's own files
+    (.gristmill/), which it writes through the raw backend."""
+    pipeline = make_pipeline(api, step_archive, f"dep-paths-{unique}", "files", FILE_CODE,
+                             FILE_OUT)
+    for mappings in ({"outputs_mapping": [{"pipeline_output_name": "result",
+                                           "datastore_path": path},
+                                          {"pipeline_output_name": "size", "is_null": True}]},
+                     {"inputs_mapping": [{"pipeline_input_name": "doc", "datastore_path": path},
+                                         {"pipeline_input_name": "suffix",
+                                          "constant_value": "!"}]}):
+        response = api.post("/endpoints", json={
+            "pipeline_name": pipeline, "name": f"paths-{unique}", "mode": "elastic",
+            **mappings})
+        body = assert_error(response, 400, "Invalid object path")
+        assert body["name"] in ("InvalidDeployment", "InvalidInputs")
+        assert api.get(f"/deployments/paths-{unique}").status_code == 404
 
 
 def test_a_failed_execution_is_a_500_with_the_reason(gristmill_env, api, step_archive,
@@ -214,6 +252,9 @@ def test_low_latency_options_are_checked(api, echo_async, unique) -> None:
         ({}, "needs a schedule"),
         ({"schedule": "every day"}, "Invalid schedule"),
         ({"schedule": "61 * * * *"}, "Invalid schedule"),
+        ({"schedule": "*/99999999999999999999 * * * *"}, "minute step"),
+        ({"schedule": "0 */24 * * *"}, "hour step '24'"),
+        ({"schedule": "0 0 * * */7"}, "day-of-week step '7'"),
         ({"schedule": "* * * * *"}, "must map every input"),
         ({"schedule": "* * * * *",
           "inputs_mapping": [{"pipeline_input_name": "text", "constant_value": "c"}]},
@@ -226,6 +267,7 @@ def test_low_latency_options_are_checked(api, echo_async, unique) -> None:
 def test_periodic_creation_rejections(api, echo_async, unique, body, fragment) -> None:
     payload = {"pipeline_name": echo_async, "name": f"cron-{unique}", "mode": "elastic", **body}
     assert_error(api.post("/periodic-deployment", json=payload), 400, fragment)
+    assert api.get(f"/deployments/cron-{unique}").status_code == 404  # nothing stored
 
 
 def test_periodic_deployment_fires_on_schedule(gristmill_env, api, echo_async, unique) -> None:

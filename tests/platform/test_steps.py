@@ -93,6 +93,18 @@ def test_creation_rejections(api, unique, hello_archive, change, status, fragmen
     assert api.get(f"/steps/rej-{unique}").status_code == 404  # nothing half-created
 
 
+def test_a_creation_cut_short_is_refused(api, unique, hello_archive) -> None:
+    """Its code archive never ended: nothing may be built from the part that came."""
+    request = httpx.Request("POST", "http://x/", data=dict(step_form(f"cut-{unique}")),
+                            files={"step_file": ("step_file", hello_archive)})
+    whole = request.read()
+    cut = whole[:whole.rindex(b"\r\n--")]  # all but the closing boundary
+    response = api.post("/steps", content=cut,
+                        headers={"Content-Type": request.headers["Content-Type"]})
+    assert_error(response, 400, "cut short")
+    assert api.get(f"/steps/cut-{unique}").status_code == 404
+
+
 def test_step_without_code_is_refused(api, unique) -> None:
     assert_error(post_step(api, step_form(f"nocode-{unique}"), None), 400, "has no code")
 

@@ -19,7 +19,12 @@ def validate_schedule(schedule: object) -> str:
         raise BadRequest(f"Invalid schedule {schedule!r}: use 5 cron fields "
                          "(minute hour day-of-month month day-of-week), in UTC, e.g. "
                          "'*/15 * * * *'")
-    for field, (label, names) in zip(cleaned.split(" "), _FIELDS, strict=True):
+    for field, (label, names, span) in zip(cleaned.split(" "), _FIELDS, strict=True):
+        step = _step_out_of_range(field, span)
+        if step:
+            item, value = step
+            raise BadRequest(f"Invalid schedule {schedule!r}: the {label} step {value!r} in "
+                             f"{item!r} is out of range; a {label} step is from 1 to {span}")
         inverted = _inverted_range(field, names)
         if inverted:
             raise BadRequest(f"Invalid schedule {schedule!r}: the {label} range {inverted!r} "
@@ -34,11 +39,28 @@ def validate_schedule(schedule: object) -> str:
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_FIELDS: tuple[tuple[str, dict[str, int]], ...] = (
-    ("minute", {}), ("hour", {}), ("day-of-month", {}),
-    ("month", {name: i for i, name in enumerate(_MONTHS, start=1)}),
-    ("day-of-week", {name: i for i, name in enumerate(_DAYS)}),
+# Each field: its name in messages, the names its values may have, and its span (its
+# largest value less its smallest): a step is from 1 to the span, a larger one could only
+# ever reach the first value (croniter takes any: */99999999999999999999 fired hourly, and
+# read "Every 99999999999999999999 minutes").
+_FIELDS: tuple[tuple[str, dict[str, int], int], ...] = (
+    ("minute", {}, 59), ("hour", {}, 23), ("day-of-month", {}, 30),
+    ("month", {name: i for i, name in enumerate(_MONTHS, start=1)}, 11),
+    ("day-of-week", {name: i for i, name in enumerate(_DAYS)}, 6),
 )
+
+
+def _step_out_of_range(field: str, span: int) -> tuple[str, str] | None:
+    """The first item of a cron field whose ``/step`` is not from 1 to ``span``, and
+    that step, or None."""
+    for item in field.split(","):
+        _, slash, step = item.partition("/")
+        # digits only (croniter checked); a long number is out of range, unread
+        digits = step.lstrip("0")
+        if slash and not (step.isdigit() and len(digits) <= 3
+                          and 1 <= int(digits or "0") <= span):
+            return item, step
+    return None
 
 
 def _inverted_range(field: str, names: dict[str, int]) -> str | None:
