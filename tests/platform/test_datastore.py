@@ -245,15 +245,20 @@ def test_upload_form_without_file_is_400(api, unique) -> None:
     assert response.status_code == 400 and "file" in s3_error(response)["Message"]
 
 
+def form_head(fields: dict[str, str], boundary: str) -> str:
+    """A presigned upload's multipart body up to the first byte of its file."""
+    return "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+
+
 def test_interrupted_upload_leaves_no_object_and_no_blob(gristmill_env, api, unique) -> None:
     path = f"cut-{unique}"
     presigned = api.get("/data-store/upload", params={"path_to_object": path}).json()
     before = blob_files(gristmill_env)
     boundary = "gristmillboundary"
-    head = "".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in presigned["fields"].items()
-    ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+    head = form_head(presigned["fields"], boundary)
     url = urlsplit(presigned["signed_url"])
     declared = len(head) + 10_000_000
     with socket.create_connection((url.hostname, url.port)) as sock:
@@ -280,10 +285,7 @@ def test_a_body_cut_short_is_refused_and_leaves_nothing(gristmill_env, api, uniq
     presigned = api.get("/data-store/upload", params={"path_to_object": path}).json()
     before = blob_files(gristmill_env)
     boundary = "gristmillboundary"
-    head = "".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in presigned["fields"].items()
-    ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+    head = form_head(presigned["fields"], boundary)
     response = httpx.post(presigned["signed_url"], content=head.encode() + b"B" * 1000 + tail,
                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 400, response.text

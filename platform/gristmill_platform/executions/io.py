@@ -4,7 +4,6 @@ mappings resolved (pure; the service fetches what these functions ask for)."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import Any
 from gristmill_platform.datastore.paths import validate_user_path
 from gristmill_platform.errors import BadRequest
 from gristmill_platform.http.forms import parse_bool
-from gristmill_platform.steps.spec import check_value
+from gristmill_platform.steps.spec import check_value, number_from_text
 from gristmill_platform.strict_json import strict_loads
 
 # The documented 0.06 MB for all non-file inputs together (and for outputs).
@@ -67,25 +66,11 @@ def _mapped_name(mapping: Mapping[str, Any], key: str, legacy: str, declared: se
     return name
 
 
-def _env_number(raw: str, where: str) -> int | float:
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        number = float(raw)
-    except ValueError:
-        raise InvalidInputs(f"{where} must be a number, got {raw!r}") from None
-    if not math.isfinite(number):
-        raise InvalidInputs(f"{where} must be a finite number, got {raw!r}")
-    return number
-
-
 def _env_value(raw: str, data_type: str, where: str) -> Any:
     if data_type == "string":
         return raw
     if data_type == "number":
-        return _env_number(raw, where)
+        return number_from_text(raw, where, InvalidInputs)
     if data_type == "boolean":
         return parse_bool(raw, where)
     try:

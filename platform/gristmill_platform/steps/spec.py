@@ -86,6 +86,24 @@ def relative_path(value: object, what: str) -> str:
     return normal
 
 
+def number_from_text(raw: str, where: str, error: type[BadRequest] = BadRequest
+                     ) -> int | float:
+    """A number given as text (a form field, an environment variable): an int if it is
+    one, else a finite float. 'nan', 'inf' and '1e999' parse as floats but have no JSON
+    form: stored, they would fail every answer that shows them."""
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        number = float(raw)
+    except ValueError:
+        raise error(f"{where} must be a number, got {raw!r}") from None
+    if not math.isfinite(number):
+        raise error(f"{where} must be a finite number, got {raw!r}")
+    return number
+
+
 def coerce_value(value: Any, data_type: str, where: str) -> Any:
     """Check a value against its declared type; strings from a form are converted."""
     if value is None:
@@ -96,19 +114,7 @@ def coerce_value(value: Any, data_type: str, where: str) -> Any:
         return value
     if data_type == "number":
         if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-            try:
-                number = float(value)
-            except ValueError:
-                raise BadRequest(f"{where} must be a number, got {value!r}") from None
-            # 'nan', 'inf' and '1e999' parse as floats but have no JSON form: stored, they
-            # would fail every answer that shows them
-            if not math.isfinite(number):
-                raise BadRequest(f"{where} must be a finite number, got {value!r}")
-            return number
+            return number_from_text(value, where)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f"{where} must be a number, got {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
