@@ -348,6 +348,17 @@ def test_input_paths_may_not_name_the_platforms_files_or_escape(path: str) -> No
     assert (status, name) == (400, "InvalidPath")
 
 
+def test_a_mappings_path_length_is_the_backends_to_check() -> None:
+    """It knows the configured limit (GRISTMILL_DATASTORE_MAX_PATH_LENGTH), which may be
+    more than the default 1024 bytes."""
+    long = "d/" * 600 + "f.bin"
+    [resolved] = resolve_inputs([FILE], {}, set(),
+                                [{"pipeline_input_name": "f", "datastore_path": long}], {})
+    assert resolved.file_source == ("datastore", long)
+    [plan] = plan_outputs([FILE], [{"pipeline_output_name": "f", "datastore_path": long}])
+    assert plan.mapping_value == {"datastore_path": long}
+
+
 def test_a_pattern_expands_to_what_it_was_checked_as() -> None:
     plans = plan_outputs([FILE], [{"pipeline_output_name": "f",
                                    "datastore_path": "out/{date}/{execution_id}.bin"}])

@@ -80,5 +80,6 @@ def test_only_the_prefix_itself_is_reserved(path: str) -> None:
 
 def test_without_a_length_the_backend_checks_it() -> None:
     assert validate_user_path("x" * 5000, max_length=None) == "x" * 5000
+    assert validate_user_path("x" * 1024) == "x" * 1024  # the default limit, inclusive
     with pytest.raises(InvalidPath):
-        validate_user_path("x" * 5000)
+        validate_user_path("x" * 1025)

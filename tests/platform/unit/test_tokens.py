@@ -4,16 +4,19 @@ import base64
 import hashlib
 import re
 import time
+from datetime import timedelta
 
 import jwt
 import pytest
 
 from gristmill_platform.auth.tokens import (
+    MAX_SDK_TOKEN_DAYS,
     AccessClaims,
     InvalidToken,
     decode_access_token,
     encode_access_token,
     new_sdk_token,
+    sdk_token_lifetime_allowed,
     secret_matches,
     split_sdk_token,
 )
@@ -258,3 +261,17 @@ def test_at_most_so_many_tokens_are_kept_the_oldest_out(
 def test_the_default_bound_is_a_few_thousand_tokens() -> None:
     from gristmill_platform.auth import tokens
     assert tokens.VERIFIED_CACHE_SIZE == 4096
+
+
+@pytest.mark.parametrize(("lifetime", "allowed"), [
+    (timedelta(0), False),
+    (timedelta(seconds=-1), False),
+    (timedelta(seconds=1), True),
+    (timedelta(days=3650), True),
+    (timedelta(days=3650, microseconds=1), False),
+    (timedelta(days=999_999_999), False),
+])
+def test_an_sdk_token_lives_more_than_nothing_and_at_most_ten_years(
+        lifetime: timedelta, allowed: bool) -> None:
+    assert MAX_SDK_TOKEN_DAYS == 3650
+    assert sdk_token_lifetime_allowed(lifetime) is allowed
