@@ -104,12 +104,17 @@ def workers_quota(settings: PlatformSettings) -> dict[str, str]:
 
 def workers_limit_range() -> list[dict[str, object]]:
     """Defaults for a container that states nothing (the quota needs every pod to have
-    requests), and a per-container ceiling no single step can exceed."""
+    requests), and a per-container ceiling no single step can exceed.
+
+    No default ephemeral-storage limit: step pods state none (their disk is not a setting
+    of a step), so a default would become every step's limit, and the kubelet evicts a
+    pod whose writable layer, logs and emptyDirs pass it (file inputs and outputs, model
+    downloads, scratch files). Kubernetes then defaults the limit to the max."""
     return [
         {
             "type": "Container",
             "default_request": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
-            "default": {"memory": "1Gi", "ephemeral-storage": "4Gi"},
+            "default": {"memory": "1Gi"},
             "max": {"memory": "512Gi", "ephemeral-storage": "200Gi"},
         }
     ]

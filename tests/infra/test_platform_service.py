@@ -239,6 +239,9 @@ def test_workers_namespace_has_a_quota_defaults_and_priorities(mocks: GristmillM
     (limits,) = mocks.one("kubernetes:core/v1:LimitRange").inputs["spec"]["limits"]
     assert limits["type"] == "Container"
     assert set(limits["defaultRequest"]) == {"cpu", "memory", "ephemeral-storage"}
+    # a default disk limit would be every step's (they state none), evicted past it
+    assert limits["default"] == {"memory": "1Gi"}
+    assert limits["max"]["ephemeral-storage"] == "200Gi"
     classes = {
         r.inputs["metadata"]["name"]: r.inputs
         for r in mocks.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")

@@ -584,12 +584,25 @@ export HOME=/tmp
 if [ -n "${S3_ENDPOINT:-}" ]; then set -- --endpoint-url "$S3_ENDPOINT"; fi
 if [ "${S3_FORCE_PATH_STYLE:-}" = true ]; then aws configure set s3.addressing_style path; fi
 aws "$@" s3 cp --only-show-errors "$CONTEXT_URL" /workspace/context.tar.gz
-if [ "${ECR_LOGIN:-}" = 1 ]; then aws ecr get-login-password > /auth/registry-password; fi
+if [ "${ECR_LOGIN:-}" = 1 ]; then
+  aws ecr get-login-password > /auth/registry-password
+  # The step repository's tags are immutable: a rebuild of an image already pushed (a
+  # step deleted and created again, a retry after the push) would be refused. Its tag is
+  # the content's address, so the image there is this build's.
+  if aws ecr describe-images --repository-name "$STEP_REPOSITORY" \
+      --image-ids imageTag="$IMAGE_TAG" > /dev/null 2>&1; then
+    : > /auth/image-present
+  fi
+fi
 """
 
 # Runs in BuildKit's rootless image (busybox): unpacks the context, turns the ECR password
 # into a Docker config, then builds and pushes with a daemon that lives as long as the pod.
 _BUILD_SCRIPT = """\
+if [ -e /auth/image-present ]; then
+  echo "The image $IMAGE_REF is already in the registry: not built again"
+  exit 0
+fi
 mkdir -p /workspace/context
 tar -xzf /workspace/context.tar.gz -C /workspace/context
 rm /workspace/context.tar.gz
@@ -659,6 +672,8 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
     fetch_env = {"CONTEXT_URL": build.context_url, **dict(build.env)}
     if ecr_login:
         fetch_env["ECR_LOGIN"] = "1"
+        fetch_env["STEP_REPOSITORY"] = cfg.step_repository.split("/", 1)[1]
+        fetch_env["IMAGE_TAG"] = build.digest
     fetch: dict[str, Any] = {
         "name": BUILD_FETCH_CONTAINER,
         "image": cfg.builder_tools_image,
@@ -686,6 +701,7 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
             # a nested sandbox would need privileges the pod does not have.
             {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
             {"name": "REGISTRY_HOST", "value": registry_host(cfg)},
+            {"name": "IMAGE_REF", "value": step_image_ref(cfg, build.digest)},
         ],
         "resources": {
             "limits": {
@@ -698,10 +714,15 @@ def image_build_job(build: ImageBuild, cfg: KubernetesConfig) -> Manifest:
                 "ephemeral-storage": bytes_quantity(storage),
             },
         },
-        # Rootless BuildKit maps users with the setuid newuidmap: privilege escalation
-        # stays allowed, inside its own user namespace, as uid 1000 with no capabilities.
+        # Rootless BuildKit (rootlesskit) maps its user namespace's ids with newuidmap and
+        # newgidmap, which need CAP_SETUID and CAP_SETGID from their setuid bit or file
+        # capabilities: with a bounding set emptied (capabilities drop ALL) or
+        # no_new_privs, they fail ("Could not set caps") and buildkitd never starts. So
+        # the container runs as uid 1000 with the runtime's default capabilities and
+        # privilege escalation allowed, as BuildKit's rootless example does; its
+        # namespace is the builds' own, privileged one (docs/images.md).
         "securityContext": {
-            "capabilities": {"drop": ["ALL"]},
+            "allowPrivilegeEscalation": True,
             "seccompProfile": {"type": "Unconfined"},
             "appArmorProfile": {"type": "Unconfined"},
         },
