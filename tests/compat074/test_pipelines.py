@@ -130,7 +130,9 @@ def test_pipeline_from_local_folder_runs_and_is_tracked(client, client_site_vari
     assert found["build_logs_2"] == found["build_logs"][-2:]
     assert sorted((m["value"], m["execution_id"]) for m in found["metrics"]) == [
         (2, run_id), (10, found["started"]["execution_id"])]
-    assert [m["value"] for m in found["list_metrics"]] == [2, 5.0]
+    # one item per list, with its values, as 0.74 documents get_list_metrics
+    assert [(m["name"], m["values"], m["execution_id"], m["pipeline_name"])
+            for m in found["list_metrics"]] == [("scaled", [2, 5.0], run_id, name)]
     assert found["executions_after"] == [run_id]
     assert found["deleted"] == {"pipeline": {"name": name}, "deployments": []}
     assert found["gone"]["status_code"] == 404

@@ -68,6 +68,19 @@ def test_record_overwrite_append_and_read(gristmill_env, execution, unique) -> N
     page = api.get("/metrics/list-values", params={
         "filters[name]": f"loss-{unique}", "items_per_page": 2, "page": 2}).json()
     assert page["total_count"] == 3 and [m["value"] for m in page["metrics"]] == [1]
+    # craft-ai-sdk 0.74 documents one item per list, with its values
+    current = {"craft-ai-client": "craft-ai-sdk@0.74.7"}
+    lists = api.get("/metrics/list-values", headers=current,
+                    params={"filters[name]": f"loss-{unique}"}).json()
+    assert lists["total_count"] == 1
+    [item] = lists["metrics"]
+    assert (item["name"], item["values"], item["execution_id"]) == (
+        f"loss-{unique}", [3, 2, 1], execution_id)
+    assert set(item) == {"name", "values", "created_at", "execution_id", "deployment_name",
+                         "pipeline_name"}
+    legacy = {"craft-ai-client": "craft-ai-sdk@0.50.1"}
+    assert [m["value"] for m in api.get("/metrics/list-values", headers=legacy, params={
+        "filters[name]": f"loss-{unique}"}).json()["metrics"]] == [3, 2, 1]
 
 
 @pytest.mark.parametrize(("route", "body", "fragment"), [

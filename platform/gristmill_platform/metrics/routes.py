@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from gristmill_platform.db.models.executions import ListMetricValue, MetricValue
 from gristmill_platform.deps import PrincipalDep, SessionDep
 from gristmill_platform.http.bodies import json_or_form
+from gristmill_platform.http.clients import CLIENT_HEADER, is_current_client
 from gristmill_platform.http.dates import iso
-from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
+from gristmill_platform.metrics.repository import MetricFilters, MetricList, MetricRepository
 from gristmill_platform.metrics.service import MetricService
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
@@ -62,8 +63,20 @@ async def get_metrics(principal: PrincipalDep, service: ServiceDep, selected: Fi
     return {"metrics": [_item(r) for r in rows], "total_count": total}
 
 
+def _list(metric: MetricList) -> dict[str, Any]:
+    return {"name": metric.name, "values": metric.values, "created_at": iso(metric.created_at),
+            "execution_id": metric.execution_id, "deployment_name": metric.deployment_name,
+            "pipeline_name": metric.pipeline_name}
+
+
 @router.get("/list-values")
-async def get_list_metrics(principal: PrincipalDep, service: ServiceDep, selected: FiltersDep,
-                           items_per_page: int = 5000, page: int = 1) -> dict[str, Any]:
+async def get_list_metrics(request: Request, principal: PrincipalDep, service: ServiceDep,
+                           selected: FiltersDep, items_per_page: int = 5000, page: int = 1
+                           ) -> dict[str, Any]:
+    if is_current_client(request.headers.get(CLIENT_HEADER)):
+        # one item per list with its values, as craft-ai-sdk 0.74 documents them; 0.50.1,
+        # Gristmill's SDK and the product documentation have one item per value
+        lists, total = await service.lists(selected, page, items_per_page)
+        return {"metrics": [_list(m) for m in lists], "total_count": total}
     rows, total = await service.page(ListMetricValue, selected, page, items_per_page)
     return {"metrics": [_item(r) for r in rows], "total_count": total}

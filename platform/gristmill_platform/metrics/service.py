@@ -10,7 +10,7 @@ from gristmill_platform.auth.principal import Principal
 from gristmill_platform.db.models.executions import Execution, ListMetricValue, MetricValue
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.errors import BadRequest, NotFound
-from gristmill_platform.metrics.repository import MetricFilters, MetricRepository
+from gristmill_platform.metrics.repository import MetricFilters, MetricList, MetricRepository
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 # per list metric of an execution, as documented: one long list does not use up another's
@@ -20,6 +20,8 @@ MAX_PER_PAGE = 5_000
 # (MAX_PAGE - 1) * MAX_PER_PAGE rows is far beyond any history, and fits every database's
 # integer offset
 MAX_PAGE = 1_000_000
+# values in one answer of list metrics in the per-list shape (about 20 MB of JSON)
+MAX_VALUES_PER_PAGE = 1_000_000
 
 
 def _number(value: Any, where: str) -> float:
@@ -94,11 +96,28 @@ class MetricService:
             for i, v in enumerate(numbers)])
         return len(numbers)
 
-    async def page(self, model: Any, filters: MetricFilters, page: int, per_page: int
-                   ) -> tuple[Sequence[Any], int]:
+    @staticmethod
+    def _check_page(page: int, per_page: int) -> None:
         if not 1 <= page <= MAX_PAGE:
             # beyond it the row offset overflows the database's integers (SQLite, bigint)
             raise BadRequest(f"page must be between 1 and {MAX_PAGE}")
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise BadRequest(f"items_per_page must be between 1 and {MAX_PER_PAGE}")
+
+    async def page(self, model: Any, filters: MetricFilters, page: int, per_page: int
+                   ) -> tuple[Sequence[Any], int]:
+        self._check_page(page, per_page)
         return await self.repository.page(model, filters, page=page, per_page=per_page)
+
+    async def lists(self, filters: MetricFilters, page: int, per_page: int
+                    ) -> tuple[list[MetricList], int]:
+        """One item per list metric (craft-ai-sdk 0.74's shape)."""
+        self._check_page(page, per_page)
+        lists, total, size = await self.repository.lists(
+            filters, page=page, per_page=per_page, max_values=MAX_VALUES_PER_PAGE)
+        if size > MAX_VALUES_PER_PAGE:
+            raise BadRequest(
+                f"This page of list metrics holds {size} values, more than the "
+                f"{MAX_VALUES_PER_PAGE} one answer may carry: ask fewer items_per_page or "
+                "filter by name or execution_id")
+        return lists, total

@@ -12,12 +12,12 @@ from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, trans
 from gristmill_platform.errors import NotFound
 from gristmill_platform.executions.schemas import execution_summary
 from gristmill_platform.http.bodies import json_or_form, structured_form
+from gristmill_platform.http.clients import CLIENT_HEADER, is_current_client, is_legacy_client
 from gristmill_platform.pipelines.schemas import pipeline_list_item, pipeline_read
 from gristmill_platform.pipelines.service import PipelineService
 from gristmill_platform.pipelines.waiting import wait_for_build
 from gristmill_platform.project.unsupported import pipeline_templates_not_supported
 from gristmill_platform.steps.build_failures import creation_failed
-from gristmill_platform.steps.schemas import is_legacy_client, waits_on_its_own
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -58,7 +58,10 @@ async def create_pipeline(request: Request, state: AppStateDep, principal: Princ
                                              principal, name=step_name, hidden=True)
         await service.attach_hidden_step(str(name), created.step, principal)
     state.builds.schedule(created.step.id, created.deploy_key)
-    if not waits_on_its_own(request.headers.get("craft-ai-client")):
+    # a current craft-ai-sdk ignores this answer and waits with get_pipeline when asked
+    # to: holding it for the build would make wait_for_completion=False wait, and a
+    # failed build raise StepCreationFailed, not its documented CreationFailed
+    if not is_current_client(request.headers.get(CLIENT_HEADER)):
         await state.builds.wait(created.step.id, state.settings.step_build_wait_s)
     async with transaction(state) as session:
         pipeline, step = await state.factories.pipelines(session).get(str(name))

@@ -11,10 +11,11 @@ from gristmill_platform.auth.principal import Principal
 from gristmill_platform.deps import AppStateDep, PrincipalDep, SessionDep, transaction
 from gristmill_platform.errors import NotFound
 from gristmill_platform.http.bodies import structured_form
+from gristmill_platform.http.clients import is_legacy_client
 from gristmill_platform.state import AppState
 from gristmill_platform.steps.build_failures import creation_failed
 from gristmill_platform.steps.repository import StepRepository
-from gristmill_platform.steps.schemas import is_legacy_client, step_list_item, step_read
+from gristmill_platform.steps.schemas import step_list_item, step_read
 from gristmill_platform.steps.service import StepService
 
 router = APIRouter(prefix="/steps", tags=["steps"])

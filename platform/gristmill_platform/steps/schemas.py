@@ -7,25 +7,6 @@ from typing import Any
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.http.dates import iso
 
-CLIENT_PREFIX = "craft-ai-sdk@"
-LEGACY_CLIENT_PREFIX = "craft-ai-sdk@0.50"
-
-
-
-
-def is_legacy_client(client_header: str | None) -> bool:
-    """craft-ai-sdk 0.50 does not know "creation_failed": it needs a 404 to stop waiting."""
-    return bool(client_header and client_header.startswith(LEGACY_CLIENT_PREFIX))
-
-
-def waits_on_its_own(client_header: str | None) -> bool:
-    """A craft-ai-sdk newer than 0.50 ignores the answer to a pipeline's creation and
-    waits with get_pipeline(wait_for_completion) when asked to: holding the creation for
-    the build would make wait_for_completion=False wait, and a failed build raise
-    StepCreationFailed instead of its documented CreationFailed."""
-    return bool(client_header and client_header.startswith(CLIENT_PREFIX)
-                and not is_legacy_client(client_header))
-
 
 def creation_info(step: Step) -> dict[str, Any]:
     info: dict[str, Any] = {
