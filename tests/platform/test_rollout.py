@@ -247,6 +247,39 @@ def test_validations_flag_executions_and_still_answer(gristmill_env, api, archiv
                      fragment)
 
 
+@pytest.mark.parametrize("mode", ["low_latency", "elastic"])
+def test_validations_judge_the_pipeline_a_rule_routes_to(gristmill_env, api, archive, unique,
+                                                          mode) -> None:
+    """A call another pipeline answered (a split) and a shadow copy are checked against the
+    deployment's validations too, on the warm path as on the elastic one."""
+    names = pipelines(api, archive, unique)
+    name = f"vr-{mode.replace('_', '')}-{unique}"
+    token = endpoint(api, names["champion"], name, mode)
+    assert api.put(f"/deployments/{name}/validations",
+                   json={"champion": "info['who'] == 'champion'"}).status_code == 200
+
+    def failures(execution_id: str) -> Any:
+        read = api.get(f"/executions/{execution_id}").json()
+        return read["validation_failures"] if read["status"] == "Succeeded" else None
+
+    assert set_traffic(api, name, split={names["challenger"]: 1}).status_code == 200
+    answered, who, routed = ask(gristmill_env, name, token, "routed")
+    assert (answered, who) == (names["challenger"], "challenger")
+    assert eventually(lambda: failures(routed), "flagged") == ["champion"]
+
+    assert set_traffic(api, name, shadow=[names["challenger"]]).status_code == 200
+    _, who, own = ask(gristmill_env, name, token, "shadowed")
+    assert who == "champion"
+    eventually(lambda: failures(own) == [], "not flagged")
+
+    def shadow_failures() -> Any:
+        copies = [e for e in executions(api, name)
+                  if e.get("shadow") and e["pipeline_name"] == names["challenger"]]
+        return failures(copies[0]["execution_id"]) if copies else None
+
+    assert eventually(shadow_failures, "the shadow copy flagged") == ["champion"]
+
+
 def test_sdk_sets_rules_validations_and_exports(gristmill_env, api, archive, unique) -> None:
     from gristmill import Gristmill
     from gristmill.errors import APIError

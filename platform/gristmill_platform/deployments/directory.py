@@ -145,13 +145,16 @@ class EndpointDirectory:
                 pipeline, step = found if found is not None else (None, None)
                 traffic = await session.get(DeploymentTraffic, deployment.id)
                 rule = parse_rule(traffic.rule) if traffic is not None else NO_RULE
+                validations = dict(traffic.validations) if traffic else {}
                 variants: dict[str, Endpoint] = {}
                 for variant in sorted(rule.pipelines() - {deployment.pipeline_name}):
                     other = await pipelines.with_step(variant)
                     if other is not None:
-                        variants[variant] = Endpoint(deployment, *other)
-                endpoint = Endpoint(deployment, pipeline, step, rule,
-                                    dict(traffic.validations) if traffic else {}, variants)
+                        # the deployment's validations judge every pipeline it routes to,
+                        # as for an elastic deployment (docs/rollout.md)
+                        variants[variant] = Endpoint(deployment, *other,
+                                                     validations=validations)
+                endpoint = Endpoint(deployment, pipeline, step, rule, validations, variants)
         entry = _Entry(endpoint, now, version)
         if len(self._entries) > 10_000:  # names probed at random must not grow it forever
             self._entries.clear()
