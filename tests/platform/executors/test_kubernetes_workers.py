@@ -36,7 +36,13 @@ from gristmill_platform.executors.base import LogLine
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor
-from gristmill_platform.executors.kubernetes.worker_pods import Verdict, judge, read_pod
+from gristmill_platform.executors.kubernetes.worker_pods import (
+    Verdict,
+    has_current,
+    judge,
+    read_pod,
+    refusal,
+)
 from gristmill_platform.executors.kubernetes.workers import (
     KubernetesWorkerPool,
     lines_after,
@@ -841,6 +847,23 @@ async def test_a_gpu_worker_no_node_can_take_fails_creation_after_the_timeout(
         await Starts().run(pool, "no gpu")
 
 
+async def test_worker_pods_refused_at_admission_fail_creation_with_the_reason(
+        state: AppState, pool: KubernetesWorkerPool, cluster: WorkerCluster) -> None:
+    """No pod exists to tell why: the Deployment's ReplicaFailure does (a quota, here)."""
+    quota = ('pods "gm-ll-score-api-1" is forbidden: exceeded quota: gristmill-workers, '
+             "requested: requests.cpu=4, used: requests.cpu=30, limited: requests.cpu=32")
+    cluster.refuse_pods = quota
+    await add_deployment(state)
+    await pool.ensure("score-api", wait_s=DEADLINE_S)
+
+    row = await deployment_row(state)
+    assert row.status == "creation_failed"
+    assert row.status_reason == f"Kubernetes did not create the worker pod: {quota}"
+    assert pool.pods("score-api") == []
+    with pytest.raises(ExecutionLost, match="exceeded quota"):
+        await Starts().run(pool, "refused")
+
+
 async def test_a_cuda_language_alone_asks_for_a_gpu(
         state: AppState, pool: KubernetesWorkerPool, emulator: Emulator) -> None:
     await add_deployment(state, language="python-cuda:3.12-12.4")
@@ -970,3 +993,29 @@ def test_the_pool_is_chosen_by_the_executor_setting(tmp_path: Path) -> None:
     assert isinstance(pool, KubernetesWorkerPool)
     assert pool.executor.cfg.namespace == "gm-test"
     json.dumps(pool.pods("nothing"))  # an unknown deployment has no pods
+
+
+def test_judge_reads_why_no_pod_was_created() -> None:
+    refused = {"status": {"conditions": [
+        {"type": "Available", "status": "False"},
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+         "message": "exceeded quota"}]}}
+    reason = refusal(refused)
+    assert reason == "Kubernetes did not create the worker pod: exceeded quota"
+    stalled = {"status": {"conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": 'ReplicaSet "x" has timed out progressing.'}]}}
+    assert refusal(stalled) == ('The worker\'s rollout made no progress: ReplicaSet "x" has '
+                                "timed out progressing.")
+    assert refusal({"status": {"conditions": [
+        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}}) is None
+    assert refusal({}) is None
+    # final before the worker was ever up, retried after; a pod that exists speaks first
+    assert judge([], 1, was_up=False, now=NOW, unschedulable_timeout_s=600,
+                 refused=reason) == Verdict("creation_failed", reason)
+    assert judge([], 1, was_up=True, now=NOW, unschedulable_timeout_s=600,
+                 refused=reason) == Verdict("down_retrying", reason)
+    assert judge([_pod("a", 1, phase="Pending")], 1, was_up=False, now=NOW,
+                 unschedulable_timeout_s=600, refused=reason) is None
+    assert has_current([_pod("a", 1, phase="Pending")], 1)
+    assert not has_current([_pod("a", 1, phase="Pending")], 2)

@@ -116,6 +116,10 @@ class WorkerCluster:
         # True: a rollout stops once its new pods are ready, the old ones still serving (a
         # moment a real rollout also goes through, held for as long as the test needs)
         self.hold_rollouts = False
+        # set: pods are refused at admission (a ResourceQuota, a LimitRange), as the
+        # ReplicaSet controller's create would be: none is made, and the Deployment
+        # carries ReplicaFailure with this message, as the real controllers report it
+        self.refuse_pods: str | None = None
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -197,6 +201,13 @@ class WorkerCluster:
             json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         live = [p for p in self.pods.values() if p.deployment == name and not p.terminating]
         current = [p for p in live if p.template_hash == template_hash]
+        if self.refuse_pods is not None and len(current) < replicas:
+            if (deployment.get("status") or {}).get("conditions") is None:
+                self.emulator.update("apps/v1/deployments", self.namespace, name, {
+                    "status": {"conditions": [{
+                        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                        "message": self.refuse_pods}]}})
+            return
         for _ in range(replicas - len(current)):
             current.append(self._create(name, template_hash, template))
         ready = sum(1 for p in current if p.container is not None and p.container.ready)

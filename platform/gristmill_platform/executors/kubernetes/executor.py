@@ -37,6 +37,7 @@ from gristmill_platform.executors.base import Executor, LogLine
 from gristmill_platform.executors.kubernetes import apply, build_status, manifests, status
 from gristmill_platform.executors.kubernetes.config import KubernetesConfig
 from gristmill_platform.executors.kubernetes.images import ImageBuild, step_image_ref
+from gristmill_platform.executors.kubernetes.worker_pods import refusal
 from gristmill_platform.executors.spec import (
     Handle,
     LaunchSpec,
@@ -422,6 +423,13 @@ class KubernetesExecutor:
         obj = await self._get(Deployment, {"name": manifests.worker_name(deployment_name),
                                            "namespace": self.cfg.namespace})
         return None if obj is None else manifests.is_shadow_only(_raw(obj))
+
+    async def worker_refusal(self, deployment_name: str) -> str | None:
+        """Why Kubernetes creates no pod for the deployment's warm workers, from their
+        Deployment's conditions (worker_pods.refusal); None when it says nothing."""
+        obj = await self._get(Deployment, {"name": manifests.worker_name(deployment_name),
+                                           "namespace": self.cfg.namespace})
+        return None if obj is None else refusal(_raw(obj))
 
     async def delete_worker(self, deployment_name: str) -> None:
         """Delete the Deployment (its ReplicaSets and pods follow), the Service and the

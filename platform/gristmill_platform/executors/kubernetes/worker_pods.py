@@ -81,8 +81,31 @@ class Verdict:
     reason: str | None = None
 
 
+def refusal(deployment: Mapping[str, Any]) -> str | None:
+    """Why Kubernetes does not create a worker Deployment's pods, from its conditions: a
+    pod refused at admission (the namespace's ResourceQuota or LimitRange, Pod Security)
+    is never created, so no pod can tell it; the Deployment controller copies its
+    ReplicaSet's ReplicaFailure (FailedCreate) onto the Deployment. None: nothing said."""
+    conditions = (deployment.get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            message = str(condition.get("message") or condition.get("reason") or "")
+            return f"Kubernetes did not create the worker pod: {message}".rstrip(": ")
+    for condition in conditions:
+        if (condition.get("type") == "Progressing" and condition.get("status") == "False"
+                and condition.get("reason") == "ProgressDeadlineExceeded"):
+            message = str(condition.get("message") or "")
+            return f"The worker's rollout made no progress: {message}".rstrip(": ")
+    return None
+
+
+def has_current(pods: Sequence[WorkerPod], generation: int) -> bool:
+    """Whether a pod of this generation exists, live or failed (not one being deleted)."""
+    return any(p.generation == generation and p.status != "terminating" for p in pods)
+
+
 def judge(pods: Sequence[WorkerPod], generation: int, *, was_up: bool, now: datetime,
-          unschedulable_timeout_s: float) -> Verdict | None:
+          unschedulable_timeout_s: float, refused: str | None = None) -> Verdict | None:
     """The deployment's status from its pods, or None while the current generation's pod
     is still on its way (the status stays creation_pending).
 
@@ -91,7 +114,8 @@ def judge(pods: Sequence[WorkerPod], generation: int, *, was_up: bool, now: date
     definite failure (image, configuration, a crash at import) is final at once, like a
     failed local start; Kubernetes keeps retrying, and the status turns "up" if a retry
     works. Once up, a worker that stops serving is "down_retrying" until it is back, or
-    until it has crashed MAX_RESTARTS times in a loop."""
+    until it has crashed MAX_RESTARTS times in a loop. refused: why Kubernetes creates no
+    pod of the generation (``refusal``), final as a definite failure is when none exists."""
     current = [p for p in pods if p.generation == generation
                and p.status != "terminating" and not p.finished]
     if any(p.status == "ready" for p in current):
@@ -116,6 +140,8 @@ def judge(pods: Sequence[WorkerPod], generation: int, *, was_up: bool, now: date
             return Verdict("creation_failed", reason if not was_up
                            else f"The worker keeps failing: {reason}")
         return Verdict("down_retrying", reason)
+    if refused is not None and not current:
+        return Verdict("down_retrying" if was_up else "creation_failed", refused)
     if was_up:
         return Verdict("down_retrying", "The worker pod is being replaced.")
     return None

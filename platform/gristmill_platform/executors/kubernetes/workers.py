@@ -68,7 +68,13 @@ from gristmill_platform.executors.deployment_logs import (
 from gristmill_platform.executors.kubernetes import manifests
 from gristmill_platform.executors.kubernetes.executor import KubernetesExecutor, _has_labels
 from gristmill_platform.executors.kubernetes.watcher import PodInformer
-from gristmill_platform.executors.kubernetes.worker_pods import Verdict, WorkerPod, judge, read_pod
+from gristmill_platform.executors.kubernetes.worker_pods import (
+    Verdict,
+    WorkerPod,
+    has_current,
+    judge,
+    read_pod,
+)
 from gristmill_platform.executors.spec import Resources, WorkerSpec
 from gristmill_platform.executors.worker_client import WorkerClient, WorkerUnreachable
 from gristmill_platform.executors.workers import (
@@ -676,8 +682,12 @@ class KubernetesWorkerPool:
             self._announce(tracked, pods)
             tracked.pods = pods
             await self._sync_lanes(tracked)
+            # no pod to judge: the Deployment may say why (refused at admission)
+            refused = (None if has_current(pods, tracked.generation)
+                       else await self.executor.worker_refusal(tracked.name))
             verdict = judge(pods, tracked.generation, was_up=tracked.was_up, now=self.clock(),
-                            unschedulable_timeout_s=self.executor.cfg.unschedulable_timeout_s)
+                            unschedulable_timeout_s=self.executor.cfg.unschedulable_timeout_s,
+                            refused=refused)
             if verdict is not None:
                 await self._record(tracked, verdict)
             tracked.pulse()
