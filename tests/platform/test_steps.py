@@ -226,6 +226,10 @@ def test_git_errors_are_clear(api, unique, tmp_path) -> None:
         "repository_url": "https://user:s3cret@127.0.0.1:9/nothing.git"}), None)
     body = assert_error(response, 400, "git clone failed")
     assert "s3cret" not in body["message"] and "s3cret" not in str(body["additional_data"])
+    # the step is kept (creation_failed); what shows its URL shows no credentials
+    shown = [api.get(f"/steps/git-url-{unique}").json()["parameters"]["container_config"],
+             next(s for s in api.get("/steps").json() if s["step_name"] == f"git-url-{unique}")]
+    assert [s["repository_url"] for s in shown] == ["https://***@127.0.0.1:9/nothing.git"] * 2
 
 
 def test_git_error_keeps_its_cause(api, unique) -> None:

@@ -14,6 +14,7 @@ from gristmill_platform.console import services
 from gristmill_platform.console.web import ConsoleRoute, ViewerDep, render
 from gristmill_platform.deps import AppStateDep, SessionDep
 from gristmill_platform.errors import BadRequest, Forbidden, NotFound
+from gristmill_platform.steps.schemas import shown_repository_url
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -74,6 +75,7 @@ async def _settings(request: Request, viewer: ViewerDep, state: AppStateDep,
     defaults = {k.removeprefix("step_default_"): v
                 for k, v in state.settings.model_dump().items()
                 if k.startswith("step_default_") and "deploy_key" not in k}
+    defaults["repository_url"] = shown_repository_url(defaults.get("repository_url"))
     return render(request, "settings.html", user=user, tokens=tokens, users=users,
                   emails=emails, defaults=defaults, max_token_days=MAX_SDK_TOKEN_DAYS,
                   **extra)

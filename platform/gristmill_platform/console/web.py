@@ -33,6 +33,7 @@ from gristmill_platform.errors import (
 )
 from gristmill_platform.settings import Settings
 from gristmill_platform.state import AppState
+from gristmill_platform.steps.schemas import shown_repository_url
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -89,6 +90,7 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
     env.filters["urlpart"] = lambda v: quote(str(v), safe="")
+    env.filters["repository_url"] = shown_repository_url
     env.globals["version"] = gristmill_platform.__version__
     return env
 

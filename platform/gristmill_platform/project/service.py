@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from gristmill_platform.settings import Settings
+from gristmill_platform.steps.schemas import shown_repository_url
 from gristmill_platform.steps.service import project_defaults
 
 # a fixed namespace: the same environment URL always gives the same environment id
@@ -26,7 +27,7 @@ def project_information(settings: Settings) -> dict[str, Any]:
     return {
         "environment_id": environment_id(settings),
         "language": defaults.language,
-        "repository_url": defaults.repository_url,
+        "repository_url": shown_repository_url(defaults.repository_url),
         "repository_branch": defaults.repository_branch,
         "has_repository_deploy_key": defaults.repository_deploy_key is not None,
         "requirements_path": defaults.requirements_path,

@@ -6,6 +6,7 @@ from typing import Any
 
 from gristmill_platform.db.models.steps import Step
 from gristmill_platform.http.dates import iso
+from gristmill_platform.steps.git import redact
 
 
 def creation_info(step: Step) -> dict[str, Any]:
@@ -26,8 +27,18 @@ def creation_info(step: Step) -> dict[str, Any]:
     return info
 
 
+def shown_repository_url(url: str | None) -> str | None:
+    """A repository URL as answers show it: credentials a user put in it
+    (https://user:token@host/...) are for the clone only, not for every reader of the
+    step (docs/steps-and-pipelines.md)."""
+    return redact(url) if url else url
+
+
 def public_container_config(step: Step) -> dict[str, Any]:
-    return {k: v for k, v in (step.container_config or {}).items() if k != "warnings"}
+    config = {k: v for k, v in (step.container_config or {}).items() if k != "warnings"}
+    if config.get("repository_url"):
+        config["repository_url"] = shown_repository_url(config["repository_url"])
+    return config
 
 
 def step_read(step: Step) -> dict[str, Any]:
@@ -53,7 +64,7 @@ def step_list_item(step: Step) -> dict[str, Any]:
         "created_at": iso(step.created_at),
         "updated_at": iso(step.updated_at),
         "repository_branch": config.get("repository_branch"),
-        "repository_url": config.get("repository_url"),
+        "repository_url": shown_repository_url(config.get("repository_url")),
         "commit_id": step.commit_id,
         "origin": step.origin,
     }

@@ -75,9 +75,11 @@ def test_project_information_shows_defaults_never_the_deploy_key(tmp_path) -> No
 
     settings = resolve_settings(Settings(
         data_dir=tmp_path, step_default_requirements_path="requirements.txt",
-        step_default_repository_deploy_key="-----BEGIN KEY-----secret"))
+        step_default_repository_deploy_key="-----BEGIN KEY-----secret",
+        step_default_repository_url="https://bot:token-secret@git.example/team/repo.git"))
     info = project_information(settings)
     assert info["requirements_path"] == "requirements.txt"
     assert info["has_repository_deploy_key"] is True
     assert "secret" not in str(info)
+    assert info["repository_url"] == "https://***@git.example/team/repo.git"
     assert info["environment_id"] == environment_id(settings)
