@@ -222,6 +222,31 @@ def temporary_sibling(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.gristmill-part")
 
 
+def check_file_destination(dest: Path, example_name: str | None = None) -> None:
+    """Refuse, before any transfer, a path that cannot become the downloaded file: a
+    folder, or a file in a folder that does not exist. The errors name the path as the
+    user gave it (not the hidden temporary file the bytes first go to)."""
+    shown = str(dest)
+    error: OSError | None = None
+    if dest.is_dir():
+        example = f" such as {str(dest / example_name)!r}" if example_name else ""
+        error = IsADirectoryError(
+            f"Cannot download to {shown!r}: it is a folder. Give the path of the file to "
+            f"write{example}."
+        )
+    elif not dest.parent.exists():
+        error = FileNotFoundError(
+            f"Cannot download to {shown!r}: the folder {str(dest.parent)!r} does not exist; "
+            "create it first."
+        )
+    elif not dest.parent.is_dir():
+        error = NotADirectoryError(
+            f"Cannot download to {shown!r}: {str(dest.parent)!r} is not a folder."
+        )
+    if error is not None:
+        raise error
+
+
 @contextmanager
 def atomic_write(dest: Path) -> Iterator[IO[bytes]]:
     """Write to a temp file and rename it over ``dest`` only on success.

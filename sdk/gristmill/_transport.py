@@ -445,6 +445,48 @@ class Transport:
             if on_wait is not None:
                 on_wait()
 
+    def endpoint_call(
+        self,
+        method: str,
+        url: str,
+        *,
+        authorization: str,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        files: Files | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """A call to a deployment's endpoint (contract §4), with the endpoint's own
+        ``Authorization`` (its endpoint token), not the SDK's access token.
+
+        Goes through the same ``httpx.Client`` and retry rules as API calls: a POST (an
+        execution) is replayed only when it was certainly not processed (no connection,
+        429, 503), never after a failure that may have reached the server. Redirects are
+        not followed; the response is returned as is, 3xx included, and an error status
+        is raised as ``APIError``."""
+        response = self._send(
+            method,
+            url,
+            json=json,
+            data=data,
+            files=files,
+            headers={"Authorization": authorization},
+            auth=False,
+            api=True,
+            timeout=timeout,
+        )
+        if response.status_code >= 400:
+            raise api_error_from_body(
+                response.status_code,
+                response.content,
+                method=method,
+                url=_redact(url),
+                retry_after=parse_retry_after(
+                    response.headers.get("retry-after"), now=self._clock()
+                ),
+            )
+        return response
+
     def presigned(
         self,
         method: str,

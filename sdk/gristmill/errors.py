@@ -80,12 +80,28 @@ class BadRequestError(APIError):
 
 
 class AuthenticationError(APIError):
-    """401: the SDK token or the access token was refused."""
+    """401: the SDK token or the access token was refused, or (server error name
+    ``InvalidEndpointToken``) the endpoint token given to ``trigger_endpoint`` /
+    ``retrieve_endpoint_results``; ``hint`` says which token to check."""
 
     hint = (
         "check your SDK token (sdk_token=..., GRISTMILL_SDK_TOKEN or CRAFT_AI_SDK_TOKEN) "
         "and that it belongs to this environment."
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.name in _ENDPOINT_TOKEN_ERROR_NAMES:
+            self.hint = _ENDPOINT_AUTH_HINT
+
+
+# A wrong endpoint token: the SDK token is not involved in endpoint calls.
+_ENDPOINT_TOKEN_ERROR_NAMES = frozenset({"InvalidEndpointToken", "MissingEndpointToken"})
+_ENDPOINT_AUTH_HINT = (
+    "check the endpoint token (not the SDK token): it is the deployment's own, from "
+    'create_deployment(...)["endpoint_token"], get_deployment(name)["endpoint_token"] or '
+    "generate_new_endpoint_token(name), which invalidates the previous one."
+)
 
 
 class PermissionDeniedError(APIError):

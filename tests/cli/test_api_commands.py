@@ -153,6 +153,11 @@ def test_env_and_datastore(cli, unique: str, tmp_path: Path) -> None:
     copy = tmp_path / "copy.bin"
     cli("datastore", "download", remote, str(copy))
     assert copy.read_bytes() == local.read_bytes()
+    # a destination that cannot be the file: the SDK's message, no traceback
+    for where, words in ((tmp_path, "it is a folder"),
+                         (tmp_path / "no" / "x.bin", "does not exist")):
+        result = cli("datastore", "download", remote, str(where), code=1)
+        assert "Traceback" not in result.stderr and words in result.stderr, result.stderr
     cli("datastore", "rm", remote)
     assert json.loads(cli("datastore", "ls", f"cli-{unique}/", "-o", "json").stdout) == []
     assert "is not a file" in cli("datastore", "upload", str(tmp_path / "nope"), remote,

@@ -290,6 +290,36 @@ def test_text_mode_buffers_are_refused_before_any_request(
     assert request_log.paths() == []
 
 
+def test_a_folder_or_a_missing_folder_is_refused_naming_the_given_path(
+    gm: Gristmill, request_log: RequestLog, unique: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = f"sdk-dest-{unique}/iris.csv"
+    gm.upload_data_store_object(io.BytesIO(b"a,b\n1,2\n"), key)
+    request_log.clear()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").mkdir()
+    # the parameter is the file to write (docs/sdk.md): a folder is refused, not filled
+    with pytest.raises(IsADirectoryError) as err:
+        gm.download_data_store_object(key, "existing")
+    assert "'existing'" in str(err.value) and "is a folder" in str(err.value)
+    assert "existing/iris.csv" in str(err.value)
+    assert "gristmill-part" not in str(err.value)
+    with pytest.raises(FileNotFoundError) as missing:
+        gm.download_data_store_object(key, Path("nodir") / "x.csv")
+    assert "'nodir/x.csv'" in str(missing.value) and "'nodir'" in str(missing.value)
+    assert "gristmill-part" not in str(missing.value)
+    (tmp_path / "a-file").write_text("keep")
+    with pytest.raises(NotADirectoryError, match="'a-file/x.csv'"):
+        gm.download_data_store_object(key, "a-file/x.csv")
+    # checked before the transfer, and nothing left behind
+    assert request_log.paths() == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "existing"]
+    gm.download_data_store_object(key, "existing/iris.csv")
+    assert (tmp_path / "existing" / "iris.csv").read_bytes() == b"a,b\n1,2\n"
+    gm.delete_data_store_object(key)
+
+
 # -- progress bars --
 
 

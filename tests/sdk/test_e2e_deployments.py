@@ -9,6 +9,7 @@ import pytest
 
 from gristmill import Gristmill, Input, InputSource, Output, OutputDestination
 from gristmill.errors import AuthenticationError, BadRequestError
+from tests.sdk.conftest import RequestLog
 
 CODE = '''
 def multiply(number1: float, number2: float) -> dict:
@@ -70,6 +71,33 @@ def test_endpoint_periodic_and_management(sdk, folder, unique) -> None:
     assert {f"ep-{unique}", f"cron-{unique}"} <= {d["name"] for d in sdk.list_deployments()}
     assert sdk.get_deployment_logs(f"cron-{unique}") == []
     assert sdk.delete_deployment(f"cron-{unique}")["execution_rule"] == "periodic"
+
+
+def test_endpoint_calls_use_the_clients_http_client(gm: Gristmill, request_log: RequestLog,
+                                                    folder, unique) -> None:
+    """``Gristmill(http_client=...)`` (a private CA, a proxy) carries the endpoint calls
+    too, and a wrong endpoint token is reported as such (not as a bad SDK token)."""
+    name = f"sdk-hc-{unique}"
+    gm.create_pipeline(pipeline_name=name, function_path="src/main.py",
+                       function_name="multiply",
+                       inputs=[Input("number1", "number"), Input("number2", "number")],
+                       outputs=[Output("result", "number")],
+                       container_config={"local_folder": str(folder)})
+    token = gm.create_deployment(name, f"hc-{unique}", "endpoint")["endpoint_token"]
+    request_log.clear()
+    result = gm.trigger_endpoint(f"hc-{unique}", token, inputs={"number1": 2, "number2": 3})
+    assert result["outputs"] == {"result": 6}
+    execution = result["execution_id"]
+    assert request_log.paths()[0] == f"POST /endpoints/hc-{unique}"
+    assert set(request_log.paths()[1:]) == {f"GET /endpoints/hc-{unique}/executions/{execution}"}
+    assert all(r.headers["authorization"] == f"EndpointToken {token}"
+               for r in request_log.requests)
+    with pytest.raises(AuthenticationError) as err:
+        gm.trigger_endpoint(f"hc-{unique}", "not-the-endpoint-token", inputs={"number1": 1})
+    assert err.value.name == "InvalidEndpointToken"
+    assert "generate_new_endpoint_token" in str(err.value)
+    assert "GRISTMILL_SDK_TOKEN" not in str(err.value)
+    gm.delete_deployment(f"hc-{unique}")
 
 
 def test_file_endpoint(sdk, folder, unique) -> None:

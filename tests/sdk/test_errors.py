@@ -104,6 +104,20 @@ def test_authentication_error_has_a_hint() -> None:
     assert "GRISTMILL_SDK_TOKEN" in text
 
 
+@pytest.mark.parametrize("name", ["InvalidEndpointToken", "MissingEndpointToken"])
+def test_endpoint_token_errors_hint_at_the_endpoint_token_not_the_sdk_token(name: str) -> None:
+    err = api_error_from_body(401, body(message="Invalid endpoint token", name=name))
+    assert isinstance(err, errors.AuthenticationError)
+    text = str(err)
+    assert "GRISTMILL_SDK_TOKEN" not in text and "sdk_token=" not in text
+    assert "endpoint token" in text
+    for source in ("create_deployment", 'get_deployment(name)["endpoint_token"]',
+                   "generate_new_endpoint_token", "invalidates the previous one"):
+        assert source in text
+    # other 401s keep the SDK token hint
+    assert "GRISTMILL_SDK_TOKEN" in str(api_error_from_body(401, body(name="Unauthorized")))
+
+
 def test_data_store_xml_error() -> None:
     err = data_store_error_from_body(
         403,

@@ -184,6 +184,39 @@ def test_download_step_folder(server: ScriptedServer, tmp_path: Path) -> None:
     assert "authorization" not in download.headers
 
 
+def test_download_folder_is_created_when_missing(server: ScriptedServer, tmp_path: Path) -> None:
+    # docs/sdk.md and docs/steps-and-pipelines.md download into "downloads/" from scratch
+    server.script("GET /api/v1/steps/s1/download", Reply(200, {"signed_url": f"{server.url}/tgz"}))
+    server.script(
+        "GET /api/v1/pipelines/p1/download", Reply(200, {"signed_url": f"{server.url}/tgz"})
+    )
+    server.script("GET /tgz", Reply(200, b"archive-bytes"))
+    with client(server) as gm:
+        gm.download_step_local_folder("s1", str(tmp_path / "downloads") + "/")
+        gm.download_pipeline_local_folder("p1", tmp_path / "backup" / "nested")
+    assert (tmp_path / "downloads" / "s1.tgz").read_bytes() == b"archive-bytes"
+    assert (tmp_path / "backup" / "nested" / "p1.tgz").read_bytes() == b"archive-bytes"
+
+
+def test_download_folder_that_is_a_file_is_refused(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("keep")
+    with client(server) as gm, pytest.raises(ValueError, match="'folder' must be a folder"):
+        gm.download_step_local_folder("s1", tmp_path / "a-file")
+    assert (tmp_path / "a-file").read_text() == "keep"
+    assert server.paths("GET /api/v1/steps/s1/download") == []
+
+
+def test_no_folder_is_created_for_an_unknown_step(server: ScriptedServer, tmp_path: Path) -> None:
+    server.script(
+        "GET /api/v1/steps/nope/download", Reply(404, {"message": "no", "name": "NotFound"})
+    )
+    with client(server) as gm, pytest.raises(GristmillError):
+        gm.download_step_local_folder("nope", tmp_path / "downloads")
+    assert not (tmp_path / "downloads").exists()
+
+
 # -- runs -----------------------------------------------------------------------------------
 
 PIPELINE = {

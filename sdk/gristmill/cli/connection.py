@@ -20,8 +20,9 @@ HOW_TO_CONFIGURE = (
 
 @contextmanager
 def connected() -> Iterator[Gristmill]:
-    """A client for the configured environment; configuration and API errors end the
-    command with their message (exit code 1), never a traceback."""
+    """A client for the configured environment; configuration and API errors, and those
+    of the local files a command is given, end the command with their message (exit
+    code 1), never a traceback."""
     try:
         client = Gristmill(progress=False)
     except ValueError as exc:
@@ -30,4 +31,6 @@ def connected() -> Iterator[Gristmill]:
         with client:
             yield client
     except GristmillError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:  # a local file or folder a command was given (upload, download)
         raise fail(str(exc)) from None

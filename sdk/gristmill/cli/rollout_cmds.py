@@ -34,9 +34,10 @@ def export(
     format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
 ) -> None:
     """Export one row per execution of a deployment to the data store."""
-    from gristmill.client import Gristmill
+    from gristmill.cli.connection import connected
 
     since, until = _when(start), _when(end)  # bad dates before any connection
-    result = Gristmill().export_deployment_executions(
-        deployment, datastore_path, start=since, end=until, format=format)
+    with connected() as client:
+        result = client.export_deployment_executions(
+            deployment, datastore_path, start=since, end=until, format=format)
     typer.echo(f"{result['rows']} rows written to {result['path']} ({result['format']})")

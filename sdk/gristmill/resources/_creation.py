@@ -165,7 +165,11 @@ class CreationMixin(ClientBase):
         self, collection: str, name: str, folder: str | os.PathLike[str]
     ) -> None:
         """Fetch a step's or pipeline's code archive to ``{folder}/{name}.tgz``; written
-        to a temporary file renamed at the end, like data store downloads."""
+        to a temporary file renamed at the end, like data store downloads. A missing
+        folder is created (parents too); a path that is not a folder is refused."""
+        directory = Path(os.fspath(folder)).expanduser()
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"'folder' must be a folder; {str(directory)!r} is not.")
         what = f"GET /{collection}/{{name}}/download"
         presigned = expect_dict(
             self._transport.request(
@@ -174,9 +178,8 @@ class CreationMixin(ClientBase):
             what,
         )
         signed_url = expect_str(presigned, "signed_url", what)
-        directory = Path(os.fspath(folder)).expanduser()
-        if not directory.is_dir():
-            raise ValueError(f"'folder' must be an existing folder; {str(directory)!r} is not.")
+        # After the API call, so that a misspelt name creates no folder.
+        directory.mkdir(parents=True, exist_ok=True)
         with (
             atomic_write(directory / f"{name}.tgz") as out,
             self._transport.stream_presigned("GET", signed_url) as response,

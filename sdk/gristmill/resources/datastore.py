@@ -19,6 +19,7 @@ from gristmill._files import (
     Source,
     atomic_buffer_write,
     atomic_write,
+    check_file_destination,
     open_source,
 )
 from gristmill.errors import InvalidResponseError
@@ -189,11 +190,15 @@ class DataStoreMixin(ClientBase):
 
         Args:
             object_path_in_datastore: Path of the object in the data store.
-            filepath_or_buffer: A path (str or ``pathlib.Path``), or a file object opened
-                in binary mode for writing.
+            filepath_or_buffer: The path of the file to write (str or ``pathlib.Path``;
+                replaced if it exists), or a file object opened in binary mode for
+                writing.
 
         Raises:
             NotFoundError: there is no object at this path.
+            IsADirectoryError: ``filepath_or_buffer`` is a folder (checked before the
+                transfer; give the file's path, e.g. ``"downloads/iris.csv"``).
+            FileNotFoundError: the folder of ``filepath_or_buffer`` does not exist.
         """
         if not isinstance(filepath_or_buffer, str | os.PathLike) and not callable(
             getattr(filepath_or_buffer, "write", None)
@@ -204,6 +209,9 @@ class DataStoreMixin(ClientBase):
             )
         if isinstance(filepath_or_buffer, io.TextIOBase):
             raise TypeError("The file object is opened in text mode; open it with 'wb'.")
+        label = object_path_in_datastore.rsplit("/", 1)[-1] or object_path_in_datastore
+        if isinstance(filepath_or_buffer, str | os.PathLike):
+            check_file_destination(Path(os.fspath(filepath_or_buffer)), label)
 
         what = "POST /data-store/download"
         presigned = expect_dict(
@@ -217,7 +225,6 @@ class DataStoreMixin(ClientBase):
             what,
         )
         signed_url = expect_str(presigned, "signed_url", what)
-        label = object_path_in_datastore.rsplit("/", 1)[-1] or object_path_in_datastore
 
         if isinstance(filepath_or_buffer, str | os.PathLike):
             with atomic_write(Path(os.fspath(filepath_or_buffer))) as out:

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import httpx
 
-from gristmill._version import __version__
-from gristmill.errors import CreationFailedError, CreationTimeoutError, api_error_from_body
+from gristmill._transport import FileParts, decode_response
+from gristmill.errors import CreationFailedError, CreationTimeoutError
 from gristmill.io import InputSource, OutputDestination
-from gristmill.resources._base import ClientBase, expect_dict, expect_list, path_segment
+from gristmill.resources._base import (
+    ClientBase,
+    expect_dict,
+    expect_list,
+    expect_str,
+    path_segment,
+)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 # the server holds result requests (20 s by default) before redirecting to itself
-_ENDPOINT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+_ENDPOINT_READ_S = 300.0
 
 
 class _Unset(Enum):
@@ -29,6 +35,34 @@ class _Unset(Enum):
 
 def _millis(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
+
+
+def _check_mapping(value: object, what: str, of: str, *, required: bool = False) -> None:
+    if (value is not None or required) and not isinstance(value, Mapping):
+        raise TypeError(f"'{what}' must be a mapping of {of}, not {type(value).__name__}.")
+
+
+def _replayable_files(file_inputs: Mapping[str, Any]) -> Callable[[], FileParts]:
+    """The multipart files of an endpoint call, rebuilt for each try: a seekable file is
+    rewound to where it was, a stream that cannot be is read once and its bytes resent."""
+    starts: dict[str, int] = {}
+    contents: dict[str, Any] = {}
+    for key, value in file_inputs.items():
+        seekable = getattr(value, "seekable", None)
+        if callable(seekable) and seekable():
+            starts[key] = value.tell()
+            contents[key] = value
+        else:
+            contents[key] = value.read()
+    names = {key: str(getattr(value, "name", key)).rsplit("/", 1)[-1]
+             for key, value in file_inputs.items()}
+
+    def build() -> FileParts:
+        for key, position in starts.items():
+            contents[key].seek(position)
+        return {key: (names[key], contents[key]) for key in file_inputs}
+
+    return build
 
 
 class DeploymentsMixin(ClientBase):
@@ -137,6 +171,13 @@ class DeploymentsMixin(ClientBase):
         """Which pipelines answer the endpoint's calls (docs/rollout.md): exactly one of a
         random split by weights, a split on an input's value (key, routes, default), or
         shadow pipelines getting a copy of each call; nothing: its own pipeline again."""
+        _check_mapping(split, "split", "pipeline name to weight")
+        _check_mapping(routes, "routes", "input value to pipeline name")
+        if shadow is not None and (isinstance(shadow, str | bytes)
+                                   or not isinstance(shadow, Iterable)):
+            raise TypeError(
+                "'shadow' must be a list of pipeline names (e.g. shadow=[\"scorer-v2\"]), "
+                f"not {type(shadow).__name__}.")
         body: dict[str, Any] = {k: v for k, v in (
             ("split", dict(split) if split is not None else None), ("key", key),
             ("routes", dict(routes) if routes is not None else None), ("default", default),
@@ -155,6 +196,8 @@ class DeploymentsMixin(ClientBase):
                                    validations: Mapping[str, str]) -> dict[str, Any]:
         """Named expressions over inputs and outputs (e.g. ``{"low": "score <= 0.9"}``);
         an execution violating one is flagged, its answer still returned. {} removes them."""
+        _check_mapping(validations, "validations", "validation name to rule "
+                       '(e.g. {"low": "score <= 0.9"})', required=True)
         return expect_dict(self._transport.request(
             "PUT", self._api_url(f"/deployments/{path_segment(deployment_name)}/validations"),
             json=dict(validations)), "PUT /deployments/{name}/validations")
@@ -168,6 +211,10 @@ class DeploymentsMixin(ClientBase):
         ``{"path", "rows", "format"}``."""
         body: dict[str, Any] = {"datastore_path": datastore_path, "format": format}
         for key, value in (("start", start), ("end", end)):
+            if value is not None and not isinstance(value, datetime):
+                raise TypeError(
+                    f"'{key}' must be a datetime.datetime (e.g. datetime.fromisoformat("
+                    f"{str(value)!r})), not {type(value).__name__}.")
             if value is not None:
                 if value.tzinfo is None:
                     value = value.astimezone()  # a naive time is local, as elsewhere
@@ -194,32 +241,37 @@ class DeploymentsMixin(ClientBase):
 
     # -- calling endpoints (endpoint token, not the SDK token) --
 
-    def _endpoint_headers(self, token: str) -> dict[str, str]:
-        return {"Authorization": f"EndpointToken {token}",
-                "gristmill-client": f"gristmill@{__version__}"}
+    def _endpoint_timeout(self) -> httpx.Timeout:
+        # The server holds result requests (20 s by default) and an execution may take a
+        # while: reads get at least _ENDPOINT_READ_S, connecting the client's timeout.
+        timeout = self._settings.timeout
+        return httpx.Timeout(max(timeout, _ENDPOINT_READ_S), connect=timeout)
 
     def trigger_endpoint(self, endpoint_name: str, endpoint_token: str,
                          inputs: Mapping[str, Any] | None = None,
                          wait_for_results: bool = True) -> dict[str, Any]:
         """Call an endpoint. A binary file object among the inputs is sent as a file;
         unlike craft-ai-sdk, the other inputs go along with it."""
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise TypeError("'inputs' must be a mapping of input name to value (a dict), "
+                            f"not {type(inputs).__name__}.")
         url = f"{self._settings.environment_url}/endpoints/{path_segment(endpoint_name)}"
         given = dict(inputs or {})
-        files = {k: (getattr(v, "name", k).rsplit("/", 1)[-1], v) for k, v in given.items()
-                 if callable(getattr(v, "read", None))}
-        with httpx.Client(timeout=_ENDPOINT_TIMEOUT, follow_redirects=False) as client:
-            if files:
-                fields = {k: json.dumps(v) for k, v in given.items() if k not in files}
-                response = client.post(url, data=fields, files=files,
-                                       headers=self._endpoint_headers(endpoint_token))
-            else:
-                response = client.post(url, json=given,
-                                       headers=self._endpoint_headers(endpoint_token))
-        if response.status_code >= 400:
-            raise api_error_from_body(response.status_code, response.content, method="POST",
-                                      url=url, retry_after=None)
-        execution_id = response.headers.get("craft-ai-execution-id") or \
-            response.json()["execution_id"]
+        authorization = f"EndpointToken {endpoint_token}"
+        file_inputs = {k: v for k, v in given.items() if callable(getattr(v, "read", None))}
+        if file_inputs:
+            fields = {k: json.dumps(v) for k, v in given.items() if k not in file_inputs}
+            response = self._transport.endpoint_call(
+                "POST", url, authorization=authorization, data=fields,
+                files=_replayable_files(file_inputs), timeout=self._endpoint_timeout())
+        else:
+            response = self._transport.endpoint_call(
+                "POST", url, authorization=authorization, json=given,
+                timeout=self._endpoint_timeout())
+        execution_id = response.headers.get("craft-ai-execution-id")
+        if not execution_id:
+            body = expect_dict(decode_response(response), "POST /endpoints/{name}")
+            execution_id = expect_str(body, "execution_id", "POST /endpoints/{name}")
         if not wait_for_results:
             return {"execution_id": execution_id}
         return self.retrieve_endpoint_results(endpoint_name, execution_id, endpoint_token)
@@ -228,19 +280,18 @@ class DeploymentsMixin(ClientBase):
                                   endpoint_token: str) -> dict[str, Any]:
         url = (f"{self._settings.environment_url}/endpoints/{path_segment(endpoint_name)}"
                f"/executions/{path_segment(execution_id)}")
-        with httpx.Client(timeout=_ENDPOINT_TIMEOUT, follow_redirects=False) as client:
-            while True:  # the server holds each request, then redirects to itself
-                response = client.get(url, headers=self._endpoint_headers(endpoint_token))
-                if response.status_code not in _REDIRECTS:
-                    break
-        if response.status_code >= 400:
-            raise api_error_from_body(response.status_code, response.content, method="GET",
-                                      url=url, retry_after=None)
+        while True:  # the server holds each request, then redirects to itself
+            response = self._transport.endpoint_call(
+                "GET", url, authorization=f"EndpointToken {endpoint_token}",
+                timeout=self._endpoint_timeout())
+            if response.status_code not in _REDIRECTS:
+                break
+            response.close()
         if "application/octet-stream" in response.headers.get("content-type", ""):
             disposition = response.headers.get("content-disposition", "")
             name = disposition.split(f"_{execution_id}_", 1)[-1]
             return {"execution_id": execution_id, "outputs": {name: response.content}}
-        body = expect_dict(response.json(), "GET /endpoints/{name}/executions/{id}")
+        body = expect_dict(decode_response(response), "GET /endpoints/{name}/executions/{id}")
         return {"execution_id": execution_id, "outputs": body.get("outputs", {})}
 
     # -- resource metrics --

@@ -113,6 +113,11 @@ class ExecutionsMixin(ClientBase):
         Raises:
             ExecutionFailedError: the execution failed; the message says why.
         """
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise TypeError(
+                "'inputs' must be a mapping of input name to value (e.g. "
+                f'{{"number1": 3}}), not {type(inputs).__name__}.'
+            )
         inputs_mapping_json = _mapping_json(inputs_mapping, InputSource, "inputs_mapping")
         outputs_mapping_json = _mapping_json(outputs_mapping, OutputDestination, "outputs_mapping")
         base = f"/pipelines/{path_segment(pipeline_name)}"
