@@ -32,6 +32,7 @@ from gristmill._version import __version__
 from gristmill.config import Settings
 from gristmill.errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     InvalidResponseError,
     api_error_from_body,
@@ -360,17 +361,18 @@ class Transport:
                     continue
             return response
 
+    def _error_of(self, response: httpx.Response, method: str, url: str) -> APIError:
+        return api_error_from_body(
+            response.status_code,
+            response.content,
+            method=method,
+            url=_redact(url),
+            retry_after=parse_retry_after(response.headers.get("retry-after"), now=self._clock()),
+        )
+
     def _decode_api(self, response: httpx.Response, method: str, url: str) -> Any:
         if response.status_code >= 400:
-            error = api_error_from_body(
-                response.status_code,
-                response.content,
-                method=method,
-                url=_redact(url),
-                retry_after=parse_retry_after(
-                    response.headers.get("retry-after"), now=self._clock()
-                ),
-            )
+            error = self._error_of(response, method, url)
             if response.status_code == 403 and current_execution_id() is not None:
                 # Same advice as craft-ai-sdk: a step's token is narrower than a user's.
                 error.hint = (
@@ -476,15 +478,7 @@ class Transport:
             timeout=timeout,
         )
         if response.status_code >= 400:
-            raise api_error_from_body(
-                response.status_code,
-                response.content,
-                method=method,
-                url=_redact(url),
-                retry_after=parse_retry_after(
-                    response.headers.get("retry-after"), now=self._clock()
-                ),
-            )
+            raise self._error_of(response, method, url)
         return response
 
     def presigned(
