@@ -227,6 +227,10 @@ def test_a_failed_execution_is_a_500_with_the_reason(gristmill_env, api, step_ar
         ({"outputs_mapping": [{"pipeline_output_name": "text", "datastore_path": "x"}]}, 400,
          "file outputs only"),
         ({"pipeline_name": "no-such-pipeline"}, 404, "not found"),
+        # past the database's integers it was a 500; a day bounds a creation's wait
+        ({"timeout_s": 2**63}, 400, "timeout_s must be an integer number of seconds from 1"),
+        ({"timeout_s": 86_401}, 400, "from 1 to 86400"),
+        ({"timeout_s": 0}, 400, "from 1 to 86400"),
     ],
 )
 def test_endpoint_creation_rejections(api, echo_async, unique, body, status, fragment) -> None:

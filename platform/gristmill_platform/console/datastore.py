@@ -5,6 +5,7 @@ parts for large files), so the console never buffers a file."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -78,7 +79,9 @@ async def delete(request: Request, viewer: ViewerDep, state: AppStateDep, sessio
     path = str(form.get("path") or "")
     await services.datastore(state, session).delete(path)
     prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
-    return Response(status_code=303, headers={"Location": f"/console/data-store?prefix={prefix}"})
+    # the folder's name is the user's (non-Latin-1 characters, '+', '#'): encoded
+    return Response(status_code=303,
+                    headers={"Location": f"/console/data-store?prefix={quote(prefix, safe='')}"})
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -122,6 +125,14 @@ async def multipart_part(request: Request, viewer: ViewerDep, state: AppStateDep
     return JSONResponse({"url": part.url, "headers": part.headers})
 
 
+def _completed(part: object) -> CompletedPart:
+    """One uploaded part as the upload script reports it: {"number": n, "metadata": etag}."""
+    if (not isinstance(part, dict) or isinstance(part.get("number"), bool)
+            or not isinstance(part.get("number"), int) or "metadata" not in part):
+        raise BadRequest('parts must be a list of {"number": <integer>, "metadata": <etag>}')
+    return CompletedPart(number=part["number"], etag=str(part["metadata"]))
+
+
 @router.post("/multipart/end", response_model=None)
 async def multipart_end(request: Request, viewer: ViewerDep, state: AppStateDep,
                         session: SessionDep) -> Response:
@@ -130,6 +141,5 @@ async def multipart_end(request: Request, viewer: ViewerDep, state: AppStateDep,
     if not isinstance(parts, list):
         raise BadRequest("parts must be a list")
     done = await services.datastore(state, session).complete_multipart(
-        body["path"], body.get("config"),
-        [CompletedPart(number=int(p["number"]), etag=str(p["metadata"])) for p in parts])
+        body["path"], body.get("config"), [_completed(part) for part in parts])
     return JSONResponse({"path": done.path, "size": done.size})

@@ -89,6 +89,9 @@ def _environment() -> Environment:
     env.filters["duration"] = _duration
     env.filters["when"] = _when
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+    # a value shown as JSON text, escaped by autoescape as any text: Jinja's tojson is for
+    # scripts, and shows 'é' and '<' as \u00e9 and \u003c
+    env.filters["json_text"] = lambda v: json.dumps(v, ensure_ascii=False, default=str)
     env.filters["urlpart"] = lambda v: quote(str(v), safe="")
     env.filters["repository_url"] = shown_repository_url
     env.globals["version"] = gristmill_platform.__version__

@@ -13,6 +13,10 @@ TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 256
 MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600
+# how long a deployment's creation may take (and a warm worker drain): a day is far
+# beyond any; unbounded, a value past the database's integers was a 500
+MAX_CREATION_TIMEOUT_S = 24 * 3600
+DEFAULT_CREATION_TIMEOUT_S = 180
 
 
 def endpoint_url_path(value: object, rule: str, name: str) -> str | None:
@@ -43,6 +47,15 @@ def chosen_endpoint_token(value: object, rule: str) -> str | None:
             f"endpoint_token must be {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters among "
             "letters, digits and . _ ~ + / = - (leave it out for a random token)",
             name="InvalidEndpointToken")
+    return value
+
+
+def creation_timeout(value: object) -> int:
+    """timeout_s: how long the deployment's creation may take, in whole seconds."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            1 <= value <= MAX_CREATION_TIMEOUT_S):
+        raise InvalidDeployment(f"timeout_s must be an integer number of seconds from 1 to "
+                                f"{MAX_CREATION_TIMEOUT_S}")
     return value
 
 

@@ -15,7 +15,9 @@ from gristmill_platform.db.models.steps import Pipeline, Step
 from gristmill_platform.db.types import utcnow
 from gristmill_platform.deployments import tokens
 from gristmill_platform.deployments.endpoint_options import (
+    DEFAULT_CREATION_TIMEOUT_S,
     chosen_endpoint_token,
+    creation_timeout,
     endpoint_url_path,
     execution_timeout,
 )
@@ -112,9 +114,7 @@ class DeploymentService:
             rule, step.inputs, step.outputs,
             parse_mapping_field(body.get("inputs_mapping"), "inputs_mapping"),
             parse_mapping_field(body.get("outputs_mapping"), "outputs_mapping"))
-        timeout = body.get("timeout_s", 180)
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-            raise InvalidDeployment("timeout_s must be a positive number of seconds")
+        timeout = creation_timeout(body.get("timeout_s", DEFAULT_CREATION_TIMEOUT_S))
         url_path = endpoint_url_path(body.get("endpoint_url_path"), rule, name)
         chosen_token = chosen_endpoint_token(body.get("endpoint_token"), rule)
         execution_timeout_s = execution_timeout(body.get("execution_timeout_s"))

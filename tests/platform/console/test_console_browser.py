@@ -148,6 +148,21 @@ def test_live_logs_of_a_running_execution(watched: Watched, env, pipelines) -> N
     assert page.locator("text=12").count() >= 1
 
 
+def test_a_long_value_without_spaces_wraps_instead_of_widening_the_page(
+        watched: Watched, env, pipelines) -> None:
+    """Users' text (inputs, outputs, names) may hold a long word: it wraps in its cell."""
+    long = "x" * 3000
+    execution_id = run_pipeline(env, pipelines["echo"], {"text": long})
+    page = watched.page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    for path in (f"/console/executions/{execution_id}",
+                 f"/console/executions/compare?ids={execution_id}&ids={execution_id}"):
+        page.goto(env.url + path)
+        page.wait_for_selector("table")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, (path, width)
+
+
 def test_select_two_executions_and_compare(watched: Watched, env, pipelines) -> None:
     first = run_pipeline(env, pipelines["echo"], {"text": "left"})
     second = run_pipeline(env, pipelines["echo"], {"text": "right"})

@@ -118,6 +118,47 @@ def test_data_store_info_download_delete(console: Console, gristmill_env, unique
     assert missing.status_code == 404
 
 
+def test_deleting_in_a_folder_of_any_name_goes_back_to_that_folder(
+        console: Console, gristmill_env, unique) -> None:
+    """The folder's name is the user's: characters beyond Latin-1 were a 500 (the redirect
+    held them raw), '+' and '#' sent the user to another folder."""
+    from urllib.parse import parse_qs, urlsplit
+
+    for folder in (f"数据\u202e-{unique}", f"a+b#c-{unique}"):
+        path = f"{folder}/x.csv"
+        with gristmill_env.client() as api:
+            signed = api.get("/data-store/upload", params={"path_to_object": path}).json()
+        assert httpx.post(signed["signed_url"], data=signed["fields"],
+                          files={"file": ("x.csv", b"1")}).status_code == 204
+        deleted = console.post("/console/data-store/delete", {"path": path})
+        assert deleted.status_code == 303
+        location = urlsplit(deleted.headers["location"])
+        assert location.path == "/console/data-store" and not location.fragment
+        assert parse_qs(location.query)["prefix"] == [f"{folder}/"]
+
+
+def test_a_malformed_multipart_end_is_a_400(console: Console, unique) -> None:
+    for parts in ([1], [{"number": "abc", "metadata": "e"}], [{"metadata": "e"}],
+                  [{"number": True, "metadata": "e"}], [{"number": 1}]):
+        response = console.post_json("/console/data-store/multipart/end",
+                                     {"path": f"mp-{unique}", "config": {}, "parts": parts})
+        assert response.status_code == 400, (parts, response.text)
+        assert "parts must be a list of" in response.text
+
+
+def test_values_are_shown_as_their_text(console: Console, gristmill_env,
+                                        echo_pipeline) -> None:
+    """As JSON, but the text as it is (escaped as HTML): not \\u00e9 for é or \\u003c for <."""
+    first = _run(gristmill_env, echo_pipeline, "café <b>x</b> & 'q'")
+    second = _run(gristmill_env, echo_pipeline, "ü")
+    page = console.get(f"/console/executions/{first}").text
+    assert "&#34;café &lt;b&gt;x&lt;/b&gt; &amp; &#39;q&#39;&#34;" in page
+    assert "\\u00e9" not in page and "\\u003c" not in page
+    compare = console.get("/console/executions/compare",
+                          params=[("ids", first), ("ids", second)]).text
+    assert "&#34;ü&#34;" in compare and "\\u00fc" not in compare
+
+
 def test_upload_urls_come_from_the_api_service(console: Console, unique) -> None:
     response = console.http.post("/console/data-store/upload-url",
                                  json={"path": f"console/{unique}/x.bin"},
