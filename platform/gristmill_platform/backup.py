@@ -200,51 +200,63 @@ def create_backup(settings: Settings, target: Path) -> BackupSummary:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gristmill-backup-") as scratch:
         snapshot = Path(scratch) / DATABASE
-        collected = None
-        for _ in range(SNAPSHOT_ATTEMPTS):
-            snapshot.unlink(missing_ok=True)
-            _snapshot_database(source, snapshot)
-            collected = _files(settings, snapshot)
-            if collected is not None:
-                break
-        if collected is None:
-            raise BackupError("the data store kept changing under the backup; try again at "
-                              "a quieter moment")
-        refs, sources = collected
-        sources.insert(0, _Source(snapshot, DATABASE))
         partial = target.with_name(f".{target.name}.partial")
-        entries: dict[str, dict[str, Any]] = {}
-        total = 0
         try:
-            with _open_archive(partial, target) as archive:
-                for item in sources:
-                    entry = _add(archive, item)
-                    if entry is None:
-                        # a file under steps/ or venvs/ replaced meanwhile: the snapshot
-                        # is what counts, and a rebuild restores it
-                        continue
-                    entries[item.name] = entry
-                    total += int(entry.get("size", 0))
-                manifest = {
-                    "format": FORMAT, "version": FORMAT_VERSION,
-                    "gristmill_version": gristmill_platform.__version__,
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "alembic_revision": refs.revision,
-                    "source_data_dir": str(settings.data_dir),
-                    "secret_key": "file" if (settings.data_dir / SECRET_KEY).is_file()
-                    else "settings",
-                    "files": entries,
-                }
-                raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
-                info = tarfile.TarInfo(MANIFEST)
-                info.size = len(raw)
-                info.mode = 0o600
-                archive.addfile(info, io.BytesIO(raw))
+            for _ in range(SNAPSHOT_ATTEMPTS):
+                snapshot.unlink(missing_ok=True)
+                _snapshot_database(source, snapshot)
+                collected = _files(settings, snapshot)
+                if collected is None:
+                    continue
+                refs, sources = collected
+                written = _write_archive(settings, partial, target, refs,
+                                         [_Source(snapshot, DATABASE), *sources])
+                if written is not None:
+                    break
+            else:
+                raise BackupError("the data store kept changing under the backup; try again "
+                                  "at a quieter moment")
+            entries, total = written
             os.chmod(partial, 0o600)  # it holds the signing key and every token's hash
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)
     return BackupSummary(target, len(entries), total, refs.revision)
+
+
+def _write_archive(settings: Settings, partial: Path, target: Path, refs: _Referenced,
+                   sources: list[_Source]) -> tuple[dict[str, dict[str, Any]], int] | None:
+    """The archive of one snapshot: (its manifest's entries, their bytes), or None when a
+    data store file the snapshot refers to was deleted before it was copied (an object
+    overwritten or deleted meanwhile): the snapshot is then stale, and taken again."""
+    entries: dict[str, dict[str, Any]] = {}
+    total = 0
+    with _open_archive(partial, target) as archive:
+        for item in sources:
+            entry = _add(archive, item)
+            if entry is None:
+                if item.name.startswith("datastore/"):
+                    return None
+                # a file under steps/ or venvs/ replaced meanwhile: the snapshot is what
+                # counts, and a rebuild restores it
+                continue
+            entries[item.name] = entry
+            total += int(entry.get("size", 0))
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION,
+            "gristmill_version": gristmill_platform.__version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "alembic_revision": refs.revision,
+            "source_data_dir": str(settings.data_dir),
+            "secret_key": "file" if (settings.data_dir / SECRET_KEY).is_file() else "settings",
+            "files": entries,
+        }
+        raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(raw)
+        info.mode = 0o600
+        archive.addfile(info, io.BytesIO(raw))
+    return entries, total
 
 
 def _add(archive: tarfile.TarFile, item: _Source) -> dict[str, Any] | None:
@@ -280,12 +292,38 @@ def read_manifest(archive: tarfile.TarFile) -> dict[str, Any]:
     except KeyError:
         raise BackupError("not a Gristmill backup: it has no MANIFEST.json") from None
     handle = archive.extractfile(member)
-    assert handle is not None
-    manifest: dict[str, Any] = json.loads(handle.read())
+    if handle is None:
+        raise BackupError("the backup's MANIFEST.json is not a file: nothing was restored")
+    try:
+        manifest = json.loads(handle.read())
+    except ValueError:
+        raise BackupError("the backup's MANIFEST.json is not valid JSON (damaged or "
+                          "edited): nothing was restored") from None
+    if not isinstance(manifest, dict):
+        raise BackupError("the backup's MANIFEST.json is not a Gristmill manifest")
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise BackupError(f"not a Gristmill backup this version can read "
                           f"(format {manifest.get('format')!r} {manifest.get('version')!r})")
-    return manifest
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(entry, dict) and ("symlink" in entry or "sha256" in entry)
+            for entry in files.values()):
+        raise BackupError("the backup's manifest lists no files, or lists them without "
+                          "their checksums (damaged or edited): nothing was restored")
+    return dict(manifest)
+
+
+def _refuse_through_links(into: Path, target: Path, name: str) -> None:
+    """Nothing is written through a link: a link the archive made (an environment's
+    bin/python -> the interpreter, legitimately absolute) must not be a folder a later
+    entry is written into, nor be overwritten, or a crafted archive writes outside the
+    directory it is restored into."""
+    if target.is_symlink() or target.exists():
+        raise BackupError(f"the archive holds {name!r} twice: refusing to restore it")
+    for parent in target.relative_to(into).parents:
+        if parent != Path(".") and (into / parent).is_symlink():
+            raise BackupError(f"the archive writes {name!r} through the link {parent}: "
+                              "refusing to restore it")
 
 
 def _extract_verified(archive: tarfile.TarFile, manifest: dict[str, Any], into: Path) -> None:
@@ -299,6 +337,7 @@ def _extract_verified(archive: tarfile.TarFile, manifest: dict[str, Any], into: 
             raise BackupError(f"the archive holds {member.name!r}, which its manifest does "
                               "not list: refusing to restore it")
         target = into / member.name
+        _refuse_through_links(into, target, member.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         if "symlink" in entry:
             # only Python environments link out (bin/python -> the interpreter)

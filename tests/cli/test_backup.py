@@ -215,6 +215,117 @@ def test_restore_refuses_a_non_empty_dir_and_a_damaged_archive(tmp_path: Path) -
         app, ["restore", str(not_a_backup), "--data-dir", str(tmp_path / "f3")]).output)
 
 
+def _rewritten(backup: Path, out: Path, extra: list[tuple[tarfile.TarInfo, bytes | None]],
+               manifest: object | bytes | None = None) -> Path:
+    """The backup with members added (listed in its manifest, with their checksums, as a
+    careful forger would) or its manifest replaced."""
+    import hashlib
+
+    with tarfile.open(backup) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None)  # type: ignore
+                   for m in src]
+    original = json.loads(next(data for m, data in members if m.name == MANIFEST))
+    for info, data in extra:
+        original["files"][info.name] = (
+            {"symlink": info.linkname} if info.issym()
+            else {"sha256": hashlib.sha256(data or b"").hexdigest(), "size": len(data or b""),
+                  "mode": 0o600})
+    raw = manifest if isinstance(manifest, bytes) else json.dumps(
+        original if manifest is None else manifest).encode()
+    with tarfile.open(out, "w") as dst:
+        for member, data in [*[(m, d) for m, d in members if m.name != MANIFEST], *extra]:
+            if member.issym():
+                dst.addfile(member)
+            else:
+                member.size = len(data or b"")
+                dst.addfile(member, io.BytesIO(data or b""))
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(raw)
+        dst.addfile(info, io.BytesIO(raw))
+    return out
+
+
+def test_restore_never_writes_through_a_link_or_trusts_a_broken_manifest(
+        tmp_path: Path) -> None:
+    source = tmp_path / "env"
+    assert runner.invoke(app, ["users", "create", "A", "a@example.com", "--data-dir",
+                               str(source)]).exit_code == 0
+    backup = tmp_path / "env.tar"
+    assert runner.invoke(app, ["backup", "--to", str(backup), "--data-dir",
+                               str(source)]).exit_code == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    # an environment's link may point anywhere (bin/python); nothing may go through it
+    link = tarfile.TarInfo("venvs/evil")
+    link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+    payload = b"written outside"
+    through = tarfile.TarInfo("venvs/evil/pwned.txt")
+    escape = _rewritten(backup, tmp_path / "escape.tar", [(link, None), (through, payload)])
+    with pytest.raises(BackupError, match="through the link venvs/evil"):
+        restore_backup(escape, tmp_path / "t1")
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "t1").exists() or not any((tmp_path / "t1").iterdir())
+    # nor over it: an entry of the same name as one written before
+    twice = _rewritten(backup, tmp_path / "twice.tar", [(link, None), (link, None)])
+    with pytest.raises(BackupError, match="twice"):
+        restore_backup(twice, tmp_path / "t2")
+    assert list(outside.iterdir()) == []
+
+    # a manifest cut short or edited: a clear refusal (the CLI's message), nothing written
+    for number, manifest in enumerate((b'{"format": "grist', {"format": "gristmill-backup"},
+                                       [1, 2])):
+        bad = _rewritten(backup, tmp_path / f"manifest{number}.tar", [], manifest)
+        target = tmp_path / f"m{number}"
+        result = runner.invoke(app, ["restore", str(bad), "--data-dir", str(target)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "nothing was restored" in flat(result.output) or "not a Gristmill" in flat(
+            result.output), result.output
+        assert not target.exists() or not any(target.iterdir())
+
+
+def test_a_data_store_file_deleted_while_it_is_copied_takes_a_new_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot named the file; once it is gone, the snapshot no longer describes the
+    store: the backup takes another rather than leave the file out (a restored object
+    that answered 500)."""
+    from gristmill_platform import backup as backup_module
+
+    server, env, _ = start_environment(tmp_path / "env", None)
+    try:
+        with env.client() as api:
+            _put_object(api, "keep/a.bin", b"a" * 100)
+            _put_object(api, "gone/b.bin", b"b" * 100)
+            deleted = []
+            real_add = backup_module._add
+
+            def add(archive: tarfile.TarFile, item: backup_module._Source) -> object:
+                # the first time a data store file is copied, the object is deleted
+                if item.name.startswith("datastore/") and not deleted:
+                    assert api.request("DELETE", "/data-store/delete", json={
+                        "path_to_object": "gone/b.bin"}).status_code == 200
+                    deleted.append(item.name)
+                return real_add(archive, item)
+
+            monkeypatch.setattr(backup_module, "_add", add)
+            summary = create_backup(Settings(data_dir=tmp_path / "env"), tmp_path / "b.tar")
+    finally:
+        server.stop()
+    with tarfile.open(summary.path) as archive:
+        manifest = json.loads(archive.extractfile(MANIFEST).read())  # type: ignore[union-attr]
+    blobs = [name for name in manifest["files"] if name.startswith("datastore/")]
+    assert len(blobs) == 1  # the snapshot taken after the delete: one object, its file kept
+    restored = tmp_path / "restored"
+    restore_backup(summary.path, restored)
+    server, env, _ = start_environment(restored, None)
+    try:
+        with env.client() as api:
+            assert _all_objects(api) == ["keep/a.bin"]
+            assert _get_object(api, "keep/a.bin") == b"a" * 100
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--database-url", "postgresql://u@127.0.0.1:5432/x"], "pg_dump"),
 ])

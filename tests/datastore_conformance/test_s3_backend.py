@@ -211,3 +211,40 @@ async def test_unreachable_store_is_a_503() -> None:
     with pytest.raises(S3Unavailable, match="Cannot reach the S3 data store") as caught:
         await store.head("x")
     assert caught.value.status_code == 503
+
+
+async def test_a_part_larger_than_signed_cannot_pass_the_object_limit(moto) -> None:
+    """A presigned part URL does not sign its length: S3 takes a part of any size. The
+    end checks what S3 holds against the object limit, as the local backend checks the
+    parts as they arrive."""
+    store = direct(moto, datastore_max_object_bytes=100)
+    config = await store.create_multipart("over", created_by=None)
+    url = (await store.presign_part("over", config, part_number=1, chunk_size=10,
+                                    total_size=None)).url
+    etag = httpx.put(url, content=b"x" * 150).headers["etag"]
+    with pytest.raises(AppError) as caught:
+        await store.complete_multipart("over", config, [CompletedPart(1, etag)])
+    assert (caught.value.status_code, caught.value.name) == (400, "EntityTooLarge")
+    assert await store.head("over") is None
+
+
+async def test_every_part_but_the_last_holds_the_chunk_size(moto) -> None:
+    store = direct(moto)
+    mib = 1024 * 1024
+    config = await store.create_multipart("uneven", created_by=None)
+    etags = []
+    for number, size in ((1, 5 * mib + 1), (2, 5 * mib + 2)):
+        url = (await store.presign_part("uneven", config, part_number=number,
+                                        chunk_size=5 * mib + 1, total_size=None)).url
+        etags.append(httpx.put(url, content=b"u" * size).headers["etag"])
+    parts = [CompletedPart(n, etags[n - 1]) for n in (1, 2)]
+    with pytest.raises(AppError, match="Part 2 holds 5242882 bytes") as caught:
+        await store.complete_multipart("uneven", config, parts)
+    assert caught.value.name == "InvalidPart"
+    # the upload stays usable: the same part sent again at the right size
+    url = (await store.presign_part("uneven", config, part_number=2, chunk_size=5 * mib + 1,
+                                    total_size=None)).url
+    etags[1] = httpx.put(url, content=b"u" * (5 * mib)).headers["etag"]
+    info = await store.complete_multipart(
+        "uneven", config, [CompletedPart(n, etags[n - 1]) for n in (1, 2)])
+    assert info.size == 10 * mib + 1

@@ -240,6 +240,23 @@ class S3DataStore:
             etag = strip_etag(listed.etag)
             if etag is not None and etag != stored[listed.number][0]:
                 raise InvalidPart(f"Part {listed.number}'s ETag does not match the upload")
+        # A presigned part URL does not sign its length: S3 takes a part of any size, so
+        # the chunk size and the object limit the URLs were given for are checked here,
+        # as the local backend checks them as the parts arrive.
+        sizes = [stored[n][1] for n in numbers]
+        if sum(sizes) > self.max_object_bytes:
+            raise AppError(
+                f"Object would exceed the data store's limit of {self.max_object_bytes} bytes",
+                status_code=400, name="EntityTooLarge",
+            )
+        chunk = sizes[0]
+        odd = next((n for n, size in zip(numbers[:-1], sizes[:-1], strict=True)
+                    if size != chunk), None)
+        if odd is not None or sizes[-1] > chunk:
+            shown = odd if odd is not None else numbers[-1]
+            raise InvalidPart(f"Part {shown} holds {stored[shown][1]} bytes: every part but "
+                              f"the last must hold the chunk size ({chunk} bytes), the last "
+                              "at most that")
         try:
             await call(
                 self.client.complete_multipart_upload, Bucket=self.bucket, Key=key,
