@@ -150,9 +150,13 @@ def test_the_service_process_freezes_its_start_up_heap(tmp_path) -> None:
     prepare_environment(settings)
     gc.unfreeze()
     try:
+        # Some CPython builds hold a few hundred objects in the permanent generation of
+        # their own (3.12.1 here: 375 at start, back after unfreeze once a module loads),
+        # so the test compares orders of magnitude, not counts.
         with TestClient(create_app(settings)):
-            assert gc.get_freeze_count() == 0  # tests and embedders: left alone
+            left_alone = gc.get_freeze_count()  # tests and embedders: nothing frozen
         with TestClient(create_app(settings, freeze_heap=True)):
-            assert gc.get_freeze_count() > 0
+            frozen = gc.get_freeze_count()  # the start-up heap: the app, the ORM, pydantic
+        assert left_alone < 1_000 and frozen > 50_000, (left_alone, frozen)
     finally:
         gc.unfreeze()
